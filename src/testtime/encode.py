@@ -1,0 +1,321 @@
+"""The one place where tasks become token ids and generated tokens become grids again.
+
+Two codecs share one sequence layout:
+
+    [bos] (<input> grid <output> grid <end>)* <input> query <output> | answer <end>
+
+- `GridCodec`: our compact tokenizer, one token per cell, built locally (no download).
+- `TextCodec`: any Hugging Face tokenizer; grids are rows of digits, as in the paper.
+
+Training, TTT, inference and scoring all go through `encode_example`/`decode_grid`, so
+there is exactly one grid<->tokens convention in the project.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from testtime.tasks import MAX_SIDE, N_COLORS, Example, Grid, freeze
+
+# Compact vocabulary: token id == color for 0..9, so grids encode with numpy alone.
+NEWLINE, INPUT, OUTPUT, END, BOS, EOS, PAD, UNK = range(10, 18)
+SPECIAL_TOKENS = {"\n": NEWLINE, "<input>": INPUT, "<output>": OUTPUT, "<end>": END,
+                  "<bos>": BOS, "<eos>": EOS, "<pad>": PAD, "<unk>": UNK}
+GRID_VOCAB = {**{str(c): c for c in range(N_COLORS)}, **SPECIAL_TOKENS}
+GRID_TOKENIZER_MARK = "testtime-grid"
+# Longest answer a query can have: 30 rows of 30 cells and a newline, plus the end token.
+MAX_ANSWER_TOKENS = MAX_SIDE * (MAX_SIDE + 1) + 1
+
+
+def build_grid_tokenizer():
+    """A real `PreTrainedTokenizerFast` for the compact vocabulary, made locally from a `tokenizers` model."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(GRID_VOCAB, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        additional_special_tokens=["<input>", "<output>", "<end>"],
+        name_or_path=GRID_TOKENIZER_MARK,
+    )
+    fast.init_kwargs["testtime_codec"] = "grid"
+    return fast
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One sequence: token ids, which tokens carry loss, and what had to be left out."""
+
+    input_ids: np.ndarray  # int64 [T]
+    loss_mask: np.ndarray  # bool [T]: True where the token is a target to learn
+    prompt_len: int  # ids[:prompt_len] is the prompt; the query's answer starts there
+    demos_used: tuple[int, ...]  # indices into the demos given, in sequence order
+    dropped: tuple[int, ...] = ()  # demos left out to fit the length budget
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    grid: Grid | None
+    error: str | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.grid is not None
+
+
+class TooLongError(ValueError):
+    pass
+
+
+class Codec(Protocol):
+    pad_id: int
+    stop_ids: frozenset[int]
+
+    def bos(self) -> list[int]: ...
+    def input_piece(self, grid: Grid) -> np.ndarray: ...
+    def output_marker(self) -> np.ndarray: ...
+    def answer_piece(self, grid: Grid) -> np.ndarray: ...
+    def decode_grid(self, ids: Sequence[int]) -> Decoded: ...
+    def answer_budget(self, demos: Sequence[Example], query: Grid) -> int: ...
+
+
+def _parse_rows(rows: list[list[int]]) -> Decoded:
+    """Shared validity check for decoded rows (both codecs end here)."""
+    if not rows:
+        return Decoded(None, "empty output")
+    if len(rows) > MAX_SIDE:
+        return Decoded(None, f"{len(rows)} rows, more than {MAX_SIDE}")
+    width = len(rows[0])
+    if width == 0:
+        return Decoded(None, "empty row")
+    for i, r in enumerate(rows):
+        if len(r) != width:
+            return Decoded(None, f"ragged: row {i} has {len(r)} cells, row 0 has {width}")
+    if width > MAX_SIDE:
+        return Decoded(None, f"{width} columns, more than {MAX_SIDE}")
+    return Decoded(freeze(np.asarray(rows, dtype=np.uint8)))
+
+
+@dataclass
+class GridCodec:
+    """Codec for the compact grid tokenizer: ids are built with numpy, no tokenizer call."""
+
+    pad_id: int = PAD
+    stop_ids: frozenset[int] = field(default=frozenset({END, EOS}))
+
+    def bos(self) -> list[int]:
+        return [BOS]
+
+    @staticmethod
+    def grid_ids(grid: Grid) -> np.ndarray:
+        h, w = grid.shape
+        out = np.empty((h, w + 1), dtype=np.int64)
+        out[:, :w] = grid
+        out[:, w] = NEWLINE
+        return out.ravel()
+
+    def input_piece(self, grid: Grid) -> np.ndarray:
+        return np.concatenate([[INPUT], self.grid_ids(grid)])
+
+    def output_marker(self) -> np.ndarray:
+        return np.array([OUTPUT], dtype=np.int64)
+
+    def answer_piece(self, grid: Grid) -> np.ndarray:
+        return np.concatenate([self.grid_ids(grid), [END]])
+
+    def answer_budget(self, demos: Sequence[Example], query: Grid) -> int:
+        # Outputs in ARC are rarely larger than the largest grid the task shows; keep room for that.
+        sides = [g.shape for e in demos for g in (e.input, e.output) if g is not None] + [query.shape]
+        h = max(s[0] for s in sides)
+        w = max(s[1] for s in sides)
+        return min(MAX_ANSWER_TOKENS, h * (w + 1) + 1)
+
+    def decode_grid(self, ids: Sequence[int]) -> Decoded:
+        rows: list[list[int]] = []
+        row: list[int] = []
+        for t in ids:
+            t = int(t)
+            if t in self.stop_ids:
+                break
+            if t == NEWLINE:
+                rows.append(row)
+                row = []
+            elif 0 <= t < N_COLORS:
+                row.append(t)
+            else:
+                return Decoded(None, f"unexpected token {t} inside a grid")
+        else:
+            return Decoded(None, "no end token: output was cut off")
+        if row:
+            return Decoded(None, "last row not terminated by a newline")
+        return _parse_rows(rows)
+
+
+class TextCodec:
+    """Codec for any Hugging Face tokenizer: grids as lines of digits, pieces tokenized separately.
+
+    Tokenizing each piece on its own keeps piece boundaries (and so the loss mask) exact,
+    whatever merges the tokenizer would make across them.
+    """
+
+    INPUT_TEXT = "input:\n"
+    OUTPUT_TEXT = "output:\n"
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        eos = tokenizer.eos_token_id
+        if eos is None:
+            raise ValueError("tokenizer has no eos token; the text format needs one to end answers")
+        self.eos = int(eos)
+        pad = tokenizer.pad_token_id
+        self.pad_id = int(pad) if pad is not None else self.eos
+        self.stop_ids = frozenset({self.eos})
+        bos = tokenizer.bos_token_id
+        self._bos = [] if bos is None else [int(bos)]
+        self._cache: dict[str, np.ndarray] = {}
+
+    def _ids(self, text: str) -> np.ndarray:
+        ids = self._cache.get(text)
+        if ids is None:
+            ids = np.asarray(self.tokenizer.encode(text, add_special_tokens=False), dtype=np.int64)
+            if len(self._cache) < 100_000:
+                self._cache[text] = ids
+        return ids
+
+    @staticmethod
+    def grid_text(grid: Grid) -> str:
+        return "".join("".join(map(str, row)) + "\n" for row in grid.tolist())
+
+    def bos(self) -> list[int]:
+        return list(self._bos)
+
+    def input_piece(self, grid: Grid) -> np.ndarray:
+        return self._ids(self.INPUT_TEXT + self.grid_text(grid))
+
+    def output_marker(self) -> np.ndarray:
+        return self._ids(self.OUTPUT_TEXT)
+
+    def answer_piece(self, grid: Grid) -> np.ndarray:
+        # Demo answers and query answers end the same way, with eos, so the model learns to stop.
+        return np.concatenate([self._ids(self.grid_text(grid)), [self.eos]])
+
+    def answer_budget(self, demos: Sequence[Example], query: Grid) -> int:
+        sides = [g.shape for e in demos for g in (e.input, e.output) if g is not None] + [query.shape]
+        h = max(s[0] for s in sides)
+        w = max(s[1] for s in sides)
+        return len(self._ids(self.grid_text(np.zeros((h, w), dtype=np.uint8)))) + 1
+
+    def decode_grid(self, ids: Sequence[int]) -> Decoded:
+        ids = [int(t) for t in ids]
+        if self.eos not in ids:
+            return Decoded(None, "no end token: output was cut off")
+        text = self.tokenizer.decode(ids[: ids.index(self.eos)], skip_special_tokens=True)
+        lines = text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        else:
+            return Decoded(None, "last row not terminated by a newline")
+        rows = []
+        for i, line in enumerate(lines):
+            if not line.isdigit() or not line.isascii():
+                return Decoded(None, f"row {i} is {line[:40]!r}, not digits")
+            rows.append([int(ch) for ch in line])
+        return _parse_rows(rows)
+
+
+def _piece_lengths(codec: Codec, demos: Sequence[Example]) -> list[tuple[np.ndarray, np.ndarray]]:
+    out = []
+    for e in demos:
+        if e.output is None:
+            raise ValueError("demonstrations need outputs")
+        out.append((np.concatenate([codec.input_piece(e.input), codec.output_marker()]), codec.answer_piece(e.output)))
+    return out
+
+
+def encode_example(
+    codec: Codec,
+    demos: Sequence[Example],
+    query: Example,
+    *,
+    max_len: int = 8192,
+    loss_on_demos: bool = True,
+    min_demos: int = 1,
+) -> Encoded:
+    """Encode demos plus a query; with `query.output` set, the answer is appended as a target.
+
+    Loss covers the answer and, with `loss_on_demos`, every demo output from the second on
+    (the first has no earlier demo to learn from). When the sequence would exceed `max_len`
+    (with room kept for the answer when it is unknown), the longest demos are dropped first,
+    deterministically, and reported in `dropped`.
+    """
+    pieces = _piece_lengths(codec, demos)
+    head = codec.bos()
+    q_prompt = np.concatenate([codec.input_piece(query.input), codec.output_marker()])
+    answer = codec.answer_piece(query.output) if query.output is not None else None
+    reserve = len(answer) if answer is not None else codec.answer_budget(demos, query.input)
+    sizes = [len(a) + len(b) for a, b in pieces]
+    keep = list(range(len(demos)))
+    total = len(head) + len(q_prompt) + reserve + sum(sizes)
+    dropped: list[int] = []
+    while total > max_len and len(keep) > min_demos:
+        longest = max(keep, key=lambda i: (sizes[i], i))
+        keep.remove(longest)
+        dropped.append(longest)
+        total -= sizes[longest]
+    if total > max_len:
+        raise TooLongError(f"sequence needs {total} tokens with {len(keep)} demo(s), over the budget of {max_len}")
+
+    ids: list[np.ndarray] = [np.asarray(head, dtype=np.int64)]
+    mask: list[np.ndarray] = [np.zeros(len(head), dtype=bool)]
+    for n, i in enumerate(keep):
+        prompt, out = pieces[i]
+        ids += [prompt, out]
+        mask += [np.zeros(len(prompt), dtype=bool), np.full(len(out), loss_on_demos and n > 0)]
+    ids.append(q_prompt)
+    mask.append(np.zeros(len(q_prompt), dtype=bool))
+    prompt_len = int(sum(len(x) for x in ids))
+    if answer is not None:
+        ids.append(answer)
+        mask.append(np.ones(len(answer), dtype=bool))
+    return Encoded(
+        input_ids=np.concatenate(ids).astype(np.int64),
+        loss_mask=np.concatenate(mask),
+        prompt_len=prompt_len,
+        demos_used=tuple(keep),
+        dropped=tuple(sorted(dropped)),
+    )
+
+
+def is_grid_tokenizer(tokenizer) -> bool:
+    return tokenizer.init_kwargs.get("testtime_codec") == "grid" or (
+        tokenizer.convert_tokens_to_ids("<input>") == INPUT and tokenizer.convert_tokens_to_ids("<end>") == END
+    )
+
+
+def codec_for(tokenizer) -> Codec:
+    """The compact codec for our own tokenizer, the text codec for anyone else's."""
+    return GridCodec() if is_grid_tokenizer(tokenizer) else TextCodec(tokenizer)
+
+
+def load_codec(model_path: str | Path) -> Codec:
+    cfg = Path(model_path) / "tokenizer_config.json"
+    if cfg.exists() and json.loads(cfg.read_text()).get("testtime_codec") == "grid":
+        return GridCodec()
+    from transformers import AutoTokenizer
+
+    return codec_for(AutoTokenizer.from_pretrained(str(model_path)))
