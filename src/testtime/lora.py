@@ -1,0 +1,130 @@
+"""Many LoRA adapters in one model: each sequence of a batch goes through its own task's adapter.
+
+`attach_multi_lora(model, n_adapters, ...)` wraps the target `nn.Linear` layers in place.
+Each wrapped layer holds stacked low-rank factors A [n, r, in] and B [n, out, r]; a shared
+`AdapterContext` says which adapter each row of the batch uses. Training many tasks'
+adapters in one batch then costs one forward/backward instead of one per task, and since
+each task's loss only reaches its own slice of A and B (and AdamW is elementwise), the
+result equals training every task alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class AdapterContext:
+    index: torch.Tensor | None = None  # [batch] adapter per row, or None for the bare base model
+
+
+class MultiLoRALinear(nn.Module):
+    def __init__(self, base: nn.Linear, n_adapters: int, rank: int, alpha: float, ctx: AdapterContext) -> None:
+        super().__init__()
+        self.base = base
+        self.ctx = ctx
+        self.rank = rank
+        self.scale = alpha / rank
+        dev, dtype = base.weight.device, torch.float32
+        self.lora_A = nn.Parameter(torch.zeros(n_adapters, rank, base.in_features, device=dev, dtype=dtype))
+        self.lora_B = nn.Parameter(torch.zeros(n_adapters, base.out_features, rank, device=dev, dtype=dtype))
+
+    def reset(self, generator: torch.Generator | None = None) -> None:
+        # The usual LoRA start: A like nn.Linear's default init, B zero, so the adapter starts as a no-op.
+        bound = 1 / math.sqrt(self.base.in_features)  # kaiming_uniform(a=sqrt(5)) bound
+        with torch.no_grad():
+            a = torch.empty(self.lora_A.shape, dtype=torch.float32).uniform_(-bound, bound, generator=generator)
+            self.lora_A.copy_(a)
+            self.lora_B.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        idx = self.ctx.index
+        if idx is None:
+            return y
+        a = self.lora_A[idx].to(x.dtype)  # [b, r, in]
+        b = self.lora_B[idx].to(x.dtype)  # [b, out, r]
+        shape = x.shape
+        h = torch.bmm(x.reshape(shape[0], -1, shape[-1]), a.transpose(1, 2))
+        return y + (torch.bmm(h, b.transpose(1, 2)) * self.scale).reshape(*shape[:-1], -1)
+
+
+def find_target_modules(model: nn.Module) -> list[str]:
+    """Leaf names of the linear layers inside the transformer blocks (q_proj, ..., down_proj for Llama).
+
+    Found from the architecture rather than hard-coded, so any causal LM works; the output
+    head and embeddings are left alone.
+    """
+    names = set()
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Linear) and ".layers." in f".{name}" and "lm_head" not in name:
+            names.add(name.rsplit(".", 1)[-1])
+    if not names:  # architectures that name their blocks otherwise (h., blocks.)
+        names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear) and "lm_head" not in n}
+    return sorted(names)
+
+
+@dataclass
+class MultiLoRA:
+    """Handle on the adapters attached to a model."""
+
+    model: nn.Module
+    ctx: AdapterContext
+    layers: dict[str, MultiLoRALinear] = field(default_factory=dict)
+
+    @property
+    def n_adapters(self) -> int:
+        return next(iter(self.layers.values())).lora_A.shape[0]
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for layer in self.layers.values() for p in (layer.lora_A, layer.lora_B)]
+
+    def reset(self, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        for name in sorted(self.layers):
+            self.layers[name].reset(g)
+
+    def use(self, index: torch.Tensor | None) -> None:
+        self.ctx.index = index
+
+    def state(self, adapter: int) -> dict[str, torch.Tensor]:
+        """One adapter's weights, named like peft's (`<module>.lora_A.weight`), for saving or comparing."""
+        out = {}
+        for name, layer in self.layers.items():
+            out[f"{name}.lora_A.weight"] = layer.lora_A[adapter].detach().clone()
+            out[f"{name}.lora_B.weight"] = layer.lora_B[adapter].detach().clone()
+        return out
+
+    def detach(self) -> None:
+        """Put the original linear layers back."""
+        for name, layer in self.layers.items():
+            parent_name, _, leaf = name.rpartition(".")
+            parent = self.model.get_submodule(parent_name) if parent_name else self.model
+            setattr(parent, leaf, layer.base)
+        self.layers.clear()
+
+
+def attach_multi_lora(
+    model: nn.Module, n_adapters: int, *, rank: int = 32, alpha: float = 32.0, targets: list[str] | None = None,
+    seed: int = 0,
+) -> MultiLoRA:
+    targets = targets or find_target_modules(model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    ctx = AdapterContext()
+    handle = MultiLoRA(model, ctx)
+    for name, mod in list(model.named_modules()):
+        if isinstance(mod, nn.Linear) and name.rsplit(".", 1)[-1] in targets and "lm_head" not in name:
+            parent_name, _, leaf = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            wrapped = MultiLoRALinear(mod, n_adapters, rank, alpha, ctx)
+            setattr(parent, leaf, wrapped)
+            handle.layers[name] = wrapped
+    if not handle.layers:
+        raise ValueError(f"no linear layers named {targets} in the model")
+    handle.reset(seed)
+    return handle
