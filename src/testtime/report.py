@@ -1,0 +1,189 @@
+"""A run's results as numbers (`summarize`), a terminal table (`print_summary`) and a page (`write_report`).
+
+`run_dir/results.jsonl` holds one JSON object per task:
+    {"task_id", "attempts": [[grid|null, grid|null] per test input], "correct": [bool]|null,
+     "score": float, "votes": [[{"grid", "votes"}] per test input], "ttt_loss": [float]|null,
+     "seconds": float, "invalid": int, "error": str|null}
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from testtime.render import grid_html as _grid_html
+from testtime.render import html_page, verdict_color
+from testtime.tasks import Task, load_tasks
+
+Record = dict[str, Any]
+
+
+def read_results(run_dir: str | Path) -> list[Record]:
+    path = Path(run_dir) / "results.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    records = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: line {n}: bad JSON at column {e.colno}: {e.msg}") from None
+        if not isinstance(rec, dict) or "task_id" not in rec:
+            raise ValueError(f"{path}: line {n}: expected an object with a 'task_id'")
+        records.append(rec)
+    return records
+
+
+def summarize(records: Sequence[Record]) -> dict[str, Any]:
+    """Totals of a run. `percent` is pass@2 over the tasks whose answers are known (None if none are)."""
+    scored = [r for r in records if r.get("correct") is not None]
+    score = float(sum(r.get("score") or 0.0 for r in scored))
+    seconds = [float(r.get("seconds") or 0.0) for r in records]
+    return {
+        "n_tasks": len(records),
+        "n_scored": len(scored),
+        "score": score,
+        "percent": 100.0 * score / len(scored) if scored else None,
+        "mean_seconds": sum(seconds) / len(seconds) if seconds else 0.0,
+        "total_seconds": sum(seconds),
+        "invalid": int(sum(r.get("invalid") or 0 for r in records)),
+        "errors": sum(1 for r in records if r.get("error")),
+    }
+
+
+def _summary_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
+    pct = "n/a (no answers known)" if s["percent"] is None else f"{s['percent']:.2f}%"
+    return [
+        ("tasks", str(s["n_tasks"])),
+        ("pass@2 score", f"{s['score']:g} / {s['n_scored']}"),
+        ("pass@2", pct),
+        ("seconds per task", f"{s['mean_seconds']:.1f}"),
+        ("total seconds", f"{s['total_seconds']:.1f}"),
+        ("invalid decodes", str(s["invalid"])),
+        ("tasks with errors", str(s["errors"])),
+    ]
+
+
+def print_summary(records: Sequence[Record], console=None) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.table import Table
+
+    s = summarize(records)
+    table = Table(title="Run summary", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for k, v in _summary_rows(s):
+        table.add_row(k, v)
+    (console or Console()).print(table)
+    return s
+
+
+# ---------------------------------------------------------------- HTML
+
+
+def _grid(g: Any) -> np.ndarray | None:
+    return None if g is None else np.asarray(g, dtype=np.uint8)
+
+
+def grid_html(g: Any, caption: str = "", border: str | None = None) -> str:
+    return _grid_html(_grid(g), caption=caption, border=border, css=False)
+
+
+def loss_svg(losses: Sequence[float], width: int = 240, height: int = 60) -> str:
+    """A tiny inline line chart of the TTT loss."""
+    ys = [float(x) for x in losses if x is not None and np.isfinite(x)]
+    if len(ys) < 2:
+        return ""
+    lo, hi = min(ys), max(ys)
+    span = (hi - lo) or 1.0
+    pts = " ".join(
+        f"{i * (width - 4) / (len(ys) - 1) + 2:.1f},{height - 2 - (y - lo) / span * (height - 4):.1f}" for i, y in enumerate(ys)
+    )
+    return (
+        f'<svg width="{width}" height="{height}" style="border:1px solid #ccc;vertical-align:middle">'
+        f'<polyline fill="none" stroke="#0074D9" stroke-width="1.5" points="{pts}"/></svg>'
+    )
+
+
+def _task_section(rec: Record, task: Task | None) -> str:
+    tid = str(rec["task_id"])
+    score = rec.get("score")
+    head = f"{html.escape(tid)}"
+    if rec.get("correct") is not None:
+        head += f" &mdash; score {float(score or 0):g}"
+    out = [f'<section id="t-{html.escape(tid)}"><h2>{head}</h2>']
+    meta = [f"{float(rec.get('seconds') or 0):.1f} s", f"{int(rec.get('invalid') or 0)} invalid decodes"]
+    out.append(f"<p>{' &middot; '.join(meta)}</p>")
+    if rec.get("error"):
+        out.append(f'<p style="color:#c00">error: {html.escape(str(rec["error"]))}</p>')
+    losses = rec.get("ttt_loss")
+    if losses:
+        out.append(f"<p>TTT loss {float(losses[0]):.4f} &rarr; {float(losses[-1]):.4f} {loss_svg(losses)}</p>")
+    if task is None:
+        out.append("<p><i>task not found: demos and answers unavailable</i></p>")
+    else:
+        demos = "".join(
+            '<div class="ex">'
+            + grid_html(e.input, f"demo {i} in")
+            + grid_html(e.output, "out")
+            + "</div>"
+            for i, e in enumerate(task.train)
+        )
+        out.append(f"<h3>Demos</h3>{demos}")
+    attempts = rec.get("attempts") or []
+    votes = rec.get("votes") or []
+    n_tests = max(len(attempts), len(task.test) if task else 0)
+    for i in range(n_tests):
+        truth = task.test[i].output if task and i < len(task.test) else None
+        cells = []
+        if task and i < len(task.test):
+            cells.append(grid_html(task.test[i].input, f"test {i} input"))
+        cells.append(grid_html(truth, "truth"))
+        for k, a in enumerate(attempts[i] if i < len(attempts) else []):
+            cells.append(grid_html(a, f"attempt {k + 1}", verdict_color(_grid(a), truth)))
+        out.append(f"<h3>Test {i}</h3><div class=\"ex\">{''.join(cells)}</div>")
+        cands = votes[i] if i < len(votes) and votes[i] else []
+        if cands:
+            vs = "".join(grid_html(c.get("grid"), f"{c.get('votes', '?')} votes") for c in cands)
+            out.append(f'<details><summary>votes ({len(cands)} candidates)</summary><div class="ex">{vs}</div></details>')
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def report_html(records: Sequence[Record], tasks: Sequence[Task] = (), title: str = "testtime report") -> str:
+    by_id = {t.id: t for t in tasks}
+    s = summarize(records)
+    rows = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{html.escape(v)}</td></tr>" for k, v in _summary_rows(s))
+    index = " ".join(
+        f'<a href="#t-{html.escape(str(r["task_id"]))}" style="color:'
+        f'{"#2a2" if r.get("correct") and all(r["correct"]) else "#c22" if r.get("correct") is not None else "#555"}">'
+        f"{html.escape(str(r['task_id']))}</a>"
+        for r in records
+    )
+    body = [f"<h1>{html.escape(title)}</h1>", f"<table>{rows}</table>", f"<p>{index}</p>"]
+    body += [_task_section(r, by_id.get(str(r["task_id"]))) for r in records]
+    return html_page(title, "\n".join(body))
+
+
+def write_report(run_dir: Path, tasks: list[Task] | None = None) -> Path:
+    """Write `run_dir/report.html` from `run_dir/results.jsonl`; tasks default to config.json's "tasks" spec."""
+    run_dir = Path(run_dir)
+    records = read_results(run_dir)
+    if tasks is None:
+        cfg_path = run_dir / "config.json"
+        if not cfg_path.exists():
+            raise FileNotFoundError(f"{cfg_path}: no such file (needed to find the tasks; or pass tasks=)")
+        cfg = json.loads(cfg_path.read_text())
+        if not isinstance(cfg, dict) or "tasks" not in cfg:
+            raise ValueError(f"{cfg_path}: has no 'tasks' entry")
+        tasks = load_tasks(cfg["tasks"], cfg.get("solutions"))
+    path = run_dir / "report.html"
+    path.write_text(report_html(records, tasks, title=f"testtime report: {run_dir.name}"))
+    return path
