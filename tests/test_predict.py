@@ -1,0 +1,143 @@
+"""Augmented inference and voting: batched decoding equals one-at-a-time decoding, and answers map back."""
+
+import numpy as np
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+import testtime.predict as predict_mod
+from testtime.encode import GridCodec
+from testtime.predict import Generated, PredictConfig, greedy_generate, make_queries, predict_tasks
+from testtime.tasks import Example, Task
+from testtime.vote import Prediction, attempts, hierarchical_vote, is_solved
+
+
+def tiny_model() -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=32, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
+                      initializer_range=0.3)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def flip_task(seed=0, shape=(3, 4)) -> Task:
+    rng = np.random.default_rng(seed)
+
+    def ex():
+        g = rng.integers(0, 10, size=shape).astype(np.uint8)
+        return Example(g, np.ascontiguousarray(g[:, ::-1]))
+
+    return Task(f"flip{seed}", (ex(), ex(), ex()), (ex(), ex()))
+
+
+def test_batched_greedy_equals_one_prompt_at_a_time():
+    model = tiny_model()
+    codec = GridCodec()
+    rng = np.random.default_rng(1)
+    prompts = [rng.integers(0, 14, size=n).astype(np.int64) for n in (5, 17, 9, 30)]
+    max_new = [6, 3, 8, 5]
+    batched = greedy_generate(model, prompts, max_new, codec, token_budget=10_000)
+    for p, m, g in zip(prompts, max_new, batched):
+        ids = torch.tensor(p)[None]
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=m, do_sample=False,
+                             eos_token_id=sorted(codec.stop_ids), pad_token_id=codec.pad_id)
+        want = out[0, len(p):].tolist()
+        assert g.tokens[: len(want)] == want
+        assert all(t == codec.pad_id for t in g.tokens[len(want):])
+
+
+def test_small_token_budget_gives_the_same_answers():
+    model = tiny_model()
+    codec = GridCodec()
+    rng = np.random.default_rng(2)
+    prompts = [rng.integers(0, 14, size=n).astype(np.int64) for n in (4, 8, 12, 16, 20)]
+    a = greedy_generate(model, prompts, [5] * 5, codec, token_budget=10_000)
+    b = greedy_generate(model, prompts, [5] * 5, codec, token_budget=30)
+    assert [x.tokens for x in a] == [x.tokens for x in b]
+
+
+def test_queries_cover_every_view_and_test_input():
+    task = flip_task()
+    queries, problems = make_queries([task], GridCodec(), PredictConfig(views=8, orders=2))
+    assert not problems
+    assert len(queries) == 8 * 2 * len(task.test)
+    assert {q.group for q in queries} == {"id", "rot90", "rot180", "rot270", "transpose", "flip_h",
+                                          "anti_transpose", "flip_v"}
+
+
+def _oracle(rule):
+    """A stand-in for the model that reads the query out of the prompt and answers `rule(query)`."""
+    codec = GridCodec()
+
+    def generate(model, prompts, max_new, codec_, **kw):
+        out = []
+        for p in prompts:
+            ids = list(p)
+            start = len(ids) - 1 - ids[::-1].index(11)  # last <input>
+            grid = codec.decode_grid(ids[start + 1: -1] + [13]).grid
+            ans = codec.answer_piece(rule(grid)).tolist()
+            out.append(Generated(ans, 0.0))
+        return out
+
+    return generate
+
+
+def test_voting_maps_every_view_back(monkeypatch):
+    """A model that solves each view correctly is voted right only if every answer is mapped back."""
+    task = flip_task()
+    # The stand-in answers each view with the truth in that view's frame.
+    queries, _ = make_queries([task], GridCodec(), PredictConfig(views=8))
+    answers = {}
+    for q in queries:
+        truth = task.test[q.test].output
+        answers[q.prompt.tobytes()] = q.view.apply_grid(truth)
+
+    def generate(model, prompts, max_new, codec_, **kw):
+        return [Generated(GridCodec().answer_piece(answers[p.tobytes()]).tolist(), 0.0) for p in prompts]
+
+    monkeypatch.setattr(predict_mod, "greedy_generate", generate)
+    preds, _ = predict_tasks(None, [task], GridCodec(), PredictConfig(views=8))
+    for qi, test in enumerate(task.test):
+        plist = preds[0].predictions[qi]
+        assert len(plist) == 8
+        assert all(np.array_equal(p.grid, test.output) for p in plist)
+        cands = hierarchical_vote(plist)
+        assert cands[0].votes == 8 and is_solved(attempts(cands), test.output)
+
+
+def test_a_model_that_always_transposes_is_undone_by_inversion(monkeypatch):
+    """On a transpose task, a model answering transpose(query) is right in the identity view;
+    after inversion, views where transpose does not commute disagree, and identity still wins."""
+    rng = np.random.default_rng(3)
+
+    def ex():
+        g = rng.integers(0, 10, size=(3, 4)).astype(np.uint8)
+        return Example(g, np.ascontiguousarray(g.T))
+
+    task = Task("transpose", (ex(), ex()), (ex(),))
+    monkeypatch.setattr(predict_mod, "greedy_generate", _oracle(lambda g: np.ascontiguousarray(g.T)))
+    preds, _ = predict_tasks(None, [task], GridCodec(), PredictConfig(views=8))
+    plist = preds[0].predictions[0]
+    # transpose commutes with id, rot180, transpose and anti_transpose: those 4 views agree on the truth.
+    right = [p.group for p in plist if np.array_equal(p.grid, task.test[0].output)]
+    assert sorted(right) == ["anti_transpose", "id", "rot180", "transpose"]
+    cands = hierarchical_vote(plist)
+    assert np.array_equal(cands[0].grid, task.test[0].output) and cands[0].votes == 4
+
+
+def test_vote_ties_go_to_identity_and_invalid_is_dropped():
+    a = np.zeros((2, 2), dtype=np.uint8)
+    b = np.ones((2, 2), dtype=np.uint8)
+    preds = [Prediction("rot90", b), Prediction("id", a), Prediction("flip_h", None)]
+    cands = hierarchical_vote(preds)
+    assert np.array_equal(cands[0].grid, a) and cands[0].in_identity
+    assert len(cands) == 2
+    assert attempts(cands[:1])[1] is None
+
+
+def test_within_group_votes_then_across():
+    g = [np.full((1, 1), c, dtype=np.uint8) for c in range(5)]
+    preds = ([Prediction("A", g[1])] * 3 + [Prediction("A", g[2])] * 2 + [Prediction("A", g[3])] * 2
+             + [Prediction("A", g[4])] + [Prediction("B", g[4])] * 2 + [Prediction("C", g[4])])
+    cands = hierarchical_vote(preds, per_group=3)
+    assert int(cands[0].grid[0, 0]) == 4 and cands[0].votes == 2  # kept by groups B and C, not A (4th in A)
+    assert {int(c.grid[0, 0]) for c in cands} == {1, 2, 3, 4}
