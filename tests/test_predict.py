@@ -36,7 +36,7 @@ def test_batched_greedy_equals_one_prompt_at_a_time():
     prompts = [rng.integers(0, 14, size=n).astype(np.int64) for n in (5, 17, 9, 30)]
     max_new = [6, 3, 8, 5]
     batched = greedy_generate(model, prompts, max_new, codec, token_budget=10_000)
-    for p, m, g in zip(prompts, max_new, batched):
+    for p, m, g in zip(prompts, max_new, batched, strict=True):
         ids = torch.tensor(p)[None]
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=m, do_sample=False,
                              eos_token_id=sorted(codec.stop_ids), pad_token_id=codec.pad_id)

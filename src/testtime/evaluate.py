@@ -192,7 +192,7 @@ class Evaluator:
         seconds = (time.perf_counter() - t0) / len(group)
         records = [_record(t, p, self.cfg.attempts, self.cfg.predict_cfg.per_group, seconds,
                         [round(x, 4) for x in losses[k]] if losses[k] else None, ttt_tokens)
-                   for k, (t, p) in enumerate(zip(group, preds))]
+                   for k, (t, p) in enumerate(zip(group, preds, strict=True))]
         for r in records:
             notes = [p for p in problems if p.startswith(f"task {r['task_id']} ")]
             if notes:

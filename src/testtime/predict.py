@@ -177,7 +177,7 @@ def predict_tasks(
         select=select, progress=progress,
     )
     out = [TaskPredictions([[] for _ in t.test], 0, 0) for t in tasks]
-    for q, g in zip(queries, gens):
+    for q, g in zip(queries, gens, strict=True):
         dec = codec.decode_grid(g.tokens)
         tp = out[q.task]
         tp.generated_tokens += next((n + 1 for n, t in enumerate(g.tokens) if t in codec.stop_ids), len(g.tokens))
