@@ -198,7 +198,7 @@ def load_challenges(path: str | Path, solutions: str | Path | None = None) -> li
             tests = raw.get("test") if isinstance(raw, dict) else None
             if not isinstance(sol, list) or not isinstance(tests, list) or len(sol) != len(tests):
                 raise TaskError(f"{solutions}: task {task_id}: solutions must be a list with one grid per test input")
-            raw = {**raw, "test": [{**t, "output": s} if isinstance(t, dict) else t for t, s in zip(tests, sol)]}
+            raw = {**raw, "test": [{**t, "output": s} if isinstance(t, dict) else t for t, s in zip(tests, sol, strict=True)]}
         tasks.append(task_from_dict(raw, task_id, str(path)))
     return tasks
 
