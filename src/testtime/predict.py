@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from transformers import StaticCache
 
 from testtime.augment import Transform, dihedral_views
 from testtime.encode import Codec, TooLongError, encode_example
@@ -112,10 +113,12 @@ def greedy_generate(
         limit = torch.tensor([max_new[i] for i in batch], device=device)
         if select is not None and adapter_index is not None:
             select(torch.tensor([adapter_index[i] for i in batch], device=device))
-        with autocast:
-            out = model(input_ids=ids_t, attention_mask=attn_t, position_ids=pos, use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
         steps = int(limit.max())
+        # A cache allocated once for the whole answer: a growing cache copies itself at every step.
+        cache = StaticCache(config=model.config, max_cache_len=width + steps)
+        with autocast:
+            out = model(input_ids=ids_t, attention_mask=attn_t, position_ids=pos, past_key_values=cache,
+                        use_cache=True, logits_to_keep=1, cache_position=torch.arange(width, device=device))
         toks = torch.full((b, steps), codec.pad_id, dtype=torch.long, device=device)
         logp = torch.zeros(b, device=device)
         done = torch.zeros(b, dtype=torch.bool, device=device)
@@ -134,8 +137,8 @@ def greedy_generate(
             last_pos = last_pos + 1
             with autocast:
                 out = model(input_ids=nxt[:, None], attention_mask=attn_t, position_ids=last_pos,
-                            past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+                            past_key_values=cache, use_cache=True,
+                            cache_position=torch.tensor([width + s], device=device))
         toks_l = toks.cpu().tolist()
         logp_l = logp.cpu().tolist()
         for r, i in enumerate(batch):
