@@ -118,5 +118,120 @@ def report(run_dir: Annotated[Path, typer.Argument(help="Run folder holding resu
     typer.echo(f"wrote {write_report(run_dir)}")
 
 
+# ---------------------------------------------------------------- solving
+
+
+def _eval_config(
+    tasks: str, model: str | None, ttt: bool, limit: int | None, device: str | None, views: int, orders: int,
+    samples: int | None, epochs: int | None, lr: float | None, rank: int | None, augment: bool, leave_one_out: bool,
+    demo_loss: bool, shared: bool, config: Path | None,
+):
+    import json
+
+    from testtime.evaluate import EvalConfig, config_from_dict
+
+    cfg = config_from_dict(json.loads(config.read_text())) if config else EvalConfig()
+    cfg.tasks, cfg.model, cfg.ttt, cfg.limit, cfg.device = tasks, model, ttt, limit, device
+    cfg.predict_cfg.views, cfg.predict_cfg.orders = views, orders
+    t = cfg.ttt_cfg
+    for name, value in (("samples", samples), ("epochs", epochs), ("lr", lr), ("rank", rank)):
+        if value is not None:
+            setattr(t, name, value)
+    t.augment, t.leave_one_out, t.loss_on_demos, t.shared = augment, leave_one_out, demo_loss, shared
+    return cfg
+
+
+_MODEL = Annotated[str | None, typer.Option(help="A Hugging Face causal LM folder; default: the shipped base model.")]
+_TTT = Annotated[bool, typer.Option("--ttt/--no-ttt", help="Train a per-task adapter before predicting.")]
+_VIEWS = Annotated[int, typer.Option(min=1, max=8, help="D8 views for augmented inference (1: plain greedy).")]
+_ORDERS = Annotated[int, typer.Option(min=1, help="Demo orders per view.")]
+_DEVICE = Annotated[str | None, typer.Option(help="cpu or cuda; default: cuda when available.")]
+_SAMPLES = Annotated[int | None, typer.Option(min=1, help="TTT sequences per task.")]
+_EPOCHS = Annotated[int | None, typer.Option(min=1, help="TTT epochs.")]
+_LR = Annotated[float | None, typer.Option(help="TTT learning rate.")]
+_RANK = Annotated[int | None, typer.Option(min=1, help="LoRA rank.")]
+_AUG = Annotated[bool, typer.Option("--augment/--no-augment", help="Transform TTT samples (D8, colors, order).")]
+_LOO = Annotated[bool, typer.Option("--loo/--no-loo", help="Leave-one-out TTT tasks (else plain input->output pairs).")]
+_DEMO = Annotated[bool, typer.Option("--demo-loss/--no-demo-loss", help="Also learn demo outputs, not only the held-out one.")]
+_SHARED = Annotated[bool, typer.Option("--shared", help="Ablation: one adapter shared by the tasks of a batch.")]
+_CONFIG = Annotated[Path | None, typer.Option(help="JSON EvalConfig to start from (flags override it).")]
+
+
+@app.command("evaluate")
+@cli_errors
+def evaluate_cmd(
+    tasks: Annotated[str, typer.Option(help="Dataset name, task file, challenges file or folder.")] = "arc1/eval",
+    model: _MODEL = None,
+    ttt: _TTT = True,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N tasks.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (results.jsonl, report.html); resumes if it exists.")] = None,
+    device: _DEVICE = None,
+    views: _VIEWS = 8,
+    orders: _ORDERS = 1,
+    samples: _SAMPLES = None,
+    epochs: _EPOCHS = None,
+    lr: _LR = None,
+    rank: _RANK = None,
+    augment: _AUG = True,
+    loo: _LOO = True,
+    demo_loss: _DEMO = True,
+    shared: _SHARED = False,
+    config: _CONFIG = None,
+) -> None:
+    """Solve a set of tasks and score pass@2; one JSON line per task, resumable, with an HTML report."""
+    from testtime.evaluate import evaluate
+    from testtime.report import print_summary, write_report
+    from testtime.tasks import load_tasks
+
+    cfg = _eval_config(tasks, model, ttt, limit, device, views, orders, samples, epochs, lr, rank, augment, loo,
+                       demo_loss, shared, config)
+    out = out or Path("runs") / f"{tasks.replace('/', '-')}-{'ttt' if ttt else 'icl'}"
+    task_list = load_tasks(tasks)
+    records = evaluate(cfg, out, tasks=task_list)
+    print_summary(records, console=_console())
+    typer.echo(f"wrote {out / 'results.jsonl'} and {write_report(out, task_list)}")
+
+
+@app.command("solve")
+@cli_errors
+def solve_cmd(
+    task: Annotated[str, typer.Argument(help="Task file, FILE:ID, DATASET/ID or a bare task id.")],
+    model: _MODEL = None,
+    ttt: _TTT = True,
+    device: _DEVICE = None,
+    views: _VIEWS = 8,
+    samples: _SAMPLES = None,
+    epochs: _EPOCHS = None,
+    html: Annotated[Path | None, typer.Option(help="Also write the task and both attempts as HTML.")] = None,
+) -> None:
+    """Solve one task: test-time train, predict under augmentations, vote, print the two attempts."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from testtime.evaluate import solve_task
+    from testtime.model import load_model
+    from testtime.render import print_task, task_html
+    from testtime.tasks import resolve_task
+
+    t = resolve_task(task)
+    cfg = _eval_config(task, model, ttt, None, device, views, 1, samples, epochs, None, None, True, True, True,
+                       False, None)
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    start = time.perf_counter()
+    loaded = load_model(model, device=dev)
+    rec = solve_task(t, cfg, loaded.model, loaded.codec)
+    preds = [[None if g is None else np.asarray(g, dtype=np.uint8) for g in att] for att in rec["attempts"]]
+    print_task(t, predictions=preds, console=_console())
+    if rec["correct"] is not None:
+        typer.echo(f"solved {sum(rec['correct'])}/{len(rec['correct'])} test input(s)")
+    typer.echo(f"{time.perf_counter() - start:.1f} s end to end on {dev}")
+    if html is not None:
+        html.parent.mkdir(parents=True, exist_ok=True)
+        html.write_text(task_html(t, predictions=preds))
+        typer.echo(f"wrote {html}")
+
+
 if __name__ == "__main__":
     app()

@@ -158,7 +158,7 @@ class Evaluator:
             self.lora = attach_multi_lora(self.model, n, rank=t.rank, alpha=t.alpha, targets=t.targets, seed=t.seed)
         return self.lora
 
-    def run_group(self, group: list[Task], datasets: dict[str, list]) -> list[dict[str, Any]]:
+    def run_group(self, group: list[Task], datasets: dict[str, list], progress=None) -> list[dict[str, Any]]:
         t0 = time.perf_counter()
         tcfg = self.cfg.ttt_cfg
         losses: list[list[float] | None] = [None] * len(group)
@@ -178,7 +178,8 @@ class Evaluator:
                 run_cfg = tcfg
             lora.reset(tcfg.seed)
             result = train_adapters(self.model, lora.parameters(), data, run_cfg, pad_id=self.codec.pad_id,
-                                    select=lora.use, task_ids=[t.id for t in group] if not tcfg.shared else ["shared"])
+                                    select=lora.use, task_ids=[t.id for t in group] if not tcfg.shared else ["shared"],
+                                    progress=progress)
             losses = [result.losses[0 if tcfg.shared else k] for k in range(len(group))]
             ttt_tokens = result.tokens // len(group)
             use_adapters = True
@@ -270,3 +271,17 @@ def evaluate(cfg: EvalConfig, out_dir: Path, *, model=None, codec: Codec | None 
             ev.lora.detach()
     wanted = {t.id for t in tasks}
     return [r for r in read_results(results_path) if r["task_id"] in wanted]
+
+
+def solve_task(task: Task, cfg: EvalConfig, model, codec: Codec, *, show_progress: bool = True) -> dict[str, Any]:
+    """One task, start to end, with a progress bar over its TTT steps; returns its record."""
+    datasets = {task.id: build_dataset(task, codec, cfg.ttt_cfg)} if cfg.ttt else {}
+    ev = Evaluator(cfg, model, codec)
+    model.eval()
+    try:
+        with tqdm(total=cfg.ttt_cfg.steps if cfg.ttt else 0, desc="test-time training", unit="step",
+                  disable=not (show_progress and cfg.ttt)) as bar:
+            return ev.run_group([task], datasets, progress=bar.update)[0]
+    finally:
+        if ev.lora is not None:
+            ev.lora.detach()
