@@ -177,6 +177,7 @@ def evaluate_cmd(
     demo_loss: _DEMO = True,
     shared: _SHARED = False,
     config: _CONFIG = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Start no new batch of tasks after this long.")] = None,
 ) -> None:
     """Solve a set of tasks and score pass@2; one JSON line per task, resumable, with an HTML report."""
     from testtime.evaluate import evaluate
@@ -187,7 +188,7 @@ def evaluate_cmd(
                        demo_loss, shared, config)
     out = out or Path("runs") / f"{tasks.replace('/', '-')}-{'ttt' if ttt else 'icl'}"
     task_list = load_tasks(tasks)
-    records = evaluate(cfg, out, tasks=task_list)
+    records = evaluate(cfg, out, tasks=task_list, max_minutes=max_minutes)
     print_summary(records, console=_console())
     typer.echo(f"wrote {out / 'results.jsonl'} and {write_report(out, task_list)}")
 

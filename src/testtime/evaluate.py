@@ -202,7 +202,10 @@ class Evaluator:
 
 
 def evaluate(cfg: EvalConfig, out_dir: Path, *, model=None, codec: Codec | None = None,
-             tasks: Sequence[Task] | None = None, show_progress: bool = True) -> list[dict[str, Any]]:
+             tasks: Sequence[Task] | None = None, show_progress: bool = True,
+             max_minutes: float | None = None) -> list[dict[str, Any]]:
+    """Run (or resume) an evaluation into `out_dir`; with `max_minutes`, start no group after that time."""
+    started = time.monotonic()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = out_dir / "config.json"
@@ -251,6 +254,9 @@ def evaluate(cfg: EvalConfig, out_dir: Path, *, model=None, codec: Codec | None 
     bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc="tasks", disable=not show_progress, unit="task")
     try:
         for group in groups:
+            if max_minutes is not None and time.monotonic() - started > 60 * max_minutes:
+                bar.write(f"stopping after {max_minutes} minutes; run the same command again to resume")
+                break
             try:
                 records = ev.run_group(group, datasets)
             except torch.OutOfMemoryError:
