@@ -187,6 +187,9 @@ class TextCodec:
         self.stop_ids = frozenset({self.eos})
         bos = tokenizer.bos_token_id
         self._bos = [] if bos is None else [int(bos)]
+        # Special tokens (unk, pad, bos...) inside an answer make it malformed; decode() would drop them silently.
+        self._special = frozenset(int(i) for i in tokenizer.all_special_ids) - {self.eos}
+        self._n_vocab = len(tokenizer)  # ids past it (padded embedding rows) decode to nothing
         self._cache: dict[str, np.ndarray] = {}
 
     def _ids(self, text: str) -> np.ndarray:
@@ -224,7 +227,11 @@ class TextCodec:
         ids = [int(t) for t in ids]
         if self.eos not in ids:
             return Decoded(None, "no end token: output was cut off")
-        text = self.tokenizer.decode(ids[: ids.index(self.eos)], skip_special_tokens=True)
+        answer = ids[: ids.index(self.eos)]
+        junk = next((t for t in answer if t in self._special or not 0 <= t < self._n_vocab), None)
+        if junk is not None:
+            return Decoded(None, f"unexpected token {junk} inside a grid")
+        text = self.tokenizer.decode(answer, skip_special_tokens=True)
         lines = text.split("\n")
         if lines and lines[-1] == "":
             lines.pop()
