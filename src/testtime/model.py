@@ -1,0 +1,158 @@
+"""The base model: a small Llama-shaped causal LM over the grid vocabulary, and how to load/save any model.
+
+Our checkpoint is a standard `transformers` folder (config.json, safetensors shards, tokenizer), so any
+Hugging Face causal LM loads the same way and ours loads in anyone's tools:
+
+    loaded = load_model()                 # the shipped base model (models/testtime-grid-base)
+    loaded = load_model("path/or/folder", device="cuda")
+    loaded.model, loaded.tokenizer, loaded.codec
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from testtime.encode import BOS, EOS, PAD, Codec, build_grid_tokenizer, codec_for
+
+# src/testtime/model.py -> <repo>/models/testtime-grid-base
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "testtime-grid-base"
+MODEL_ENV = "TESTTIME_MODEL"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+class ModelError(ValueError):
+    """A model folder that cannot be used. The message is one line naming the path and the problem."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the base model. The defaults are the shipped ~14M-parameter model."""
+
+    vocab_size: int = 32  # the grid tokenizer has 18 tokens; padded to 32 for aligned matmuls
+    hidden_size: int = 384
+    num_layers: int = 8
+    num_heads: int = 6  # head dim 64
+    intermediate_size: int = 1024
+    max_position_embeddings: int = 8192
+    rope_theta: float = 10000.0
+    tie_embeddings: bool = True
+    initializer_range: float = 0.02
+
+    @classmethod
+    def tiny(cls) -> ModelConfig:
+        """A few-thousand-parameter model for tests."""
+        return cls(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_position_embeddings=2048)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def llama_config(self):
+        from transformers import LlamaConfig
+
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
+        cfg = LlamaConfig(
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            num_key_value_heads=self.num_heads,
+            intermediate_size=self.intermediate_size,
+            max_position_embeddings=self.max_position_embeddings,
+            rope_theta=self.rope_theta,
+            tie_word_embeddings=self.tie_embeddings,
+            initializer_range=self.initializer_range,
+            bos_token_id=BOS,
+            eos_token_id=EOS,
+            pad_token_id=PAD,
+            attention_bias=False,
+            mlp_bias=False,
+            attention_dropout=0.0,
+        )
+        cfg._attn_implementation = "sdpa"
+        return cfg
+
+
+def build_model(cfg: ModelConfig | None = None):
+    """A freshly initialised `LlamaForCausalLM` (fp32; seed torch beforehand for a fixed init)."""
+    from transformers import LlamaForCausalLM
+
+    cfg = cfg or ModelConfig()
+    return LlamaForCausalLM(cfg.llama_config())
+
+
+def n_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@dataclass
+class Loaded:
+    model: Any  # a transformers causal LM, in eval mode
+    tokenizer: Any
+    codec: Codec
+    path: Path
+
+
+def default_model_dir() -> Path:
+    env = os.environ.get(MODEL_ENV)
+    return Path(env) if env else DEFAULT_MODEL_DIR
+
+
+def check_model_dir(path: Path) -> None:
+    """Raise ModelError unless `path` looks like a loadable Hugging Face model folder."""
+    if not path.exists():
+        raise ModelError(f"{path}: no such model folder")
+    if not path.is_dir():
+        raise ModelError(f"{path}: not a folder (a model is a folder with config.json and weights)")
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path}: no config.json (not a Hugging Face model folder)")
+    if not any((path / f).is_file() for f in WEIGHT_FILES):
+        raise ModelError(f"{path}: no weights (expected model.safetensors or a sharded index)")
+
+
+def load_model(path: str | Path | None = None, device: str = "cpu", dtype=None) -> Loaded:
+    """Load a causal LM folder, its tokenizer and the matching codec.
+
+    `path=None` means the shipped base model (or $TESTTIME_MODEL). dtype defaults to bf16 on CUDA, fp32 elsewhere.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path) if path is not None else default_model_dir()
+    check_model_dir(path)
+    if dtype is None:
+        dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    elif isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa")
+    except (OSError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"{path}: cannot load model ({first})") from None
+    model.to(device)
+    model.eval()
+    return Loaded(model=model, tokenizer=tokenizer, codec=codec_for(tokenizer), path=path)
+
+
+def save_model(model, tokenizer=None, path: str | Path = DEFAULT_MODEL_DIR, max_shard_size: str = "15MB", dtype=None) -> Path:
+    """Write a standard model folder: safetensors shards under 16 MB, config, and the tokenizer.
+
+    `dtype` (e.g. torch.bfloat16) casts a copy of the weights before saving; the model passed in is untouched.
+    """
+    import copy
+
+    import torch
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if dtype is not None and next(model.parameters()).dtype != dtype:
+        model = copy.deepcopy(model).to(dtype)
+    with torch.no_grad():
+        model.save_pretrained(str(path), max_shard_size=max_shard_size, safe_serialization=True)
+    (tokenizer or build_grid_tokenizer()).save_pretrained(str(path))
+    return path
