@@ -109,3 +109,11 @@ def test_help_lists_commands():
     assert result.exit_code == 0 and "tasks" in result.stdout
     result = runner.invoke(app, ["tasks", "--help"])
     assert "list" in result.stdout and "show" in result.stdout
+
+
+def test_debug_env_shows_the_real_exception(tmp_path, monkeypatch):
+    path = tmp_path / "bad.json"
+    path.write_text("[")
+    monkeypatch.setenv("TESTTIME_DEBUG", "1")
+    result = runner.invoke(app, ["tasks", "show", str(path)])
+    assert result.exit_code == 1 and isinstance(result.exception, TaskError)

@@ -2,12 +2,14 @@
 
 Layout: `app` holds top-level commands (pretrain, evaluate, solve, ...); `tasks_app`
 groups the task inspection commands. Wrap every command in `@cli_errors` so a bad input
-ends as one line `error: ...` on stderr and exit code 2, never a traceback.
+ends as one line `error: ...` on stderr and exit code 2, never a traceback
+(set TESTTIME_DEBUG=1 to see the traceback instead).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -42,6 +44,8 @@ def cli_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as e:
+            if os.environ.get("TESTTIME_DEBUG"):
+                raise  # the full traceback, for when a "user error" is really a bug
             message = e.args[0] if isinstance(e, KeyError) and e.args else e
             raise fail(message) from None
 
