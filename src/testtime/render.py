@@ -192,11 +192,11 @@ def task_png(task: Task, path: str | Path, predictions: Predictions | None = Non
 
 CSS = (
     "table.g{border-collapse:collapse;display:inline-table;margin:2px;vertical-align:top}"
-    "table.g td{width:12px;height:12px;padding:0;border:1px solid #444}"
+    "table.g td{width:12px;height:12px;padding:0;border:1px solid #444;background:#000}"
     "table.g caption{font:11px sans-serif;caption-side:top;white-space:nowrap}"
     + "".join(f"table.g td.c{i}{{background:{c}}}" for i, c in enumerate(PALETTE))
     + ".ex{display:inline-block;margin:4px 12px 4px 0;vertical-align:top}"
-    ".missing{display:inline-block;width:40px;height:40px;border:1px dashed #888;text-align:center;line-height:40px}"
+    "table.g td.missing{width:40px;height:40px;border:1px dashed #888;background:#fff;text-align:center}"
 )
 
 
@@ -207,7 +207,8 @@ def grid_html(grid: Grid | None, *, caption: str = "", border: str | None = None
     if grid is None:
         body = f'<table class="g"{style}>{cap}<tr><td class="missing">?</td></tr></table>'
     else:
-        rows = "".join("<tr>" + "".join(f'<td class="c{int(c)}"></td>' for c in row) + "</tr>" for row in grid)
+        # Terse on purpose (end tags are optional, color 0 is the default): reports hold thousands of grids.
+        rows = "".join("<tr>" + "".join(f"<td class=c{c}>" if c else "<td>" for c in row.tolist()) for row in grid)
         body = f'<table class="g"{style}>{cap}{rows}</table>'
     return (f"<style>{CSS}</style>" if css else "") + body
 
