@@ -40,6 +40,8 @@ def test_tasks_show(tmp_path, task, how):
     assert result.exit_code == 0, result.output
     assert f"Task {task.id if how != 'file' else 't'}" in result.stdout
     assert "train[0]" in result.stdout and "test[0]" in result.stdout
+    # Not a terminal: the grids come out as digits.
+    assert "".join(map(str, task.train[0].input[0].tolist())) in result.stdout
 
 
 def test_tasks_show_writes_png_and_html(tmp_path, task):

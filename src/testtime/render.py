@@ -77,13 +77,15 @@ def task_text(task: Task) -> str:
 # ---------------------------------------------------------------- terminal (rich)
 
 
-def grid_rich(grid: Grid | None):
-    """A rich Text: two spaces per cell on the cell's background color."""
+def grid_rich(grid: Grid | None, digits: bool = False):
+    """A rich Text: two spaces per cell on the cell's background color (or plain digits, for pipes)."""
     from rich.text import Text
 
-    text = Text()
     if grid is None:
         return Text("?")
+    if digits:
+        return Text("\n".join(grid_text(grid)))
+    text = Text()
     for r, row in enumerate(grid):
         if r:
             text.append("\n")
@@ -92,7 +94,7 @@ def grid_rich(grid: Grid | None):
     return text
 
 
-def task_rich(task: Task, predictions: Predictions | None = None):
+def task_rich(task: Task, predictions: Predictions | None = None, digits: bool = False):
     """A rich renderable of the whole task: one row per example, input -> output (-> attempts)."""
     from rich.console import Group
     from rich.table import Table
@@ -103,12 +105,12 @@ def task_rich(task: Task, predictions: Predictions | None = None):
         for i, e in enumerate(examples):
             attempts = _attempts(predictions, i) if part == "test" else []
             table = Table.grid(padding=(0, 2))
-            cells = [grid_rich(e.input), Text("->"), grid_rich(e.output)]
+            cells = [grid_rich(e.input, digits), Text("->"), grid_rich(e.output, digits)]
             header = [f"{part}[{i}] {_shape(e.input)}", "", f"output {_shape(e.output)}"]
             for k, a in enumerate(attempts):
                 ok = verdict_color(a, e.output)
                 header.append(Text(f"attempt {k + 1} {_shape(a)}", style=ok))
-                cells.append(grid_rich(a))
+                cells.append(grid_rich(a, digits))
             table.add_row(*header)
             table.add_row(*cells)
             parts.append(table)
@@ -118,7 +120,9 @@ def task_rich(task: Task, predictions: Predictions | None = None):
 def print_task(task: Task, predictions: Predictions | None = None, console=None) -> None:
     from rich.console import Console
 
-    (console or Console()).print(task_rich(task, predictions))
+    console = console or Console()
+    # Without colors (output piped to a file), blank cells would say nothing: print digits instead.
+    console.print(task_rich(task, predictions, digits=console.color_system is None))
 
 
 # ---------------------------------------------------------------- PNG (matplotlib, Agg)
