@@ -21,7 +21,12 @@ from testtime.encode import BOS, EOS, PAD, Codec, build_grid_tokenizer, codec_fo
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "testtime-grid-base"
 MODEL_ENV = "TESTTIME_MODEL"
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 class ModelError(ValueError):
@@ -139,7 +144,9 @@ def load_model(path: str | Path | None = None, device: str = "cpu", dtype=None) 
     return Loaded(model=model, tokenizer=tokenizer, codec=codec_for(tokenizer), path=path)
 
 
-def save_model(model, tokenizer=None, path: str | Path = DEFAULT_MODEL_DIR, max_shard_size: str = "15MB", dtype=None) -> Path:
+def save_model(
+    model, tokenizer=None, path: str | Path = DEFAULT_MODEL_DIR, max_shard_size: str = "15MB", dtype=None
+) -> Path:
     """Write a standard model folder: safetensors shards under 16 MB, config, and the tokenizer.
 
     `dtype` (e.g. torch.bfloat16) casts a copy of the weights before saving; the model passed in is untouched.
