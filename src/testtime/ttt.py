@@ -102,6 +102,9 @@ def target_loss(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, rows: l
     sel = mask[:, 1:]  # position t predicts token t+1
     h = hidden[:, :-1][sel]
     logits = head(h).float()
+    cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)  # Gemma 2 caps its logits
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
     per_tok = nn.functional.cross_entropy(logits, ids[:, 1:][sel], reduction="none")
     # Which group each selected token belongs to.
     row_of = torch.arange(ids.shape[0], device=ids.device)[:, None].expand_as(sel)[sel]
