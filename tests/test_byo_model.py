@@ -1,0 +1,126 @@
+"""Bring your own model: tiny random Qwen3, Gemma 3 and Mistral folders with a locally built BPE tokenizer
+run the whole ARC path (text grid format, TTT through MultiLoRA and peft, cached greedy decoding, evaluate)."""
+
+import numpy as np
+import pytest
+import torch
+
+from testtime.encode import TextCodec
+from testtime.evaluate import EvalConfig, evaluate
+from testtime.lora import attach_multi_lora, find_target_modules
+from testtime.model import load_model
+from testtime.predict import greedy_generate
+from testtime.tasks import Example, Task
+from testtime.tiny_lm import byte_bpe_tokenizer, save_tiny, tiny_causal_lm
+from testtime.ttt import TTTConfig, _pad_right, build_dataset, target_loss, train_adapters, train_peft
+
+# qwen3 without a pad token; gemma3 with sliding-window layers shorter than the prompts and a tied head.
+ARCHS = {"qwen3": dict(pad=False), "gemma3": dict(pad=True), "mistral": dict(pad=True, bos=False)}
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    out = {}
+    for arch, tok_kw in ARCHS.items():
+        tok = byte_bpe_tokenizer(**tok_kw)
+        out[arch] = save_tiny(tiny_causal_lm(arch, tok), tok, tmp_path_factory.mktemp(arch))
+    return out
+
+
+def flip_task(seed: int = 0, tid: str = "t") -> Task:
+    rng = np.random.default_rng(seed)
+
+    def ex():
+        g = rng.integers(0, 10, size=(3, 3)).astype(np.uint8)
+        return Example(g, np.ascontiguousarray(g[:, ::-1]))
+
+    return Task(tid, (ex(), ex(), ex()), (ex(),))
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_load_picks_text_codec_and_finds_linear_layers(folders, arch):
+    loaded = load_model(folders[arch])
+    assert isinstance(loaded.codec, TextCodec)
+    assert find_target_modules(loaded.model) == [
+        "down_proj",
+        "gate_proj",
+        "k_proj",
+        "o_proj",
+        "q_proj",
+        "up_proj",
+        "v_proj",
+    ]
+    if arch == "qwen3":  # no pad token: eos pads
+        assert loaded.tokenizer.pad_token_id is None and loaded.codec.pad_id == loaded.codec.eos
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_target_loss_matches_the_models_own_logits(folders, arch):
+    loaded = load_model(folders[arch])
+    data = build_dataset(flip_task(), loaded.codec, TTTConfig(samples=2))
+    ids, mask = _pad_right(data, loaded.codec.pad_id, "cpu")
+    with torch.no_grad():
+        got = target_loss(loaded.model, ids, mask, [slice(0, 1), slice(1, 2)])
+        logits = loaded.model(input_ids=ids).logits[:, :-1]
+    for r in range(2):
+        sel = mask[r, 1:]
+        want = torch.nn.functional.cross_entropy(logits[r][sel], ids[r, 1:][sel])
+        torch.testing.assert_close(got[r], want, rtol=1e-4, atol=1e-4)
+
+
+def test_target_loss_applies_logit_softcapping():
+    tok = byte_bpe_tokenizer()
+    model = tiny_causal_lm("gemma3", tok, final_logit_softcapping=2.0)
+    ids = torch.randint(0, len(tok), (2, 24))
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    with torch.no_grad():
+        got = target_loss(model, ids, mask, [slice(0, 2)])[0]
+        logits = model(input_ids=ids).logits[:, :-1]
+    want = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "gemma3"])
+def test_multilora_equals_peft_and_cached_greedy_equals_generate(folders, arch):
+    cfg = TTTConfig(samples=4, epochs=1, batch_size=2, lr=1e-2, rank=4, alpha=8)
+    loaded = load_model(folders[arch])
+    codec = loaded.codec
+    data = build_dataset(flip_task(), codec, cfg)
+    lora = attach_multi_lora(loaded.model, 1, rank=cfg.rank, alpha=cfg.alpha, seed=3)
+    init = lora.state(0)
+    batched = train_adapters(
+        loaded.model, lora.parameters(), [data], cfg, pad_id=codec.pad_id, select=lora.use, task_ids=["t"]
+    )
+    _, alone = train_peft(load_model(folders[arch]).model, data, cfg, pad_id=codec.pad_id, task_id="t", init=init)
+    np.testing.assert_allclose(batched.losses[0], alone.losses[0], rtol=1e-4, atol=1e-5)
+
+    # Prompts of different lengths (left padding in one batch), longer than Gemma's 16-token window.
+    prompts = [data[0].input_ids[: data[0].prompt_len], data[1].input_ids[:40]]
+    gens = greedy_generate(loaded.model, prompts, [8, 5], codec, adapter_index=[0, 0], select=lora.use)
+    lora.use(torch.zeros(1, dtype=torch.long))
+    for p, n, g in zip(prompts, [8, 5], gens, strict=True):
+        ids = torch.tensor(p)[None]
+        out = loaded.model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=n,
+            do_sample=False,
+            eos_token_id=sorted(codec.stop_ids),
+            pad_token_id=codec.pad_id,
+        )
+        want = out[0, len(p) :].tolist()
+        assert g.tokens[: len(want)] == want
+    lora.use(None)
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "gemma3"])
+def test_evaluate_runs_end_to_end(folders, arch, tmp_path):
+    cfg = EvalConfig()
+    cfg.model, cfg.device, cfg.ttt = str(folders[arch]), "cpu", True
+    cfg.ttt_cfg = TTTConfig(samples=4, epochs=1, batch_size=2, rank=4)
+    cfg.predict_cfg.views = 2
+    tasks = [flip_task(1, "a"), flip_task(2, "b")]
+    records = evaluate(cfg, tmp_path / "run", tasks=tasks, show_progress=False)
+    assert [r["task_id"] for r in sorted(records, key=lambda r: r["task_id"])] == ["a", "b"]
+    for r in records:
+        assert r["error"] is None and r["score"] in (0.0, 1.0) and len(r["ttt_loss"]) == 2
