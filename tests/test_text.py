@@ -1,0 +1,280 @@
+"""Text few-shot tasks: the file format and its errors, the prompt format and its loss mask, TTT data,
+adapters, greedy and ranked prediction, and the evaluation recipe, on a tiny random model (CPU, no download)."""
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from testtime.cli import app
+from testtime.lora import attach_multi_lora
+from testtime.tasks import TaskError
+from testtime.text import TextTask, bbh_task, is_text_task_path, load_text_tasks, write_text_tasks
+from testtime.text_encode import TextFormat
+from testtime.text_eval import TextEvalConfig, evaluate_text, summary
+from testtime.text_predict import TextPredictConfig, predict_text, sequence_logprobs
+from testtime.text_ttt import build_text_dataset, text_ttt_config, train_text_adapters
+from testtime.tiny_lm import byte_bpe_tokenizer, save_tiny, tiny_causal_lm
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "text" / "sample.jsonl"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return byte_bpe_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def fmt(tok):
+    return TextFormat(tok)
+
+
+def yes_task(tid="yes", n_demos=4, options=None) -> TextTask:
+    words = ["red", "blue", "green", "cat", "dog", "sun", "moon", "tree"]
+    demos = tuple((f"{w} {v}", "yes") for w, v in zip(words, reversed(words), strict=True))[:n_demos]
+    return TextTask(tid, "Always answer yes.", demos, (("fish bowl", "yes"), ("red sun", "yes")), options)
+
+
+# ---------------------------------------------------------------- files
+
+
+def test_load_file_folder_and_pair_forms(tmp_path):
+    lines = [
+        {"id": "a", "demos": [["1", "2"]], "queries": [{"input": "3", "target": "4"}, ["5"]]},
+        {
+            "id": "b",
+            "instruction": "Pick.",
+            "demos": [{"input": "x", "target": "A"}],
+            "queries": [["y", "B"]],
+            "options": ["A", "B"],
+        },
+    ]
+    f = tmp_path / "t.jsonl"
+    f.write_text("\n".join(json.dumps(d) for d in lines) + "\n\n")
+    (tmp_path / "c.json").write_text(json.dumps({"id": "c", "demos": [], "queries": [["q"]]}))
+    a, b = load_text_tasks(f)
+    assert a == TextTask("a", "", (("1", "2"),), (("3", "4"), ("5", None)))
+    assert b.options == ("A", "B") and b.has_targets and not a.has_targets
+    assert [t.id for t in load_text_tasks(tmp_path)] == ["c", "a", "b"]
+    assert is_text_task_path(f) and is_text_task_path(tmp_path) and not is_text_task_path(tmp_path / "c.json")
+    write_text_tasks([a, b], tmp_path / "again.jsonl")
+    assert load_text_tasks(tmp_path / "again.jsonl") == [a, b]
+
+
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        ("{not json", "t.jsonl:2: not valid JSON"),
+        ('{"demos": [], "queries": [["q"]]}', 't.jsonl:2: missing or empty "id"'),
+        ('{"id": "x", "demos": [["a"]], "queries": [["q"]]}', "task x: demo 0: a demonstration needs a target"),
+        ('{"id": "x", "demos": [], "queries": []}', 'task x: needs a non-empty "queries" list'),
+        ('{"id": "x", "demos": [["a", "b\\nc"]], "queries": [["q"]]}', "demo 0: target has a newline"),
+        (
+            '{"id": "x", "demos": [["a", "C"]], "queries": [["q"]], "options": ["A", "B"]}',
+            "demo 0 target 'C' is not among the options",
+        ),
+        ('{"id": "x", "demos": [], "queries": [["q"]], "extra": 1}', "unknown key(s) extra"),
+        ('{"id": "x", "demos": [[1, "b"]], "queries": [["q"]]}', "demo 0: input must be a string"),
+        ('{"id": "ok", "demos": [], "queries": [["q"]]}', "task id ok repeats"),
+    ],
+)
+def test_malformed_files_fail_with_one_line(tmp_path, line, problem):
+    f = tmp_path / "t.jsonl"
+    f.write_text('{"id": "ok", "demos": [], "queries": [["q"]]}\n' + line + "\n")
+    with pytest.raises(TaskError) as e:
+        load_text_tasks(f)
+    assert problem in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bbh_examples_map_onto_tasks():
+    examples = [{"input": f"q{i}", "target": "True" if i % 2 else "False"} for i in range(15)]
+    t = bbh_task("boolean_expressions", examples, shots=10, max_options=8)
+    assert len(t.demos) == 10 and len(t.queries) == 5 and t.options == ("False", "True")
+    assert {x for x, _ in t.demos + t.queries} == {f"q{i}" for i in range(15)}
+    with pytest.raises(TaskError, match="need more than 10 shots"):
+        bbh_task("tiny", examples[:10])
+
+
+def test_shipped_sample_is_exact_and_reproducible(tmp_path):
+    tasks = load_text_tasks(SAMPLE)
+    by = {t.id: t for t in tasks}
+    assert len(tasks) >= 4 and all(len(t.demos) == 10 and t.has_targets for t in tasks)
+    pairs = {")": "(", "]": "[", "}": "{", ">": "<"}
+    for x, y in by["synthetic_dyck_languages"].demos + by["synthetic_dyck_languages"].queries:
+        stack = []
+        for ch in (x + " " + y).split():
+            if ch in pairs:
+                assert stack.pop() == pairs[ch]
+            else:
+                stack.append(ch)
+        assert not stack
+    for x, y in by["synthetic_word_sorting"].demos:
+        assert y.split() == sorted(x.split(": ")[-1].split())
+    for x, y in by["synthetic_boolean_expressions"].queries:
+        assert str(eval(x.removesuffix(" is"))) == y  # noqa: S307
+    script = REPO / "scripts" / "make_text_sample.py"
+    subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "s.jsonl")], check=True, capture_output=True)
+    assert (tmp_path / "s.jsonl").read_text() == SAMPLE.read_text()
+
+
+# ---------------------------------------------------------------- prompt format
+
+
+def test_loss_mask_lies_exactly_on_every_answer(fmt, tok):
+    task = load_text_tasks(SAMPLE)[0]
+    enc = fmt.encode(task.instruction, task.demos, task.queries[0][0], task.queries[0][1])
+    # Each run of masked tokens decodes to one answer, " target\n", in order: demos then the query's.
+    runs, cur = [], []
+    for t, m in zip(enc.input_ids.tolist(), enc.loss_mask.tolist(), strict=True):
+        if m:
+            cur.append(t)
+        elif cur:
+            runs.append(cur)
+            cur = []
+    runs.append(cur)
+    assert [tok.decode(r) for r in runs] == [f" {y}\n" for _, y in (*task.demos, task.queries[0])]
+    assert enc.input_ids[0] == tok.bos_token_id
+    assert tok.decode(enc.input_ids[1 : enc.prompt_len]).startswith(task.instruction + "\n\nInput: ")
+    assert tok.decode(enc.input_ids[: enc.prompt_len]).endswith(f"Input: {task.queries[0][0]}\nOutput:")
+    answer = enc.input_ids[enc.prompt_len :]
+    assert fmt.decode_answer(answer) == task.queries[0][1]
+    assert answer[-1] in fmt.stop_ids and not set(answer[:-1].tolist()) & fmt.stop_ids
+
+
+def test_too_long_drops_the_longest_demos(fmt):
+    task = load_text_tasks(SAMPLE)[1]
+    full = fmt.encode(task.instruction, task.demos, task.queries[0][0], answer_room=10)
+    short = fmt.encode(task.instruction, task.demos, task.queries[0][0], answer_room=10, max_len=len(full) - 20 + 10)
+    assert short.dropped and len(short) + 10 <= len(full) - 10
+    assert set(short.demos_used) | set(short.dropped) == set(range(len(task.demos)))
+
+
+# ---------------------------------------------------------------- TTT
+
+
+def test_ttt_data_is_shuffled_demos_only(fmt, tok):
+    task = load_text_tasks(SAMPLE)[0]
+    cfg = text_ttt_config(samples=6)
+    data = build_text_dataset(task, fmt, cfg)
+    assert len(data) == 6 and data[0].demos_used == tuple(range(10))
+    assert len({d.demos_used for d in data}) > 1  # different orders
+    for d in data:
+        assert sorted(d.demos_used) == list(range(10))
+        text = tok.decode(d.input_ids)
+        assert all(f"Input: {x}\n" not in text for x, _ in task.queries)
+        assert d.loss_mask.sum() == sum(len(fmt.answer(y)) for _, y in task.demos)  # every answer, first included
+
+
+def test_per_task_and_shared_adapters_learn(tok, fmt):
+    tasks = [yes_task("a"), yes_task("b", n_demos=6)]
+    cfg = text_ttt_config(samples=4, epochs=6, batch_size=2, lr=4e-2, rank=4, alpha=8)
+    data = [build_text_dataset(t, fmt, cfg) for t in tasks]
+    for shared in (False, True):
+        model = tiny_causal_lm("qwen2", tok)
+        lora = attach_multi_lora(model, 1 if shared else 2, rank=4, alpha=8)
+        res = train_text_adapters(
+            model,
+            lora,
+            data,
+            cfg.__class__(**{**cfg.__dict__, "shared": shared}),
+            pad_id=fmt.pad_id,
+            task_ids=["a", "b"],
+        )
+        assert len(res.losses) == 2 and all(r[-1] < 0.5 * r[0] for r in res.losses)
+        if shared:
+            assert res.losses[0] == res.losses[1]
+        # After TTT the adapters answer the queries right, by greedy decoding and by ranking.
+        use = lora.use
+        sel = (lambda idx, use=use: use(None if idx is None else torch.zeros_like(idx))) if shared else use
+        greedy = predict_text(model, tasks, fmt, TextPredictConfig(), select=sel, use_adapters=True)
+        assert [a.text for row in greedy for a in row] == ["yes"] * 4
+        ranked_tasks = [TextTask(t.id, t.instruction, t.demos, t.queries, ("no", "yes", "yes no")) for t in tasks]
+        ranked = predict_text(model, ranked_tasks, fmt, TextPredictConfig(), select=sel, use_adapters=True)
+        assert all(a.method == "rank" and a.text == "yes" and len(a.scores) == 3 for row in ranked for a in row)
+
+
+def test_batched_logprobs_equal_one_at_a_time(tok, fmt):
+    model = tiny_causal_lm("gemma3", tok)
+    task = yes_task()
+    seqs = [
+        fmt.encode(task.instruction, task.demos[:k], "a b", opt)
+        for k, opt in [(0, "yes"), (2, "no"), (4, "maybe not"), (1, "yes no")]
+    ]
+    batched = sequence_logprobs(model, seqs, fmt.pad_id, token_budget=10_000)
+    single = sequence_logprobs(model, seqs, fmt.pad_id, token_budget=1)
+    np.testing.assert_allclose(batched, single, rtol=1e-4)
+    for s, got in zip(seqs, batched, strict=True):
+        ids = torch.tensor(s.input_ids)[None]
+        with torch.no_grad():
+            lp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
+        want = lp[torch.arange(len(s) - 1), ids[0, 1:]][torch.tensor(s.loss_mask[1:])].sum()
+        assert got == pytest.approx(float(want), rel=1e-4)
+
+
+# ---------------------------------------------------------------- recipe and CLI
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tok):
+    return save_tiny(tiny_causal_lm("qwen3", tok), tok, tmp_path_factory.mktemp("qwen3"))
+
+
+def test_evaluate_text_writes_records_and_resumes(model_dir, tmp_path):
+    random.seed(0)
+    cfg = TextEvalConfig(
+        tasks=str(SAMPLE),
+        model=str(model_dir),
+        device="cpu",
+        limit=2,
+        ttt_cfg=text_ttt_config(samples=2, rank=4),
+        predict_cfg=TextPredictConfig(max_new_tokens=8),
+    )
+    recs = evaluate_text(cfg, tmp_path / "run")
+    assert [r["task_id"] for r in recs] == [t.id for t in load_text_tasks(SAMPLE)[:2]]
+    for r in recs:
+        assert r["error"] is None and len(r["answers"]) == 8 and len(r["correct"]) == 8 and len(r["ttt_loss"]) == 1
+    s = summary(recs)
+    assert s["tasks"] == 2 and 0 <= s["task_accuracy"] <= 1
+    cfg.limit = 3  # resume: only the third task runs
+    recs = evaluate_text(cfg, tmp_path / "run")
+    lines = (tmp_path / "run" / "results.jsonl").read_text().splitlines()
+    assert len(recs) == 3 and len(lines) == 3
+    assert recs[2]["method"] == "rank" and len(recs[2]["scores"][0]) == 2  # boolean expressions list options
+    with pytest.raises(TaskError, match="another configuration"):
+        evaluate_text(TextEvalConfig(tasks=str(SAMPLE), model=str(model_dir), ttt=False), tmp_path / "run")
+
+
+def test_cli_routes_jsonl_to_text_evaluation(model_dir, tmp_path):
+    f = write_text_tasks([yes_task("a"), yes_task("b")], tmp_path / "tasks.jsonl")
+    res = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--tasks",
+            str(f),
+            "--model",
+            str(model_dir),
+            "--no-ttt",
+            "--out",
+            str(tmp_path / "run"),
+            "--device",
+            "cpu",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "2 text tasks, mean task accuracy" in res.output
+    assert len((tmp_path / "run" / "results.jsonl").read_text().splitlines()) == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x"}\n')
+    res = CliRunner().invoke(
+        app, ["evaluate", "--tasks", str(bad), "--model", str(model_dir), "--out", str(tmp_path / "b")]
+    )
+    assert not (tmp_path / "b").exists()
+    assert res.exit_code == 2 and "bad.jsonl:1: task x: needs a non-empty" in res.output
