@@ -210,6 +210,16 @@ def evaluate_cmd(
     max_minutes: Annotated[float | None, typer.Option(help="Start no new batch of tasks after this long.")] = None,
 ) -> None:
     """Solve a set of tasks and score pass@2; one JSON line per task, resumable, with an HTML report."""
+    from testtime.text import is_text_task_path
+
+    if is_text_task_path(tasks):  # text few-shot tasks (JSONL): their own recipe, same flags
+        from testtime.text_eval import evaluate_text_cli
+
+        run, s = evaluate_text_cli(tasks, model, ttt, limit, out, device, samples, epochs, lr, rank, shared, max_minutes)
+        acc = "n/a" if s["task_accuracy"] is None else f"{100 * s['task_accuracy']:.1f}%"
+        typer.echo(f"{s['tasks']} text tasks, mean task accuracy {acc}, {s['errors']} error(s); wrote {run / 'results.jsonl'}")
+        return
+
     from testtime.evaluate import evaluate
     from testtime.report import print_summary, write_report
     from testtime.tasks import load_tasks
