@@ -23,12 +23,19 @@ from testtime.tasks import Task, load_tasks
 Record = dict[str, Any]
 
 
-def read_results(run_dir: str | Path) -> list[Record]:
-    path = Path(run_dir) / "results.jsonl"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
+def read_records(path: str | Path) -> list[Record]:
+    """Records of one JSON-lines results file, under one policy for every reader.
+
+    A last line without its newline is a write cut short by a crash: it is ignored (the task counts as not
+    done and runs again). Blank lines are skipped. Any other line that is not a JSON object with a
+    'task_id' is an error naming the file and line: a partial file is never read as complete.
+    """
+    path = Path(path)
+    text = path.read_text()
+    lines = text.split("\n")
+    lines.pop()  # "" after a final newline, or the cut-short tail of a killed write
     records = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
@@ -39,6 +46,14 @@ def read_results(run_dir: str | Path) -> list[Record]:
             raise ValueError(f"{path}: line {n}: expected an object with a 'task_id'")
         records.append(rec)
     return records
+
+
+def read_results(run_dir: str | Path) -> list[Record]:
+    """A run's merged `results.jsonl` (see `read_records` for what counts as a bad file)."""
+    path = Path(run_dir) / "results.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    return read_records(path)
 
 
 def summarize(records: Sequence[Record]) -> dict[str, Any]:
