@@ -501,6 +501,48 @@ def save_checkpoint(run_dir: Path, model, optimizer, scheduler, meta: dict[str, 
     return final
 
 
+def _read_state(ckpt: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads((ckpt / "state.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{ckpt / 'state.json'}: corrupt checkpoint ({e}); start over with --fresh") from None
+    if not isinstance(meta, dict) or not {"step", "stream", "config", "rng"} <= set(meta):
+        raise ConfigError(f"{ckpt / 'state.json'}: corrupt checkpoint (missing entries); start over with --fresh")
+    return meta
+
+
+def _loss_module(model):
+    """`model` with `loss_sum` as its forward: DistributedDataParallel syncs gradients of forward calls only."""
+    from torch import nn
+
+    class LossModule(nn.Module):
+        def __init__(self, inner) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, labels):
+            return loss_sum(self.inner, input_ids, labels)
+
+    return LossModule(model)
+
+
+def _ddp_loss(module):
+    """`fn(model, ids, labels)` through a DDP-wrapped `_LossModule`, so gradients are all-reduced."""
+    return lambda _model, ids, labels: module(ids, labels)
+
+
+def _over_ranks(loss, real: int, padded: int, len_weighted: float, world: int):
+    """Loss summed over log steps, averaged over ranks; token counts summed over ranks."""
+    import torch
+    import torch.distributed as tdist
+
+    t = torch.cat([loss.detach().reshape(1).double(),
+                   torch.tensor([real, padded, len_weighted], dtype=torch.float64, device=loss.device)])
+    tdist.all_reduce(t)
+    loss_mean, real_sum, padded_sum, lw_sum = t.tolist()
+    return torch.tensor(loss_mean / world, device=loss.device), int(real_sum), int(padded_sum), lw_sum
+
+
 def find_checkpoint(run_dir: Path) -> Path | None:
     for name in ("checkpoint", "checkpoint.old"):
         d = run_dir / name
@@ -541,25 +583,37 @@ def pretrain(
     Stops at `total_steps` (then exports run_dir/model), at `stop_at` (a step, for tests and staged runs),
     or when `max_minutes` of wall clock have passed; each stop saves a checkpoint first.
     `export=True` writes run_dir/model even before the schedule is done (None: only once finished).
+
+    Under torchrun (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel, rank r draws its own
+    stream (seed + r), and only rank 0 writes the log, checkpoints and the export. Stop and checkpoint
+    decisions are rank 0's, shared at log steps, so every rank stops at the same step.
     """
     import torch
     from tqdm import tqdm
 
+    from testtime import distributed
+
     t_start = time.monotonic()
     cfg = config
+    dist = distributed.init()
+    main = dist.is_main
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = _pick_device(cfg.device)
     cuda = device == "cuda"
+    if cuda and dist.enabled:
+        device = f"cuda:{dist.local_rank}"
     log_path = run_dir / "log.jsonl"
 
     ckpt = find_checkpoint(run_dir) if resume else None
-    meta: dict[str, Any] = json.loads((ckpt / "state.json").read_text()) if ckpt else {}
+    meta: dict[str, Any] = _read_state(ckpt) if ckpt else {}
     if meta and meta["config"]["model"] != asdict(cfg.model):
         raise ConfigError(f"{run_dir}: checkpoint was trained with a different model config; use another run dir")
-    if not ckpt:
+    distributed.barrier(dist)  # every rank has read the checkpoint state before rank 0 touches the folder
+    if main and not ckpt:
         log_path.unlink(missing_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    if main:
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
     # Model, optimizer, schedule. The seed fixes the init; a checkpoint then overwrites everything.
     torch.manual_seed(cfg.seed)
@@ -571,11 +625,16 @@ def pretrain(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_lambda(s, cfg.warmup_steps, cfg.total_steps, cfg.min_lr_ratio)
     )
-    sampler = SequenceSampler(sources if sources is not None else load_sources(cfg.datasets), cfg.max_len, cfg.seed)
+    sampler = SequenceSampler(sources if sources is not None else load_sources(cfg.datasets), cfg.max_len,
+                              cfg.seed + dist.rank)
     stream = BatchStream(sampler, cfg.token_budget, cfg.pool_size, cfg.pad_multiple)
     step, elapsed_before, tokens_seen = 0, 0.0, 0
     if ckpt:
-        tensors = torch.load(ckpt / "trainer.pt", map_location=device, weights_only=True)
+        try:
+            tensors = torch.load(ckpt / "trainer.pt", map_location=device, weights_only=True)
+        except Exception as e:  # a truncated or corrupt file: say which, in one line
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"{ckpt / 'trainer.pt'}: corrupt checkpoint ({first}); start over with --fresh") from None
         model.load_state_dict(tensors["model"])
         optimizer.load_state_dict(tensors["optimizer"])
         scheduler.load_state_dict(tensors["scheduler"])
@@ -583,9 +642,12 @@ def pretrain(
         if cuda and tensors["cuda_rng"]:
             torch.cuda.set_rng_state_all([s.cpu() for s in tensors["cuda_rng"]])
         _set_rng_state(meta["rng"])
-        stream.load_state_dict(meta["stream"])
+        streams = meta.get("streams") or [meta["stream"]]
+        if dist.rank < len(streams):  # a rank new to this run (a larger world) starts its own fresh stream
+            stream.load_state_dict(streams[dist.rank])
         step, elapsed_before, tokens_seen = meta["step"], meta["elapsed"], meta["tokens"]
-        _truncate_log(log_path, step)
+        if main:
+            _truncate_log(log_path, step)
     stream_state = stream.state_dict()
     n = n_params(model)
     end = min(cfg.total_steps, stop_at) if stop_at is not None else cfg.total_steps
@@ -596,9 +658,26 @@ def pretrain(
         if cfg.compile:
             # One graph for all (batch, length) shapes; lengths are multiples of pad_multiple anyway.
             fn = torch.compile(loss_sum, dynamic=True)
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = DistributedDataParallel(_loss_module(model), device_ids=[dist.local_rank] if cuda else None)
+        eager = _ddp_loss(ddp)
+        fn = _ddp_loss(torch.compile(ddp, dynamic=True)) if cuda and cfg.compile else eager
+    else:
+        eager = loss_sum
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
 
+    def agreed(flag: bool) -> bool:
+        """Alone: `flag`. Under DDP: rank 0's flag, shared only at log steps (elsewhere False), so all agree."""
+        if not dist.enabled:
+            return flag
+        return step % cfg.log_every == 0 and bool(distributed.broadcast(dist, flag))
+
     def checkpoint() -> None:
+        streams = distributed.all_gather(dist, stream_state)
+        if not main:
+            return
         save_checkpoint(
             run_dir,
             model,
@@ -607,6 +686,7 @@ def pretrain(
             {
                 "step": step,
                 "stream": stream_state,
+                "streams": streams,
                 "elapsed": elapsed_before + (time.monotonic() - t_start),
                 "tokens": tokens_seen,
                 "config": cfg.to_dict(),
@@ -618,7 +698,7 @@ def pretrain(
     bar = tqdm(
         total=end,
         initial=step,
-        disable=not progress,
+        disable=not (progress and main),
         dynamic_ncols=True,
         desc="pretrain",
         mininterval=0.2 if sys.stderr.isatty() else 30.0,
@@ -631,7 +711,7 @@ def pretrain(
     last_loss = None
     try:
         while step < end:
-            if cfg.max_minutes is not None and time.monotonic() - t_start > cfg.max_minutes * 60:
+            if agreed(cfg.max_minutes is not None and time.monotonic() - t_start > cfg.max_minutes * 60):
                 break
             assert prefetch is not None
             batch, next_state = prefetch.get()
@@ -641,12 +721,12 @@ def pretrain(
                 with autocast:
                     loss = fn(model, ids, labels) / max(1, batch.n_targets)
             except Exception as e:  # a compiler failure should cost speed, not the run
-                if fn is loss_sum:
+                if fn is eager:
                     raise
                 print(
                     f"pretrain: torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); running eagerly"
                 )
-                fn = loss_sum
+                fn = eager
                 with autocast:
                     loss = fn(model, ids, labels) / max(1, batch.n_targets)
             loss.backward()
@@ -664,12 +744,17 @@ def pretrain(
             acc_len_weighted += batch.n_real * batch.input_ids.shape[1]
             bar.update(1)
             if step % cfg.log_every == 0 or step == end:
+                if dist.enabled:  # totals over all ranks (every rank is at this same step)
+                    local_real = acc_real
+                    acc_loss, acc_real, acc_padded, acc_len_weighted = _over_ranks(
+                        acc_loss, acc_real, acc_padded, acc_len_weighted, dist.world)
+                    tokens_seen += acc_real - local_real
                 last_loss = float(acc_loss.item()) / acc_steps  # the one host sync per log interval
                 now = time.monotonic()
                 dt = max(now - t_log, 1e-9)
                 real_tps, padded_tps = acc_real / dt, acc_padded / dt
                 seq = acc_len_weighted / max(1, acc_real)
-                mfu = flops_per_token(cfg.model, n, seq) * real_tps / H100_BF16_FLOPS if cuda else None
+                mfu = flops_per_token(cfg.model, n, seq) * real_tps / (H100_BF16_FLOPS * dist.world) if cuda else None
                 rec = {
                     "step": step,
                     "loss": last_loss,
@@ -680,8 +765,9 @@ def pretrain(
                     "mfu": None if mfu is None else round(mfu, 4),
                     "elapsed": round(elapsed_before + now - t_start, 2),
                 }
-                with log_path.open("a") as f:
-                    f.write(json.dumps(rec) + "\n")
+                if main:
+                    with log_path.open("a") as f:
+                        f.write(json.dumps(rec) + "\n")
                 bar.set_postfix(
                     loss=f"{last_loss:.4f}",
                     tok_s=f"{real_tps / 1e3:.0f}k",
@@ -693,7 +779,7 @@ def pretrain(
                 acc_steps = acc_real = acc_padded = 0
                 acc_len_weighted = 0.0
                 t_log = now
-            if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60 and step < end:
+            if agreed(time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60) and step < end:
                 checkpoint()
                 last_ckpt = time.monotonic()
     finally:
@@ -704,9 +790,13 @@ def pretrain(
     finished = step >= cfg.total_steps
     model_dir = None
     if finished or export:
-        model_dir = save_model(model, None, run_dir / "model", dtype=getattr(torch, cfg.export_dtype))
-    if log_path.exists():
+        model_dir = run_dir / "model"
+        if main:
+            save_model(model, None, model_dir, dtype=getattr(torch, cfg.export_dtype))
+    if main and log_path.exists():
         plot_loss(run_dir)
+    distributed.barrier(dist)  # the checkpoint and export are on disk for every rank
+    distributed.cleanup(dist)
     return PretrainResult(run_dir, step, finished, model_dir, last_loss)
 
 
