@@ -142,6 +142,8 @@ def pretrain_cmd(
     overrides = {k: v for k, v in (("max_minutes", max_minutes), ("total_steps", steps), ("device", device)) if v is not None}
     cfg = dataclasses.replace(cfg, **overrides)
     res = pretrain(cfg, run_dir, resume=not fresh, export=export or None)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
+        return
     state = "finished" if res.finished else "stopped (run again to continue)"
     typer.echo(f"{state} at step {res.step}/{cfg.total_steps}; log {run_dir / 'log.jsonl'}, plot {run_dir / 'loss.png'}")
     if res.model_dir is not None:
@@ -156,11 +158,9 @@ def _eval_config(
     samples: int | None, epochs: int | None, lr: float | None, rank: int | None, augment: bool, leave_one_out: bool,
     demo_loss: bool, shared: bool, config: Path | None,
 ):
-    import json
+    from testtime.evaluate import EvalConfig, load_eval_config
 
-    from testtime.evaluate import EvalConfig, config_from_dict
-
-    cfg = config_from_dict(json.loads(config.read_text())) if config else EvalConfig()
+    cfg = load_eval_config(config) if config else EvalConfig()
     cfg.tasks, cfg.model, cfg.ttt, cfg.limit, cfg.device = tasks, model, ttt, limit, device
     cfg.predict_cfg.views, cfg.predict_cfg.orders = views, orders
     t = cfg.ttt_cfg
@@ -208,8 +208,12 @@ def evaluate_cmd(
     shared: _SHARED = False,
     config: _CONFIG = None,
     max_minutes: Annotated[float | None, typer.Option(help="Start no new batch of tasks after this long.")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="A task file that fails validation stops the run (default: skip it, report it).")] = False,
 ) -> None:
-    """Solve a set of tasks and score pass@2; one JSON line per task, resumable, with an HTML report."""
+    """Solve a set of tasks and score pass@2; one JSON line per task, resumable, with an HTML report.
+
+    Runs as is under torchrun (tasks sharded across ranks; rank 0 merges results and writes the report).
+    """
     from testtime.text import is_text_task_path
 
     if is_text_task_path(tasks):  # text few-shot tasks (JSONL): their own recipe, same flags
@@ -220,17 +224,68 @@ def evaluate_cmd(
         typer.echo(f"{s['tasks']} text tasks, mean task accuracy {acc}, {s['errors']} error(s); wrote {run / 'results.jsonl'}")
         return
 
-    from testtime.evaluate import evaluate
+    from testtime import distributed
+    from testtime.evaluate import evaluate, load_task_set
     from testtime.report import print_summary, write_report
-    from testtime.tasks import load_tasks
 
     cfg = _eval_config(tasks, model, ttt, limit, device, views, orders, samples, epochs, lr, rank, augment, loo,
                        demo_loss, shared, config)
     out = out or Path("runs") / f"{tasks.replace('/', '-')}-{'ttt' if ttt else 'icl'}"
-    task_list = load_tasks(tasks)
-    records = evaluate(cfg, out, tasks=task_list, max_minutes=max_minutes)
-    print_summary(records, console=_console())
-    typer.echo(f"wrote {out / 'results.jsonl'} and {write_report(out, task_list)}")
+    task_list, skipped = load_task_set(tasks, strict=strict)
+    main = distributed.from_env().is_main
+    if main:
+        for problem in skipped:
+            typer.echo(f"skipped: {problem}", err=True)
+    records = evaluate(cfg, out, tasks=task_list, max_minutes=max_minutes, skipped=skipped, show_progress=main)
+    if main:
+        print_summary(records, console=_console())
+        if skipped:
+            typer.echo(f"{len(skipped)} task file(s) skipped as invalid (listed in {out / 'summary.json'})")
+        typer.echo(f"wrote {out / 'results.jsonl'}, {out / 'submission.json'} and {write_report(out, task_list)}")
+
+
+@app.command("submit")
+@cli_errors
+def submit_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder holding results.jsonl (and config.json).")],
+    out: Annotated[Path | None, typer.Option(help="Submission file; default RUN_DIR/submission.json.")] = None,
+) -> None:
+    """Write a Kaggle ARC Prize submission (two attempts per test input) from a run's results."""
+    import json
+
+    from testtime.report import read_results
+    from testtime.submission import write_submission
+    from testtime.tasks import load_tasks
+
+    records = read_results(run_dir)
+    tasks = []
+    cfg_path = run_dir / "config.json"
+    if cfg_path.exists():  # so that tasks the run has not finished still get an (empty) entry
+        run_cfg = json.loads(cfg_path.read_text())
+        tasks = load_tasks(run_cfg["tasks"])[: run_cfg.get("limit") or None]
+    path = write_submission(records, out or run_dir / "submission.json", tasks=tasks)
+    typer.echo(f"wrote {path} ({len(records)} task(s) with results)")
+
+
+@app.command("score")
+@cli_errors
+def score_cmd(
+    submission: Annotated[Path, typer.Argument(help="A submission.json (Kaggle ARC Prize format).")],
+    solutions: Annotated[str, typer.Option(help="Solutions file ({id: [grid, ...]}), dataset name, task file or folder.")],
+) -> None:
+    """Score a submission file against known answers: per task and in total."""
+    from rich.table import Table
+
+    from testtime.submission import score_submission
+
+    res = score_submission(submission, solutions)
+    table = Table(title=f"{submission}: {res['score']:g} / {res['n_tasks']} ({res['percent']:.2f}%)")
+    table.add_column("task")
+    table.add_column("score", justify="right")
+    for tid, score in res["tasks"].items():
+        table.add_row(tid, f"{score:g}" + ("  (missing)" if tid in res["missing"] else ""))
+    _console().print(table)
+    typer.echo(f"score {res['score']:g} / {res['n_tasks']} = {res['percent']:.2f}%")
 
 
 @app.command("solve")
