@@ -1,0 +1,240 @@
+"""Scale-out and restart safety: sharding, the results-file policy, merging, and real 2-process runs (gloo, CPU)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from testtime.distributed import Dist, from_env, shard
+from testtime.evaluate import _append, _drop_cut_tail, finished_ids, merge_results, read_results
+from testtime.report import read_records
+from testtime.tasks import Example, Task, save_tasks
+
+
+def synthetic_tasks(n: int = 8) -> list[Task]:
+    rng = np.random.default_rng(0)
+    tasks = []
+    for k in range(n):
+        h, w = 2 + k % 4, 3 + k % 3
+        demos = []
+        for _ in range(2 + k % 2):
+            g = rng.integers(0, 10, size=(h, w)).astype(np.uint8)
+            demos.append(Example(g, np.ascontiguousarray(g[:, ::-1])))
+        q = rng.integers(0, 10, size=(h, w)).astype(np.uint8)
+        tasks.append(Task(f"t{k}", tuple(demos), (Example(q, np.ascontiguousarray(q[:, ::-1])),)))
+    return tasks
+
+
+# ---------------------------------------------------------------- shard
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 1000), max_size=60), st.integers(1, 9))
+def test_shard_every_item_once_and_balanced(costs, world):
+    items = list(range(len(costs)))
+    shares = [shard(items, world, r, cost=lambda i: costs[i]) for r in range(world)]
+    assert sorted(i for s in shares for i in s) == items  # each exactly once
+    assert all(s == sorted(s) for s in shares)  # input order kept
+    loads = [sum(costs[i] for i in s) for s in shares]
+    if costs:
+        assert max(loads) <= sum(costs) / world + max(costs)  # LPT bound
+    assert shares == [shard(items, world, r, cost=lambda i: costs[i]) for r in range(world)]  # deterministic
+
+
+def test_shard_rejects_bad_rank():
+    with pytest.raises(ValueError, match="outside"):
+        shard([1], 2, 2)
+
+
+def test_env_without_torchrun(monkeypatch):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    assert from_env() == Dist(0, 1, 0) and not from_env().enabled
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert from_env() == Dist(3, 4, 1)
+
+
+# ---------------------------------------------------------------- results files
+
+
+def test_read_records_policy(tmp_path):
+    p = tmp_path / "r.jsonl"
+    p.write_text('{"task_id": "a"}\n\n{"task_id": "b", "att')  # killed mid-write: the tail is not a record
+    assert read_records(p) == [{"task_id": "a"}]
+    p.write_text('{"task_id": "a"}\n{"task_id": "b"}')  # parses, but no newline: never read as complete
+    assert read_records(p) == [{"task_id": "a"}]
+    p.write_text('{"task_id": "a"}\n{oops\n{"task_id": "c"}\n')
+    with pytest.raises(ValueError, match=r"r\.jsonl: line 2: bad JSON"):
+        read_records(p)
+    p.write_text('[1]\n')
+    with pytest.raises(ValueError, match="line 1: expected an object"):
+        read_records(p)
+    assert read_results(tmp_path / "absent.jsonl") == []
+
+
+def test_append_after_a_cut_line_starts_clean(tmp_path):
+    p = tmp_path / "results.rank0.jsonl"
+    p.write_text('{"task_id": "a"}\n{"task_id": "b", "att')
+    _drop_cut_tail(p)
+    _append(p, [{"task_id": "b"}])
+    assert read_records(p) == [{"task_id": "a"}, {"task_id": "b"}]
+
+
+def test_merge_dedupes_in_task_order_and_keeps_others(tmp_path):
+    tasks = synthetic_tasks(4)
+    (tmp_path / "results.jsonl").write_text('{"task_id": "old"}\n{"task_id": "t2", "n": 0}\n')
+    (tmp_path / "results.rank0.jsonl").write_text('{"task_id": "t3"}\n{"task_id": "t0"}\n')
+    (tmp_path / "results.rank1.jsonl").write_text('{"task_id": "t2", "n": 1}\n{"task_id": "t1"}\n{"task_id": "x", "cut')
+    assert finished_ids(tmp_path) == {"old", "t0", "t1", "t2", "t3"}
+    got = merge_results(tmp_path, tasks)
+    assert [r["task_id"] for r in got] == ["t0", "t1", "t2", "t3"]
+    assert got[2]["n"] == 0  # the first record of a task wins
+    ids = [r["task_id"] for r in read_records(tmp_path / "results.jsonl")]
+    assert ids == ["t0", "t1", "t2", "t3", "old"]
+    assert not list(tmp_path.glob(".*tmp"))  # written through a temp file, renamed
+
+
+# ---------------------------------------------------------------- real runs under torchrun (gloo, CPU)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny random model, 8 small synthetic tasks, and a config that keeps each task fast but not instant."""
+    from testtime.model import ModelConfig, build_model, save_model
+
+    root = tmp_path_factory.mktemp("dist")
+    torch.manual_seed(0)
+    save_model(build_model(ModelConfig.tiny()), None, root / "model")
+    tasks = synthetic_tasks(8)
+    save_tasks(tasks, root / "tasks")
+    # max_group 1: a task's computation does not depend on which tasks share its batch (see evaluate docs).
+    cfg = {"max_group": 1, "ttt_cfg": {"batch_size": 2}, "predict_cfg": {"max_len": 320}}
+    (root / "cfg.json").write_text(json.dumps(cfg))
+    return root, tasks
+
+
+def _command(root: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+            "-m", "testtime.cli", "evaluate", "--tasks", str(root / "tasks"), "--model", str(root / "model"),
+            "--out", str(out), "--views", "1", "--samples", "16", "--epochs", "2", "--rank", "2", "--device", "cpu",
+            "--config", str(root / "cfg.json")]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    return {**env, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(d.name))
+    return out
+
+
+def _complete_lines(out: Path) -> int:
+    return sum(p.read_bytes().count(b"\n") for p in out.glob("results.rank*.jsonl"))
+
+
+KEYS = ("task_id", "attempts", "correct", "greedy", "ttt_loss", "invalid", "tokens", "error")
+
+
+def test_kill_and_resume_loses_and_repeats_nothing(setup, tmp_path):
+    from testtime.evaluate import evaluate, load_eval_config
+    from testtime.model import load_model
+
+    root, tasks = setup
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_command(root, out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    workers: set[int] = set()
+    deadline = time.monotonic() + 90
+    while not out.exists() or _complete_lines(out) < 1:
+        workers |= set(_children(proc.pid))
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "no result within 90 s"
+        time.sleep(0.01)
+    # SIGKILL torchrun and its workers (each in its own session), as a lost machine would be.
+    for pid in [proc.pid, *workers, *_children(proc.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+    time.sleep(0.2)
+    done_before = _complete_lines(out)
+    assert 1 <= done_before < len(tasks), "the kill should land mid-run"
+    assert not (out / "summary.json").exists()
+    with (out / "results.rank1.jsonl").open("a") as f:  # and a write cut short by the kill
+        f.write('{"task_id": "t7", "attempts": [[nu')
+
+    res = subprocess.run(_command(root, out), env=_env(), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    merged = read_records(out / "results.jsonl")
+    assert sorted(r["task_id"] for r in merged) == sorted(t.id for t in tasks)  # every task exactly once
+    per_rank = [r["task_id"] for p in out.glob("results.rank*.jsonl") for r in read_records(p)]
+    assert sorted(per_rank) == sorted(t.id for t in tasks)  # nothing finished ran twice
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] and summary["world_size"] == 2
+    assert set(json.loads((out / "submission.json").read_text())) == {t.id for t in tasks}
+
+    # The same tasks, uninterrupted, in this one process (no torchrun): the same records.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = load_eval_config(root / "cfg.json")
+        cfg.tasks, cfg.model, cfg.device = str(root / "tasks"), str(root / "model"), "cpu"
+        cfg.predict_cfg.views, cfg.ttt_cfg.samples, cfg.ttt_cfg.epochs, cfg.ttt_cfg.rank = 1, 16, 2, 2
+        loaded = load_model(cfg.model)
+        ref = evaluate(cfg, tmp_path / "ref", model=loaded.model, codec=loaded.codec, tasks=tasks, show_progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert [{k: r[k] for k in KEYS} for r in merged] == [{k: r[k] for k in KEYS} for r in ref]
+
+
+PRETRAIN_SCRIPT = """
+import sys
+import numpy as np
+from testtime.model import ModelConfig
+from testtime.pretrain import PretrainConfig, TaskSource, pretrain
+from testtime.tasks import Example, Task
+rng = np.random.default_rng(0)
+tasks = []
+for k in range(6):
+    pairs = [rng.integers(0, 10, size=(3, 3)).astype(np.uint8) for _ in range(3)]
+    tasks.append(Task(f"p{k}", tuple(Example(g, g.T.copy()) for g in pairs[:2]), (Example(pairs[2], pairs[2].T.copy()),)))
+cfg = PretrainConfig(model=ModelConfig.tiny(), max_len=256, token_budget=1024, pool_size=16, pad_multiple=64,
+                     warmup_steps=1, total_steps=4, device="cpu", compile=False, log_every=2, prefetch=1)
+pretrain(cfg, sys.argv[1], progress=False, sources=[TaskSource(tasks)])
+"""
+
+
+def test_pretrain_ddp_two_processes(tmp_path):
+    script = tmp_path / "pt.py"
+    script.write_text(PRETRAIN_SCRIPT)
+    run = tmp_path / "pt"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone", str(script), str(run)]
+    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [2, 4]  # one writer (rank 0), no duplicated lines
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 4 and len(state["streams"]) == 2
+    assert state["streams"][0] != state["streams"][1]  # each rank draws its own stream (seed + rank)
+    assert (run / "model" / "config.json").exists()

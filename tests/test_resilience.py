@@ -1,0 +1,136 @@
+"""A run goes on through GPU out-of-memory errors and bad task files; bad configs and checkpoints are one-line errors."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from test_distributed import synthetic_tasks
+from testtime.cli import app
+from testtime.encode import GridCodec
+from testtime.evaluate import EvalConfig, Evaluator, config_from_dict, evaluate, load_task_set
+from testtime.model import ModelConfig, build_model, save_model
+from testtime.pretrain import ConfigError
+from testtime.report import read_records
+from testtime.tasks import save_tasks
+
+
+@pytest.fixture()
+def tiny():
+    torch.manual_seed(0)
+    return build_model(ModelConfig.tiny()).eval(), GridCodec()
+
+
+def small_cfg(**kw) -> EvalConfig:
+    cfg = config_from_dict({"max_group": 4, "ttt_cfg": {"samples": 2, "epochs": 1, "rank": 2},
+                            "predict_cfg": {"views": 1, "max_len": 320}})
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def test_oom_splits_groups_then_shrinks_then_fails_one_task(tmp_path, tiny, monkeypatch):
+    tasks = synthetic_tasks(6)
+    calls = []
+    real = Evaluator.run_group
+
+    def fake(self, group, datasets, progress=None, predict_cfg=None):
+        calls.append(([t.id for t in group], None if predict_cfg is None else predict_cfg.token_budget))
+        if len(group) > 1 or group[0].id == "t3":
+            raise torch.OutOfMemoryError("CUDA out of memory (fake)")
+        return real(self, group, datasets, progress, predict_cfg)
+
+    monkeypatch.setattr(Evaluator, "run_group", fake)
+    model, codec = tiny
+    recs = evaluate(small_cfg(), tmp_path, model=model, codec=codec, tasks=tasks, show_progress=False)
+    assert [r["task_id"] for r in recs] == [t.id for t in tasks]  # all recorded once, in task order
+    failed = {r["task_id"]: r["error"] for r in recs if r["error"]}
+    assert list(failed) == ["t3"] and "out of GPU memory" in failed["t3"]
+    budgets = [b for ids, b in calls if ids == ["t3"]]
+    assert budgets == [None, (1 << 20) // 4, (1 << 20) // 16]  # retried alone with smaller generation batches
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["failed"] == failed and summary["complete"]
+
+
+def test_bad_task_files_are_skipped_and_reported(tmp_path):
+    folder = tmp_path / "tasks"
+    save_tasks(synthetic_tasks(3), folder)
+    (folder / "broken.json").write_text('{"train": [{"input": [[1, 12]], "output": [[1]]}], "test": []}')
+    (folder / "notjson.json").write_text("{oops")
+    tasks, problems = load_task_set(folder)
+    assert [t.id for t in tasks] == ["t0", "t1", "t2"]
+    assert len(problems) == 2 and all("\n" not in p for p in problems)
+    assert any("broken.json" in p for p in problems) and any("notjson.json" in p for p in problems)
+    with pytest.raises(Exception, match="broken.json"):
+        load_task_set(folder, strict=True)
+    res = CliRunner().invoke(app, ["evaluate", "--tasks", str(folder), "--strict", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1 and "broken.json" in res.stderr
+
+
+def test_skipped_files_go_into_the_summary(tmp_path, tiny):
+    model, codec = tiny
+    evaluate(small_cfg(), tmp_path, model=model, codec=codec, tasks=synthetic_tasks(2), show_progress=False,
+             skipped=["x.json: bad JSON"])
+    assert json.loads((tmp_path / "summary.json").read_text())["skipped_files"] == ["x.json: bad JSON"]
+
+
+@pytest.mark.parametrize("obj, message", [
+    ({"max_grop": 3}, "config: unknown key 'max_grop'"),
+    ({"limit": "10"}, 'config: limit must be an integer or null, got "10"'),
+    ({"ttt": 1}, "config: ttt must be true/false, got 1"),
+    ({"ttt_cfg": {"lr": "fast"}}, 'config: ttt_cfg: lr must be a number, got "fast"'),
+    ({"ttt_cfg": {"targets": ["q_proj", 3]}}, "ttt_cfg: targets must be a list of a string or null"),
+    ({"predict_cfg": {"viewz": 2}}, "config: predict_cfg: unknown key 'viewz'"),
+    ({"predict_cfg": 3}, "config: predict_cfg: expected an object, got 3"),
+])
+def test_config_errors_name_the_key(obj, message):
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(obj)
+    assert message in str(e.value)
+
+
+def test_config_types_are_kept():
+    cfg = config_from_dict({"ttt_cfg": {"lr": 1, "targets": ["q_proj"]}, "limit": None})
+    assert cfg.ttt_cfg.lr == 1.0 and isinstance(cfg.ttt_cfg.lr, float) and cfg.ttt_cfg.targets == ["q_proj"]
+
+
+def test_cli_config_and_checkpoint_errors_are_one_line(tmp_path):
+    folder = tmp_path / "tasks"
+    save_tasks(synthetic_tasks(1), folder)
+    bad_cfg = tmp_path / "c.json"
+    bad_cfg.write_text('{"ttt_cfg": {"epochs": 1.5}}')
+    runner = CliRunner()
+    res = runner.invoke(app, ["evaluate", "--tasks", str(folder), "--config", str(bad_cfg), "--out", str(tmp_path / "a")])
+    assert res.exit_code == 2 and res.stderr == f"error: {bad_cfg}: ttt_cfg: epochs must be an integer, got 1.5\n"
+    torch.manual_seed(0)
+    model_dir = save_model(build_model(ModelConfig.tiny()), None, tmp_path / "model")
+    weights = model_dir / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:500])
+    res = runner.invoke(app, ["evaluate", "--tasks", str(folder), "--model", str(model_dir), "--device", "cpu",
+                              "--out", str(tmp_path / "b")])
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1 and "corrupt checkpoint" in res.stderr
+    res = runner.invoke(app, ["evaluate", "--tasks", str(folder), "--model", str(tmp_path / "nope"),
+                              "--out", str(tmp_path / "c")])
+    assert res.exit_code == 2 and "no such model folder" in res.stderr
+
+
+def test_pretrain_corrupt_checkpoint_is_one_line(tmp_path):
+    ckpt = tmp_path / "run" / "checkpoint"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer.pt").write_bytes(b"not a checkpoint")
+    (ckpt / "state.json").write_text('{"step": 3')
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"model": {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64,
+                                         "max_position_embeddings": 2048}, "max_len": 2048, "token_budget": 16384,
+                               "device": "cpu", "compile": False}))
+    res = CliRunner().invoke(app, ["pretrain", "--config", str(cfg), "--run-dir", str(tmp_path / "run")])
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1 and "state.json: corrupt checkpoint" in res.stderr
+
+
+def test_single_process_writes_merged_results(tmp_path, tiny):
+    model, codec = tiny
+    tasks = synthetic_tasks(3)
+    evaluate(small_cfg(), tmp_path, model=model, codec=codec, tasks=tasks, show_progress=False)
+    assert [r["task_id"] for r in read_records(tmp_path / "results.jsonl")] == ["t0", "t1", "t2"]
+    assert not list(tmp_path.glob("results.rank*"))  # no torchrun: one file, as before
