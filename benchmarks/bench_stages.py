@@ -59,7 +59,7 @@ def run(model, codec: Codec, tasks: list[Task], ttt: TTTConfig, pred: PredictCon
     lora = attach_multi_lora(model, max(len(g) for g in groups), rank=ttt.rank, alpha=ttt.alpha, seed=ttt.seed)
     try:
         for group in groups:
-            lora.reset(ttt.seed)
+            lora.reset(ttt.seed, [x.id for x in group])
             sync(device)
             t0 = time.perf_counter()
             res = train_adapters(model, lora.parameters(), [data[x.id] for x in group], ttt, pad_id=codec.pad_id,

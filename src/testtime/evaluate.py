@@ -327,7 +327,7 @@ class Evaluator:
             else:
                 lora = self._adapters(len(group))
                 run_cfg = tcfg
-            lora.reset(tcfg.seed)
+            lora.reset(tcfg.seed, [t.id for t in group] if not tcfg.shared else ["shared"])
             result = train_adapters(self.model, lora.parameters(), data, run_cfg, pad_id=self.codec.pad_id,
                                     select=lora.use, task_ids=[t.id for t in group] if not tcfg.shared else ["shared"],
                                     progress=progress)

@@ -11,6 +11,8 @@ result equals training every task alone.
 from __future__ import annotations
 
 import math
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -33,12 +35,14 @@ class MultiLoRALinear(nn.Module):
         self.lora_A = nn.Parameter(torch.zeros(n_adapters, rank, base.in_features, device=dev, dtype=dtype))
         self.lora_B = nn.Parameter(torch.zeros(n_adapters, base.out_features, rank, device=dev, dtype=dtype))
 
-    def reset(self, generator: torch.Generator | None = None) -> None:
+    def reset(self, generators: list[torch.Generator]) -> None:
         # The usual LoRA start: A like nn.Linear's default init, B zero, so the adapter starts as a no-op.
+        # One generator per slot: a task's start does not depend on which tasks share its batch.
         bound = 1 / math.sqrt(self.base.in_features)  # kaiming_uniform(a=sqrt(5)) bound
         with torch.no_grad():
-            a = torch.empty(self.lora_A.shape, dtype=torch.float32).uniform_(-bound, bound, generator=generator)
-            self.lora_A.copy_(a)
+            for k, g in enumerate(generators):
+                a = torch.empty(self.lora_A.shape[1:], dtype=torch.float32).uniform_(-bound, bound, generator=g)
+                self.lora_A[k].copy_(a)
             self.lora_B.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,10 +87,12 @@ class MultiLoRA:
     def parameters(self) -> list[nn.Parameter]:
         return [p for layer in self.layers.values() for p in (layer.lora_A, layer.lora_B)]
 
-    def reset(self, seed: int) -> None:
-        g = torch.Generator().manual_seed(seed)
+    def reset(self, seed: int, keys: Sequence[str] | None = None) -> None:
+        """Fresh adapters; slot k starts from a stream seeded by (seed, keys[k]), e.g. its task id."""
+        keys = list(keys or []) + [f"#{k}" for k in range(len(keys or []), self.n_adapters)]
+        gens = [torch.Generator().manual_seed(zlib.crc32(f"{seed}:{key}".encode())) for key in keys]
         for name in sorted(self.layers):
-            self.layers[name].reset(g)
+            self.layers[name].reset(gens)
 
     def use(self, index: torch.Tensor | None) -> None:
         self.ctx.index = index

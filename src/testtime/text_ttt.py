@@ -58,7 +58,7 @@ def train_text_adapters(
     task_ids: Sequence[str],
 ) -> TrainResult:
     """Adapter k of `lora` learns datasets[k]; with `cfg.shared`, adapter 0 learns them all at once."""
-    lora.reset(cfg.seed)
+    lora.reset(cfg.seed, list(task_ids) if not cfg.shared else ["shared"])
     if not cfg.shared:
         return train_adapters(
             model, lora.parameters(), datasets, cfg, pad_id=pad_id, select=lora.use, task_ids=list(task_ids)
