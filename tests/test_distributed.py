@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from testtime.distributed import Dist, from_env, shard
-from testtime.evaluate import _append, _drop_cut_tail, finished_ids, merge_results, read_results
+from testtime.evaluate import append_records, finished_ids, merge_results, read_results
 from testtime.report import read_records
 from testtime.tasks import Example, Task, save_tasks
 
@@ -86,8 +86,7 @@ def test_read_records_policy(tmp_path):
 def test_append_after_a_cut_line_starts_clean(tmp_path):
     p = tmp_path / "results.rank0.jsonl"
     p.write_text('{"task_id": "a"}\n{"task_id": "b", "att')
-    _drop_cut_tail(p)
-    _append(p, [{"task_id": "b"}])
+    append_records(p, [{"task_id": "b"}])
     assert read_records(p) == [{"task_id": "a"}, {"task_id": "b"}]
 
 

@@ -216,8 +216,12 @@ def _drop_cut_tail(path: Path) -> None:
             f.truncate(data.rfind(b"\n") + 1)
 
 
-def _append(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    """Append records as whole lines, flushed and fsynced: once this returns, a kill loses none of them."""
+def append_records(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    """Append records as whole lines, flushed and fsynced: once this returns, a kill loses none of them.
+
+    A last line cut by an earlier kill is dropped first, so the new lines never join onto it.
+    """
+    _drop_cut_tail(path)
     with path.open("a") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
@@ -449,7 +453,7 @@ def evaluate(cfg: EvalConfig, out_dir: Path, *, model=None, codec: Codec | None 
     mine: list[dict[str, Any]] = []
 
     def emit(records: list[dict[str, Any]]) -> None:
-        _append(own_path, records)
+        append_records(own_path, records)
         mine.extend(records)
 
     datasets: dict[str, list] = {}

@@ -7,7 +7,6 @@ run skips the tasks already there. `score` is the task's accuracy over its score
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -16,7 +15,7 @@ from typing import Any
 
 import torch
 
-from testtime.evaluate import read_results
+from testtime.evaluate import append_records, read_results
 from testtime.tasks import TaskError
 from testtime.text import TextTask, load_text_tasks
 from testtime.text_encode import TextFormat, normalize
@@ -35,13 +34,6 @@ class TextEvalConfig:
     max_group: int = 16  # tasks whose adapters train together
     ttt_cfg: TTTConfig = field(default_factory=text_ttt_config)
     predict_cfg: TextPredictConfig = field(default_factory=TextPredictConfig)
-
-
-def _append(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    with path.open("a") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _record(task: TextTask, answers, seconds: float, loss: list[float] | None, tokens: int) -> dict[str, Any]:
@@ -147,14 +139,14 @@ def evaluate_text(
     fmt = TextFormat(tokenizer)
     if cfg.ttt:
         bad = [t for t in todo if not t.demos]
-        _append(results, [_error_record(t, "no demonstrations to train on") for t in bad])
+        append_records(results, [_error_record(t, "no demonstrations to train on") for t in bad])
         todo = [t for t in todo if t.demos]
     slot: list = []
     try:
         for i in range(0, len(todo), cfg.max_group):
             if max_minutes is not None and time.monotonic() - started > 60 * max_minutes:
                 break
-            _append(results, run_group(model, fmt, todo[i : i + cfg.max_group], cfg, slot))
+            append_records(results, run_group(model, fmt, todo[i : i + cfg.max_group], cfg, slot))
     finally:
         if slot:
             slot[0].detach()
