@@ -353,6 +353,16 @@ def _load_model(path: str | None, device: str):
         raise ModelError(f"{path or default_model_dir()}: corrupt checkpoint ({first})") from None
 
 
+def check_run_dir(out_dir: Path, cfg_dict: dict[str, Any]) -> Path:
+    """The run's config.json path; a folder holding a run of another config (but for --limit) is refused."""
+    cfg_path = out_dir / "config.json"
+    if cfg_path.exists():
+        old = json.loads(cfg_path.read_text())
+        if {k: v for k, v in old.items() if k != "limit"} != {k: v for k, v in cfg_dict.items() if k != "limit"}:
+            raise TaskError(f"{out_dir}: holds a run with another configuration; pick a new --out")
+    return cfg_path
+
+
 def evaluate(cfg: EvalConfig, out_dir: Path, *, model=None, codec: Codec | None = None,
              tasks: Sequence[Task] | None = None, show_progress: bool = True,
              max_minutes: float | None = None, skipped: Sequence[str] = ()) -> list[dict[str, Any]]:
@@ -365,12 +375,8 @@ def evaluate(cfg: EvalConfig, out_dir: Path, *, model=None, codec: Codec | None 
     dist = distributed.init()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg_path = out_dir / "config.json"
     cfg_dict = config_to_dict(cfg)
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
-        if {k: v for k, v in old.items() if k != "limit"} != {k: v for k, v in cfg_dict.items() if k != "limit"}:
-            raise TaskError(f"{out_dir}: holds a run with another configuration; pick a new --out")
+    cfg_path = check_run_dir(out_dir, cfg_dict)
 
     if tasks is None:
         tasks = load_tasks(cfg.tasks)

@@ -15,8 +15,7 @@ from typing import Any
 
 import torch
 
-from testtime.evaluate import append_records, read_results
-from testtime.tasks import TaskError
+from testtime.evaluate import append_records, check_run_dir, read_results
 from testtime.text import TextTask, load_text_tasks
 from testtime.text_encode import TextFormat, normalize
 from testtime.text_predict import TextPredictConfig, predict_text
@@ -119,13 +118,8 @@ def evaluate_text(
     tasks = list(tasks) if tasks is not None else load_text_tasks(cfg.tasks)  # a bad file fails before any output
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg_path = out_dir / "config.json"
     cfg_dict = asdict(cfg)
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
-        if {k: v for k, v in old.items() if k != "limit"} != {k: v for k, v in cfg_dict.items() if k != "limit"}:
-            raise TaskError(f"{out_dir}: holds a run with another configuration; pick a new --out")
-    cfg_path.write_text(json.dumps(cfg_dict, indent=1))
+    check_run_dir(out_dir, cfg_dict).write_text(json.dumps(cfg_dict, indent=1))
     tasks = tasks[: cfg.limit] if cfg.limit else tasks
     results = out_dir / "results.jsonl"
     done = {r["task_id"] for r in read_results(results)}
