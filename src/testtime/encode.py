@@ -166,6 +166,16 @@ class GridCodec:
         return _parse_rows(rows)
 
 
+def special_ids(tokenizer) -> tuple[int, int, list[int]]:
+    """(eos, pad, [bos] or []) of any HF tokenizer; pad falls back to eos, which many LMs lack a pad for."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("tokenizer has no eos token; the text formats need one to end answers")
+    pad = tokenizer.pad_token_id
+    bos = tokenizer.bos_token_id
+    return int(eos), int(pad) if pad is not None else int(eos), [] if bos is None else [int(bos)]
+
+
 class TextCodec:
     """Codec for any Hugging Face tokenizer: grids as lines of digits, pieces tokenized separately.
 
@@ -178,15 +188,8 @@ class TextCodec:
 
     def __init__(self, tokenizer) -> None:
         self.tokenizer = tokenizer
-        eos = tokenizer.eos_token_id
-        if eos is None:
-            raise ValueError("tokenizer has no eos token; the text format needs one to end answers")
-        self.eos = int(eos)
-        pad = tokenizer.pad_token_id
-        self.pad_id = int(pad) if pad is not None else self.eos
+        self.eos, self.pad_id, self._bos = special_ids(tokenizer)
         self.stop_ids = frozenset({self.eos})
-        bos = tokenizer.bos_token_id
-        self._bos = [] if bos is None else [int(bos)]
         # Special tokens (unk, pad, bos...) inside an answer make it malformed; decode() would drop them silently.
         self._special = frozenset(int(i) for i in tokenizer.all_special_ids) - {self.eos}
         self._n_vocab = len(tokenizer)  # ids past it (padded embedding rows) decode to nothing

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from testtime.encode import Encoded, TooLongError
+from testtime.encode import Encoded, TooLongError, special_ids
 
 
 class TextFormat:
@@ -23,14 +23,7 @@ class TextFormat:
 
     def __init__(self, tokenizer) -> None:
         self.tokenizer = tokenizer
-        eos = tokenizer.eos_token_id
-        if eos is None:
-            raise ValueError("tokenizer has no eos token")
-        self.eos = int(eos)
-        pad = tokenizer.pad_token_id
-        self.pad_id = int(pad) if pad is not None else self.eos
-        bos = tokenizer.bos_token_id
-        self._bos = [] if bos is None else [int(bos)]
+        self.eos, self.pad_id, self._bos = special_ids(tokenizer)
         self._cache: dict[str, np.ndarray] = {}
         self._stop: frozenset[int] | None = None
 
