@@ -208,6 +208,7 @@ def evaluate_cmd(
     shared: _SHARED = False,
     config: _CONFIG = None,
     max_minutes: Annotated[float | None, typer.Option(help="Start no new batch of tasks after this long.")] = None,
+    token_budget: Annotated[int | None, typer.Option(min=1024, help="Prompt+answer tokens per generation batch (smaller on a CPU).")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="A task file that fails validation stops the run (default: skip it, report it).")] = False,
 ) -> None:
     """Solve a set of tasks and score pass@2; one JSON line per task, resumable, with an HTML report.
@@ -230,6 +231,8 @@ def evaluate_cmd(
 
     cfg = _eval_config(tasks, model, ttt, limit, device, views, orders, samples, epochs, lr, rank, augment, loo,
                        demo_loss, shared, config)
+    if token_budget is not None:
+        cfg.predict_cfg.token_budget = token_budget
     out = out or Path("runs") / f"{tasks.replace('/', '-')}-{'ttt' if ttt else 'icl'}"
     task_list, skipped = load_task_set(tasks, strict=strict)
     main = distributed.from_env().is_main
