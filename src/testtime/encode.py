@@ -166,6 +166,24 @@ class GridCodec:
         return _parse_rows(rows)
 
 
+class TokenCache:
+    """Token ids of the texts a format keeps re-encoding (markers, recurring grids), each tokenized once."""
+
+    LIMIT = 100_000  # entries; past it new texts are tokenized but not kept
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self._ids: dict[str, np.ndarray] = {}
+
+    def __call__(self, text: str) -> np.ndarray:
+        ids = self._ids.get(text)
+        if ids is None:
+            ids = np.asarray(self.tokenizer.encode(text, add_special_tokens=False), dtype=np.int64)
+            if len(self._ids) < self.LIMIT:
+                self._ids[text] = ids
+        return ids
+
+
 def special_ids(tokenizer) -> tuple[int, int, list[int]]:
     """(eos, pad, [bos] or []) of any HF tokenizer; pad falls back to eos, which many LMs lack a pad for."""
     eos = tokenizer.eos_token_id
@@ -193,15 +211,7 @@ class TextCodec:
         # Special tokens (unk, pad, bos...) inside an answer make it malformed; decode() would drop them silently.
         self._special = frozenset(int(i) for i in tokenizer.all_special_ids) - {self.eos}
         self._n_vocab = len(tokenizer)  # ids past it (padded embedding rows) decode to nothing
-        self._cache: dict[str, np.ndarray] = {}
-
-    def _ids(self, text: str) -> np.ndarray:
-        ids = self._cache.get(text)
-        if ids is None:
-            ids = np.asarray(self.tokenizer.encode(text, add_special_tokens=False), dtype=np.int64)
-            if len(self._cache) < 100_000:
-                self._cache[text] = ids
-        return ids
+        self._ids = TokenCache(tokenizer)
 
     @staticmethod
     def grid_text(grid: Grid) -> str:

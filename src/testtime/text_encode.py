@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from testtime.encode import Encoded, TooLongError, special_ids
+from testtime.encode import Encoded, TokenCache, TooLongError, special_ids
 
 
 class TextFormat:
@@ -24,7 +24,7 @@ class TextFormat:
     def __init__(self, tokenizer) -> None:
         self.tokenizer = tokenizer
         self.eos, self.pad_id, self._bos = special_ids(tokenizer)
-        self._cache: dict[str, np.ndarray] = {}
+        self.ids = TokenCache(tokenizer)
         self._stop: frozenset[int] | None = None
 
     @property
@@ -36,14 +36,6 @@ class TextFormat:
             texts = self.tokenizer.batch_decode([[i] for i in ids])
             self._stop = frozenset({self.eos, *(i for i, t in zip(ids, texts, strict=True) if "\n" in t)})
         return self._stop
-
-    def ids(self, text: str) -> np.ndarray:
-        out = self._cache.get(text)
-        if out is None:
-            out = np.asarray(self.tokenizer.encode(text, add_special_tokens=False), dtype=np.int64)
-            if len(self._cache) < 100_000:
-                self._cache[text] = out
-        return out
 
     def head(self, instruction: str) -> np.ndarray:
         text = instruction.strip() + "\n\n" if instruction.strip() else ""
