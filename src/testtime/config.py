@@ -21,14 +21,20 @@ class ConfigError(ValueError):
     """A bad config or checkpoint. The message is one line, fit to show a user as is."""
 
 
-def read_json(path: str | Path) -> Any:
+def read_json(path: str | Path, what: str = "config", error: type[Exception] = ConfigError) -> Any:
+    """A JSON file's content; a missing, unreadable or malformed file raises `error` with one line naming it."""
     path = Path(path)
+    kind = f"{what} file" if what else "file"
     try:
-        return json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
+        raise error(f"{path}: no such {kind}") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: bad JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        raise error(f"{path}: bad JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
 
 
 def typed(cls: type[T], obj: Any, where: str = "config") -> T:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from testtime.config import read_json
 from testtime.tasks import Task, load_tasks
 
 EMPTY: list[list[int]] = [[0]]
@@ -52,15 +53,6 @@ def write_submission(records: Sequence[dict[str, Any]], path: str | Path, tasks:
     return path
 
 
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such {what} file") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: bad JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-
-
 def _is_grid(g: Any) -> bool:
     return isinstance(g, list) and bool(g) and all(isinstance(row, list) for row in g)
 
@@ -68,7 +60,7 @@ def _is_grid(g: Any) -> bool:
 def read_submission(path: str | Path) -> dict[str, list[dict[str, Any]]]:
     """A submission file, checked for shape: one line naming the file and task when it is malformed."""
     path = Path(path)
-    sub = _read_json(path, "submission")
+    sub = read_json(path, "submission", ValueError)
     if not isinstance(sub, dict):
         raise ValueError(f"{path}: a submission is an object of task id -> list of attempts")
     for tid, entries in sub.items():
@@ -88,7 +80,7 @@ def load_solutions(solutions: str | Path | Sequence[Task]) -> dict[str, list[lis
     if isinstance(solutions, (str, Path)):
         path = Path(solutions)
         if path.is_file():
-            obj = _read_json(path, "solutions")
+            obj = read_json(path, "solutions", ValueError)
             if isinstance(obj, dict) and obj and all(isinstance(v, list) and all(_is_grid(g) for g in v)
                                                      for v in obj.values()):
                 return obj

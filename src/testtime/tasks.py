@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from testtime.config import read_json
+
 MAX_SIDE = 30
 N_COLORS = 10
 
@@ -161,16 +163,7 @@ def task_from_dict(obj: Any, task_id: str, source: str | None = None) -> Task:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise TaskError(f"{path}: no such file") from None
-    except OSError as e:
-        raise TaskError(f"{path}: cannot read ({e.strerror})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise TaskError(f"{path}: bad JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    return read_json(path, what="", error=TaskError)
 
 
 def _is_challenges(obj: Any) -> bool:
