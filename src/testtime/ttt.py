@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -156,8 +156,6 @@ def _clip_per_adapter(params: list[nn.Parameter], max_norm: float, stacked: bool
 class TrainResult:
     losses: list[list[float]]  # per adapter, per step
     tokens: int
-    seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 def train_adapters(
