@@ -156,12 +156,14 @@ def pretrain_cmd(
 def _eval_config(
     tasks: str, model: str | None, ttt: bool, limit: int | None, device: str | None, views: int, orders: int,
     samples: int | None, epochs: int | None, lr: float | None, rank: int | None, augment: bool, leave_one_out: bool,
-    demo_loss: bool, shared: bool, config: Path | None,
+    demo_loss: bool, shared: bool, config: Path | None, policy: str | None = None,
 ):
     from testtime.evaluate import EvalConfig, load_eval_config
 
     cfg = load_eval_config(config) if config else EvalConfig()
     cfg.tasks, cfg.model, cfg.ttt, cfg.limit, cfg.device = tasks, model, ttt, limit, device
+    if policy is not None:
+        cfg.policy = policy
     cfg.predict_cfg.views, cfg.predict_cfg.orders = views, orders
     t = cfg.ttt_cfg
     for name, value in (("samples", samples), ("epochs", epochs), ("lr", lr), ("rank", rank)):
@@ -185,6 +187,18 @@ _LOO = Annotated[bool, typer.Option("--loo/--no-loo", help="Leave-one-out TTT ta
 _DEMO = Annotated[bool, typer.Option("--demo-loss/--no-demo-loss", help="Also learn demo outputs, not only the held-out one.")]
 _SHARED = Annotated[bool, typer.Option("--shared", help="Ablation: one adapter shared by the tasks of a batch.")]
 _CONFIG = Annotated[Path | None, typer.Option(help="JSON EvalConfig to start from (flags override it).")]
+_POLICY = Annotated[str | None, typer.Option(
+    help="When to train: never, always (default with --ttt), agree, loo-stop, adaptive (see `testtime policies`).")]
+
+
+@app.command("policies")
+def policies_cmd() -> None:
+    """List the test-time training policies that `evaluate --policy` takes."""
+    from testtime.policy import DEFAULT_POLICY, POLICIES
+
+    for p in POLICIES.values():
+        mark = " (default with --ttt)" if p.name == DEFAULT_POLICY else ""
+        typer.echo(f"{p.name}{mark}: {p.summary}")
 
 
 @app.command("evaluate")
@@ -207,6 +221,7 @@ def evaluate_cmd(
     demo_loss: _DEMO = True,
     shared: _SHARED = False,
     config: _CONFIG = None,
+    policy: _POLICY = None,
     max_minutes: Annotated[float | None, typer.Option(help="Start no new batch of tasks after this long.")] = None,
     token_budget: Annotated[int | None, typer.Option(min=1024, help="Prompt+answer tokens per generation batch (smaller on a CPU).")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="A task file that fails validation stops the run (default: skip it, report it).")] = False,
@@ -220,20 +235,25 @@ def evaluate_cmd(
     if is_text_task_path(tasks):  # text few-shot tasks (JSONL): their own recipe, same flags
         from testtime.text_eval import evaluate_text_cli
 
+        if policy is not None:
+            from testtime.config import ConfigError
+
+            raise ConfigError("--policy applies to grid tasks; text tasks take --ttt/--no-ttt")
         run, s = evaluate_text_cli(tasks, model, ttt, limit, out, device, samples, epochs, lr, rank, shared, max_minutes)
         acc = "n/a" if s["task_accuracy"] is None else f"{100 * s['task_accuracy']:.1f}%"
         typer.echo(f"{s['tasks']} text tasks, mean task accuracy {acc}, {s['errors']} error(s); wrote {run / 'results.jsonl'}")
         return
 
     from testtime import distributed
-    from testtime.evaluate import evaluate, load_task_set
+    from testtime.evaluate import effective_policy, evaluate, load_task_set
     from testtime.report import print_summary, write_report
 
     cfg = _eval_config(tasks, model, ttt, limit, device, views, orders, samples, epochs, lr, rank, augment, loo,
-                       demo_loss, shared, config)
+                       demo_loss, shared, config, policy)
     if token_budget is not None:
         cfg.predict_cfg.token_budget = token_budget
-    out = out or Path("runs") / f"{tasks.replace('/', '-')}-{'ttt' if ttt else 'icl'}"
+    default_name = {"always": "ttt", "never": "icl"}.get(effective_policy(cfg), effective_policy(cfg))
+    out = out or Path("runs") / f"{tasks.replace('/', '-')}-{default_name}"
     task_list, skipped = load_task_set(tasks, strict=strict)
     main = distributed.from_env().is_main
     if main:

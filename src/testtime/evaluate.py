@@ -31,8 +31,9 @@ import torch
 from tqdm.auto import tqdm
 
 from testtime import distributed
-from testtime.config import read_json, typed
+from testtime.config import ConfigError, read_json, typed
 from testtime.encode import Codec, TooLongError
+from testtime.policy import agreement, get_policy, loo_tasks, round_steps
 from testtime.predict import PredictConfig, predict_tasks
 from testtime.report import read_records, summarize
 from testtime.submission import write_submission
@@ -49,6 +50,7 @@ class EvalConfig:
     limit: int | None = None
     device: str | None = None  # None: cuda when available
     max_group: int = 64  # tasks trained and predicted together
+    policy: str | None = None  # see testtime.policy; None: "always" with ttt, "never" without
     attempts: int = 2
     ttt_cfg: TTTConfig = field(default_factory=TTTConfig)
     predict_cfg: PredictConfig = field(default_factory=PredictConfig)
@@ -218,6 +220,24 @@ def _error_record(task: Task, error: str) -> dict[str, Any]:
             "ttt_loss": None, "seconds": 0.0, "tokens": {"ttt": 0, "generated": 0}, "invalid": 0, "error": error}
 
 
+def _attach_problems(records: list[dict[str, Any]], problems: Sequence[str]) -> None:
+    for r in records:
+        notes = [p for p in problems if p.startswith(f"task {r['task_id']} ")]
+        if notes:
+            r["error"] = "; ".join(notes)
+
+
+def effective_policy(cfg: EvalConfig) -> str:
+    """`cfg.policy`, or what `cfg.ttt` asks for when no policy is named."""
+    if cfg.policy and not cfg.ttt and cfg.policy != "never":
+        raise ConfigError(f"--no-ttt contradicts policy {cfg.policy!r}; drop one of them")
+    return cfg.policy or ("always" if cfg.ttt else "never")
+
+
+def uses_ttt(cfg: EvalConfig) -> bool:
+    return get_policy(effective_policy(cfg)).ttt
+
+
 def plan_groups(tasks: Sequence[Task], lengths: dict[str, int], cfg: EvalConfig) -> list[list[Task]]:
     """Tasks of similar sequence length together, each group under the training token budget."""
     order = sorted(tasks, key=lambda t: lengths.get(t.id, 0))
@@ -235,14 +255,27 @@ def plan_groups(tasks: Sequence[Task], lengths: dict[str, int], cfg: EvalConfig)
     return groups
 
 
+def _clock(cuda: bool) -> float:
+    """Wall time, after the GPU has finished what was queued (so a stage's time is its own)."""
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+STAGES = ("icl", "loo", "ttt", "predict")
+
+
 class Evaluator:
-    """Holds the model (and its adapter slots) across groups; `run` is the whole recipe."""
+    """Holds the model (and its adapter slots) across groups; `run_group` runs the policy's stages on a group."""
 
     def __init__(self, cfg: EvalConfig, model, codec: Codec) -> None:
         self.cfg = cfg
         self.model = model
         self.codec = codec
         self.lora = None
+        self.policy = get_policy(effective_policy(cfg))
+        if cfg.ttt_cfg.shared and self.policy.name not in ("always", "never"):
+            raise ConfigError(f"the shared-adapter ablation runs with policy always, not {self.policy.name}")
 
     def _adapters(self, n: int):
         from testtime.lora import attach_multi_lora
@@ -254,49 +287,171 @@ class Evaluator:
             self.lora = attach_multi_lora(self.model, n, rank=t.rank, alpha=t.alpha, targets=t.targets, seed=t.seed)
         return self.lora
 
+    def _predict(self, tasks: list[Task], pcfg: PredictConfig, slots: list[int] | None = None):
+        return predict_tasks(self.model, tasks, self.codec, pcfg, select=self.lora.use if slots is not None else None,
+                             use_adapters=slots is not None, adapter_of=slots)
+
+    def _loo(self, tasks: list[Task], pcfg: PredictConfig, slots: list[int] | None = None) -> list[float | None]:
+        """Leave-one-out self-check: the share of each task's demos solved from the others (None: one demo)."""
+        pseudo, owner = [], []
+        for k, t in enumerate(tasks):
+            for lt in loo_tasks(t):
+                pseudo.append(lt)
+                owner.append(k)
+        if not pseudo:
+            return [None] * len(tasks)
+        preds, _ = self._predict(pseudo, replace(pcfg, views=1, orders=1),
+                                 None if slots is None else [slots[o] for o in owner])
+        hits: list[list[bool]] = [[] for _ in tasks]
+        for lt, p, o in zip(pseudo, preds, owner, strict=True):
+            got = p.predictions[0][0].grid if p.predictions[0] else None
+            want = lt.test[0].output
+            hits[o].append(got is not None and got.shape == want.shape and bool(np.array_equal(got, want)))
+        return [float(np.mean(h)) if h else None for h in hits]
+
     def run_group(self, group: list[Task], datasets: dict[str, list], progress=None,
                   predict_cfg: PredictConfig | None = None) -> list[dict[str, Any]]:
-        t0 = time.perf_counter()
-        tcfg = self.cfg.ttt_cfg
-        losses: list[list[float] | None] = [None] * len(group)
-        ttt_tokens = 0
-        select = None
-        use_adapters = False
-        if self.cfg.ttt:
-            data = [datasets[t.id] for t in group]
-            if tcfg.shared:
-                # Ablation: one adapter learns every task of the group from the same data and steps.
-                lora = self._adapters(1)
-                data = [[s for d in data for s in d]]
-                run_cfg = TTTConfig(**{**asdict(tcfg), "samples": tcfg.samples * len(group),
-                                       "batch_size": tcfg.batch_size * len(group)})
-            else:
-                lora = self._adapters(len(group))
-                run_cfg = tcfg
-            lora.reset(tcfg.seed, [t.id for t in group] if not tcfg.shared else ["shared"])
-            result = train_adapters(self.model, lora.parameters(), data, run_cfg, pad_id=self.codec.pad_id,
-                                    select=lora.use, task_ids=[t.id for t in group] if not tcfg.shared else ["shared"],
-                                    progress=progress)
-            losses = [result.losses[0 if tcfg.shared else k] for k in range(len(group))]
-            ttt_tokens = result.tokens // len(group)
-            use_adapters = True
-            if tcfg.shared:
-                def select(idx):  # every row goes through the one shared adapter
-                    lora.use(None if idx is None else torch.zeros_like(idx))
-            else:
-                select = lora.use
-        preds, problems = predict_tasks(self.model, group, self.codec, predict_cfg or self.cfg.predict_cfg, select=select,
-                                        use_adapters=use_adapters)
-        seconds = (time.perf_counter() - t0) / len(group)
-        records = [_record(t, p, self.cfg.attempts, self.cfg.predict_cfg.per_group, seconds,
-                        [round(x, 4) for x in losses[k]] if losses[k] else None, ttt_tokens)
-                   for k, (t, p) in enumerate(zip(group, preds, strict=True))]
-        for r in records:
-            notes = [p for p in problems if p.startswith(f"task {r['task_id']} ")]
-            if notes:
-                r["error"] = "; ".join(notes)
+        if self.cfg.ttt_cfg.shared and self.policy.ttt:
+            return self._run_shared(group, datasets, progress, predict_cfg)
+        pol, tcfg = self.policy, self.cfg.ttt_cfg
+        pcfg = predict_cfg or self.cfg.predict_cfg
+        cuda = next(self.model.parameters()).device.type == "cuda"
+        n = len(group)
+        spent = [dict.fromkeys(STAGES, 0.0) for _ in group]
+        signals: list[dict[str, Any]] = [{} for _ in group]
+        final: list[Any] = [None] * n
+        decision = ["answer"] * n
+        losses: list[list[float]] = [[] for _ in group]
+        steps = [0] * n
+        ttt_tokens = [0] * n
+        problems: list[str] = []
+
+        def charge(stage: str, idx: Sequence[int], t0: float) -> None:
+            dt = _clock(cuda) - t0
+            for i in idx:
+                spent[i][stage] += dt / len(idx)
+
+        everyone = list(range(n))
+        icl = None
+        if pol.icl_first or not pol.ttt:
+            t0 = _clock(cuda)
+            icl, found = self._predict(group, pcfg)
+            problems += found
+            charge("icl", everyone, t0)
+            for i, p in enumerate(icl):
+                tops = [next(iter(attempts(hierarchical_vote(pl, per_group=pcfg.per_group), 1))) for pl in p.predictions]
+                signals[i]["agreement"] = round(agreement(p.predictions, tops), 4)
+            if pol.needs_base_loo and pol.ttt:
+                t0 = _clock(cuda)
+                for i, v in enumerate(self._loo(group, pcfg)):
+                    signals[i]["loo_base"] = v
+                charge("loo", everyone, t0)
+        if not pol.ttt:
+            train = []
+        elif pol.answer_at is None:
+            train = everyone
+        else:
+            train = [i for i in everyone if not (
+                signals[i]["agreement"] >= pol.answer_at
+                and (not pol.loo_gate or signals[i].get("loo_base") == 1.0))]
+        for i in everyone:
+            if i not in train:
+                final[i] = icl[i]
+
+        if train:
+            lora = self._adapters(n)
+            lora.reset(tcfg.seed, [t.id for t in group])
+            active = list(train)
+            plan = round_steps(tcfg.steps, pol.rounds)
+            for r, n_steps in enumerate(plan):
+                t0 = _clock(cuda)
+                result = train_adapters(self.model, lora.parameters(), [datasets[group[i].id] for i in active], tcfg,
+                                        pad_id=self.codec.pad_id, select=lora.use,
+                                        task_ids=[group[i].id for i in active], progress=progress,
+                                        steps=n_steps, slots=active, round_index=r)
+                charge("ttt", active, t0)
+                for k, i in enumerate(active):
+                    losses[i] += result.losses[k]
+                    steps[i] += n_steps
+                    ttt_tokens[i] += result.tokens // len(active)
+                if r == len(plan) - 1 or not pol.loo_stop:
+                    continue
+                t0 = _clock(cuda)
+                loo = self._loo([group[i] for i in active], pcfg, active)
+                charge("loo", active, t0)
+                for i, v in zip(active, loo, strict=True):
+                    signals[i][f"loo_round{r + 1}"] = v
+                stop = [i for i, v in zip(active, loo, strict=True) if v == 1.0]
+                if stop:
+                    t0 = _clock(cuda)
+                    preds, found = self._predict([group[i] for i in stop], pcfg, stop)
+                    problems += found
+                    charge("predict", stop, t0)
+                    for i, p in zip(stop, preds, strict=True):
+                        final[i], decision[i] = p, "brief"
+                active = [i for i in active if i not in stop]
+                if not active:
+                    break
+            if active:
+                more = replace(pcfg, orders=pcfg.orders * pol.more_orders) if len(plan) > 1 else pcfg
+                t0 = _clock(cuda)
+                preds, found = self._predict([group[i] for i in active], more, active)
+                problems += found
+                charge("predict", active, t0)
+                for i, p in zip(active, preds, strict=True):
+                    final[i], decision[i] = p, "long" if len(plan) > 1 else "ttt"
+            if pol.pick_by_loo and icl is not None:
+                t0 = _clock(cuda)
+                loo = self._loo([group[i] for i in train], pcfg, train)
+                charge("loo", train, t0)
+                for i, v in zip(train, loo, strict=True):
+                    signals[i]["loo_ttt"] = v
+                    base = signals[i].get("loo_base")
+                    if base is not None and v is not None and base > v:
+                        final[i], decision[i] = icl[i], decision[i] + "+icl"
+            lora.use(None)
+
+        records = []
+        for i, (t, p) in enumerate(zip(group, final, strict=True)):
+            r = _record(t, p, self.cfg.attempts, pcfg.per_group, sum(spent[i].values()),
+                        [round(x, 4) for x in losses[i]] or None, ttt_tokens[i])
+            r["policy"] = {"name": pol.name, "decision": decision[i] if pol.ttt else "answer",
+                           "signals": signals[i], "ttt_steps": steps[i]}
+            r["compute"] = {k: round(v, 4) for k, v in spent[i].items()}
+            records.append(r)
+        _attach_problems(records, problems)
         return records
 
+    def _run_shared(self, group: list[Task], datasets: dict[str, list], progress,
+                    predict_cfg: PredictConfig | None) -> list[dict[str, Any]]:
+        """Ablation: one adapter learns every task of the group from the same data and steps."""
+        tcfg = self.cfg.ttt_cfg
+        pcfg = predict_cfg or self.cfg.predict_cfg
+        cuda = next(self.model.parameters()).device.type == "cuda"
+        t0 = _clock(cuda)
+        lora = self._adapters(1)
+        lora.reset(tcfg.seed, ["shared"])
+        run_cfg = TTTConfig(**{**asdict(tcfg), "samples": tcfg.samples * len(group),
+                               "batch_size": tcfg.batch_size * len(group)})
+        result = train_adapters(self.model, lora.parameters(), [[s for t in group for s in datasets[t.id]]], run_cfg,
+                                pad_id=self.codec.pad_id, select=lora.use, task_ids=["shared"], progress=progress)
+        t_ttt = _clock(cuda) - t0
+
+        def select(idx):  # every row goes through the one shared adapter
+            lora.use(None if idx is None else torch.zeros_like(idx))
+
+        preds, problems = predict_tasks(self.model, group, self.codec, pcfg, select=select, use_adapters=True)
+        t_pred = _clock(cuda) - t0 - t_ttt
+        n = len(group)
+        records = []
+        for t, p in zip(group, preds, strict=True):
+            r = _record(t, p, self.cfg.attempts, pcfg.per_group, (t_ttt + t_pred) / n,
+                        [round(x, 4) for x in result.losses[0]], result.tokens // n)
+            r["policy"] = {"name": "always", "decision": "shared", "signals": {}, "ttt_steps": run_cfg.steps}
+            r["compute"] = {"icl": 0.0, "loo": 0.0, "ttt": round(t_ttt / n, 4), "predict": round(t_pred / n, 4)}
+            records.append(r)
+        _attach_problems(records, problems)
+        return records
 
     def recover(self) -> None:
         """Drop what a failed (out of memory) group left behind: stale gradients, the adapter index, cached blocks."""
@@ -372,6 +527,7 @@ def evaluate(cfg: EvalConfig, out_dir: Path, *, model=None, codec: Codec | None 
     Returns the records of `tasks` (under torchrun: merged on rank 0, this rank's own on the others).
     """
     started = time.monotonic()
+    ttt = uses_ttt(cfg)  # an unknown or contradictory policy fails here, before any model loads
     dist = distributed.init()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -409,7 +565,7 @@ def evaluate(cfg: EvalConfig, out_dir: Path, *, model=None, codec: Codec | None 
     bad: list[dict[str, Any]] = []
     for t in todo:
         try:
-            if cfg.ttt:
+            if ttt:
                 datasets[t.id] = build_dataset(t, codec, cfg.ttt_cfg)
                 lengths[t.id] = max(len(s) for s in datasets[t.id])
             else:
@@ -420,7 +576,7 @@ def evaluate(cfg: EvalConfig, out_dir: Path, *, model=None, codec: Codec | None 
         emit(bad)
     bad_ids = {r["task_id"] for r in bad}
     todo = [t for t in todo if t.id not in bad_ids]
-    groups = plan_groups(todo, lengths, cfg) if cfg.ttt else [todo[i: i + cfg.max_group] for i in range(0, len(todo), cfg.max_group)]
+    groups = plan_groups(todo, lengths, cfg) if ttt else [todo[i: i + cfg.max_group] for i in range(0, len(todo), cfg.max_group)]
 
     ev = Evaluator(cfg, model, codec)
     if dist.enabled:  # one bar per rank, over its own shard
@@ -470,12 +626,13 @@ def finish_run(out_dir: Path, records: Sequence[dict[str, Any]], tasks: Sequence
 
 def solve_task(task: Task, cfg: EvalConfig, model, codec: Codec, *, show_progress: bool = True) -> dict[str, Any]:
     """One task, start to end, with a progress bar over its TTT steps; returns its record."""
-    datasets = {task.id: build_dataset(task, codec, cfg.ttt_cfg)} if cfg.ttt else {}
+    ttt = uses_ttt(cfg)
+    datasets = {task.id: build_dataset(task, codec, cfg.ttt_cfg)} if ttt else {}
     ev = Evaluator(cfg, model, codec)
     model.eval()
     try:
-        with tqdm(total=cfg.ttt_cfg.steps if cfg.ttt else 0, desc="test-time training", unit="step",
-                  disable=not (show_progress and cfg.ttt)) as bar:
+        total = sum(round_steps(cfg.ttt_cfg.steps, ev.policy.rounds))
+        with tqdm(total=total, desc="test-time training", unit="step", disable=not (show_progress and ttt)) as bar:
             return ev.run_group([task], datasets, progress=bar.update)[0]
     finally:
         if ev.lora is not None:

@@ -169,14 +169,19 @@ def predict_tasks(
     *,
     select: Callable[[torch.Tensor | None], None] | None = None,
     use_adapters: bool = False,
+    adapter_of: Sequence[int] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[list[TaskPredictions], list[str]]:
-    """Solve every test input of every task under every view; answers come back in the original frame."""
+    """Solve every test input of every task under every view; answers come back in the original frame.
+
+    With adapters, tasks[i] goes through adapter slot `adapter_of[i]` (default i).
+    """
     queries, problems = make_queries(tasks, codec, cfg)
+    slot = list(range(len(tasks))) if adapter_of is None else list(adapter_of)
     gens = greedy_generate(
         model, [q.prompt for q in queries], [q.max_new for q in queries], codec,
         token_budget=cfg.token_budget,
-        adapter_index=[q.task for q in queries] if use_adapters else None,
+        adapter_index=[slot[q.task] for q in queries] if use_adapters else None,
         select=select, progress=progress,
     )
     out = [TaskPredictions([[] for _ in t.test], 0, 0) for t in tasks]

@@ -70,12 +70,42 @@ def summarize(records: Sequence[Record]) -> dict[str, Any]:
         "total_seconds": sum(seconds),
         "invalid": int(sum(r.get("invalid") or 0 for r in records)),
         "errors": sum(1 for r in records if r.get("error")),
+        "compute": compute_by_stage(records),
+        "decisions": by_decision(records),
     }
+
+
+def compute_by_stage(records: Sequence[Record]) -> dict[str, float]:
+    """Seconds spent per stage (icl, loo, ttt, predict) over the run; {} for records made before stages were timed."""
+    out: dict[str, float] = {}
+    for r in records:
+        for stage, sec in (r.get("compute") or {}).items():
+            out[stage] = out.get(stage, 0.0) + float(sec)
+    return out
+
+
+def by_decision(records: Sequence[Record]) -> dict[str, dict[str, float]]:
+    """Per policy decision (answer, brief, long, ttt...): tasks, pass@2 score and seconds.
+
+    The calibration of a policy: how often the tasks it answered early were right, against the rest.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for r in records:
+        d = (r.get("policy") or {}).get("decision")
+        if d is None:
+            continue
+        row = out.setdefault(d, {"n": 0, "n_scored": 0, "score": 0.0, "seconds": 0.0})
+        row["n"] += 1
+        row["seconds"] += float(r.get("seconds") or 0.0)
+        if r.get("correct") is not None:
+            row["n_scored"] += 1
+            row["score"] += float(r.get("score") or 0.0)
+    return out
 
 
 def _summary_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
     pct = "n/a (no answers known)" if s["percent"] is None else f"{s['percent']:.2f}%"
-    return [
+    rows = [
         ("tasks", str(s["n_tasks"])),
         ("pass@2 score", f"{s['score']:g} / {s['n_scored']}"),
         ("pass@2", pct),
@@ -84,6 +114,12 @@ def _summary_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
         ("invalid decodes", str(s["invalid"])),
         ("tasks with errors", str(s["errors"])),
     ]
+    if s.get("compute"):
+        rows.append(("seconds by stage", ", ".join(f"{k} {v:.1f}" for k, v in s["compute"].items())))
+    for d, row in (s.get("decisions") or {}).items():
+        acc = f"{row['score']:g}/{row['n_scored']} solved" if row["n_scored"] else "no answers known"
+        rows.append((f"decision: {d}", f"{row['n']} tasks, {acc}, {row['seconds'] / row['n']:.1f} s/task"))
+    return rows
 
 
 def print_summary(records: Sequence[Record], console=None) -> dict[str, Any]:
@@ -135,6 +171,11 @@ def _task_section(rec: Record, task: Task | None) -> str:
         head += f" &mdash; score {float(score or 0):g}"
     out = [f'<section id="t-{html.escape(tid)}"><h2>{head}</h2>']
     meta = [f"{float(rec.get('seconds') or 0):.1f} s", f"{int(rec.get('invalid') or 0)} invalid decodes"]
+    pol = rec.get("policy")
+    if pol:
+        sig = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in pol.get("signals", {}).items())
+        meta.append(html.escape(f"policy {pol.get('name')}: {pol.get('decision')}, {pol.get('ttt_steps', 0)} TTT steps"
+                                + (f" ({sig})" if sig else "")))
     out.append(f"<p>{' &middot; '.join(meta)}</p>")
     if rec.get("error"):
         out.append(f'<p style="color:#c00">error: {html.escape(str(rec["error"]))}</p>')

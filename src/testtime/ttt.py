@@ -127,13 +127,13 @@ def _pad_right(seqs: Sequence[Encoded], pad_id: int, device) -> tuple[torch.Tens
     return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
 
 
-def _schedule(cfg: TTTConfig) -> Callable[[int], float]:
-    warm = max(1, int(cfg.warmup * cfg.steps))
+def _schedule(cfg: TTTConfig, steps: int) -> Callable[[int], float]:
+    warm = max(1, int(cfg.warmup * steps))
 
     def f(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, cfg.steps - warm)))
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
 
     return f
 
@@ -169,25 +169,35 @@ def train_adapters(
     stacked: bool = True,
     task_ids: Sequence[str] | None = None,
     progress: Callable[[int], None] | None = None,
+    steps: int | None = None,
+    slots: Sequence[int] | None = None,
+    round_index: int = 0,
 ) -> TrainResult:
     """Train adapter k on datasets[k], all in lockstep: each step takes `batch_size` sequences of every dataset.
 
     `select(index)` tells the model which adapter each row uses (None for peft, where there is one).
+    `steps` (default `cfg.steps`) with its own warmup and cosine decay; `slots[k]` is the adapter slot of
+    datasets[k] (default k), so a later round can go on training some of a group's adapters.
+    `round_index` > 0 draws a different data order, so a second round does not replay the first.
     """
     device = params[0].device
     n = len(datasets)
+    steps = cfg.steps if steps is None else steps
+    slots = list(range(n)) if slots is None else list(slots)
     steps_per_epoch = math.ceil(cfg.samples / cfg.batch_size)
+    epochs = max(1, math.ceil(steps / steps_per_epoch))
     orders = []
     for k in range(n):
-        rng = np.random.default_rng(task_seed(cfg.seed + 1, task_ids[k] if task_ids else str(k)))
-        orders.append([rng.permutation(len(datasets[k])) for _ in range(cfg.epochs)])
+        key = task_ids[k] if task_ids else str(k)
+        rng = np.random.default_rng(task_seed(cfg.seed + 1, key if round_index == 0 else f"{key}#round{round_index}"))
+        orders.append([rng.permutation(len(datasets[k])) for _ in range(epochs)])
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999),
                             fused=device.type == "cuda")
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg, steps))
     losses = []
     tokens = 0
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    for step in range(cfg.steps):
+    for step in range(steps):
         epoch, j = divmod(step, steps_per_epoch)
         seqs: list[Encoded] = []
         rows: list[slice] = []
@@ -198,7 +208,7 @@ def train_adapters(
                 pick = orders[k][epoch][: cfg.batch_size]
             rows.append(slice(len(seqs), len(seqs) + len(pick)))
             seqs += [datasets[k][i] for i in pick]
-            index += [k] * len(pick)
+            index += [slots[k]] * len(pick)
         ids, mask = _pad_right(seqs, pad_id, device)
         tokens += int(sum(len(s) for s in seqs))
         if select is not None:

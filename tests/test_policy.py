@@ -1,0 +1,164 @@
+"""Adaptive TTT policies: signals, gating, rounds, early stop, the LOO pick, compute accounting, CLI."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from test_distributed import synthetic_tasks
+from test_resilience import small_cfg
+from test_ttt import small_task, tiny_model
+from testtime import policy as policy_mod
+from testtime.cli import app
+from testtime.config import ConfigError
+from testtime.encode import GridCodec
+from testtime.evaluate import Evaluator, evaluate
+from testtime.lora import attach_multi_lora
+from testtime.model import ModelConfig, build_model
+from testtime.policy import POLICIES, Policy, agreement, get_policy, loo_tasks, round_steps
+from testtime.report import by_decision, summarize
+from testtime.tasks import freeze
+from testtime.ttt import TTTConfig, build_dataset, train_adapters
+from testtime.vote import Prediction
+
+
+@pytest.fixture()
+def tiny():
+    torch.manual_seed(0)
+    return build_model(ModelConfig.tiny()).eval(), GridCodec()
+
+
+def g(*rows):
+    return freeze(np.array(rows, dtype=np.uint8))
+
+
+def test_agreement_counts_invalid_views_and_takes_the_weakest_test():
+    a, b = g([1, 2]), g([3])
+    preds = [Prediction("id", a), Prediction("r90", a), Prediction("r180", b), Prediction("r270", None)]
+    assert agreement([preds], [a]) == 0.5
+    assert agreement([preds, [Prediction("id", b)]], [a, b]) == 0.5  # the weaker of 0.5 and 1.0
+    assert agreement([preds], [None]) == 0.0  # nothing valid: no agreement
+
+
+def test_loo_tasks_hold_out_each_demo_in_turn():
+    task = small_task(0)
+    held = loo_tasks(task)
+    assert len(held) == len(task.train)
+    for i, lt in enumerate(held):
+        assert lt.test[0] == task.train[i]
+        assert list(lt.train) == [d for j, d in enumerate(task.train) if j != i]
+    one = dataclasses.replace(task, train=task.train[:1])
+    assert loo_tasks(one) == []  # a single demo leaves nothing to check against
+
+
+def test_round_steps_and_unknown_policy():
+    assert round_steps(16, (0.5, 1.0)) == [8, 16]
+    assert round_steps(1, (0.25,)) == [1]
+    with pytest.raises(ConfigError, match="unknown policy 'x'.*adaptive"):
+        get_policy("x")
+
+
+def test_a_later_round_trains_only_its_slots():
+    model = tiny_model()
+    codec = GridCodec()
+    lora = attach_multi_lora(model, 2, rank=2, alpha=2)
+    cfg = TTTConfig(samples=2, epochs=1, batch_size=1, rank=2, lr=1e-2)
+    data = build_dataset(small_task(1), codec, cfg)
+    before = [p.detach().clone() for p in lora.parameters()]
+    res = train_adapters(model, lora.parameters(), [data], cfg, pad_id=codec.pad_id, select=lora.use,
+                         steps=3, slots=[1], round_index=1)
+    assert len(res.losses[0]) == 3
+    for p, q in zip(lora.parameters(), before, strict=True):
+        assert torch.equal(p[0], q[0])  # slot 0 untouched
+    assert any(not torch.equal(p[1], q[1]) for p, q in zip(lora.parameters(), before, strict=True))
+
+
+def _run(tmp_path, tiny, name, n=3, **kw):
+    model, codec = tiny
+    cfg = small_cfg(policy=name, **kw)
+    cfg.ttt_cfg.samples, cfg.ttt_cfg.epochs = 4, 1  # 2 steps a round at batch size 2
+    return evaluate(cfg, tmp_path / name, model=model, codec=codec, tasks=synthetic_tasks(n), show_progress=False)
+
+
+def _check_accounting(recs):
+    for r in recs:
+        assert set(r["compute"]) == {"icl", "loo", "ttt", "predict"}
+        assert r["seconds"] == pytest.approx(sum(r["compute"].values()), abs=1e-3)
+
+
+def test_never_and_always_match_the_ttt_switch(tmp_path, tiny):
+    never = _run(tmp_path, tiny, "never")
+    always = _run(tmp_path, tiny, "always")
+    _check_accounting(never + always)
+    assert all(r["policy"]["decision"] == "answer" and r["policy"]["ttt_steps"] == 0 for r in never)
+    assert all(r["compute"]["ttt"] == 0 and r["compute"]["icl"] > 0 for r in never)
+    assert all(r["policy"]["decision"] == "ttt" and r["policy"]["ttt_steps"] == 2 for r in always)
+    assert all(r["compute"]["icl"] == 0 and r["compute"]["ttt"] > 0 for r in always)
+    assert all(len(r["ttt_loss"]) == 2 for r in always)
+
+
+def test_agreement_gate_answers_confident_tasks_with_their_icl_answer(tmp_path, tiny, monkeypatch):
+    monkeypatch.setitem(POLICIES, "all-now", Policy("all-now", "test", icl_first=True, answer_at=0.0))
+    monkeypatch.setitem(POLICIES, "none-now", Policy("none-now", "test", icl_first=True, answer_at=1.01))
+    never = _run(tmp_path, tiny, "never")
+    now = _run(tmp_path, tiny, "all-now")
+    later = _run(tmp_path, tiny, "none-now")
+    assert [r["attempts"] for r in now] == [r["attempts"] for r in never]
+    assert all(r["policy"]["ttt_steps"] == 0 and r["compute"]["ttt"] == 0 for r in now)
+    assert all(r["policy"]["decision"] == "ttt" and r["policy"]["ttt_steps"] == 2 for r in later)
+    assert all(r["compute"]["icl"] > 0 and "agreement" in r["policy"]["signals"] for r in later)
+
+
+def test_loo_stop_ends_training_of_tasks_that_solve_their_demos(tmp_path, tiny, monkeypatch):
+    real = Evaluator._loo
+
+    def fake(self, tasks, pcfg, slots=None):
+        real(self, tasks, pcfg, slots)  # the real check runs (and is charged); its verdict is scripted
+        return [1.0 if t.id == "t0" else 0.5 for t in tasks]
+
+    monkeypatch.setattr(Evaluator, "_loo", fake)
+    recs = {r["task_id"]: r for r in _run(tmp_path, tiny, "loo-stop")}
+    _check_accounting(recs.values())
+    assert recs["t0"]["policy"]["decision"] == "brief" and recs["t0"]["policy"]["ttt_steps"] == 1
+    for tid in ("t1", "t2"):
+        assert recs[tid]["policy"]["decision"] == "long" and recs[tid]["policy"]["ttt_steps"] == 2
+        assert recs[tid]["policy"]["signals"]["loo_round1"] == 0.5
+    assert all(r["compute"]["loo"] > 0 for r in recs.values())
+
+
+def test_adaptive_keeps_the_icl_answer_where_the_base_model_did_better_on_held_out_demos(tmp_path, tiny, monkeypatch):
+    def fake(self, tasks, pcfg, slots=None):
+        return [1.0 if slots is None else 0.0 for _ in tasks]  # base solves its demos, adapters do not
+
+    monkeypatch.setattr(Evaluator, "_loo", fake)
+    monkeypatch.setitem(POLICIES, "adaptive", dataclasses.replace(POLICIES["adaptive"], answer_at=1.01))
+    never = {r["task_id"]: r for r in _run(tmp_path, tiny, "never")}
+    recs = _run(tmp_path, tiny, "adaptive")
+    for r in recs:
+        assert r["policy"]["decision"] == "long+icl"
+        assert r["policy"]["ttt_steps"] == 1 + 2  # a brief round (half) and a long one (the full schedule)
+        assert r["attempts"] == never[r["task_id"]]["attempts"]
+
+
+def test_summary_reports_decisions_and_compute(tmp_path, tiny):
+    recs = _run(tmp_path, tiny, "adaptive")
+    s = summarize(recs)
+    assert sum(row["n"] for row in s["decisions"].values()) == len(recs)
+    assert set(s["compute"]) == {"icl", "loo", "ttt", "predict"}
+    assert s["total_seconds"] == pytest.approx(sum(s["compute"].values()), abs=1e-2)
+    assert by_decision([{"task_id": "x", "score": 1.0, "correct": [True], "seconds": 2.0,
+                         "policy": {"decision": "answer"}}]) == {"answer": {"n": 1, "n_scored": 1, "score": 1.0, "seconds": 2.0}}
+    html = (tmp_path / "adaptive" / "results.jsonl").read_text()
+    assert '"policy": {"name": "adaptive"' in html
+
+
+def test_cli_policy_errors_are_one_line(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(app, ["evaluate", "--policy", "nope", "--limit", "1", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and res.output.strip().splitlines()[-1].startswith("error: unknown policy 'nope'")
+    res = runner.invoke(app, ["evaluate", "--policy", "adaptive", "--no-ttt", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "contradicts" in res.output
+    res = runner.invoke(app, ["policies"])
+    assert res.exit_code == 0 and all(name in res.output for name in policy_mod.POLICIES)
