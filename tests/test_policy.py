@@ -162,3 +162,21 @@ def test_cli_policy_errors_are_one_line(tmp_path):
     assert res.exit_code == 2 and "contradicts" in res.output
     res = runner.invoke(app, ["policies"])
     assert res.exit_code == 0 and all(name in res.output for name in policy_mod.POLICIES)
+
+
+def test_policy_curve_compares_runs_on_common_tasks(tmp_path, tiny):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("policy_curve", Path(__file__).parents[1] / "benchmarks" / "policy_curve.py")
+    curve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(curve)
+    _run(tmp_path, tiny, "never", n=3)
+    _run(tmp_path, tiny, "adaptive", n=2)  # finished fewer tasks: the comparison keeps the common two
+    table, n = curve.rows([tmp_path / "never", tmp_path / "adaptive"])
+    assert n == 2 and [r["label"] for r in table] == ["never", "adaptive (2 steps)"]
+    assert all(r["n"] == 2 for r in table)
+    text = curve.markdown(table, n, "test")
+    assert "| never | answer | 2 |" in text and "adaptive (2 steps)" in text
+    curve.plot(table, tmp_path / "curve.png", "test")
+    assert (tmp_path / "curve.png").stat().st_size > 1000

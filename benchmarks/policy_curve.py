@@ -1,0 +1,129 @@
+"""Accuracy against compute for several evaluation runs of the same tasks (issue 8's curve), and calibration.
+
+Each run folder (from `testtime evaluate --policy NAME --out DIR`) becomes one point: pass@2 against the
+total seconds its records charge (ICL, leave-one-out checks, TTT, generation; see `compute` in each
+record). Runs are compared on the tasks they all finished, so a half-done run cannot look cheap.
+The calibration table says, per run and decision, how many tasks took it and how often they were right:
+a policy that answers early is well calibrated when its early answers are at least as accurate as the rest.
+
+    python benchmarks/policy_curve.py runs/never runs/always runs/adaptive \
+        --png results/policy-curve.png --md results/policy-curve.md --title "arc1/eval, H100"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from testtime.report import by_decision, compute_by_stage, read_records
+
+
+def label(run: Path) -> str:
+    """Policy and TTT steps of a run, from its config.json (else the folder name)."""
+    cfg_path = run / "config.json"
+    if not cfg_path.exists():
+        return run.name
+    cfg = json.loads(cfg_path.read_text())
+    policy = cfg.get("policy") or ("always" if cfg.get("ttt", True) else "never")
+    if policy == "never":
+        return "never"
+    t = cfg.get("ttt_cfg", {})
+    steps = t.get("epochs", 2) * -(-t.get("samples", 32) // t.get("batch_size", 2))
+    return f"{policy} ({steps} steps)"
+
+
+def load_runs(runs: list[Path]) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """Records of each run, cut to the task ids that every run finished (in the first run's order)."""
+    recs = {str(r): read_records(r / "results.jsonl") for r in runs}
+    common = set.intersection(*({x["task_id"] for x in v} for v in recs.values()))
+    order = [x["task_id"] for x in next(iter(recs.values())) if x["task_id"] in common]
+    return {k: [x for x in v if x["task_id"] in common] for k, v in recs.items()}, order
+
+
+def rows(runs: list[Path]) -> tuple[list[dict[str, Any]], int]:
+    recs, common = load_runs(runs)
+    out = []
+    for run in runs:
+        rs = recs[str(run)]
+        scored = [r for r in rs if r.get("correct") is not None]
+        out.append({
+            "run": str(run),
+            "label": label(run),
+            "score": sum(float(r.get("score") or 0) for r in scored),
+            "n": len(scored),
+            "seconds": sum(float(r.get("seconds") or 0) for r in rs),
+            "stages": compute_by_stage(rs),
+            "decisions": by_decision(rs),
+        })
+    return out, len(common)
+
+
+def markdown(table: list[dict[str, Any]], n_tasks: int, title: str) -> str:
+    lines = [f"## {title}: pass@2 against compute ({n_tasks} tasks every run finished)", "",
+             "| run | policy | pass@2 | % | total s | s/task | icl / loo / ttt / predict s |",
+             "|---|---|---|---|---|---|---|"]
+    for r in table:
+        pct = 100 * r["score"] / r["n"] if r["n"] else float("nan")
+        st = " / ".join(f"{r['stages'].get(k, 0):.0f}" for k in ("icl", "loo", "ttt", "predict"))
+        lines.append(f"| `{r['run']}` | {r['label']} | {r['score']:g}/{r['n']} | {pct:.1f} | {r['seconds']:.0f} "
+                     f"| {r['seconds'] / max(1, n_tasks):.1f} | {st} |")
+    lines += ["", "### Calibration: accuracy per decision", "",
+              "| policy | decision | tasks | solved | accuracy | s/task |", "|---|---|---|---|---|---|"]
+    for r in table:
+        for d, row in r["decisions"].items():
+            acc = f"{100 * row['score'] / row['n_scored']:.1f}%" if row["n_scored"] else "n/a"
+            lines.append(f"| {r['label']} | {d} | {row['n']} | {row['score']:g} | {acc} | {row['seconds'] / row['n']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for r in table:
+        pct = 100 * r["score"] / r["n"] if r["n"] else 0.0
+        ax.scatter(r["seconds"], pct, s=40)
+        ax.annotate(r["label"], (r["seconds"], pct), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    always = sorted((r for r in table if r["label"].startswith("always") or r["label"] == "never"),
+                    key=lambda r: r["seconds"])
+    if len(always) > 1:  # the fixed-budget frontier: never, then always at growing step counts
+        ax.plot([r["seconds"] for r in always], [100 * r["score"] / max(1, r["n"]) for r in always], "--", lw=1,
+                color="grey")
+    ax.set_xlabel("total compute, seconds (sum over tasks)")
+    ax.set_ylabel("pass@2 (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", type=Path, help="evaluation run folders (results.jsonl, config.json)")
+    ap.add_argument("--png", type=Path, default=Path("policy-curve.png"))
+    ap.add_argument("--md", type=Path, default=None, help="also write the tables as markdown here")
+    ap.add_argument("--title", default="pass@2 against compute")
+    args = ap.parse_args()
+    missing = [str(r) for r in args.runs if not (r / "results.jsonl").exists()]
+    if missing:
+        raise SystemExit(f"error: no results.jsonl in {', '.join(missing)}")
+    table, n = rows(args.runs)
+    if n == 0:
+        raise SystemExit("error: the runs share no finished task")
+    text = markdown(table, n, args.title)
+    print(text)
+    plot(table, args.png, args.title)
+    if args.md:
+        args.md.write_text(text)
+    print(f"wrote {args.png}" + (f" and {args.md}" if args.md else ""))
+
+
+if __name__ == "__main__":
+    main()
