@@ -180,3 +180,13 @@ def test_policy_curve_compares_runs_on_common_tasks(tmp_path, tiny):
     assert "| never | answer | 2 |" in text and "adaptive (2 steps)" in text
     curve.plot(table, tmp_path / "curve.png", "test")
     assert (tmp_path / "curve.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(answer_at=0.5), "needs icl_first"),
+    (dict(icl_first=True, loo_gate=True), "only gates answer_at"),
+    (dict(rounds=(0.5, 0.0)), "rounds must be positive"),
+])
+def test_inconsistent_policies_are_refused(kw, message):
+    with pytest.raises(ConfigError, match=message):
+        Policy("bad", "test", **kw)

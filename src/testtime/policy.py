@@ -48,6 +48,14 @@ class Policy:
     more_orders: int = 1  # demo orders per view, times the configured ones, for tasks trained to the end
     pick_by_loo: bool = False
 
+    def __post_init__(self) -> None:
+        if (self.answer_at is not None or self.pick_by_loo) and not self.icl_first:
+            raise ConfigError(f"policy {self.name}: answering early or picking by LOO needs icl_first")
+        if self.loo_gate and self.answer_at is None:
+            raise ConfigError(f"policy {self.name}: loo_gate only gates answer_at")
+        if any(f <= 0 for f in self.rounds) or self.more_orders < 1:
+            raise ConfigError(f"policy {self.name}: rounds must be positive and more_orders at least 1")
+
     @property
     def ttt(self) -> bool:
         return bool(self.rounds)
