@@ -1,6 +1,9 @@
 """Text few-shot tasks: the file format and its errors, the prompt format and its loss mask, TTT data,
-adapters, greedy and ranked prediction, and the evaluation recipe, on a tiny random model (CPU, no download)."""
+adapters, greedy and ranked prediction, the evaluation recipe and its HTML report, on a tiny random model
+(CPU, no download)."""
 
+import dataclasses
+import html
 import json
 import random
 import subprocess
@@ -19,6 +22,7 @@ from testtime.text import TextTask, bbh_task, is_text_task_path, load_text_tasks
 from testtime.text_encode import TextFormat
 from testtime.text_eval import TextEvalConfig, evaluate_text, summary
 from testtime.text_predict import TextPredictConfig, predict_text, sequence_logprobs
+from testtime.text_report import text_report_html, write_text_report
 from testtime.text_ttt import build_text_dataset, text_ttt_config, train_text_adapters
 from testtime.tiny_lm import byte_bpe_tokenizer, save_tiny, tiny_causal_lm
 
@@ -278,3 +282,38 @@ def test_cli_routes_jsonl_to_text_evaluation(model_dir, tmp_path):
     )
     assert not (tmp_path / "b").exists()
     assert res.exit_code == 2 and "bad.jsonl:1: task x: needs a non-empty" in res.output
+
+
+# ---------------------------------------------------------------- report
+
+
+def test_run_writes_a_report_that_escapes_text(model_dir, tmp_path):
+    tricky = TextTask(
+        "tricky <id>",
+        "Answer with <b>bold</b> & friends.",
+        (("a < b", "<yes>"), ("c > d", "<yes>")),
+        (("e < f & g", "<yes>"), ("h", None)),
+    )
+    cfg = TextEvalConfig(tasks="unused.jsonl", model=str(model_dir), ttt=False, device="cpu",
+                         predict_cfg=TextPredictConfig(max_new_tokens=4))
+    recs = evaluate_text(cfg, tmp_path / "run", tasks=[tricky, yes_task()])
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "mean task accuracy" in page and "query accuracy" in page
+    assert "e &lt; f &amp; g" in page and "&lt;yes&gt;" in page and "tricky &lt;id&gt;" in page
+    assert "Answer with &lt;b&gt;bold&lt;/b&gt; &amp; friends." in page and "<b>bold</b>" not in page
+    assert "fish bowl" in page and "Always answer yes." in page  # the second task's query and instruction
+    for r in recs:  # every prediction is on the page, escaped
+        assert all(html.escape(a) in page for a in r["answers"])
+
+    # A prediction holding markup shows as text; right, wrong and unscored queries are marked.
+    rec = {**recs[0], "answers": ["<script>alert(1)</script>", "x"], "correct": [False], "score": 0.0}
+    page = text_report_html([rec], [tricky])
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "wrong" in page and "<i>unknown</i>" in page
+    rec = {**rec, "answers": ["<yes>", "x"], "correct": [True], "score": 1.0}
+    assert "right" in text_report_html([rec], [tricky])
+    # Rewritten from the run folder alone (config.json names the task file).
+    f = write_text_tasks([yes_task("a")], tmp_path / "t.jsonl")
+    evaluate_text(dataclasses.replace(cfg, tasks=str(f)), tmp_path / "run2")
+    (tmp_path / "run2" / "report.html").unlink()
+    assert "fish bowl" in write_text_report(tmp_path / "run2").read_text()

@@ -1,7 +1,8 @@
 """Evaluation recipe for text tasks: tasks -> (TTT adapters) -> answers -> exact-match accuracy.
 
 One JSON line per task in `results.jsonl`, appended as each group of tasks finishes; a restarted
-run skips the tasks already there. `score` is the task's accuracy over its scored queries.
+run skips the tasks already there. `score` is the task's accuracy over its scored queries. The run
+ends with `report.html` (see `text_report`).
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def evaluate_text(
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg_dict = asdict(cfg)
     check_run_dir(out_dir, cfg_dict).write_text(json.dumps(cfg_dict, indent=1))
-    tasks = tasks[: cfg.limit] if cfg.limit else tasks
+    all_tasks, tasks = tasks, tasks[: cfg.limit] if cfg.limit else tasks
     results = out_dir / "results.jsonl"
     done = {r["task_id"] for r in read_results(results)}
     todo = [t for t in tasks if t.id not in done]
@@ -144,6 +145,9 @@ def evaluate_text(
     finally:
         if slot:
             slot[0].detach()
+    from testtime.text_report import write_text_report
+
+    write_text_report(out_dir, all_tasks)  # all: the file may hold tasks of an earlier, larger --limit
     wanted = {t.id for t in tasks}
     return [r for r in read_results(results) if r["task_id"] in wanted]
 
@@ -152,12 +156,15 @@ def summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Mean per-task accuracy (as the paper reports BBH) and accuracy over all scored queries."""
     scored = [r for r in records if r.get("correct")]
     n_q = sum(len(r["correct"]) for r in scored)
+    seconds = [float(r.get("seconds") or 0.0) for r in records]
     return {
         "tasks": len(records),
         "scored_tasks": len(scored),
         "task_accuracy": sum(r["score"] for r in scored) / len(scored) if scored else None,
         "query_accuracy": sum(sum(r["correct"]) for r in scored) / n_q if n_q else None,
         "errors": sum(1 for r in records if r.get("error")),
+        "mean_seconds": sum(seconds) / len(seconds) if seconds else 0.0,
+        "total_seconds": sum(seconds),
     }
 
 
