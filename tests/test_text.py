@@ -1,10 +1,11 @@
 """Text few-shot tasks: the file format and its errors, the prompt format and its loss mask, TTT data,
-adapters, greedy and ranked prediction, the evaluation recipe and its HTML report, on a tiny random model
-(CPU, no download)."""
+adapters, greedy and ranked prediction, the evaluation recipe, its HTML report and its torchrun sharding,
+on a tiny random model (CPU, no download)."""
 
 import dataclasses
 import html
 import json
+import os
 import random
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from typer.testing import CliRunner
 
 from testtime.cli import app
 from testtime.lora import attach_multi_lora
+from testtime.report import read_records
 from testtime.tasks import TaskError
 from testtime.text import TextTask, bbh_task, is_text_task_path, load_text_tasks, write_text_tasks
 from testtime.text_encode import TextFormat
@@ -317,3 +319,31 @@ def test_run_writes_a_report_that_escapes_text(model_dir, tmp_path):
     evaluate_text(dataclasses.replace(cfg, tasks=str(f)), tmp_path / "run2")
     (tmp_path / "run2" / "report.html").unlink()
     assert "fish bowl" in write_text_report(tmp_path / "run2").read_text()
+
+
+# ---------------------------------------------------------------- torchrun
+
+
+def test_torchrun_shards_text_tasks_and_merges(model_dir, tmp_path):
+    tasks = [yes_task(f"t{k}", n_demos=2 + k) for k in range(4)]
+    f = write_text_tasks(tasks, tmp_path / "tasks.jsonl")
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+           "-m", "testtime.cli", "evaluate", "--tasks", str(f), "--model", str(model_dir), "--out", str(out),
+           "--samples", "2", "--rank", "2", "--device", "cpu", "--limit", "3"]
+    res = subprocess.run(cmd, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    per_rank = {p.name: [r["task_id"] for r in read_records(p)] for p in out.glob("results.rank*.jsonl")}
+    assert sorted(per_rank) == ["results.rank0.jsonl", "results.rank1.jsonl"]
+    assert all(per_rank.values()) and sorted(sum(per_rank.values(), [])) == ["t0", "t1", "t2"]  # each once
+    merged = read_records(out / "results.jsonl")
+    assert [r["task_id"] for r in merged] == ["t0", "t1", "t2"]  # task order
+    assert all(r["error"] is None and len(r["answers"]) == 2 and r["ttt_loss"] for r in merged)
+    assert (out / "report.html").exists() and "fish bowl" in (out / "report.html").read_text()
+
+    # Resumed alone with a larger --limit: only the new task runs, and the merge keeps the ranks' records.
+    cfg = TextEvalConfig(tasks=str(f), model=str(model_dir), device="cpu", ttt_cfg=text_ttt_config(samples=2, rank=2))
+    recs = evaluate_text(cfg, out)
+    assert [r["task_id"] for r in recs] == ["t0", "t1", "t2", "t3"] and recs[:3] == merged
+    assert [r["task_id"] for p in out.glob("results.rank*.jsonl") for r in read_records(p)].count("t3") == 0

@@ -1,8 +1,13 @@
 """Evaluation recipe for text tasks: tasks -> (TTT adapters) -> answers -> exact-match accuracy.
 
-One JSON line per task in `results.jsonl`, appended as each group of tasks finishes; a restarted
-run skips the tasks already there. `score` is the task's accuracy over its scored queries. The run
-ends with `report.html` (see `text_report`).
+One JSON line per task, appended as each group of tasks finishes; a restarted run skips the tasks
+already recorded. `score` is the task's accuracy over its scored queries. The run ends with
+`results.jsonl` merged in task order and `report.html` (see `text_report`).
+
+Under `torchrun` the same call runs on every rank, as grid evaluation does (`evaluate`): the
+remaining tasks are sharded across ranks (balanced by text length), rank r appends to
+`results.rank{r}.jsonl`, and after a barrier rank 0 merges every results file into `results.jsonl`
+and writes the report. A restart, with any world size, reads all the results files first.
 """
 
 from __future__ import annotations
@@ -16,12 +21,15 @@ from typing import Any
 
 import torch
 
-from testtime.evaluate import append_records, check_run_dir, read_results
+from testtime import distributed
+from testtime.evaluate import append_records, check_run_dir, finished_ids, merge_results
 from testtime.text import TextTask, load_text_tasks
 from testtime.text_encode import TextFormat, normalize
 from testtime.text_predict import TextPredictConfig, predict_text
 from testtime.text_ttt import build_text_dataset, text_ttt_config, train_text_adapters
 from testtime.ttt import TTTConfig
+
+RESULTS = "results.jsonl"
 
 
 @dataclass
@@ -34,6 +42,12 @@ class TextEvalConfig:
     max_group: int = 16  # tasks whose adapters train together
     ttt_cfg: TTTConfig = field(default_factory=text_ttt_config)
     predict_cfg: TextPredictConfig = field(default_factory=TextPredictConfig)
+
+
+def text_task_cost(task: TextTask) -> int:
+    """Estimated work of a task, in characters: its context is read once per TTT sample and once per query."""
+    context = len(task.instruction) + sum(len(x) + len(y) for x, y in task.demos)
+    return context * (1 + len(task.queries)) + sum(len(x) for x, _ in task.queries)
 
 
 def _record(task: TextTask, answers, seconds: float, loss: list[float] | None, tokens: int) -> dict[str, Any]:
@@ -114,42 +128,63 @@ def evaluate_text(
     tasks: Sequence[TextTask] | None = None,
     max_minutes: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Run (or resume) a text evaluation into `out_dir`; returns the records of the tasks asked for."""
+    """Run (or resume) a text evaluation into `out_dir`; returns the records of the tasks asked for.
+
+    Under torchrun: rank 0 returns the merged records of every rank, the others their own.
+    """
     started = time.monotonic()
     tasks = list(tasks) if tasks is not None else load_text_tasks(cfg.tasks)  # a bad file fails before any output
+    dist = distributed.init()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg_dict = asdict(cfg)
-    check_run_dir(out_dir, cfg_dict).write_text(json.dumps(cfg_dict, indent=1))
+    cfg_path = check_run_dir(out_dir, cfg_dict)
     all_tasks, tasks = tasks, tasks[: cfg.limit] if cfg.limit else tasks
-    results = out_dir / "results.jsonl"
-    done = {r["task_id"] for r in read_results(results)}
+    own_path = out_dir / (f"results.rank{dist.rank}.jsonl" if dist.enabled else RESULTS)
+    done = finished_ids(out_dir)
+    distributed.barrier(dist)  # every rank has read what is done before any rank writes
+    if dist.is_main:
+        cfg_path.write_text(json.dumps(cfg_dict, indent=1))
     todo = [t for t in tasks if t.id not in done]
+    if dist.enabled:
+        todo = distributed.shard(todo, dist.world, dist.rank, cost=text_task_cost)
     if model is None:
         from testtime.model import load_model
 
-        loaded = load_model(cfg.model, device=cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        loaded = load_model(cfg.model, device=distributed.device(dist, cfg.device))
         model, tokenizer = loaded.model, loaded.tokenizer
     model.eval()
     fmt = TextFormat(tokenizer)
+    mine: list[dict[str, Any]] = []
+
+    def emit(records: list[dict[str, Any]]) -> None:
+        append_records(own_path, records)
+        mine.extend(records)
+
     if cfg.ttt:
         bad = [t for t in todo if not t.demos]
-        append_records(results, [_error_record(t, "no demonstrations to train on") for t in bad])
+        if bad:
+            emit([_error_record(t, "no demonstrations to train on") for t in bad])
         todo = [t for t in todo if t.demos]
     slot: list = []
     try:
         for i in range(0, len(todo), cfg.max_group):
             if max_minutes is not None and time.monotonic() - started > 60 * max_minutes:
                 break
-            append_records(results, run_group(model, fmt, todo[i : i + cfg.max_group], cfg, slot))
+            emit(run_group(model, fmt, todo[i : i + cfg.max_group], cfg, slot))
     finally:
         if slot:
             slot[0].detach()
+    distributed.barrier(dist)  # every rank's file is complete
+    if not dist.is_main:
+        distributed.cleanup(dist)
+        return mine
+    records = merge_results(out_dir, tasks)
     from testtime.text_report import write_text_report
 
-    write_text_report(out_dir, all_tasks)  # all: the file may hold tasks of an earlier, larger --limit
-    wanted = {t.id for t in tasks}
-    return [r for r in read_results(results) if r["task_id"] in wanted]
+    write_text_report(out_dir, all_tasks)  # all: the merged file may hold tasks of an earlier, larger --limit
+    distributed.cleanup(dist)
+    return records
 
 
 def summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
