@@ -157,3 +157,22 @@ def test_batched_predictions_equal_one_task_at_a_time():
     # The adapters matter: without them the answers differ somewhere.
     bare = greedy_generate(model, [q.prompt for q in queries], [q.max_new for q in queries], codec)
     assert [g.tokens for g in bare] != [g.tokens for g in together]
+
+
+def test_single_adapter_fast_path_equals_the_per_row_gather():
+    model = tiny_model()
+    lora = attach_multi_lora(model, 3, rank=2, alpha=4)
+    with torch.no_grad():
+        for p in lora.parameters():
+            p.normal_(0, 0.3)  # a non-trivial adapter in every slot
+    ids = torch.randint(0, 10, (4, 12))
+    lora.use(torch.full((4,), 1))
+    assert lora.ctx.single == 1
+    fast = model(input_ids=ids).logits
+    lora.ctx.single = None  # force the general path on the same rows
+    slow = model(input_ids=ids).logits
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+    lora.use(torch.tensor([0, 1, 1, 2]))
+    assert lora.ctx.single is None
+    lora.use(None)
+    assert lora.ctx.single is None and not torch.equal(model(input_ids=ids).logits, fast)

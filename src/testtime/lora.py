@@ -22,6 +22,7 @@ from torch import nn
 @dataclass
 class AdapterContext:
     index: torch.Tensor | None = None  # [batch] adapter per row, or None for the bare base model
+    single: int | None = None  # the adapter of every row, when they all share one (no per-row gather then)
 
 
 class MultiLoRALinear(nn.Module):
@@ -50,6 +51,10 @@ class MultiLoRALinear(nn.Module):
         idx = self.ctx.index
         if idx is None:
             return y
+        if self.ctx.single is not None:  # one adapter for the whole batch (solving one task): plain matmuls
+            k = self.ctx.single
+            h = x @ self.lora_A[k].to(x.dtype).t()
+            return y + (h @ self.lora_B[k].to(x.dtype).t()) * self.scale
         a = self.lora_A[idx].to(x.dtype)  # [b, r, in]
         b = self.lora_B[idx].to(x.dtype)  # [b, out, r]
         shape = x.shape
@@ -96,6 +101,9 @@ class MultiLoRA:
 
     def use(self, index: torch.Tensor | None) -> None:
         self.ctx.index = index
+        # One host sync per batch (not per layer or step): rows of a single task skip the per-row gather.
+        first = None if index is None or index.numel() == 0 else int(index[0])
+        self.ctx.single = first if first is not None and bool((index == first).all()) else None
 
     def state(self, adapter: int) -> dict[str, torch.Tensor]:
         """One adapter's weights, named like peft's (`<module>.lora_A.weight`), for saving or comparing."""
