@@ -159,7 +159,7 @@ def test_batched_predictions_equal_one_task_at_a_time():
     assert [g.tokens for g in bare] != [g.tokens for g in together]
 
 
-def test_single_adapter_fast_path_equals_the_per_row_gather():
+def test_adapter_fast_paths_equal_the_per_row_gather():
     model = tiny_model()
     lora = attach_multi_lora(model, 3, rank=2, alpha=4)
     with torch.no_grad():
@@ -172,7 +172,11 @@ def test_single_adapter_fast_path_equals_the_per_row_gather():
     lora.ctx.single = None  # force the general path on the same rows
     slow = model(input_ids=ids).logits
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
-    lora.use(torch.tensor([0, 1, 1, 2]))
-    assert lora.ctx.single is None
+    lora.use(torch.tensor([2, 0, 1, 0]))  # mixed rows: the CPU's per-adapter loop equals the per-row gather
+    assert lora.ctx.single is None and lora.ctx.segments == [(0, 0, 2), (1, 2, 3), (2, 3, 4)]
+    looped = model(input_ids=ids).logits
+    lora.ctx.segments = None
+    gathered = model(input_ids=ids).logits
+    torch.testing.assert_close(looped, gathered, rtol=1e-5, atol=1e-5)
     lora.use(None)
     assert lora.ctx.single is None and not torch.equal(model(input_ids=ids).logits, fast)

@@ -23,6 +23,10 @@ from torch import nn
 class AdapterContext:
     index: torch.Tensor | None = None  # [batch] adapter per row, or None for the bare base model
     single: int | None = None  # the adapter of every row, when they all share one (no per-row gather then)
+    # On the CPU: rows sorted by adapter, as (adapter, start, end) runs, with the sort and its inverse.
+    segments: list[tuple[int, int, int]] | None = None
+    order: torch.Tensor | None = None
+    inverse: torch.Tensor | None = None
 
 
 class MultiLoRALinear(nn.Module):
@@ -55,6 +59,12 @@ class MultiLoRALinear(nn.Module):
             k = self.ctx.single
             h = x @ self.lora_A[k].to(x.dtype).t()
             return y + (h @ self.lora_B[k].to(x.dtype).t()) * self.scale
+        if self.ctx.segments is not None:  # CPU: one matmul per adapter reads its factors once
+            shape = x.shape
+            xs = x.reshape(shape[0], -1, shape[-1])[self.ctx.order]
+            parts = [(xs[s:e] @ self.lora_A[k].to(x.dtype).t()) @ self.lora_B[k].to(x.dtype).t()
+                     for k, s, e in self.ctx.segments]
+            return y + (torch.cat(parts)[self.ctx.inverse] * self.scale).reshape(*shape[:-1], -1)
         a = self.lora_A[idx].to(x.dtype)  # [b, r, in]
         b = self.lora_B[idx].to(x.dtype)  # [b, out, r]
         shape = x.shape
@@ -104,6 +114,15 @@ class MultiLoRA:
         # One host sync per batch (not per layer or step): rows of a single task skip the per-row gather.
         first = None if index is None or index.numel() == 0 else int(index[0])
         self.ctx.single = first if first is not None and bool((index == first).all()) else None
+        self.ctx.segments = self.ctx.order = self.ctx.inverse = None
+        if index is not None and self.ctx.single is None and index.device.type == "cpu":
+            # Gathering a weight copy per row costs a CPU more than the matmuls themselves; a loop over the
+            # batch's adapters does not. (On a GPU the gather is cheap and one launch beats a loop of them.)
+            order = torch.argsort(index, stable=True)
+            keys, counts = torch.unique_consecutive(index[order], return_counts=True)
+            ends = counts.cumsum(0).tolist()
+            self.ctx.segments = [(int(k), e - int(c), e) for k, c, e in zip(keys, counts, ends, strict=True)]
+            self.ctx.order, self.ctx.inverse = order, torch.argsort(order)
 
     def state(self, adapter: int) -> dict[str, torch.Tensor]:
         """One adapter's weights, named like peft's (`<module>.lora_A.weight`), for saving or comparing."""
