@@ -54,6 +54,8 @@ def rows(runs: list[Path]) -> tuple[list[dict[str, Any]], int]:
             "score": sum(float(r.get("score") or 0) for r in scored),
             "n": len(scored),
             "seconds": sum(float(r.get("seconds") or 0) for r in rs),
+            # Load-independent: TTT steps taken over all tasks (each step costs about the same per task).
+            "ttt_steps": sum(int((r.get("policy") or {}).get("ttt_steps", 0)) for r in rs),
             "stages": compute_by_stage(rs),
             "decisions": by_decision(rs),
         })
@@ -61,14 +63,14 @@ def rows(runs: list[Path]) -> tuple[list[dict[str, Any]], int]:
 
 
 def markdown(table: list[dict[str, Any]], n_tasks: int, title: str) -> str:
-    lines = [f"## {title}: pass@2 against compute ({n_tasks} tasks every run finished)", "",
-             "| run | policy | pass@2 | % | total s | s/task | icl / loo / ttt / predict s |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [f"## {title} ({n_tasks} tasks every run finished)", "",
+             "| run | policy | pass@2 | % | total s | s/task | icl / loo / ttt / predict s | TTT task-steps |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in table:
         pct = 100 * r["score"] / r["n"] if r["n"] else float("nan")
         st = " / ".join(f"{r['stages'].get(k, 0):.0f}" for k in ("icl", "loo", "ttt", "predict"))
         lines.append(f"| `{r['run']}` | {r['label']} | {r['score']:g}/{r['n']} | {pct:.1f} | {r['seconds']:.0f} "
-                     f"| {r['seconds'] / max(1, n_tasks):.1f} | {st} |")
+                     f"| {r['seconds'] / max(1, n_tasks):.1f} | {st} | {r['ttt_steps']} |")
     lines += ["", "### Calibration: accuracy per decision", "",
               "| policy | decision | tasks | solved | accuracy | s/task |", "|---|---|---|---|---|---|"]
     for r in table:
