@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -143,3 +144,25 @@ def test_shipped_config_loads():
     cfg = PretrainConfig.from_json(REPO_ROOT / "configs" / "pretrain-base.json")
     assert cfg.datasets == ("arc1/train",)
     assert cfg.model == ModelConfig()
+
+
+def test_held_out_tasks_are_never_trained_on_and_the_best_model_is_exported(tmp_path, sources):
+    from testtime.pretrain import split_holdout
+
+    kept, held = split_holdout(sources, 5)
+    assert len(held) == 5 and not {t.id for t in held} & set(kept[0].task_ids())
+    assert split_holdout(sources, 5)[1] == held  # the same split every time
+    cfg = tiny_config(holdout=5, val_every=2, total_steps=4)
+    res = pretrain(cfg, tmp_path / "run", sources=sources, progress=False)
+    vals = [r for r in read_log(tmp_path / "run") if "val_loss" in r]
+    assert [r["step"] for r in vals] == [2, 4] and all(np.isfinite(r["val_loss"]) for r in vals)
+    assert res.best_val == min(r["val_loss"] for r in vals)
+    load_model(tmp_path / "run" / "best", device="cpu")  # a complete model folder
+    # A resumed run keeps the best loss it had reached.
+    res2 = pretrain(dataclasses.replace(cfg, total_steps=6), tmp_path / "run", sources=sources, progress=False)
+    assert res2.best_val <= res.best_val
+
+
+def test_holdout_config_is_checked():
+    with pytest.raises(ConfigError, match="val_every"):
+        tiny_config(holdout=2, val_every=3, log_every=2)

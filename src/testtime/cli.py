@@ -148,6 +148,8 @@ def pretrain_cmd(
     typer.echo(f"{state} at step {res.step}/{cfg.total_steps}; log {run_dir / 'log.jsonl'}, plot {run_dir / 'loss.png'}")
     if res.model_dir is not None:
         typer.echo(f"model written to {res.model_dir}")
+    if res.best_val is not None:
+        typer.echo(f"lowest held-out loss {res.best_val:.4f}; that model is in {run_dir / 'best'}")
 
 
 # ---------------------------------------------------------------- solving

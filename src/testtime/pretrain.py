@@ -21,6 +21,7 @@ import shutil
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,6 +56,8 @@ class PretrainConfig:
     token_budget: int = 131072  # padded tokens (batch x padded length) per step
     pool_size: int = 2048  # sequences sorted by length together, then cut into batches
     pad_multiple: int = 128  # padded lengths are multiples of this (fewer compiled shapes, aligned kernels)
+    holdout: int = 0  # training tasks (of the first dataset) kept out of training, to validate on
+    val_every: int = 500  # steps between validations (a multiple of log_every); the best one is exported
     # optimisation
     lr: float = 1e-3
     min_lr_ratio: float = 0.1  # cosine ends at lr * min_lr_ratio
@@ -85,6 +88,8 @@ class PretrainConfig:
             raise ConfigError(
                 f"max_len {self.max_len} exceeds the model's max_position_embeddings {self.model.max_position_embeddings}"
             )
+        if self.holdout < 0 or self.val_every < 1 or self.val_every % self.log_every:
+            raise ConfigError(f"holdout must be >= 0 and val_every a positive multiple of log_every ({self.log_every})")
         if self.device not in ("auto", "cuda", "cpu"):
             raise ConfigError(f"device must be auto, cuda or cpu, got {self.device!r}")
         if self.export_dtype not in ("bfloat16", "float16", "float32"):
@@ -174,6 +179,53 @@ def load_sources(datasets: Sequence[str]) -> list[Source]:
             )
         sources.append(TaskSource(tasks))
     return sources
+
+
+def split_holdout(sources: Sequence[Source], n: int) -> tuple[list[Source], list[Task]]:
+    """Keep `n` tasks of the first source out of training, for validation: (training sources, held-out tasks).
+
+    The held-out tasks are the first n by a hash of their id, so the split does not depend on load order.
+    A held-out task is then an unseen task, as evaluation tasks are: its loss tells whether training still
+    generalizes or only memorizes the training tasks.
+    """
+    if n == 0:
+        return list(sources), []
+    first = sources[0]
+    if not isinstance(first, TaskSource) or n >= len(first.tasks):
+        raise ConfigError(f"holdout {n}: the first dataset must be task files with more than {n} usable tasks")
+    ranked = sorted(first.tasks, key=lambda t: zlib.crc32(t.id.encode()))
+    held = ranked[:n]
+    kept = TaskSource([t for t in first.tasks if t not in held])
+    return [kept, *sources[1:]], held
+
+
+def validation_set(tasks: Sequence[Task], max_len: int, pad_multiple: int) -> list[Batch]:
+    """Each held-out task as evaluation poses it: its demos in context, each test output the only target."""
+    codec = GridCodec()
+    seqs = []
+    for t in tasks:
+        for q in t.test:
+            try:
+                seqs.append(encode_example(codec, list(t.train), q, max_len=max_len, loss_on_demos=False))
+            except TooLongError:
+                continue
+    seqs.sort(key=len)
+    return [collate(seqs[i: i + 8], pad_multiple) for i in range(0, len(seqs), 8)]
+
+
+def validate(model, batches: Sequence[Batch], device: str, autocast) -> float:
+    """Mean next-token loss on the validation targets."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    total, n = 0.0, 0
+    with torch.no_grad(), autocast:
+        for b in batches:
+            total += float(loss_sum(model, b.input_ids.to(device), b.labels.to(device)))
+            n += b.n_targets
+    model.train(was_training)
+    return total / max(1, n)
 
 
 class SequenceSampler:
@@ -384,6 +436,7 @@ class PretrainResult:
     finished: bool  # the schedule ran to total_steps
     model_dir: Path | None  # the exported model, once finished
     last_loss: float | None
+    best_val: float | None = None  # lowest held-out loss so far; that model is in run_dir/best
 
 
 def _rng_state() -> dict[str, Any]:
@@ -553,10 +606,12 @@ def pretrain(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_lambda(s, cfg.warmup_steps, cfg.total_steps, cfg.min_lr_ratio)
     )
-    sampler = SequenceSampler(sources if sources is not None else load_sources(cfg.datasets), cfg.max_len,
-                              cfg.seed + dist.rank)
+    train_sources, held = split_holdout(sources if sources is not None else load_sources(cfg.datasets), cfg.holdout)
+    sampler = SequenceSampler(train_sources, cfg.max_len, cfg.seed + dist.rank)
+    val_batches = validation_set(held, cfg.max_len, cfg.pad_multiple) if main else []
     stream = BatchStream(sampler, cfg.token_budget, cfg.pool_size, cfg.pad_multiple)
     step, elapsed_before, tokens_seen = 0, 0.0, 0
+    best_val: float | None = None
     if ckpt:
         try:
             tensors = torch.load(ckpt / "trainer.pt", map_location=device, weights_only=True)
@@ -574,6 +629,7 @@ def pretrain(
         if dist.rank < len(streams):  # a rank new to this run (a larger world) starts its own fresh stream
             stream.load_state_dict(streams[dist.rank])
         step, elapsed_before, tokens_seen = meta["step"], meta["elapsed"], meta["tokens"]
+        best_val = meta.get("best_val")
         if main:
             _truncate_log(log_path, step)
     stream_state = stream.state_dict()
@@ -617,6 +673,7 @@ def pretrain(
                 "streams": streams,
                 "elapsed": elapsed_before + (time.monotonic() - t_start),
                 "tokens": tokens_seen,
+                "best_val": best_val,
                 "config": cfg.to_dict(),
             },
         )
@@ -693,6 +750,13 @@ def pretrain(
                     "mfu": None if mfu is None else round(mfu, 4),
                     "elapsed": round(elapsed_before + now - t_start, 2),
                 }
+                if val_batches and step % cfg.val_every == 0:
+                    rec["val_loss"] = round(validate(model, val_batches, device, autocast), 5)
+                    if best_val is None or rec["val_loss"] < best_val:
+                        # Exported as it happens: the run may memorize its tasks long before it ends.
+                        best_val = rec["val_loss"]
+                        save_model(model, None, run_dir / "best", dtype=getattr(torch, cfg.export_dtype))
+                    now = time.monotonic()  # validation time stays out of the next interval's throughput
                 if main:
                     with log_path.open("a") as f:
                         f.write(json.dumps(rec) + "\n")
@@ -725,7 +789,7 @@ def pretrain(
         plot_loss(run_dir)
     distributed.barrier(dist)  # the checkpoint and export are on disk for every rank
     distributed.cleanup(dist)
-    return PretrainResult(run_dir, step, finished, model_dir, last_loss)
+    return PretrainResult(run_dir, step, finished, model_dir, last_loss, best_val)
 
 
 # ---------------------------------------------------------------- reporting
@@ -748,7 +812,11 @@ def plot_loss(run_dir: str | Path, out: str | Path | None = None) -> Path:
     out = Path(out) if out is not None else run_dir / "loss.png"
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     steps = [r["step"] for r in recs]
-    ax.plot(steps, [r["loss"] for r in recs], lw=1)
+    ax.plot(steps, [r["loss"] for r in recs], lw=1, label="training")
+    val = [(r["step"], r["val_loss"]) for r in recs if r.get("val_loss") is not None]
+    if val:
+        ax.plot(*zip(*val, strict=True), "o-", lw=1, ms=3, label="held-out tasks")
+        ax.legend()
     ax.set_xlabel("step")
     ax.set_ylabel("loss (target tokens)")
     ax.set_yscale("log")
