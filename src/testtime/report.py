@@ -163,6 +163,19 @@ def loss_svg(losses: Sequence[float], width: int = 240, height: int = 60) -> str
     )
 
 
+def record_lines(rec: Record, meta: Sequence[str], error_color: str = "#c00") -> list[str]:
+    """A task section's opening lines, shared by grid and text reports: facts, error, TTT loss curve.
+
+    `meta` items are HTML already (escaped by the caller)."""
+    out = [f"<p>{' &middot; '.join(meta)}</p>"]
+    if rec.get("error"):
+        out.append(f'<p style="color:{error_color}">error: {html.escape(str(rec["error"]))}</p>')
+    losses = rec.get("ttt_loss")
+    if losses:
+        out.append(f"<p>TTT loss {float(losses[0]):.4f} &rarr; {float(losses[-1]):.4f} {loss_svg(losses)}</p>")
+    return out
+
+
 def _task_section(rec: Record, task: Task | None) -> str:
     tid = str(rec["task_id"])
     score = rec.get("score")
@@ -176,12 +189,7 @@ def _task_section(rec: Record, task: Task | None) -> str:
         sig = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in pol.get("signals", {}).items())
         meta.append(html.escape(f"policy {pol.get('name')}: {pol.get('decision')}, {pol.get('ttt_steps', 0)} TTT steps"
                                 + (f" ({sig})" if sig else "")))
-    out.append(f"<p>{' &middot; '.join(meta)}</p>")
-    if rec.get("error"):
-        out.append(f'<p style="color:#c00">error: {html.escape(str(rec["error"]))}</p>')
-    losses = rec.get("ttt_loss")
-    if losses:
-        out.append(f"<p>TTT loss {float(losses[0]):.4f} &rarr; {float(losses[-1]):.4f} {loss_svg(losses)}</p>")
+    out += record_lines(rec, meta)
     if task is None:
         out.append("<p><i>task not found: demos and answers unavailable</i></p>")
     else:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from testtime.render import html_page
-from testtime.report import loss_svg, read_records
+from testtime.report import read_records, record_lines
 from testtime.text import TextTask, load_text_tasks
 from testtime.text_encode import normalize
 from testtime.text_eval import summary
@@ -84,12 +84,7 @@ def _task_section(rec: Record, task: TextTask | None) -> str:
     head = _e(tid) + (f" &mdash; {sum(correct)}/{len(correct)} right" if correct else "")
     out = [f'<section id="t-{_e(tid)}"><h2>{head}</h2>']
     meta = [f"{float(rec.get('seconds') or 0):.1f} s", f"answers by {_e(rec.get('method') or 'n/a')}"]
-    out.append(f"<p>{' &middot; '.join(meta)}</p>")
-    if rec.get("error"):
-        out.append(f'<p style="color:{BAD}">error: {_e(rec["error"])}</p>')
-    losses = rec.get("ttt_loss")
-    if losses:
-        out.append(f"<p>TTT loss {float(losses[0]):.4f} &rarr; {float(losses[-1]):.4f} {loss_svg(losses)}</p>")
+    out += record_lines(rec, meta, error_color=BAD)
     if task is None:
         out.append("<p><i>task not found in the run's task file: inputs and targets unavailable</i></p>")
     else:
