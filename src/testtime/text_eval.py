@@ -26,6 +26,7 @@ from testtime.evaluate import append_records, check_run_dir, finished_ids, merge
 from testtime.text import TextTask, load_text_tasks
 from testtime.text_encode import TextFormat, normalize
 from testtime.text_predict import TextPredictConfig, predict_text
+from testtime.text_report import summary, write_text_report
 from testtime.text_ttt import build_text_dataset, text_ttt_config, train_text_adapters
 from testtime.ttt import TTTConfig
 
@@ -180,27 +181,9 @@ def evaluate_text(
         distributed.cleanup(dist)
         return mine
     records = merge_results(out_dir, tasks)
-    from testtime.text_report import write_text_report
-
     write_text_report(out_dir, all_tasks)  # all: the merged file may hold tasks of an earlier, larger --limit
     distributed.cleanup(dist)
     return records
-
-
-def summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Mean per-task accuracy (as the paper reports BBH) and accuracy over all scored queries."""
-    scored = [r for r in records if r.get("correct")]
-    n_q = sum(len(r["correct"]) for r in scored)
-    seconds = [float(r.get("seconds") or 0.0) for r in records]
-    return {
-        "tasks": len(records),
-        "scored_tasks": len(scored),
-        "task_accuracy": sum(r["score"] for r in scored) / len(scored) if scored else None,
-        "query_accuracy": sum(sum(r["correct"]) for r in scored) / n_q if n_q else None,
-        "errors": sum(1 for r in records if r.get("error")),
-        "mean_seconds": sum(seconds) / len(seconds) if seconds else 0.0,
-        "total_seconds": sum(seconds),
-    }
 
 
 def evaluate_text_cli(

@@ -1,4 +1,5 @@
-"""A text run as a page: `report.html` in the run folder, written by `evaluate_text` at the end of a run.
+"""A text run as numbers (`summary`) and as a page: `report.html` in the run folder, written by `evaluate_text`
+at the end of a run.
 
 Summary first (tasks, mean task accuracy, query accuracy, seconds), then per task its instruction,
 demonstrations (folded), TTT loss, and a table of every query: input, prediction, target, right or
@@ -18,7 +19,6 @@ from testtime.render import html_page
 from testtime.report import read_records, record_lines
 from testtime.text import TextTask, load_text_tasks
 from testtime.text_encode import normalize
-from testtime.text_eval import summary
 
 Record = dict[str, Any]
 GOOD, BAD, UNKNOWN = "#2a2", "#c22", "#555"
@@ -26,6 +26,22 @@ CSS = (
     "table.q{border-collapse:collapse;margin:.5em 0}table.q td,table.q th{border:1px solid #ccc;padding:2px 6px;"
     "vertical-align:top;text-align:left}.pre{white-space:pre-wrap;font-family:monospace}"
 )
+
+
+def summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Mean per-task accuracy (as the paper reports BBH) and accuracy over all scored queries."""
+    scored = [r for r in records if r.get("correct")]
+    n_q = sum(len(r["correct"]) for r in scored)
+    seconds = [float(r.get("seconds") or 0.0) for r in records]
+    return {
+        "tasks": len(records),
+        "scored_tasks": len(scored),
+        "task_accuracy": sum(r["score"] for r in scored) / len(scored) if scored else None,
+        "query_accuracy": sum(sum(r["correct"]) for r in scored) / n_q if n_q else None,
+        "errors": sum(1 for r in records if r.get("error")),
+        "mean_seconds": sum(seconds) / len(seconds) if seconds else 0.0,
+        "total_seconds": sum(seconds),
+    }
 
 
 def _e(value: Any) -> str:
