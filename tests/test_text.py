@@ -277,6 +277,10 @@ def test_cli_routes_jsonl_to_text_evaluation(model_dir, tmp_path):
     assert res.exit_code == 0, res.output
     assert "2 text tasks, mean task accuracy" in res.output
     assert len((tmp_path / "run" / "results.jsonl").read_text().splitlines()) == 2
+    (tmp_path / "run" / "report.html").unlink()
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "run")])  # `report` knows a text run
+    assert res.exit_code == 0, res.output
+    assert "2 text tasks" in res.output and (tmp_path / "run" / "report.html").exists()
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x"}\n')
     res = CliRunner().invoke(

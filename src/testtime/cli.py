@@ -115,9 +115,22 @@ def tasks_show(
 @app.command("report")
 @cli_errors
 def report(run_dir: Annotated[Path, typer.Argument(help="Run folder holding results.jsonl (and config.json).")]) -> None:
-    """Print a run's summary and write RUN_DIR/report.html."""
-    from testtime.report import print_summary, read_results, write_report
+    """Print a run's summary and write RUN_DIR/report.html (grid or text run, told by its tasks file)."""
+    import json
 
+    from testtime.report import print_summary, read_results, write_report
+    from testtime.text import is_text_task_path
+
+    cfg_path = run_dir / "config.json"
+    tasks = json.loads(cfg_path.read_text()).get("tasks") if cfg_path.exists() else None
+    if isinstance(tasks, str) and is_text_task_path(tasks):
+        from testtime.text_report import summary, write_text_report
+
+        s = summary(read_results(run_dir))
+        acc = "n/a" if s["task_accuracy"] is None else f"{100 * s['task_accuracy']:.1f}%"
+        typer.echo(f"{s['tasks']} text tasks, mean task accuracy {acc}, {s['errors']} error(s)")
+        typer.echo(f"wrote {write_text_report(run_dir)}")
+        return
     print_summary(read_results(run_dir), console=_console())
     typer.echo(f"wrote {write_report(run_dir)}")
 
@@ -242,6 +255,8 @@ def evaluate_cmd(
 
             raise ConfigError("--policy applies to grid tasks; text tasks take --ttt/--no-ttt")
         run, s = evaluate_text_cli(tasks, model, ttt, limit, out, device, samples, epochs, lr, rank, shared, max_minutes)
+        if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
+            return
         acc = "n/a" if s["task_accuracy"] is None else f"{100 * s['task_accuracy']:.1f}%"
         typer.echo(f"{s['tasks']} text tasks, mean task accuracy {acc}, {s['errors']} error(s); wrote {run / 'results.jsonl'}")
         return
