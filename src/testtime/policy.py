@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from testtime.config import ConfigError
-from testtime.tasks import Example, Task
+from testtime.tasks import Example, Task, grids_equal
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def agreement(predictions: Sequence[Sequence], top: Sequence[np.ndarray | None])
         if best is None or not plist:
             shares.append(0.0)
             continue
-        same = sum(p.grid is not None and p.grid.shape == best.shape and np.array_equal(p.grid, best) for p in plist)
+        same = sum(grids_equal(p.grid, best) for p in plist)
         shares.append(same / len(plist))
     return min(shares) if shares else 0.0
 
