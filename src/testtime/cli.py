@@ -240,6 +240,7 @@ def evaluate_cmd(
     max_minutes: Annotated[float | None, typer.Option(help="Start no new batch of tasks after this long.")] = None,
     token_budget: Annotated[int | None, typer.Option(min=1024, help="Prompt+answer tokens per generation batch (smaller on a CPU).")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="A task file that fails validation stops the run (default: skip it, report it).")] = False,
+    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs/--no-cuda-graphs", help="Replay the decode step as a CUDA graph (GPU).")] = True,
 ) -> None:
     """Solve a set of tasks and score pass@2; one JSON line per task, resumable, with an HTML report.
 
@@ -269,6 +270,7 @@ def evaluate_cmd(
                        demo_loss, shared, config, policy)
     if token_budget is not None:
         cfg.predict_cfg.token_budget = token_budget
+    cfg.predict_cfg.cuda_graphs = cuda_graphs
     default_name = {"always": "ttt", "never": "icl"}.get(effective_policy(cfg), effective_policy(cfg))
     out = out or Path("runs") / f"{tasks.replace('/', '-')}-{default_name}"
     task_list, skipped = load_task_set(tasks, strict=strict)

@@ -29,6 +29,7 @@ class PredictConfig:
     token_budget: int = 1 << 20  # (prompt + answer) tokens per generation batch
     per_group: int = 3  # candidates each view group keeps before the vote across groups
     seed: int = 0
+    cuda_graphs: bool = True  # replay each batch's decode step as one CUDA graph (GPU only; see greedy_generate)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,17 @@ class Generated:
     logprob: float
 
 
+def full_attention_only(config) -> bool:
+    """True when every layer attends to the whole context, so one prepared mask serves every layer.
+
+    Sliding-window layers (Gemma 3, Mistral) need HF's own per-layer masks: they take the plain decode loop.
+    """
+    types = getattr(config, "layer_types", None)
+    if types:
+        return all(t == "full_attention" for t in types)
+    return getattr(config, "sliding_window", None) is None or getattr(config, "use_sliding_window", True) is False
+
+
 @torch.no_grad()
 def greedy_generate(
     model: nn.Module,
@@ -82,8 +94,15 @@ def greedy_generate(
     adapter_index: Sequence[int] | None = None,
     select: Callable[[torch.Tensor | None], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    cuda_graphs: bool = True,
 ) -> list[Generated]:
-    """Greedy decoding of many prompts at once; row i may use adapter adapter_index[i]."""
+    """Greedy decoding of many prompts at once; row i may use adapter adapter_index[i].
+
+    The answer is decoded one token a step for the whole batch. On a GPU a step of a small model is
+    mostly kernel-launch overhead, so (with `cuda_graphs`, on a full-attention model) each batch's step
+    is captured once as a CUDA graph and replayed: the picking of the next token, the cache write and
+    the forward pass then cost one launch. Every step reads and writes only fixed buffers for this.
+    """
     device = next(model.parameters()).device
     stop = torch.tensor(sorted(codec.stop_ids), device=device)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + max_new[i])
@@ -98,7 +117,9 @@ def greedy_generate(
         cur.append(i)
     if cur:
         batches.append(cur)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    cuda = device.type == "cuda"
+    static = full_attention_only(model.config)
+    graphs = [cuda_graphs and cuda and static]
     for batch in batches:
         b = len(batch)
         width = max(len(prompts[i]) for i in batch)
@@ -116,40 +137,142 @@ def greedy_generate(
         steps = int(limit.max())
         # A cache allocated once for the whole answer: a growing cache copies itself at every step.
         cache = StaticCache(config=model.config, max_cache_len=width + steps)
-        with autocast:
+        with _autocast(device):
             out = model(input_ids=ids_t, attention_mask=attn_t, position_ids=pos, past_key_values=cache,
                         use_cache=True, logits_to_keep=1, cache_position=torch.arange(width, device=device))
-        toks = torch.full((b, steps), codec.pad_id, dtype=torch.long, device=device)
-        logp = torch.zeros(b, device=device)
-        done = torch.zeros(b, dtype=torch.bool, device=device)
-        last_pos = pos[:, -1:]
-        for s in range(steps):
-            lp = torch.log_softmax(out.logits[:, -1].float(), -1)
-            best, nxt = lp.max(-1)
-            nxt = torch.where(done, codec.pad_id, nxt)
-            toks[:, s] = nxt
-            logp += torch.where(done, 0.0, best)
-            done |= torch.isin(nxt, stop) | (s + 1 >= limit)
-            # One host sync every 8 steps keeps the GPU queue full while still stopping early.
-            if s + 1 == steps or (s % 8 == 7 and bool(done.all())):
-                break
-            attn_t = torch.cat([attn_t, torch.ones(b, 1, dtype=attn_t.dtype, device=device)], 1)
-            last_pos = last_pos + 1
-            with autocast:
-                out = model(input_ids=nxt[:, None], attention_mask=attn_t, position_ids=last_pos,
-                            past_key_values=cache, use_cache=True,
-                            cache_position=torch.tensor([width + s], device=device))
-        toks_l = toks.cpu().tolist()
-        logp_l = logp.cpu().tolist()
+        state = _Decode(b, steps, width, limit, stop, codec.pad_id, out.logits[:, -1], pos[:, -1:], device)
+        del out
+        if static:
+            _decode_static(model, cache, attn_t, state, graphs)
+        else:
+            _decode_plain(model, cache, attn_t, state)
+        toks_l = state.toks.cpu().tolist()
+        logp_l = state.logp.cpu().tolist()
         for r, i in enumerate(batch):
-            row = toks_l[r]
-            results[i] = Generated(row[: max_new[i]], logp_l[r])
+            results[i] = Generated(toks_l[r][: max_new[i]], logp_l[r])
         if progress:
             progress(b)
-        del cache, out
+        del cache, state
     if select is not None:
         select(None)
     return results  # type: ignore[return-value]
+
+
+def _autocast(device: torch.device):
+    # No weight-cast cache: a CUDA graph must not capture casts that autocast would skip on replay.
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
+    return torch.autocast("cpu", enabled=False)
+
+
+class _Decode:
+    """A batch's decoding state, all on the device, updated in place (so a CUDA graph can own it)."""
+
+    def __init__(self, b: int, steps: int, width: int, limit: torch.Tensor, stop: torch.Tensor, pad: int,
+                 logits: torch.Tensor, last_pos: torch.Tensor, device: torch.device) -> None:
+        self.steps, self.width, self.limit, self.stop, self.pad = steps, width, limit, stop, pad
+        self.logits = logits.float().clone()  # [b, vocab]: the latest step's next-token logits
+        self.toks = torch.full((b, steps), pad, dtype=torch.long, device=device)
+        self.logp = torch.zeros(b, device=device)
+        self.done = torch.zeros(b, dtype=torch.bool, device=device)
+        self.s = torch.zeros(1, dtype=torch.long, device=device)  # the step about to pick its token
+        self.pos = last_pos + 1  # [b, 1] position id of the token to feed next
+        self.nxt = torch.full((b, 1), pad, dtype=torch.long, device=device)
+
+    def pick(self) -> None:
+        """Take step s's token from the logits; rows already done emit padding."""
+        lp = torch.log_softmax(self.logits, -1)
+        best, nxt = lp.max(-1)
+        nxt = torch.where(self.done, self.pad, nxt)
+        self.toks.index_copy_(1, self.s, nxt[:, None])
+        self.logp += torch.where(self.done, 0.0, best)
+        self.done |= torch.isin(nxt, self.stop) | (self.s + 1 >= self.limit)
+        self.nxt.copy_(nxt[:, None])
+
+    def finished(self, s: int) -> bool:
+        # One host sync every 8 steps keeps the GPU queue full while still stopping early.
+        return s + 1 == self.steps or (s % 8 == 7 and bool(self.done.all()))
+
+
+def _decode_plain(model: nn.Module, cache: StaticCache, attn: torch.Tensor, st: _Decode) -> None:
+    """The decode loop as HF models expect it: a growing 2D mask, HF builds each layer's mask."""
+    b, device = attn.shape[0], attn.device
+    for s in range(st.steps):
+        st.pick()
+        if st.finished(s):
+            break
+        attn = torch.cat([attn, torch.ones(b, 1, dtype=attn.dtype, device=device)], 1)
+        with _autocast(device):
+            out = model(input_ids=st.nxt, attention_mask=attn, position_ids=st.pos, past_key_values=cache,
+                        use_cache=True, cache_position=st.width + st.s)
+        st.logits.copy_(out.logits[:, -1])
+        st.pos += 1
+        st.s += 1
+
+
+def _decode_static(model: nn.Module, cache: StaticCache, attn: torch.Tensor, st: _Decode, graphs: list[bool]) -> None:
+    """The decode loop over fixed buffers: a prepared 4D mask (padding and causality from the step counter).
+
+    `graphs[0]` says whether to capture the step as a CUDA graph; a model whose step cannot be captured
+    (a host sync inside its forward) clears it, and this and later batches run the same step uncaptured.
+    """
+    b, device = attn.shape[0], attn.device
+    keys = torch.cat([attn.bool(), torch.ones(b, st.steps, dtype=torch.bool, device=device)], 1)  # [b, L]
+    key_pos = torch.arange(keys.shape[1], device=device)
+
+    def step() -> None:
+        st.pick()
+        cache_pos = st.width + st.s  # [1]: where the fed token's keys go
+        mask = (keys & (key_pos <= cache_pos))[:, None, None, :]
+        with _autocast(device):
+            out = model(input_ids=st.nxt, attention_mask=mask, position_ids=st.pos, past_key_values=cache,
+                        use_cache=True, cache_position=cache_pos)
+        st.logits.copy_(out.logits[:, -1])
+        st.pos += 1
+        st.s += 1
+
+    # The last step's forward pass writes the cache at width + steps - 1, still inside it, and its
+    # logits are never read: every step may run the same body.
+    graph = None
+    for s in range(st.steps):
+        if graph is not None:
+            graph.replay()
+        elif s == 0 and graphs[0]:
+            _warm_up(step, device)
+        else:
+            step()
+        if st.finished(s):
+            break
+        if s == 0 and graphs[0]:
+            graph = _capture(step, device, graphs)
+
+
+def _warm_up(step: Callable[[], None], device: torch.device) -> None:
+    """A real step on a side stream, the warm-up CUDA graphs ask for: it initializes what the graph
+    will touch (workspaces, lazily built buffers) before the capture."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        step()
+    torch.cuda.current_stream(device).wait_stream(side)
+
+
+def _capture(step: Callable[[], None], device: torch.device, graphs: list[bool]):
+    """`step` as a CUDA graph, or None (and graphs switched off) if it cannot be captured."""
+    graph = torch.cuda.CUDAGraph()
+    try:
+        torch.cuda.synchronize(device)
+        with torch.cuda.graph(graph):
+            step()
+    except Exception as e:  # a sync inside the model's forward, an op graphs do not allow...
+        import warnings
+
+        warnings.warn(f"decode step not capturable as a CUDA graph ({type(e).__name__}: {e}); decoding without graphs",
+                      stacklevel=2)
+        graphs[0] = False
+        torch.cuda.synchronize(device)
+        return None
+    return graph
 
 
 @dataclass
@@ -182,7 +305,7 @@ def predict_tasks(
         model, [q.prompt for q in queries], [q.max_new for q in queries], codec,
         token_budget=cfg.token_budget,
         adapter_index=[slot[q.task] for q in queries] if use_adapters else None,
-        select=select, progress=progress,
+        select=select, progress=progress, cuda_graphs=cfg.cuda_graphs,
     )
     out = [TaskPredictions([[] for _ in t.test], 0, 0) for t in tasks]
     for q, g in zip(queries, gens, strict=True):
