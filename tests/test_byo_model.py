@@ -117,6 +117,7 @@ def test_multilora_equals_peft_and_cached_greedy_equals_generate(folders, arch):
 def test_evaluate_runs_end_to_end(folders, arch, tmp_path):
     cfg = EvalConfig()
     cfg.model, cfg.device, cfg.ttt = str(folders[arch]), "cpu", True
+    cfg.policy = "always"  # the paper's recipe: a fixed number of steps per task, checked below
     cfg.ttt_cfg = TTTConfig(samples=4, epochs=1, batch_size=2, rank=4)
     cfg.predict_cfg.views = 2
     tasks = [flip_task(1, "a"), flip_task(2, "b")]

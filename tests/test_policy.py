@@ -60,6 +60,14 @@ def test_round_steps_and_unknown_policy():
         get_policy("x")
 
 
+def test_the_default_policy_is_the_named_default_and_no_ttt_means_never():
+    from testtime.evaluate import EvalConfig, effective_policy
+
+    assert effective_policy(EvalConfig()) == policy_mod.DEFAULT_POLICY == "adaptive"
+    assert effective_policy(EvalConfig(ttt=False)) == "never"
+    assert effective_policy(EvalConfig(policy="loo-stop")) == "loo-stop"
+
+
 def test_a_later_round_trains_only_its_slots():
     model = tiny_model()
     codec = GridCodec()

@@ -203,7 +203,7 @@ _DEMO = Annotated[bool, typer.Option("--demo-loss/--no-demo-loss", help="Also le
 _SHARED = Annotated[bool, typer.Option("--shared", help="Ablation: one adapter shared by the tasks of a batch.")]
 _CONFIG = Annotated[Path | None, typer.Option(help="JSON EvalConfig to start from (flags override it).")]
 _POLICY = Annotated[str | None, typer.Option(
-    help="When to train: never, always (default with --ttt), agree, loo-stop, adaptive (see `testtime policies`).")]
+    help="When to train: never, always, agree, loo-stop, adaptive (default with --ttt; see `testtime policies`).")]
 
 
 @app.command("policies")
@@ -271,7 +271,7 @@ def evaluate_cmd(
     if token_budget is not None:
         cfg.predict_cfg.token_budget = token_budget
     cfg.predict_cfg.cuda_graphs = cuda_graphs
-    default_name = {"always": "ttt", "never": "icl"}.get(effective_policy(cfg), effective_policy(cfg))
+    default_name = {"never": "icl"}.get(effective_policy(cfg), effective_policy(cfg))
     out = out or Path("runs") / f"{tasks.replace('/', '-')}-{default_name}"
     task_list, skipped = load_task_set(tasks, strict=strict)
     main = distributed.from_env().is_main
@@ -340,6 +340,7 @@ def solve_cmd(
     views: _VIEWS = 8,
     samples: _SAMPLES = None,
     epochs: _EPOCHS = None,
+    policy: _POLICY = None,
     html: Annotated[Path | None, typer.Option(help="Also write the task and both attempts as HTML.")] = None,
 ) -> None:
     """Solve one task: test-time train, predict under augmentations, vote, print the two attempts."""
@@ -355,7 +356,7 @@ def solve_cmd(
 
     t = resolve_task(task)
     cfg = _eval_config(task, model, ttt, None, device, views, 1, samples, epochs, None, None, True, True, True,
-                       False, None)
+                       False, None, policy)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     start = time.perf_counter()
     loaded = load_model(model, device=dev)

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from testtime import distributed
 from testtime.config import ConfigError, read_json, typed
 from testtime.encode import Codec, TooLongError
-from testtime.policy import agreement, get_policy, loo_tasks, round_steps
+from testtime.policy import DEFAULT_POLICY, agreement, get_policy, loo_tasks, round_steps
 from testtime.predict import PredictConfig, predict_tasks
 from testtime.report import read_records, summarize
 from testtime.submission import write_submission
@@ -50,7 +50,7 @@ class EvalConfig:
     limit: int | None = None
     device: str | None = None  # None: cuda when available
     max_group: int = 64  # tasks trained and predicted together
-    policy: str | None = None  # see testtime.policy; None: "always" with ttt, "never" without
+    policy: str | None = None  # see testtime.policy; None: its DEFAULT_POLICY with ttt, "never" without
     attempts: int = 2
     ttt_cfg: TTTConfig = field(default_factory=TTTConfig)
     predict_cfg: PredictConfig = field(default_factory=PredictConfig)
@@ -231,7 +231,7 @@ def effective_policy(cfg: EvalConfig) -> str:
     """`cfg.policy`, or what `cfg.ttt` asks for when no policy is named."""
     if cfg.policy and not cfg.ttt and cfg.policy != "never":
         raise ConfigError(f"--no-ttt contradicts policy {cfg.policy!r}; drop one of them")
-    return cfg.policy or ("always" if cfg.ttt else "never")
+    return cfg.policy or (DEFAULT_POLICY if cfg.ttt else "never")
 
 
 def uses_ttt(cfg: EvalConfig) -> bool:
