@@ -20,7 +20,7 @@ from testtime.cli import app
 from testtime.lora import attach_multi_lora
 from testtime.report import read_records
 from testtime.tasks import TaskError
-from testtime.text import TextTask, bbh_task, is_text_task_path, load_text_tasks, write_text_tasks
+from testtime.text import TextTask, bbh_task, bigbench_task, is_text_task_path, load_text_tasks, write_text_tasks
 from testtime.text_encode import TextFormat
 from testtime.text_eval import TextEvalConfig, evaluate_text, summary
 from testtime.text_predict import TextPredictConfig, predict_text, sequence_logprobs
@@ -106,6 +106,42 @@ def test_bbh_examples_map_onto_tasks():
     assert {x for x, _ in t.demos + t.queries} == {f"q{i}" for i in range(15)}
     with pytest.raises(TaskError, match="need more than 10 shots"):
         bbh_task("tiny", examples[:10])
+
+
+def test_bigbench_tasks_follow_bbh_answer_conventions():
+    yes_no = {"task_prefix": "Answer.", "examples": [
+        {"input": f"q{i}", "target_scores": {"Yes": i % 2, "No": 1 - i % 2}} for i in range(8)]}
+    t = bigbench_task("yn", yes_no, shots=3, queries=4)
+    assert t.options == ("No", "Yes") and t.instruction == "Answer." and len(t.demos) == 3 and len(t.queries) == 4
+    assert all(y == ("Yes" if int(x[1:]) % 2 else "No") for x, y in t.demos + t.queries)
+
+    # Options that change per example go into the input; the letters are the options.
+    dates = {"examples": [{"input": f"d{i}", "target_scores": {f"right{i}": 1, f"wrong{i}": 0, f"other{i}": 0}}
+                          for i in range(6)]}
+    t = bigbench_task("dates", dates, shots=2, queries=3)
+    assert t.options == ("(A)", "(B)", "(C)")
+    for x, y in t.demos + t.queries:
+        i = x.splitlines()[0][1:]
+        assert f"{y} right{i}" in x.splitlines()  # the target letter names the right option
+
+    # A list target, or a shared option set too large to rank (dyck's 84), is generated.
+    counting = {"examples": [{"input": f"n{i}", "target": [str(i), "word"]} for i in range(5)]}
+    t = bigbench_task("count", counting, shots=2, queries=2)
+    assert t.options is None and all(y == x[1:] for x, y in t.demos + t.queries)
+    many = [f"c{k}" for k in range(20)]
+    dyck = {"examples": [{"input": f"s{i}", "target_scores": {c: int(c == f"c{i}") for c in many}} for i in range(5)]}
+    t = bigbench_task("dyck", dyck, shots=2, queries=2)
+    assert t.options is None and all(y == f"c{x[1:]}" for x, y in t.demos + t.queries)
+
+    assert bigbench_task("count", counting, shots=4, queries=2) is None  # 5 examples cannot give 6
+    assert bigbench_task("dates", dates, shots=2, queries=3, seed=1) != bigbench_task("dates", dates, shots=2, queries=3)
+    assert bigbench_task("dates", dates, shots=2, queries=3) == bigbench_task("dates", dates, shots=2, queries=3)
+
+
+def test_shipped_bigbench_tasks_load():
+    tasks = load_text_tasks(SAMPLE.parent / "bigbench-bbh.jsonl")
+    assert len(tasks) == 20 and all(len(t.demos) == 10 and len(t.queries) == 20 and t.has_targets for t in tasks)
+    assert all(y in t.options for t in tasks if t.options for _, y in t.demos + t.queries)
 
 
 def test_shipped_sample_is_exact_and_reproducible(tmp_path):
@@ -225,6 +261,39 @@ def test_batched_logprobs_equal_one_at_a_time(tok, fmt):
 
 
 # ---------------------------------------------------------------- recipe and CLI
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "llama"])
+def test_options_sharing_a_prompt_score_as_if_each_ran_alone(tok, fmt, arch):
+    """Options of one query read their prompt once (a copied cache); each score must still equal a full
+    forward pass of prompt + option, with several queries, option counts and adapters in a batch, and
+    prompts longer than Gemma's sliding window."""
+    from testtime.lora import attach_multi_lora
+
+    model = tiny_causal_lm(arch, tok)
+    lora = attach_multi_lora(model, 2, rank=4, alpha=8)
+    with torch.no_grad():
+        for layer in lora.layers.values():
+            layer.lora_B.normal_(0, 0.3, generator=torch.Generator().manual_seed(1))
+    task = yes_task(n_demos=6)
+    seqs, adapters = [], []
+    for q, (query, opts, adapter) in enumerate([("a b", ("yes", "no", "yes no"), 0), ("b a", ("no", "maybe not"), 1),
+                                                ("a b", ("yes", "no", "yes no"), 1)]):
+        for opt in opts:
+            seqs.append(fmt.encode(task.instruction, task.demos[: 2 + 2 * q], query, opt))
+            adapters.append(adapter)
+    assert len(seqs[0].input_ids) > 16  # longer than the tiny Gemma's sliding window
+    got = sequence_logprobs(model, seqs, fmt.pad_id, adapter_index=adapters, select=lora.use, token_budget=10_000)
+    small = sequence_logprobs(model, seqs, fmt.pad_id, adapter_index=adapters, select=lora.use, token_budget=1)
+    np.testing.assert_allclose(got, small, rtol=1e-4)
+    for s, a, value in zip(seqs, adapters, got, strict=True):
+        ids = torch.tensor(s.input_ids)[None]
+        lora.use(torch.tensor([a]))
+        with torch.no_grad():
+            lp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
+        want = lp[torch.arange(len(s) - 1), ids[0, 1:]][torch.tensor(s.loss_mask[1:])].sum()
+        assert value == pytest.approx(float(want), rel=1e-4, abs=1e-4)
+    lora.use(None)
 
 
 @pytest.fixture(scope="module")

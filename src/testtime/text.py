@@ -16,6 +16,8 @@ A bad file fails here with one line naming the file, line and problem.
 from __future__ import annotations
 
 import json
+import random
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,3 +197,63 @@ def bbh_task(
     targets = sorted({y for _, y in pairs if y is not None})
     options = tuple(targets) if 0 < len(targets) <= max_options else None
     return TextTask(name, instruction, tuple(pairs[:shots]), tuple(pairs[shots:]), options)  # type: ignore[arg-type]
+
+
+MAX_FIXED_OPTIONS = 12  # more shared options than this (dyck's 84) are better generated than ranked
+
+
+def _best(scores: dict[str, float]) -> str:
+    return max(scores, key=lambda k: scores[k])
+
+
+def bigbench_task(
+    name: str, task_json: dict, *, shots: int = 10, queries: int = 20, max_chars: int = 1200, seed: int = 0
+) -> TextTask | None:
+    """A BIG-bench JSON task (`{"examples": [{"input", "target" | "target_scores"}], "task_prefix"}`) as a
+    TextTask of `shots` demos and `queries` scored queries, picked at random (seeded by seed and name);
+    None when it has too few usable examples.
+
+    Answers follow BIG-Bench Hard's conventions: examples that all share one small option set (Yes/No)
+    rank those options; options that change per example are appended to the input as "(A) ... (B) ..."
+    and the letters are ranked; other tasks (and dyck_languages, whose options are every closing
+    sequence) are generated and scored by exact match.
+    """
+    examples = [e for e in task_json["examples"] if len(e["input"]) <= max_chars]
+    rng = random.Random(f"{seed}:{name}")
+    rng.shuffle(examples)
+    scored = [e for e in examples if "target_scores" in e]
+    option_sets = {tuple(sorted(e["target_scores"])) for e in scored}
+    all_scored = bool(examples) and len(scored) == len(examples)
+    fixed = all_scored and len(option_sets) == 1 and len(next(iter(option_sets))) <= MAX_FIXED_OPTIONS
+    lettered = all_scored and len(option_sets) > 1 and max(len(s) for s in option_sets) <= 26
+    pairs: list[tuple[str, str]] = []
+    for e in examples:
+        x = e["input"].strip()
+        if lettered:
+            keys = list(e["target_scores"])
+            rng.shuffle(keys)
+            letters = [f"({c})" for c in string.ascii_uppercase[: len(keys)]]
+            x += "\nOptions:\n" + "\n".join(f"{ltr} {k}" for ltr, k in zip(letters, keys, strict=True))
+            y = letters[keys.index(_best(e["target_scores"]))]
+        elif "target_scores" in e:
+            y = _best(e["target_scores"])
+        else:
+            t = e["target"]
+            y = t[0] if isinstance(t, list) else t
+        y = y.strip()
+        if y and "\n" not in y:
+            pairs.append((x, y))
+        if len(pairs) == shots + queries:
+            break
+    if len(pairs) < shots + queries:
+        return None
+    if fixed:
+        options = tuple(sorted(next(iter(option_sets))))
+    elif lettered:
+        n = max(len(s) for s in option_sets)
+        options = tuple(f"({c})" for c in string.ascii_uppercase[:n])
+    else:
+        options = None
+    instruction = (task_json.get("task_prefix") or task_json.get("description") or "").strip()
+    return TextTask(f"bigbench_{name.replace('/', '_')}", instruction, tuple(pairs[:shots]),
+                    tuple((x, y) for x, y in pairs[shots:]), options)

@@ -7,16 +7,18 @@ tokens (newline included) after the prompt.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from transformers import DynamicCache
 
 from testtime.encode import Encoded
 from testtime.predict import greedy_generate
 from testtime.text import TextTask
 from testtime.text_encode import TextFormat
-from testtime.ttt import _pad_right, target_loss
 
 Select = Callable[[torch.Tensor | None], None]
 
@@ -61,27 +63,83 @@ def sequence_logprobs(
     select: Select | None = None,
     token_budget: int = 1 << 17,
 ) -> list[float]:
-    """Summed log-probability of each sequence's masked tokens, in length-sorted batches."""
+    """Summed log-probability of each sequence's masked tokens.
+
+    Sequences that share everything before their first masked token (one query's answer options)
+    read that prefix once: its KV cache is copied for each continuation, so ranking k options of a long
+    few-shot prompt costs about one prompt, not k. Prefixes run in length-sorted batches under
+    `token_budget` (prefix plus longest continuation, per row).
+    """
     device = next(model.parameters()).device
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    groups: dict[tuple[int, bytes], list[int]] = {}  # (adapter, prefix tokens) -> sequences
+    starts = []
+    for i, s in enumerate(seqs):
+        first = int(np.argmax(s.loss_mask)) if s.loss_mask.any() else len(s.input_ids)
+        starts.append(max(first, 1))  # the first token has no logit: it can only be context
+        key = (adapter_index[i] if adapter_index is not None else -1, s.input_ids[: starts[-1]].tobytes())
+        groups.setdefault(key, []).append(i)
+    members = list(groups.values())
+
+    def width(g: list[int]) -> int:
+        return starts[g[0]] + max(len(seqs[i].input_ids) - starts[i] for i in g)
+
+    members.sort(key=width)
     out = [0.0] * len(seqs)
-    start = 0
-    while start < len(order):
-        end = start + 1
-        while end < len(order) and (end - start + 1) * len(seqs[order[end]]) <= token_budget:
-            end += 1
-        batch = order[start:end]
-        ids, mask = _pad_right([seqs[i] for i in batch], pad_id, device)
+    lo = 0
+    while lo < len(members):
+        hi = lo + 1
+        while hi < len(members) and (hi - lo + 1) * width(members[hi]) <= token_budget:
+            hi += 1
+        batch = members[lo:hi]
         if select is not None and adapter_index is not None:
-            select(torch.tensor([adapter_index[i] for i in batch], device=device))
-        mean = target_loss(model, ids, mask, [slice(r, r + 1) for r in range(len(batch))])
-        counts = mask[:, 1:].sum(1)
-        for r, i in enumerate(batch):
-            out[i] = -float(mean[r] * counts[r])
-        start = end
+            select(torch.tensor([adapter_index[g[0]] for g in batch], device=device))
+        _score_prefix_batch(model, seqs, starts, batch, pad_id, device, out)
+        lo = hi
     if select is not None:
         select(None)
     return out
+
+
+def _score_prefix_batch(model, seqs: Sequence[Encoded], starts: list[int], batch: list[list[int]], pad_id: int,
+                        device, out: list[float]) -> None:
+    """One batch of prefix groups: each prefix once (left-padded), then the groups' j-th continuations together."""
+    b = len(batch)
+    pw = max(starts[g[0]] for g in batch)
+    ids = np.full((b, pw), pad_id, dtype=np.int64)
+    attn = np.zeros((b, pw), dtype=np.int64)
+    for r, g in enumerate(batch):
+        n = starts[g[0]]
+        ids[r, pw - n:] = seqs[g[0]].input_ids[:n]
+        attn[r, pw - n:] = 1
+    attn_t = torch.from_numpy(attn).to(device)
+    pos = (attn_t.cumsum(1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    first = model(input_ids=torch.from_numpy(ids).to(device), attention_mask=attn_t, position_ids=pos,
+                  past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
+    first_lp = torch.log_softmax(first, -1)  # [b, vocab]: what the prefix predicts next
+    for j in range(max(len(g) for g in batch)):
+        rows = [g[j] if j < len(g) else None for g in batch]
+        cw = max(len(seqs[i].input_ids) - starts[i] for i in rows if i is not None)
+        cont = np.full((b, cw), pad_id, dtype=np.int64)
+        cmask = np.zeros((b, cw), dtype=np.int64)
+        tmask = np.zeros((b, cw), dtype=bool)
+        for r, i in enumerate(rows):
+            if i is not None:
+                c = seqs[i].input_ids[starts[i]:]
+                cont[r, : len(c)] = c
+                cmask[r, : len(c)] = 1
+                tmask[r, : len(c)] = seqs[i].loss_mask[starts[i]:]
+        cont_t = torch.from_numpy(cont).to(device)
+        logits = model(input_ids=cont_t, attention_mask=torch.cat([attn_t, torch.from_numpy(cmask).to(device)], 1),
+                       position_ids=pos[:, -1:] + 1 + torch.arange(cw, device=device), past_key_values=copy.deepcopy(cache),
+                       use_cache=True).logits.float()
+        # Token t of the continuation is predicted by position t-1, and token 0 by the prefix's last.
+        lp = torch.cat([first_lp[:, None], torch.log_softmax(logits[:, :-1], -1)], 1)
+        tok_lp = lp.gather(2, cont_t[..., None])[..., 0]
+        sums = (tok_lp * torch.from_numpy(tmask).to(device)).sum(1).tolist()
+        for r, i in enumerate(rows):
+            if i is not None:
+                out[i] = sums[r]
 
 
 def predict_text(
