@@ -280,10 +280,15 @@ def test_options_sharing_a_prompt_score_as_if_each_ran_alone(tok, fmt, arch):
     for q, (query, opts, adapter) in enumerate([("a b", ("yes", "no", "yes no"), 0), ("b a", ("no", "maybe not"), 1),
                                                 ("a b", ("yes", "no", "yes no"), 1)]):
         for opt in opts:
-            seqs.append(fmt.encode(task.instruction, task.demos[: 2 + 2 * q], query, opt))
+            seqs.append(fmt.encode(task.instruction, task.demos[: 2 + 2 * q], query, opt, loss_on_demos=False))
             adapters.append(adapter)
     assert len(seqs[0].input_ids) > 16  # longer than the tiny Gemma's sliding window
+    read = []
+    hook = model.get_decoder().register_forward_pre_hook(lambda m, a, kw: read.append(kw["input_ids"].numel()),
+                                                         with_kwargs=True)
     got = sequence_logprobs(model, seqs, fmt.pad_id, adapter_index=adapters, select=lora.use, token_budget=10_000)
+    hook.remove()
+    assert sum(read) < 0.6 * sum(len(s.input_ids) for s in seqs)  # each prompt was read once, not per option
     small = sequence_logprobs(model, seqs, fmt.pad_id, adapter_index=adapters, select=lora.use, token_budget=1)
     np.testing.assert_allclose(got, small, rtol=1e-4)
     for s, a, value in zip(seqs, adapters, got, strict=True):

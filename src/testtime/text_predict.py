@@ -2,7 +2,7 @@
 
 Both run batched over every query of every task in flight, row i through adapter task(i) when
 adapters are in place. Ranking scores an option by the summed log-probability of its answer
-tokens (newline included) after the prompt.
+tokens (newline included) after the prompt; the prompt is read once for all of a query's options.
 """
 
 from __future__ import annotations
@@ -168,9 +168,11 @@ def predict_text(
                 assert task.options is not None
                 longest = max(len(fmt.answer(o)) for o in task.options)
                 for opt in task.options:
+                    # Only the option is scored, so every option of a query shares its prompt (read once).
                     rank_seqs.append(
                         fmt.encode(
-                            task.instruction, task.demos, x, opt, max_len=cfg.max_len - longest + len(fmt.answer(opt))
+                            task.instruction, task.demos, x, opt, max_len=cfg.max_len - longest + len(fmt.answer(opt)),
+                            loss_on_demos=False,
                         )
                     )
                     rank_keys.append((ti, qi))
