@@ -134,3 +134,18 @@ def test_single_process_writes_merged_results(tmp_path, tiny):
     evaluate(small_cfg(), tmp_path, model=model, codec=codec, tasks=tasks, show_progress=False)
     assert [r["task_id"] for r in read_records(tmp_path / "results.jsonl")] == ["t0", "t1", "t2"]
     assert not list(tmp_path.glob("results.rank*"))  # no torchrun: one file, as before
+
+
+def test_cli_flags_reach_the_run_config(tmp_path):
+    folder = tmp_path / "tasks"
+    save_tasks(synthetic_tasks(2), folder)
+    torch.manual_seed(0)
+    model_dir = save_model(build_model(ModelConfig.tiny()), None, tmp_path / "model")
+    res = CliRunner().invoke(app, ["evaluate", "--tasks", str(folder), "--model", str(model_dir), "--device", "cpu",
+                                   "--no-ttt", "--views", "1", "--max-group", "1", "--no-cuda-graphs",
+                                   "--token-budget", "4096", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["max_group"] == 1 and cfg["predict_cfg"]["cuda_graphs"] is False
+    assert cfg["predict_cfg"]["views"] == 1 and cfg["predict_cfg"]["token_budget"] == 4096
+    assert len(read_records(tmp_path / "r" / "results.jsonl")) == 2

@@ -346,11 +346,15 @@ def test_cli_routes_jsonl_to_text_evaluation(model_dir, tmp_path):
             str(tmp_path / "run"),
             "--device",
             "cpu",
+            "--max-group",
+            "1",
         ],
     )
     assert res.exit_code == 0, res.output
     assert "2 text tasks, mean task accuracy" in res.output
     assert len((tmp_path / "run" / "results.jsonl").read_text().splitlines()) == 2
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["max_group"] == 1
+    assert "text tasks: 100%" in res.stderr  # the progress bar ran to the end
     (tmp_path / "run" / "report.html").unlink()
     res = CliRunner().invoke(app, ["report", str(tmp_path / "run")])  # `report` knows a text run
     assert res.exit_code == 0, res.output

@@ -241,6 +241,7 @@ def evaluate_cmd(
     token_budget: Annotated[int | None, typer.Option(min=1024, help="Prompt+answer tokens per generation batch (smaller on a CPU).")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="A task file that fails validation stops the run (default: skip it, report it).")] = False,
     cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs/--no-cuda-graphs", help="Replay the decode step as a CUDA graph (GPU).")] = True,
+    max_group: Annotated[int | None, typer.Option(min=1, help="Tasks trained and predicted together (default 64 grid, 16 text; smaller on a CPU shows results sooner).")] = None,
 ) -> None:
     """Solve a set of tasks and score pass@2; one JSON line per task, resumable, with an HTML report.
 
@@ -255,7 +256,8 @@ def evaluate_cmd(
             from testtime.config import ConfigError
 
             raise ConfigError("--policy applies to grid tasks; text tasks take --ttt/--no-ttt")
-        run, s = evaluate_text_cli(tasks, model, ttt, limit, out, device, samples, epochs, lr, rank, shared, max_minutes)
+        run, s = evaluate_text_cli(tasks, model, ttt, limit, out, device, samples, epochs, lr, rank, shared, max_minutes,
+                                   max_group)
         if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
             return
         acc = "n/a" if s["task_accuracy"] is None else f"{100 * s['task_accuracy']:.1f}%"
@@ -271,6 +273,8 @@ def evaluate_cmd(
     if token_budget is not None:
         cfg.predict_cfg.token_budget = token_budget
     cfg.predict_cfg.cuda_graphs = cuda_graphs
+    if max_group is not None:
+        cfg.max_group = max_group
     default_name = {"never": "icl"}.get(effective_policy(cfg), effective_policy(cfg))
     out = out or Path("runs") / f"{tasks.replace('/', '-')}-{default_name}"
     task_list, skipped = load_task_set(tasks, strict=strict)

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from testtime import distributed
 from testtime.evaluate import append_records, check_run_dir, finished_ids, merge_results
@@ -87,8 +88,10 @@ def _error_record(task: TextTask, error: str) -> dict[str, Any]:
     }
 
 
-def run_group(model, fmt: TextFormat, group: list[TextTask], cfg: TextEvalConfig, lora_slot: list) -> list[dict]:
-    """TTT (optional) then prediction for one group of tasks; `lora_slot` holds the adapters across groups."""
+def run_group(model, fmt: TextFormat, group: list[TextTask], cfg: TextEvalConfig, lora_slot: list,
+              progress: Callable[[int], None] | None = None) -> list[dict]:
+    """TTT (optional) then prediction for one group of tasks; `lora_slot` holds the adapters across groups.
+    `progress(1)` is called after each TTT step."""
     t0 = time.perf_counter()
     losses: list[list[float] | None] = [None] * len(group)
     tokens, select, use = 0, None, False
@@ -105,7 +108,8 @@ def run_group(model, fmt: TextFormat, group: list[TextTask], cfg: TextEvalConfig
             )
         lora = lora_slot[0]
         data = [build_text_dataset(t, fmt, tcfg) for t in group]
-        res = train_text_adapters(model, lora, data, tcfg, pad_id=fmt.pad_id, task_ids=[t.id for t in group])
+        res = train_text_adapters(model, lora, data, tcfg, pad_id=fmt.pad_id, task_ids=[t.id for t in group],
+                                  progress=progress)
         losses = [[round(x, 4) for x in row] for row in res.losses]
         tokens = res.tokens // len(group)
         use = True
@@ -128,8 +132,11 @@ def evaluate_text(
     tokenizer=None,
     tasks: Sequence[TextTask] | None = None,
     max_minutes: float | None = None,
+    show_progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Run (or resume) a text evaluation into `out_dir`; returns the records of the tasks asked for.
+
+    Progress: a bar over tasks (with the running accuracy) and, with TTT, one over each group's steps.
 
     Under torchrun: rank 0 returns the merged records of every rank, the others their own.
     """
@@ -168,12 +175,27 @@ def evaluate_text(
             emit([_error_record(t, "no demonstrations to train on") for t in bad])
         todo = [t for t in todo if t.demos]
     slot: list = []
+    show = show_progress and dist.is_main
+    bar = tqdm(total=len(todo) + len(mine), desc="text tasks", unit="task", disable=not show)
+    bar.update(len(mine))
+    right = total = 0
     try:
         for i in range(0, len(todo), cfg.max_group):
             if max_minutes is not None and time.monotonic() - started > 60 * max_minutes:
                 break
-            emit(run_group(model, fmt, todo[i : i + cfg.max_group], cfg, slot))
+            group = todo[i : i + cfg.max_group]
+            steps = tqdm(total=cfg.ttt_cfg.steps, desc="  test-time training", unit="step", leave=False,
+                         disable=not (show and cfg.ttt))
+            with steps:
+                records = run_group(model, fmt, group, cfg, slot, progress=steps.update)
+            emit(records)
+            right += sum(sum(r["correct"] or []) for r in records)
+            total += sum(len(r["correct"] or []) for r in records)
+            bar.update(len(group))
+            if total:
+                bar.set_postfix(queries_right=f"{right}/{total}")
     finally:
+        bar.close()
         if slot:
             slot[0].detach()
     distributed.barrier(dist)  # every rank's file is complete
@@ -199,6 +221,7 @@ def evaluate_text_cli(
     rank: int | None,
     shared: bool,
     max_minutes: float | None,
+    max_group: int | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """What `testtime evaluate --tasks X.jsonl` runs: flags onto TextEvalConfig, then `evaluate_text`."""
     overrides = {
@@ -212,6 +235,8 @@ def evaluate_text_cli(
         device=device,
         ttt_cfg=text_ttt_config(**overrides, shared=shared),
     )
+    if max_group is not None:
+        cfg.max_group = max_group
     out = out or Path("runs") / f"text-{Path(tasks).stem}-{'ttt' if ttt else 'icl'}"
     records = evaluate_text(cfg, out, max_minutes=max_minutes)
     return out, summary(records)

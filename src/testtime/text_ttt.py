@@ -9,7 +9,7 @@ or one adapter shared by all tasks of a batch (the ablation).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -56,17 +56,21 @@ def train_text_adapters(
     *,
     pad_id: int,
     task_ids: Sequence[str],
+    progress: Callable[[int], None] | None = None,
 ) -> TrainResult:
-    """Adapter k of `lora` learns datasets[k]; with `cfg.shared`, adapter 0 learns them all at once."""
+    """Adapter k of `lora` learns datasets[k]; with `cfg.shared`, adapter 0 learns them all at once.
+    `progress(1)` is called after each step."""
     lora.reset(cfg.seed, list(task_ids) if not cfg.shared else ["shared"])
     if not cfg.shared:
         return train_adapters(
-            model, lora.parameters(), datasets, cfg, pad_id=pad_id, select=lora.use, task_ids=list(task_ids)
+            model, lora.parameters(), datasets, cfg, pad_id=pad_id, select=lora.use, task_ids=list(task_ids),
+            progress=progress,
         )
     n = len(datasets)
     run = dataclasses.replace(cfg, samples=cfg.samples * n, batch_size=cfg.batch_size * n)
     merged = [s for d in datasets for s in d]
     result = train_adapters(
-        model, lora.parameters(), [merged], run, pad_id=pad_id, select=lora.use, task_ids=["shared"]
+        model, lora.parameters(), [merged], run, pad_id=pad_id, select=lora.use, task_ids=["shared"],
+        progress=progress,
     )
     return TrainResult(losses=result.losses * n, tokens=result.tokens)
