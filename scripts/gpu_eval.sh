@@ -59,10 +59,13 @@ else
 fi
 start=$SECONDS
 while [ $((SECONDS - start)) -lt "$WAIT" ] && [ ! -f "$DONE" ]; do
+  if ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then echo "runner died (see runs/runner.log)"; break; fi
   sleep 15
   if (( (SECONDS - start) % 60 < 15 )); then pack; fi
 done
 pack
 nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader 2>/dev/null || true
 echo "--- runner log (tail)"; tail -40 runs/runner.log
-[ -f "$DONE" ] && echo "ALL RUNS DONE" || echo "runner still going after ${WAIT}s"
+if [ -f "$DONE" ]; then echo "ALL RUNS DONE"
+elif kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then echo "runner still going after ${WAIT}s: call again to wait on it"
+else echo "runner stopped before finishing: call again (carry runs/) to resume"; fi
