@@ -165,3 +165,15 @@ def test_within_group_votes_then_across():
     cands = hierarchical_vote(preds, per_group=3)
     assert int(cands[0].grid[0, 0]) == 4 and cands[0].votes == 2  # kept by groups B and C, not A (4th in A)
     assert {int(c.grid[0, 0]) for c in cands} == {1, 2, 3, 4}
+
+
+def test_generation_budget_follows_free_memory_and_cache_size(monkeypatch):
+    model = tiny_model()  # 2 layers, 2 KV heads of 16 dims, fp32
+    assert predict_mod.kv_bytes_per_token(model) == 2 * 2 * 2 * 16 * 4
+    monkeypatch.setattr(predict_mod, "available_memory", lambda device: 10 * 512 * 100_000)
+    assert predict_mod.auto_token_budget(model) == 100_000  # a tenth of a CPU's available memory
+    monkeypatch.setattr(predict_mod, "available_memory", lambda device: 1 << 40)
+    assert predict_mod.auto_token_budget(model) == 1 << 20  # never more than 1M tokens a batch
+    monkeypatch.setattr(predict_mod, "available_memory", lambda device: 1 << 20)
+    assert predict_mod.auto_token_budget(model) == 4096  # nor fewer than 4096
+    assert predict_mod.available_memory(torch.device("cpu")) > 0  # reads this machine's /proc/meminfo

@@ -238,7 +238,7 @@ def evaluate_cmd(
     config: _CONFIG = None,
     policy: _POLICY = None,
     max_minutes: Annotated[float | None, typer.Option(help="Start no new batch of tasks after this long.")] = None,
-    token_budget: Annotated[int | None, typer.Option(min=1024, help="Prompt+answer tokens per generation batch (smaller on a CPU).")] = None,
+    token_budget: Annotated[int | None, typer.Option(min=1024, help="Prompt+answer tokens per generation batch (default: sized to free memory).")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="A task file that fails validation stops the run (default: skip it, report it).")] = False,
     cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs/--no-cuda-graphs", help="Replay the decode step as a CUDA graph (GPU).")] = True,
     max_group: Annotated[int | None, typer.Option(min=1, help="Tasks trained and predicted together (default 64 grid, 16 text; smaller on a CPU shows results sooner).")] = None,

