@@ -108,6 +108,34 @@ class Generated:
     logprob: float
 
 
+def budget_batches(widths: Sequence[int], budget: int) -> list[list[int]]:
+    """Indices by increasing width, cut into batches whose rows times widest row stay within `budget`
+    (a row wider than the budget goes alone)."""
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    for i in sorted(range(len(widths)), key=lambda i: widths[i]):
+        if cur and (len(cur) + 1) * widths[i] > budget:
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def left_pad(seqs: Sequence[np.ndarray], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token ids padded on the left to one width, with their attention mask and position ids (0 at each
+    row's first real token), so every row's next token sits in the last column."""
+    width = max(len(x) for x in seqs)
+    ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
+    attn = np.zeros((len(seqs), width), dtype=np.int64)
+    for r, x in enumerate(seqs):
+        ids[r, width - len(x):] = x
+        attn[r, width - len(x):] = 1
+    attn_t = torch.from_numpy(attn).to(device)
+    return torch.from_numpy(ids).to(device), attn_t, (attn_t.cumsum(1) - 1).clamp(min=0)
+
+
 def full_attention_only(config) -> bool:
     """True when every layer attends to the whole context, so one prepared mask serves every layer.
 
@@ -143,32 +171,15 @@ def greedy_generate(
     device = next(model.parameters()).device
     token_budget = token_budget or auto_token_budget(model)
     stop = torch.tensor(sorted(codec.stop_ids), device=device)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + max_new[i])
     results: list[Generated | None] = [None] * len(prompts)
-    batches: list[list[int]] = []
-    cur: list[int] = []
-    for i in order:
-        width = len(prompts[i]) + max_new[i]
-        if cur and (len(cur) + 1) * width > token_budget:
-            batches.append(cur)
-            cur = []
-        cur.append(i)
-    if cur:
-        batches.append(cur)
+    batches = budget_batches([len(p) + m for p, m in zip(prompts, max_new, strict=True)], token_budget)
     cuda = device.type == "cuda"
     static = full_attention_only(model.config)
     graphs = [cuda_graphs and cuda and static]
     for batch in batches:
         b = len(batch)
-        width = max(len(prompts[i]) for i in batch)
-        ids = np.full((b, width), codec.pad_id, dtype=np.int64)
-        attn = np.zeros((b, width), dtype=np.int64)
-        for r, i in enumerate(batch):
-            ids[r, width - len(prompts[i]):] = prompts[i]
-            attn[r, width - len(prompts[i]):] = 1
-        ids_t = torch.from_numpy(ids).to(device)
-        attn_t = torch.from_numpy(attn).to(device)
-        pos = (attn_t.cumsum(1) - 1).clamp(min=0)
+        ids_t, attn_t, pos = left_pad([prompts[i] for i in batch], codec.pad_id, device)
+        width = ids_t.shape[1]
         limit = torch.tensor([max_new[i] for i in batch], device=device)
         if select is not None and adapter_index is not None:
             select(torch.tensor([adapter_index[i] for i in batch], device=device))

@@ -16,7 +16,7 @@ import torch
 from transformers import DynamicCache
 
 from testtime.encode import Encoded
-from testtime.predict import greedy_generate
+from testtime.predict import budget_batches, greedy_generate, left_pad
 from testtime.text import TextTask
 from testtime.text_encode import TextFormat
 
@@ -79,22 +79,13 @@ def sequence_logprobs(
         key = (adapter_index[i] if adapter_index is not None else -1, s.input_ids[: starts[-1]].tobytes())
         groups.setdefault(key, []).append(i)
     members = list(groups.values())
-
-    def width(g: list[int]) -> int:
-        return starts[g[0]] + max(len(seqs[i].input_ids) - starts[i] for i in g)
-
-    members.sort(key=width)
+    widths = [starts[g[0]] + max(len(seqs[i].input_ids) - starts[i] for i in g) for g in members]
     out = [0.0] * len(seqs)
-    lo = 0
-    while lo < len(members):
-        hi = lo + 1
-        while hi < len(members) and (hi - lo + 1) * width(members[hi]) <= token_budget:
-            hi += 1
-        batch = members[lo:hi]
+    for cut in budget_batches(widths, token_budget):
+        batch = [members[k] for k in cut]
         if select is not None and adapter_index is not None:
             select(torch.tensor([adapter_index[g[0]] for g in batch], device=device))
         _score_prefix_batch(model, seqs, starts, batch, pad_id, device, out)
-        lo = hi
     if select is not None:
         select(None)
     return out
@@ -104,17 +95,9 @@ def _score_prefix_batch(model, seqs: Sequence[Encoded], starts: list[int], batch
                         device, out: list[float]) -> None:
     """One batch of prefix groups: each prefix once (left-padded), then the groups' j-th continuations together."""
     b = len(batch)
-    pw = max(starts[g[0]] for g in batch)
-    ids = np.full((b, pw), pad_id, dtype=np.int64)
-    attn = np.zeros((b, pw), dtype=np.int64)
-    for r, g in enumerate(batch):
-        n = starts[g[0]]
-        ids[r, pw - n:] = seqs[g[0]].input_ids[:n]
-        attn[r, pw - n:] = 1
-    attn_t = torch.from_numpy(attn).to(device)
-    pos = (attn_t.cumsum(1) - 1).clamp(min=0)
+    ids, attn_t, pos = left_pad([seqs[g[0]].input_ids[: starts[g[0]]] for g in batch], pad_id, device)
     cache = DynamicCache(config=model.config)
-    first = model(input_ids=torch.from_numpy(ids).to(device), attention_mask=attn_t, position_ids=pos,
+    first = model(input_ids=ids, attention_mask=attn_t, position_ids=pos,
                   past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
     first_lp = torch.log_softmax(first, -1)  # [b, vocab]: what the prefix predicts next
     for j in range(max(len(g) for g in batch)):
