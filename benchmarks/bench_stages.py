@@ -13,15 +13,12 @@ token, against the GPU's dense bf16 peak.
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
-import subprocess
-import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+from provenance import header, publish
 
 from testtime.encode import Codec
 from testtime.evaluate import EvalConfig, plan_groups
@@ -146,12 +143,7 @@ def main() -> None:
             "mem_gib": mem,
         })
 
-    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    lines = [
-        f"### Stage timings, {datetime.date.today()}, {dev_name}, commit {commit}",
-        "",
-        f"`{' '.join(['python'] + sys.argv)}`  ",
+    lines = header("Stage timings", device) + [
         f"model {loaded.path} ({n_params / 1e6:.2f}M params), {len(tasks)} tasks of {args.tasks}, "
         f"TTT {ttt.samples} samples x {ttt.epochs} epochs, {pred.views} views",
         "",
@@ -169,12 +161,7 @@ def main() -> None:
     for r in rows[1:]:
         lines += ["", f"Row 1 is {r['total'] / rows[0]['total']:.2f}x faster end to end than '{r['path']}' "
                       f"({r['generate'] / max(rows[0]['generate'], 1e-9):.2f}x in generation)."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("a") as f:
-            f.write(text + "\n")
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":

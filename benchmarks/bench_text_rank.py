@@ -10,14 +10,11 @@ Both paths score the same sequences; the table says whether every query picks th
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
+from provenance import header, publish
 
 from testtime.model import load_model
 from testtime.text import load_text_tasks
@@ -37,17 +34,13 @@ def full_pass_logprobs(model, seqs, pad_id: int, token_budget: int) -> list[floa
         while end < len(order) and (end - start + 1) * len(seqs[order[end]]) <= token_budget:
             end += 1
         batch = order[start:end]
-        ids, mask = _pad_right([seqs[i] for i in batch], pad_id, ids_device(model))
+        ids, mask = _pad_right([seqs[i] for i in batch], pad_id, next(model.parameters()).device)
         mean = target_loss(model, ids, mask, [slice(r, r + 1) for r in range(len(batch))])
         counts = mask[:, 1:].sum(1)
         for r, i in enumerate(batch):
             out[i] = -float(mean[r] * counts[r])
         start = end
     return out
-
-
-def ids_device(model) -> torch.device:
-    return next(model.parameters()).device
 
 
 def main() -> None:
@@ -87,22 +80,14 @@ def main() -> None:
                      max(abs(a - b) for a, b in zip(scores["shared"], scores["full"], strict=True))))
         print(rows[-1])
 
-    dev = args.device if args.device != "cpu" else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    lines = [
-        f"### Option ranking, {datetime.date.today()}, {dev}, commit {commit}", "",
-        f"`{' '.join(['python'] + sys.argv)}`  ", f"model {args.model}", "",
+    lines = header("Option ranking", args.device) + [
+        f"model {args.model}", "",
         "| task | queries | options | prompt tokens | one pass per option s | prompt read once s | speedup | same picks | max abs diff |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for tid, q, k, n, full, shared, same, diff in rows:
         lines.append(f"| {tid} | {q} | {k} | {n} | {full:.2f} | {shared:.2f} | {full / shared:.2f}x | {same} | {diff:.1e} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("a") as f:
-            f.write(text + "\n")
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":
