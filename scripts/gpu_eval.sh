@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # What a GPU command runs for evaluation. Each argument is NAME:FLAGS, run in order into runs/NAME:
-# `testtime evaluate FLAGS` (resumed if runs/ was carried), or, for a NAME starting with `bench`,
-# `python benchmarks/bench_stages.py FLAGS` (its table goes to runs/NAME.md).
+# `testtime evaluate FLAGS` (resumed if runs/ was carried); for a NAME starting with `bench`,
+# `python benchmarks/bench_stages.py FLAGS` (its table goes to runs/NAME.md); with `pretrain`,
+# `testtime pretrain --run-dir runs/NAME FLAGS` (a fine-tune: FLAGS names its config); with `script`,
+# `bash FLAGS` (a preparation step, e.g. scripts/gpu_gemma_prep.sh).
 #
 #   WAIT=560 bash scripts/gpu_eval.sh icl:"--no-ttt" ttt:"--policy always"
+#
+# RUNNER=NAME (default `eval`) names an independent runner: two runners with different names share the
+# GPU at once (say, a small model's ablations beside an LLM's jobs); a call waits on its own runner only.
 #
 # The runs go on in the background (their own process session), so a command that returns at its time
 # limit does not kill the batch of tasks in flight: the next call, the same command line, finds the runner
@@ -19,7 +24,8 @@ python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl >/d
 export PYTHONPATH=src:/tmp/site PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" runs
 WAIT=${WAIT:-560}
-PIDFILE=/tmp/testtime_eval.pid DONE=/tmp/testtime_eval.done  # outside runs/, which a call may replace
+RUNNER=${RUNNER:-eval}
+PIDFILE=/tmp/testtime_$RUNNER.pid DONE=/tmp/testtime_$RUNNER.done  # outside runs/, which a call may replace
 
 if [ "${1:-}" = "--runner" ]; then  # the background part: every run in order
   shift
@@ -30,6 +36,14 @@ if [ "${1:-}" = "--runner" ]; then  # the background part: every run in order
     if [[ $name == bench* ]]; then
       # shellcheck disable=SC2086
       python3 benchmarks/bench_stages.py $flags --out "runs/$name.md" 2>&1 | tr '\r' '\n' | grep -v "it/s\]$"
+    elif [[ $name == pretrain* ]]; then
+      mkdir -p "runs/$name"
+      # shellcheck disable=SC2086
+      python3 -m testtime.cli pretrain --run-dir "runs/$name" $flags 2>&1 | tr '\r' '\n' | tee -a "runs/$name/pretrain.log" \
+        | grep -v "it/s\]$\|s/it\]$" | tail -25
+    elif [[ $name == script* ]]; then
+      # shellcheck disable=SC2086
+      bash $flags 2>&1 | tail -40
     else
       mkdir -p "runs/$name"
       # shellcheck disable=SC2086
@@ -44,7 +58,7 @@ fi
 
 pack() {  # atomically: a reader never sees half an archive
   find runs -maxdepth 2 \( -name 'results*.jsonl' -o -name config.json -o -name summary.json -o -name eval.log \
-    -o -name 'bench*.md' -o -name runner.log \) -print0 \
+    -o -name 'bench*.md' -o -name 'runner*.log' -o -name log.jsonl -o -name loss.png -o -name pretrain.log \) -print0 \
     | tar -czf "$OUT/.runs.tmp" --null -T - 2>/dev/null && mv "$OUT/.runs.tmp" "$OUT/runs.tar.gz"
 }
 
@@ -53,19 +67,19 @@ if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
   echo "runner $(cat "$PIDFILE") still running: waiting on it (do not carry runs/ while it runs)"
 else
   rm -f "$DONE"
-  setsid nohup bash "$0" --runner "$@" >>runs/runner.log 2>&1 < /dev/null &
+  setsid nohup bash "$0" --runner "$@" >>"runs/runner-$RUNNER.log" 2>&1 < /dev/null &
   echo $! >"$PIDFILE"
   echo "runner $! started"
 fi
 start=$SECONDS
 while [ $((SECONDS - start)) -lt "$WAIT" ] && [ ! -f "$DONE" ]; do
-  if ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then echo "runner died (see runs/runner.log)"; break; fi
+  if ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then echo "runner died (see runs/runner-$RUNNER.log)"; break; fi
   sleep 15
   if (( (SECONDS - start) % 60 < 15 )); then pack; fi
 done
 pack
 nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader 2>/dev/null || true
-echo "--- runner log (tail)"; tail -40 runs/runner.log
+for log in runs/runner-*.log; do echo "--- $log (tail)"; tail -30 "$log"; done
 if [ -f "$DONE" ]; then echo "ALL RUNS DONE"
 elif kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then echo "runner still going after ${WAIT}s: call again to wait on it"
 else echo "runner stopped before finishing: call again (carry runs/) to resume"; fi

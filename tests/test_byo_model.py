@@ -125,3 +125,49 @@ def test_evaluate_runs_end_to_end(folders, arch, tmp_path):
     assert [r["task_id"] for r in sorted(records, key=lambda r: r["task_id"])] == ["a", "b"]
     for r in records:
         assert r["error"] is None and r["score"] in (0.0, 1.0) and len(r["ttt_loss"]) == 2
+
+
+def test_chunked_target_loss_equals_the_full_loss_and_its_gradients(folders, monkeypatch):
+    """The large-vocabulary loss (head on target rows only, chunked, recomputed in backward) is the same loss."""
+    from testtime import pretrain as pt
+
+    monkeypatch.setattr(pt, "HEAD_CHUNK", 5)  # several chunks, the last one partial
+    loaded = load_model(folders["gemma3"])
+    seqs = build_dataset(flip_task(), loaded.codec, TTTConfig(samples=3))
+    batch = pt.collate(seqs, 16, loaded.codec.pad_id)
+    grads = []
+    for fn in (pt.loss_sum, pt.loss_sum_targets):
+        loaded.model.zero_grad()
+        loss = fn(loaded.model, batch.input_ids, batch.labels)
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in loaded.model.parameters() if p.grad is not None]))
+    (full, g_full), (chunked, g_chunked) = grads
+    assert torch.allclose(full, chunked, rtol=1e-5)
+    assert len(g_full) == len(g_chunked)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-4) for a, b in zip(g_full, g_chunked, strict=True))
+
+
+def test_format_finetune_of_a_hf_model_trains_exports_and_resumes(folders, tmp_path, monkeypatch):
+    """`init_from`: pretrain fine-tunes a Hugging Face LM on ARC training tasks in its text grid format;
+    frozen embeddings stay put, the export keeps the tokenizer, and a resumed run ends where a straight one does."""
+    from testtime import pretrain as pt
+    from testtime.pretrain import PretrainConfig, pretrain, read_log
+
+    monkeypatch.setattr(pt, "loss_sum", pt.loss_sum_targets)  # the path an LLM's large vocabulary takes
+    tasks = [flip_task(i, f"t{i}") for i in range(6)]
+    src = [pt.TaskSource(tasks)]
+    cfg = PretrainConfig(init_from=str(folders["gemma3"]), train_embeddings=False, max_len=512, token_budget=2048,
+                         pool_size=8, pad_multiple=16, lr=3e-3, warmup_steps=1, total_steps=12, log_every=1,
+                         device="cpu", seed=1, checkpoint_minutes=100)
+    straight = pretrain(cfg, tmp_path / "a", progress=False, sources=src)
+    losses = [r["loss"] for r in read_log(tmp_path / "a")]
+    assert losses[-1] < losses[0]
+    pretrain(cfg, tmp_path / "b", progress=False, sources=src, stop_at=5)
+    resumed = pretrain(cfg, tmp_path / "b", progress=False, sources=src)
+    assert resumed.last_loss == straight.last_loss
+    base, tuned = load_model(folders["gemma3"]), load_model(straight.model_dir)
+    assert isinstance(tuned.codec, TextCodec) and tuned.tokenizer.get_vocab() == base.tokenizer.get_vocab()
+    emb = base.model.get_input_embeddings().weight
+    assert torch.allclose(tuned.model.get_input_embeddings().weight, emb.to(torch.bfloat16).float())
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.allclose(dict(tuned.model.named_parameters())[q], dict(base.model.named_parameters())[q], atol=1e-3)

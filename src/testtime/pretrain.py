@@ -31,7 +31,7 @@ import numpy as np
 
 from testtime.augment import random_transform
 from testtime.config import ConfigError, read_json, typed
-from testtime.encode import PAD, Encoded, GridCodec, TooLongError, encode_example
+from testtime.encode import PAD, Codec, Encoded, GridCodec, TooLongError, encode_example
 from testtime.model import ModelConfig, build_model, n_params, save_model
 from testtime.tasks import Example, Task
 
@@ -50,6 +50,10 @@ FORBIDDEN_DATASETS = {
 @dataclass
 class PretrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
+    # A Hugging Face causal LM folder to start from instead of `model` (a format fine-tune of a pretrained LLM:
+    # ARC tasks then go through its own tokenizer in the text grid format, and the export keeps that tokenizer).
+    init_from: str | None = None
+    train_embeddings: bool = True  # False freezes the token embeddings (most of a small LLM's weights, and tied to its head)
     # data
     datasets: tuple[str, ...] = ("arc1/train",)
     max_len: int = 8192  # demos are dropped (longest first) to fit
@@ -84,7 +88,7 @@ class PretrainConfig:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if _round_up(self.max_len, self.pad_multiple) > self.token_budget:
             raise ConfigError(f"token_budget {self.token_budget} cannot hold one sequence of max_len {self.max_len}")
-        if self.max_len > self.model.max_position_embeddings:
+        if self.init_from is None and self.max_len > self.model.max_position_embeddings:
             raise ConfigError(
                 f"max_len {self.max_len} exceeds the model's max_position_embeddings {self.model.max_position_embeddings}"
             )
@@ -199,9 +203,9 @@ def split_holdout(sources: Sequence[Source], n: int) -> tuple[list[Source], list
     return [kept, *sources[1:]], held
 
 
-def validation_set(tasks: Sequence[Task], max_len: int, pad_multiple: int) -> list[Batch]:
+def validation_set(tasks: Sequence[Task], max_len: int, pad_multiple: int, codec: Codec | None = None) -> list[Batch]:
     """Each held-out task as evaluation poses it: its demos in context, each test output the only target."""
-    codec = GridCodec()
+    codec = codec or GridCodec()
     seqs = []
     for t in tasks:
         for q in t.test:
@@ -210,10 +214,10 @@ def validation_set(tasks: Sequence[Task], max_len: int, pad_multiple: int) -> li
             except TooLongError:
                 continue
     seqs.sort(key=len)
-    return [collate(seqs[i: i + 8], pad_multiple) for i in range(0, len(seqs), 8)]
+    return [collate(seqs[i: i + 8], pad_multiple, codec.pad_id) for i in range(0, len(seqs), 8)]
 
 
-def validate(model, batches: Sequence[Batch], device: str, autocast) -> float:
+def validate(model, batches: Sequence[Batch], device: str, autocast, fn=None) -> float:
     """Mean next-token loss on the validation targets."""
     import torch
 
@@ -222,7 +226,7 @@ def validate(model, batches: Sequence[Batch], device: str, autocast) -> float:
     total, n = 0.0, 0
     with torch.no_grad(), autocast:
         for b in batches:
-            total += float(loss_sum(model, b.input_ids.to(device), b.labels.to(device)))
+            total += float((fn or loss_sum)(model, b.input_ids.to(device), b.labels.to(device)))
             n += b.n_targets
     model.train(was_training)
     return total / max(1, n)
@@ -231,9 +235,10 @@ def validate(model, batches: Sequence[Batch], device: str, autocast) -> float:
 class SequenceSampler:
     """An infinite, seeded stream of encoded training sequences; `state_dict` allows an exact resume."""
 
-    def __init__(self, sources: Sequence[Source], max_len: int, seed: int = 0, weights: Sequence[float] | None = None):
+    def __init__(self, sources: Sequence[Source], max_len: int, seed: int = 0, weights: Sequence[float] | None = None,
+                 codec: Codec | None = None):
         self.sources = list(sources)
-        self.codec = GridCodec()
+        self.codec = codec or GridCodec()
         self.max_len = max_len
         w = np.asarray(weights if weights is not None else [len(s.task_ids()) for s in self.sources], dtype=float)
         self.weights = w / w.sum()
@@ -415,18 +420,69 @@ def loss_sum(model, input_ids, labels):
     return F.cross_entropy(logits.view(-1, logits.size(-1)), labels.view(-1), ignore_index=-100, reduction="sum")
 
 
+HEAD_CHUNK = 2048  # target rows per output-head chunk in `loss_sum_targets`
+
+
+def _head_loss(head, cap, hidden, targets):
+    import torch
+    import torch.nn.functional as F
+
+    logits = head(hidden).float()
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return F.cross_entropy(logits, targets, reduction="sum")
+
+
+def loss_sum_targets(model, input_ids, labels):
+    """`loss_sum` for a large vocabulary (an LLM's 256k tokens): the output head runs only on target positions,
+    in chunks whose logits are recomputed in the backward pass, so no [tokens x vocab] tensor is ever held."""
+    from torch.utils.checkpoint import checkpoint
+
+    hidden = model.get_decoder()(input_ids=input_ids, use_cache=False).last_hidden_state
+    sel = labels != -100
+    h, y = hidden[sel], labels[sel]
+    head = model.get_output_embeddings()
+    cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+    return sum(checkpoint(_head_loss, head, cap, h[i: i + HEAD_CHUNK], y[i: i + HEAD_CHUNK], use_reentrant=False)
+               for i in range(0, len(y), HEAD_CHUNK))
+
+
 def make_optimizer(model, cfg: PretrainConfig, fused: bool):
     import torch
 
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    trained = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trained if p.dim() >= 2]
+    no_decay = [p for p in trained if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     kw = {"fused": True} if fused else {}
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, **kw)
 
 
-def flops_per_token(model_cfg: ModelConfig, n: int, seq_len: float) -> float:
-    return 6 * n + 6 * model_cfg.num_layers * model_cfg.hidden_size * seq_len
+def flops_per_token(layers: int, hidden: int, n: int, seq_len: float) -> float:
+    """6 x (matmul) params + causal attention; `n` excludes an LLM's embedding (a lookup, and its tied head runs
+    only on target tokens), so an init_from run's MFU is a slight underestimate."""
+    return 6 * n + 6 * layers * hidden * seq_len
+
+
+def _init_model(cfg: PretrainConfig, device: str):
+    """(model, tokenizer or None, codec, matmul params, layers, hidden): built from `cfg.model` or loaded."""
+    import torch
+
+    from testtime.model import load_model
+
+    if cfg.init_from is None:
+        model = build_model(cfg.model).to(device)
+        return model, None, GridCodec(), n_params(model), cfg.model.num_layers, cfg.model.hidden_size
+    loaded = load_model(cfg.init_from, device="cpu", dtype=torch.float32)  # fp32 master weights; autocast runs bf16
+    model = loaded.model.to(device)
+    emb = model.get_input_embeddings().weight
+    if not cfg.train_embeddings:
+        for module in (model.get_input_embeddings(), model.get_output_embeddings()):
+            for p in module.parameters():
+                p.requires_grad_(False)
+    text = model.config.get_text_config()
+    n = sum(p.numel() for p in model.parameters() if p is not emb)
+    return model, loaded.tokenizer, loaded.codec, n, text.num_hidden_layers, text.hidden_size
 
 
 @dataclass
@@ -492,8 +548,8 @@ def _read_state(ckpt: Path) -> dict[str, Any]:
     return meta
 
 
-def _loss_module(model):
-    """`model` with `loss_sum` as its forward: DistributedDataParallel syncs gradients of forward calls only."""
+def _loss_module(model, fn=None):
+    """`model` with `fn` (default `loss_sum`) as its forward: DistributedDataParallel syncs gradients of forward calls only."""
     from torch import nn
 
     class LossModule(nn.Module):
@@ -502,7 +558,7 @@ def _loss_module(model):
             self.inner = inner
 
         def forward(self, input_ids, labels):
-            return loss_sum(self.inner, input_ids, labels)
+            return (fn or loss_sum)(self.inner, input_ids, labels)
 
     return LossModule(model)
 
@@ -600,15 +656,15 @@ def pretrain(
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    model = build_model(cfg.model).to(device)
+    model, tokenizer, codec, n, n_layers, width = _init_model(cfg, device)
     model.train()
     optimizer = make_optimizer(model, cfg, fused=cuda)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_lambda(s, cfg.warmup_steps, cfg.total_steps, cfg.min_lr_ratio)
     )
     train_sources, held = split_holdout(sources if sources is not None else load_sources(cfg.datasets), cfg.holdout)
-    sampler = SequenceSampler(train_sources, cfg.max_len, cfg.seed + dist.rank)
-    val_batches = validation_set(held, cfg.max_len, cfg.pad_multiple) if main else []
+    sampler = SequenceSampler(train_sources, cfg.max_len, cfg.seed + dist.rank, codec=codec)
+    val_batches = validation_set(held, cfg.max_len, cfg.pad_multiple, codec) if main else []
     stream = BatchStream(sampler, cfg.token_budget, cfg.pool_size, cfg.pad_multiple)
     step, elapsed_before, tokens_seen = 0, 0.0, 0
     best_val: float | None = None
@@ -633,23 +689,23 @@ def pretrain(
         if main:
             _truncate_log(log_path, step)
     stream_state = stream.state_dict()
-    n = n_params(model)
     end = min(cfg.total_steps, stop_at) if stop_at is not None else cfg.total_steps
 
-    fn = loss_sum
+    base_fn = loss_sum if model.config.get_text_config().vocab_size <= 4096 else loss_sum_targets
+    fn = base_fn
     if cuda:
         torch.set_float32_matmul_precision("high")
         if cfg.compile:
             # One graph for all (batch, length) shapes; lengths are multiples of pad_multiple anyway.
-            fn = torch.compile(loss_sum, dynamic=True)
+            fn = torch.compile(base_fn, dynamic=True)
     if dist.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
-        ddp = DistributedDataParallel(_loss_module(model), device_ids=[dist.local_rank] if cuda else None)
+        ddp = DistributedDataParallel(_loss_module(model, base_fn), device_ids=[dist.local_rank] if cuda else None)
         eager = _ddp_loss(ddp)
         fn = _ddp_loss(torch.compile(ddp, dynamic=True)) if cuda and cfg.compile else eager
     else:
-        eager = loss_sum
+        eager = base_fn
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
 
     def agreed(flag: bool) -> bool:
@@ -739,7 +795,7 @@ def pretrain(
                 dt = max(now - t_log, 1e-9)
                 real_tps, padded_tps = acc_real / dt, acc_padded / dt
                 seq = acc_len_weighted / max(1, acc_real)
-                mfu = flops_per_token(cfg.model, n, seq) * real_tps / (H100_BF16_FLOPS * dist.world) if cuda else None
+                mfu = flops_per_token(n_layers, width, n, seq) * real_tps / (H100_BF16_FLOPS * dist.world) if cuda else None
                 rec = {
                     "step": step,
                     "loss": last_loss,
@@ -751,11 +807,11 @@ def pretrain(
                     "elapsed": round(elapsed_before + now - t_start, 2),
                 }
                 if val_batches and step % cfg.val_every == 0:
-                    rec["val_loss"] = round(validate(model, val_batches, device, autocast), 5)
+                    rec["val_loss"] = round(validate(model, val_batches, device, autocast, base_fn), 5)
                     if best_val is None or rec["val_loss"] < best_val:
                         # Exported as it happens: the run may memorize its tasks long before it ends.
                         best_val = rec["val_loss"]
-                        save_model(model, None, run_dir / "best", dtype=getattr(torch, cfg.export_dtype))
+                        save_model(model, tokenizer, run_dir / "best", dtype=getattr(torch, cfg.export_dtype))
                     now = time.monotonic()  # validation time stays out of the next interval's throughput
                 if main:
                     with log_path.open("a") as f:
@@ -784,7 +840,7 @@ def pretrain(
     if finished or export:
         model_dir = run_dir / "model"
         if main:
-            save_model(model, None, model_dir, dtype=getattr(torch, cfg.export_dtype))
+            save_model(model, tokenizer, model_dir, dtype=getattr(torch, cfg.export_dtype))
     if main and log_path.exists():
         plot_loss(run_dir)
     distributed.barrier(dist)  # the checkpoint and export are on disk for every rank
