@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import platform
 import subprocess
 import sys
@@ -19,7 +20,9 @@ def device_name(device: torch.device | str) -> str:
 
 
 def header(title: str, device: torch.device | str) -> list[str]:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    # The GPU machine gets a copy of the tree whose .git may lag behind it: the caller passes the commit it sent.
+    commit = os.environ.get("TESTTIME_COMMIT") or subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     return [f"### {title}, {datetime.date.today()}, {device_name(device)}, commit {commit}", "",
             f"`{' '.join(['python'] + sys.argv)}`  "]
 
