@@ -63,7 +63,7 @@ def test_round_steps_and_unknown_policy():
 def test_the_default_policy_is_the_named_default_and_no_ttt_means_never():
     from testtime.evaluate import EvalConfig, effective_policy
 
-    assert effective_policy(EvalConfig()) == policy_mod.DEFAULT_POLICY == "adaptive"
+    assert effective_policy(EvalConfig()) == policy_mod.DEFAULT_POLICY == "extended"
     assert effective_policy(EvalConfig(ttt=False)) == "never"
     assert effective_policy(EvalConfig(policy="loo-stop")) == "loo-stop"
 
@@ -94,6 +94,22 @@ def _check_accounting(recs):
     for r in recs:
         assert set(r["compute"]) == {"icl", "loo", "ttt", "predict"}
         assert r["seconds"] == pytest.approx(sum(r["compute"].values()), abs=1e-3)
+
+
+def test_extended_is_always_with_half_again_the_steps_and_twice_the_orders(tmp_path, tiny):
+    """The default policy is a preset of the plain recipe: `--policy always --epochs 3 --orders 2` reproduces it."""
+    model, codec = tiny
+
+    def run(name, epochs, orders):
+        cfg = small_cfg(policy=name)
+        cfg.ttt_cfg.samples, cfg.ttt_cfg.epochs = 4, epochs  # 2 steps an epoch at batch size 2
+        cfg.predict_cfg.orders = orders
+        return evaluate(cfg, tmp_path / name, model=model, codec=codec, tasks=synthetic_tasks(3), show_progress=False)
+
+    ext, plain = run("extended", 2, 1), run("always", 3, 2)
+    assert [r["policy"]["ttt_steps"] for r in ext] == [r["policy"]["ttt_steps"] for r in plain] == [6, 6, 6]
+    assert [r["attempts"] for r in ext] == [r["attempts"] for r in plain]
+    assert [r["ttt_loss"] for r in ext] == [r["ttt_loss"] for r in plain]  # same steps, data order and schedule
 
 
 def test_never_and_always_match_the_ttt_switch(tmp_path, tiny):
