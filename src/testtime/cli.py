@@ -203,7 +203,7 @@ _DEMO = Annotated[bool, typer.Option("--demo-loss/--no-demo-loss", help="Also le
 _SHARED = Annotated[bool, typer.Option("--shared", help="Ablation: one adapter shared by the tasks of a batch.")]
 _CONFIG = Annotated[Path | None, typer.Option(help="JSON EvalConfig to start from (flags override it).")]
 _POLICY = Annotated[str | None, typer.Option(
-    help="When to train: never, always, agree, loo-stop, adaptive (default with --ttt; see `testtime policies`).")]
+    help="When to train: never, always, extended (default with --ttt), agree, loo-stop, adaptive; see `testtime policies`.")]
 
 
 @app.command("policies")
