@@ -7,6 +7,9 @@
 #
 #   WAIT=560 bash scripts/gpu_eval.sh icl:"--no-ttt" ttt:"--policy always"
 #
+# Prefix TESTTIME_COMMIT=<this checkout's short HEAD>: the machine's copy of .git can lag behind the tree it
+# gets, and the bench tables would name the wrong commit.
+#
 # RUNNER=NAME (default `eval`) names an independent runner: two runners with different names share the
 # GPU at once (say, a small model's ablations beside an LLM's jobs); a call waits on its own runner only.
 #

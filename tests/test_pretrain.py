@@ -144,6 +144,8 @@ def test_shipped_config_loads():
     cfg = PretrainConfig.from_json(REPO_ROOT / "configs" / "pretrain-base.json")
     assert cfg.datasets == ("arc1/train",)
     assert cfg.model == ModelConfig()
+    ft = PretrainConfig.from_json(REPO_ROOT / "configs" / "finetune-gemma3-arc.json")
+    assert ft.init_from and ft.datasets == ("arc1/train",) and not ft.train_embeddings
 
 
 def test_held_out_tasks_are_never_trained_on_and_the_best_model_is_exported(tmp_path, sources):

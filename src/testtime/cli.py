@@ -146,7 +146,10 @@ def pretrain_cmd(
     export: Annotated[bool, typer.Option("--export", help="Write RUN_DIR/model even if the schedule is not done.")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="Ignore an existing checkpoint and start over.")] = False,
 ) -> None:
-    """Pretrain (or continue pretraining) the base model on augmented ARC training tasks."""
+    """Pretrain (or continue pretraining) the base model on augmented ARC training tasks.
+
+    A config with `init_from` fine-tunes an existing Hugging Face LM instead (configs/finetune-gemma3-arc.json).
+    """
     import dataclasses
 
     from testtime.pretrain import PretrainConfig, pretrain

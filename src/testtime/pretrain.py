@@ -8,6 +8,10 @@ Read top to bottom: config -> data (Source -> SequenceSampler -> BatchStream -> 
 The run folder holds `log.jsonl`, `loss.png`, `checkpoint/` (everything needed to continue bit-exactly)
 and, once the schedule is done, `model/` (a standard Hugging Face folder, see `testtime.model`).
 Calling `pretrain` again on the same folder continues from `checkpoint/`.
+
+With `init_from` (configs/finetune-gemma3-arc.json) the same loop is the paper's format fine-tune ("FT") of
+a pretrained Hugging Face LM: tasks go through its own tokenizer in the text grid format, the output head
+runs on target tokens only (`loss_sum_targets`), and the export carries the tokenizer.
 """
 
 from __future__ import annotations
