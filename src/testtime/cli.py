@@ -135,6 +135,37 @@ def report(run_dir: Annotated[Path, typer.Argument(help="Run folder holding resu
     typer.echo(f"wrote {write_report(run_dir)}")
 
 
+@app.command("compare")
+@cli_errors
+def compare_cmd(
+    run_a: Annotated[Path, typer.Argument(help="The reference run folder (say, without TTT).")],
+    run_b: Annotated[Path, typer.Argument(help="The run to judge against it, on the same tasks.")],
+    png: Annotated[Path | None, typer.Option(help="Also draw the per-task scores of both runs to this PNG.")] = None,
+    show: Annotated[int, typer.Option(min=0, help="List at most this many tasks whose scores differ.")] = 30,
+) -> None:
+    """Pair two runs by task: totals, tasks won and lost, and an exact sign test (grid or text runs)."""
+    from rich.table import Table
+
+    from testtime.compare import compare_runs, plot
+
+    cmp = compare_runs(run_a, run_b)
+    if not cmp.pairs:
+        raise ValueError(f"{run_a} and {run_b}: no task scored in both runs")
+    ta, tb = cmp.totals
+    table = Table(title=f"{len(cmp.pairs)} tasks scored in both runs")
+    table.add_column("task")
+    table.add_column(cmp.labels[0], justify="right")
+    table.add_column(cmp.labels[1], justify="right")
+    for p in cmp.changed[:show]:
+        table.add_row(p.task_id, f"{p.a:g}", f"{p.b:g}")
+    table.add_row("total", f"{ta:g}", f"{tb:g}", end_section=True)
+    _console().print(table)
+    typer.echo(f"{cmp.labels[1]} against {cmp.labels[0]}: {cmp.b_won} tasks won, {cmp.b_lost} lost, "
+               f"{len(cmp.pairs) - cmp.b_won - cmp.b_lost} tied; sign test p = {cmp.p_value:.3g}")
+    if png is not None:
+        typer.echo(f"wrote {plot(cmp, png)}")
+
+
 @app.command("pretrain")
 @cli_errors
 def pretrain_cmd(

@@ -1,0 +1,47 @@
+"""Paired comparison of two runs: the sign test, which tasks count, the CLI and its picture."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from testtime.cli import app
+from testtime.compare import pair, sign_test
+
+
+@pytest.mark.parametrize(("won", "lost", "p"), [(18, 0, 7.62939453125e-06), (12, 5, 0.1435), (10, 4, 0.1796),
+                                                 (4, 4, 1.0), (0, 0, 1.0), (1, 0, 1.0)])
+def test_sign_test_matches_the_exact_binomial(won, lost, p):
+    assert sign_test(won, lost) == pytest.approx(p, rel=1e-3)
+    assert sign_test(lost, won) == sign_test(won, lost)
+
+
+def test_pairs_only_tasks_both_runs_scored():
+    a = [{"task_id": "t1", "score": 0.0}, {"task_id": "t2", "score": 1.0}, {"task_id": "t3", "score": None},
+         {"task_id": "t4", "score": 0.5}, {"task_id": "t5", "score": 0.0}]
+    b = [{"task_id": "t2", "score": 0.0}, {"task_id": "t1", "score": 1.0}, {"task_id": "t3", "score": 1.0},
+         {"task_id": "t4", "score": 1.0}]
+    cmp = pair(a, b)
+    assert [p.task_id for p in cmp.pairs] == ["t1", "t2", "t4"]  # t3 has no answer in A, t5 is not in B
+    assert cmp.totals == (1.5, 2.0) and (cmp.b_won, cmp.b_lost) == (2, 1)
+    assert [p.task_id for p in cmp.changed] == ["t1", "t2", "t4"]
+
+
+def _run(folder, scores):
+    folder.mkdir()
+    (folder / "results.jsonl").write_text("".join(json.dumps({"task_id": k, "score": v}) + "\n" for k, v in scores.items()))
+    return folder
+
+
+def test_compare_cli_prints_the_verdict_and_draws_it(tmp_path):
+    a = _run(tmp_path / "icl", {f"t{i}": 0.0 for i in range(8)})
+    b = _run(tmp_path / "ttt", {**{f"t{i}": 1.0 for i in range(6)}, "t6": 0.0, "t7": 0.0})
+    res = CliRunner().invoke(app, ["compare", str(a), str(b), "--png", str(tmp_path / "c.png")])
+    assert res.exit_code == 0, res.output
+    assert "ttt against icl: 6 tasks won, 0 lost, 2 tied; sign test p = 0.0312" in res.output
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    missing = CliRunner().invoke(app, ["compare", str(a), str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "nope/results.jsonl: no such file" in missing.output
+    disjoint = _run(tmp_path / "other", {"x": 1.0})
+    none = CliRunner().invoke(app, ["compare", str(a), str(disjoint)])
+    assert none.exit_code == 2 and "no task scored in both runs" in none.output
