@@ -49,7 +49,9 @@ class EvalConfig:
     ttt: bool = True
     limit: int | None = None
     device: str | None = None  # None: cuda when available
-    max_group: int = 64  # tasks trained and predicted together
+    # Tasks trained and predicted together. None: 64 on a GPU (where batching pays: 5x, results/h100-2026-11-23c.md)
+    # and 8 on a CPU, where a group's results are written only when it ends and batching buys little.
+    max_group: int | None = None
     policy: str | None = None  # see testtime.policy; None: its DEFAULT_POLICY with ttt, "never" without
     attempts: int = 2
     ttt_cfg: TTTConfig = field(default_factory=TTTConfig)
@@ -238,15 +240,24 @@ def uses_ttt(cfg: EvalConfig) -> bool:
     return get_policy(effective_policy(cfg)).ttt
 
 
-def plan_groups(tasks: Sequence[Task], lengths: dict[str, int], cfg: EvalConfig) -> list[list[Task]]:
-    """Tasks of similar sequence length together, each group under the training token budget."""
+GPU_GROUP, CPU_GROUP = 64, 8
+
+
+def group_size(cfg: EvalConfig, device: torch.device | str) -> int:
+    return cfg.max_group or (GPU_GROUP if torch.device(device).type == "cuda" else CPU_GROUP)
+
+
+def plan_groups(tasks: Sequence[Task], lengths: dict[str, int], cfg: EvalConfig, size: int | None = None) -> list[list[Task]]:
+    """Tasks of similar sequence length together, at most `size` (default `cfg.max_group`, else 64) a group,
+    each group under the training token budget."""
+    size = size or cfg.max_group or GPU_GROUP
     order = sorted(tasks, key=lambda t: lengths.get(t.id, 0))
     groups: list[list[Task]] = []
     cur: list[Task] = []
     for t in order:
         width = lengths.get(t.id, 0)
         rows = (len(cur) + 1) * cfg.ttt_cfg.batch_size
-        if cur and (len(cur) >= cfg.max_group or rows * width > cfg.ttt_cfg.token_budget):
+        if cur and (len(cur) >= size or rows * width > cfg.ttt_cfg.token_budget):
             groups.append(cur)
             cur = []
         cur.append(t)
@@ -577,7 +588,8 @@ def evaluate(cfg: EvalConfig, out_dir: Path, *, model=None, codec: Codec | None 
         emit(bad)
     bad_ids = {r["task_id"] for r in bad}
     todo = [t for t in todo if t.id not in bad_ids]
-    groups = plan_groups(todo, lengths, cfg) if ttt else [todo[i: i + cfg.max_group] for i in range(0, len(todo), cfg.max_group)]
+    size = group_size(cfg, next(model.parameters()).device)
+    groups = plan_groups(todo, lengths, cfg, size) if ttt else [todo[i: i + size] for i in range(0, len(todo), size)]
 
     ev = Evaluator(cfg, model, codec)
     if dist.enabled:  # one bar per rank, over its own shard
