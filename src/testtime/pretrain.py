@@ -468,15 +468,26 @@ def flops_per_token(layers: int, hidden: int, n: int, seq_len: float) -> float:
     return 6 * n + 6 * layers * hidden * seq_len
 
 
-def _init_model(cfg: PretrainConfig, device: str):
-    """(model, tokenizer or None, codec, matmul params, layers, hidden): built from `cfg.model` or loaded."""
+class Start(NamedTuple):
+    """What training starts from, and the shape its MFU is computed with."""
+
+    model: Any
+    tokenizer: Any  # None: the grid tokenizer, written at export
+    codec: Codec
+    matmul_params: int  # parameters less an LLM's input embedding (see flops_per_token)
+    layers: int
+    hidden: int
+
+
+def _init_model(cfg: PretrainConfig, device: str) -> Start:
+    """A fresh model from `cfg.model`, or the Hugging Face LM of `cfg.init_from`."""
     import torch
 
     from testtime.model import load_model
 
     if cfg.init_from is None:
         model = build_model(cfg.model).to(device)
-        return model, None, GridCodec(), n_params(model), cfg.model.num_layers, cfg.model.hidden_size
+        return Start(model, None, GridCodec(), n_params(model), cfg.model.num_layers, cfg.model.hidden_size)
     loaded = load_model(cfg.init_from, device="cpu", dtype=torch.float32)  # fp32 master weights; autocast runs bf16
     model = loaded.model.to(device)
     emb = model.get_input_embeddings().weight
@@ -486,7 +497,7 @@ def _init_model(cfg: PretrainConfig, device: str):
                 p.requires_grad_(False)
     text = model.config.get_text_config()
     n = sum(p.numel() for p in model.parameters() if p is not emb)
-    return model, loaded.tokenizer, loaded.codec, n, text.num_hidden_layers, text.hidden_size
+    return Start(model, loaded.tokenizer, loaded.codec, n, text.num_hidden_layers, text.hidden_size)
 
 
 @dataclass
