@@ -1,6 +1,7 @@
 """Augmented inference and voting: batched decoding equals one-at-a-time decoding, and answers map back."""
 
 import numpy as np
+import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -70,13 +71,36 @@ def test_prepared_mask_decode_equals_hf_masks(monkeypatch):
     prompts = [rng.integers(0, 14, size=n).astype(np.int64) for n in (3, 11, 7, 19, 2, 13)]
     max_new = [9, 4, 12, 7, 1, 10]
     which = [0, 1, 2, 0, 1, 2]
-    assert predict_mod.full_attention_only(model.config)
+    assert predict_mod.mask_layout(model.config) == predict_mod.MaskLayout()
     fixed = greedy_generate(model, prompts, max_new, codec, adapter_index=which, select=lora.use)
-    monkeypatch.setattr(predict_mod, "full_attention_only", lambda config: False)
+    monkeypatch.setattr(predict_mod, "mask_layout", lambda config: None)  # HF's own loop
     hf = greedy_generate(model, prompts, max_new, codec, adapter_index=which, select=lora.use)
     assert [g.tokens for g in fixed] == [g.tokens for g in hf]
     assert np.allclose([g.logprob for g in fixed], [g.logprob for g in hf], atol=1e-4)
     assert any(t not in codec.stop_ids and t != codec.pad_id for g in fixed for t in g.tokens)  # it said something
+
+
+@pytest.mark.parametrize(("arch", "layout"), [("gemma3", (16, ("full_attention", "sliding_attention"))),
+                                              ("mistral", (24, None))])
+def test_sliding_window_models_decode_over_fixed_buffers_as_hf_does(arch, layout, monkeypatch):
+    """Gemma 3 (sliding and full layers) and Mistral (all sliding) take the fixed-buffer loop too, the window
+    in the mask: same tokens and log-probs as HF's loop, for prompts and answers longer than the window."""
+    from testtime.encode import TextCodec
+    from testtime.tiny_lm import byte_bpe_tokenizer, tiny_causal_lm
+
+    tok = byte_bpe_tokenizer(pad=True)
+    model = tiny_causal_lm(arch, tok).eval()
+    assert predict_mod.mask_layout(model.config) == predict_mod.MaskLayout(*layout)
+    codec = TextCodec(tok)
+    rng = np.random.default_rng(5)
+    prompts = [rng.integers(3, len(tok), size=n).astype(np.int64) for n in (30, 45, 7, 52)]
+    max_new = [20, 35, 12, 28]
+    fixed = greedy_generate(model, prompts, max_new, codec)
+    monkeypatch.setattr(predict_mod, "mask_layout", lambda config: None)
+    hf = greedy_generate(model, prompts, max_new, codec)
+    assert [g.tokens for g in fixed] == [g.tokens for g in hf]
+    assert np.allclose([g.logprob for g in fixed], [g.logprob for g in hf], atol=1e-4)
+    assert sum(t not in codec.stop_ids and t != codec.pad_id for g in fixed for t in g.tokens) > 40
 
 
 def test_queries_cover_every_view_and_test_input():

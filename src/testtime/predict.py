@@ -137,14 +137,43 @@ def left_pad(seqs: Sequence[np.ndarray], pad_id: int, device) -> tuple[torch.Ten
 
 
 def full_attention_only(config) -> bool:
-    """True when every layer attends to the whole context, so one prepared mask serves every layer.
-
-    Sliding-window layers (Gemma 3, Mistral) need HF's own per-layer masks: they take the plain decode loop.
-    """
+    """True when every layer attends to the whole context, so one prepared mask serves every layer."""
     types = getattr(config, "layer_types", None)
     if types:
         return all(t == "full_attention" for t in types)
     return getattr(config, "sliding_window", None) is None or getattr(config, "use_sliding_window", True) is False
+
+
+@dataclass(frozen=True)
+class MaskLayout:
+    """The masks a fixed-buffer decode step hands the model: one 4D mask, or (with per-layer `layer_types`)
+    one per kind of layer. `window` is the sliding window (keys more than `window` back are hidden)."""
+
+    window: int | None = None
+    kinds: tuple[str, ...] | None = None  # None: a single mask for every layer
+
+
+def mask_layout(config) -> MaskLayout | None:
+    """How to mask a fixed-buffer decode step for this model, or None where HF's own loop must run
+    (chunked attention, layers that share another layer's cache...)."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if full_attention_only(text):
+        return MaskLayout()
+    window = getattr(text, "sliding_window", None)
+    types = getattr(text, "layer_types", None)
+    if window is None or (types and not set(types) <= {"full_attention", "sliding_attention"}):
+        return None
+    return MaskLayout(int(window), tuple(sorted(set(types))) if types else None)
+
+
+def _decode_cache(model: nn.Module, layout: MaskLayout, length: int):
+    """A cache of fixed buffers. With a sliding window every layer still keeps the whole context (HF's
+    sliding layers keep a rolling window, whose slots move): the window lives in the mask instead."""
+    if layout.window is None:
+        return StaticCache(config=model.config, max_cache_len=length)
+    from transformers.cache_utils import Cache, StaticLayer
+
+    return Cache(layers=[StaticLayer(max_cache_len=length) for _ in range(model.config.get_text_config().num_hidden_layers)])
 
 
 @torch.no_grad()
@@ -164,7 +193,7 @@ def greedy_generate(
     length-sorted batches of at most `token_budget` (prompt + answer) tokens (None: auto_token_budget).
 
     The answer is decoded one token a step for the whole batch. On a GPU a step of a small model is
-    mostly kernel-launch overhead, so (with `cuda_graphs`, on a full-attention model) each batch's step
+    mostly kernel-launch overhead, so (with `cuda_graphs`; see `mask_layout` for the models it covers) each batch's step
     is captured once as a CUDA graph and replayed: the picking of the next token, the cache write and
     the forward pass then cost one launch. Every step reads and writes only fixed buffers for this.
     """
@@ -174,8 +203,8 @@ def greedy_generate(
     results: list[Generated | None] = [None] * len(prompts)
     batches = budget_batches([len(p) + m for p, m in zip(prompts, max_new, strict=True)], token_budget)
     cuda = device.type == "cuda"
-    static = full_attention_only(model.config)
-    graphs = [cuda_graphs and cuda and static]
+    layout = mask_layout(model.config)
+    graphs = [cuda_graphs and cuda and layout is not None]
     for batch in batches:
         b = len(batch)
         ids_t, attn_t, pos = left_pad([prompts[i] for i in batch], codec.pad_id, device)
@@ -185,14 +214,15 @@ def greedy_generate(
             select(torch.tensor([adapter_index[i] for i in batch], device=device))
         steps = int(limit.max())
         # A cache allocated once for the whole answer: a growing cache copies itself at every step.
-        cache = StaticCache(config=model.config, max_cache_len=width + steps)
+        cache = (_decode_cache(model, layout, width + steps) if layout is not None
+                 else StaticCache(config=model.config, max_cache_len=width + steps))
         with _autocast(device):
             out = model(input_ids=ids_t, attention_mask=attn_t, position_ids=pos, past_key_values=cache,
                         use_cache=True, logits_to_keep=1, cache_position=torch.arange(width, device=device))
         state = _Decode(b, steps, width, limit, stop, codec.pad_id, out.logits[:, -1], pos[:, -1:], device)
         del out
-        if static:
-            _decode_static(model, cache, attn_t, state, graphs)
+        if layout is not None:
+            _decode_static(model, cache, attn_t, state, graphs, layout)
         else:
             _decode_plain(model, cache, attn_t, state)
         toks_l = state.toks.cpu().tolist()
@@ -259,8 +289,10 @@ def _decode_plain(model: nn.Module, cache: StaticCache, attn: torch.Tensor, st: 
         st.s += 1
 
 
-def _decode_static(model: nn.Module, cache: StaticCache, attn: torch.Tensor, st: _Decode, graphs: list[bool]) -> None:
-    """The decode loop over fixed buffers: a prepared 4D mask (padding and causality from the step counter).
+def _decode_static(model: nn.Module, cache, attn: torch.Tensor, st: _Decode, graphs: list[bool],
+                   layout: MaskLayout = MaskLayout()) -> None:
+    """The decode loop over fixed buffers: prepared 4D masks (padding, causality and the sliding window
+    from the step counter), one per kind of layer where the model has several.
 
     `graphs[0]` says whether to capture the step as a CUDA graph; a model whose step cannot be captured
     (a host sync inside its forward) clears it, and this and later batches run the same step uncaptured.
@@ -272,7 +304,11 @@ def _decode_static(model: nn.Module, cache: StaticCache, attn: torch.Tensor, st:
     def step() -> None:
         st.pick()
         cache_pos = st.width + st.s  # [1]: where the fed token's keys go
-        mask = (keys & (key_pos <= cache_pos))[:, None, None, :]
+        full = keys & (key_pos <= cache_pos)
+        mask = full[:, None, None, :]
+        if layout.window is not None:
+            sliding = (full & (key_pos > cache_pos - layout.window))[:, None, None, :]
+            mask = {"full_attention": mask, "sliding_attention": sliding} if layout.kinds else sliding
         with _autocast(device):
             out = model(input_ids=st.nxt, attention_mask=mask, position_ids=st.pos, past_key_values=cache,
                         use_cache=True, cache_position=cache_pos)
