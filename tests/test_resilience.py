@@ -155,8 +155,8 @@ def test_groups_are_small_on_a_cpu_so_results_land_often():
     """A group's records are written when it ends: on a CPU, where batching buys little, groups stay small."""
     from testtime.evaluate import CPU_GROUP, GPU_GROUP, EvalConfig, group_size, plan_groups
 
-    assert (group_size(EvalConfig(), "cpu"), group_size(EvalConfig(), "cuda:0")) == (CPU_GROUP, GPU_GROUP) == (8, 64)
-    assert group_size(EvalConfig(max_group=3), "cuda") == 3
+    assert (group_size(None, "cpu"), group_size(None, "cuda:0")) == (CPU_GROUP, GPU_GROUP) == (8, 64)
+    assert group_size(3, "cuda") == 3
     tasks = synthetic_tasks(20)
-    groups = plan_groups(tasks, {t.id: 10 for t in tasks}, EvalConfig(), group_size(EvalConfig(), "cpu"))
+    groups = plan_groups(tasks, {t.id: 10 for t in tasks}, EvalConfig(), group_size(None, "cpu"))
     assert [len(g) for g in groups] == [8, 8, 4]

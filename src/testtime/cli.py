@@ -275,7 +275,7 @@ def evaluate_cmd(
     token_budget: Annotated[int | None, typer.Option(min=1024, help="Prompt+answer tokens per generation batch (default: sized to free memory).")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="A task file that fails validation stops the run (default: skip it, report it).")] = False,
     cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs/--no-cuda-graphs", help="Replay the decode step as a CUDA graph (GPU).")] = True,
-    max_group: Annotated[int | None, typer.Option(min=1, help="Tasks trained and predicted together (default: grid 64 on a GPU, 8 on a CPU; text 16). Results are written as each group ends.")] = None,
+    max_group: Annotated[int | None, typer.Option(min=1, help="Tasks trained and predicted together (default: 64 grid or 16 text tasks on a GPU, 8 or 4 on a CPU). Results are written as each group ends.")] = None,
 ) -> None:
     """Solve a set of tasks and score pass@2; one JSON line per task, resumable, with an HTML report.
 

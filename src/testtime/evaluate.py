@@ -243,8 +243,9 @@ def uses_ttt(cfg: EvalConfig) -> bool:
 GPU_GROUP, CPU_GROUP = 64, 8
 
 
-def group_size(cfg: EvalConfig, device: torch.device | str) -> int:
-    return cfg.max_group or (GPU_GROUP if torch.device(device).type == "cuda" else CPU_GROUP)
+def group_size(requested: int | None, device: torch.device | str, gpu: int = GPU_GROUP, cpu: int = CPU_GROUP) -> int:
+    """Tasks a group: as requested, else by device (a group's records are written only when it ends)."""
+    return requested or (gpu if torch.device(device).type == "cuda" else cpu)
 
 
 def plan_groups(tasks: Sequence[Task], lengths: dict[str, int], cfg: EvalConfig, size: int | None = None) -> list[list[Task]]:
@@ -588,7 +589,7 @@ def evaluate(cfg: EvalConfig, out_dir: Path, *, model=None, codec: Codec | None 
         emit(bad)
     bad_ids = {r["task_id"] for r in bad}
     todo = [t for t in todo if t.id not in bad_ids]
-    size = group_size(cfg, next(model.parameters()).device)
+    size = group_size(cfg.max_group, next(model.parameters()).device)
     groups = plan_groups(todo, lengths, cfg, size) if ttt else [todo[i: i + size] for i in range(0, len(todo), size)]
 
     ev = Evaluator(cfg, model, codec)

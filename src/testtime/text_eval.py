@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from testtime import distributed
-from testtime.evaluate import append_records, check_run_dir, finished_ids, merge_results
+from testtime.evaluate import append_records, check_run_dir, finished_ids, group_size, merge_results
 from testtime.text import TextTask, load_text_tasks
 from testtime.text_encode import TextFormat, normalize
 from testtime.text_predict import TextPredictConfig, predict_text
@@ -41,7 +41,7 @@ class TextEvalConfig:
     ttt: bool = True
     limit: int | None = None
     device: str | None = None
-    max_group: int = 16  # tasks whose adapters train together
+    max_group: int | None = None  # tasks whose adapters train together; None: 16 on a GPU, 4 on a CPU
     ttt_cfg: TTTConfig = field(default_factory=text_ttt_config)
     predict_cfg: TextPredictConfig = field(default_factory=TextPredictConfig)
 
@@ -162,6 +162,7 @@ def evaluate_text(
         loaded = load_model(cfg.model, device=distributed.device(dist, cfg.device))
         model, tokenizer = loaded.model, loaded.tokenizer
     model.eval()
+    size = group_size(cfg.max_group, next(model.parameters()).device, gpu=16, cpu=4)
     fmt = TextFormat(tokenizer)
     mine: list[dict[str, Any]] = []
 
@@ -180,10 +181,10 @@ def evaluate_text(
     bar.update(len(mine))
     right = total = 0
     try:
-        for i in range(0, len(todo), cfg.max_group):
+        for i in range(0, len(todo), size):
             if max_minutes is not None and time.monotonic() - started > 60 * max_minutes:
                 break
-            group = todo[i : i + cfg.max_group]
+            group = todo[i : i + size]
             steps = tqdm(total=cfg.ttt_cfg.steps, desc="  test-time training", unit="step", leave=False,
                          disable=not (show and cfg.ttt))
             with steps:
