@@ -31,7 +31,8 @@ def label(run: Path) -> str:
         return policy
     t = cfg.get("ttt_cfg", {})
     steps = t.get("epochs", 2) * -(-t.get("samples", 32) // t.get("batch_size", 2))
-    return f"{policy} ({steps} steps)"
+    orders = cfg.get("predict_cfg", {}).get("orders", 1)
+    return f"{policy} ({steps} steps{f', {orders} orders' if orders > 1 else ''})"
 
 
 def load_runs(runs: list[Path]) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
