@@ -91,6 +91,8 @@ def test_sliding_window_models_decode_over_fixed_buffers_as_hf_does(arch, layout
     tok = byte_bpe_tokenizer(pad=True)
     model = tiny_causal_lm(arch, tok).eval()
     assert predict_mod.mask_layout(model.config) == predict_mod.MaskLayout(*layout)
+    assert not predict_mod._fixed_buffers(predict_mod.mask_layout(model.config), graphs=False)  # a CPU: HF's loop
+    monkeypatch.setattr(predict_mod, "_fixed_buffers", lambda layout, graphs: layout is not None)  # as on a GPU
     codec = TextCodec(tok)
     rng = np.random.default_rng(5)
     prompts = [rng.integers(3, len(tok), size=n).astype(np.int64) for n in (30, 45, 7, 52)]

@@ -166,6 +166,13 @@ def mask_layout(config) -> MaskLayout | None:
     return MaskLayout(int(window), tuple(sorted(set(types))) if types else None)
 
 
+def _fixed_buffers(layout: MaskLayout | None, graphs: bool) -> bool:
+    """Whether to decode over fixed buffers. Full attention: always. A sliding window: only where the step
+    becomes a CUDA graph, since without one HF's rolling window cache reads fewer keys (on the CPU, Gemma 3
+    270M decoded 2352-token prompts in 31.2 s that way against 33.6 s over full-length buffers)."""
+    return layout is not None and (layout.window is None or graphs)
+
+
 def _decode_cache(model: nn.Module, layout: MaskLayout, length: int):
     """A cache of fixed buffers. With a sliding window every layer still keeps the whole context (HF's
     sliding layers keep a rolling window, whose slots move): the window lives in the mask instead."""
@@ -204,6 +211,8 @@ def greedy_generate(
     batches = budget_batches([len(p) + m for p, m in zip(prompts, max_new, strict=True)], token_budget)
     cuda = device.type == "cuda"
     layout = mask_layout(model.config)
+    if not _fixed_buffers(layout, cuda_graphs and cuda):
+        layout = None
     graphs = [cuda_graphs and cuda and layout is not None]
     for batch in batches:
         b = len(batch)
