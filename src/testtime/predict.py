@@ -108,13 +108,13 @@ class Generated:
     logprob: float
 
 
-def budget_batches(widths: Sequence[int], budget: int) -> list[list[int]]:
+def budget_batches(widths: Sequence[int], budget: int, max_rows: int | None = None) -> list[list[int]]:
     """Indices by increasing width, cut into batches whose rows times widest row stay within `budget`
-    (a row wider than the budget goes alone)."""
+    (a row wider than the budget goes alone), and of at most `max_rows` rows."""
     batches: list[list[int]] = []
     cur: list[int] = []
     for i in sorted(range(len(widths)), key=lambda i: widths[i]):
-        if cur and (len(cur) + 1) * widths[i] > budget:
+        if cur and ((len(cur) + 1) * widths[i] > budget or (max_rows is not None and len(cur) >= max_rows)):
             batches.append(cur)
             cur = []
         cur.append(i)
