@@ -90,6 +90,15 @@ def build_model(cfg: ModelConfig | None = None):
     return LlamaForCausalLM(cfg.llama_config())
 
 
+def head_logits(model, hidden):
+    """The output head on `hidden`, in fp32, with the logit soft-capping some models apply (Gemma 2)."""
+    import torch
+
+    logits = model.get_output_embeddings()(hidden).float()
+    cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
 def n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 

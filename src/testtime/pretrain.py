@@ -36,7 +36,7 @@ import numpy as np
 from testtime.augment import random_transform
 from testtime.config import ConfigError, read_json, typed
 from testtime.encode import PAD, Codec, Encoded, GridCodec, TooLongError, encode_example
-from testtime.model import ModelConfig, build_model, n_params, save_model
+from testtime.model import ModelConfig, build_model, head_logits, n_params, save_model
 from testtime.tasks import Example, Task
 
 H100_BF16_FLOPS = 989e12
@@ -427,14 +427,10 @@ def loss_sum(model, input_ids, labels):
 HEAD_CHUNK = 2048  # target rows per output-head chunk in `loss_sum_targets`
 
 
-def _head_loss(head, cap, hidden, targets):
-    import torch
+def _head_loss(model, hidden, targets):
     import torch.nn.functional as F
 
-    logits = head(hidden).float()
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return F.cross_entropy(logits, targets, reduction="sum")
+    return F.cross_entropy(head_logits(model, hidden), targets, reduction="sum")
 
 
 def loss_sum_targets(model, input_ids, labels):
@@ -445,9 +441,7 @@ def loss_sum_targets(model, input_ids, labels):
     hidden = model.get_decoder()(input_ids=input_ids, use_cache=False).last_hidden_state
     sel = labels != -100
     h, y = hidden[sel], labels[sel]
-    head = model.get_output_embeddings()
-    cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
-    return sum(checkpoint(_head_loss, head, cap, h[i: i + HEAD_CHUNK], y[i: i + HEAD_CHUNK], use_reentrant=False)
+    return sum(checkpoint(_head_loss, model, h[i: i + HEAD_CHUNK], y[i: i + HEAD_CHUNK], use_reentrant=False)
                for i in range(0, len(y), HEAD_CHUNK))
 
 

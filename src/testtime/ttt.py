@@ -22,6 +22,7 @@ from torch import nn
 
 from testtime.augment import Transform, random_transform
 from testtime.encode import Codec, Encoded, TooLongError, encode_example
+from testtime.model import head_logits
 from testtime.tasks import Task
 
 
@@ -98,13 +99,8 @@ def target_loss(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, rows: l
     without an attention mask: under causal attention real tokens never see the padding.
     """
     hidden = model.get_decoder()(input_ids=ids).last_hidden_state
-    head = model.get_output_embeddings()
     sel = mask[:, 1:]  # position t predicts token t+1
-    h = hidden[:, :-1][sel]
-    logits = head(h).float()
-    cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)  # Gemma 2 caps its logits
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
+    logits = head_logits(model, hidden[:, :-1][sel])
     per_tok = nn.functional.cross_entropy(logits, ids[:, 1:][sel], reduction="none")
     # Which group each selected token belongs to.
     row_of = torch.arange(ids.shape[0], device=ids.device)[:, None].expand_as(sel)[sel]
