@@ -173,10 +173,11 @@ def _fixed_buffers(layout: MaskLayout | None, graphs: bool) -> bool:
     return layout is not None and (layout.window is None or graphs)
 
 
-def _decode_cache(model: nn.Module, layout: MaskLayout, length: int):
-    """A cache of fixed buffers. With a sliding window every layer still keeps the whole context (HF's
-    sliding layers keep a rolling window, whose slots move): the window lives in the mask instead."""
-    if layout.window is None:
+def _decode_cache(model: nn.Module, layout: MaskLayout | None, length: int):
+    """A cache allocated once for the whole answer (a growing cache copies itself at every step). For the
+    fixed-buffer decode of a sliding-window model every layer keeps the whole context (HF's sliding layers
+    keep a rolling window, whose slots move): the window lives in the mask instead."""
+    if layout is None or layout.window is None:
         return StaticCache(config=model.config, max_cache_len=length)
     from transformers.cache_utils import Cache, StaticLayer
 
@@ -222,9 +223,7 @@ def greedy_generate(
         if select is not None and adapter_index is not None:
             select(torch.tensor([adapter_index[i] for i in batch], device=device))
         steps = int(limit.max())
-        # A cache allocated once for the whole answer: a growing cache copies itself at every step.
-        cache = (_decode_cache(model, layout, width + steps) if layout is not None
-                 else StaticCache(config=model.config, max_cache_len=width + steps))
+        cache = _decode_cache(model, layout, width + steps)
         with _autocast(device):
             out = model(input_ids=ids_t, attention_mask=attn_t, position_ids=pos, past_key_values=cache,
                         use_cache=True, logits_to_keep=1, cache_position=torch.arange(width, device=device))
