@@ -52,6 +52,11 @@ def cli_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _text_summary(s: dict) -> str:
+    acc = "n/a" if s["task_accuracy"] is None else f"{100 * s['task_accuracy']:.1f}%"
+    return f"{s['tasks']} text tasks, mean task accuracy {acc}, {s['errors']} error(s)"
+
+
 def _console():
     from rich.console import Console
 
@@ -126,9 +131,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="Run folder holding resu
     if isinstance(tasks, str) and is_text_task_path(tasks):
         from testtime.text_report import summary, write_text_report
 
-        s = summary(read_results(run_dir))
-        acc = "n/a" if s["task_accuracy"] is None else f"{100 * s['task_accuracy']:.1f}%"
-        typer.echo(f"{s['tasks']} text tasks, mean task accuracy {acc}, {s['errors']} error(s)")
+        typer.echo(_text_summary(summary(read_results(run_dir))))
         typer.echo(f"wrote {write_text_report(run_dir)}")
         return
     print_summary(read_results(run_dir), console=_console())
@@ -294,8 +297,7 @@ def evaluate_cmd(
                                    max_group)
         if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
             return
-        acc = "n/a" if s["task_accuracy"] is None else f"{100 * s['task_accuracy']:.1f}%"
-        typer.echo(f"{s['tasks']} text tasks, mean task accuracy {acc}, {s['errors']} error(s); wrote {run / 'results.jsonl'}")
+        typer.echo(f"{_text_summary(s)}; wrote {run / 'results.jsonl'}")
         return
 
     from testtime import distributed
