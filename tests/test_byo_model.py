@@ -152,10 +152,11 @@ def test_format_finetune_of_a_hf_model_trains_exports_and_resumes(folders, tmp_p
     frozen embeddings stay put, the export keeps the tokenizer, and a resumed run ends where a straight one does."""
     from testtime import pretrain as pt
     from testtime.pretrain import PretrainConfig, pretrain, read_log
+    from testtime.sources import TaskSource
 
     monkeypatch.setattr(pt, "loss_sum", pt.loss_sum_targets)  # the path an LLM's large vocabulary takes
     tasks = [flip_task(i, f"t{i}") for i in range(6)]
-    src = [pt.TaskSource(tasks)]
+    src = [TaskSource(tasks)]
     cfg = PretrainConfig(init_from=str(folders["gemma3"]), train_embeddings=False, max_len=512, token_budget=2048,
                          pool_size=8, pad_multiple=16, lr=3e-3, warmup_steps=1, total_steps=12, log_every=1,
                          device="cpu", seed=1, checkpoint_minutes=100)

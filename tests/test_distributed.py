@@ -211,7 +211,8 @@ PRETRAIN_SCRIPT = """
 import sys
 import numpy as np
 from testtime.model import ModelConfig
-from testtime.pretrain import PretrainConfig, TaskSource, pretrain
+from testtime.pretrain import PretrainConfig, pretrain
+from testtime.sources import TaskSource
 from testtime.tasks import Example, Task
 rng = np.random.default_rng(0)
 tasks = []

@@ -11,15 +11,10 @@ import pytest
 import torch
 
 from testtime.model import ModelConfig, load_model
-from testtime.pretrain import (
-    BatchStream,
-    ConfigError,
-    PretrainConfig,
-    SequenceSampler,
-    load_sources,
-    pretrain,
-    read_log,
-)
+from testtime.config import ConfigError
+from testtime.pretrain import PretrainConfig, pretrain, read_log
+from testtime.pretrain_data import BatchStream, SequenceSampler
+from testtime.sources import load_sources
 from testtime.tasks import load_tasks
 
 
@@ -149,7 +144,7 @@ def test_shipped_config_loads():
 
 
 def test_held_out_tasks_are_never_trained_on_and_the_best_model_is_exported(tmp_path, sources):
-    from testtime.pretrain import split_holdout
+    from testtime.sources import split_holdout
 
     kept, held = split_holdout(sources, 5)
     assert len(held) == 5 and not {t.id for t in held} & set(kept[0].task_ids())

@@ -339,3 +339,72 @@ def load_codec(model_path: str | Path) -> Codec:
     from transformers import AutoTokenizer
 
     return codec_for(AutoTokenizer.from_pretrained(str(model_path)))
+
+
+# ---------------------------------------------------------------- grid positions
+# A grid-aware model (testtime.grid_model) places each token at (grid, row, column) instead of one flat
+# index, so "the same cell of the previous grid" is one fixed relative offset whatever the grid sizes.
+# The three coordinates travel packed in one integer, so every caller that passes `position_ids` of
+# shape [batch, time] works unchanged: pos = grid << 10 | row << 5 | column.
+POS_COL_BITS = POS_ROW_BITS = 5
+MAX_GRID_INDEX = 63  # grids past this many in one sequence share the last index
+MAX_ROW_COL = (1 << POS_COL_BITS) - 1  # 31: a 30-wide row's newline sits at column 31
+
+
+def pack_positions(grid, row, col):
+    return (grid << (POS_ROW_BITS + POS_COL_BITS)) | (row << POS_COL_BITS) | col
+
+
+def unpack_positions(pos):
+    """(grid, row, column) of packed positions (torch or numpy integers)."""
+    return pos >> (POS_ROW_BITS + POS_COL_BITS), (pos >> POS_COL_BITS) & MAX_ROW_COL, pos & MAX_ROW_COL
+
+
+def _since_reset(reset, reset_value, inc):
+    """For each t, the value before token t of a counter that token j sets to reset_value[j] where reset[j]
+    and raises by one where inc[j] (reset and inc never both): a causal scan with cumsum and cummax."""
+    import torch
+
+    b, t = reset.shape
+    idx = torch.arange(t, device=reset.device).expand(b, t)
+    last = torch.where(reset, idx, -1).cummax(1).values  # last reset at or before j
+    count = inc.long().cumsum(1)  # increments at or before j
+    base = torch.where(last >= 0, reset_value.gather(1, last.clamp(min=0)), 0)
+    since = count - torch.where(last >= 0, count.gather(1, last.clamp(min=0)), 0)
+    after = base + since  # the counter after token j
+    return torch.cat([torch.zeros_like(after[:, :1]), after[:, :-1]], 1)  # before token t = after t-1
+
+
+def grid_positions(ids):
+    """Packed (grid, row, column) positions of token ids [B, T] in the compact vocabulary.
+
+    Each token sits where the tokens before it leave the cursor: `<input>`/`<output>` open the next grid at
+    row 1, column 1; a newline moves to column 1 of the next row; a cell (or `<end>`) moves one column right;
+    `<bos>` resets to (0, 0, 0) (so packed documents restart); padding leaves the cursor where it is, so left
+    padding changes no real token's position. `next_grid_position` is the same rule one token at a time.
+    """
+    import torch
+
+    marker = (ids == INPUT) | (ids == OUTPUT)
+    bos, newline, pad = ids == BOS, ids == NEWLINE, ids == PAD
+    ones = torch.ones_like(ids)
+    zeros = torch.zeros_like(ids)
+    grid = _since_reset(bos, zeros, marker)
+    row = _since_reset(bos | marker, torch.where(bos, zeros, ones), newline)
+    col = _since_reset(bos | marker | newline, torch.where(bos, zeros, ones), ~(bos | marker | newline | pad))
+    return pack_positions(grid.clamp(max=MAX_GRID_INDEX), row.clamp(max=MAX_ROW_COL), col.clamp(max=MAX_ROW_COL))
+
+
+def next_grid_position(pos, tok):
+    """The packed position after feeding token `tok` at packed position `pos` (tensors of one shape)."""
+    import torch
+
+    grid, row, col = unpack_positions(pos)
+    marker = (tok == INPUT) | (tok == OUTPUT)
+    newline = tok == NEWLINE
+    moves = ~(marker | newline | (tok == PAD) | (tok == BOS))
+    grid = torch.where(marker, (grid + 1).clamp(max=MAX_GRID_INDEX), grid)
+    row = torch.where(marker, 1, torch.where(newline, (row + 1).clamp(max=MAX_ROW_COL), row))
+    col = torch.where(marker | newline, 1, torch.where(moves, (col + 1).clamp(max=MAX_ROW_COL), col))
+    out = pack_positions(grid, row, col)
+    return torch.where(tok == BOS, torch.zeros_like(out), out)

