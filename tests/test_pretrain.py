@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from testtime.model import ModelConfig, load_model
 from testtime.config import ConfigError
+from testtime.model import ModelConfig, load_model
 from testtime.pretrain import PretrainConfig, pretrain, read_log
 from testtime.pretrain_data import BatchStream, SequenceSampler
 from testtime.sources import load_sources

@@ -14,6 +14,8 @@ gets fast and slow frequencies.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, LlamaModel
@@ -23,6 +25,11 @@ from transformers.modeling_outputs import BaseModelOutputWithPast
 from testtime.encode import grid_positions, next_grid_position, unpack_positions
 
 MODEL_TYPE = "testtime_grid"
+
+
+def _cache_kw(fn) -> str:
+    """transformers renamed `past_key_values` to `cache` (5.x); speak whichever this install speaks."""
+    return "cache" if "cache" in inspect.signature(fn).parameters else "past_key_values"
 
 
 class GridLlamaConfig(LlamaConfig):
@@ -75,13 +82,15 @@ class GridLlamaModel(LlamaModel):
             position_ids = grid_positions(input_ids)
         # The mask never sees the packed positions: HF would read their jumps as boundaries of packed documents.
         causal_mask = create_causal_mask(config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                         cache=cache, position_ids=None)
+                                         position_ids=None, **{_cache_kw(create_causal_mask): cache})
         hidden = inputs_embeds
         position_embeddings = self.rotary_emb(hidden, position_ids)
+        layer_cache = {_cache_kw(type(self.layers[0]).forward): cache} if len(self.layers) else {}
         for layer in self.layers[: self.config.num_hidden_layers]:
             hidden = layer(hidden, attention_mask=causal_mask, position_embeddings=position_embeddings,
-                           position_ids=position_ids, cache=cache, use_cache=use_cache, **kwargs)
-        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden), cache=cache)
+                           position_ids=position_ids, use_cache=use_cache, **layer_cache, **kwargs)
+        out = {"cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values": cache}
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden), **out)
 
 
 class GridLlamaForCausalLM(LlamaForCausalLM):
