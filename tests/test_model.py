@@ -21,11 +21,12 @@ from testtime.model import (
 
 def test_base_config_shape():
     cfg = ModelConfig().llama_config()
-    assert (cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads) == (32, 384, 8, 6)
+    assert (cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads) == (32, 512, 8, 8)
+    assert cfg.model_type == "testtime_grid"
     assert cfg.hidden_size // cfg.num_attention_heads == 64 and cfg.tie_word_embeddings
     with torch.device("meta"):
         n = n_params(build_model())
-    assert 13e6 < n < 15e6
+    assert 25e6 < n < 27e6  # the cap is 30M
 
 
 def test_save_load_round_trip_with_shards(tmp_path):

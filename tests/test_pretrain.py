@@ -138,7 +138,9 @@ def test_shipped_config_loads():
 
     cfg = PretrainConfig.from_json(REPO_ROOT / "configs" / "pretrain-base.json")
     assert cfg.datasets == ("arc1/train",)
-    assert cfg.model == ModelConfig()
+    grid = PretrainConfig.from_json(REPO_ROOT / "configs" / "pretrain-grid.json")
+    assert grid.model == ModelConfig()  # the shipped model's recipe
+    assert grid.datasets[1].startswith("re-arc:") and "arc2/train-clean" in grid.datasets
     ft = PretrainConfig.from_json(REPO_ROOT / "configs" / "finetune-gemma3-arc.json")
     assert ft.init_from and ft.datasets == ("arc1/train",) and not ft.train_embeddings
 
@@ -163,3 +165,26 @@ def test_held_out_tasks_are_never_trained_on_and_the_best_model_is_exported(tmp_
 def test_holdout_config_is_checked():
     with pytest.raises(ConfigError, match="val_every"):
         tiny_config(holdout=2, val_every=3, log_every=2)
+
+
+def test_a_grid_model_pretrains_on_rearc_resumes_exactly_and_warm_restarts(tmp_path):
+    """A tiny grid-aware model on a tiny RE-ARC-format file: a stopped and resumed run ends where a straight one
+    does; then a new run starts from its export (`init_from`), as a later GPU session continues the shipped model."""
+    from test_sources import write_rearc
+    from testtime.sources import ReArcSource
+
+    rearc = write_rearc(tmp_path / "re_arc.npz.xz", [f"task{i}" for i in range(5)], pairs_per_task=12)
+    grid_model = dataclasses.replace(ModelConfig.tiny(), grid_positions=True, rope_theta=100.0)
+    cfg = tiny_config(model=grid_model, datasets=(f"re-arc:{rearc}",))
+    straight = pretrain(cfg, tmp_path / "a", progress=False)
+    pretrain(cfg, tmp_path / "b", stop_at=3, progress=False)
+    pretrain(cfg, tmp_path / "b", progress=False)
+    assert [r["loss"] for r in read_log(tmp_path / "a")] == [r["loss"] for r in read_log(tmp_path / "b")]
+    loaded = load_model(straight.model_dir)
+    assert loaded.model.config.model_type == "testtime_grid"
+
+    warm = tiny_config(init_from=str(straight.model_dir), total_steps=4, datasets=(f"re-arc:{rearc}",))
+    res = pretrain(warm, tmp_path / "c", progress=False, sources=[ReArcSource.from_path(rearc)])
+    first = read_log(tmp_path / "c")[0]["loss"]
+    assert res.finished and first < read_log(tmp_path / "a")[0]["loss"]  # it starts from the trained weights
+    assert load_model(res.model_dir).model.config.model_type == "testtime_grid"

@@ -35,24 +35,25 @@ class ModelError(ValueError):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Shape of the base model. The defaults are the shipped ~14M-parameter model."""
+    """Shape of the base model. The defaults are the shipped ~26M-parameter grid-aware model."""
 
     vocab_size: int = 32  # the grid tokenizer has 18 tokens; padded to 32 for aligned matmuls
-    hidden_size: int = 384
+    hidden_size: int = 512
     num_layers: int = 8
-    num_heads: int = 6  # head dim 64
-    intermediate_size: int = 1024
+    num_heads: int = 8  # head dim 64
+    intermediate_size: int = 1408
     max_position_embeddings: int = 8192
-    rope_theta: float = 10000.0
+    rope_theta: float = 100.0  # per-axis positions stay under 64, so slow frequencies need no 10000
     tie_embeddings: bool = True
     initializer_range: float = 0.02
     # Rotary positions over (grid, row, column) (testtime.grid_model) instead of one flat index.
-    grid_positions: bool = False
+    grid_positions: bool = True
 
     @classmethod
     def tiny(cls) -> ModelConfig:
         """A few-thousand-parameter model for tests."""
-        return cls(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_position_embeddings=2048)
+        return cls(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_position_embeddings=2048,
+                   rope_theta=10000.0, grid_positions=False)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

