@@ -217,9 +217,6 @@ def test_kill_and_resume_loses_and_repeats_nothing(setup, tmp_path):
 
 def test_pretrain_ddp_two_processes(tmp_path):
     """`torchrun -m testtime pretrain` as users start it: DDP on two processes, one writer."""
-    from testtime.model import ModelConfig
-    from testtime.pretrain import PretrainConfig
-
     rng = np.random.default_rng(0)
     tasks = []
     for k in range(6):
@@ -227,10 +224,11 @@ def test_pretrain_ddp_two_processes(tmp_path):
         tasks.append(Task(f"p{k}", tuple(Example(g, g.T.copy()) for g in grids[:2]),
                           (Example(grids[2], grids[2].T.copy()),)))
     save_tasks(tasks, tmp_path / "tasks")
-    cfg = PretrainConfig(model=ModelConfig.tiny(), datasets=(str(tmp_path / "tasks"),), max_len=256, token_budget=1024,
-                         pool_size=16, pad_multiple=64, warmup_steps=1, total_steps=4, device="cpu", compile=False,
-                         log_every=2, prefetch=1)
-    (tmp_path / "pt.json").write_text(json.dumps(cfg.to_dict()))
+    # A config as a user writes one: only the keys that differ from the defaults (ModelConfig.tiny's model).
+    tiny = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64, "max_position_embeddings": 2048}
+    cfg = {"model": tiny, "datasets": [str(tmp_path / "tasks")], "max_len": 256, "token_budget": 1024, "pool_size": 16,
+           "pad_multiple": 64, "warmup_steps": 1, "total_steps": 4, "device": "cpu", "log_every": 2, "prefetch": 1}
+    (tmp_path / "pt.json").write_text(json.dumps(cfg))
     run = tmp_path / "pt"
     cmd = [*TORCHRUN, "--nproc-per-node", "2", "--standalone", "-m", "testtime", "pretrain",
            "--config", str(tmp_path / "pt.json"), "--run-dir", str(run)]
