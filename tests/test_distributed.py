@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,6 +20,10 @@ from testtime.distributed import Dist, from_env, shard
 from testtime.evaluate import append_records, finished_ids, merge_results, read_results
 from testtime.report import read_records
 from testtime.tasks import Example, Task, save_tasks
+
+REPO = Path(__file__).resolve().parents[1]
+# torchrun is `python -m torch.distributed.run`; this spelling keeps the interpreter that runs the tests.
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
 
 def synthetic_tasks(n: int = 8) -> list[Task]:
@@ -124,15 +130,17 @@ def setup(tmp_path_factory):
 
 
 def _command(root: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
-            "-m", "testtime.cli", "evaluate", "--tasks", str(root / "tasks"), "--model", str(root / "model"),
+    return [*TORCHRUN, "--nproc-per-node", "2", "--standalone",
+            "-m", "testtime", "evaluate", "--tasks", str(root / "tasks"), "--model", str(root / "model"),
             "--out", str(out), "--views", "1", "--samples", "16", "--epochs", "2", "--rank", "2", "--device", "cpu",
             "--config", str(root / "cfg.json")]
 
 
 def _env() -> dict[str, str]:
+    """The workers' environment: no torchrun variables of ours, and this checkout's `testtime` first on the path."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
-    return {**env, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    path = os.pathsep.join([str(REPO / "src"), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
+    return {**env, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
 
 
 def _children(pid: int) -> list[int]:
@@ -207,34 +215,78 @@ def test_kill_and_resume_loses_and_repeats_nothing(setup, tmp_path):
     assert [{k: r[k] for k in KEYS} for r in merged] == [{k: r[k] for k in KEYS} for r in ref]
 
 
-PRETRAIN_SCRIPT = """
-import sys
-import numpy as np
-from testtime.model import ModelConfig
-from testtime.pretrain import PretrainConfig, pretrain
-from testtime.sources import TaskSource
-from testtime.tasks import Example, Task
-rng = np.random.default_rng(0)
-tasks = []
-for k in range(6):
-    pairs = [rng.integers(0, 10, size=(3, 3)).astype(np.uint8) for _ in range(3)]
-    tasks.append(Task(f"p{k}", tuple(Example(g, g.T.copy()) for g in pairs[:2]), (Example(pairs[2], pairs[2].T.copy()),)))
-cfg = PretrainConfig(model=ModelConfig.tiny(), max_len=256, token_budget=1024, pool_size=16, pad_multiple=64,
-                     warmup_steps=1, total_steps=4, device="cpu", compile=False, log_every=2, prefetch=1)
-pretrain(cfg, sys.argv[1], progress=False, sources=[TaskSource(tasks)])
-"""
-
-
 def test_pretrain_ddp_two_processes(tmp_path):
-    script = tmp_path / "pt.py"
-    script.write_text(PRETRAIN_SCRIPT)
+    """`torchrun -m testtime pretrain` as users start it: DDP on two processes, one writer."""
+    rng = np.random.default_rng(0)
+    tasks = []
+    for k in range(6):
+        grids = [rng.integers(0, 10, size=(3, 3)).astype(np.uint8) for _ in range(3)]
+        tasks.append(Task(f"p{k}", tuple(Example(g, g.T.copy()) for g in grids[:2]),
+                          (Example(grids[2], grids[2].T.copy()),)))
+    save_tasks(tasks, tmp_path / "tasks")
+    # A config as a user writes one: only the keys that differ from the defaults (ModelConfig.tiny's model).
+    tiny = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64, "max_position_embeddings": 2048}
+    cfg = {"model": tiny, "datasets": [str(tmp_path / "tasks")], "max_len": 256, "token_budget": 1024, "pool_size": 16,
+           "pad_multiple": 64, "warmup_steps": 1, "total_steps": 4, "device": "cpu", "log_every": 2, "prefetch": 1}
+    (tmp_path / "pt.json").write_text(json.dumps(cfg))
     run = tmp_path / "pt"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone", str(script), str(run)]
+    cmd = [*TORCHRUN, "--nproc-per-node", "2", "--standalone", "-m", "testtime", "pretrain",
+           "--config", str(tmp_path / "pt.json"), "--run-dir", str(run)]
     res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("finished at step 4/4") == 1  # rank 0 speaks for the run
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [2, 4]  # one writer (rank 0), no duplicated lines
     state = json.loads((run / "checkpoint" / "state.json").read_text())
     assert state["step"] == 4 and len(state["streams"]) == 2
     assert state["streams"][0] != state["streams"][1]  # each rank draws its own stream (seed + rank)
     assert (run / "model" / "config.json").exists()
+
+
+# ---------------------------------------------------------------- README's torchrun lines, as written
+
+README_SECTION = "## Several GPUs or machines"
+
+
+def readme_torchrun_lines() -> list[list[str]]:
+    """Every `torchrun ...` command in README's section on several GPUs, split as a shell would."""
+    text = (REPO / "README.md").read_text()
+    assert README_SECTION in text, f"README.md lost its section {README_SECTION!r}"
+    section = text.split(README_SECTION, 1)[1].split("\n## ", 1)[0]
+    return [shlex.split(line) for line in re.findall(r"torchrun [^`\n]+", section)]
+
+
+def test_readme_torchrun_lines_parse():
+    """Each line's torchrun flags parse, and so do its testtime command and options (nothing runs)."""
+    import typer
+    from torch.distributed.run import get_args_parser
+
+    from testtime.cli import app
+
+    lines = readme_torchrun_lines()
+    commands = set()
+    for argv in lines:
+        args = get_args_parser().parse_args(argv[1:])
+        assert args.module and args.training_script == "testtime", argv
+        name, *rest = args.training_script_args
+        typer.main.get_command(app).commands[name].make_context(name, list(rest))  # a bad flag raises here
+        commands.add(name)
+        if "--config" in rest:
+            assert (REPO / rest[rest.index("--config") + 1]).exists(), argv
+    assert commands == {"evaluate", "pretrain"}
+    assert any("--nnodes" in argv and "--rdzv-endpoint" in argv for argv in lines)
+
+
+def test_readme_torchrun_line_runs_as_written(tmp_path):
+    """README's quick check (two processes, here gloo on the CPU) runs as written, from a fresh folder."""
+    argv = next(a for a in readme_torchrun_lines() if a[a.index("--nproc-per-node") + 1] == "2")
+    out = tmp_path / argv[argv.index("--out") + 1]
+    limit = int(argv[argv.index("--limit") + 1])
+    res = subprocess.run([*TORCHRUN, *argv[1:]], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(p.name for p in out.glob("results.rank*.jsonl")) == ["results.rank0.jsonl", "results.rank1.jsonl"]
+    merged = [r["task_id"] for r in read_records(out / "results.jsonl")]
+    assert len(merged) == limit == len(set(merged))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] and summary["world_size"] == 2
+    assert (out / "report.html").exists() and res.stdout.count("wrote ") == 1  # rank 0 speaks for the run

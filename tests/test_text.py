@@ -411,8 +411,10 @@ def test_torchrun_shards_text_tasks_and_merges(model_dir, tmp_path):
     f = write_text_tasks(tasks, tmp_path / "tasks.jsonl")
     out = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    src = str(Path(__file__).resolve().parents[1] / "src")  # this checkout's testtime, in the workers too
+    env["PYTHONPATH"] = os.pathsep.join([src, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
-           "-m", "testtime.cli", "evaluate", "--tasks", str(f), "--model", str(model_dir), "--out", str(out),
+           "-m", "testtime", "evaluate", "--tasks", str(f), "--model", str(model_dir), "--out", str(out),
            "--samples", "2", "--rank", "2", "--device", "cpu", "--limit", "3"]
     res = subprocess.run(cmd, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]
