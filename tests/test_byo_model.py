@@ -130,11 +130,12 @@ def test_evaluate_runs_end_to_end(folders, arch, tmp_path):
 def test_chunked_target_loss_equals_the_full_loss_and_its_gradients(folders, monkeypatch):
     """The large-vocabulary loss (head on target rows only, chunked, recomputed in backward) is the same loss."""
     from testtime import pretrain as pt
+    from testtime.pretrain_data import collate
 
     monkeypatch.setattr(pt, "HEAD_CHUNK", 5)  # several chunks, the last one partial
     loaded = load_model(folders["gemma3"])
     seqs = build_dataset(flip_task(), loaded.codec, TTTConfig(samples=3))
-    batch = pt.collate(seqs, 16, loaded.codec.pad_id)
+    batch = collate(seqs, 16, loaded.codec.pad_id)
     grads = []
     for fn in (pt.loss_sum, pt.loss_sum_targets):
         loaded.model.zero_grad()
