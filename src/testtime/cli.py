@@ -218,8 +218,9 @@ GRID_FLAGS = {
 TEXT_FLAGS = {k: v for k, v in GRID_FLAGS.items() if k not in ("policy", "views", "orders", "augment", "loo", "demo_loss")}
 
 
-def _flag_name(key: str) -> str:
-    return "--" + key.replace("_", "-")
+def _flag_name(key: str, value: object) -> str:
+    """The flag as the user typed it: `--no-augment` for augment=False."""
+    return ("--no-" if value is False else "--") + key.replace("_", "-")
 
 
 def _recipe_config(tasks: str | None, config: Path | None, given: dict):
@@ -244,7 +245,7 @@ def _recipe_config(tasks: str | None, config: Path | None, given: dict):
         given["tasks"] = tasks
     for key in given:
         if key not in places:
-            raise ConfigError(f"{_flag_name(key)} applies to grid tasks, not text tasks")
+            raise ConfigError(f"{_flag_name(key, given[key])} applies to grid tasks, not text tasks")
     return with_overrides(cfg, {places[k]: v for k, v in given.items()}), text
 
 
