@@ -38,9 +38,7 @@ class EvalConfig:
     ttt: bool = True
     limit: int | None = None
     device: str | None = None  # None: cuda when available
-    # Tasks trained and predicted together. None: 64 on a GPU (where batching pays: 5x, results/h100-2026-11-23c.md)
-    # and 8 on a CPU, where a group's results are written only when it ends and batching buys little.
-    max_group: int | None = None
+    max_group: int | None = None  # tasks trained and predicted together; None: by device, see runs.GROUP_SIZES
     policy: str | None = None  # see testtime.policy; None: its DEFAULT_POLICY with ttt, "never" without
     attempts: int = 2
     ttt_cfg: TTTConfig = field(default_factory=TTTConfig)
