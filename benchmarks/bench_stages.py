@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 from provenance import header, publish
 
+from testtime.distributed import pick_device
 from testtime.encode import Codec
-from testtime.evaluate import EvalConfig, plan_groups
-from testtime.lora import attach_multi_lora
+from testtime.evaluate import plan_groups
+from testtime.lora import Adapters, attach_multi_lora
 from testtime.model import load_model
 from testtime.predict import PredictConfig, predict_tasks
 from testtime.tasks import Task, load_tasks
@@ -55,7 +56,7 @@ def run(model, codec: Codec, tasks: list[Task], ttt: TTTConfig, pred: PredictCon
     data = {task.id: build_dataset(task, codec, ttt) for task in tasks}
     t["build"] = time.perf_counter() - start
     lengths = {k: max(len(s) for s in v) for k, v in data.items()}
-    groups = plan_groups(tasks, lengths, EvalConfig(max_group=max_group, ttt_cfg=ttt))
+    groups = plan_groups(tasks, lengths, ttt, max_group or 64)
     lora = attach_multi_lora(model, max(len(g) for g in groups), rank=ttt.rank, alpha=ttt.alpha, seed=ttt.seed)
     try:
         for group in groups:
@@ -66,7 +67,7 @@ def run(model, codec: Codec, tasks: list[Task], ttt: TTTConfig, pred: PredictCon
                                  select=lora.use, task_ids=[x.id for x in group])
             sync(device)
             t1 = time.perf_counter()
-            preds, _ = predict_tasks(model, group, codec, pred, select=lora.use, use_adapters=True)
+            preds, _ = predict_tasks(model, group, codec, pred, adapters=Adapters.per_item(lora, len(group)))
             sync(device)
             t2 = time.perf_counter()
             for task, p in zip(group, preds, strict=True):
@@ -103,7 +104,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="append the markdown table to this file")
     args = ap.parse_args()
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(pick_device(args.device))
     loaded = load_model(args.model, device=str(device))
     model, codec = loaded.model.eval(), loaded.codec
     tasks = load_tasks(args.tasks)[: args.limit]

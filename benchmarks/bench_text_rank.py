@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from provenance import header, publish
 
+from testtime.engine import sequence_logprobs
 from testtime.model import load_model
 from testtime.text import load_text_tasks
 from testtime.text_encode import TextFormat
-from testtime.text_predict import sequence_logprobs
-from testtime.ttt import _pad_right, target_loss
+from testtime.training import pad_right, target_loss
 
 
 @torch.no_grad()
@@ -34,7 +34,7 @@ def full_pass_logprobs(model, seqs, pad_id: int, token_budget: int) -> list[floa
         while end < len(order) and (end - start + 1) * len(seqs[order[end]]) <= token_budget:
             end += 1
         batch = order[start:end]
-        ids, mask = _pad_right([seqs[i] for i in batch], pad_id, next(model.parameters()).device)
+        ids, mask = pad_right([seqs[i] for i in batch], pad_id, next(model.parameters()).device)
         mean = target_loss(model, ids, mask, [slice(r, r + 1) for r in range(len(batch))])
         counts = mask[:, 1:].sum(1)
         for r, i in enumerate(batch):

@@ -13,31 +13,31 @@ a policy that answers early is well calibrated when its early answers are at lea
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from testtime.report import by_decision, compute_by_stage, read_records
+from testtime.evaluate import config_from_dict, effective_policy, ttt_config
+from testtime.report import by_decision, compute_by_stage
+from testtime.store import RESULTS, read_config, read_records
 
 
 def label(run: Path) -> str:
-    """Policy and TTT steps of a run, from its config.json (else the folder name)."""
-    cfg_path = run / "config.json"
-    if not cfg_path.exists():
+    """Policy and TTT steps of a run, from its config.json (else the folder name), by the recipe's own rules
+    (`evaluate.effective_policy`, `evaluate.ttt_config`): a run with no policy named ran the default one."""
+    raw = read_config(run)
+    if raw is None:
         return run.name
-    cfg = json.loads(cfg_path.read_text())
-    policy = cfg.get("policy") or ("always" if cfg.get("ttt", True) else "never")
-    if policy != "always":  # its steps vary per task: the table's TTT task-steps say what it spent
+    cfg = config_from_dict(raw, str(run / "config.json"))
+    policy = effective_policy(cfg)
+    if policy != "always":  # its steps vary per task or by policy: the table's TTT task-steps say what it spent
         return policy
-    t = cfg.get("ttt_cfg", {})
-    steps = t.get("epochs", 2) * -(-t.get("samples", 32) // t.get("batch_size", 2))
-    orders = cfg.get("predict_cfg", {}).get("orders", 1)
-    return f"{policy} ({steps} steps{f', {orders} orders' if orders > 1 else ''})"
+    orders = cfg.predict_cfg.orders
+    return f"{policy} ({ttt_config(cfg).steps} steps{f', {orders} orders' if orders > 1 else ''})"
 
 
 def load_runs(runs: list[Path]) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
     """Records of each run, cut to the task ids that every run finished (in the first run's order)."""
-    recs = {str(r): read_records(r / "results.jsonl") for r in runs}
+    recs = {str(r): read_records(r / RESULTS) for r in runs}
     common = set.intersection(*({x["task_id"] for x in v} for v in recs.values()))
     order = [x["task_id"] for x in next(iter(recs.values())) if x["task_id"] in common]
     return {k: [x for x in v if x["task_id"] in common] for k, v in recs.items()}, order
@@ -114,7 +114,7 @@ def main() -> None:
     ap.add_argument("--md", type=Path, default=None, help="also write the tables as markdown here")
     ap.add_argument("--title", default="pass@2 against compute")
     args = ap.parse_args()
-    missing = [str(r) for r in args.runs if not (r / "results.jsonl").exists()]
+    missing = [str(r) for r in args.runs if not (r / RESULTS).exists()]
     if missing:
         raise SystemExit(f"error: no results.jsonl in {', '.join(missing)}")
     table, n = rows(args.runs)

@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from testtime.encode import TextCodec
+from testtime.engine import greedy_generate
 from testtime.evaluate import EvalConfig, evaluate
-from testtime.lora import attach_multi_lora, find_target_modules
+from testtime.lora import Adapters, attach_multi_lora, find_target_modules
 from testtime.model import load_model
-from testtime.predict import greedy_generate
-from testtime.tasks import Example, Task
 from testtime.tiny_lm import byte_bpe_tokenizer, save_tiny, tiny_causal_lm
-from testtime.ttt import TTTConfig, _pad_right, build_dataset, target_loss, train_adapters, train_peft
+from testtime.training import pad_right, target_loss
+from testtime.ttt import TTTConfig, build_dataset, train_adapters, train_peft
 
 # qwen3 without a pad token; gemma3 with sliding-window layers shorter than the prompts and a tied head.
 ARCHS = {"qwen3": dict(pad=False), "gemma3": dict(pad=True), "mistral": dict(pad=True, bos=False)}
@@ -26,15 +26,6 @@ def folders(tmp_path_factory):
         out[arch] = save_tiny(tiny_causal_lm(arch, tok), tok, tmp_path_factory.mktemp(arch))
     return out
 
-
-def flip_task(seed: int = 0, tid: str = "t") -> Task:
-    rng = np.random.default_rng(seed)
-
-    def ex():
-        g = rng.integers(0, 10, size=(3, 3)).astype(np.uint8)
-        return Example(g, np.ascontiguousarray(g[:, ::-1]))
-
-    return Task(tid, (ex(), ex(), ex()), (ex(),))
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
@@ -55,10 +46,10 @@ def test_load_picks_text_codec_and_finds_linear_layers(folders, arch):
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
-def test_target_loss_matches_the_models_own_logits(folders, arch):
+def test_target_loss_matches_the_models_own_logits(folders, arch, flip_task):
     loaded = load_model(folders[arch])
-    data = build_dataset(flip_task(), loaded.codec, TTTConfig(samples=2))
-    ids, mask = _pad_right(data, loaded.codec.pad_id, "cpu")
+    data = build_dataset(flip_task(0, "t", (3, 3)), loaded.codec, TTTConfig(samples=2))
+    ids, mask = pad_right(data, loaded.codec.pad_id, "cpu")
     with torch.no_grad():
         got = target_loss(loaded.model, ids, mask, [slice(0, 1), slice(1, 2)])
         logits = loaded.model(input_ids=ids).logits[:, :-1]
@@ -81,11 +72,11 @@ def test_target_loss_applies_logit_softcapping():
 
 
 @pytest.mark.parametrize("arch", ["qwen3", "gemma3"])
-def test_multilora_equals_peft_and_cached_greedy_equals_generate(folders, arch):
+def test_multilora_equals_peft_and_cached_greedy_equals_generate(folders, arch, flip_task):
     cfg = TTTConfig(samples=4, epochs=1, batch_size=2, lr=1e-2, rank=4, alpha=8)
     loaded = load_model(folders[arch])
     codec = loaded.codec
-    data = build_dataset(flip_task(), codec, cfg)
+    data = build_dataset(flip_task(0, "t", (3, 3)), codec, cfg)
     lora = attach_multi_lora(loaded.model, 1, rank=cfg.rank, alpha=cfg.alpha, seed=3)
     init = lora.state(0)
     batched = train_adapters(
@@ -96,7 +87,7 @@ def test_multilora_equals_peft_and_cached_greedy_equals_generate(folders, arch):
 
     # Prompts of different lengths (left padding in one batch), longer than Gemma's 16-token window.
     prompts = [data[0].input_ids[: data[0].prompt_len], data[1].input_ids[:40]]
-    gens = greedy_generate(loaded.model, prompts, [8, 5], codec, adapter_index=[0, 0], select=lora.use)
+    gens = greedy_generate(loaded.model, prompts, [8, 5], codec, adapters=Adapters(lora, (0, 0)))
     lora.use(torch.zeros(1, dtype=torch.long))
     for p, n, g in zip(prompts, [8, 5], gens, strict=True):
         ids = torch.tensor(p)[None]
@@ -114,27 +105,27 @@ def test_multilora_equals_peft_and_cached_greedy_equals_generate(folders, arch):
 
 
 @pytest.mark.parametrize("arch", ["qwen3", "gemma3"])
-def test_evaluate_runs_end_to_end(folders, arch, tmp_path):
+def test_evaluate_runs_end_to_end(folders, arch, tmp_path, flip_task):
     cfg = EvalConfig()
     cfg.model, cfg.device, cfg.ttt = str(folders[arch]), "cpu", True
     cfg.policy = "always"  # the paper's recipe: a fixed number of steps per task, checked below
     cfg.ttt_cfg = TTTConfig(samples=4, epochs=1, batch_size=2, rank=4)
     cfg.predict_cfg.views = 2
-    tasks = [flip_task(1, "a"), flip_task(2, "b")]
+    tasks = [flip_task(1, "a", (3, 3)), flip_task(2, "b", (3, 3))]
     records = evaluate(cfg, tmp_path / "run", tasks=tasks, show_progress=False)
     assert [r["task_id"] for r in sorted(records, key=lambda r: r["task_id"])] == ["a", "b"]
     for r in records:
         assert r["error"] is None and r["score"] in (0.0, 1.0) and len(r["ttt_loss"]) == 2
 
 
-def test_chunked_target_loss_equals_the_full_loss_and_its_gradients(folders, monkeypatch):
+def test_chunked_target_loss_equals_the_full_loss_and_its_gradients(folders, monkeypatch, flip_task):
     """The large-vocabulary loss (head on target rows only, chunked, recomputed in backward) is the same loss."""
     from testtime import pretrain as pt
     from testtime.pretrain_data import collate
 
     monkeypatch.setattr(pt, "HEAD_CHUNK", 5)  # several chunks, the last one partial
     loaded = load_model(folders["gemma3"])
-    seqs = build_dataset(flip_task(), loaded.codec, TTTConfig(samples=3))
+    seqs = build_dataset(flip_task(0, "t", (3, 3)), loaded.codec, TTTConfig(samples=3))
     batch = collate(seqs, 16, loaded.codec.pad_id)
     grads = []
     for fn in (pt.loss_sum, pt.loss_sum_targets):
@@ -148,7 +139,7 @@ def test_chunked_target_loss_equals_the_full_loss_and_its_gradients(folders, mon
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-4) for a, b in zip(g_full, g_chunked, strict=True))
 
 
-def test_format_finetune_of_a_hf_model_trains_exports_and_resumes(folders, tmp_path, monkeypatch):
+def test_format_finetune_of_a_hf_model_trains_exports_and_resumes(folders, tmp_path, monkeypatch, flip_task):
     """`init_from`: pretrain fine-tunes a Hugging Face LM on ARC training tasks in its text grid format;
     frozen embeddings stay put, the export keeps the tokenizer, and a resumed run ends where a straight one does."""
     from testtime import pretrain as pt
@@ -156,7 +147,7 @@ def test_format_finetune_of_a_hf_model_trains_exports_and_resumes(folders, tmp_p
     from testtime.sources import TaskSource
 
     monkeypatch.setattr(pt, "loss_sum", pt.loss_sum_targets)  # the path an LLM's large vocabulary takes
-    tasks = [flip_task(i, f"t{i}") for i in range(6)]
+    tasks = [flip_task(i, f"t{i}", (3, 3)) for i in range(6)]
     src = [TaskSource(tasks)]
     cfg = PretrainConfig(init_from=str(folders["gemma3"]), train_embeddings=False, max_len=512, token_budget=2048,
                          pool_size=8, pad_multiple=16, lr=3e-3, warmup_steps=1, total_steps=12, log_every=1,

@@ -24,7 +24,8 @@ def test_tasks_list_dataset():
     assert "arc1/eval: 400 tasks" in out
     assert "#train" in out and "max grid" in out
     line = next(line for line in out.splitlines() if "00576224" in line)
-    assert "2" in line and "1" in line and "6x6" in line
+    cells = [c for c in line.replace("│", " ").replace("┃", " ").split() if c]
+    assert cells == ["00576224", "2", "1", "6x6"]  # id, #train, #test, max grid
 
 
 def test_tasks_list_folder(tmp_path, task):

@@ -17,27 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from testtime.distributed import Dist, from_env, shard
-from testtime.evaluate import append_records, finished_ids, merge_results, read_results
-from testtime.report import read_records
+from testtime.store import append_records, finished_ids, merge_results, read_file_records, read_records
 from testtime.tasks import Example, Task, save_tasks
 
 REPO = Path(__file__).resolve().parents[1]
 # torchrun is `python -m torch.distributed.run`; this spelling keeps the interpreter that runs the tests.
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
-
-def synthetic_tasks(n: int = 8) -> list[Task]:
-    rng = np.random.default_rng(0)
-    tasks = []
-    for k in range(n):
-        h, w = 2 + k % 4, 3 + k % 3
-        demos = []
-        for _ in range(2 + k % 2):
-            g = rng.integers(0, 10, size=(h, w)).astype(np.uint8)
-            demos.append(Example(g, np.ascontiguousarray(g[:, ::-1])))
-        q = rng.integers(0, 10, size=(h, w)).astype(np.uint8)
-        tasks.append(Task(f"t{k}", tuple(demos), (Example(q, np.ascontiguousarray(q[:, ::-1])),)))
-    return tasks
 
 
 # ---------------------------------------------------------------- shard
@@ -86,7 +72,7 @@ def test_read_records_policy(tmp_path):
     p.write_text('[1]\n')
     with pytest.raises(ValueError, match="line 1: expected an object"):
         read_records(p)
-    assert read_results(tmp_path / "absent.jsonl") == []
+    assert read_file_records(tmp_path / "absent.jsonl") == []
 
 
 def test_append_after_a_cut_line_starts_clean(tmp_path):
@@ -96,13 +82,13 @@ def test_append_after_a_cut_line_starts_clean(tmp_path):
     assert read_records(p) == [{"task_id": "a"}, {"task_id": "b"}]
 
 
-def test_merge_dedupes_in_task_order_and_keeps_others(tmp_path):
+def test_merge_dedupes_in_task_order_and_keeps_others(tmp_path, synthetic_tasks):
     tasks = synthetic_tasks(4)
     (tmp_path / "results.jsonl").write_text('{"task_id": "old"}\n{"task_id": "t2", "n": 0}\n')
     (tmp_path / "results.rank0.jsonl").write_text('{"task_id": "t3"}\n{"task_id": "t0"}\n')
     (tmp_path / "results.rank1.jsonl").write_text('{"task_id": "t2", "n": 1}\n{"task_id": "t1"}\n{"task_id": "x", "cut')
     assert finished_ids(tmp_path) == {"old", "t0", "t1", "t2", "t3"}
-    got = merge_results(tmp_path, tasks)
+    got = merge_results(tmp_path, [t.id for t in tasks])
     assert [r["task_id"] for r in got] == ["t0", "t1", "t2", "t3"]
     assert got[2]["n"] == 0  # the first record of a task wins
     ids = [r["task_id"] for r in read_records(tmp_path / "results.jsonl")]
@@ -114,7 +100,7 @@ def test_merge_dedupes_in_task_order_and_keeps_others(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, synthetic_tasks):
     """A tiny random model, 8 small synthetic tasks, and a config that keeps each task fast but not instant."""
     from testtime.model import ModelConfig, build_model, save_model
 

@@ -93,7 +93,7 @@ def test_cached_decoding_equals_a_full_forward_pass():
 
 
 def test_the_decoding_engine_matches_naive_greedy_decoding():
-    from testtime.predict import greedy_generate
+    from testtime.engine import greedy_generate
 
     model = tiny_grid_model(1)
     codec = GridCodec()

@@ -64,7 +64,14 @@ def test_missing_path_is_one_line_model_error(tmp_path):
     (tmp_path / "empty" / "config.json").write_text("{}")
     with pytest.raises(ModelError, match="no weights"):
         load_model(tmp_path / "empty")
-    assert issubclass(ModelError, ValueError)
+    # The command line reports it as a user error: one line, exit code 2, no traceback.
+    from typer.testing import CliRunner
+
+    from testtime.cli import EXIT_USER_ERROR, app
+
+    res = CliRunner().invoke(app, ["solve", "arc1/eval/00576224", "--model", str(missing), "--device", "cpu"])
+    assert res.exit_code == EXIT_USER_ERROR and res.stderr.count("\n") == 1
+    assert res.stderr.startswith(f"error: {missing}: no such model folder")
 
 
 def test_default_model_dir(monkeypatch, tmp_path):

@@ -7,27 +7,17 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from test_distributed import synthetic_tasks
-from test_resilience import small_cfg
-from test_ttt import small_task, tiny_model
 from testtime import policy as policy_mod
 from testtime.cli import app
 from testtime.config import ConfigError
 from testtime.encode import GridCodec
-from testtime.evaluate import Evaluator, evaluate
+from testtime.evaluate import GridOps, evaluate
 from testtime.lora import attach_multi_lora
-from testtime.model import ModelConfig, build_model
 from testtime.policy import POLICIES, Policy, agreement, get_policy, loo_tasks, round_steps
 from testtime.report import by_decision, summarize
 from testtime.tasks import freeze
 from testtime.ttt import TTTConfig, build_dataset, train_adapters
 from testtime.vote import Prediction
-
-
-@pytest.fixture()
-def tiny():
-    torch.manual_seed(0)
-    return build_model(ModelConfig.tiny()).eval(), GridCodec()
 
 
 def g(*rows):
@@ -42,8 +32,8 @@ def test_agreement_counts_invalid_views_and_takes_the_weakest_test():
     assert agreement([preds], [None]) == 0.0  # nothing valid: no agreement
 
 
-def test_loo_tasks_hold_out_each_demo_in_turn():
-    task = small_task(0)
+def test_loo_tasks_hold_out_each_demo_in_turn(flip_task):
+    task = flip_task(0)
     held = loo_tasks(task)
     assert len(held) == len(task.train)
     for i, lt in enumerate(held):
@@ -68,12 +58,12 @@ def test_the_default_policy_is_the_named_default_and_no_ttt_means_never():
     assert effective_policy(EvalConfig(policy="loo-stop")) == "loo-stop"
 
 
-def test_a_later_round_trains_only_its_slots():
-    model = tiny_model()
+def test_a_later_round_trains_only_its_slots(tiny_llama, flip_task):
+    model = tiny_llama()
     codec = GridCodec()
     lora = attach_multi_lora(model, 2, rank=2, alpha=2)
     cfg = TTTConfig(samples=2, epochs=1, batch_size=1, rank=2, lr=1e-2)
-    data = build_dataset(small_task(1), codec, cfg)
+    data = build_dataset(flip_task(1), codec, cfg)
     before = [p.detach().clone() for p in lora.parameters()]
     res = train_adapters(model, lora.parameters(), [data], cfg, pad_id=codec.pad_id, select=lora.use,
                          steps=3, slots=[1], round_index=1)
@@ -83,11 +73,17 @@ def test_a_later_round_trains_only_its_slots():
     assert any(not torch.equal(p[1], q[1]) for p, q in zip(lora.parameters(), before, strict=True))
 
 
-def _run(tmp_path, tiny, name, n=3, **kw):
-    model, codec = tiny
-    cfg = small_cfg(policy=name, **kw)
-    cfg.ttt_cfg.samples, cfg.ttt_cfg.epochs = 4, 1  # 2 steps a round at batch size 2
-    return evaluate(cfg, tmp_path / name, model=model, codec=codec, tasks=synthetic_tasks(n), show_progress=False)
+@pytest.fixture()
+def run(tmp_path, tiny, small_cfg, synthetic_tasks):
+    """run(policy, n=3): evaluate n synthetic tasks under a policy, 2 TTT steps a round, into tmp_path/policy."""
+
+    def run(name, n=3, **kw):
+        model, codec = tiny
+        cfg = small_cfg(policy=name, **kw)
+        cfg.ttt_cfg.samples, cfg.ttt_cfg.epochs = 4, 1  # 2 steps a round at batch size 2
+        return evaluate(cfg, tmp_path / name, model=model, codec=codec, tasks=synthetic_tasks(n), show_progress=False)
+
+    return run
 
 
 def _check_accounting(recs):
@@ -96,25 +92,28 @@ def _check_accounting(recs):
         assert r["seconds"] == pytest.approx(sum(r["compute"].values()), abs=1e-3)
 
 
-def test_extended_is_always_with_half_again_the_steps_and_twice_the_orders(tmp_path, tiny):
-    """The default policy is a preset of the plain recipe: `--policy always --epochs 3 --orders 2` reproduces it."""
+def test_extended_is_always_with_three_epochs_unless_epochs_are_given(tmp_path, tiny, small_cfg, synthetic_tasks):
+    """The default policy is a preset of the plain recipe: `--policy always --epochs 3` reproduces it; an explicit
+    `--epochs N` means N epochs under it too (issue 14: `--epochs 2` used to train 3)."""
     model, codec = tiny
 
-    def run(name, epochs, orders):
+    def run(name, epochs, orders, out=None):
         cfg = small_cfg(policy=name)
         cfg.ttt_cfg.samples, cfg.ttt_cfg.epochs = 4, epochs  # 2 steps an epoch at batch size 2
         cfg.predict_cfg.orders = orders
-        return evaluate(cfg, tmp_path / name, model=model, codec=codec, tasks=synthetic_tasks(3), show_progress=False)
+        return evaluate(cfg, tmp_path / (out or name), model=model, codec=codec, tasks=synthetic_tasks(3),
+                        show_progress=False)
 
-    ext, plain = run("extended", 2, 1), run("always", 3, 2)
+    ext, plain = run("extended", None, 1), run("always", 3, 2)
     assert [r["policy"]["ttt_steps"] for r in ext] == [r["policy"]["ttt_steps"] for r in plain] == [6, 6, 6]
+    assert [r["policy"]["ttt_steps"] for r in run("extended", 2, 1, "extended-2")] == [4, 4, 4]
     assert [r["attempts"] for r in ext] == [r["attempts"] for r in plain]
     assert [r["ttt_loss"] for r in ext] == [r["ttt_loss"] for r in plain]  # same steps, data order and schedule
 
 
-def test_never_and_always_match_the_ttt_switch(tmp_path, tiny):
-    never = _run(tmp_path, tiny, "never")
-    always = _run(tmp_path, tiny, "always")
+def test_never_and_always_match_the_ttt_switch(tmp_path, run):
+    never = run("never")
+    always = run("always")
     _check_accounting(never + always)
     assert all(r["policy"]["decision"] == "answer" and r["policy"]["ttt_steps"] == 0 for r in never)
     assert all(r["compute"]["ttt"] == 0 and r["compute"]["icl"] > 0 for r in never)
@@ -123,27 +122,27 @@ def test_never_and_always_match_the_ttt_switch(tmp_path, tiny):
     assert all(len(r["ttt_loss"]) == 2 for r in always)
 
 
-def test_agreement_gate_answers_confident_tasks_with_their_icl_answer(tmp_path, tiny, monkeypatch):
+def test_agreement_gate_answers_confident_tasks_with_their_icl_answer(run, monkeypatch):
     monkeypatch.setitem(POLICIES, "all-now", Policy("all-now", "test", icl_first=True, answer_at=0.0))
     monkeypatch.setitem(POLICIES, "none-now", Policy("none-now", "test", icl_first=True, answer_at=1.01))
-    never = _run(tmp_path, tiny, "never")
-    now = _run(tmp_path, tiny, "all-now")
-    later = _run(tmp_path, tiny, "none-now")
+    never = run("never")
+    now = run("all-now")
+    later = run("none-now")
     assert [r["attempts"] for r in now] == [r["attempts"] for r in never]
     assert all(r["policy"]["ttt_steps"] == 0 and r["compute"]["ttt"] == 0 for r in now)
     assert all(r["policy"]["decision"] == "ttt" and r["policy"]["ttt_steps"] == 2 for r in later)
     assert all(r["compute"]["icl"] > 0 and "agreement" in r["policy"]["signals"] for r in later)
 
 
-def test_loo_stop_ends_training_of_tasks_that_solve_their_demos(tmp_path, tiny, monkeypatch):
-    real = Evaluator._loo
+def test_loo_stop_ends_training_of_tasks_that_solve_their_demos(run, monkeypatch):
+    real = GridOps.leave_one_out
 
-    def fake(self, tasks, pcfg, slots=None):
-        real(self, tasks, pcfg, slots)  # the real check runs (and is charged); its verdict is scripted
-        return [1.0 if t.id == "t0" else 0.5 for t in tasks]
+    def fake(self, items, adapted):
+        real(self, items, adapted)  # the real check runs (and is charged); its verdict is scripted
+        return [1.0 if self.group[i].id == "t0" else 0.5 for i in items]
 
-    monkeypatch.setattr(Evaluator, "_loo", fake)
-    recs = {r["task_id"]: r for r in _run(tmp_path, tiny, "loo-stop")}
+    monkeypatch.setattr(GridOps, "leave_one_out", fake)
+    recs = {r["task_id"]: r for r in run("loo-stop")}
     _check_accounting(recs.values())
     assert recs["t0"]["policy"]["decision"] == "brief" and recs["t0"]["policy"]["ttt_steps"] == 1
     for tid in ("t1", "t2"):
@@ -152,22 +151,22 @@ def test_loo_stop_ends_training_of_tasks_that_solve_their_demos(tmp_path, tiny, 
     assert all(r["compute"]["loo"] > 0 for r in recs.values())
 
 
-def test_adaptive_keeps_the_icl_answer_where_the_base_model_did_better_on_held_out_demos(tmp_path, tiny, monkeypatch):
-    def fake(self, tasks, pcfg, slots=None):
-        return [1.0 if slots is None else 0.0 for _ in tasks]  # base solves its demos, adapters do not
+def test_adaptive_keeps_the_icl_answer_where_the_base_model_did_better_on_held_out_demos(run, monkeypatch):
+    def fake(self, items, adapted):
+        return [0.0 if adapted else 1.0 for _ in items]  # base solves its demos, adapters do not
 
-    monkeypatch.setattr(Evaluator, "_loo", fake)
+    monkeypatch.setattr(GridOps, "leave_one_out", fake)
     monkeypatch.setitem(POLICIES, "adaptive", dataclasses.replace(POLICIES["adaptive"], answer_at=1.01))
-    never = {r["task_id"]: r for r in _run(tmp_path, tiny, "never")}
-    recs = _run(tmp_path, tiny, "adaptive")
+    never = {r["task_id"]: r for r in run("never")}
+    recs = run("adaptive")
     for r in recs:
         assert r["policy"]["decision"] == "long+icl"
         assert r["policy"]["ttt_steps"] == 1 + 2  # a brief round (half) and a long one (the full schedule)
         assert r["attempts"] == never[r["task_id"]]["attempts"]
 
 
-def test_summary_reports_decisions_and_compute(tmp_path, tiny):
-    recs = _run(tmp_path, tiny, "adaptive")
+def test_summary_reports_decisions_and_compute(tmp_path, run):
+    recs = run("adaptive")
     s = summarize(recs)
     assert sum(row["n"] for row in s["decisions"].values()) == len(recs)
     assert set(s["compute"]) == {"icl", "loo", "ttt", "predict"}
@@ -188,15 +187,15 @@ def test_cli_policy_errors_are_one_line(tmp_path):
     assert res.exit_code == 0 and all(name in res.output for name in policy_mod.POLICIES)
 
 
-def test_policy_curve_compares_runs_on_common_tasks(tmp_path, tiny):
+def test_policy_curve_compares_runs_on_common_tasks(tmp_path, run):
     import importlib.util
     from pathlib import Path
 
     spec = importlib.util.spec_from_file_location("policy_curve", Path(__file__).parents[1] / "benchmarks" / "policy_curve.py")
     curve = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(curve)
-    _run(tmp_path, tiny, "never", n=3)
-    _run(tmp_path, tiny, "adaptive", n=2)  # finished fewer tasks: the comparison keeps the common two
+    run("never", n=3)
+    run("adaptive", n=2)  # finished fewer tasks: the comparison keeps the common two
     table, n = curve.rows([tmp_path / "never", tmp_path / "adaptive"])
     assert n == 2 and [r["label"] for r in table] == ["never", "adaptive"]
     assert all(r["n"] == 2 for r in table)

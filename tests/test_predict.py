@@ -3,35 +3,19 @@
 import numpy as np
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
+import testtime.engine as engine_mod
 import testtime.predict as predict_mod
 from testtime.encode import GridCodec
-from testtime.predict import Generated, PredictConfig, greedy_generate, make_queries, predict_tasks
+from testtime.engine import Generated, greedy_generate
+from testtime.lora import Adapters
+from testtime.predict import PredictConfig, make_queries, predict_tasks
 from testtime.tasks import Example, Task
 from testtime.vote import Prediction, attempts, hierarchical_vote, is_solved
 
 
-def tiny_model() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=32, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
-                      initializer_range=0.3)
-    return LlamaForCausalLM(cfg).eval()
-
-
-def flip_task(seed=0, shape=(3, 4)) -> Task:
-    rng = np.random.default_rng(seed)
-
-    def ex():
-        g = rng.integers(0, 10, size=shape).astype(np.uint8)
-        return Example(g, np.ascontiguousarray(g[:, ::-1]))
-
-    return Task(f"flip{seed}", (ex(), ex(), ex()), (ex(), ex()))
-
-
-def test_batched_greedy_equals_one_prompt_at_a_time():
-    model = tiny_model()
+def test_batched_greedy_equals_one_prompt_at_a_time(tiny_llama):
+    model = tiny_llama()
     codec = GridCodec()
     rng = np.random.default_rng(1)
     prompts = [rng.integers(0, 14, size=n).astype(np.int64) for n in (5, 17, 9, 30)]
@@ -46,8 +30,8 @@ def test_batched_greedy_equals_one_prompt_at_a_time():
         assert all(t == codec.pad_id for t in g.tokens[len(want):])
 
 
-def test_small_token_budget_gives_the_same_answers():
-    model = tiny_model()
+def test_small_token_budget_gives_the_same_answers(tiny_llama):
+    model = tiny_llama()
     codec = GridCodec()
     rng = np.random.default_rng(2)
     prompts = [rng.integers(0, 14, size=n).astype(np.int64) for n in (4, 8, 12, 16, 20)]
@@ -56,12 +40,12 @@ def test_small_token_budget_gives_the_same_answers():
     assert [x.tokens for x in a] == [x.tokens for x in b]
 
 
-def test_prepared_mask_decode_equals_hf_masks(monkeypatch):
+def test_prepared_mask_decode_equals_hf_masks(monkeypatch, tiny_llama):
     """The fixed-buffer decode loop (the one CUDA graphs replay) gives the tokens and log-probs of the
     loop where HF builds every mask, with left padding, per-row limits and a different adapter per row."""
     from testtime.lora import attach_multi_lora
 
-    model = tiny_model()
+    model = tiny_llama()
     lora = attach_multi_lora(model, 3, rank=4, alpha=8)
     with torch.no_grad():
         for layer in lora.layers.values():
@@ -71,10 +55,10 @@ def test_prepared_mask_decode_equals_hf_masks(monkeypatch):
     prompts = [rng.integers(0, 14, size=n).astype(np.int64) for n in (3, 11, 7, 19, 2, 13)]
     max_new = [9, 4, 12, 7, 1, 10]
     which = [0, 1, 2, 0, 1, 2]
-    assert predict_mod.mask_layout(model.config) == predict_mod.MaskLayout()
-    fixed = greedy_generate(model, prompts, max_new, codec, adapter_index=which, select=lora.use)
-    monkeypatch.setattr(predict_mod, "mask_layout", lambda config: None)  # HF's own loop
-    hf = greedy_generate(model, prompts, max_new, codec, adapter_index=which, select=lora.use)
+    assert engine_mod.mask_layout(model.config) == engine_mod.MaskLayout()
+    fixed = greedy_generate(model, prompts, max_new, codec, adapters=Adapters(lora, tuple(which)))
+    monkeypatch.setattr(engine_mod, "mask_layout", lambda config: None)  # HF's own loop
+    hf = greedy_generate(model, prompts, max_new, codec, adapters=Adapters(lora, tuple(which)))
     assert [g.tokens for g in fixed] == [g.tokens for g in hf]
     assert np.allclose([g.logprob for g in fixed], [g.logprob for g in hf], atol=1e-4)
     assert any(t not in codec.stop_ids and t != codec.pad_id for g in fixed for t in g.tokens)  # it said something
@@ -90,23 +74,23 @@ def test_sliding_window_models_decode_over_fixed_buffers_as_hf_does(arch, layout
 
     tok = byte_bpe_tokenizer(pad=True)
     model = tiny_causal_lm(arch, tok).eval()
-    assert predict_mod.mask_layout(model.config) == predict_mod.MaskLayout(*layout)
-    assert not predict_mod._fixed_buffers(predict_mod.mask_layout(model.config), graphs=False)  # a CPU: HF's loop
-    monkeypatch.setattr(predict_mod, "_fixed_buffers", lambda layout, graphs: layout is not None)  # as on a GPU
+    assert engine_mod.mask_layout(model.config) == engine_mod.MaskLayout(*layout)
+    assert not engine_mod.fixed_buffers(engine_mod.mask_layout(model.config), graphs=False)  # a CPU: HF's loop
+    monkeypatch.setattr(engine_mod, "fixed_buffers", lambda layout, graphs: layout is not None)  # as on a GPU
     codec = TextCodec(tok)
     rng = np.random.default_rng(5)
     prompts = [rng.integers(3, len(tok), size=n).astype(np.int64) for n in (30, 45, 7, 52)]
     max_new = [20, 35, 12, 28]
     fixed = greedy_generate(model, prompts, max_new, codec)
-    monkeypatch.setattr(predict_mod, "mask_layout", lambda config: None)
+    monkeypatch.setattr(engine_mod, "mask_layout", lambda config: None)
     hf = greedy_generate(model, prompts, max_new, codec)
     assert [g.tokens for g in fixed] == [g.tokens for g in hf]
     assert np.allclose([g.logprob for g in fixed], [g.logprob for g in hf], atol=1e-4)
     assert sum(t not in codec.stop_ids and t != codec.pad_id for g in fixed for t in g.tokens) > 40
 
 
-def test_queries_cover_every_view_and_test_input():
-    task = flip_task()
+def test_queries_cover_every_view_and_test_input(flip_task):
+    task = flip_task(0, "flip0", tests=2)
     queries, problems = make_queries([task], GridCodec(), PredictConfig(views=8, orders=2))
     assert not problems
     assert len(queries) == 8 * 2 * len(task.test)
@@ -131,9 +115,9 @@ def _oracle(rule):
     return generate
 
 
-def test_voting_maps_every_view_back(monkeypatch):
+def test_voting_maps_every_view_back(monkeypatch, flip_task):
     """A model that solves each view correctly is voted right only if every answer is mapped back."""
-    task = flip_task()
+    task = flip_task(0, "flip0", tests=2)
     # The stand-in answers each view with the truth in that view's frame.
     queries, _ = make_queries([task], GridCodec(), PredictConfig(views=8))
     answers = {}
@@ -193,13 +177,13 @@ def test_within_group_votes_then_across():
     assert {int(c.grid[0, 0]) for c in cands} == {1, 2, 3, 4}
 
 
-def test_generation_budget_follows_free_memory_and_cache_size(monkeypatch):
-    model = tiny_model()  # 2 layers, 2 KV heads of 16 dims, fp32
-    assert predict_mod.kv_bytes_per_token(model) == 2 * 2 * 2 * 16 * 4
-    monkeypatch.setattr(predict_mod, "available_memory", lambda device: 10 * 512 * 100_000)
-    assert predict_mod.auto_token_budget(model) == 100_000  # a tenth of a CPU's available memory
-    monkeypatch.setattr(predict_mod, "available_memory", lambda device: 1 << 40)
-    assert predict_mod.auto_token_budget(model) == 1 << 20  # never more than 1M tokens a batch
-    monkeypatch.setattr(predict_mod, "available_memory", lambda device: 1 << 20)
-    assert predict_mod.auto_token_budget(model) == 4096  # nor fewer than 4096
-    assert predict_mod.available_memory(torch.device("cpu")) > 0  # reads this machine's /proc/meminfo
+def test_generation_budget_follows_free_memory_and_cache_size(monkeypatch, tiny_llama):
+    model = tiny_llama()  # 2 layers, 2 KV heads of 16 dims, fp32
+    assert engine_mod.kv_bytes_per_token(model) == 2 * 2 * 2 * 16 * 4
+    monkeypatch.setattr(engine_mod, "available_memory", lambda device: 10 * 512 * 100_000)
+    assert engine_mod.auto_token_budget(model) == 100_000  # a tenth of a CPU's available memory
+    monkeypatch.setattr(engine_mod, "available_memory", lambda device: 1 << 40)
+    assert engine_mod.auto_token_budget(model) == 1 << 20  # never more than 1M tokens a batch
+    monkeypatch.setattr(engine_mod, "available_memory", lambda device: 1 << 20)
+    assert engine_mod.auto_token_budget(model) == 4096  # nor fewer than 4096
+    assert engine_mod.available_memory(torch.device("cpu")) > 0  # reads this machine's /proc/meminfo

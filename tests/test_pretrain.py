@@ -167,10 +167,9 @@ def test_holdout_config_is_checked():
         tiny_config(holdout=2, val_every=3, log_every=2)
 
 
-def test_a_grid_model_pretrains_on_rearc_resumes_exactly_and_warm_restarts(tmp_path):
+def test_a_grid_model_pretrains_on_rearc_resumes_exactly_and_warm_restarts(tmp_path, write_rearc):
     """A tiny grid-aware model on a tiny RE-ARC-format file: a stopped and resumed run ends where a straight one
     does; then a new run starts from its export (`init_from`), as a later GPU session continues the shipped model."""
-    from test_sources import write_rearc
     from testtime.sources import ReArcSource
 
     rearc = write_rearc(tmp_path / "re_arc.npz.xz", [f"task{i}" for i in range(5)], pairs_per_task=12)

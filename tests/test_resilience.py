@@ -6,42 +6,26 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from test_distributed import synthetic_tasks
 from testtime.cli import app
-from testtime.encode import GridCodec
-from testtime.evaluate import EvalConfig, Evaluator, config_from_dict, evaluate, load_task_set
+from testtime.evaluate import GridKind, config_from_dict, evaluate, load_task_set
 from testtime.model import ModelConfig, build_model, save_model
 from testtime.pretrain import ConfigError
-from testtime.report import read_records
+from testtime.store import read_records
 from testtime.tasks import save_tasks
 
 
-@pytest.fixture()
-def tiny():
-    torch.manual_seed(0)
-    return build_model(ModelConfig.tiny()).eval(), GridCodec()
-
-
-def small_cfg(**kw) -> EvalConfig:
-    cfg = config_from_dict({"max_group": 4, "ttt_cfg": {"samples": 2, "epochs": 1, "rank": 2},
-                            "predict_cfg": {"views": 1, "max_len": 320}})
-    for k, v in kw.items():
-        setattr(cfg, k, v)
-    return cfg
-
-
-def test_oom_splits_groups_then_shrinks_then_fails_one_task(tmp_path, tiny, monkeypatch):
+def test_oom_splits_groups_then_shrinks_then_fails_one_task(tmp_path, tiny, monkeypatch, small_cfg, synthetic_tasks):
     tasks = synthetic_tasks(6)
     calls = []
-    real = Evaluator.run_group
+    real = GridKind.run_group
 
-    def fake(self, group, datasets, progress=None, predict_cfg=None):
-        calls.append(([t.id for t in group], None if predict_cfg is None else predict_cfg.token_budget))
+    def fake(self, group, token_budget=None):
+        calls.append(([t.id for t in group], token_budget))
         if len(group) > 1 or group[0].id == "t3":
             raise torch.OutOfMemoryError("CUDA out of memory (fake)")
-        return real(self, group, datasets, progress, predict_cfg)
+        return real(self, group, token_budget)
 
-    monkeypatch.setattr(Evaluator, "run_group", fake)
+    monkeypatch.setattr(GridKind, "run_group", fake)
     model, codec = tiny
     recs = evaluate(small_cfg(), tmp_path, model=model, codec=codec, tasks=tasks, show_progress=False)
     assert [r["task_id"] for r in recs] == [t.id for t in tasks]  # all recorded once, in task order
@@ -53,7 +37,7 @@ def test_oom_splits_groups_then_shrinks_then_fails_one_task(tmp_path, tiny, monk
     assert summary["failed"] == failed and summary["complete"]
 
 
-def test_bad_task_files_are_skipped_and_reported(tmp_path):
+def test_bad_task_files_are_skipped_and_reported(tmp_path, synthetic_tasks):
     folder = tmp_path / "tasks"
     save_tasks(synthetic_tasks(3), folder)
     (folder / "broken.json").write_text('{"train": [{"input": [[1, 12]], "output": [[1]]}], "test": []}')
@@ -68,7 +52,7 @@ def test_bad_task_files_are_skipped_and_reported(tmp_path):
     assert res.exit_code == 2 and res.stderr.count("\n") == 1 and "broken.json" in res.stderr
 
 
-def test_skipped_files_go_into_the_summary(tmp_path, tiny):
+def test_skipped_files_go_into_the_summary(tmp_path, tiny, small_cfg, synthetic_tasks):
     model, codec = tiny
     evaluate(small_cfg(), tmp_path, model=model, codec=codec, tasks=synthetic_tasks(2), show_progress=False,
              skipped=["x.json: bad JSON"])
@@ -95,14 +79,14 @@ def test_config_types_are_kept():
     assert cfg.ttt_cfg.lr == 1.0 and isinstance(cfg.ttt_cfg.lr, float) and cfg.ttt_cfg.targets == ["q_proj"]
 
 
-def test_cli_config_and_checkpoint_errors_are_one_line(tmp_path):
+def test_cli_config_and_checkpoint_errors_are_one_line(tmp_path, synthetic_tasks):
     folder = tmp_path / "tasks"
     save_tasks(synthetic_tasks(1), folder)
     bad_cfg = tmp_path / "c.json"
     bad_cfg.write_text('{"ttt_cfg": {"epochs": 1.5}}')
     runner = CliRunner()
     res = runner.invoke(app, ["evaluate", "--tasks", str(folder), "--config", str(bad_cfg), "--out", str(tmp_path / "a")])
-    assert res.exit_code == 2 and res.stderr == f"error: {bad_cfg}: ttt_cfg: epochs must be an integer, got 1.5\n"
+    assert res.exit_code == 2 and res.stderr == f"error: {bad_cfg}: ttt_cfg: epochs must be an integer or null, got 1.5\n"
     torch.manual_seed(0)
     model_dir = save_model(build_model(ModelConfig.tiny()), None, tmp_path / "model")
     weights = model_dir / "model.safetensors"
@@ -128,7 +112,7 @@ def test_pretrain_corrupt_checkpoint_is_one_line(tmp_path):
     assert res.exit_code == 2 and res.stderr.count("\n") == 1 and "state.json: corrupt checkpoint" in res.stderr
 
 
-def test_single_process_writes_merged_results(tmp_path, tiny):
+def test_single_process_writes_merged_results(tmp_path, tiny, small_cfg, synthetic_tasks):
     model, codec = tiny
     tasks = synthetic_tasks(3)
     evaluate(small_cfg(), tmp_path, model=model, codec=codec, tasks=tasks, show_progress=False)
@@ -136,7 +120,7 @@ def test_single_process_writes_merged_results(tmp_path, tiny):
     assert not list(tmp_path.glob("results.rank*"))  # no torchrun: one file, as before
 
 
-def test_cli_flags_reach_the_run_config(tmp_path):
+def test_cli_flags_reach_the_run_config(tmp_path, synthetic_tasks):
     folder = tmp_path / "tasks"
     save_tasks(synthetic_tasks(2), folder)
     torch.manual_seed(0)
@@ -151,12 +135,29 @@ def test_cli_flags_reach_the_run_config(tmp_path):
     assert len(read_records(tmp_path / "r" / "results.jsonl")) == 2
 
 
-def test_groups_are_small_on_a_cpu_so_results_land_often():
+def test_groups_are_small_on_a_cpu_so_results_land_often(synthetic_tasks):
     """A group's records are written when it ends: on a CPU, where batching buys little, groups stay small."""
-    from testtime.evaluate import CPU_GROUP, GPU_GROUP, EvalConfig, group_size, plan_groups
+    from testtime.evaluate import EvalConfig, plan_groups
+    from testtime.runs import GROUP_SIZES, group_size
 
-    assert (group_size(None, "cpu"), group_size(None, "cuda:0")) == (CPU_GROUP, GPU_GROUP) == (8, 64)
-    assert group_size(3, "cuda") == 3
+    assert (group_size(None, "cpu", "grid"), group_size(None, "cuda:0", "grid")) == GROUP_SIZES["grid"][::-1] == (8, 64)
+    assert group_size(3, "cuda", "grid") == 3
     tasks = synthetic_tasks(20)
-    groups = plan_groups(tasks, {t.id: 10 for t in tasks}, EvalConfig(), group_size(None, "cpu"))
+    groups = plan_groups(tasks, {t.id: 10 for t in tasks}, EvalConfig().ttt_cfg, group_size(None, "cpu", "grid"))
     assert [len(g) for g in groups] == [8, 8, 4]
+
+
+def test_config_file_values_are_not_overwritten_by_flag_defaults(tmp_path, synthetic_tasks):
+    """`--config` first, then only the flags given (issue 14: flag defaults used to overwrite the file)."""
+    folder = tmp_path / "tasks"
+    save_tasks(synthetic_tasks(1), folder)
+    torch.manual_seed(0)
+    model_dir = save_model(build_model(ModelConfig.tiny()), None, tmp_path / "model")
+    cfg_file = tmp_path / "c.json"
+    cfg_file.write_text(json.dumps({"ttt": False, "predict_cfg": {"views": 1, "orders": 2, "max_len": 320}}))
+    res = CliRunner().invoke(app, ["evaluate", "--tasks", str(folder), "--model", str(model_dir), "--device", "cpu",
+                                   "--config", str(cfg_file), "--orders", "1", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["ttt"] is False and cfg["predict_cfg"]["views"] == 1  # from the file
+    assert cfg["predict_cfg"]["orders"] == 1  # the flag given wins

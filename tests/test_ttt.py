@@ -5,34 +5,16 @@ import copy
 import numpy as np
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from testtime.encode import END, GridCodec
 from testtime.lora import attach_multi_lora, find_target_modules
-from testtime.tasks import Example, Task, load_tasks
-from testtime.ttt import TTTConfig, _pad_right, build_dataset, target_loss, train_adapters, train_peft
+from testtime.tasks import load_tasks
+from testtime.training import pad_right, target_loss
+from testtime.ttt import TTTConfig, build_dataset, train_adapters, train_peft
 
 
-def tiny_model(seed: int = 0) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=32, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
-                      initializer_range=0.3)  # large enough that a frozen head can express sharp outputs
-    return LlamaForCausalLM(cfg).eval()
-
-
-def small_task(seed: int = 0, tid: str = "t") -> Task:
-    rng = np.random.default_rng(seed)
-    demos = []
-    for _ in range(3):
-        g = rng.integers(0, 10, size=(3, 4)).astype(np.uint8)
-        demos.append(Example(g, np.ascontiguousarray(g[:, ::-1])))
-    q = rng.integers(0, 10, size=(3, 4)).astype(np.uint8)
-    return Task(tid, tuple(demos), (Example(q, np.ascontiguousarray(q[:, ::-1])),))
-
-
-def test_dataset_uses_only_demonstrations():
-    task = small_task()
+def test_dataset_uses_only_demonstrations(flip_task):
+    task = flip_task()
     data = build_dataset(task, GridCodec(), TTTConfig(samples=24))
     assert len(data) == 24
     test_out = GridCodec.grid_ids(task.test[0].output)
@@ -48,8 +30,8 @@ def test_dataset_uses_only_demonstrations():
     assert len({e.input_ids.tobytes() for e in data}) == 24  # deduplicated
 
 
-def test_dataset_switches():
-    task = small_task()
+def test_dataset_switches(flip_task):
+    task = flip_task()
     codec = GridCodec()
     plain = build_dataset(task, codec, TTTConfig(samples=6, leave_one_out=False, augment=False))
     assert all(e.demos_used == () for e in plain)
@@ -59,16 +41,16 @@ def test_dataset_switches():
         assert e.loss_mask.sum() == len(e) - e.prompt_len
 
 
-def test_ttt_lowers_loss_on_demonstrations():
-    model = tiny_model()
+def test_ttt_lowers_loss_on_demonstrations(tiny_llama, flip_task):
+    model = tiny_llama()
     codec = GridCodec()
-    task = small_task()
+    task = flip_task()
     cfg = TTTConfig(samples=8, epochs=15, batch_size=4, lr=2e-2)
     data = build_dataset(task, codec, cfg)
     lora = attach_multi_lora(model, 1, rank=8, alpha=16)
 
     def loss() -> float:
-        ids, mask = _pad_right(data, codec.pad_id, "cpu")
+        ids, mask = pad_right(data, codec.pad_id, "cpu")
         lora.use(torch.zeros(len(data), dtype=torch.long))
         with torch.no_grad():
             return float(target_loss(model, ids, mask, [slice(0, len(data))])[0])
@@ -80,23 +62,23 @@ def test_ttt_lowers_loss_on_demonstrations():
     assert result.losses[0][-1] < result.losses[0][0]
 
 
-def test_target_modules_found_from_architecture():
-    assert find_target_modules(tiny_model()) == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+def test_target_modules_found_from_architecture(tiny_llama):
+    assert find_target_modules(tiny_llama()) == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
 
 
-def test_batched_adapters_equal_one_task_at_a_time_with_peft():
+def test_batched_adapters_equal_one_task_at_a_time_with_peft(tiny_llama, flip_task):
     codec = GridCodec()
-    tasks = [small_task(s, f"t{s}") for s in range(3)]
+    tasks = [flip_task(s, f"t{s}") for s in range(3)]
     cfg = TTTConfig(samples=4, epochs=2, batch_size=2, lr=1e-2, rank=4, alpha=8, grad_clip=0.05)
     data = [build_dataset(t, codec, cfg) for t in tasks]
 
-    model = tiny_model()
+    model = tiny_llama()
     lora = attach_multi_lora(model, len(tasks), rank=cfg.rank, alpha=cfg.alpha, seed=7)
     init = [lora.state(k) for k in range(len(tasks))]
     batched = train_adapters(model, lora.parameters(), data, cfg, pad_id=codec.pad_id, select=lora.use,
                              task_ids=[t.id for t in tasks])
     for k, task in enumerate(tasks):
-        peft_model, alone = train_peft(tiny_model(), data[k], cfg, pad_id=codec.pad_id, task_id=task.id, init=init[k])
+        peft_model, alone = train_peft(tiny_llama(), data[k], cfg, pad_id=codec.pad_id, task_id=task.id, init=init[k])
         np.testing.assert_allclose(batched.losses[k], alone.losses[0], rtol=1e-4, atol=1e-5)
         want = lora.state(k)
         got = {n: p for n, p in peft_model.named_parameters() if "lora_" in n}
@@ -111,8 +93,8 @@ def test_batched_adapters_equal_one_task_at_a_time_with_peft():
         assert moved > 1e-2
 
 
-def test_detach_restores_the_base_model():
-    model = tiny_model()
+def test_detach_restores_the_base_model(tiny_llama):
+    model = tiny_llama()
     ids = torch.randint(0, 10, (2, 20))
     before = model(input_ids=ids).logits
     ref = copy.deepcopy(model)
@@ -129,22 +111,24 @@ def test_dataset_on_a_real_task(task_id):
     assert len(data) == TTTConfig().samples
 
 
-def test_batched_predictions_equal_one_task_at_a_time():
-    from testtime.predict import PredictConfig, greedy_generate, make_queries
+def test_batched_predictions_equal_one_task_at_a_time(tiny_llama, flip_task):
+    from testtime.engine import greedy_generate
+    from testtime.lora import Adapters
+    from testtime.predict import PredictConfig, make_queries
 
     codec = GridCodec()
-    tasks = [small_task(s, f"t{s}") for s in range(3)]
+    tasks = [flip_task(s, f"t{s}") for s in range(3)]
     cfg = TTTConfig(samples=4, epochs=2, batch_size=2, lr=1e-2, rank=4, alpha=8)
     data = [build_dataset(t, codec, cfg) for t in tasks]
-    model = tiny_model()
+    model = tiny_llama()
     lora = attach_multi_lora(model, len(tasks), rank=cfg.rank, alpha=cfg.alpha, seed=3)
     train_adapters(model, lora.parameters(), data, cfg, pad_id=codec.pad_id, select=lora.use,
                    task_ids=[t.id for t in tasks])
     queries, _ = make_queries(tasks, codec, PredictConfig(views=2))
     together = greedy_generate(model, [q.prompt for q in queries], [q.max_new for q in queries], codec,
-                               adapter_index=[q.task for q in queries], select=lora.use)
+                               adapters=Adapters(lora, tuple(q.task for q in queries)))
     for k in range(len(tasks)):
-        alone_model = tiny_model()
+        alone_model = tiny_llama()
         alone = attach_multi_lora(alone_model, 1, rank=cfg.rank, alpha=cfg.alpha)
         with torch.no_grad():
             for name, layer in alone.layers.items():
@@ -152,15 +136,15 @@ def test_batched_predictions_equal_one_task_at_a_time():
                 layer.lora_B[0].copy_(lora.layers[name].lora_B[k])
         mine = [i for i, q in enumerate(queries) if q.task == k]
         got = greedy_generate(alone_model, [queries[i].prompt for i in mine], [queries[i].max_new for i in mine],
-                              codec, adapter_index=[0] * len(mine), select=alone.use)
+                              codec, adapters=Adapters(alone, (0,) * len(mine)))
         assert [g.tokens for g in got] == [together[i].tokens for i in mine]
     # The adapters matter: without them the answers differ somewhere.
     bare = greedy_generate(model, [q.prompt for q in queries], [q.max_new for q in queries], codec)
     assert [g.tokens for g in bare] != [g.tokens for g in together]
 
 
-def test_adapter_fast_paths_equal_the_per_row_gather():
-    model = tiny_model()
+def test_adapter_fast_paths_equal_the_per_row_gather(tiny_llama):
+    model = tiny_llama()
     lora = attach_multi_lora(model, 3, rank=2, alpha=4)
     with torch.no_grad():
         for p in lora.parameters():

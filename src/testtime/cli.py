@@ -16,6 +16,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from testtime.runs import GROUP_SIZES
 from testtime.tasks import TaskError
 
 F = TypeVar("F", bound=Callable)
@@ -31,7 +32,9 @@ app.add_typer(tasks_app, name="tasks")
 
 def fail(message: object) -> typer.Exit:
     """Print `error: message` as one line on stderr; return the Exit to raise."""
-    text = " ".join(str(message).split()) or type(message).__name__
+    from testtime.config import one_line
+
+    text = one_line(message)
     typer.echo(f"error: {text}", err=True)
     return typer.Exit(EXIT_USER_ERROR)
 
@@ -121,13 +124,11 @@ def tasks_show(
 @cli_errors
 def report(run_dir: Annotated[Path, typer.Argument(help="Run folder holding results.jsonl (and config.json).")]) -> None:
     """Print a run's summary and write RUN_DIR/report.html (grid or text run, told by its tasks file)."""
-    import json
-
-    from testtime.report import print_summary, read_results, write_report
+    from testtime.report import print_summary, write_report
+    from testtime.store import read_config, read_results
     from testtime.text import is_text_task_path
 
-    cfg_path = run_dir / "config.json"
-    tasks = json.loads(cfg_path.read_text()).get("tasks") if cfg_path.exists() else None
+    tasks = (read_config(run_dir) or {}).get("tasks")
     if isinstance(tasks, str) and is_text_task_path(tasks):
         from testtime.text_report import summary, write_text_report
 
@@ -205,40 +206,67 @@ def pretrain_cmd(
 # ---------------------------------------------------------------- solving
 
 
-def _eval_config(
-    tasks: str, model: str | None, ttt: bool, limit: int | None, device: str | None, views: int, orders: int,
-    samples: int | None, epochs: int | None, lr: float | None, rank: int | None, augment: bool, leave_one_out: bool,
-    demo_loss: bool, shared: bool, config: Path | None, policy: str | None = None,
-):
-    from testtime.evaluate import EvalConfig, load_eval_config
+# Where each `evaluate`/`solve` flag goes in a recipe's config; a flag the kind has no place for is refused.
+GRID_FLAGS = {
+    "tasks": "tasks", "model": "model", "ttt": "ttt", "limit": "limit", "device": "device", "policy": "policy",
+    "max_group": "max_group", "views": "predict_cfg.views", "orders": "predict_cfg.orders",
+    "token_budget": "predict_cfg.token_budget", "cuda_graphs": "predict_cfg.cuda_graphs",
+    "samples": "ttt_cfg.samples", "epochs": "ttt_cfg.epochs", "lr": "ttt_cfg.lr", "rank": "ttt_cfg.rank",
+    "augment": "ttt_cfg.augment", "loo": "ttt_cfg.leave_one_out", "demo_loss": "ttt_cfg.loss_on_demos",
+    "shared": "ttt_cfg.shared",
+}
+TEXT_FLAGS = {k: v for k, v in GRID_FLAGS.items() if k not in ("policy", "views", "orders", "augment", "loo", "demo_loss")}
 
-    cfg = load_eval_config(config) if config else EvalConfig()
-    cfg.tasks, cfg.model, cfg.ttt, cfg.limit, cfg.device = tasks, model, ttt, limit, device
-    if policy is not None:
-        cfg.policy = policy
-    cfg.predict_cfg.views, cfg.predict_cfg.orders = views, orders
-    t = cfg.ttt_cfg
-    for name, value in (("samples", samples), ("epochs", epochs), ("lr", lr), ("rank", rank)):
-        if value is not None:
-            setattr(t, name, value)
-    t.augment, t.leave_one_out, t.loss_on_demos, t.shared = augment, leave_one_out, demo_loss, shared
-    return cfg
+
+def _flag_name(key: str, value: object) -> str:
+    """The flag as the user typed it: `--no-augment` for augment=False."""
+    return ("--no-" if value is False else "--") + key.replace("_", "-")
+
+
+def _recipe_config(tasks: str | None, config: Path | None, given: dict):
+    """The run's config: `--config` (or the kind's defaults), then only the flags given (None: not given), each
+    onto its place by `dataclasses.replace`. Grid or text tasks, told by the tasks named (flag, else config)."""
+    from testtime.config import ConfigError, read_json, with_overrides
+    from testtime.text import is_text_task_path
+
+    raw = read_json(config) if config else {}
+    spec = tasks or (raw.get("tasks") if isinstance(raw, dict) else None) or "arc1/eval"
+    text = isinstance(spec, str) and is_text_task_path(spec)
+    if text:
+        from testtime.text_eval import TextEvalConfig, text_config_from_dict
+
+        cfg, places = (text_config_from_dict(raw, str(config)) if config else TextEvalConfig()), TEXT_FLAGS
+    else:
+        from testtime.evaluate import EvalConfig, config_from_dict
+
+        cfg, places = (config_from_dict(raw, str(config)) if config else EvalConfig()), GRID_FLAGS
+    given = {k: v for k, v in given.items() if v is not None}
+    if tasks is not None:
+        given["tasks"] = tasks
+    for key in given:
+        if key not in places:
+            raise ConfigError(f"{_flag_name(key, given[key])} applies to grid tasks, not text tasks")
+    return with_overrides(cfg, {places[k]: v for k, v in given.items()}), text
 
 
 _MODEL = Annotated[str | None, typer.Option(help="A Hugging Face causal LM folder; default: the shipped base model.")]
-_TTT = Annotated[bool, typer.Option("--ttt/--no-ttt", help="Train a per-task adapter before predicting.")]
-_VIEWS = Annotated[int, typer.Option(min=1, max=8, help="D8 views for augmented inference (1: plain greedy).")]
-_ORDERS = Annotated[int, typer.Option(min=1, help="Demo orders per view.")]
+_TTT = Annotated[bool | None, typer.Option("--ttt/--no-ttt", show_default=False,
+                                           help="Train a per-task adapter before predicting (default: yes).")]
+_VIEWS = Annotated[int | None, typer.Option(min=1, max=8, help="D8 views for augmented inference (1: plain greedy; default 8).")]
+_ORDERS = Annotated[int | None, typer.Option(min=1, help="Demo orders per view (default 1).")]
 _DEVICE = Annotated[str | None, typer.Option(help="cpu or cuda; default: cuda when available.")]
 _SAMPLES = Annotated[int | None, typer.Option(min=1, help="TTT sequences per task.")]
-_EPOCHS = Annotated[int | None, typer.Option(min=1, help="TTT epochs.")]
+_EPOCHS = Annotated[int | None, typer.Option(min=1, help="TTT epochs (default: the policy's; extended 3, else 2).")]
 _LR = Annotated[float | None, typer.Option(help="TTT learning rate.")]
 _RANK = Annotated[int | None, typer.Option(min=1, help="LoRA rank.")]
-_AUG = Annotated[bool, typer.Option("--augment/--no-augment", help="Transform TTT samples (D8, colors, order).")]
-_LOO = Annotated[bool, typer.Option("--loo/--no-loo", help="Leave-one-out TTT tasks (else plain input->output pairs).")]
-_DEMO = Annotated[bool, typer.Option("--demo-loss/--no-demo-loss", help="Also learn demo outputs, not only the held-out one.")]
+_AUG = Annotated[bool | None, typer.Option("--augment/--no-augment", show_default=False,
+                                           help="Transform TTT samples (D8, colors, order; default: yes).")]
+_LOO = Annotated[bool | None, typer.Option("--loo/--no-loo", show_default=False,
+                                           help="Leave-one-out TTT tasks (else plain input->output pairs; default: yes).")]
+_DEMO = Annotated[bool | None, typer.Option("--demo-loss/--no-demo-loss", show_default=False,
+                                            help="Also learn demo outputs, not only the held-out one (default: yes).")]
 _SHARED = Annotated[bool, typer.Option("--shared", help="Ablation: one adapter shared by the tasks of a batch.")]
-_CONFIG = Annotated[Path | None, typer.Option(help="JSON EvalConfig to start from (flags override it).")]
+_CONFIG = Annotated[Path | None, typer.Option(help="JSON config of the recipe to start from (the flags given override it).")]
 _POLICY = Annotated[str | None, typer.Option(
     help="When to train: never, always, extended (default with --ttt), agree, loo-stop, adaptive; see `testtime policies`.")]
 
@@ -256,65 +284,57 @@ def policies_cmd() -> None:
 @app.command("evaluate")
 @cli_errors
 def evaluate_cmd(
-    tasks: Annotated[str, typer.Option(help="Dataset name, task file, challenges file or folder.")] = "arc1/eval",
+    tasks: Annotated[str | None, typer.Option(help="Dataset name, task file, challenges file, folder, or a text tasks "
+                                                   ".jsonl file (default: arc1/eval).")] = None,
     model: _MODEL = None,
-    ttt: _TTT = True,
+    ttt: _TTT = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N tasks.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (results.jsonl, report.html); resumes if it exists.")] = None,
     device: _DEVICE = None,
-    views: _VIEWS = 8,
-    orders: _ORDERS = 1,
+    views: _VIEWS = None,
+    orders: _ORDERS = None,
     samples: _SAMPLES = None,
     epochs: _EPOCHS = None,
     lr: _LR = None,
     rank: _RANK = None,
-    augment: _AUG = True,
-    loo: _LOO = True,
-    demo_loss: _DEMO = True,
+    augment: _AUG = None,
+    loo: _LOO = None,
+    demo_loss: _DEMO = None,
     shared: _SHARED = False,
     config: _CONFIG = None,
     policy: _POLICY = None,
     max_minutes: Annotated[float | None, typer.Option(help="Start no new batch of tasks after this long.")] = None,
     token_budget: Annotated[int | None, typer.Option(min=1024, help="Prompt+answer tokens per generation batch (default: sized to free memory).")] = None,
-    strict: Annotated[bool, typer.Option("--strict", help="A task file that fails validation stops the run (default: skip it, report it).")] = False,
-    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs/--no-cuda-graphs", help="Replay the decode step as a CUDA graph (GPU).")] = True,
-    max_group: Annotated[int | None, typer.Option(min=1, help="Tasks trained and predicted together (default: 64 grid or 16 text tasks on a GPU, 8 or 4 on a CPU). Results are written as each group ends.")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="A task file that fails validation stops the run (default: skip it, report it; a text tasks file is always read strictly).")] = False,
+    cuda_graphs: Annotated[bool | None, typer.Option("--cuda-graphs/--no-cuda-graphs", show_default=False, help="Replay the decode step as a CUDA graph (GPU; default: yes).")] = None,
+    max_group: Annotated[int | None, typer.Option(min=1, help=f"Tasks trained and predicted together (default: {GROUP_SIZES['grid'][0]} grid or {GROUP_SIZES['text'][0]} text tasks on a GPU, {GROUP_SIZES['grid'][1]} or {GROUP_SIZES['text'][1]} on a CPU). Results are written as each group ends.")] = None,
 ) -> None:
-    """Solve a set of tasks and score pass@2; one JSON line per task, resumable, with an HTML report.
+    """Solve a set of tasks and score them (pass@2 for grids); one JSON line per task, resumable, with an HTML report.
 
     Runs as is under torchrun (tasks sharded across ranks; rank 0 merges results and writes the report).
     """
-    from testtime.text import is_text_task_path
+    from testtime import distributed
 
-    if is_text_task_path(tasks):  # text few-shot tasks (JSONL): their own recipe, same flags
-        from testtime.text_eval import evaluate_text_cli
+    cfg, text = _recipe_config(tasks, config, dict(
+        model=model, ttt=ttt, limit=limit, device=device, views=views, orders=orders, samples=samples, epochs=epochs,
+        lr=lr, rank=rank, augment=augment, loo=loo, demo_loss=demo_loss, shared=shared or None, policy=policy,
+        token_budget=token_budget, cuda_graphs=cuda_graphs, max_group=max_group))
+    main = distributed.from_env().is_main  # under torchrun, rank 0 speaks for the run
+    if text:  # text few-shot tasks (JSONL)
+        from testtime.text_eval import default_out, evaluate_text
+        from testtime.text_report import summary
 
-        if policy is not None:
-            from testtime.config import ConfigError
-
-            raise ConfigError("--policy applies to grid tasks; text tasks take --ttt/--no-ttt")
-        run, s = evaluate_text_cli(tasks, model, ttt, limit, out, device, samples, epochs, lr, rank, shared, max_minutes,
-                                   max_group)
-        if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
-            return
-        typer.echo(f"{_text_summary(s)}; wrote {run / 'results.jsonl'}")
+        out = out or default_out(cfg)
+        records = evaluate_text(cfg, out, max_minutes=max_minutes)
+        if main:
+            typer.echo(f"{_text_summary(summary(records))}; wrote {out / 'results.jsonl'}")
         return
 
-    from testtime import distributed
-    from testtime.evaluate import effective_policy, evaluate, load_task_set
-    from testtime.report import print_summary, write_report
+    from testtime.evaluate import default_out, evaluate, load_task_set
+    from testtime.report import print_summary
 
-    cfg = _eval_config(tasks, model, ttt, limit, device, views, orders, samples, epochs, lr, rank, augment, loo,
-                       demo_loss, shared, config, policy)
-    if token_budget is not None:
-        cfg.predict_cfg.token_budget = token_budget
-    cfg.predict_cfg.cuda_graphs = cuda_graphs
-    if max_group is not None:
-        cfg.max_group = max_group
-    default_name = {"never": "icl"}.get(effective_policy(cfg), effective_policy(cfg))
-    out = out or Path("runs") / f"{tasks.replace('/', '-')}-{default_name}"
-    task_list, skipped = load_task_set(tasks, strict=strict)
-    main = distributed.from_env().is_main
+    out = out or default_out(cfg)
+    task_list, skipped = load_task_set(cfg.tasks, strict=strict)
     if main:
         for problem in skipped:
             typer.echo(f"skipped: {problem}", err=True)
@@ -323,7 +343,7 @@ def evaluate_cmd(
         print_summary(records, console=_console())
         if skipped:
             typer.echo(f"{len(skipped)} task file(s) skipped as invalid (listed in {out / 'summary.json'})")
-        typer.echo(f"wrote {out / 'results.jsonl'}, {out / 'submission.json'} and {write_report(out, task_list)}")
+        typer.echo(f"wrote {out / 'results.jsonl'}, {out / 'submission.json'} and {out / 'report.html'}")
 
 
 @app.command("submit")
@@ -333,19 +353,16 @@ def submit_cmd(
     out: Annotated[Path | None, typer.Option(help="Submission file; default RUN_DIR/submission.json.")] = None,
 ) -> None:
     """Write a Kaggle ARC Prize submission (two attempts per test input) from a run's results."""
-    import json
-
-    from testtime.report import read_results
+    from testtime.store import SUBMISSION, read_config, read_results
     from testtime.submission import write_submission
     from testtime.tasks import load_tasks
 
     records = read_results(run_dir)
     tasks = []
-    cfg_path = run_dir / "config.json"
-    if cfg_path.exists():  # so that tasks the run has not finished still get an (empty) entry
-        run_cfg = json.loads(cfg_path.read_text())
+    run_cfg = read_config(run_dir)
+    if run_cfg is not None:  # so that tasks the run has not finished still get an (empty) entry
         tasks = load_tasks(run_cfg["tasks"])[: run_cfg.get("limit") or None]
-    path = write_submission(records, out or run_dir / "submission.json", tasks=tasks)
+    path = write_submission(records, out or run_dir / SUBMISSION, tasks=tasks)
     typer.echo(f"wrote {path} ({len(records)} task(s) with results)")
 
 
@@ -387,17 +404,17 @@ def solve_cmd(
     import time
 
     import numpy as np
-    import torch
 
+    from testtime.distributed import pick_device
     from testtime.evaluate import solve_task
     from testtime.model import load_model
     from testtime.render import print_task, task_html
     from testtime.tasks import resolve_task
 
     t = resolve_task(task)
-    cfg = _eval_config(task, model, ttt, None, device, views, 1, samples, epochs, None, None, True, True, True,
-                       False, None, policy)
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cfg, _ = _recipe_config(task, None, dict(model=model, ttt=ttt, device=device, views=views, samples=samples,
+                                              epochs=epochs, policy=policy))
+    dev = pick_device(device)
     start = time.perf_counter()
     loaded = load_model(model, device=dev)
     rec = solve_task(t, cfg, loaded.model, loaded.codec)

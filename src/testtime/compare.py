@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from testtime.report import Record, read_results
+from testtime.store import Record, read_results
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import types
 import typing
-from dataclasses import fields, is_dataclass
+from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +19,30 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A bad config or checkpoint. The message is one line, fit to show a user as is."""
+
+
+def one_line(message: object, first_line: bool = False) -> str:
+    """An error (or any message) as one line: its whitespace runs made single spaces, or with `first_line`
+    only its first line; an empty message gives the exception's type name."""
+    text = str(message).strip()
+    if first_line:
+        text = text.splitlines()[0] if text else ""
+    return " ".join(text.split()) or type(message).__name__
+
+
+def with_overrides(cfg: T, values: dict[str, Any]) -> T:
+    """`cfg` with the values of dotted field paths replaced (`{"ttt_cfg.epochs": 3}`), by `dataclasses.replace`;
+    a path the config does not have is a one-line ConfigError."""
+    for path, value in values.items():
+        cfg = _replace_path(cfg, path.split("."), value, path)
+    return cfg
+
+
+def _replace_path(obj: Any, keys: list[str], value: Any, path: str) -> Any:
+    if not is_dataclass(obj) or keys[0] not in {f.name for f in fields(obj)}:
+        raise ConfigError(f"{type(obj).__name__} has no setting {path!r}")
+    inner = value if len(keys) == 1 else _replace_path(getattr(obj, keys[0]), keys[1:], value, path)
+    return replace(obj, **{keys[0]: inner})  # type: ignore[type-var]
 
 
 def read_json(path: str | Path, what: str = "config", error: type[Exception] = ConfigError) -> Any:

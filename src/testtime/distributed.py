@@ -78,15 +78,21 @@ def init() -> Dist:
     return d
 
 
-def device(d: Dist, requested: str | None = None) -> str:
-    """The device this rank uses: cuda:LOCAL_RANK under torchrun, else `requested` (None: cuda if available)."""
+def pick_device(requested: str | None = None) -> str:
+    """The device of a run: `requested`, where None or "auto" mean cuda when available, else cpu."""
     import torch
 
-    if requested is None or requested in ("auto", "cuda"):
-        if requested == "cuda" or torch.cuda.is_available():
-            return f"cuda:{d.local_rank}" if d.enabled else "cuda"
-        return "cpu"
+    if requested is None or requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
     return requested
+
+
+def device(d: Dist, requested: str | None = None) -> str:
+    """The device this rank uses: cuda:LOCAL_RANK under torchrun, else `requested` (see `pick_device`)."""
+    name = pick_device(requested)
+    if d.enabled and name == "cuda":
+        return f"cuda:{d.local_rank}"
+    return name
 
 
 def barrier(d: Dist) -> None:

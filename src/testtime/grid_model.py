@@ -22,7 +22,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaFor
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
-from testtime.encode import grid_positions, next_grid_position, unpack_positions
+from testtime.encode import grid_positions, unpack_positions
 
 MODEL_TYPE = "testtime_grid"
 
@@ -109,12 +109,3 @@ def is_grid_model(model) -> bool:
 AutoConfig.register(MODEL_TYPE, GridLlamaConfig, exist_ok=True)
 AutoModelForCausalLM.register(GridLlamaConfig, GridLlamaForCausalLM, exist_ok=True)
 
-
-def prompt_positions(model, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-    """Position ids of left-padded prompts: packed grid positions for a grid model, else 0 at each first real token."""
-    return grid_positions(ids) if is_grid_model(model) else (attn.cumsum(1) - 1).clamp(min=0)
-
-
-def next_positions(model, pos: torch.Tensor, tok: torch.Tensor) -> torch.Tensor:
-    """The position id after feeding `tok` at `pos` (one decoding step)."""
-    return next_grid_position(pos, tok) if is_grid_model(model) else pos + 1

@@ -11,12 +11,13 @@ result equals training every task alone.
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from testtime.training import task_seed
 
 
 @dataclass
@@ -105,7 +106,7 @@ class MultiLoRA:
     def reset(self, seed: int, keys: Sequence[str] | None = None) -> None:
         """Fresh adapters; slot k starts from a stream seeded by (seed, keys[k]), e.g. its task id."""
         keys = list(keys or []) + [f"#{k}" for k in range(len(keys or []), self.n_adapters)]
-        gens = [torch.Generator().manual_seed(zlib.crc32(f"{seed}:{key}".encode())) for key in keys]
+        gens = [torch.Generator().manual_seed(task_seed(seed, key)) for key in keys]
         for name in sorted(self.layers):
             self.layers[name].reset(gens)
 
@@ -161,3 +162,28 @@ def attach_multi_lora(
         raise ValueError(f"no linear layers named {targets} in the model")
     handle.reset(seed)
     return handle
+
+
+@dataclass(frozen=True)
+class Adapters:
+    """Which adapter each item (a task, a prompt, a sequence) goes through: item i through slot `slots[i]` of
+    `lora`. The one handle that training, generation and scoring take instead of loose index arguments."""
+
+    lora: MultiLoRA
+    slots: tuple[int, ...]
+
+    @classmethod
+    def per_item(cls, lora: MultiLoRA, n: int) -> Adapters:
+        """Item i through slot i."""
+        return cls(lora, tuple(range(n)))
+
+    def slot(self, item: int) -> int:
+        return self.slots[item]
+
+    def take(self, items: Sequence[int]) -> Adapters:
+        """The handle of a selection: its k-th item is item `items[k]` of this one."""
+        return Adapters(self.lora, tuple(self.slots[i] for i in items))
+
+    def use(self, items: Sequence[int] | None, device) -> None:
+        """Route a batch's rows (row r is item `items[r]`) through their adapters; None: no adapter."""
+        self.lora.use(None if items is None else torch.tensor([self.slots[i] for i in items], device=device))

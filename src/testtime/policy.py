@@ -23,17 +23,21 @@ Stages, in order (each optional per policy):
    beats the adapter's (TTT can unlearn a task the base model already had).
 
 All policies spend the same per-step compute; they differ in how many steps and views each task gets.
+`run_policy` runs these stages, in this order, over plain calls a task kind provides (`GroupOps`: predict,
+leave-one-out check, train); it decides, the kind computes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
 from testtime.config import ConfigError
-from testtime.tasks import Example, Task, grids_equal
+from testtime.tasks import Task, grids_equal, leave_one_out
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,11 @@ class Policy:
     loo_gate: bool = False  # answering now also needs the base model to solve every held-out demo
     rounds: tuple[float, ...] = (1.0,)  # TTT rounds, as fractions of the configured steps; () = no TTT
     loo_stop: bool = False  # between rounds, stop training tasks whose adapter solves all held-out demos
-    more_orders: int = 1  # demo orders per view, times the configured ones, for tasks trained to the end
+    # Demo orders per view, times the configured ones, for tasks trained to the end of a plan of several rounds
+    # (a plan of one round predicts with the configured orders).
+    more_orders: int = 1
     pick_by_loo: bool = False
+    epochs: int | None = None  # TTT epochs where the config names none (None: the config's default)
 
     def __post_init__(self) -> None:
         if (self.answer_at is not None or self.pick_by_loo) and not self.icl_first:
@@ -70,8 +77,8 @@ POLICIES: dict[str, Policy] = {
     for p in (
         Policy("never", "no TTT: augmented in-context inference only", icl_first=True, rounds=()),
         Policy("always", "TTT on every task with the configured schedule (the paper's recipe)"),
-        Policy("extended", "TTT on every task for 1.5x the configured steps, predicted with twice the demo orders",
-               rounds=(1.5,), more_orders=2),
+        Policy("extended", "TTT on every task for 3 epochs where no --epochs is given (48 steps at the defaults, "
+               "against always's 32)", epochs=3, more_orders=2),
         Policy("agree", "ICL first; TTT only where fewer than half the views agree",
                icl_first=True, answer_at=0.5),
         Policy("loo-stop", "TTT in two halves; stop after the first where the adapter solves its held-out demos",
@@ -119,8 +126,146 @@ def loo_tasks(task: Task) -> list[Task]:
     """One task per demonstration: that demo as the test (with its output), the others as demos."""
     if len(task.train) < 2:
         return []
-    out = []
-    for i, demo in enumerate(task.train):
-        rest = tuple(d for j, d in enumerate(task.train) if j != i)
-        out.append(Task(f"{task.id}#loo{i}", rest, (Example(demo.input, demo.output),)))
+    return [leave_one_out(task, i, f"{task.id}#loo{i}") for i in range(len(task.train))]
+
+
+# ---------------------------------------------------------------- the stages
+
+STAGES = ("icl", "loo", "ttt", "predict")
+
+
+class GroupOps(Protocol):
+    """The plain calls a policy runs on a group of tasks; `items` index the group. `adapted` items go through
+    their own adapter (trained by `train`), others through the base model."""
+
+    def predict(self, items: Sequence[int], adapted: bool, more_orders: int = 1) -> tuple[list[Any], list[str]]:
+        """Each item's predictions (with `more_orders` times the demo orders), and the problems met."""
+        ...
+
+    def agreement(self, prediction: Any) -> float:
+        """The agreement signal of one item's predictions."""
+        ...
+
+    def leave_one_out(self, items: Sequence[int], adapted: bool) -> list[float | None]:
+        """Each item's share of held-out demos solved (None: too few demos)."""
+        ...
+
+    def fresh_adapters(self) -> None:
+        """New adapters for the whole group, before its first training round."""
+        ...
+
+    def train(self, items: Sequence[int], steps: int, round_index: int) -> tuple[list[list[float]], int]:
+        """`steps` more steps of each item's adapter: each item's losses, and the tokens trained on."""
+        ...
+
+    def clock(self) -> float:
+        """Wall time, once queued device work is done (so a stage's time is its own)."""
+        ...
+
+
+@dataclass
+class Outcome:
+    """What a policy did for each task of a group: the predictions kept, and how it got there."""
+
+    final: list[Any]
+    decision: list[str]
+    signals: list[dict[str, Any]]
+    steps: list[int]
+    losses: list[list[float]]
+    tokens: list[int]
+    spent: list[dict[str, float]]
+    problems: list[str] = field(default_factory=list)
+
+    @classmethod
+    def empty(cls, n: int) -> Outcome:
+        return cls([None] * n, ["answer"] * n, [{} for _ in range(n)], [0] * n, [[] for _ in range(n)], [0] * n,
+                   [dict.fromkeys(STAGES, 0.0) for _ in range(n)])
+
+
+def run_policy(policy: Policy, n: int, ops: GroupOps, total_steps: int) -> Outcome:
+    """The policy's stages over a group of `n` tasks (see the module's docstring), each stage's time charged
+    evenly to the tasks it ran for. `total_steps` is the TTT schedule the rounds divide."""
+    out = Outcome.empty(n)
+    everyone = list(range(n))
+
+    @contextmanager
+    def charge(stage: str, items: Sequence[int]) -> Iterator[None]:
+        t0 = ops.clock()
+        yield
+        dt = ops.clock() - t0
+        for i in items:
+            out.spent[i][stage] += dt / len(items)
+
+    def predict(stage: str, items: list[int], adapted: bool, more_orders: int = 1) -> list[Any]:
+        with charge(stage, items):
+            preds, problems = ops.predict(items, adapted, more_orders)
+        out.problems += problems
+        return preds
+
+    def leave_one_out(items: list[int], adapted: bool) -> list[float | None]:
+        with charge("loo", items):
+            return ops.leave_one_out(items, adapted)
+
+    # 1. ICL first: predict without TTT, read agreement (and the base model's LOO check).
+    icl = None
+    if policy.icl_first or not policy.ttt:
+        icl = predict("icl", everyone, adapted=False)
+        for i, p in enumerate(icl):
+            out.signals[i]["agreement"] = round(ops.agreement(p), 4)
+        if policy.needs_base_loo and policy.ttt:
+            for i, v in enumerate(leave_one_out(everyone, adapted=False)):
+                out.signals[i]["loo_base"] = v
+    if not policy.ttt:
+        train = []
+    elif policy.answer_at is None:
+        train = everyone
+    else:
+        train = [i for i in everyone if not (
+            out.signals[i]["agreement"] >= policy.answer_at
+            and (not policy.loo_gate or out.signals[i].get("loo_base") == 1.0))]
+    for i in everyone:
+        if i not in train:
+            out.final[i] = icl[i]  # type: ignore[index]
+    if not train:
+        return out
+
+    # 2. TTT in rounds; between rounds, tasks whose adapter solves its held-out demos stop and are predicted.
+    ops.fresh_adapters()
+    active = list(train)
+    plan = round_steps(total_steps, policy.rounds)
+    for r, n_steps in enumerate(plan):
+        with charge("ttt", active):
+            losses, tokens = ops.train(active, n_steps, r)
+        for k, i in enumerate(active):
+            out.losses[i] += losses[k]
+            out.steps[i] += n_steps
+            out.tokens[i] += tokens // len(active)
+        if r == len(plan) - 1 or not policy.loo_stop:
+            continue
+        loo = leave_one_out(active, adapted=True)
+        for i, v in zip(active, loo, strict=True):
+            out.signals[i][f"loo_round{r + 1}"] = v
+        stop = [i for i, v in zip(active, loo, strict=True) if v == 1.0]
+        if stop:
+            for i, p in zip(stop, predict("predict", stop, adapted=True), strict=True):
+                out.final[i], out.decision[i] = p, "brief"
+        active = [i for i in active if i not in stop]
+        if not active:
+            break
+
+    # 3. Tasks trained to the end of a plan of several rounds are the hard ones: sample more.
+    if active:
+        more = policy.more_orders if len(plan) > 1 else 1
+        for i, p in zip(active, predict("predict", active, adapted=True, more_orders=more), strict=True):
+            out.final[i], out.decision[i] = p, "long" if len(plan) > 1 else "ttt"
+
+    # 4. Keep the ICL answer where the base model did better on held-out demos than the adapter.
+    if policy.pick_by_loo and icl is not None:
+        loo = leave_one_out(train, adapted=True)
+        for i, v in zip(train, loo, strict=True):
+            out.signals[i]["loo_ttt"] = v
+            base = out.signals[i].get("loo_base")
+            if base is not None and v is not None and base > v:
+                out.final[i], out.decision[i] = icl[i], out.decision[i] + "+icl"
     return out
+

@@ -34,6 +34,7 @@ from testtime.encode import Codec, GridCodec
 from testtime.model import ModelConfig, build_model, head_logits, n_params, save_model
 from testtime.pretrain_data import Batch, BatchStream, Prefetcher, SequenceSampler, round_up, validation_set
 from testtime.sources import FORBIDDEN_DATASETS, Source, load_sources, split_holdout
+from testtime.training import warmup_cosine
 
 H100_BF16_FLOPS = 989e12
 
@@ -137,14 +138,6 @@ def validate(model, batches: Sequence[Batch], device: str, autocast, fn=None) ->
 
 
 # ---------------------------------------------------------------- training
-
-
-def lr_lambda(step: int, warmup: int, total: int, floor: float) -> float:
-    """Linear warmup to 1, then cosine down to `floor` at `total`; `floor` after."""
-    if step < warmup:
-        return (step + 1) / warmup
-    t = min(1.0, (step - warmup) / max(1, total - warmup))
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
 
 def loss_sum(model, input_ids, labels):
@@ -405,7 +398,7 @@ def pretrain(
     model.train()
     optimizer = make_optimizer(model, cfg, fused=cuda)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_lambda(s, cfg.warmup_steps, cfg.total_steps, cfg.min_lr_ratio)
+        optimizer, warmup_cosine(cfg.total_steps, 0.0, cfg.min_lr_ratio, warmup_steps=cfg.warmup_steps)
     )
     train_sources, held = split_holdout(sources if sources is not None else load_sources(cfg.datasets), cfg.holdout)
     sampler = SequenceSampler(train_sources, cfg.max_len, cfg.seed + dist.rank, cfg.dataset_weights, codec=codec)

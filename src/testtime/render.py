@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from testtime.tasks import Grid, Task, grids_equal
+from testtime.tasks import Grid, Task, grid_text, grids_equal, shape_text
 
 PALETTE = (
     "#000000",  # 0 black
@@ -33,10 +33,6 @@ GOOD, BAD, UNKNOWN = "#2ECC40", "#FF4136", "#888888"
 Predictions = Sequence[Sequence[Grid | None]]
 
 
-def _shape(g: Grid | None) -> str:
-    return "?" if g is None else f"{g.shape[0]}x{g.shape[1]}"
-
-
 def verdict_color(attempt: Grid | None, truth: Grid | None) -> str:
     """Frame color for an attempt: green if right, red if wrong, grey if the answer is unknown."""
     if truth is None:
@@ -48,30 +44,6 @@ def _attempts(predictions: Predictions | None, i: int) -> list[Grid | None]:
     if predictions is None or i >= len(predictions):
         return []
     return [None if a is None else np.asarray(a, dtype=np.uint8) for a in predictions[i]]
-
-
-# ---------------------------------------------------------------- plain text
-
-
-def grid_text(grid: Grid) -> list[str]:
-    return ["".join(str(int(c)) for c in row) for row in grid]
-
-
-def _side_by_side(blocks: list[list[str]], sep: str = "   ") -> list[str]:
-    widths = [max((len(line) for line in b), default=0) for b in blocks]
-    height = max(len(b) for b in blocks)
-    return [sep.join((b[r] if r < len(b) else "").ljust(w) for b, w in zip(blocks, widths, strict=True)).rstrip() for r in range(height)]
-
-
-def task_text(task: Task) -> str:
-    """The task as digits: each example's input and output side by side."""
-    lines = [f"Task {task.id} ({len(task.train)} train, {len(task.test)} test)"]
-    for part, examples in (("train", task.train), ("test", task.test)):
-        for i, e in enumerate(examples):
-            lines.append(f"{part}[{i}] {_shape(e.input)} -> {_shape(e.output)}")
-            out = grid_text(e.output) if e.output is not None else ["?"]
-            lines += ["  " + line for line in _side_by_side([grid_text(e.input), ["->"], out])]
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- terminal (rich)
@@ -106,10 +78,10 @@ def task_rich(task: Task, predictions: Predictions | None = None, digits: bool =
             attempts = _attempts(predictions, i) if part == "test" else []
             table = Table.grid(padding=(0, 2))
             cells = [grid_rich(e.input, digits), Text("->"), grid_rich(e.output, digits)]
-            header = [f"{part}[{i}] {_shape(e.input)}", "", f"output {_shape(e.output)}"]
+            header = [f"{part}[{i}] {shape_text(e.input)}", "", f"output {shape_text(e.output)}"]
             for k, a in enumerate(attempts):
                 ok = verdict_color(a, e.output)
-                header.append(Text(f"attempt {k + 1} {_shape(a)}", style=ok))
+                header.append(Text(f"attempt {k + 1} {shape_text(a)}", style=ok))
                 cells.append(grid_rich(a, digits))
             table.add_row(*header)
             table.add_row(*cells)
@@ -178,14 +150,14 @@ def task_png(task: Task, path: str | Path, predictions: Predictions | None = Non
     fig.suptitle(f"Task {task.id}", fontsize=10)
     axes = fig.subplots(rows, cols, squeeze=False)
     for c, (part, i, e) in enumerate(examples):
-        _draw(axes[0][c], e.input, f"{part}[{i}] in {_shape(e.input)}")
-        _draw(axes[1][c], e.output, f"out {_shape(e.output)}")
+        _draw(axes[0][c], e.input, f"{part}[{i}] in {shape_text(e.input)}")
+        _draw(axes[1][c], e.output, f"out {shape_text(e.output)}")
         attempts = _attempts(predictions, i) if part == "test" else []
         for k in range(n_attempts):
             ax = axes[2 + k][c]
             if k < len(attempts):
                 a = attempts[k]
-                _draw(ax, a, f"attempt {k + 1} {_shape(a)}", verdict_color(a, e.output))
+                _draw(ax, a, f"attempt {k + 1} {shape_text(a)}", verdict_color(a, e.output))
             else:
                 ax.axis("off")
     fig.tight_layout()
@@ -230,8 +202,8 @@ def task_section(task: Task, predictions: Predictions | None = None) -> str:
     for part, examples in (("train", task.train), ("test", task.test)):
         for i, e in enumerate(examples):
             cells = [
-                grid_html(e.input, caption=f"{part}[{i}] input {_shape(e.input)}", css=False),
-                grid_html(e.output, caption=f"output {_shape(e.output)}", css=False),
+                grid_html(e.input, caption=f"{part}[{i}] input {shape_text(e.input)}", css=False),
+                grid_html(e.output, caption=f"output {shape_text(e.output)}", css=False),
             ]
             if part == "test":
                 for k, a in enumerate(_attempts(predictions, i)):

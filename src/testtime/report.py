@@ -18,42 +18,8 @@ import numpy as np
 
 from testtime.render import grid_html as _grid_html
 from testtime.render import html_page, verdict_color
+from testtime.store import CONFIG, REPORT, Record, read_results, write_atomic
 from testtime.tasks import Task, load_tasks
-
-Record = dict[str, Any]
-
-
-def read_records(path: str | Path) -> list[Record]:
-    """Records of one JSON-lines results file, under one policy for every reader.
-
-    A last line without its newline is a write cut short by a crash: it is ignored (the task counts as not
-    done and runs again). Blank lines are skipped. Any other line that is not a JSON object with a
-    'task_id' is an error naming the file and line: a partial file is never read as complete.
-    """
-    path = Path(path)
-    text = path.read_text()
-    lines = text.split("\n")
-    lines.pop()  # "" after a final newline, or the cut-short tail of a killed write
-    records = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: line {n}: bad JSON at column {e.colno}: {e.msg}") from None
-        if not isinstance(rec, dict) or "task_id" not in rec:
-            raise ValueError(f"{path}: line {n}: expected an object with a 'task_id'")
-        records.append(rec)
-    return records
-
-
-def read_results(run_dir: str | Path) -> list[Record]:
-    """A run's merged `results.jsonl` (see `read_records` for what counts as a bad file)."""
-    path = Path(run_dir) / "results.jsonl"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    return read_records(path)
 
 
 def summarize(records: Sequence[Record]) -> dict[str, Any]:
@@ -241,13 +207,11 @@ def write_report(run_dir: Path, tasks: list[Task] | None = None) -> Path:
     run_dir = Path(run_dir)
     records = read_results(run_dir)
     if tasks is None:
-        cfg_path = run_dir / "config.json"
+        cfg_path = run_dir / CONFIG
         if not cfg_path.exists():
             raise FileNotFoundError(f"{cfg_path}: no such file (needed to find the tasks; or pass tasks=)")
         cfg = json.loads(cfg_path.read_text())
         if not isinstance(cfg, dict) or "tasks" not in cfg:
             raise ValueError(f"{cfg_path}: has no 'tasks' entry")
         tasks = load_tasks(cfg["tasks"], cfg.get("solutions"))
-    path = run_dir / "report.html"
-    path.write_text(report_html(records, tasks, title=f"testtime report: {run_dir.name}"))
-    return path
+    return write_atomic(run_dir / REPORT, report_html(records, tasks, title=f"testtime report: {run_dir.name}"))

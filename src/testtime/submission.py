@@ -12,12 +12,12 @@ sum over the solutions' tasks (a task absent from the submission scores 0).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from testtime.config import read_json
+from testtime.store import write_atomic
 from testtime.tasks import Task, load_tasks
 
 EMPTY: list[list[int]] = [[0]]
@@ -45,12 +45,7 @@ def submission_from_records(records: Sequence[dict[str, Any]], tasks: Sequence[T
 
 def write_submission(records: Sequence[dict[str, Any]], path: str | Path, tasks: Sequence[Task] = ()) -> Path:
     """Write `submission.json` atomically (a temp file, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(submission_from_records(records, tasks)))
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, json.dumps(submission_from_records(records, tasks)))
 
 
 def _is_grid(g: Any) -> bool:

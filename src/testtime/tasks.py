@@ -126,8 +126,6 @@ class Task:
         return all(e.output is not None for e in self.test)
 
     def __str__(self) -> str:
-        from testtime.render import task_text
-
         return task_text(self)
 
 
@@ -292,3 +290,37 @@ def save_task(task: Task, path: str | Path) -> Path:
 def save_tasks(tasks: Sequence[Task], folder: str | Path) -> list[Path]:
     folder = Path(folder)
     return [save_task(t, folder / f"{t.id}.json") for t in tasks]
+
+
+def leave_one_out(task: Task, i: int, task_id: str | None = None) -> Task:
+    """Demonstration i as the query (with its output), the other demonstrations as the context."""
+    rest = tuple(d for j, d in enumerate(task.train) if j != i)
+    return Task(task.id if task_id is None else task_id, rest, (task.train[i],))
+
+
+# ---------------------------------------------------------------- plain text (a task prints itself)
+
+
+def shape_text(g: Grid | None) -> str:
+    return "?" if g is None else f"{g.shape[0]}x{g.shape[1]}"
+
+
+def grid_text(grid: Grid) -> list[str]:
+    return ["".join(str(int(c)) for c in row) for row in grid]
+
+
+def side_by_side(blocks: list[list[str]], sep: str = "   ") -> list[str]:
+    widths = [max((len(line) for line in b), default=0) for b in blocks]
+    height = max(len(b) for b in blocks)
+    return [sep.join((b[r] if r < len(b) else "").ljust(w) for b, w in zip(blocks, widths, strict=True)).rstrip() for r in range(height)]
+
+
+def task_text(task: Task) -> str:
+    """The task as digits: each example's input and output side by side."""
+    lines = [f"Task {task.id} ({len(task.train)} train, {len(task.test)} test)"]
+    for part, examples in (("train", task.train), ("test", task.test)):
+        for i, e in enumerate(examples):
+            lines.append(f"{part}[{i}] {shape_text(e.input)} -> {shape_text(e.output)}")
+            out = grid_text(e.output) if e.output is not None else ["?"]
+            lines += ["  " + line for line in side_by_side([grid_text(e.input), ["->"], out])]
+    return "\n".join(lines)

@@ -1,37 +1,30 @@
-"""Evaluation recipe for text tasks: tasks -> (TTT adapters) -> answers -> exact-match accuracy.
+"""The text recipe: text few-shot tasks -> (TTT adapters) -> answers -> exact-match accuracy.
 
-One JSON line per task, appended as each group of tasks finishes; a restarted run skips the tasks
-already recorded. `score` is the task's accuracy over its scored queries. The run ends with
-`results.jsonl` merged in task order and `report.html` (see `text_report`).
-
-Under `torchrun` the same call runs on every rank, as grid evaluation does (`evaluate`): the
-remaining tasks are sharded across ranks (balanced by text length), rank r appends to
-`results.rank{r}.jsonl`, and after a barrier rank 0 merges every results file into `results.jsonl`
-and writes the report. A restart, with any world size, reads all the results files first.
+`TextKind` is how the run pipeline (`runs`) runs text tasks: each group's adapters train on shuffled
+demonstration sequences (`text_ttt`), then every query is answered by greedy decoding or by ranking the
+task's options (`text_predict`). `score` is a task's accuracy over its scored queries; the run ends with
+`report.html` (see `text_report`).
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
-from testtime import distributed
-from testtime.evaluate import append_records, check_run_dir, finished_ids, group_size, merge_results
+from testtime import runs
+from testtime.config import typed
+from testtime.lora import MultiLoRA
 from testtime.text import TextTask, load_text_tasks
 from testtime.text_encode import TextFormat, normalize
 from testtime.text_predict import TextPredictConfig, predict_text
 from testtime.text_report import summary, write_text_report
-from testtime.text_ttt import build_text_dataset, text_ttt_config, train_text_adapters
-from testtime.ttt import TTTConfig
-
-RESULTS = "results.jsonl"
+from testtime.text_ttt import build_text_dataset, text_ttt_config
+from testtime.ttt import TTTConfig, fresh_adapters, group_adapters, train_group
 
 
 @dataclass
@@ -41,7 +34,7 @@ class TextEvalConfig:
     ttt: bool = True
     limit: int | None = None
     device: str | None = None
-    max_group: int | None = None  # tasks whose adapters train together; None: 16 on a GPU, 4 on a CPU
+    max_group: int | None = None  # tasks whose adapters train together; None: see runs.GROUP_SIZES
     ttt_cfg: TTTConfig = field(default_factory=text_ttt_config)
     predict_cfg: TextPredictConfig = field(default_factory=TextPredictConfig)
 
@@ -52,7 +45,7 @@ def text_task_cost(task: TextTask) -> int:
     return context * (1 + len(task.queries)) + sum(len(x) for x, _ in task.queries)
 
 
-def _record(task: TextTask, answers, seconds: float, loss: list[float] | None, tokens: int) -> dict[str, Any]:
+def task_record(task: TextTask, answers, seconds: float, loss: list[float] | None, tokens: int) -> dict[str, Any]:
     correct = [
         normalize(a.text) == normalize(y) for a, (_, y) in zip(answers, task.queries, strict=True) if y is not None
     ]
@@ -71,7 +64,7 @@ def _record(task: TextTask, answers, seconds: float, loss: list[float] | None, t
     }
 
 
-def _error_record(task: TextTask, error: str) -> dict[str, Any]:
+def error_record(task: TextTask, error: str) -> dict[str, Any]:
     scored = [y for _, y in task.queries if y is not None]
     return {
         "task_id": task.id,
@@ -88,40 +81,92 @@ def _error_record(task: TextTask, error: str) -> dict[str, Any]:
     }
 
 
-def run_group(model, fmt: TextFormat, group: list[TextTask], cfg: TextEvalConfig, lora_slot: list,
-              progress: Callable[[int], None] | None = None) -> list[dict]:
-    """TTT (optional) then prediction for one group of tasks; `lora_slot` holds the adapters across groups.
-    `progress(1)` is called after each TTT step."""
-    t0 = time.perf_counter()
-    losses: list[list[float] | None] = [None] * len(group)
-    tokens, select, use = 0, None, False
-    tcfg = cfg.ttt_cfg
-    if cfg.ttt:
-        from testtime.lora import attach_multi_lora
+def text_config_from_dict(d: Any, where: str = "config") -> TextEvalConfig:
+    """A TextEvalConfig from a JSON object; unknown keys and values of the wrong type are one-line ConfigErrors."""
+    return typed(TextEvalConfig, d, where)
 
-        need = 1 if tcfg.shared else len(group)
-        if not lora_slot or lora_slot[0].n_adapters < need:
-            if lora_slot:
-                lora_slot.pop().detach()
-            lora_slot.append(
-                attach_multi_lora(model, need, rank=tcfg.rank, alpha=tcfg.alpha, targets=tcfg.targets, seed=tcfg.seed)
-            )
-        lora = lora_slot[0]
-        data = [build_text_dataset(t, fmt, tcfg) for t in group]
-        res = train_text_adapters(model, lora, data, tcfg, pad_id=fmt.pad_id, task_ids=[t.id for t in group],
-                                  progress=progress)
-        losses = [[round(x, 4) for x in row] for row in res.losses]
-        tokens = res.tokens // len(group)
-        use = True
-        if tcfg.shared:
 
-            def select(idx):  # every row through the one shared adapter
-                lora.use(None if idx is None else torch.zeros_like(idx))
-        else:
-            select = lora.use
-    answers = predict_text(model, group, fmt, cfg.predict_cfg, select=select, use_adapters=use)
-    seconds = (time.perf_counter() - t0) / len(group)
-    return [_record(t, a, seconds, losses[k], tokens) for k, (t, a) in enumerate(zip(group, answers, strict=True))]
+def default_out(cfg: TextEvalConfig) -> Path:
+    return Path("runs") / f"text-{Path(cfg.tasks).stem}-{'ttt' if cfg.ttt else 'icl'}"
+
+
+class TextKind:
+    """Text tasks in the run pipeline (`runs.TaskKind`); holds the model and its adapters across groups."""
+
+    name, noun = "text", "text tasks"
+
+    def __init__(self, cfg: TextEvalConfig, model=None, tokenizer=None, show_progress: bool = True) -> None:
+        self.cfg = cfg
+        self.model, self.tokenizer = model, tokenizer
+        self.lora: MultiLoRA | None = None
+        self.show_steps = show_progress and cfg.ttt
+
+    def cost(self, task: TextTask) -> int:
+        return text_task_cost(task)
+
+    def load(self, device: str):
+        if self.model is None:
+            loaded = runs.load_checkpoint(self.cfg.model, device)
+            self.model, self.tokenizer = loaded.model, loaded.tokenizer
+        self.model.eval()
+        self.fmt = TextFormat(self.tokenizer)
+        return self.model
+
+    def prepare(self, tasks: Sequence[TextTask]) -> tuple[list[TextTask], list[dict[str, Any]]]:
+        if not self.cfg.ttt:
+            return list(tasks), []
+        return [t for t in tasks if t.demos], [error_record(t, "no demonstrations to train on") for t in tasks if not t.demos]
+
+    def plan(self, tasks: Sequence[TextTask], size: int) -> list[list[TextTask]]:
+        return [list(tasks[i: i + size]) for i in range(0, len(tasks), size)]
+
+    def run_group(self, group: list[TextTask], token_budget: int | None = None) -> list[dict[str, Any]]:
+        """TTT (optional) then prediction for one group of tasks, with a progress bar over the TTT steps."""
+        cfg, tcfg = self.cfg, self.cfg.ttt_cfg
+        pcfg = cfg.predict_cfg if token_budget is None else TextPredictConfig(**{**asdict(cfg.predict_cfg),
+                                                                                 "token_budget": token_budget})
+        t0 = time.perf_counter()
+        losses: list[list[float] | None] = [None] * len(group)
+        tokens, adapters = 0, None
+        if cfg.ttt:
+            ids = [t.id for t in group]
+            self.lora = fresh_adapters(self.model, self.lora, ids, tcfg)
+            data = [build_text_dataset(t, self.fmt, tcfg) for t in group]
+            with tqdm(total=tcfg.steps, desc="  test-time training", unit="step", leave=False,
+                      disable=not self.show_steps) as steps:
+                res = train_group(self.model, self.lora, data, tcfg, pad_id=self.fmt.pad_id, task_ids=ids,
+                                  progress=steps.update)
+            losses = [[round(x, 4) for x in row] for row in res.losses]
+            tokens = res.tokens // len(group)
+            adapters = group_adapters(self.lora, len(group), tcfg)
+        answers = predict_text(self.model, group, self.fmt, pcfg, adapters=adapters)
+        seconds = (time.perf_counter() - t0) / len(group)
+        return [task_record(t, a, seconds, losses[k], tokens) for k, (t, a) in enumerate(zip(group, answers, strict=True))]
+
+    def token_budget(self) -> int:
+        return self.cfg.predict_cfg.token_budget
+
+    def error_record(self, task: TextTask, error: str) -> dict[str, Any]:
+        return error_record(task, error)
+
+    def recover(self) -> None:
+        runs.recover(self.lora)
+
+    def close(self) -> None:
+        if self.lora is not None:
+            self.lora.detach()
+            self.lora = None
+
+    def postfix(self, records: Sequence[dict[str, Any]]) -> dict[str, str]:
+        right = sum(sum(r["correct"] or []) for r in records)
+        total = sum(len(r["correct"] or []) for r in records)
+        return {"queries_right": f"{right}/{total}"} if total else {}
+
+    def summarize(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return summary(records)
+
+    def finish(self, out_dir: Path, records, tasks: Sequence[TextTask], all_tasks: Sequence[TextTask]) -> None:
+        write_text_report(out_dir, all_tasks)  # all: the merged file may hold tasks of an earlier, larger --limit
 
 
 def evaluate_text(
@@ -134,110 +179,11 @@ def evaluate_text(
     max_minutes: float | None = None,
     show_progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Run (or resume) a text evaluation into `out_dir`; returns the records of the tasks asked for.
+    """Run (or resume) a text evaluation into `out_dir` (see `runs.run`); returns the records of the tasks asked
+    for. Progress: a bar over tasks (with the running accuracy) and, with TTT, one over each group's steps."""
+    from testtime import distributed
 
-    Progress: a bar over tasks (with the running accuracy) and, with TTT, one over each group's steps.
-
-    Under torchrun: rank 0 returns the merged records of every rank, the others their own.
-    """
-    started = time.monotonic()
     tasks = list(tasks) if tasks is not None else load_text_tasks(cfg.tasks)  # a bad file fails before any output
-    dist = distributed.init()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cfg_dict = asdict(cfg)
-    cfg_path = check_run_dir(out_dir, cfg_dict)
-    all_tasks, tasks = tasks, tasks[: cfg.limit] if cfg.limit else tasks
-    own_path = out_dir / (f"results.rank{dist.rank}.jsonl" if dist.enabled else RESULTS)
-    done = finished_ids(out_dir)
-    distributed.barrier(dist)  # every rank has read what is done before any rank writes
-    if dist.is_main:
-        cfg_path.write_text(json.dumps(cfg_dict, indent=1))
-    todo = [t for t in tasks if t.id not in done]
-    if dist.enabled:
-        todo = distributed.shard(todo, dist.world, dist.rank, cost=text_task_cost)
-    if model is None:
-        from testtime.model import load_model
-
-        loaded = load_model(cfg.model, device=distributed.device(dist, cfg.device))
-        model, tokenizer = loaded.model, loaded.tokenizer
-    model.eval()
-    size = group_size(cfg.max_group, next(model.parameters()).device, gpu=16, cpu=4)
-    fmt = TextFormat(tokenizer)
-    mine: list[dict[str, Any]] = []
-
-    def emit(records: list[dict[str, Any]]) -> None:
-        append_records(own_path, records)
-        mine.extend(records)
-
-    if cfg.ttt:
-        bad = [t for t in todo if not t.demos]
-        if bad:
-            emit([_error_record(t, "no demonstrations to train on") for t in bad])
-        todo = [t for t in todo if t.demos]
-    slot: list = []
-    show = show_progress and dist.is_main
-    bar = tqdm(total=len(todo) + len(mine), desc="text tasks", unit="task", disable=not show)
-    bar.update(len(mine))
-    right = total = 0
-    try:
-        for i in range(0, len(todo), size):
-            if max_minutes is not None and time.monotonic() - started > 60 * max_minutes:
-                break
-            group = todo[i : i + size]
-            steps = tqdm(total=cfg.ttt_cfg.steps, desc="  test-time training", unit="step", leave=False,
-                         disable=not (show and cfg.ttt))
-            with steps:
-                records = run_group(model, fmt, group, cfg, slot, progress=steps.update)
-            emit(records)
-            right += sum(sum(r["correct"] or []) for r in records)
-            total += sum(len(r["correct"] or []) for r in records)
-            bar.update(len(group))
-            if total:
-                bar.set_postfix(queries_right=f"{right}/{total}")
-    finally:
-        bar.close()
-        if slot:
-            slot[0].detach()
-    distributed.barrier(dist)  # every rank's file is complete
-    if not dist.is_main:
-        distributed.cleanup(dist)
-        return mine
-    records = merge_results(out_dir, tasks)
-    write_text_report(out_dir, all_tasks)  # all: the merged file may hold tasks of an earlier, larger --limit
-    distributed.cleanup(dist)
-    return records
-
-
-def evaluate_text_cli(
-    tasks: str,
-    model: str | None,
-    ttt: bool,
-    limit: int | None,
-    out: Path | None,
-    device: str | None,
-    samples: int | None,
-    epochs: int | None,
-    lr: float | None,
-    rank: int | None,
-    shared: bool,
-    max_minutes: float | None,
-    max_group: int | None = None,
-) -> tuple[Path, dict[str, Any]]:
-    """What `testtime evaluate --tasks X.jsonl` runs: flags onto TextEvalConfig, then `evaluate_text`."""
-    overrides = {
-        k: v for k, v in (("samples", samples), ("epochs", epochs), ("lr", lr), ("rank", rank)) if v is not None
-    }
-    cfg = TextEvalConfig(
-        tasks=tasks,
-        model=model,
-        ttt=ttt,
-        limit=limit,
-        device=device,
-        ttt_cfg=text_ttt_config(**overrides, shared=shared),
-    )
-    if max_group is not None:
-        cfg.max_group = max_group
-    out = out or Path("runs") / f"text-{Path(tasks).stem}-{'ttt' if ttt else 'icl'}"
-    records = evaluate_text(cfg, out, max_minutes=max_minutes)
-    return out, summary(records)
+    show = show_progress and distributed.from_env().is_main
+    return runs.run(TextKind(cfg, model, tokenizer, show), asdict(cfg), tasks, out_dir, device=cfg.device,
+                    limit=cfg.limit, max_group=cfg.max_group, max_minutes=max_minutes, show_progress=show)

@@ -10,13 +10,13 @@ escaped, so a prediction holding `<script>` shows as text.
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from testtime.render import html_page
-from testtime.report import read_records, record_lines
+from testtime.report import record_lines
+from testtime.store import CONFIG, REPORT, read_config, read_results, write_atomic
 from testtime.text import TextTask, load_text_tasks
 from testtime.text_encode import normalize
 
@@ -144,12 +144,9 @@ def text_report_html(
 def write_text_report(run_dir: str | Path, tasks: Sequence[TextTask] | None = None) -> Path:
     """Write `run_dir/report.html` from `run_dir/results.jsonl`; tasks default to config.json's "tasks" file."""
     run_dir = Path(run_dir)
-    results = run_dir / "results.jsonl"
-    if not results.exists():
-        raise FileNotFoundError(f"{results}: no such file")
-    records = read_records(results)
-    cfg_path = run_dir / "config.json"
-    cfg = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+    records = read_results(run_dir)
+    cfg_path = run_dir / CONFIG
+    cfg = read_config(run_dir) or {}
     if tasks is None:
         if "tasks" not in cfg:
             raise FileNotFoundError(f"{cfg_path}: no such file or no 'tasks' entry (needed to find the tasks)")
@@ -163,7 +160,5 @@ def write_text_report(run_dir: str | Path, tasks: Sequence[TextTask] | None = No
             "TTT": (f"on: {t.get('samples')} samples, {t.get('epochs')} epoch(s), rank {t.get('rank')}, lr {t.get('lr')}"
                     + (", one shared adapter" if t.get("shared") else "")) if cfg.get("ttt") else "off (in-context only)",
         }
-    path = run_dir / "report.html"
-    path.write_text(text_report_html(records, tasks, title=f"testtime text report: {run_dir.name}", meta=meta),
-                    encoding="utf-8")
-    return path
+    return write_atomic(run_dir / REPORT,
+                        text_report_html(records, tasks, title=f"testtime text report: {run_dir.name}", meta=meta))

@@ -1,24 +1,23 @@
 """Test-time training for text tasks, as in the paper's BIG-Bench Hard setting.
 
 Each task's TTT data is `samples` sequences of its instruction plus all its demonstrations in
-shuffled orders, with loss on every answer; no query is ever used. Adapters train with the
-shared loop of `ttt.train_adapters`: one adapter per task, many tasks in one batch (`MultiLoRA`),
-or one adapter shared by all tasks of a batch (the ablation).
+shuffled orders, with loss on every answer; no query is ever used. Adapters train as grid tasks'
+do (`ttt.fresh_adapters`, `ttt.train_group`): one adapter per task, many tasks in one batch, or one adapter
+shared by all tasks of a batch (the ablation).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from testtime.encode import Encoded
-from testtime.lora import MultiLoRA
 from testtime.tasks import TaskError
 from testtime.text import TextTask
 from testtime.text_encode import TextFormat
-from testtime.ttt import TrainResult, TTTConfig, task_seed, train_adapters
+from testtime.training import task_seed
+from testtime.ttt import TTTConfig
 
 
 def text_ttt_config(**overrides) -> TTTConfig:
@@ -46,31 +45,3 @@ def build_text_dataset(task: TextTask, fmt: TextFormat, cfg: TTTConfig) -> list[
             )
         )
     return out
-
-
-def train_text_adapters(
-    model,
-    lora: MultiLoRA,
-    datasets: Sequence[Sequence[Encoded]],
-    cfg: TTTConfig,
-    *,
-    pad_id: int,
-    task_ids: Sequence[str],
-    progress: Callable[[int], None] | None = None,
-) -> TrainResult:
-    """Adapter k of `lora` learns datasets[k]; with `cfg.shared`, adapter 0 learns them all at once.
-    `progress(1)` is called after each step."""
-    lora.reset(cfg.seed, list(task_ids) if not cfg.shared else ["shared"])
-    if not cfg.shared:
-        return train_adapters(
-            model, lora.parameters(), datasets, cfg, pad_id=pad_id, select=lora.use, task_ids=list(task_ids),
-            progress=progress,
-        )
-    n = len(datasets)
-    run = dataclasses.replace(cfg, samples=cfg.samples * n, batch_size=cfg.batch_size * n)
-    merged = [s for d in datasets for s in d]
-    result = train_adapters(
-        model, lora.parameters(), [merged], run, pad_id=pad_id, select=lora.use, task_ids=["shared"],
-        progress=progress,
-    )
-    return TrainResult(losses=result.losses * n, tokens=result.tokens)

@@ -11,8 +11,8 @@ The recipe, top to bottom:
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -22,14 +22,17 @@ from torch import nn
 
 from testtime.augment import Transform, random_transform
 from testtime.encode import Codec, Encoded, TooLongError, encode_example
-from testtime.model import head_logits
-from testtime.tasks import Task
+from testtime.lora import Adapters, MultiLoRA, attach_multi_lora
+from testtime.tasks import Task, leave_one_out
+from testtime.training import autocast, pad_right, target_loss, task_seed, warmup_cosine
+
+DEFAULT_EPOCHS = 2
 
 
 @dataclass
 class TTTConfig:
     samples: int = 32  # training sequences per task (unique ones, topped up by repetition)
-    epochs: int = 2
+    epochs: int | None = None  # None: the evaluation policy's (see policy.Policy.epochs), else DEFAULT_EPOCHS
     batch_size: int = 2  # sequences per task per step
     lr: float = 5e-4
     rank: int = 32
@@ -48,11 +51,7 @@ class TTTConfig:
 
     @property
     def steps(self) -> int:
-        return self.epochs * math.ceil(self.samples / self.batch_size)
-
-
-def task_seed(seed: int, task_id: str) -> int:
-    return zlib.crc32(f"{seed}:{task_id}".encode())
+        return (self.epochs or DEFAULT_EPOCHS) * math.ceil(self.samples / self.batch_size)
 
 
 def build_dataset(task: Task, codec: Codec, cfg: TTTConfig) -> list[Encoded]:
@@ -66,8 +65,8 @@ def build_dataset(task: Task, codec: Codec, cfg: TTTConfig) -> list[Encoded]:
         if len(out) >= cfg.samples:
             break
         q = attempt % n
-        context = tuple(d for i, d in enumerate(demos) if i != q) if cfg.leave_one_out else ()
-        sub = Task(task.id, context, (demos[q],))
+        sub = leave_one_out(task, q) if cfg.leave_one_out else Task(task.id, (), (demos[q],))
+        context = sub.train
         # The first pass over the demos is untransformed, so the task as given is always learned.
         if cfg.augment and attempt >= n:
             sub = random_transform(rng, len(context)).apply(sub)
@@ -89,49 +88,6 @@ def build_dataset(task: Task, codec: Codec, cfg: TTTConfig) -> list[Encoded]:
     while len(out) < cfg.samples:
         out.append(base[len(out) % len(base)])
     return out
-
-
-def target_loss(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, rows: list[slice]) -> torch.Tensor:
-    """Mean next-token loss on masked tokens, computed per row group and summed across groups.
-
-    Only target positions go through the output head, so a model with a large vocabulary
-    does not materialize logits for every token. Sequences are right-padded and run
-    without an attention mask: under causal attention real tokens never see the padding.
-    """
-    hidden = model.get_decoder()(input_ids=ids).last_hidden_state
-    sel = mask[:, 1:]  # position t predicts token t+1
-    logits = head_logits(model, hidden[:, :-1][sel])
-    per_tok = nn.functional.cross_entropy(logits, ids[:, 1:][sel], reduction="none")
-    # Which group each selected token belongs to.
-    row_of = torch.arange(ids.shape[0], device=ids.device)[:, None].expand_as(sel)[sel]
-    group_of_row = torch.empty(ids.shape[0], dtype=torch.long, device=ids.device)
-    for g, s in enumerate(rows):
-        group_of_row[s] = g
-    groups = group_of_row[row_of]
-    sums = torch.zeros(len(rows), device=ids.device).index_add_(0, groups, per_tok)
-    counts = torch.zeros(len(rows), device=ids.device).index_add_(0, groups, torch.ones_like(per_tok))
-    return sums / counts.clamp(min=1)
-
-
-def _pad_right(seqs: Sequence[Encoded], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(seqs), width), dtype=bool)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = s.input_ids
-        mask[i, : len(s)] = s.loss_mask
-    return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
-
-
-def _schedule(cfg: TTTConfig, steps: int) -> Callable[[int], float]:
-    warm = max(1, int(cfg.warmup * steps))
-
-    def f(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
-
-    return f
 
 
 def _clip_per_adapter(params: list[nn.Parameter], max_norm: float, stacked: bool) -> None:
@@ -189,10 +145,9 @@ def train_adapters(
         orders.append([rng.permutation(len(datasets[k])) for _ in range(epochs)])
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999),
                             fused=device.type == "cuda")
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg, steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps, cfg.warmup))
     losses = []
     tokens = 0
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     for step in range(steps):
         epoch, j = divmod(step, steps_per_epoch)
         seqs: list[Encoded] = []
@@ -205,11 +160,11 @@ def train_adapters(
             rows.append(slice(len(seqs), len(seqs) + len(pick)))
             seqs += [datasets[k][i] for i in pick]
             index += [slots[k]] * len(pick)
-        ids, mask = _pad_right(seqs, pad_id, device)
+        ids, mask = pad_right(seqs, pad_id, device)
         tokens += int(sum(len(s) for s in seqs))
         if select is not None:
             select(torch.tensor(index, device=device))
-        with autocast:
+        with autocast(device):
             per_task = target_loss(model, ids, mask, rows)
         per_task.sum().backward()
         _clip_per_adapter(params, cfg.grad_clip, stacked)
@@ -223,6 +178,43 @@ def train_adapters(
         select(None)
     table = torch.stack(losses, 1).cpu().tolist() if losses else [[] for _ in range(n)]
     return TrainResult(losses=table, tokens=tokens)
+
+
+def fresh_adapters(model: nn.Module, lora: MultiLoRA | None, task_ids: Sequence[str], cfg: TTTConfig) -> MultiLoRA:
+    """Adapters for a group of tasks, freshly initialized: one per task (seeded by its id), or with `cfg.shared`
+    (the ablation) one for all. `lora` is kept when it has slots enough, else replaced."""
+    need = 1 if cfg.shared else len(task_ids)
+    if lora is None or lora.n_adapters < need:
+        if lora is not None:
+            lora.detach()
+        lora = attach_multi_lora(model, need, rank=cfg.rank, alpha=cfg.alpha, targets=cfg.targets, seed=cfg.seed)
+    lora.reset(cfg.seed, ["shared"] if cfg.shared else list(task_ids))
+    return lora
+
+
+def group_adapters(lora: MultiLoRA, n: int, cfg: TTTConfig) -> Adapters:
+    """How the group's n tasks predict: task i through its own adapter, or (shared) all through the one."""
+    return Adapters(lora, (0,) * n) if cfg.shared else Adapters.per_item(lora, n)
+
+
+def train_group(model: nn.Module, lora: MultiLoRA, datasets: Sequence[Sequence[Encoded]], cfg: TTTConfig, *,
+                pad_id: int, task_ids: Sequence[str], slots: Sequence[int] | None = None, steps: int | None = None,
+                round_index: int = 0, progress: Callable[[int], None] | None = None) -> TrainResult:
+    """Train a group's adapters (`fresh_adapters`) on datasets[k], the adapter of task k in `slots[k]`.
+
+    With `cfg.shared` the one adapter learns every dataset at once, from the same steps (each step takes
+    `batch_size` sequences per task from the merged data); every task gets its losses.
+    """
+    if not cfg.shared:
+        return train_adapters(model, lora.parameters(), datasets, cfg, pad_id=pad_id, select=lora.use,
+                              task_ids=list(task_ids), progress=progress, steps=steps, slots=slots,
+                              round_index=round_index)
+    n = len(datasets)
+    run = dataclasses.replace(cfg, samples=cfg.samples * n, batch_size=cfg.batch_size * n)
+    merged = [s for d in datasets for s in d]
+    result = train_adapters(model, lora.parameters(), [merged], run, pad_id=pad_id, select=lora.use,
+                            task_ids=["shared"], progress=progress, steps=steps, round_index=round_index)
+    return TrainResult(losses=result.losses * n, tokens=result.tokens)
 
 
 def train_peft(model: nn.Module, dataset: Sequence[Encoded], cfg: TTTConfig, *, pad_id: int, task_id: str = "0",

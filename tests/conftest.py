@@ -1,0 +1,113 @@
+"""Shared fixtures: tiny models and task factories (CPU, no download). Factories are fixtures that return a
+function, so a test builds as many models or tasks as it needs, each seeded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from testtime.config import with_overrides
+from testtime.encode import GridCodec
+from testtime.evaluate import EvalConfig, config_from_dict
+from testtime.model import ModelConfig, build_model
+from testtime.tasks import Example, Task
+
+
+def _tiny_llama(seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=32, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
+                      initializer_range=0.3)  # large enough that a frozen head can express sharp outputs
+    return LlamaForCausalLM(cfg).eval()
+
+
+def _flip_task(seed: int = 0, tid: str = "t", shape: tuple[int, int] = (3, 4), tests: int = 1) -> Task:
+    """Three demos and `tests` test inputs of random grids, each output the input mirrored left to right."""
+    rng = np.random.default_rng(seed)
+
+    def ex() -> Example:
+        g = rng.integers(0, 10, size=shape).astype(np.uint8)
+        return Example(g, np.ascontiguousarray(g[:, ::-1]))
+
+    return Task(tid, (ex(), ex(), ex()), tuple(ex() for _ in range(tests)))
+
+
+def _synthetic_tasks(n: int = 8) -> list[Task]:
+    """n mirror tasks t0.. of varied grid sizes and demo counts."""
+    rng = np.random.default_rng(0)
+    tasks = []
+    for k in range(n):
+        h, w = 2 + k % 4, 3 + k % 3
+        demos = []
+        for _ in range(2 + k % 2):
+            g = rng.integers(0, 10, size=(h, w)).astype(np.uint8)
+            demos.append(Example(g, np.ascontiguousarray(g[:, ::-1])))
+        q = rng.integers(0, 10, size=(h, w)).astype(np.uint8)
+        tasks.append(Task(f"t{k}", tuple(demos), (Example(q, np.ascontiguousarray(q[:, ::-1])),)))
+    return tasks
+
+
+def _small_cfg(**kw) -> EvalConfig:
+    """An evaluation config that keeps a tiny model's run fast: 2 samples, 1 epoch, rank 2, one view."""
+    cfg = config_from_dict({"max_group": 4, "ttt_cfg": {"samples": 2, "epochs": 1, "rank": 2},
+                            "predict_cfg": {"views": 1, "max_len": 320}})
+    return with_overrides(cfg, kw)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    """tiny_llama(seed=0): a 2-layer random Llama over 32 tokens."""
+    return _tiny_llama
+
+
+@pytest.fixture()
+def tiny():
+    """The grid model's tiny config, random, with its codec."""
+    torch.manual_seed(0)
+    return build_model(ModelConfig.tiny()).eval(), GridCodec()
+
+
+@pytest.fixture(scope="session")
+def flip_task():
+    return _flip_task
+
+
+@pytest.fixture(scope="session")
+def synthetic_tasks():
+    return _synthetic_tasks
+
+
+@pytest.fixture(scope="session")
+def small_cfg():
+    return _small_cfg
+
+
+@pytest.fixture(scope="session")
+def write_rearc():
+    """A writer of tiny files in RE-ARC's format (README of ../shared/data/re-arc): each pair's output flips its input."""
+    import io
+    import lzma
+
+    def _write_rearc(path: Path, task_ids: list[str], pairs_per_task: int = 6, seed: int = 0,
+                    extra: list[tuple[int, np.ndarray, np.ndarray]] = ()) -> Path:
+        """A tiny file in RE-ARC's format (README of ../shared/data/re-arc): each pair's output flips its input."""
+        rng = np.random.default_rng(seed)
+        pair_task, shapes, cells = [], [], []
+        pairs = [(t, g := rng.integers(0, 10, (int(rng.integers(2, 6)), int(rng.integers(2, 6)))), g[:, ::-1])
+                 for t in range(len(task_ids)) for _ in range(pairs_per_task)]
+        for t, a, b in [*pairs, *extra]:
+            pair_task.append(t)
+            for g in (a, b):
+                shapes.append(g.shape)
+                cells.append(np.asarray(g, dtype=np.uint8).ravel())
+        buf = io.BytesIO()
+        np.savez(buf, task_ids=np.array(task_ids), pair_task=np.array(pair_task, dtype=np.uint16),
+                 shapes=np.array(shapes, dtype=np.uint8), cells=np.concatenate(cells))
+        path.write_bytes(lzma.compress(buf.getvalue()) if path.suffix == ".xz" else buf.getvalue())
+        return path
+
+    return _write_rearc
