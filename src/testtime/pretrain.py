@@ -334,16 +334,6 @@ def _truncate_log(path: Path, step: int) -> None:
     path.write_text("".join(ln + "\n" for ln in keep))
 
 
-def _pick_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device is cuda but no CUDA GPU is available")
-    return name
-
-
 def pretrain(
     config: PretrainConfig,
     run_dir: str | Path,
@@ -374,7 +364,9 @@ def pretrain(
     main = dist.is_main
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    device = _pick_device(cfg.device)
+    device = distributed.pick_device(cfg.device)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device is cuda but no CUDA GPU is available")
     cuda = device == "cuda"
     if cuda and dist.enabled:
         device = f"cuda:{dist.local_rank}"
