@@ -241,7 +241,7 @@ class GridOps:
         return _clock(self.kind.cuda)
 
 
-class GridKind:
+class GridKind(runs.AdapterSlots):
     """ARC tasks in the run pipeline (`runs.TaskKind`); holds the model and its adapter slots across groups."""
 
     name, noun = "grid", "tasks"
@@ -314,14 +314,6 @@ class GridKind:
 
     def error_record(self, task: Task, error: str) -> dict[str, Any]:
         return error_record(task, error)
-
-    def recover(self) -> None:
-        runs.recover(self.lora)
-
-    def close(self) -> None:
-        if self.lora is not None:
-            self.lora.detach()
-            self.lora = None
 
     def postfix(self, records: Sequence[dict[str, Any]]) -> dict[str, str]:
         scored = [r for r in records if r.get("score") is not None]

@@ -123,6 +123,20 @@ def load_checkpoint(path: str | None, device: str):
         raise ModelError(f"{path or default_model_dir()}: corrupt checkpoint ({one_line(e, first_line=True)})") from None
 
 
+class AdapterSlots:
+    """What a task kind holding a LoRA bank across groups (`self.lora`) does after a failure and at the end."""
+
+    lora: Any = None
+
+    def recover(self) -> None:
+        recover(self.lora)
+
+    def close(self) -> None:
+        if self.lora is not None:
+            self.lora.detach()
+            self.lora = None
+
+
 def recover(lora) -> None:
     """Drop what a failed (out of memory) group left behind: stale gradients, the adapter index, cached blocks."""
     import torch

@@ -90,7 +90,7 @@ def default_out(cfg: TextEvalConfig) -> Path:
     return Path("runs") / f"text-{Path(cfg.tasks).stem}-{'ttt' if cfg.ttt else 'icl'}"
 
 
-class TextKind:
+class TextKind(runs.AdapterSlots):
     """Text tasks in the run pipeline (`runs.TaskKind`); holds the model and its adapters across groups."""
 
     name, noun = "text", "text tasks"
@@ -148,14 +148,6 @@ class TextKind:
 
     def error_record(self, task: TextTask, error: str) -> dict[str, Any]:
         return error_record(task, error)
-
-    def recover(self) -> None:
-        runs.recover(self.lora)
-
-    def close(self) -> None:
-        if self.lora is not None:
-            self.lora.detach()
-            self.lora = None
 
     def postfix(self, records: Sequence[dict[str, Any]]) -> dict[str, str]:
         right = sum(sum(r["correct"] or []) for r in records)
