@@ -115,6 +115,12 @@ def test_the_decoding_engine_matches_naive_greedy_decoding():
         assert gen.tokens[: len(want)] == want
         seen |= set(want)
     assert len(seen) > 2  # the check saw varied tokens, not one repeated
+    # HF's own generate (as other tools call it) decodes the same tokens.
+    for prompt, gen in zip(prompts, got, strict=True):
+        out = model.generate(torch.tensor(prompt)[None], max_new_tokens=12, do_sample=False,
+                             eos_token_id=sorted(codec.stop_ids), pad_token_id=codec.pad_id)
+        hf = out[0, len(prompt):].tolist()
+        assert hf == gen.tokens[: len(hf)]
 
 
 def test_a_grid_model_folder_loads_through_transformers_and_takes_lora(tmp_path):

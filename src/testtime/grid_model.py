@@ -101,6 +101,14 @@ class GridLlamaForCausalLM(LlamaForCausalLM):
         self.model = GridLlamaModel(config)
         self.post_init()
 
+    def prepare_inputs_for_generation(self, input_ids, **kwargs):
+        # HF's generate would pass flat positions; the grid ones come from every token so far.
+        inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
+        ids = inputs.get("input_ids")
+        if ids is not None:
+            inputs["position_ids"] = grid_positions(input_ids)[:, -ids.shape[1]:]
+        return inputs
+
 
 def is_grid_model(model) -> bool:
     return getattr(getattr(model, "config", None), "model_type", None) == MODEL_TYPE
