@@ -21,6 +21,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, LlamaModel
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPast
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
 from testtime.encode import grid_positions, unpack_positions
 
@@ -30,6 +31,12 @@ MODEL_TYPE = "testtime_grid"
 def _cache_kw(fn) -> str:
     """transformers renamed `past_key_values` to `cache` (5.x); speak whichever this install speaks."""
     return "cache" if "cache" in inspect.signature(fn).parameters else "past_key_values"
+
+
+# Read once at import: the forward pass (every decoding step on a CPU) should not inspect signatures.
+_MASK_CACHE_KW = _cache_kw(create_causal_mask)
+_LAYER_CACHE_KW = _cache_kw(LlamaDecoderLayer.forward)
+_OUT_CACHE_KW = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 class GridLlamaConfig(LlamaConfig):
@@ -82,15 +89,13 @@ class GridLlamaModel(LlamaModel):
             position_ids = grid_positions(input_ids)
         # The mask never sees the packed positions: HF would read their jumps as boundaries of packed documents.
         causal_mask = create_causal_mask(config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                         position_ids=None, **{_cache_kw(create_causal_mask): cache})
+                                         position_ids=None, **{_MASK_CACHE_KW: cache})
         hidden = inputs_embeds
         position_embeddings = self.rotary_emb(hidden, position_ids)
-        layer_cache = {_cache_kw(type(self.layers[0]).forward): cache} if len(self.layers) else {}
         for layer in self.layers[: self.config.num_hidden_layers]:
             hidden = layer(hidden, attention_mask=causal_mask, position_embeddings=position_embeddings,
-                           position_ids=position_ids, use_cache=use_cache, **layer_cache, **kwargs)
-        out = {"cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values": cache}
-        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden), **out)
+                           position_ids=position_ids, use_cache=use_cache, **{_LAYER_CACHE_KW: cache}, **kwargs)
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden), **{_OUT_CACHE_KW: cache})
 
 
 class GridLlamaForCausalLM(LlamaForCausalLM):

