@@ -25,6 +25,14 @@ def _tiny_llama(seed: int = 0) -> LlamaForCausalLM:
     return LlamaForCausalLM(cfg).eval()
 
 
+def _tiny_grid_model(seed: int = 0):
+    torch.manual_seed(seed)
+    # A large init makes a random model's greedy tokens vary, so decoding checks are not all one token.
+    cfg = ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_position_embeddings=2048,
+                      initializer_range=0.5)
+    return build_model(cfg).eval()
+
+
 def _flip_task(seed: int = 0, tid: str = "t", shape: tuple[int, int] = (3, 4), tests: int = 1) -> Task:
     """Three demos and `tests` test inputs of random grids, each output the input mirrored left to right."""
     rng = np.random.default_rng(seed)
@@ -62,6 +70,12 @@ def _small_cfg(**kw) -> EvalConfig:
 def tiny_llama():
     """tiny_llama(seed=0): a 2-layer random Llama over 32 tokens."""
     return _tiny_llama
+
+
+@pytest.fixture(scope="session")
+def tiny_grid_model():
+    """tiny_grid_model(seed=0): a 2-layer random grid-aware model ((grid, row, column) positions)."""
+    return _tiny_grid_model
 
 
 @pytest.fixture()

@@ -21,16 +21,8 @@ from testtime.encode import (
     next_grid_position,
     unpack_positions,
 )
-from testtime.model import ModelConfig, build_model, load_model, save_model
+from testtime.model import load_model, save_model
 from testtime.tasks import Example
-
-
-def tiny_grid_model(seed: int = 0):
-    torch.manual_seed(seed)
-    # A large init makes a random model's greedy tokens vary, so decoding checks are not all one token.
-    cfg = ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_position_embeddings=2048,
-                      initializer_range=0.5)
-    return build_model(cfg).eval()
 
 
 def grid(rng, h, w):
@@ -67,7 +59,7 @@ def test_one_step_rule_equals_the_scan_and_left_padding_changes_nothing(seq, pad
     assert torch.equal(grid_positions(padded)[:, pads:], pos)
 
 
-def test_cached_decoding_equals_a_full_forward_pass():
+def test_cached_decoding_equals_a_full_forward_pass(tiny_grid_model):
     from transformers import DynamicCache
 
     model = tiny_grid_model()
@@ -92,7 +84,7 @@ def test_cached_decoding_equals_a_full_forward_pass():
     assert not torch.allclose(flat, full, atol=1e-3)
 
 
-def test_the_decoding_engine_matches_naive_greedy_decoding():
+def test_the_decoding_engine_matches_naive_greedy_decoding(tiny_grid_model):
     from testtime.engine import greedy_generate
 
     model = tiny_grid_model(1)
@@ -123,7 +115,7 @@ def test_the_decoding_engine_matches_naive_greedy_decoding():
         assert hf == gen.tokens[: len(hf)]
 
 
-def test_a_grid_model_folder_loads_through_transformers_and_takes_lora(tmp_path):
+def test_a_grid_model_folder_loads_through_transformers_and_takes_lora(tmp_path, tiny_grid_model):
     from transformers import AutoModelForCausalLM
 
     from testtime.lora import attach_multi_lora
@@ -141,7 +133,7 @@ def test_a_grid_model_folder_loads_through_transformers_and_takes_lora(tmp_path)
     assert lora.parameters()
 
 
-def test_continuing_a_cache_without_positions_is_refused():
+def test_continuing_a_cache_without_positions_is_refused(tiny_grid_model):
     from transformers import DynamicCache
 
     model = tiny_grid_model()

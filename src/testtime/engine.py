@@ -402,9 +402,11 @@ def _score_prefix_batch(model, seqs: Sequence[Encoded], starts: list[int], batch
                 cmask[r, : len(c)] = 1
                 tmask[r, : len(c)] = seqs[i].loss_mask[starts[i]:]
         cont_t = torch.from_numpy(cont).to(device)
-        logits = model(input_ids=cont_t, attention_mask=torch.cat([attn_t, torch.from_numpy(cmask).to(device)], 1),
-                       position_ids=pos[:, -1:] + 1 + torch.arange(cw, device=device), past_key_values=copy.deepcopy(cache),
-                       use_cache=True).logits.float()
+        attn_all = torch.cat([attn_t, torch.from_numpy(cmask).to(device)], 1)
+        # The continuation's positions are those of the whole sequence (a grid model's depend on every token).
+        cont_pos = prompt_positions(model, torch.cat([ids, cont_t], 1), attn_all)[:, ids.shape[1]:]
+        logits = model(input_ids=cont_t, attention_mask=attn_all, position_ids=cont_pos,
+                       past_key_values=copy.deepcopy(cache), use_cache=True).logits.float()
         # Token t of the continuation is predicted by position t-1, and token 0 by the prefix's last.
         lp = torch.cat([first_lp[:, None], torch.log_softmax(logits[:, :-1], -1)], 1)
         tok_lp = lp.gather(2, cont_t[..., None])[..., 0]
