@@ -45,3 +45,15 @@ def test_compare_cli_prints_the_verdict_and_draws_it(tmp_path):
     disjoint = _run(tmp_path / "other", {"x": 1.0})
     none = CliRunner().invoke(app, ["compare", str(a), str(disjoint)])
     assert none.exit_code == 2 and "no task scored in both runs" in none.output
+
+
+def test_one_run_compares_its_selections(tmp_path):
+    """The records of one run carry what each selection scores: vote against product of experts, paired by task."""
+    run = tmp_path / "run"
+    run.mkdir()
+    recs = [{"task_id": f"t{i}", "score": p, "selections": {"poe": p, "vote": v, "greedy": 0.0}}
+            for i, (p, v) in enumerate([(1.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0), (0.0, None)])]
+    (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    res = CliRunner().invoke(app, ["compare", str(run), str(run), "--selection-a", "vote", "--selection-b", "poe"])
+    assert res.exit_code == 0, res.output
+    assert "run (poe) against run (vote): 2 tasks won, 1 lost, 1 tied" in res.output  # t4 has no vote score

@@ -88,7 +88,7 @@ def run(tmp_path, tiny, small_cfg, synthetic_tasks):
 
 def _check_accounting(recs):
     for r in recs:
-        assert set(r["compute"]) == {"icl", "loo", "ttt", "predict"}
+        assert set(r["compute"]) == {"icl", "loo", "ttt", "predict", "select"}
         assert r["seconds"] == pytest.approx(sum(r["compute"].values()), abs=1e-3)
 
 
@@ -169,7 +169,7 @@ def test_summary_reports_decisions_and_compute(tmp_path, run):
     recs = run("adaptive")
     s = summarize(recs)
     assert sum(row["n"] for row in s["decisions"].values()) == len(recs)
-    assert set(s["compute"]) == {"icl", "loo", "ttt", "predict"}
+    assert set(s["compute"]) == {"icl", "loo", "ttt", "predict", "select"}
     assert s["total_seconds"] == pytest.approx(sum(s["compute"].values()), abs=1e-2)
     assert by_decision([{"task_id": "x", "score": 1.0, "correct": [True], "seconds": 2.0,
                          "policy": {"decision": "answer"}}]) == {"answer": {"n": 1, "n_scored": 1, "score": 1.0, "seconds": 2.0}}

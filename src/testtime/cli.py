@@ -125,7 +125,7 @@ def tasks_show(
 def report(run_dir: Annotated[Path, typer.Argument(help="Run folder holding results.jsonl (and config.json).")]) -> None:
     """Print a run's summary and write RUN_DIR/report.html (grid or text run, told by its tasks file)."""
     from testtime.report import print_summary, write_report
-    from testtime.store import read_config, read_results
+    from testtime.store import read_config, read_joint_summary, read_results
     from testtime.text import is_text_task_path
 
     tasks = (read_config(run_dir) or {}).get("tasks")
@@ -135,7 +135,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="Run folder holding resu
         typer.echo(_text_summary(summary(read_results(run_dir))))
         typer.echo(f"wrote {write_text_report(run_dir)}")
         return
-    print_summary(read_results(run_dir), console=_console())
+    print_summary(read_results(run_dir), console=_console(), joint=read_joint_summary(run_dir))
     typer.echo(f"wrote {write_report(run_dir)}")
 
 
@@ -146,13 +146,16 @@ def compare_cmd(
     run_b: Annotated[Path, typer.Argument(help="The run to judge against it, on the same tasks.")],
     png: Annotated[Path | None, typer.Option(help="Also draw the per-task scores of both runs to this PNG.")] = None,
     show: Annotated[int, typer.Option(min=0, help="List at most this many tasks whose scores differ.")] = 30,
+    selection_a: Annotated[str | None, typer.Option(help="Score run A by this selection of its records (vote, poe, "
+                                                         "greedy) instead of its attempts.")] = None,
+    selection_b: Annotated[str | None, typer.Option(help="The same for run B (RUN_A and RUN_B may be one run).")] = None,
 ) -> None:
     """Pair two runs by task: totals, tasks won and lost, and an exact sign test (grid or text runs)."""
     from rich.table import Table
 
     from testtime.compare import compare_runs, plot
 
-    cmp = compare_runs(run_a, run_b)
+    cmp = compare_runs(run_a, run_b, selection_a, selection_b)
     if not cmp.pairs:
         raise ValueError(f"{run_a} and {run_b}: no task scored in both runs")
     ta, tb = cmp.totals
@@ -213,9 +216,11 @@ GRID_FLAGS = {
     "token_budget": "predict_cfg.token_budget", "cuda_graphs": "predict_cfg.cuda_graphs",
     "samples": "ttt_cfg.samples", "epochs": "ttt_cfg.epochs", "lr": "ttt_cfg.lr", "rank": "ttt_cfg.rank",
     "augment": "ttt_cfg.augment", "loo": "ttt_cfg.leave_one_out", "demo_loss": "ttt_cfg.loss_on_demos",
-    "shared": "ttt_cfg.shared",
+    "shared": "ttt_cfg.shared", "select": "select_cfg.method", "joint_samples": "joint_cfg.samples",
+    "joint_dir": "joint_cfg.dir",
 }
-TEXT_FLAGS = {k: v for k, v in GRID_FLAGS.items() if k not in ("policy", "views", "orders", "augment", "loo", "demo_loss")}
+GRID_ONLY = ("policy", "views", "orders", "augment", "loo", "demo_loss", "select", "joint_samples", "joint_dir")
+TEXT_FLAGS = {k: v for k, v in GRID_FLAGS.items() if k not in GRID_ONLY}
 
 
 def _flag_name(key: str, value: object) -> str:
@@ -269,6 +274,14 @@ _SHARED = Annotated[bool, typer.Option("--shared", help="Ablation: one adapter s
 _CONFIG = Annotated[Path | None, typer.Option(help="JSON config of the recipe to start from (the flags given override it).")]
 _POLICY = Annotated[str | None, typer.Option(
     help="When to train: never, always, extended (default with --ttt), agree, loo-stop, adaptive; see `testtime policies`.")]
+_SELECT = Annotated[str | None, typer.Option(
+    help="How the two attempts are chosen: poe (candidates ranked by their likelihood under augmented views, the "
+         "default) or vote (the views' hierarchical vote).")]
+_JOINT = Annotated[int | None, typer.Option(
+    min=0, help="Joint stage: train the whole model on every task's demonstrations first, this many sequences per "
+                "task (0: none; see testtime.joint).")]
+_JOINT_DIR = Annotated[str | None, typer.Option(
+    help="Folder of the joint stage (default OUT/joint); runs of the same tasks and joint settings can share one.")]
 
 
 @app.command("policies")
@@ -303,6 +316,9 @@ def evaluate_cmd(
     shared: _SHARED = False,
     config: _CONFIG = None,
     policy: _POLICY = None,
+    select: _SELECT = None,
+    joint_samples: _JOINT = None,
+    joint_dir: _JOINT_DIR = None,
     max_minutes: Annotated[float | None, typer.Option(help="Start no new batch of tasks after this long.")] = None,
     token_budget: Annotated[int | None, typer.Option(min=1024, help="Prompt+answer tokens per generation batch (default: sized to free memory).")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="A task file that fails validation stops the run (default: skip it, report it; a text tasks file is always read strictly).")] = False,
@@ -318,7 +334,8 @@ def evaluate_cmd(
     cfg, text = _recipe_config(tasks, config, dict(
         model=model, ttt=ttt, limit=limit, device=device, views=views, orders=orders, samples=samples, epochs=epochs,
         lr=lr, rank=rank, augment=augment, loo=loo, demo_loss=demo_loss, shared=shared or None, policy=policy,
-        token_budget=token_budget, cuda_graphs=cuda_graphs, max_group=max_group))
+        select=select, joint_samples=joint_samples, joint_dir=joint_dir, token_budget=token_budget,
+        cuda_graphs=cuda_graphs, max_group=max_group))
     main = distributed.from_env().is_main  # under torchrun, rank 0 speaks for the run
     if text:  # text few-shot tasks (JSONL)
         from testtime.text_eval import default_out, evaluate_text
@@ -340,7 +357,9 @@ def evaluate_cmd(
             typer.echo(f"skipped: {problem}", err=True)
     records = evaluate(cfg, out, tasks=task_list, max_minutes=max_minutes, skipped=skipped, show_progress=main)
     if main:
-        print_summary(records, console=_console())
+        from testtime.store import read_joint_summary
+
+        print_summary(records, console=_console(), joint=read_joint_summary(out))
         if skipped:
             typer.echo(f"{len(skipped)} task file(s) skipped as invalid (listed in {out / 'summary.json'})")
         typer.echo(f"wrote {out / 'results.jsonl'}, {out / 'submission.json'} and {out / 'report.html'}")
@@ -398,6 +417,7 @@ def solve_cmd(
     samples: _SAMPLES = None,
     epochs: _EPOCHS = None,
     policy: _POLICY = None,
+    select: _SELECT = None,
     html: Annotated[Path | None, typer.Option(help="Also write the task and both attempts as HTML.")] = None,
 ) -> None:
     """Solve one task: test-time train, predict under augmentations, vote, print the two attempts."""
@@ -413,7 +433,7 @@ def solve_cmd(
 
     t = resolve_task(task)
     cfg, _ = _recipe_config(task, None, dict(model=model, ttt=ttt, device=device, views=views, samples=samples,
-                                              epochs=epochs, policy=policy))
+                                              epochs=epochs, policy=policy, select=select))
     dev = pick_device(device)
     start = time.perf_counter()
     loaded = load_model(model, device=dev)

@@ -61,19 +61,32 @@ def sign_test(won: int, lost: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def pair(a: Sequence[Record], b: Sequence[Record], labels: tuple[str, str] = ("A", "B")) -> Comparison:
+def score_of(record: Record, selection: str | None = None) -> float | None:
+    """A record's score: its own, or (grid runs) what another way of choosing its attempts scores on the same
+    predictions (`selections`: the vote, the product of experts, the greedy identity view)."""
+    if selection is None:
+        return record.get("score")
+    return (record.get("selections") or {}).get(selection)
+
+
+def pair(a: Sequence[Record], b: Sequence[Record], labels: tuple[str, str] = ("A", "B"),
+         selections: tuple[str | None, str | None] = (None, None)) -> Comparison:
     """The tasks both runs scored (a task with an error or no known answer has score None and is left out)."""
-    scores_b = {r["task_id"]: r.get("score") for r in b}
+    scores_b = {r["task_id"]: score_of(r, selections[1]) for r in b}
     pairs = tuple(
-        TaskPair(r["task_id"], float(r["score"]), float(scores_b[r["task_id"]]))
+        TaskPair(r["task_id"], float(score_of(r, selections[0])), float(scores_b[r["task_id"]]))
         for r in a
-        if r.get("score") is not None and scores_b.get(r["task_id"]) is not None
+        if score_of(r, selections[0]) is not None and scores_b.get(r["task_id"]) is not None
     )
     return Comparison(labels, pairs)
 
 
-def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
-    return pair(read_results(run_a), read_results(run_b), (Path(run_a).name, Path(run_b).name))
+def compare_runs(run_a: str | Path, run_b: str | Path, selection_a: str | None = None,
+                 selection_b: str | None = None) -> Comparison:
+    """Two runs paired by task; `selection_a`/`selection_b` score a run by another selection of its records (the
+    same run twice then compares, say, the vote against the product of experts)."""
+    labels = tuple(Path(r).name + (f" ({s})" if s else "") for r, s in ((run_a, selection_a), (run_b, selection_b)))
+    return pair(read_results(run_a), read_results(run_b), labels, (selection_a, selection_b))  # type: ignore[arg-type]
 
 
 def plot(cmp: Comparison, out: str | Path, max_tasks: int = 60) -> Path:

@@ -78,6 +78,13 @@ def init() -> Dist:
     return d
 
 
+def initialized() -> bool:
+    """Whether this process already belongs to a process group (one `init` made, or its caller's)."""
+    import torch.distributed as tdist
+
+    return tdist.is_available() and tdist.is_initialized()
+
+
 def pick_device(requested: str | None = None) -> str:
     """The device of a run: `requested`, where None or "auto" mean cuda when available, else cpu."""
     import torch

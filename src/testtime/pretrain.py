@@ -202,12 +202,20 @@ class Start(NamedTuple):
     hidden: int
 
 
-def _init_model(cfg: PretrainConfig, device: str) -> Start:
-    """A fresh model from `cfg.model`, or the Hugging Face LM of `cfg.init_from`."""
+def _init_model(cfg: PretrainConfig, device: str, start: tuple[Any, Any, Codec] | None = None) -> Start:
+    """A fresh model from `cfg.model`, the Hugging Face LM of `cfg.init_from`, or `start`: (a model object, its
+    tokenizer or None, its codec), trained in place."""
     import torch
 
     from testtime.model import load_model
 
+    if start is not None:
+        model, tokenizer, codec = start
+        model = model.to(device)
+        text = model.config.get_text_config()
+        emb = model.get_input_embeddings().weight
+        n = sum(p.numel() for p in model.parameters() if p is not emb or text.vocab_size <= 4096)
+        return Start(model, tokenizer, codec, n, text.num_hidden_layers, text.hidden_size)
     if cfg.init_from is None:
         model = build_model(cfg.model).to(device)
         return Start(model, None, GridCodec(), n_params(model), cfg.model.num_layers, cfg.model.hidden_size)
@@ -231,6 +239,7 @@ class PretrainResult:
     model_dir: Path | None  # the exported model, once finished
     last_loss: float | None
     best_val: float | None = None  # lowest held-out loss so far; that model is in run_dir/best
+    trained: Any = None  # the model object as training left it (fp32, on the run's device)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -342,6 +351,8 @@ def pretrain(
     progress: bool = True,
     sources: Sequence[Source] | None = None,
     export: bool | None = None,
+    label: str = "pretrain",
+    start: tuple[Any, Any, Codec] | None = None,
 ) -> PretrainResult:
     """Train (or continue training) the base model in `run_dir`.
 
@@ -351,7 +362,11 @@ def pretrain(
 
     Under torchrun (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel, rank r draws its own
     stream (seed + r), and only rank 0 writes the log, checkpoints and the export. Stop and checkpoint
-    decisions are rank 0's, shared at log steps, so every rank stops at the same step.
+    decisions are rank 0's, shared at log steps, so every rank stops at the same step. A process group that
+    existed before the call (an evaluation's) is left for its owner.
+
+    `start` = (model, tokenizer or None, codec) trains that model object (fp32) instead of `cfg.model` or
+    `cfg.init_from`; `label` names the progress bar.
     """
     import torch
     from tqdm import tqdm
@@ -360,6 +375,7 @@ def pretrain(
 
     t_start = time.monotonic()
     cfg = config
+    owns_group = not distributed.initialized()
     dist = distributed.init()
     main = dist.is_main
     run_dir = Path(run_dir)
@@ -386,7 +402,7 @@ def pretrain(
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    model, tokenizer, codec, n, n_layers, width = _init_model(cfg, device)
+    model, tokenizer, codec, n, n_layers, width = _init_model(cfg, device, start)
     model.train()
     optimizer = make_optimizer(model, cfg, fused=cuda)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -471,7 +487,7 @@ def pretrain(
         initial=step,
         disable=not (progress and main),
         dynamic_ncols=True,
-        desc="pretrain",
+        desc=label,
         mininterval=0.2 if sys.stderr.isatty() else 30.0,
     )
     last_ckpt = time.monotonic()
@@ -574,8 +590,9 @@ def pretrain(
     if main and log_path.exists():
         plot_loss(run_dir)
     distributed.barrier(dist)  # the checkpoint and export are on disk for every rank
-    distributed.cleanup(dist)
-    return PretrainResult(run_dir, step, finished, model_dir, last_loss, best_val)
+    if owns_group:
+        distributed.cleanup(dist)
+    return PretrainResult(run_dir, step, finished, model_dir, last_loss, best_val, model)
 
 
 # ---------------------------------------------------------------- reporting

@@ -18,16 +18,19 @@ import numpy as np
 
 from testtime.render import grid_html as _grid_html
 from testtime.render import html_page, verdict_color
-from testtime.store import CONFIG, REPORT, Record, read_results, write_atomic
+from testtime.store import CONFIG, REPORT, Record, read_joint_summary, read_results, write_atomic
 from testtime.tasks import Task, load_tasks
 
 
-def summarize(records: Sequence[Record]) -> dict[str, Any]:
-    """Totals of a run. `percent` is pass@2 over the tasks whose answers are known (None if none are)."""
+def summarize(records: Sequence[Record], joint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Totals of a run. `percent` is pass@2 over the tasks whose answers are known (None if none are).
+
+    `joint` (what `joint.read_joint` gives) adds the joint stage: its cost, and seconds per task with the stage's
+    process-seconds shared over the tasks (`mean_seconds_with_joint`)."""
     scored = [r for r in records if r.get("correct") is not None]
     score = float(sum(r.get("score") or 0.0 for r in scored))
     seconds = [float(r.get("seconds") or 0.0) for r in records]
-    return {
+    out = {
         "n_tasks": len(records),
         "n_scored": len(scored),
         "score": score,
@@ -38,7 +41,23 @@ def summarize(records: Sequence[Record]) -> dict[str, Any]:
         "errors": sum(1 for r in records if r.get("error")),
         "compute": compute_by_stage(records),
         "decisions": by_decision(records),
+        "selections": by_selection(scored),
     }
+    if joint is not None and records:
+        out["joint"] = joint
+        out["mean_seconds_with_joint"] = (sum(seconds) + joint["seconds"] * joint["world"]) / len(records)
+    return out
+
+
+def by_selection(scored: Sequence[Record]) -> dict[str, float]:
+    """pass@2 of each way of choosing the attempts that the records score (the configured one, the vote, the
+    identity view's greedy answer), summed over the tasks: one run compares them on the same predictions."""
+    out: dict[str, float] = {}
+    for r in scored:
+        for name, value in (r.get("selections") or {}).items():
+            if value is not None:
+                out[name] = out.get(name, 0.0) + float(value)
+    return out
 
 
 def compute_by_stage(records: Sequence[Record]) -> dict[str, float]:
@@ -80,6 +99,12 @@ def _summary_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
         ("invalid decodes", str(s["invalid"])),
         ("tasks with errors", str(s["errors"])),
     ]
+    if s.get("joint"):
+        j = s["joint"]
+        rows.append(("joint stage", f"{j['steps']} steps, {j['seconds']:.1f} s on {j['world']} process(es)"))
+        rows.append(("seconds per task, joint stage shared", f"{s['mean_seconds_with_joint']:.2f}"))
+    if s.get("selections"):
+        rows.append(("pass@2 by selection", ", ".join(f"{k} {v:g}" for k, v in s["selections"].items())))
     if s.get("compute"):
         rows.append(("seconds by stage", ", ".join(f"{k} {v:.1f}" for k, v in s["compute"].items())))
     for d, row in (s.get("decisions") or {}).items():
@@ -88,11 +113,11 @@ def _summary_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def print_summary(records: Sequence[Record], console=None) -> dict[str, Any]:
+def print_summary(records: Sequence[Record], console=None, joint: dict[str, Any] | None = None) -> dict[str, Any]:
     from rich.console import Console
     from rich.table import Table
 
-    s = summarize(records)
+    s = summarize(records, joint)
     table = Table(title="Run summary", show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
@@ -187,9 +212,10 @@ def _task_section(rec: Record, task: Task | None) -> str:
     return "\n".join(out)
 
 
-def report_html(records: Sequence[Record], tasks: Sequence[Task] = (), title: str = "testtime report") -> str:
+def report_html(records: Sequence[Record], tasks: Sequence[Task] = (), title: str = "testtime report",
+                joint: dict[str, Any] | None = None) -> str:
     by_id = {t.id: t for t in tasks}
-    s = summarize(records)
+    s = summarize(records, joint)
     rows = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{html.escape(v)}</td></tr>" for k, v in _summary_rows(s))
     index = " ".join(
         f'<a href="#t-{html.escape(str(r["task_id"]))}" style="color:'
@@ -214,4 +240,5 @@ def write_report(run_dir: Path, tasks: list[Task] | None = None) -> Path:
         if not isinstance(cfg, dict) or "tasks" not in cfg:
             raise ValueError(f"{cfg_path}: has no 'tasks' entry")
         tasks = load_tasks(cfg["tasks"], cfg.get("solutions"))
-    return write_atomic(run_dir / REPORT, report_html(records, tasks, title=f"testtime report: {run_dir.name}"))
+    return write_atomic(run_dir / REPORT, report_html(records, tasks, title=f"testtime report: {run_dir.name}",
+                                                      joint=read_joint_summary(run_dir)))

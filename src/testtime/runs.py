@@ -54,6 +54,11 @@ class TaskKind(Protocol):
         """Load the model (if not given) onto `device`; return it."""
         ...
 
+    def before_tasks(self, tasks: Sequence[Any], out_dir: Path, pending: bool, show_progress: bool = True) -> None:
+        """A stage over all the run's tasks before any of them runs (the grid kind's joint stage); `pending` says
+        whether any task is left to run. Every rank calls it, with the same tasks."""
+        ...
+
     def prepare(self, tasks: Sequence[Any]) -> tuple[list[Any], list[Record]]:
         """Encode tasks for training: those ready, and an error record for each that cannot run."""
         ...
@@ -102,6 +107,7 @@ def group_size(requested: int | None, device, kind: str) -> int:
 def check_run_dir(out_dir: Path, cfg_dict: dict[str, Any]) -> Path:
     """The run's config.json path; a folder holding a run of another config (but for --limit) is refused."""
     cfg_path = out_dir / store.CONFIG
+    cfg_dict = json.loads(json.dumps(cfg_dict))  # as it reads back (tuples become lists)
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
         if {k: v for k, v in old.items() if k != "limit"} != {k: v for k, v in cfg_dict.items() if k != "limit"}:
@@ -203,6 +209,7 @@ def run(kind: TaskKind, cfg: dict[str, Any], tasks: Sequence[Any], out_dir: str 
         todo = distributed.shard(todo, dist.world, dist.rank, cost=kind.cost)
 
     model = kind.load(distributed.device(dist, device))
+    kind.before_tasks(tasks, out_dir, pending=n_todo > 0, show_progress=show_progress)
     mine: list[Record] = []
 
     def emit(records: list[Record]) -> None:

@@ -133,3 +133,10 @@ def read_config(run_dir: str | Path) -> dict[str, Any] | None:
     """A run's `config.json` as written (None when the folder has none)."""
     path = Path(run_dir) / CONFIG
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def read_joint_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    """The joint stage's cost as the run's `summary.json` records it (None: no summary, or no joint stage)."""
+    path = Path(run_dir) / SUMMARY
+    summary = json.loads(path.read_text()) if path.exists() else None
+    return summary.get("joint") if isinstance(summary, dict) else None

@@ -112,6 +112,9 @@ class TextKind(runs.AdapterSlots):
         self.fmt = TextFormat(self.tokenizer)
         return self.model
 
+    def before_tasks(self, tasks: Sequence[TextTask], out_dir: Path, pending: bool, show_progress: bool = True) -> None:
+        """Text runs have no stage over all their tasks."""
+
     def prepare(self, tasks: Sequence[TextTask]) -> tuple[list[TextTask], list[dict[str, Any]]]:
         if not self.cfg.ttt:
             return list(tasks), []
