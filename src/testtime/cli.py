@@ -180,6 +180,8 @@ def pretrain_cmd(
     run_dir: Annotated[Path, typer.Option(help="Run folder; an existing checkpoint/ there is continued.")] = Path("runs/pretrain"),
     max_minutes: Annotated[float | None, typer.Option(help="Wall clock for this call; then save and exit (run again to continue).")] = None,
     steps: Annotated[int | None, typer.Option(help="Override total_steps (the length of the schedule).")] = None,
+    fit_minutes: Annotated[float | None, typer.Option(help="Fit the schedule into this many minutes (steps timed "
+                                                           "during warmup; total_steps is then the cap).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cuda or cpu.")] = None,
     export: Annotated[bool, typer.Option("--export", help="Write RUN_DIR/model even if the schedule is not done.")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="Ignore an existing checkpoint and start over.")] = False,
@@ -193,13 +195,14 @@ def pretrain_cmd(
     from testtime.pretrain import PretrainConfig, pretrain
 
     cfg = PretrainConfig.from_json(config)
-    overrides = {k: v for k, v in (("max_minutes", max_minutes), ("total_steps", steps), ("device", device)) if v is not None}
+    overrides = {k: v for k, v in (("max_minutes", max_minutes), ("total_steps", steps), ("device", device),
+                                   ("fit_minutes", fit_minutes)) if v is not None}
     cfg = dataclasses.replace(cfg, **overrides)
     res = pretrain(cfg, run_dir, resume=not fresh, export=export or None)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
         return
     state = "finished" if res.finished else "stopped (run again to continue)"
-    typer.echo(f"{state} at step {res.step}/{cfg.total_steps}; log {run_dir / 'log.jsonl'}, plot {run_dir / 'loss.png'}")
+    typer.echo(f"{state} at step {res.step}/{res.total_steps}; log {run_dir / 'log.jsonl'}, plot {run_dir / 'loss.png'}")
     if res.model_dir is not None:
         typer.echo(f"model written to {res.model_dir}")
     if res.best_val is not None:

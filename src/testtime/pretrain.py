@@ -37,6 +37,7 @@ from testtime.sources import FORBIDDEN_DATASETS, Source, load_sources, split_hol
 from testtime.training import warmup_cosine
 
 H100_BF16_FLOPS = 989e12
+FIT_RESERVE_S = 45.0  # what `fit_minutes` keeps back for the last checkpoint, the export and the plot
 
 
 # ---------------------------------------------------------------- config
@@ -75,6 +76,10 @@ class PretrainConfig:
     log_every: int = 25  # steps between host syncs (loss readout, log line)
     checkpoint_minutes: float = 3.0
     max_minutes: float | None = None  # wall clock for this call, then save and exit cleanly
+    # Fit the schedule into this many minutes of wall clock (start-up included): the steps a second takes are
+    # measured once warmup is done, and the cosine is laid over the steps that fit (at most total_steps). For GPU
+    # jobs of a fixed length, whose throughput is known only once they run; the fitted length is kept on resume.
+    fit_minutes: float | None = None
     export_dtype: str = "bfloat16"  # dtype of the exported model/ shards (loading on CPU gives fp32)
     prefetch: int = 6  # batches built ahead on a background thread
 
@@ -90,6 +95,8 @@ class PretrainConfig:
             raise ConfigError(
                 f"max_len {self.max_len} exceeds the model's max_position_embeddings {self.model.max_position_embeddings}"
             )
+        if self.fit_minutes is not None and not (math.isfinite(self.fit_minutes) and self.fit_minutes > 0):
+            raise ConfigError(f"fit_minutes must be a positive number of minutes, got {self.fit_minutes}")
         if self.holdout < 0 or self.val_every < 1 or self.val_every % self.log_every:
             raise ConfigError(f"holdout must be >= 0 and val_every a positive multiple of log_every ({self.log_every})")
         if self.device not in ("auto", "cuda", "cpu"):
@@ -240,6 +247,7 @@ class PretrainResult:
     last_loss: float | None
     best_val: float | None = None  # lowest held-out loss so far; that model is in run_dir/best
     trained: Any = None  # the model object as training left it (fp32, on the run's device)
+    total_steps: int = 0  # the schedule's length (fitted, with fit_minutes)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -405,9 +413,13 @@ def pretrain(
     model, tokenizer, codec, n, n_layers, width = _init_model(cfg, device, start)
     model.train()
     optimizer = make_optimizer(model, cfg, fused=cuda)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(cfg.total_steps, 0.0, cfg.min_lr_ratio, warmup_steps=cfg.warmup_steps)
-    )
+    total = cfg.total_steps  # the schedule's length: fitted to fit_minutes once measured, if asked
+    fitted = cfg.fit_minutes is None
+
+    def schedule(total_steps: int):
+        return warmup_cosine(total_steps, 0.0, cfg.min_lr_ratio, warmup_steps=cfg.warmup_steps)
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(total))
     train_sources, held = split_holdout(sources if sources is not None else load_sources(cfg.datasets), cfg.holdout)
     sampler = SequenceSampler(train_sources, cfg.max_len, cfg.seed + dist.rank, cfg.dataset_weights, codec=codec)
     val_batches = validation_set(held, cfg.max_len, cfg.pad_multiple, codec) if main else []
@@ -432,10 +444,14 @@ def pretrain(
             stream.load_state_dict(streams[dist.rank])
         step, elapsed_before, tokens_seen = meta["step"], meta["elapsed"], meta["tokens"]
         best_val = meta.get("best_val")
+        if meta.get("fitted_steps"):
+            total, fitted = int(meta["fitted_steps"]), True
+            scheduler.lr_lambdas = [schedule(total)] * len(optimizer.param_groups)
         if main:
             _truncate_log(log_path, step)
     stream_state = stream.state_dict()
-    end = min(cfg.total_steps, stop_at) if stop_at is not None else cfg.total_steps
+    end = min(total, stop_at) if stop_at is not None else total
+    fit_from: tuple[int, float] | None = None  # (step, time) where the throughput measurement starts
 
     base_fn = loss_sum if model.config.get_text_config().vocab_size <= 4096 else loss_sum_targets
     fn = base_fn
@@ -476,6 +492,7 @@ def pretrain(
                 "elapsed": elapsed_before + (time.monotonic() - t_start),
                 "tokens": tokens_seen,
                 "best_val": best_val,
+                "fitted_steps": total if cfg.fit_minutes is not None and fitted else None,
                 "config": cfg.to_dict(),
             },
         )
@@ -573,6 +590,21 @@ def pretrain(
                 acc_steps = acc_real = acc_padded = 0
                 acc_len_weighted = 0.0
                 t_log = now
+            if not fitted and step % cfg.log_every == 0:
+                # Measure from the middle of warmup (compilation is over by then) to its end, then fit the cosine.
+                if fit_from is None and step >= cfg.warmup_steps // 2:
+                    fit_from = (step, time.monotonic())
+                elif fit_from is not None and step >= cfg.warmup_steps and step > fit_from[0]:
+                    per_step = (time.monotonic() - fit_from[1]) / (step - fit_from[0])
+                    left = cfg.fit_minutes * 60 - (time.monotonic() - t_start) - FIT_RESERVE_S
+                    fit = min(cfg.total_steps, step + max(1, int(0.97 * left / per_step)))
+                    total, fitted = int(distributed.broadcast(dist, fit)), True
+                    scheduler.lr_lambdas = [schedule(total)] * len(optimizer.param_groups)
+                    end = min(total, stop_at) if stop_at is not None else total
+                    bar.total = end
+                    if main:
+                        bar.write(f"{label}: {per_step:.3f} s a step; the schedule fits {total} steps in "
+                                  f"{cfg.fit_minutes:g} minutes")
             if agreed(time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60) and step < end:
                 checkpoint()
                 last_ckpt = time.monotonic()
@@ -581,7 +613,7 @@ def pretrain(
             prefetch.close()
         bar.close()
     checkpoint()
-    finished = step >= cfg.total_steps
+    finished = step >= total
     model_dir = None
     if finished or export:
         model_dir = run_dir / "model"
@@ -592,7 +624,7 @@ def pretrain(
     distributed.barrier(dist)  # the checkpoint and export are on disk for every rank
     if owns_group:
         distributed.cleanup(dist)
-    return PretrainResult(run_dir, step, finished, model_dir, last_loss, best_val, model)
+    return PretrainResult(run_dir, step, finished, model_dir, last_loss, best_val, model, total)
 
 
 # ---------------------------------------------------------------- reporting

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Keep carried files on the GPU machine for a later call: copies every file of the carried folders named as
+# arguments (say .carry1) to /root/stash, which outlives the call while the machine stays warm (a carried path is
+# replaced at every call). For data larger than one call can carry beside the tracked tree (RE-ARC beside the
+# shipped model): split it here (`split -n 3 -d FILE part`), carry one part a call, join them in the last call.
+#
+#   bash scripts/gpu_stash.sh .carry1        # then, in the last call: cat /root/stash/part* > FILE
+set -euo pipefail
+mkdir -p /root/stash
+for dir in "$@"; do
+    cp -v "$dir"/* /root/stash/
+done
+ls -la /root/stash
+nvidia-smi --query-gpu=index,name,memory.used,memory.total --format=csv,noheader 2>/dev/null || true
+python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'gpus', torch.cuda.device_count(), \
+'transformers', transformers.__version__, 'peft', peft.__version__)"
