@@ -14,6 +14,8 @@ from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from testtime import jsonio
+
 T = TypeVar("T")
 
 
@@ -46,19 +48,9 @@ def _replace_path(obj: Any, keys: list[str], value: Any, path: str) -> Any:
 
 
 def read_json(path: str | Path, what: str = "config", error: type[Exception] = ConfigError) -> Any:
-    """A JSON file's content; a missing, unreadable or malformed file raises `error` with one line naming it."""
-    path = Path(path)
-    kind = f"{what} file" if what else "file"
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise error(f"{path}: no such {kind}") from None
-    except OSError as e:
-        raise error(f"{path}: cannot read ({e.strerror})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise error(f"{path}: bad JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    """A JSON file's content; a missing, unreadable, special, oversized, too deeply nested or malformed file
+    raises `error` with one line naming it (see `testtime.jsonio`)."""
+    return jsonio.read_json(path, what, error)
 
 
 def typed(cls: type[T], obj: Any, where: str = "config") -> T:

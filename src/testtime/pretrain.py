@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from testtime import jsonio
 from testtime.config import ConfigError, read_json, typed
 from testtime.encode import Codec, GridCodec
 from testtime.model import ModelConfig, build_model, head_logits, n_params, save_model
@@ -277,12 +278,13 @@ def save_checkpoint(run_dir: Path, model, optimizer, scheduler, meta: dict[str, 
 
 
 def _read_state(ckpt: Path) -> dict[str, Any]:
+    path = ckpt / "state.json"
     try:
-        meta = json.loads((ckpt / "state.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{ckpt / 'state.json'}: corrupt checkpoint ({e}); start over with --fresh") from None
+        meta = jsonio.read_json(path)
+    except ValueError as e:
+        raise ConfigError(f"{path}: corrupt checkpoint ({str(e).removeprefix(f'{path}: ')}); start over with --fresh") from None
     if not isinstance(meta, dict) or not {"step", "stream", "config", "rng"} <= set(meta):
-        raise ConfigError(f"{ckpt / 'state.json'}: corrupt checkpoint (missing entries); start over with --fresh")
+        raise ConfigError(f"{path}: corrupt checkpoint (missing entries); start over with --fresh")
     return meta
 
 
@@ -330,8 +332,9 @@ def _truncate_log(path: Path, step: int) -> None:
     """Drop log lines written after the checkpoint we resume from (they will be written again)."""
     if not path.exists():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    path.write_text("".join(ln + "\n" for ln in keep))
+    keep = [rec for _, rec in jsonio.read_json_lines(path, "log", ConfigError, complete_only=True)
+            if isinstance(rec, dict) and rec.get("step", 0) <= step]
+    path.write_text("".join(json.dumps(rec) + "\n" for rec in keep))
 
 
 def pretrain(
@@ -583,7 +586,7 @@ def pretrain(
 
 def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "log.jsonl"
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+    return [rec for _, rec in jsonio.read_json_lines(path, "log", ConfigError)] if path.exists() else []
 
 
 def plot_loss(run_dir: str | Path, out: str | Path | None = None) -> Path:

@@ -102,9 +102,9 @@ def group_size(requested: int | None, device, kind: str) -> int:
 def check_run_dir(out_dir: Path, cfg_dict: dict[str, Any]) -> Path:
     """The run's config.json path; a folder holding a run of another config (but for --limit) is refused."""
     cfg_path = out_dir / store.CONFIG
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
-        if {k: v for k, v in old.items() if k != "limit"} != {k: v for k, v in cfg_dict.items() if k != "limit"}:
+    old = store.read_config(out_dir)
+    if old is not None:
+        if not isinstance(old, dict) or {k: v for k, v in old.items() if k != "limit"} != {k: v for k, v in cfg_dict.items() if k != "limit"}:
             raise TaskError(f"{out_dir}: holds a run with another configuration; pick a new --out")
     return cfg_path
 

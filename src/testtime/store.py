@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from testtime import jsonio
+
 RESULTS = "results.jsonl"
 CONFIG = "config.json"
 SUMMARY = "summary.json"
@@ -45,18 +47,8 @@ def read_records(path: str | Path) -> list[Record]:
     done and runs again). Blank lines are skipped. Any other line that is not a JSON object with a
     'task_id' is an error naming the file and line: a partial file is never read as complete.
     """
-    path = Path(path)
-    text = path.read_text()
-    lines = text.split("\n")
-    lines.pop()  # "" after a final newline, or the cut-short tail of a killed write
     records = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: line {n}: bad JSON at column {e.colno}: {e.msg}") from None
+    for n, rec in jsonio.read_json_lines(path, "results", complete_only=True):
         if not isinstance(rec, dict) or "task_id" not in rec:
             raise ValueError(f"{path}: line {n}: expected an object with a 'task_id'")
         records.append(rec)
@@ -110,7 +102,7 @@ def drop_cut_tail(path: Path) -> None:
     """Cut a last line left without its newline by a kill, so that the next append starts a fresh line."""
     if not path.exists():
         return
-    data = path.read_bytes()
+    data = jsonio.read_bytes(path, "results")  # refuses a FIFO or device: appending to one would block or worse
     if data and not data.endswith(b"\n"):
         with path.open("r+b") as f:
             f.truncate(data.rfind(b"\n") + 1)
@@ -132,4 +124,4 @@ def append_records(path: Path, records: Sequence[Record]) -> None:
 def read_config(run_dir: str | Path) -> dict[str, Any] | None:
     """A run's `config.json` as written (None when the folder has none)."""
     path = Path(run_dir) / CONFIG
-    return json.loads(path.read_text()) if path.exists() else None
+    return jsonio.read_json(path, "config") if path.exists() else None
