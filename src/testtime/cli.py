@@ -145,12 +145,15 @@ def compare_cmd(
     run_a: Annotated[Path, typer.Argument(help="The reference run folder (say, without TTT).")],
     run_b: Annotated[Path, typer.Argument(help="The run to judge against it, on the same tasks.")],
     png: Annotated[Path | None, typer.Option(help="Also draw the per-task scores of both runs to this PNG.")] = None,
-    show: Annotated[int, typer.Option(min=0, help="List at most this many tasks whose scores differ.")] = 30,
+    show: Annotated[int, typer.Option(help="List at most this many tasks whose scores differ.")] = 30,
 ) -> None:
     """Pair two runs by task: totals, tasks won and lost, and an exact sign test (grid or text runs)."""
     from rich.table import Table
 
     from testtime.compare import compare_runs, plot
+    from testtime.config import Range, check_value
+
+    check_value("--show", show, Range(0, 10**6))
 
     cmp = compare_runs(run_a, run_b)
     if not cmp.pairs:
@@ -185,13 +188,13 @@ def pretrain_cmd(
 
     A config with `init_from` fine-tunes an existing Hugging Face LM instead (configs/finetune-gemma3-arc.json).
     """
-    import dataclasses
-
+    from testtime.config import with_overrides
     from testtime.pretrain import PretrainConfig, pretrain
 
     cfg = PretrainConfig.from_json(config)
-    overrides = {k: v for k, v in (("max_minutes", max_minutes), ("total_steps", steps), ("device", device)) if v is not None}
-    cfg = dataclasses.replace(cfg, **overrides)
+    flags = {"max_minutes": ("--max-minutes", max_minutes), "total_steps": ("--steps", steps), "device": ("--device", device)}
+    given = {k: v for k, (_, v) in flags.items() if v is not None}
+    cfg = with_overrides(cfg, given, names={k: flag for k, (flag, _) in flags.items()})
     res = pretrain(cfg, run_dir, resume=not fresh, export=export or None)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
         return
@@ -246,19 +249,21 @@ def _recipe_config(tasks: str | None, config: Path | None, given: dict):
     for key in given:
         if key not in places:
             raise ConfigError(f"{_flag_name(key, given[key])} applies to grid tasks, not text tasks")
-    return with_overrides(cfg, {places[k]: v for k, v in given.items()}), text
+    return with_overrides(cfg, {places[k]: v for k, v in given.items()},
+                          names={places[k]: _flag_name(k, v) for k, v in given.items()}), text
 
 
 _MODEL = Annotated[str | None, typer.Option(help="A Hugging Face causal LM folder; default: the shipped base model.")]
 _TTT = Annotated[bool | None, typer.Option("--ttt/--no-ttt", show_default=False,
                                            help="Train a per-task adapter before predicting (default: yes).")]
-_VIEWS = Annotated[int | None, typer.Option(min=1, max=8, help="D8 views for augmented inference (1: plain greedy; default 8).")]
-_ORDERS = Annotated[int | None, typer.Option(min=1, help="Demo orders per view (default 1).")]
+# Flags that set a config field are checked against that field's declared limits (config.Range), not here.
+_VIEWS = Annotated[int | None, typer.Option(help="D8 views for augmented inference (1: plain greedy; default 8).")]
+_ORDERS = Annotated[int | None, typer.Option(help="Demo orders per view (default 1).")]
 _DEVICE = Annotated[str | None, typer.Option(help="cpu or cuda; default: cuda when available.")]
-_SAMPLES = Annotated[int | None, typer.Option(min=1, help="TTT sequences per task.")]
-_EPOCHS = Annotated[int | None, typer.Option(min=1, help="TTT epochs (default: the policy's; extended 3, else 2).")]
+_SAMPLES = Annotated[int | None, typer.Option(help="TTT sequences per task.")]
+_EPOCHS = Annotated[int | None, typer.Option(help="TTT epochs (default: the policy's; extended 3, else 2).")]
 _LR = Annotated[float | None, typer.Option(help="TTT learning rate.")]
-_RANK = Annotated[int | None, typer.Option(min=1, help="LoRA rank.")]
+_RANK = Annotated[int | None, typer.Option(help="LoRA rank.")]
 _AUG = Annotated[bool | None, typer.Option("--augment/--no-augment", show_default=False,
                                            help="Transform TTT samples (D8, colors, order; default: yes).")]
 _LOO = Annotated[bool | None, typer.Option("--loo/--no-loo", show_default=False,
@@ -288,7 +293,7 @@ def evaluate_cmd(
                                                    ".jsonl file (default: arc1/eval).")] = None,
     model: _MODEL = None,
     ttt: _TTT = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N tasks.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N tasks.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (results.jsonl, report.html); resumes if it exists.")] = None,
     device: _DEVICE = None,
     views: _VIEWS = None,
@@ -304,17 +309,19 @@ def evaluate_cmd(
     config: _CONFIG = None,
     policy: _POLICY = None,
     max_minutes: Annotated[float | None, typer.Option(help="Start no new batch of tasks after this long.")] = None,
-    token_budget: Annotated[int | None, typer.Option(min=1024, help="Prompt+answer tokens per generation batch (default: sized to free memory).")] = None,
+    token_budget: Annotated[int | None, typer.Option(help="Prompt+answer tokens per generation batch (default: sized to free memory).")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="A task file that fails validation stops the run (default: skip it, report it; a text tasks file is always read strictly).")] = False,
     cuda_graphs: Annotated[bool | None, typer.Option("--cuda-graphs/--no-cuda-graphs", show_default=False, help="Replay the decode step as a CUDA graph (GPU; default: yes).")] = None,
-    max_group: Annotated[int | None, typer.Option(min=1, help=f"Tasks trained and predicted together (default: {GROUP_SIZES['grid'][0]} grid or {GROUP_SIZES['text'][0]} text tasks on a GPU, {GROUP_SIZES['grid'][1]} or {GROUP_SIZES['text'][1]} on a CPU). Results are written as each group ends.")] = None,
+    max_group: Annotated[int | None, typer.Option(help=f"Tasks trained and predicted together (default: {GROUP_SIZES['grid'][0]} grid or {GROUP_SIZES['text'][0]} text tasks on a GPU, {GROUP_SIZES['grid'][1]} or {GROUP_SIZES['text'][1]} on a CPU). Results are written as each group ends.")] = None,
 ) -> None:
     """Solve a set of tasks and score them (pass@2 for grids); one JSON line per task, resumable, with an HTML report.
 
     Runs as is under torchrun (tasks sharded across ranks; rank 0 merges results and writes the report).
     """
     from testtime import distributed
+    from testtime.config import MINUTES, check_value
 
+    check_value("--max-minutes", max_minutes, MINUTES)
     cfg, text = _recipe_config(tasks, config, dict(
         model=model, ttt=ttt, limit=limit, device=device, views=views, orders=orders, samples=samples, epochs=epochs,
         lr=lr, rank=rank, augment=augment, loo=loo, demo_loss=demo_loss, shared=shared or None, policy=policy,

@@ -12,13 +12,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 
 from testtime import runs, store
-from testtime.config import ConfigError, one_line, read_json, typed
+from testtime.config import ConfigError, Range, check, one_line, read_json, typed
 from testtime.encode import Codec, TooLongError
 from testtime.engine import auto_token_budget, budget_batches
 from testtime.lora import MultiLoRA
@@ -36,11 +36,12 @@ class EvalConfig:
     tasks: str = "arc1/eval"
     model: str | None = None  # None: the shipped base model
     ttt: bool = True
-    limit: int | None = None
+    limit: Annotated[int | None, runs.TASKS] = None
     device: str | None = None  # None: cuda when available
-    max_group: int | None = None  # tasks trained and predicted together; None: by device, see runs.GROUP_SIZES
+    # tasks trained and predicted together; None: by device, see runs.GROUP_SIZES
+    max_group: Annotated[int | None, runs.GROUP] = None
     policy: str | None = None  # see testtime.policy; None: its DEFAULT_POLICY with ttt, "never" without
-    attempts: int = 2
+    attempts: Annotated[int, Range(1, 16)] = 2
     ttt_cfg: TTTConfig = field(default_factory=TTTConfig)
     predict_cfg: PredictConfig = field(default_factory=PredictConfig)
 
@@ -332,6 +333,7 @@ def evaluate(cfg: EvalConfig, out_dir: Path, *, model=None, codec: Codec | None 
              tasks: Sequence[Task] | None = None, show_progress: bool = True,
              max_minutes: float | None = None, skipped: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Run (or resume) an evaluation of grid tasks into `out_dir` (see `runs.run`)."""
+    check(cfg)
     kind = GridKind(cfg, model, codec)  # an unknown or contradictory policy fails here, before any model loads
     tasks = load_tasks(cfg.tasks) if tasks is None else tasks
     return runs.run(kind, config_to_dict(cfg), tasks, out_dir, device=cfg.device, limit=cfg.limit,
@@ -342,7 +344,7 @@ def solve_task(task: Task, cfg: EvalConfig, model, codec: Codec, *, show_progres
     """One task, start to end, with a progress bar over its TTT steps; returns its record."""
     from tqdm.auto import tqdm
 
-    kind = GridKind(cfg, model, codec)
+    kind = GridKind(check(cfg), model, codec)
     kind.load(str(next(model.parameters()).device))
     _, bad = kind.prepare([task])
     if bad:

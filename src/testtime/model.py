@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from testtime.config import LENGTH, ConfigError, Range, check
 from testtime.encode import BOS, EOS, PAD, Codec, build_grid_tokenizer, codec_for
 
 # src/testtime/model.py -> <repo>/models/testtime-grid-base
@@ -37,17 +38,23 @@ class ModelError(ValueError):
 class ModelConfig:
     """Shape of the base model. The defaults are the shipped ~26M-parameter grid-aware model."""
 
-    vocab_size: int = 32  # the grid tokenizer has 18 tokens; padded to 32 for aligned matmuls
-    hidden_size: int = 512
-    num_layers: int = 8
-    num_heads: int = 8  # head dim 64
-    intermediate_size: int = 1408
-    max_position_embeddings: int = 8192
-    rope_theta: float = 100.0  # per-axis positions stay under 64, so slow frequencies need no 10000
+    vocab_size: Annotated[int, Range(1, 2**20)] = 32  # the grid tokenizer has 18 tokens; padded to 32 for aligned matmuls
+    hidden_size: Annotated[int, Range(1, 65536)] = 512
+    num_layers: Annotated[int, Range(1, 1024)] = 8
+    num_heads: Annotated[int, Range(1, 1024)] = 8  # head dim 64
+    intermediate_size: Annotated[int, Range(1, 2**18)] = 1408
+    max_position_embeddings: Annotated[int, LENGTH] = 8192
+    # per-axis positions stay under 64, so slow frequencies need no 10000
+    rope_theta: Annotated[float, Range(0, 1e9, lo_open=True)] = 100.0
     tie_embeddings: bool = True
-    initializer_range: float = 0.02
+    initializer_range: Annotated[float, Range(0, 10, lo_open=True)] = 0.02
     # Rotary positions over (grid, row, column) (testtime.grid_model) instead of one flat index.
     grid_positions: bool = True
+
+    def __post_init__(self) -> None:
+        check(self, "model")
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(f"model: hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
 
     @classmethod
     def tiny(cls) -> ModelConfig:
@@ -64,8 +71,6 @@ class ModelConfig:
         else:
             from transformers import LlamaConfig
 
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
         cfg = LlamaConfig(
             vocab_size=self.vocab_size,
             hidden_size=self.hidden_size,

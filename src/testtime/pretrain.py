@@ -17,7 +17,6 @@ runs on target tokens only (`loss_sum_targets`), and the export carries the toke
 from __future__ import annotations
 
 import json
-import math
 import random
 import shutil
 import sys
@@ -25,12 +24,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import numpy as np
 
 from testtime import jsonio
-from testtime.config import ConfigError, read_json, typed
+from testtime.config import LENGTH, LR, MINUTES, SEED, TOKENS, ConfigError, OneOf, Range, check, read_json, typed
 from testtime.encode import Codec, GridCodec
 from testtime.model import ModelConfig, build_model, head_logits, n_params, save_model
 from testtime.pretrain_data import Batch, BatchStream, Prefetcher, SequenceSampler, round_up, validation_set
@@ -54,55 +53,52 @@ class PretrainConfig:
     # names (testtime.sources): "arc1/train", a task file or folder, "re-arc:PATH", "arc2/train-clean"
     datasets: tuple[str, ...] = ("arc1/train",)
     # how often each dataset is drawn (relative); None: in proportion to its number of tasks
-    dataset_weights: tuple[float, ...] | None = None
-    max_len: int = 8192  # demos are dropped (longest first) to fit
-    token_budget: int = 131072  # padded tokens (batch x padded length) per step
-    pool_size: int = 2048  # sequences sorted by length together, then cut into batches
-    pad_multiple: int = 128  # padded lengths are multiples of this (fewer compiled shapes, aligned kernels)
-    holdout: int = 0  # training tasks (of the first dataset) kept out of training, to validate on
-    val_every: int = 500  # steps between validations (a multiple of log_every); the best one is exported
+    dataset_weights: Annotated[tuple[float, ...] | None, Range(0, 1e6)] = None
+    max_len: Annotated[int, LENGTH] = 8192  # demos are dropped (longest first) to fit
+    token_budget: Annotated[int, TOKENS] = 131072  # padded tokens (batch x padded length) per step
+    pool_size: Annotated[int, Range(1, 65536)] = 2048  # sequences sorted by length together, then cut into batches
+    # padded lengths are multiples of this (fewer compiled shapes, aligned kernels)
+    pad_multiple: Annotated[int, Range(1, 4096)] = 128
+    holdout: Annotated[int, Range(0, 100_000)] = 0  # training tasks (of the first dataset) kept out of training, to validate on
+    # steps between validations (a multiple of log_every); the best one is exported
+    val_every: Annotated[int, Range(1, 10**9)] = 500
     # optimisation
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.1  # cosine ends at lr * min_lr_ratio
-    warmup_steps: int = 200
-    total_steps: int = 10000
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float = 1.0
+    lr: Annotated[float, LR] = 1e-3
+    min_lr_ratio: Annotated[float, Range(0, 1)] = 0.1  # cosine ends at lr * min_lr_ratio
+    warmup_steps: Annotated[int, Range(0, 10**9)] = 200
+    total_steps: Annotated[int, Range(1, 10**9)] = 10000
+    weight_decay: Annotated[float, Range(0, 1)] = 0.1
+    betas: Annotated[tuple[float, float], Range(0, 1, hi_open=True)] = (0.9, 0.95)
+    grad_clip: Annotated[float, Range(0, 1e4, lo_open=True)] = 1.0
     # run control
-    seed: int = 0
+    seed: Annotated[int, SEED] = 0
     compile: bool = True  # torch.compile on CUDA (ignored on CPU)
-    device: str = "auto"  # auto | cuda | cpu
-    log_every: int = 25  # steps between host syncs (loss readout, log line)
-    checkpoint_minutes: float = 3.0
-    max_minutes: float | None = None  # wall clock for this call, then save and exit cleanly
-    export_dtype: str = "bfloat16"  # dtype of the exported model/ shards (loading on CPU gives fp32)
-    prefetch: int = 6  # batches built ahead on a background thread
+    device: str = "auto"  # auto | cuda | cuda:N | cpu (checked by distributed.pick_device)
+    log_every: Annotated[int, Range(1, 10**6)] = 25  # steps between host syncs (loss readout, log line)
+    checkpoint_minutes: Annotated[float, MINUTES] = 3.0
+    max_minutes: Annotated[float | None, MINUTES] = None  # wall clock for this call, then save and exit cleanly
+    # dtype of the exported model/ shards (loading on CPU gives fp32)
+    export_dtype: Annotated[str, OneOf("bfloat16", "float16", "float32")] = "bfloat16"
+    prefetch: Annotated[int, Range(1, 64)] = 6  # batches built ahead on a background thread
 
     def __post_init__(self) -> None:
         self.datasets = tuple(self.datasets)
         self.betas = tuple(self.betas)  # type: ignore[assignment]
-        for name in ("max_len", "token_budget", "pool_size", "pad_multiple", "total_steps", "log_every", "prefetch"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.dataset_weights is not None:
+            self.dataset_weights = tuple(self.dataset_weights)
+        check(self)  # every field's own limits; what follows relates fields to each other
         if round_up(self.max_len, self.pad_multiple) > self.token_budget:
             raise ConfigError(f"token_budget {self.token_budget} cannot hold one sequence of max_len {self.max_len}")
         if self.init_from is None and self.max_len > self.model.max_position_embeddings:
             raise ConfigError(
                 f"max_len {self.max_len} exceeds the model's max_position_embeddings {self.model.max_position_embeddings}"
             )
-        if self.holdout < 0 or self.val_every < 1 or self.val_every % self.log_every:
-            raise ConfigError(f"holdout must be >= 0 and val_every a positive multiple of log_every ({self.log_every})")
-        if self.device not in ("auto", "cuda", "cpu"):
-            raise ConfigError(f"device must be auto, cuda or cpu, got {self.device!r}")
-        if self.export_dtype not in ("bfloat16", "float16", "float32"):
-            raise ConfigError(f"export_dtype must be bfloat16, float16 or float32, got {self.export_dtype!r}")
+        if self.val_every % self.log_every:
+            raise ConfigError(f"val_every must be a multiple of log_every ({self.log_every}), got {self.val_every}")
         if not self.datasets:
             raise ConfigError("datasets is empty")
         if self.dataset_weights is not None:
-            self.dataset_weights = tuple(self.dataset_weights)
-            if len(self.dataset_weights) != len(self.datasets) or not all(
-                    math.isfinite(w) and w >= 0 for w in self.dataset_weights) or not sum(self.dataset_weights) > 0:
+            if len(self.dataset_weights) != len(self.datasets) or not sum(self.dataset_weights) > 0:
                 raise ConfigError(f"dataset_weights must be {len(self.datasets)} finite non-negative numbers, not all 0")
         for name in self.datasets:
             if name in FORBIDDEN_DATASETS:
@@ -365,12 +361,10 @@ def pretrain(
     cfg = config
     dist = distributed.init()
     main = dist.is_main
+    device = distributed.pick_device(cfg.device)  # a bad device fails before the run folder is touched
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    device = distributed.pick_device(cfg.device)
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device is cuda but no CUDA GPU is available")
-    cuda = device == "cuda"
+    cuda = device.startswith("cuda")
     if cuda and dist.enabled:
         device = f"cuda:{dist.local_rank}"
     log_path = run_dir / "log.jsonl"

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from tqdm.auto import tqdm
 
 from testtime import distributed, store
-from testtime.config import one_line
+from testtime.config import MINUTES, Range, check_value, one_line
 from testtime.store import Record
 from testtime.tasks import TaskError
 
@@ -36,6 +36,8 @@ from testtime.tasks import TaskError
 # tasks, results/h100-2026-11-23c.md); on a CPU a group's results are written only when it ends and batching
 # buys little.
 GROUP_SIZES = {"grid": (64, 8), "text": (16, 4)}
+TASKS = Range(1, 10**6)  # --limit
+GROUP = Range(1, 4096)  # --max-group
 OOM_RETRIES = 2  # retries of a single task, each with a 4x smaller generation token budget
 
 
@@ -185,7 +187,9 @@ def run(kind: TaskKind, cfg: dict[str, Any], tasks: Sequence[Any], out_dir: str 
     invalid, for summary.json. Returns the records of the tasks run (under torchrun: merged on rank 0, this
     rank's own on the others)."""
     started = time.monotonic()
+    check_value("max_minutes", max_minutes, MINUTES)
     dist = distributed.init()
+    device = distributed.device(dist, device)  # a bad device fails here, before the run folder is touched
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = check_run_dir(out_dir, cfg)
@@ -202,7 +206,7 @@ def run(kind: TaskKind, cfg: dict[str, Any], tasks: Sequence[Any], out_dir: str 
     if dist.enabled:
         todo = distributed.shard(todo, dist.world, dist.rank, cost=kind.cost)
 
-    model = kind.load(distributed.device(dist, device))
+    model = kind.load(device)
     mine: list[Record] = []
 
     def emit(records: list[Record]) -> None:
