@@ -22,6 +22,7 @@ from testtime.config import ConfigError, Range, check, one_line, read_json, type
 from testtime.encode import Codec, TooLongError
 from testtime.engine import auto_token_budget, budget_batches
 from testtime.lora import MultiLoRA
+from testtime.model import load_model
 from testtime.policy import DEFAULT_POLICY, Policy, agreement, get_policy, loo_tasks, round_steps, run_policy
 from testtime.predict import PredictConfig, TaskPredictions, predict_tasks
 from testtime.report import summarize, write_report
@@ -267,7 +268,7 @@ class GridKind(runs.AdapterSlots):
 
     def load(self, device: str):
         if self.model is None:
-            loaded = runs.load_checkpoint(self.cfg.model, device)
+            loaded = load_model(self.cfg.model, device)
             self.model, self.codec = loaded.model, loaded.codec
         self.model.eval()
         return self.model

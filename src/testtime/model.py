@@ -10,24 +10,23 @@ Hugging Face causal LM loads the same way and ours loads in anyone's tools:
 
 from __future__ import annotations
 
+import json
 import os
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from testtime.config import LENGTH, ConfigError, Range, check
+from testtime import jsonio
+from testtime.config import LENGTH, ConfigError, Range, check, check_value, one_line
+from testtime.distributed import pick_device
 from testtime.encode import BOS, EOS, PAD, Codec, build_grid_tokenizer, codec_for
 
 # src/testtime/model.py -> <repo>/models/testtime-grid-base
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "testtime-grid-base"
 MODEL_ENV = "TESTTIME_MODEL"
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
+PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 class ModelError(ValueError):
@@ -130,43 +129,125 @@ def default_model_dir() -> Path:
     return Path(env) if env else DEFAULT_MODEL_DIR
 
 
-def check_model_dir(path: Path) -> None:
-    """Raise ModelError unless `path` looks like a loadable Hugging Face model folder."""
+# A model folder's config.json sizes, where present (architectures name them differently): what transformers
+# would otherwise meet as a ZeroDivisionError, an AssertionError or an allocation of petabytes.
+SHAPE_LIMITS = {
+    **dict.fromkeys(("vocab_size",), Range(1, 2**22)),
+    **dict.fromkeys(("hidden_size", "n_embd", "intermediate_size", "n_inner"), Range(1, 2**18)),
+    **dict.fromkeys(("num_attention_heads", "num_key_value_heads", "n_head", "head_dim"), Range(1, 4096)),
+    **dict.fromkeys(("num_hidden_layers", "n_layer"), Range(1, 4096)),
+    **dict.fromkeys(("max_position_embeddings", "n_positions"), Range(1, 2**24)),
+}
+
+
+def check_model_config(path: Path, cfg: Any) -> None:
+    """A model folder's config.json (parsed): an object whose sizes are positive integers in range and whose
+    heads divide its width; else a one-line ModelError."""
+    where = f"{path}: config.json"
+    if not isinstance(cfg, dict):
+        raise ModelError(f"{where}: expected an object, got {type(cfg).__name__}")
+    parts = [cfg]
+    if cfg.get("text_config") is not None:  # a multimodal model: its language model's config
+        if not isinstance(cfg["text_config"], dict):
+            raise ModelError(f"{where}: text_config must be an object")
+        parts.append(cfg["text_config"])
+    for part in parts:
+        for key, limit in SHAPE_LIMITS.items():
+            value = part.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ModelError(f"{where}: {key} must be an integer, got {json.dumps(value)[:40]}")
+            try:
+                check_value(f"{where}: {key}", value, limit)
+            except ConfigError as e:
+                raise ModelError(str(e)) from None
+        width, heads, kv = part.get("hidden_size"), part.get("num_attention_heads"), part.get("num_key_value_heads")
+        if width and heads and part.get("head_dim") is None and width % heads:
+            raise ModelError(f"{where}: hidden_size {width} is not a multiple of num_attention_heads {heads}")
+        if heads and kv and heads % kv:
+            raise ModelError(f"{where}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv}")
+
+
+def weight_files(path: Path) -> list[Path]:
+    """The safetensors files of a model folder; pickle weights (`.bin`) are refused: loading one can run code."""
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        obj = jsonio.read_json(index, "index", ModelError)
+        weight_map = obj.get("weight_map") if isinstance(obj, dict) else None
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) and Path(v).name == v
+                                                        for v in weight_map.values()):
+            raise ModelError(f"{index}: corrupt checkpoint (no weight_map of tensor name -> file)")
+        return [path / name for name in sorted(set(weight_map.values()))]
+    if (path / "model.safetensors").exists():
+        return [path / "model.safetensors"]
+    if any((path / f).exists() for f in PICKLE_FILES):
+        raise ModelError(f"{path}: holds pickle weights (pytorch_model.bin), refused: only safetensors are loaded "
+                         "(convert it with transformers' save_pretrained)")
+    raise ModelError(f"{path}: no weights (expected model.safetensors or a sharded index)")
+
+
+def check_weights(files: list[Path]) -> None:
+    """Every safetensors file regular, whole and readable (its header matches its size); else a ModelError."""
+    from safetensors import SafetensorError, safe_open
+
+    for f in files:
+        try:
+            mode = f.stat().st_mode
+        except OSError as e:
+            raise ModelError(f"{f}: corrupt checkpoint ({e.strerror})") from None
+        if not stat.S_ISREG(mode):
+            raise ModelError(f"{f}: corrupt checkpoint (not a regular file)")
+        try:
+            with safe_open(str(f), framework="pt") as sf:
+                sf.keys()
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ModelError(f"{f}: corrupt checkpoint ({one_line(e, first_line=True)})") from None
+
+
+def check_model_dir(path: Path) -> list[Path]:
+    """Raise ModelError unless `path` is a loadable Hugging Face model folder; return its weight files."""
     if not path.exists():
         raise ModelError(f"{path}: no such model folder")
     if not path.is_dir():
         raise ModelError(f"{path}: not a folder (a model is a folder with config.json and weights)")
-    if not (path / "config.json").is_file():
+    if not (path / "config.json").exists():
         raise ModelError(f"{path}: no config.json (not a Hugging Face model folder)")
-    if not any((path / f).is_file() for f in WEIGHT_FILES):
-        raise ModelError(f"{path}: no weights (expected model.safetensors or a sharded index)")
+    cfg = jsonio.read_json(path / "config.json", "config", ModelError)
+    files = weight_files(path)
+    check_model_config(path, cfg)
+    check_weights(files)
+    return files
 
 
 def load_model(path: str | Path | None = None, device: str = "cpu", dtype=None) -> Loaded:
-    """Load a causal LM folder, its tokenizer and the matching codec.
+    """Load a causal LM folder, its tokenizer and the matching codec: the one way every path (solve, evaluate,
+    text tasks, pretraining's init_from) loads a model.
 
     `path=None` means the shipped base model (or $TESTTIME_MODEL). dtype defaults to bf16 on CUDA, fp32 elsewhere.
+    Whatever is wrong with the folder (missing, a bad config.json, pickle, empty or cut-short weights) is a
+    one-line ModelError naming it, and so is a device that is not there.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import testtime.grid_model  # noqa: F401  (registers the grid-aware classes)
 
+    device = pick_device(str(device))
     path = Path(path) if path is not None else default_model_dir()
     check_model_dir(path)
     if dtype is None:
-        dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     elif isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path))
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa")
-    except (OSError, ValueError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"{path}: cannot load model ({first})") from None
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa",
+                                                     use_safetensors=True)
+        codec = codec_for(tokenizer)
+    except Exception as e:  # a user's folder can make transformers raise anything; the folder is named either way
+        raise ModelError(f"{path}: cannot load model ({type(e).__name__}: {one_line(e, first_line=True)})") from e
     model.to(device)
     model.eval()
-    return Loaded(model=model, tokenizer=tokenizer, codec=codec_for(tokenizer), path=path)
+    return Loaded(model=model, tokenizer=tokenizer, codec=codec, path=path)
 
 
 def save_model(

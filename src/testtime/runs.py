@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from tqdm.auto import tqdm
 
 from testtime import distributed, store
-from testtime.config import MINUTES, Range, check_value, one_line
+from testtime.config import MINUTES, Range, check_value
 from testtime.store import Record
 from testtime.tasks import TaskError
 
@@ -109,20 +109,6 @@ def check_run_dir(out_dir: Path, cfg_dict: dict[str, Any]) -> Path:
         if not isinstance(old, dict) or {k: v for k, v in old.items() if k != "limit"} != {k: v for k, v in cfg_dict.items() if k != "limit"}:
             raise TaskError(f"{out_dir}: holds a run with another configuration; pick a new --out")
     return cfg_path
-
-
-def load_checkpoint(path: str | None, device: str):
-    """`model.load_model`, with a corrupt weights file also ending as a one-line ModelError."""
-    import pickle
-
-    from safetensors import SafetensorError
-
-    from testtime.model import ModelError, default_model_dir, load_model
-
-    try:
-        return load_model(path, device=device)
-    except (SafetensorError, RuntimeError, pickle.UnpicklingError, EOFError) as e:
-        raise ModelError(f"{path or default_model_dir()}: corrupt checkpoint ({one_line(e, first_line=True)})") from None
 
 
 class AdapterSlots:

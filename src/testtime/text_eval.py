@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from testtime import runs
 from testtime.config import check, typed
 from testtime.lora import MultiLoRA
+from testtime.model import load_model
 from testtime.text import TextTask, load_text_tasks
 from testtime.text_encode import TextFormat, normalize
 from testtime.text_predict import TextPredictConfig, predict_text
@@ -106,7 +107,7 @@ class TextKind(runs.AdapterSlots):
 
     def load(self, device: str):
         if self.model is None:
-            loaded = runs.load_checkpoint(self.cfg.model, device)
+            loaded = load_model(self.cfg.model, device)
             self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.model.eval()
         self.fmt = TextFormat(self.tokenizer)
