@@ -106,7 +106,7 @@ def check_run_dir(out_dir: Path, cfg_dict: dict[str, Any]) -> Path:
     cfg_path = out_dir / store.CONFIG
     old = store.read_config(out_dir)
     if old is not None:
-        if not isinstance(old, dict) or {k: v for k, v in old.items() if k != "limit"} != {k: v for k, v in cfg_dict.items() if k != "limit"}:
+        if {k: v for k, v in old.items() if k != "limit"} != {k: v for k, v in cfg_dict.items() if k != "limit"}:
             raise TaskError(f"{out_dir}: holds a run with another configuration; pick a new --out")
     return cfg_path
 

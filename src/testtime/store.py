@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from testtime import jsonio
+from testtime import jsonio, schema
 
 RESULTS = "results.jsonl"
 CONFIG = "config.json"
@@ -44,15 +44,11 @@ def read_records(path: str | Path) -> list[Record]:
     """Records of one JSON-lines results file, under one policy for every reader.
 
     A last line without its newline is a write cut short by a crash: it is ignored (the task counts as not
-    done and runs again). Blank lines are skipped. Any other line that is not a JSON object with a
-    'task_id' is an error naming the file and line: a partial file is never read as complete.
+    done and runs again). Blank lines are skipped. Any other line that is not a record (`schema.Record`) is
+    an error naming the file, line and field: a partial or malformed file is never read as complete.
     """
-    records = []
-    for n, rec in jsonio.read_json_lines(path, "results", complete_only=True):
-        if not isinstance(rec, dict) or "task_id" not in rec:
-            raise ValueError(f"{path}: line {n}: expected an object with a 'task_id'")
-        records.append(rec)
-    return records
+    return [schema.check_record(rec, f"{path}: line {n}")
+            for n, rec in jsonio.read_json_lines(path, "results", complete_only=True)]
 
 
 def read_results(run_dir: str | Path) -> list[Record]:
@@ -122,6 +118,8 @@ def append_records(path: Path, records: Sequence[Record]) -> None:
 
 
 def read_config(run_dir: str | Path) -> dict[str, Any] | None:
-    """A run's `config.json` as written (None when the folder has none)."""
+    """A run's `config.json` as written (None when the folder has none), checked against `schema.RunConfig`."""
     path = Path(run_dir) / CONFIG
-    return jsonio.read_json(path, "config") if path.exists() else None
+    if not path.exists() and not path.is_symlink():
+        return None
+    return schema.check_run_config(jsonio.read_json(path, "config"), str(path))
