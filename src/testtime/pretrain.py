@@ -34,7 +34,7 @@ from testtime.encode import Codec, GridCodec
 from testtime.model import ModelConfig, build_model, head_logits, n_params, save_model
 from testtime.pretrain_data import Batch, BatchStream, Prefetcher, SequenceSampler, round_up, validation_set
 from testtime.sources import FORBIDDEN_DATASETS, Source, load_sources, split_holdout
-from testtime.training import warmup_cosine
+from testtime.training import check_finite, warmup_cosine
 
 H100_BF16_FLOPS = 989e12
 
@@ -442,7 +442,11 @@ def pretrain(
         return step % cfg.log_every == 0 and bool(distributed.broadcast(dist, flag))
 
     def checkpoint() -> None:
-        streams = distributed.all_gather(dist, stream_state)
+        # Never save diverged weights: every rank says whether its loss since the last log step is finite.
+        gathered = distributed.all_gather(dist, (stream_state, float(acc_loss.item())))
+        for _, loss in gathered:
+            check_finite(loss, step, "pretraining")
+        streams = [s for s, _ in gathered]
         if not main:
             return
         save_checkpoint(
@@ -518,6 +522,7 @@ def pretrain(
                         acc_loss, acc_real, acc_padded, acc_len_weighted, dist.world)
                     tokens_seen += acc_real - local_real
                 last_loss = float(acc_loss.item()) / acc_steps  # the one host sync per log interval
+                check_finite(last_loss, step, "pretraining")  # before a log line, a checkpoint or an export
                 now = time.monotonic()
                 dt = max(now - t_log, 1e-9)
                 real_tps, padded_tps = acc_real / dt, acc_padded / dt

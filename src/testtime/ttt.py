@@ -26,7 +26,7 @@ from testtime.config import LENGTH, LR, SEED, TOKENS, Range
 from testtime.encode import Codec, Encoded, TooLongError, encode_example
 from testtime.lora import Adapters, MultiLoRA, attach_multi_lora
 from testtime.tasks import Task, leave_one_out
-from testtime.training import autocast, pad_right, target_loss, task_seed, warmup_cosine
+from testtime.training import autocast, check_finite, pad_right, target_loss, task_seed, warmup_cosine
 
 DEFAULT_EPOCHS = 2
 
@@ -180,6 +180,11 @@ def train_adapters(
     if select is not None:
         select(None)
     table = torch.stack(losses, 1).cpu().tolist() if losses else [[] for _ in range(n)]
+    for k, row in enumerate(table):  # one check after training, not a host sync per step
+        bad = next((i for i, x in enumerate(row) if not math.isfinite(x)), None)
+        if bad is not None:
+            name = f"task {task_ids[k]}" if task_ids else f"adapter {k}"
+            check_finite(row[bad], bad + 1, f"test-time training of {name}")
     return TrainResult(losses=table, tokens=tokens)
 
 
