@@ -3,18 +3,26 @@
 Layout: `app` holds top-level commands (pretrain, evaluate, solve, ...); `tasks_app`
 groups the task inspection commands. Wrap every command in `@cli_errors` so a bad input
 ends as one line `error: ...` on stderr and exit code 2, never a traceback
-(set TESTTIME_DEBUG=1 to see the traceback instead).
+(set TESTTIME_DEBUG=1 to see the traceback instead). Usage errors (an unknown option, a value
+of the wrong type, a missing argument) take the same form (`OneLineUsageErrors`).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
+from typer.core import TyperGroup
+
+try:  # typer 0.2x carries its own copy of click, whose exceptions are not click's
+    from typer._click import exceptions as click_errors
+except ImportError:
+    from click import exceptions as click_errors
 
 from testtime.runs import GROUP_SIZES
 from testtime.tasks import TaskError
@@ -25,7 +33,35 @@ F = TypeVar("F", bound=Callable)
 USER_ERRORS: tuple[type[BaseException], ...] = (TaskError, OSError, ValueError, KeyError)
 EXIT_USER_ERROR = 2
 
-app = typer.Typer(help="Test-time training for ARC tasks.", no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+class OneLineUsageErrors(TyperGroup):
+    """The command group whose usage errors print as one line `error: ...` (exit code 2), the form of every
+    other error, instead of click's usage text or typer's boxed panel. A bare group still prints its help."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode: bool = True, **extra):
+        if not standalone_mode:  # the caller handles exceptions itself
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except getattr(click_errors, "NoArgsIsHelpError", ()) as e:  # click >= 8.2; before, help is an Exit
+            typer.echo(e.ctx.get_help())
+            code = e.exit_code
+        except click_errors.ClickException as e:
+            from testtime.config import one_line
+
+            text = one_line(e.format_message()).rstrip(".")
+            hint = f"; see '{e.ctx.command_path} --help'" if getattr(e, "ctx", None) is not None else ""
+            typer.echo(f"error: {text[:1].lower()}{text[1:]}{hint}", err=True)
+            code = e.exit_code
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            code = 1
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(help="Test-time training for ARC tasks.", no_args_is_help=True, pretty_exceptions_enable=False,
+                  cls=OneLineUsageErrors)
 tasks_app = typer.Typer(help="Inspect tasks and datasets.", no_args_is_help=True)
 app.add_typer(tasks_app, name="tasks")
 
