@@ -161,3 +161,41 @@ def test_config_file_values_are_not_overwritten_by_flag_defaults(tmp_path, synth
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
     assert cfg["ttt"] is False and cfg["predict_cfg"]["views"] == 1  # from the file
     assert cfg["predict_cfg"]["orders"] == 1  # the flag given wins
+
+
+def test_no_flag_default_overwrites_any_config_key(tmp_path, synthetic_tasks, monkeypatch):
+    """Issue 17: every key a flag can set, set in --config and no flag given, reaches the run as the file says
+    (grid and text evaluate, pretrain)."""
+    import testtime.evaluate
+    import testtime.pretrain
+    import testtime.text_eval
+    from testtime.pretrain import PretrainConfig
+    from testtime.text_eval import text_config_from_dict
+
+    seen = {}
+    monkeypatch.setattr(testtime.evaluate, "evaluate", lambda cfg, out, **kw: seen.setdefault("grid", cfg) and [])
+    monkeypatch.setattr(testtime.text_eval, "evaluate_text", lambda cfg, out, **kw: seen.setdefault("text", cfg) and [])
+    monkeypatch.setattr(testtime.pretrain, "pretrain", lambda cfg, run_dir, **kw: seen.setdefault("pretrain", cfg)
+                        and testtime.pretrain.PretrainResult(run_dir, 0, False, None, None))
+    save_tasks(synthetic_tasks(1), tmp_path / "tasks")
+    grid = {"tasks": str(tmp_path / "tasks"), "model": "some/model", "ttt": True, "limit": 3, "device": "cpu",
+            "policy": "always", "max_group": 5,
+            "predict_cfg": {"views": 2, "orders": 3, "token_budget": 4096, "cuda_graphs": False},
+            "ttt_cfg": {"samples": 7, "epochs": 4, "lr": 0.01, "rank": 3, "augment": False, "leave_one_out": False,
+                        "loss_on_demos": False, "shared": True}}
+    text_file = tmp_path / "t.jsonl"
+    text_file.write_text('{"id": "a", "demos": [["1", "2"]], "queries": [["3", "4"]]}\n')
+    text = {"tasks": str(text_file), "model": "some/model", "ttt": False, "limit": 2, "device": "cpu", "max_group": 3,
+            "predict_cfg": {"token_budget": 5000, "cuda_graphs": False},
+            "ttt_cfg": {"samples": 5, "epochs": 2, "lr": 0.02, "rank": 6, "shared": True}}
+    pre = {"max_minutes": 7.0, "total_steps": 123, "device": "cpu"}
+    runner = CliRunner()
+    for name, obj, args in (("grid", grid, ["evaluate"]), ("text", text, ["evaluate"]),
+                            ("pretrain", pre, ["pretrain", "--run-dir", str(tmp_path / "p")])):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(obj))
+        res = runner.invoke(app, [*args, "--config", str(path)])
+        assert res.exit_code == 0, res.output
+    assert seen["grid"] == config_from_dict(grid)
+    assert seen["text"] == text_config_from_dict(text)
+    assert seen["pretrain"] == PretrainConfig.from_dict(pre)
