@@ -449,7 +449,7 @@ def solve_cmd(
     import numpy as np
 
     from testtime.distributed import pick_device
-    from testtime.evaluate import solve_task
+    from testtime.evaluate import GridKind, solve_task
     from testtime.model import load_model
     from testtime.render import print_task, task_html
     from testtime.tasks import resolve_task
@@ -457,6 +457,7 @@ def solve_cmd(
     t = resolve_task(task)
     cfg, _ = _recipe_config(task, None, dict(model=model, ttt=ttt, device=device, views=views, samples=samples,
                                               epochs=epochs, policy=policy))
+    GridKind(cfg)  # an unknown or contradictory policy fails here, before the model loads
     dev = pick_device(device)
     start = time.perf_counter()
     loaded = load_model(model, device=dev)

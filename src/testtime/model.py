@@ -10,9 +10,11 @@ Hugging Face causal LM loads the same way and ours loads in anyone's tools:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -218,6 +220,30 @@ def check_model_dir(path: Path) -> list[Path]:
     return files
 
 
+@contextlib.contextmanager
+def _held_logs():
+    """transformers' log lines and warnings while a folder loads, held back: shown once it has loaded, dropped
+    when it fails (its one error line says why, and the promise is one line)."""
+    import logging
+
+    logger = logging.getLogger("transformers")
+    held: list[logging.LogRecord] = []
+    catcher = logging.Handler()
+    catcher.emit = held.append  # type: ignore[method-assign]
+    handlers, propagate = logger.handlers[:], logger.propagate
+    logger.handlers, logger.propagate = [catcher], False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            yield
+    finally:
+        logger.handlers, logger.propagate = handlers, propagate
+    for record in held:  # only reached when loading succeeded
+        logger.handle(record)
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def load_model(path: str | Path | None = None, device: str = "cpu", dtype=None) -> Loaded:
     """Load a causal LM folder, its tokenizer and the matching codec: the one way every path (solve, evaluate,
     text tasks, pretraining's init_from) loads a model.
@@ -239,10 +265,11 @@ def load_model(path: str | Path | None = None, device: str = "cpu", dtype=None) 
     elif isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa",
-                                                     use_safetensors=True)
-        codec = codec_for(tokenizer)
+        with _held_logs():
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa",
+                                                         use_safetensors=True)
+            codec = codec_for(tokenizer)
     except Exception as e:  # a user's folder can make transformers raise anything; the folder is named either way
         raise ModelError(f"{path}: cannot load model ({type(e).__name__}: {one_line(e, first_line=True)})") from e
     model.to(device)
