@@ -29,7 +29,8 @@ from typer.testing import CliRunner
 from testtime.cli import app
 from testtime.config import OneOf, Range, limits_of
 from testtime.evaluate import EvalConfig
-from testtime.model import SHAPE_LIMITS, ModelConfig, build_model, save_model
+from testtime.model import ModelConfig, build_model, save_model
+from testtime.model_folder import SHAPE_LIMITS
 from testtime.pretrain import PretrainConfig
 from testtime.tasks import save_task, save_tasks
 from testtime.text_eval import TextEvalConfig
