@@ -24,6 +24,7 @@ try:  # typer 0.2x carries its own copy of click, whose exceptions are not click
 except ImportError:
     from click import exceptions as click_errors
 
+from testtime.config import one_line
 from testtime.runs import GROUP_SIZES
 from testtime.tasks import TaskError
 
@@ -32,7 +33,6 @@ F = TypeVar("F", bound=Callable)
 # Errors a user can cause and fix: bad task files, missing paths, bad option values.
 USER_ERRORS: tuple[type[BaseException], ...] = (TaskError, OSError, ValueError, KeyError)
 EXIT_USER_ERROR = 2
-
 
 
 class OneLineUsageErrors(TyperGroup):
@@ -48,8 +48,6 @@ class OneLineUsageErrors(TyperGroup):
             typer.echo(e.ctx.get_help())
             code = e.exit_code
         except click_errors.ClickException as e:
-            from testtime.config import one_line
-
             text = one_line(e.format_message()).rstrip(".")
             hint = f"; see '{e.ctx.command_path} --help'" if getattr(e, "ctx", None) is not None else ""
             typer.echo(f"error: {text[:1].lower()}{text[1:]}{hint}", err=True)
@@ -68,8 +66,6 @@ app.add_typer(tasks_app, name="tasks")
 
 def fail(message: object) -> typer.Exit:
     """Print `error: message` as one line on stderr; return the Exit to raise."""
-    from testtime.config import one_line
-
     text = one_line(message)
     typer.echo(f"error: {text}", err=True)
     return typer.Exit(EXIT_USER_ERROR)
