@@ -16,7 +16,7 @@ import time
 import torch
 
 from testtime.lora import attach_multi_lora
-from testtime.runs import load_checkpoint
+from testtime.model import load_model
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model = load_checkpoint(args.model, args.device).model.eval()
+    model = load_model(args.model, args.device).model.eval()
     lora = attach_multi_lora(model, args.adapters, rank=args.rank, alpha=args.rank)
     dev = next(model.parameters()).device
     x = torch.randint(0, 10, (args.rows, 1), device=dev)

@@ -3,6 +3,8 @@ function, so a test builds as many models or tasks as it needs, each seeded."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +127,44 @@ def write_rearc():
         return path
 
     return _write_rearc
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float):
+    """Raise TimeoutError in the main thread after `seconds` (a hung read of a FIFO fails the test, not the run)."""
+
+    def on_alarm(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.fixture(scope="session")
+def deadline():
+    """`with deadline(5): ...` fails with TimeoutError when the block runs past 5 seconds."""
+    return _deadline
+
+
+def _check_one_line_error(result, *fragments: str) -> str:
+    """A CliRunner result that is a user error: exit code 2, one stderr line `error: ...` holding every fragment,
+    no traceback. Returns that line."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="session")
+def one_line_error():
+    """one_line_error(result, *fragments): assert a CliRunner result is a one-line `error: ...`, exit code 2."""
+    return _check_one_line_error

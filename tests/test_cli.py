@@ -120,3 +120,26 @@ def test_debug_env_shows_the_real_exception(tmp_path, monkeypatch):
     monkeypatch.setenv("TESTTIME_DEBUG", "1")
     result = runner.invoke(app, ["tasks", "show", str(path)])
     assert result.exit_code == 1 and isinstance(result.exception, TaskError)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["evaluate", "--limit", "0"], "error: --limit must be between 1 and 1000000, got 0"),
+    (["evaluate", "--views", "9"], "error: --views must be between 1 and 8, got 9"),
+    (["evaluate", "--nope"], "error: no such option: --nope"),
+    (["evaluate", "--limit", "many"], "error: invalid value for '--limit'"),
+    (["solve"], "error: missing argument 'task'; see 'testtime solve --help'"),
+    (["tasks", "show"], "error: missing argument 'task'; see 'testtime tasks show --help'"),
+    (["score", "s.json"], "error: missing option '--solutions'"),
+    (["policies", "extra"], "error: got unexpected extra argument(s) (extra)"),
+    (["nosuchcommand"], "error: no such command 'nosuchcommand'"),
+    (["tasks", "show", "x", "--png"], "error: option '--png' requires an argument"),
+])
+def test_usage_errors_are_one_line_like_every_error(args, message, one_line_error):
+    line = one_line_error(runner.invoke(app, args, prog_name="testtime"))
+    assert line.startswith(message), line
+    assert "╭" not in line and "Usage:" not in line
+
+
+def test_a_bare_group_still_prints_its_help():
+    result = runner.invoke(app, [])
+    assert result.exit_code == 2 and "Usage: " in result.stdout and "evaluate" in result.stdout and not result.stderr

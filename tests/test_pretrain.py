@@ -213,3 +213,35 @@ def test_fit_minutes_lays_the_schedule_over_the_steps_that_fit_and_keeps_it_on_r
     assert capped.finished and capped.step == capped.total_steps == 10
     with pytest.raises(ConfigError, match="fit_minutes"):
         tiny_config(fit_minutes=float("nan"))
+
+
+def test_a_diverging_run_stops_and_writes_no_model(tmp_path, sources, monkeypatch):
+    """A NaN loss (here forced from step 3) stops pretraining with one line; no model, no checkpoint of it."""
+    import testtime.pretrain as pretrain_mod
+    from testtime.training import TrainingDiverged
+
+    real, calls = pretrain_mod.loss_sum, []
+
+    def nan_from_step_3(model, ids, labels):
+        calls.append(1)
+        loss = real(model, ids, labels)
+        return loss * float("nan") if len(calls) >= 3 else loss
+
+    monkeypatch.setattr(pretrain_mod, "loss_sum", nan_from_step_3)
+    with pytest.raises(TrainingDiverged, match=r"^pretraining diverged at step 3 \(loss nan\)") as e:
+        pretrain(tiny_config(), tmp_path, progress=False, sources=sources)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "model").exists() and not (tmp_path / "checkpoint").exists()
+    assert [r["step"] for r in read_log(tmp_path)] == [1, 2]  # no log line of a NaN loss
+
+
+def test_divergence_between_log_steps_is_never_checkpointed(tmp_path, sources, monkeypatch):
+    import testtime.pretrain as pretrain_mod
+    from testtime.training import TrainingDiverged
+
+    real = pretrain_mod.loss_sum
+    monkeypatch.setattr(pretrain_mod, "loss_sum", lambda m, i, lab: real(m, i, lab) * float("inf"))
+    cfg = tiny_config(log_every=5, checkpoint_minutes=1e-9)  # a checkpoint is due after every step
+    with pytest.raises(TrainingDiverged, match="pretraining diverged at step 1"):
+        pretrain(cfg, tmp_path, progress=False, sources=sources)
+    assert not (tmp_path / "checkpoint").exists() and not (tmp_path / "model").exists()

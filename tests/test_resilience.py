@@ -161,3 +161,106 @@ def test_config_file_values_are_not_overwritten_by_flag_defaults(tmp_path, synth
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
     assert cfg["ttt"] is False and cfg["predict_cfg"]["views"] == 1  # from the file
     assert cfg["predict_cfg"]["orders"] == 1  # the flag given wins
+
+
+def test_no_flag_default_overwrites_any_config_key(tmp_path, synthetic_tasks, monkeypatch):
+    """Issue 17: every key a flag can set, set in --config and no flag given, reaches the run as the file says
+    (grid and text evaluate, pretrain)."""
+    import testtime.evaluate
+    import testtime.pretrain
+    import testtime.text_eval
+    from testtime.pretrain import PretrainConfig
+    from testtime.text_eval import text_config_from_dict
+
+    seen = {}
+    monkeypatch.setattr(testtime.evaluate, "evaluate", lambda cfg, out, **kw: seen.setdefault("grid", cfg) and [])
+    monkeypatch.setattr(testtime.text_eval, "evaluate_text", lambda cfg, out, **kw: seen.setdefault("text", cfg) and [])
+    monkeypatch.setattr(testtime.pretrain, "pretrain", lambda cfg, run_dir, **kw: seen.setdefault("pretrain", cfg)
+                        and testtime.pretrain.PretrainResult(run_dir, 0, False, None, None))
+    save_tasks(synthetic_tasks(1), tmp_path / "tasks")
+    grid = {"tasks": str(tmp_path / "tasks"), "model": "some/model", "ttt": True, "limit": 3, "device": "cpu",
+            "policy": "always", "max_group": 5,
+            "predict_cfg": {"views": 2, "orders": 3, "token_budget": 4096, "cuda_graphs": False},
+            "ttt_cfg": {"samples": 7, "epochs": 4, "lr": 0.01, "rank": 3, "augment": False, "leave_one_out": False,
+                        "loss_on_demos": False, "shared": True}}
+    text_file = tmp_path / "t.jsonl"
+    text_file.write_text('{"id": "a", "demos": [["1", "2"]], "queries": [["3", "4"]]}\n')
+    text = {"tasks": str(text_file), "model": "some/model", "ttt": False, "limit": 2, "device": "cpu", "max_group": 3,
+            "predict_cfg": {"token_budget": 5000, "cuda_graphs": False},
+            "ttt_cfg": {"samples": 5, "epochs": 2, "lr": 0.02, "rank": 6, "shared": True}}
+    pre = {"max_minutes": 7.0, "total_steps": 123, "device": "cpu"}
+    runner = CliRunner()
+    for name, obj, args in (("grid", grid, ["evaluate"]), ("text", text, ["evaluate"]),
+                            ("pretrain", pre, ["pretrain", "--run-dir", str(tmp_path / "p")])):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(obj))
+        res = runner.invoke(app, [*args, "--config", str(path)])
+        assert res.exit_code == 0, res.output
+    assert seen["grid"] == config_from_dict(grid)
+    assert seen["text"] == text_config_from_dict(text)
+    assert seen["pretrain"] == PretrainConfig.from_dict(pre)
+
+
+def test_kill_and_resume_with_ttt_in_one_process(tmp_path, synthetic_tasks):
+    """SIGKILL `testtime evaluate` twice while it trains per-task adapters, run it again: every task recorded once,
+    the same records as a run never interrupted."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from testtime.model import load_model
+
+    repo = Path(__file__).resolve().parents[1]
+    torch.manual_seed(0)
+    save_model(build_model(ModelConfig.tiny()), None, tmp_path / "model")
+    tasks = synthetic_tasks(6)
+    save_tasks(tasks, tmp_path / "tasks")
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "testtime", "evaluate", "--tasks", str(tmp_path / "tasks"), "--model",
+               str(tmp_path / "model"), "--out", str(out), "--policy", "always", "--samples", "8", "--epochs", "2",
+               "--rank", "2", "--views", "1", "--max-group", "1", "--device", "cpu"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "src"), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+
+    def lines() -> int:
+        path = out / "results.jsonl"
+        return path.read_bytes().count(b"\n") if path.exists() else 0
+
+    for _ in range(2):  # each time: let one more task finish, then kill the process mid-training
+        before = lines()
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        deadline = time.monotonic() + 120
+        while lines() <= before:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no new result within 120 s"
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+    done_before = lines()
+    assert 2 <= done_before < len(tasks), "the kills should land mid-run"
+    assert not (out / "summary.json").exists()
+
+    res = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    records = read_records(out / "results.jsonl")
+    assert [r["task_id"] for r in records] == [t.id for t in tasks]  # every task once, in task order
+    assert all(r["ttt_loss"] and r["policy"]["ttt_steps"] == 8 for r in records)  # TTT ran for every task
+    assert json.loads((out / "summary.json").read_text())["complete"]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = config_from_dict({"tasks": str(tmp_path / "tasks"), "model": str(tmp_path / "model"), "device": "cpu",
+                                "policy": "always", "max_group": 1, "ttt_cfg": {"samples": 8, "epochs": 2, "rank": 2},
+                                "predict_cfg": {"views": 1}})
+        loaded = load_model(cfg.model)
+        ref = evaluate(cfg, tmp_path / "ref", model=loaded.model, codec=loaded.codec, tasks=tasks, show_progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    keys = ("task_id", "attempts", "correct", "greedy", "ttt_loss", "invalid", "tokens", "error", "policy")
+    assert [{k: r[k] for k in keys} for r in records] == [{k: r[k] for k in keys} for r in ref]

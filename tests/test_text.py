@@ -79,7 +79,7 @@ def test_load_file_folder_and_pair_forms(tmp_path):
 @pytest.mark.parametrize(
     "line, problem",
     [
-        ("{not json", "t.jsonl:2: not valid JSON"),
+        ("{not json", "t.jsonl: line 2: bad JSON at column 2"),
         ('{"demos": [], "queries": [["q"]]}', 't.jsonl:2: missing or empty "id"'),
         ('{"id": "x", "demos": [["a"]], "queries": [["q"]]}', "task x: demo 0: a demonstration needs a target"),
         ('{"id": "x", "demos": [], "queries": []}', 'task x: needs a non-empty "queries" list'),

@@ -164,3 +164,31 @@ def test_adapter_fast_paths_equal_the_per_row_gather(tiny_llama):
     torch.testing.assert_close(looped, gathered, rtol=1e-5, atol=1e-5)
     lora.use(None)
     assert lora.ctx.single is None and not torch.equal(model(input_ids=ids).logits, fast)
+
+
+def test_diverged_test_time_training_stops_with_one_line(tmp_path, tiny, small_cfg, synthetic_tasks, monkeypatch):
+    """A NaN TTT loss: evaluate stops with one line and records nothing of that group; solve says the same."""
+    import testtime.ttt as ttt_mod
+    from testtime.evaluate import evaluate
+    from testtime.model import save_model
+    from testtime.tasks import save_task
+    from testtime.training import TrainingDiverged
+
+    real = ttt_mod.target_loss
+    monkeypatch.setattr(ttt_mod, "target_loss", lambda *a: real(*a) * float("nan"))
+    model, codec = tiny
+    with pytest.raises(TrainingDiverged, match=r"^test-time training of task t0 diverged at step 1 \(loss nan\)"):
+        evaluate(small_cfg(policy="always"), tmp_path / "run", model=model, codec=codec, tasks=synthetic_tasks(2),
+                 show_progress=False)
+    assert not (tmp_path / "run" / "results.jsonl").exists()
+    from typer.testing import CliRunner
+
+    from testtime.cli import app
+
+    folder = save_model(model, None, tmp_path / "model")
+    task = save_task(synthetic_tasks(1)[0], tmp_path / "t.json")
+    res = CliRunner().invoke(app, ["solve", str(task), "--model", str(folder), "--device", "cpu", "--samples", "2",
+                                   "--epochs", "1", "--views", "1"])
+    # After the progress bars of the training that diverged, one error line.
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert res.stderr.splitlines()[-1].startswith("error: test-time training of task t diverged at step 1 (loss nan)")

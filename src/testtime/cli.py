@@ -3,19 +3,28 @@
 Layout: `app` holds top-level commands (pretrain, evaluate, solve, ...); `tasks_app`
 groups the task inspection commands. Wrap every command in `@cli_errors` so a bad input
 ends as one line `error: ...` on stderr and exit code 2, never a traceback
-(set TESTTIME_DEBUG=1 to see the traceback instead).
+(set TESTTIME_DEBUG=1 to see the traceback instead). Usage errors (an unknown option, a value
+of the wrong type, a missing argument) take the same form (`OneLineUsageErrors`).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
+try:  # typer 0.2x carries its own copy of click, whose exceptions are not click's
+    from typer._click import exceptions as click_errors
+except ImportError:
+    from click import exceptions as click_errors
+
+from testtime.config import one_line
 from testtime.runs import GROUP_SIZES
 from testtime.tasks import TaskError
 
@@ -25,15 +34,38 @@ F = TypeVar("F", bound=Callable)
 USER_ERRORS: tuple[type[BaseException], ...] = (TaskError, OSError, ValueError, KeyError)
 EXIT_USER_ERROR = 2
 
-app = typer.Typer(help="Test-time training for ARC tasks.", no_args_is_help=True, pretty_exceptions_enable=False)
+
+class OneLineUsageErrors(TyperGroup):
+    """The command group whose usage errors print as one line `error: ...` (exit code 2), the form of every
+    other error, instead of click's usage text or typer's boxed panel. A bare group still prints its help."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode: bool = True, **extra):
+        if not standalone_mode:  # the caller handles exceptions itself
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except getattr(click_errors, "NoArgsIsHelpError", ()) as e:  # click >= 8.2; before, help is an Exit
+            typer.echo(e.ctx.get_help())
+            code = e.exit_code
+        except click_errors.ClickException as e:
+            text = one_line(e.format_message()).rstrip(".")
+            hint = f"; see '{e.ctx.command_path} --help'" if getattr(e, "ctx", None) is not None else ""
+            typer.echo(f"error: {text[:1].lower()}{text[1:]}{hint}", err=True)
+            code = e.exit_code
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            code = 1
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(help="Test-time training for ARC tasks.", no_args_is_help=True, pretty_exceptions_enable=False,
+                  cls=OneLineUsageErrors)
 tasks_app = typer.Typer(help="Inspect tasks and datasets.", no_args_is_help=True)
 app.add_typer(tasks_app, name="tasks")
 
 
 def fail(message: object) -> typer.Exit:
     """Print `error: message` as one line on stderr; return the Exit to raise."""
-    from testtime.config import one_line
-
     text = one_line(message)
     typer.echo(f"error: {text}", err=True)
     return typer.Exit(EXIT_USER_ERROR)
@@ -145,7 +177,7 @@ def compare_cmd(
     run_a: Annotated[Path, typer.Argument(help="The reference run folder (say, without TTT).")],
     run_b: Annotated[Path, typer.Argument(help="The run to judge against it, on the same tasks.")],
     png: Annotated[Path | None, typer.Option(help="Also draw the per-task scores of both runs to this PNG.")] = None,
-    show: Annotated[int, typer.Option(min=0, help="List at most this many tasks whose scores differ.")] = 30,
+    show: Annotated[int, typer.Option(help="List at most this many tasks whose scores differ.")] = 30,
     selection_a: Annotated[str | None, typer.Option(help="Score run A by this selection of its records (vote, poe, "
                                                          "greedy) instead of its attempts.")] = None,
     selection_b: Annotated[str | None, typer.Option(help="The same for run B (RUN_A and RUN_B may be one run).")] = None,
@@ -154,6 +186,9 @@ def compare_cmd(
     from rich.table import Table
 
     from testtime.compare import compare_runs, plot
+    from testtime.config import Range, check_value
+
+    check_value("--show", show, Range(0, 10**6))
 
     cmp = compare_runs(run_a, run_b, selection_a, selection_b)
     if not cmp.pairs:
@@ -190,14 +225,14 @@ def pretrain_cmd(
 
     A config with `init_from` fine-tunes an existing Hugging Face LM instead (configs/finetune-gemma3-arc.json).
     """
-    import dataclasses
-
+    from testtime.config import with_overrides
     from testtime.pretrain import PretrainConfig, pretrain
 
     cfg = PretrainConfig.from_json(config)
-    overrides = {k: v for k, v in (("max_minutes", max_minutes), ("total_steps", steps), ("device", device),
-                                   ("fit_minutes", fit_minutes)) if v is not None}
-    cfg = dataclasses.replace(cfg, **overrides)
+    flags = {"max_minutes": ("--max-minutes", max_minutes), "total_steps": ("--steps", steps), "device": ("--device", device),
+             "fit_minutes": ("--fit-minutes", fit_minutes)}
+    given = {k: v for k, (_, v) in flags.items() if v is not None}
+    cfg = with_overrides(cfg, given, names={k: flag for k, (flag, _) in flags.items()})
     res = pretrain(cfg, run_dir, resume=not fresh, export=export or None)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
         return
@@ -254,19 +289,21 @@ def _recipe_config(tasks: str | None, config: Path | None, given: dict):
     for key in given:
         if key not in places:
             raise ConfigError(f"{_flag_name(key, given[key])} applies to grid tasks, not text tasks")
-    return with_overrides(cfg, {places[k]: v for k, v in given.items()}), text
+    return with_overrides(cfg, {places[k]: v for k, v in given.items()},
+                          names={places[k]: _flag_name(k, v) for k, v in given.items()}), text
 
 
 _MODEL = Annotated[str | None, typer.Option(help="A Hugging Face causal LM folder; default: the shipped base model.")]
 _TTT = Annotated[bool | None, typer.Option("--ttt/--no-ttt", show_default=False,
                                            help="Train a per-task adapter before predicting (default: yes).")]
-_VIEWS = Annotated[int | None, typer.Option(min=1, max=8, help="D8 views for augmented inference (1: plain greedy; default 8).")]
-_ORDERS = Annotated[int | None, typer.Option(min=1, help="Demo orders per view (default 1).")]
+# Flags that set a config field are checked against that field's declared limits (config.Range), not here.
+_VIEWS = Annotated[int | None, typer.Option(help="D8 views for augmented inference (1: plain greedy; default 8).")]
+_ORDERS = Annotated[int | None, typer.Option(help="Demo orders per view (default 1).")]
 _DEVICE = Annotated[str | None, typer.Option(help="cpu or cuda; default: cuda when available.")]
-_SAMPLES = Annotated[int | None, typer.Option(min=1, help="TTT sequences per task.")]
-_EPOCHS = Annotated[int | None, typer.Option(min=1, help="TTT epochs (default: the policy's; extended 3, else 2).")]
+_SAMPLES = Annotated[int | None, typer.Option(help="TTT sequences per task.")]
+_EPOCHS = Annotated[int | None, typer.Option(help="TTT epochs (default: the policy's; extended 3, else 2).")]
 _LR = Annotated[float | None, typer.Option(help="TTT learning rate.")]
-_RANK = Annotated[int | None, typer.Option(min=1, help="LoRA rank.")]
+_RANK = Annotated[int | None, typer.Option(help="LoRA rank.")]
 _AUG = Annotated[bool | None, typer.Option("--augment/--no-augment", show_default=False,
                                            help="Transform TTT samples (D8, colors, order; default: yes).")]
 _LOO = Annotated[bool | None, typer.Option("--loo/--no-loo", show_default=False,
@@ -304,7 +341,7 @@ def evaluate_cmd(
                                                    ".jsonl file (default: arc1/eval).")] = None,
     model: _MODEL = None,
     ttt: _TTT = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N tasks.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N tasks.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (results.jsonl, report.html); resumes if it exists.")] = None,
     device: _DEVICE = None,
     views: _VIEWS = None,
@@ -323,17 +360,19 @@ def evaluate_cmd(
     joint_samples: _JOINT = None,
     joint_dir: _JOINT_DIR = None,
     max_minutes: Annotated[float | None, typer.Option(help="Start no new batch of tasks after this long.")] = None,
-    token_budget: Annotated[int | None, typer.Option(min=1024, help="Prompt+answer tokens per generation batch (default: sized to free memory).")] = None,
+    token_budget: Annotated[int | None, typer.Option(help="Prompt+answer tokens per generation batch (default: sized to free memory).")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="A task file that fails validation stops the run (default: skip it, report it; a text tasks file is always read strictly).")] = False,
     cuda_graphs: Annotated[bool | None, typer.Option("--cuda-graphs/--no-cuda-graphs", show_default=False, help="Replay the decode step as a CUDA graph (GPU; default: yes).")] = None,
-    max_group: Annotated[int | None, typer.Option(min=1, help=f"Tasks trained and predicted together (default: {GROUP_SIZES['grid'][0]} grid or {GROUP_SIZES['text'][0]} text tasks on a GPU, {GROUP_SIZES['grid'][1]} or {GROUP_SIZES['text'][1]} on a CPU). Results are written as each group ends.")] = None,
+    max_group: Annotated[int | None, typer.Option(help=f"Tasks trained and predicted together (default: {GROUP_SIZES['grid'][0]} grid or {GROUP_SIZES['text'][0]} text tasks on a GPU, {GROUP_SIZES['grid'][1]} or {GROUP_SIZES['text'][1]} on a CPU). Results are written as each group ends.")] = None,
 ) -> None:
     """Solve a set of tasks and score them (pass@2 for grids); one JSON line per task, resumable, with an HTML report.
 
     Runs as is under torchrun (tasks sharded across ranks; rank 0 merges results and writes the report).
     """
     from testtime import distributed
+    from testtime.config import MINUTES, check_value
 
+    check_value("--max-minutes", max_minutes, MINUTES)
     cfg, text = _recipe_config(tasks, config, dict(
         model=model, ttt=ttt, limit=limit, device=device, views=views, orders=orders, samples=samples, epochs=epochs,
         lr=lr, rank=rank, augment=augment, loo=loo, demo_loss=demo_loss, shared=shared or None, policy=policy,
@@ -429,7 +468,7 @@ def solve_cmd(
     import numpy as np
 
     from testtime.distributed import pick_device
-    from testtime.evaluate import solve_task
+    from testtime.evaluate import GridKind, solve_task
     from testtime.model import load_model
     from testtime.render import print_task, task_html
     from testtime.tasks import resolve_task
@@ -437,6 +476,7 @@ def solve_cmd(
     t = resolve_task(task)
     cfg, _ = _recipe_config(task, None, dict(model=model, ttt=ttt, device=device, views=views, samples=samples,
                                               epochs=epochs, policy=policy, select=select))
+    GridKind(cfg)  # an unknown or contradictory policy fails here, before the model loads
     dev = pick_device(device)
     start = time.perf_counter()
     loaded = load_model(model, device=dev)

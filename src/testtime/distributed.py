@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import heapq
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
+
+from testtime.config import ConfigError
 
 T = TypeVar("T")
 
@@ -86,11 +89,24 @@ def initialized() -> bool:
 
 
 def pick_device(requested: str | None = None) -> str:
-    """The device of a run: `requested`, where None or "auto" mean cuda when available, else cpu."""
+    """The device of a run: `requested`, where None or "auto" mean cuda when available, else cpu.
+
+    The one check of a device a user names: anything but auto, cpu, cuda or cuda:N, or a GPU that is not
+    there, is a one-line ConfigError (torch would fail later, and elsewhere, with a misleading message).
+    """
     import torch
 
     if requested is None or requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    m = re.fullmatch(r"cpu|cuda(?::(\d{1,4}))?", requested) if isinstance(requested, str) else None
+    if m is None:
+        raise ConfigError(f"device {requested!r}: unknown (use auto, cpu, cuda or cuda:N)")
+    if requested.startswith("cuda"):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ConfigError(f"device {requested!r}: no CUDA GPU is available (use cpu or auto)")
+        if m[1] is not None and int(m[1]) >= n:
+            raise ConfigError(f"device {requested!r}: this machine has {n} CUDA GPU(s), cuda:0 to cuda:{n - 1}")
     return requested
 
 

@@ -13,7 +13,6 @@ there is exactly one grid<->tokens convention in the project.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
+from testtime import jsonio
 from testtime.tasks import MAX_SIDE, N_COLORS, Example, Grid, freeze
 
 # Compact vocabulary: token id == color for 0..9, so grids encode with numpy alone.
@@ -334,8 +334,10 @@ def codec_for(tokenizer) -> Codec:
 
 def load_codec(model_path: str | Path) -> Codec:
     cfg = Path(model_path) / "tokenizer_config.json"
-    if cfg.exists() and json.loads(cfg.read_text()).get("testtime_codec") == "grid":
-        return GridCodec()
+    if cfg.exists():
+        obj = jsonio.read_json(cfg, "tokenizer config")
+        if isinstance(obj, dict) and obj.get("testtime_codec") == "grid":
+            return GridCodec()
     from transformers import AutoTokenizer
 
     return codec_for(AutoTokenizer.from_pretrained(str(model_path)))

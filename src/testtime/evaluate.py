@@ -12,17 +12,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 
 from testtime import runs, store
-from testtime.config import ConfigError, one_line, read_json, typed
+from testtime.config import ConfigError, Range, check, one_line, read_json, typed
 from testtime.encode import Codec, TooLongError
 from testtime.engine import auto_token_budget, budget_batches
 from testtime.joint import JointConfig, joint_stage, read_joint
 from testtime.lora import MultiLoRA
+from testtime.model import load_model
 from testtime.policy import DEFAULT_POLICY, Policy, agreement, get_policy, loo_tasks, round_steps, run_policy
 from testtime.predict import PredictConfig, TaskPredictions, predict_tasks
 from testtime.report import summarize, write_report
@@ -38,11 +39,12 @@ class EvalConfig:
     tasks: str = "arc1/eval"
     model: str | None = None  # None: the shipped base model
     ttt: bool = True
-    limit: int | None = None
+    limit: Annotated[int | None, runs.TASKS] = None
     device: str | None = None  # None: cuda when available
-    max_group: int | None = None  # tasks trained and predicted together; None: by device, see runs.GROUP_SIZES
+    # tasks trained and predicted together; None: by device, see runs.GROUP_SIZES
+    max_group: Annotated[int | None, runs.GROUP] = None
     policy: str | None = None  # see testtime.policy; None: its DEFAULT_POLICY with ttt, "never" without
-    attempts: int = 2
+    attempts: Annotated[int, Range(1, 16)] = 2
     ttt_cfg: TTTConfig = field(default_factory=TTTConfig)
     predict_cfg: PredictConfig = field(default_factory=PredictConfig)
     select_cfg: SelectConfig = field(default_factory=SelectConfig)
@@ -283,7 +285,7 @@ class GridKind(runs.AdapterSlots):
 
     def load(self, device: str):
         if self.model is None:
-            loaded = runs.load_checkpoint(self.cfg.model, device)
+            loaded = load_model(self.cfg.model, device)
             self.model, self.codec, self.tokenizer = loaded.model, loaded.codec, loaded.tokenizer
         self.model.eval()
         return self.model
@@ -388,6 +390,7 @@ def evaluate(cfg: EvalConfig, out_dir: Path, *, model=None, codec: Codec | None 
              tasks: Sequence[Task] | None = None, show_progress: bool = True,
              max_minutes: float | None = None, skipped: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Run (or resume) an evaluation of grid tasks into `out_dir` (see `runs.run`)."""
+    check(cfg)
     kind = GridKind(cfg, model, codec)  # an unknown or contradictory policy fails here, before any model loads
     tasks = load_tasks(cfg.tasks) if tasks is None else tasks
     return runs.run(kind, config_to_dict(cfg), tasks, out_dir, device=cfg.device, limit=cfg.limit,
@@ -398,7 +401,7 @@ def solve_task(task: Task, cfg: EvalConfig, model, codec: Codec, *, show_progres
     """One task, start to end, with a progress bar over its TTT steps; returns its record."""
     from tqdm.auto import tqdm
 
-    kind = GridKind(cfg, model, codec)
+    kind = GridKind(check(cfg), model, codec)
     kind.load(str(next(model.parameters()).device))
     _, bad = kind.prepare([task])
     if bad:

@@ -29,12 +29,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 
 from testtime import distributed, store
-from testtime.config import ConfigError
+from testtime.config import LENGTH, LR, MINUTES, SEED, TOKENS, ConfigError, Range, check
 from testtime.encode import Codec, TooLongError, encode_example
 from testtime.pretrain import PretrainConfig, pretrain
 from testtime.sources import Source, TaskSource, load_sources
@@ -48,29 +48,29 @@ GPU_BUDGET, CPU_BUDGET = 131072, 8192
 
 @dataclass
 class JointConfig:
-    samples: int = 0  # training sequences per task of the run (0: no joint stage)
-    lr: float = 2e-4
-    min_lr_ratio: float = 0.1  # the cosine ends at lr * min_lr_ratio
-    warmup: float = 0.05  # share of the steps spent warming up
-    weight_decay: float = 0.0
-    token_budget: int | None = None  # padded tokens per step and process (None: GPU_BUDGET, or CPU_BUDGET on a CPU)
-    pad_multiple: int = 64
-    max_len: int = 8192
-    min_tasks: int = 2  # runs of fewer tasks skip the stage (there is nothing to share)
+    samples: Annotated[int, Range(0, 1_000_000)] = 0  # training sequences per task of the run (0: no joint stage)
+    lr: Annotated[float, LR] = 2e-4
+    min_lr_ratio: Annotated[float, Range(0, 1)] = 0.1  # the cosine ends at lr * min_lr_ratio
+    warmup: Annotated[float, Range(0, 1)] = 0.05  # share of the steps spent warming up
+    weight_decay: Annotated[float, Range(0, 1)] = 0.0
+    # padded tokens per step and process (None: GPU_BUDGET, or CPU_BUDGET on a CPU)
+    token_budget: Annotated[int | None, TOKENS] = None
+    pad_multiple: Annotated[int, Range(1, 4096)] = 64
+    max_len: Annotated[int, LENGTH] = 8192
+    min_tasks: Annotated[int, Range(1, 1_000_000)] = 2  # runs of fewer tasks skip the stage (nothing to share)
     # Pretraining datasets mixed in (testtime.sources names, hygiene-checked), and their share of the draws.
     mix: tuple[str, ...] = ()
-    mix_weight: float = 0.0
-    seed: int = 0
+    mix_weight: Annotated[float, Range(0, 1, hi_open=True)] = 0.0
+    seed: Annotated[int, SEED] = 0
     compile: bool = True  # torch.compile on a GPU
-    checkpoint_minutes: float = 3.0
+    checkpoint_minutes: Annotated[float, MINUTES] = 3.0
     dir: str | None = None  # the stage's folder (None: OUT/joint); runs of the same tasks and settings may share one
 
     def __post_init__(self) -> None:
         self.mix = tuple(self.mix)
-        if self.samples < 0 or self.min_tasks < 1:
-            raise ConfigError("joint samples must be >= 0 and min_tasks >= 1")
-        if not 0.0 <= self.mix_weight < 1.0 or bool(self.mix) != (self.mix_weight > 0):
-            raise ConfigError("joint mix_weight must be in [0, 1), and above 0 exactly when mix names datasets")
+        check(self, "joint_cfg")  # every field's own limits; what follows relates fields to each other
+        if bool(self.mix) != (self.mix_weight > 0):
+            raise ConfigError("joint_cfg: mix_weight must be above 0 exactly when mix names datasets")
 
     def runs_for(self, n_tasks: int) -> bool:
         return self.samples > 0 and n_tasks >= self.min_tasks

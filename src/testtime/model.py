@@ -13,41 +13,38 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from testtime.config import LENGTH, ConfigError, Range, check, one_line
+from testtime.distributed import pick_device
 from testtime.encode import BOS, EOS, PAD, Codec, build_grid_tokenizer, codec_for
+from testtime.model_folder import ModelError, check_model_dir, held_logs
 
 # src/testtime/model.py -> <repo>/models/testtime-grid-base
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "testtime-grid-base"
 MODEL_ENV = "TESTTIME_MODEL"
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
-
-
-class ModelError(ValueError):
-    """A model folder that cannot be used. The message is one line naming the path and the problem."""
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     """Shape of the base model. The defaults are the shipped ~26M-parameter grid-aware model."""
 
-    vocab_size: int = 32  # the grid tokenizer has 18 tokens; padded to 32 for aligned matmuls
-    hidden_size: int = 512
-    num_layers: int = 8
-    num_heads: int = 8  # head dim 64
-    intermediate_size: int = 1408
-    max_position_embeddings: int = 8192
-    rope_theta: float = 100.0  # per-axis positions stay under 64, so slow frequencies need no 10000
+    vocab_size: Annotated[int, Range(1, 2**20)] = 32  # the grid tokenizer has 18 tokens; padded to 32 for aligned matmuls
+    hidden_size: Annotated[int, Range(1, 65536)] = 512
+    num_layers: Annotated[int, Range(1, 1024)] = 8
+    num_heads: Annotated[int, Range(1, 1024)] = 8  # head dim 64
+    intermediate_size: Annotated[int, Range(1, 2**18)] = 1408
+    max_position_embeddings: Annotated[int, LENGTH] = 8192
+    # per-axis positions stay under 64, so slow frequencies need no 10000
+    rope_theta: Annotated[float, Range(0, 1e9, lo_open=True)] = 100.0
     tie_embeddings: bool = True
-    initializer_range: float = 0.02
+    initializer_range: Annotated[float, Range(0, 10, lo_open=True)] = 0.02
     # Rotary positions over (grid, row, column) (testtime.grid_model) instead of one flat index.
     grid_positions: bool = True
+
+    def __post_init__(self) -> None:
+        check(self, "model")
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(f"model: hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
 
     @classmethod
     def tiny(cls) -> ModelConfig:
@@ -64,8 +61,6 @@ class ModelConfig:
         else:
             from transformers import LlamaConfig
 
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
         cfg = LlamaConfig(
             vocab_size=self.vocab_size,
             hidden_size=self.hidden_size,
@@ -125,43 +120,37 @@ def default_model_dir() -> Path:
     return Path(env) if env else DEFAULT_MODEL_DIR
 
 
-def check_model_dir(path: Path) -> None:
-    """Raise ModelError unless `path` looks like a loadable Hugging Face model folder."""
-    if not path.exists():
-        raise ModelError(f"{path}: no such model folder")
-    if not path.is_dir():
-        raise ModelError(f"{path}: not a folder (a model is a folder with config.json and weights)")
-    if not (path / "config.json").is_file():
-        raise ModelError(f"{path}: no config.json (not a Hugging Face model folder)")
-    if not any((path / f).is_file() for f in WEIGHT_FILES):
-        raise ModelError(f"{path}: no weights (expected model.safetensors or a sharded index)")
-
-
 def load_model(path: str | Path | None = None, device: str = "cpu", dtype=None) -> Loaded:
-    """Load a causal LM folder, its tokenizer and the matching codec.
+    """Load a causal LM folder, its tokenizer and the matching codec: the one way every path (solve, evaluate,
+    text tasks, pretraining's init_from) loads a model.
 
     `path=None` means the shipped base model (or $TESTTIME_MODEL). dtype defaults to bf16 on CUDA, fp32 elsewhere.
+    Whatever is wrong with the folder (missing, a bad config.json, pickle, empty or cut-short weights) is a
+    one-line ModelError naming it, and so is a device that is not there.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import testtime.grid_model  # noqa: F401  (registers the grid-aware classes)
 
+    device = pick_device(str(device))
     path = Path(path) if path is not None else default_model_dir()
     check_model_dir(path)
     if dtype is None:
-        dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     elif isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa")
-    except (OSError, ValueError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"{path}: cannot load model ({first})") from None
+        with held_logs():
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa",
+                                                         use_safetensors=True)
+            codec = codec_for(tokenizer)
+    except Exception as e:  # a user's folder can make transformers raise anything; the folder is named either way
+        raise ModelError(f"{path}: cannot load model ({type(e).__name__}: {one_line(e, first_line=True)})") from e
     model.to(device)
     model.eval()
-    return Loaded(model=model, tokenizer=tokenizer, codec=codec_for(tokenizer), path=path)
+    return Loaded(model=model, tokenizer=tokenizer, codec=codec, path=path)
 
 
 def save_model(

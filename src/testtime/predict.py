@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 from torch import nn
 
 from testtime.augment import Transform, dihedral_views
+from testtime.config import LENGTH, SEED, Range
 from testtime.encode import Codec, TooLongError, encode_example
 from testtime.engine import greedy_generate
 from testtime.lora import Adapters
@@ -22,12 +24,13 @@ from testtime.vote import Prediction
 
 @dataclass
 class PredictConfig:
-    views: int = 8  # D8 elements to solve under (1: identity only, plain greedy)
-    orders: int = 1  # demo orders per D8 element (extra orders vote within that element's group)
-    max_len: int = 8192
-    token_budget: int | None = None  # (prompt + answer) tokens per generation batch; None: auto_token_budget
-    per_group: int = 3  # candidates each view group keeps before the vote across groups
-    seed: int = 0
+    views: Annotated[int, Range(1, 8)] = 8  # D8 elements to solve under (1: identity only, plain greedy)
+    orders: Annotated[int, Range(1, 64)] = 1  # demo orders per D8 element (extra orders vote within that element's group)
+    max_len: Annotated[int, LENGTH] = 8192
+    # (prompt + answer) tokens per generation batch; None: auto_token_budget
+    token_budget: Annotated[int | None, Range(1024, 2**30)] = None
+    per_group: Annotated[int, Range(1, 64)] = 3  # candidates each view group keeps before the vote across groups
+    seed: Annotated[int, SEED] = 0
     cuda_graphs: bool = True  # replay each batch's decode step as one CUDA graph (GPU only; see greedy_generate)
 
 

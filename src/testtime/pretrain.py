@@ -17,7 +17,6 @@ runs on target tokens only (`loss_sum_targets`), and the export carries the toke
 from __future__ import annotations
 
 import json
-import math
 import random
 import shutil
 import sys
@@ -25,16 +24,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import numpy as np
 
-from testtime.config import ConfigError, read_json, typed
+from testtime import jsonio
+from testtime.config import LENGTH, LR, MINUTES, SEED, TOKENS, ConfigError, OneOf, Range, check, read_json, typed
 from testtime.encode import Codec, GridCodec
 from testtime.model import ModelConfig, build_model, head_logits, n_params, save_model
 from testtime.pretrain_data import Batch, BatchStream, Prefetcher, SequenceSampler, round_up, validation_set
 from testtime.sources import FORBIDDEN_DATASETS, Source, load_sources, split_holdout
-from testtime.training import warmup_cosine
+from testtime.training import check_finite, warmup_cosine
 
 H100_BF16_FLOPS = 989e12
 FIT_RESERVE_S = 45.0  # what `fit_minutes` keeps back for the last checkpoint, the export and the plot
@@ -54,61 +54,56 @@ class PretrainConfig:
     # names (testtime.sources): "arc1/train", a task file or folder, "re-arc:PATH", "arc2/train-clean"
     datasets: tuple[str, ...] = ("arc1/train",)
     # how often each dataset is drawn (relative); None: in proportion to its number of tasks
-    dataset_weights: tuple[float, ...] | None = None
-    max_len: int = 8192  # demos are dropped (longest first) to fit
-    token_budget: int = 131072  # padded tokens (batch x padded length) per step
-    pool_size: int = 2048  # sequences sorted by length together, then cut into batches
-    pad_multiple: int = 128  # padded lengths are multiples of this (fewer compiled shapes, aligned kernels)
-    holdout: int = 0  # training tasks (of the first dataset) kept out of training, to validate on
-    val_every: int = 500  # steps between validations (a multiple of log_every); the best one is exported
+    dataset_weights: Annotated[tuple[float, ...] | None, Range(0, 1e6)] = None
+    max_len: Annotated[int, LENGTH] = 8192  # demos are dropped (longest first) to fit
+    token_budget: Annotated[int, TOKENS] = 131072  # padded tokens (batch x padded length) per step
+    pool_size: Annotated[int, Range(1, 65536)] = 2048  # sequences sorted by length together, then cut into batches
+    # padded lengths are multiples of this (fewer compiled shapes, aligned kernels)
+    pad_multiple: Annotated[int, Range(1, 4096)] = 128
+    holdout: Annotated[int, Range(0, 100_000)] = 0  # training tasks (of the first dataset) kept out of training, to validate on
+    # steps between validations (a multiple of log_every); the best one is exported
+    val_every: Annotated[int, Range(1, 10**9)] = 500
     # optimisation
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.1  # cosine ends at lr * min_lr_ratio
-    warmup_steps: int = 200
-    total_steps: int = 10000
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float = 1.0
+    lr: Annotated[float, LR] = 1e-3
+    min_lr_ratio: Annotated[float, Range(0, 1)] = 0.1  # cosine ends at lr * min_lr_ratio
+    warmup_steps: Annotated[int, Range(0, 10**9)] = 200
+    total_steps: Annotated[int, Range(1, 10**9)] = 10000
+    weight_decay: Annotated[float, Range(0, 1)] = 0.1
+    betas: Annotated[tuple[float, float], Range(0, 1, hi_open=True)] = (0.9, 0.95)
+    grad_clip: Annotated[float, Range(0, 1e4, lo_open=True)] = 1.0
     # run control
-    seed: int = 0
+    seed: Annotated[int, SEED] = 0
     compile: bool = True  # torch.compile on CUDA (ignored on CPU)
-    device: str = "auto"  # auto | cuda | cpu
-    log_every: int = 25  # steps between host syncs (loss readout, log line)
-    checkpoint_minutes: float = 3.0
-    max_minutes: float | None = None  # wall clock for this call, then save and exit cleanly
+    device: str = "auto"  # auto | cuda | cuda:N | cpu (checked by distributed.pick_device)
+    log_every: Annotated[int, Range(1, 10**6)] = 25  # steps between host syncs (loss readout, log line)
+    checkpoint_minutes: Annotated[float, MINUTES] = 3.0
+    max_minutes: Annotated[float | None, MINUTES] = None  # wall clock for this call, then save and exit cleanly
     # Fit the schedule into this many minutes of wall clock (start-up included): the steps a second takes are
     # measured once warmup is done, and the cosine is laid over the steps that fit (at most total_steps). For GPU
     # jobs of a fixed length, whose throughput is known only once they run; the fitted length is kept on resume.
-    fit_minutes: float | None = None
-    export_dtype: str = "bfloat16"  # dtype of the exported model/ shards (loading on CPU gives fp32)
-    prefetch: int = 6  # batches built ahead on a background thread
+    fit_minutes: Annotated[float | None, MINUTES] = None
+    # dtype of the exported model/ shards (loading on CPU gives fp32)
+    export_dtype: Annotated[str, OneOf("bfloat16", "float16", "float32")] = "bfloat16"
+    prefetch: Annotated[int, Range(1, 64)] = 6  # batches built ahead on a background thread
 
     def __post_init__(self) -> None:
         self.datasets = tuple(self.datasets)
         self.betas = tuple(self.betas)  # type: ignore[assignment]
-        for name in ("max_len", "token_budget", "pool_size", "pad_multiple", "total_steps", "log_every", "prefetch"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.dataset_weights is not None:
+            self.dataset_weights = tuple(self.dataset_weights)
+        check(self)  # every field's own limits; what follows relates fields to each other
         if round_up(self.max_len, self.pad_multiple) > self.token_budget:
             raise ConfigError(f"token_budget {self.token_budget} cannot hold one sequence of max_len {self.max_len}")
         if self.init_from is None and self.max_len > self.model.max_position_embeddings:
             raise ConfigError(
                 f"max_len {self.max_len} exceeds the model's max_position_embeddings {self.model.max_position_embeddings}"
             )
-        if self.fit_minutes is not None and not (math.isfinite(self.fit_minutes) and self.fit_minutes > 0):
-            raise ConfigError(f"fit_minutes must be a positive number of minutes, got {self.fit_minutes}")
-        if self.holdout < 0 or self.val_every < 1 or self.val_every % self.log_every:
-            raise ConfigError(f"holdout must be >= 0 and val_every a positive multiple of log_every ({self.log_every})")
-        if self.device not in ("auto", "cuda", "cpu"):
-            raise ConfigError(f"device must be auto, cuda or cpu, got {self.device!r}")
-        if self.export_dtype not in ("bfloat16", "float16", "float32"):
-            raise ConfigError(f"export_dtype must be bfloat16, float16 or float32, got {self.export_dtype!r}")
+        if self.val_every % self.log_every:
+            raise ConfigError(f"val_every must be a multiple of log_every ({self.log_every}), got {self.val_every}")
         if not self.datasets:
             raise ConfigError("datasets is empty")
         if self.dataset_weights is not None:
-            self.dataset_weights = tuple(self.dataset_weights)
-            if len(self.dataset_weights) != len(self.datasets) or not all(
-                    math.isfinite(w) and w >= 0 for w in self.dataset_weights) or not sum(self.dataset_weights) > 0:
+            if len(self.dataset_weights) != len(self.datasets) or not sum(self.dataset_weights) > 0:
                 raise ConfigError(f"dataset_weights must be {len(self.datasets)} finite non-negative numbers, not all 0")
         for name in self.datasets:
             if name in FORBIDDEN_DATASETS:
@@ -294,12 +289,13 @@ def save_checkpoint(run_dir: Path, model, optimizer, scheduler, meta: dict[str, 
 
 
 def _read_state(ckpt: Path) -> dict[str, Any]:
+    path = ckpt / "state.json"
     try:
-        meta = json.loads((ckpt / "state.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{ckpt / 'state.json'}: corrupt checkpoint ({e}); start over with --fresh") from None
+        meta = jsonio.read_json(path)
+    except ValueError as e:
+        raise ConfigError(f"{path}: corrupt checkpoint ({str(e).removeprefix(f'{path}: ')}); start over with --fresh") from None
     if not isinstance(meta, dict) or not {"step", "stream", "config", "rng"} <= set(meta):
-        raise ConfigError(f"{ckpt / 'state.json'}: corrupt checkpoint (missing entries); start over with --fresh")
+        raise ConfigError(f"{path}: corrupt checkpoint (missing entries); start over with --fresh")
     return meta
 
 
@@ -347,8 +343,9 @@ def _truncate_log(path: Path, step: int) -> None:
     """Drop log lines written after the checkpoint we resume from (they will be written again)."""
     if not path.exists():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    path.write_text("".join(ln + "\n" for ln in keep))
+    keep = [rec for _, rec in jsonio.read_json_lines(path, "log", ConfigError, complete_only=True)
+            if isinstance(rec, dict) and rec.get("step", 0) <= step]
+    path.write_text("".join(json.dumps(rec) + "\n" for rec in keep))
 
 
 def pretrain(
@@ -386,12 +383,10 @@ def pretrain(
     owns_group = not distributed.initialized()
     dist = distributed.init()
     main = dist.is_main
+    device = distributed.pick_device(cfg.device)  # a bad device fails before the run folder is touched
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    device = distributed.pick_device(cfg.device)
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device is cuda but no CUDA GPU is available")
-    cuda = device == "cuda"
+    cuda = device.startswith("cuda")
     if cuda and dist.enabled:
         device = f"cuda:{dist.local_rank}"
     log_path = run_dir / "log.jsonl"
@@ -477,7 +472,11 @@ def pretrain(
         return step % cfg.log_every == 0 and bool(distributed.broadcast(dist, flag))
 
     def checkpoint() -> None:
-        streams = distributed.all_gather(dist, stream_state)
+        # Never save diverged weights: every rank says whether its loss since the last log step is finite.
+        gathered = distributed.all_gather(dist, (stream_state, float(acc_loss.item())))
+        for _, loss in gathered:
+            check_finite(loss, step, "pretraining")
+        streams = [s for s, _ in gathered]
         if not main:
             return
         save_checkpoint(
@@ -554,6 +553,7 @@ def pretrain(
                         acc_loss, acc_real, acc_padded, acc_len_weighted, dist.world)
                     tokens_seen += acc_real - local_real
                 last_loss = float(acc_loss.item()) / acc_steps  # the one host sync per log interval
+                check_finite(last_loss, step, "pretraining")  # before a log line, a checkpoint or an export
                 now = time.monotonic()
                 dt = max(now - t_log, 1e-9)
                 real_tps, padded_tps = acc_real / dt, acc_padded / dt
@@ -632,7 +632,7 @@ def pretrain(
 
 def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "log.jsonl"
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+    return [rec for _, rec in jsonio.read_json_lines(path, "log", ConfigError)] if path.exists() else []
 
 
 def plot_loss(run_dir: str | Path, out: str | Path | None = None) -> Path:

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import numpy as np
 
 from testtime.render import grid_html as _grid_html
 from testtime.render import html_page, verdict_color
-from testtime.store import CONFIG, REPORT, Record, read_joint_summary, read_results, write_atomic
+from testtime.store import CONFIG, REPORT, Record, read_config, read_joint_summary, read_results, write_atomic
 from testtime.tasks import Task, load_tasks
 
 
@@ -234,9 +233,9 @@ def write_report(run_dir: Path, tasks: list[Task] | None = None) -> Path:
     records = read_results(run_dir)
     if tasks is None:
         cfg_path = run_dir / CONFIG
-        if not cfg_path.exists():
+        cfg = read_config(run_dir)
+        if cfg is None:
             raise FileNotFoundError(f"{cfg_path}: no such file (needed to find the tasks; or pass tasks=)")
-        cfg = json.loads(cfg_path.read_text())
         if not isinstance(cfg, dict) or "tasks" not in cfg:
             raise ValueError(f"{cfg_path}: has no 'tasks' entry")
         tasks = load_tasks(cfg["tasks"], cfg.get("solutions"))

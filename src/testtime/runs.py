@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from tqdm.auto import tqdm
 
 from testtime import distributed, store
-from testtime.config import one_line
+from testtime.config import MINUTES, Range, check_value
 from testtime.store import Record
 from testtime.tasks import TaskError
 
@@ -36,6 +36,8 @@ from testtime.tasks import TaskError
 # tasks, results/h100-2026-11-23c.md); on a CPU a group's results are written only when it ends and batching
 # buys little.
 GROUP_SIZES = {"grid": (64, 8), "text": (16, 4)}
+TASKS = Range(1, 10**6)  # --limit
+GROUP = Range(1, 4096)  # --max-group
 OOM_RETRIES = 2  # retries of a single task, each with a 4x smaller generation token budget
 
 
@@ -108,25 +110,11 @@ def check_run_dir(out_dir: Path, cfg_dict: dict[str, Any]) -> Path:
     """The run's config.json path; a folder holding a run of another config (but for --limit) is refused."""
     cfg_path = out_dir / store.CONFIG
     cfg_dict = json.loads(json.dumps(cfg_dict))  # as it reads back (tuples become lists)
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
+    old = store.read_config(out_dir)
+    if old is not None:
         if {k: v for k, v in old.items() if k != "limit"} != {k: v for k, v in cfg_dict.items() if k != "limit"}:
             raise TaskError(f"{out_dir}: holds a run with another configuration; pick a new --out")
     return cfg_path
-
-
-def load_checkpoint(path: str | None, device: str):
-    """`model.load_model`, with a corrupt weights file also ending as a one-line ModelError."""
-    import pickle
-
-    from safetensors import SafetensorError
-
-    from testtime.model import ModelError, default_model_dir, load_model
-
-    try:
-        return load_model(path, device=device)
-    except (SafetensorError, RuntimeError, pickle.UnpicklingError, EOFError) as e:
-        raise ModelError(f"{path or default_model_dir()}: corrupt checkpoint ({one_line(e, first_line=True)})") from None
 
 
 class AdapterSlots:
@@ -191,7 +179,9 @@ def run(kind: TaskKind, cfg: dict[str, Any], tasks: Sequence[Any], out_dir: str 
     invalid, for summary.json. Returns the records of the tasks run (under torchrun: merged on rank 0, this
     rank's own on the others)."""
     started = time.monotonic()
+    check_value("max_minutes", max_minutes, MINUTES)
     dist = distributed.init()
+    device = distributed.device(dist, device)  # a bad device fails here, before the run folder is touched
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = check_run_dir(out_dir, cfg)
@@ -208,7 +198,7 @@ def run(kind: TaskKind, cfg: dict[str, Any], tasks: Sequence[Any], out_dir: str 
     if dist.enabled:
         todo = distributed.shard(todo, dist.world, dist.rank, cost=kind.cost)
 
-    model = kind.load(distributed.device(dist, device))
+    model = kind.load(device)
     kind.before_tasks(tasks, out_dir, pending=n_todo > 0, show_progress=show_progress)
     mine: list[Record] = []
 

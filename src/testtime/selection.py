@@ -16,12 +16,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 from torch import nn
 
 from testtime.augment import Transform, random_colors
-from testtime.config import ConfigError
+from testtime.config import SEED, TOKENS, OneOf, Range, check
 from testtime.encode import Codec, Encoded, TooLongError, encode_example
 from testtime.engine import sequence_logprobs
 from testtime.lora import Adapters
@@ -34,16 +35,17 @@ METHODS = ("vote", "poe")
 
 @dataclass
 class SelectConfig:
-    method: str = "poe"  # "vote": the hierarchical vote alone; "poe": candidates ranked by a product of experts
-    candidates: int = 8  # the vote's top candidates per test input that are scored
-    views: int = 8  # D8 views each candidate is scored under (identity first)
-    colors: int = 2  # color versions of each view: the original, then random permutations (0 kept)
-    token_budget: int = 1 << 18  # (prefix + candidate) tokens per scoring batch
-    seed: int = 0
+    # "vote": the hierarchical vote alone; "poe": candidates ranked by a product of experts
+    method: Annotated[str, OneOf(*METHODS)] = "poe"
+    candidates: Annotated[int, Range(1, 64)] = 8  # the vote's top candidates per test input that are scored
+    views: Annotated[int, Range(1, 8)] = 8  # D8 views each candidate is scored under (identity first)
+    # color versions of each view: the original, then random permutations (0 kept)
+    colors: Annotated[int, Range(1, 16)] = 2
+    token_budget: Annotated[int, TOKENS] = 1 << 18  # (prefix + candidate) tokens per scoring batch
+    seed: Annotated[int, SEED] = 0
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(f"select method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        check(self, "select_cfg")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from testtime import jsonio, schema
+
 RESULTS = "results.jsonl"
 CONFIG = "config.json"
 SUMMARY = "summary.json"
@@ -42,25 +44,11 @@ def read_records(path: str | Path) -> list[Record]:
     """Records of one JSON-lines results file, under one policy for every reader.
 
     A last line without its newline is a write cut short by a crash: it is ignored (the task counts as not
-    done and runs again). Blank lines are skipped. Any other line that is not a JSON object with a
-    'task_id' is an error naming the file and line: a partial file is never read as complete.
+    done and runs again). Blank lines are skipped. Any other line that is not a record (`schema.Record`) is
+    an error naming the file, line and field: a partial or malformed file is never read as complete.
     """
-    path = Path(path)
-    text = path.read_text()
-    lines = text.split("\n")
-    lines.pop()  # "" after a final newline, or the cut-short tail of a killed write
-    records = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: line {n}: bad JSON at column {e.colno}: {e.msg}") from None
-        if not isinstance(rec, dict) or "task_id" not in rec:
-            raise ValueError(f"{path}: line {n}: expected an object with a 'task_id'")
-        records.append(rec)
-    return records
+    return [schema.check_record(rec, f"{path}: line {n}")
+            for n, rec in jsonio.read_json_lines(path, "results", complete_only=True)]
 
 
 def read_results(run_dir: str | Path) -> list[Record]:
@@ -110,7 +98,7 @@ def drop_cut_tail(path: Path) -> None:
     """Cut a last line left without its newline by a kill, so that the next append starts a fresh line."""
     if not path.exists():
         return
-    data = path.read_bytes()
+    data = jsonio.read_bytes(path, "results")  # refuses a FIFO or device: appending to one would block or worse
     if data and not data.endswith(b"\n"):
         with path.open("r+b") as f:
             f.truncate(data.rfind(b"\n") + 1)
@@ -130,13 +118,15 @@ def append_records(path: Path, records: Sequence[Record]) -> None:
 
 
 def read_config(run_dir: str | Path) -> dict[str, Any] | None:
-    """A run's `config.json` as written (None when the folder has none)."""
+    """A run's `config.json` as written (None when the folder has none), checked against `schema.RunConfig`."""
     path = Path(run_dir) / CONFIG
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists() and not path.is_symlink():
+        return None
+    return schema.check_run_config(jsonio.read_json(path, "config"), str(path))
 
 
 def read_joint_summary(run_dir: str | Path) -> dict[str, Any] | None:
     """The joint stage's cost as the run's `summary.json` records it (None: no summary, or no joint stage)."""
     path = Path(run_dir) / SUMMARY
-    summary = json.loads(path.read_text()) if path.exists() else None
+    summary = jsonio.read_json(path, "summary") if path.exists() else None
     return summary.get("joint") if isinstance(summary, dict) else None

@@ -136,6 +136,8 @@ def _parse_example(obj: Any, where: str, need_output: bool) -> Example:
         raise TaskError(f"{where}: missing key 'input'")
     if need_output and "output" not in obj:
         raise TaskError(f"{where}: missing key 'output'")
+    if need_output and obj["output"] is None:
+        raise TaskError(f"{where}: output is null (a demonstration needs its output)")
     inp = validate_grid(obj["input"], f"{where}.input")
     out = validate_grid(obj["output"], f"{where}.output") if obj.get("output") is not None else None
     return Example(inp, out)

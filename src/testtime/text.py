@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from testtime import jsonio
 from testtime.tasks import TaskError
 
 Pair = tuple[str, str]
@@ -110,26 +111,9 @@ def task_from_dict(d: Any, where: str) -> TextTask:
 
 
 def _read_file(path: Path) -> list[TextTask]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise TaskError(f"{path}: not UTF-8 text") from None
     if path.suffix == ".json":
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise TaskError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
-        return [task_from_dict(d, str(path))]
-    out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise TaskError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno})") from None
-        out.append(task_from_dict(d, f"{path}:{n}"))
-    return out
+        return [task_from_dict(jsonio.read_json(path, error=TaskError), str(path))]
+    return [task_from_dict(d, f"{path}:{n}") for n, d in jsonio.read_json_lines(path, error=TaskError)]
 
 
 def is_text_task_path(spec: str | Path) -> bool:

@@ -12,13 +12,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from tqdm.auto import tqdm
 
 from testtime import runs
-from testtime.config import typed
+from testtime.config import check, typed
 from testtime.lora import MultiLoRA
+from testtime.model import load_model
 from testtime.text import TextTask, load_text_tasks
 from testtime.text_encode import TextFormat, normalize
 from testtime.text_predict import TextPredictConfig, predict_text
@@ -32,9 +33,9 @@ class TextEvalConfig:
     tasks: str = "data/text/sample.jsonl"
     model: str | None = None
     ttt: bool = True
-    limit: int | None = None
+    limit: Annotated[int | None, runs.TASKS] = None
     device: str | None = None
-    max_group: int | None = None  # tasks whose adapters train together; None: see runs.GROUP_SIZES
+    max_group: Annotated[int | None, runs.GROUP] = None  # tasks whose adapters train together; None: see runs.GROUP_SIZES
     ttt_cfg: TTTConfig = field(default_factory=text_ttt_config)
     predict_cfg: TextPredictConfig = field(default_factory=TextPredictConfig)
 
@@ -106,7 +107,7 @@ class TextKind(runs.AdapterSlots):
 
     def load(self, device: str):
         if self.model is None:
-            loaded = runs.load_checkpoint(self.cfg.model, device)
+            loaded = load_model(self.cfg.model, device)
             self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.model.eval()
         self.fmt = TextFormat(self.tokenizer)
@@ -178,6 +179,7 @@ def evaluate_text(
     for. Progress: a bar over tasks (with the running accuracy) and, with TTT, one over each group's steps."""
     from testtime import distributed
 
+    check(cfg)
     tasks = list(tasks) if tasks is not None else load_text_tasks(cfg.tasks)  # a bad file fails before any output
     show = show_progress and distributed.from_env().is_main
     return runs.run(TextKind(cfg, model, tokenizer, show), asdict(cfg), tasks, out_dir, device=cfg.device,

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated
 
+from testtime.config import LENGTH, TOKENS, OneOf, Range
 from testtime.encode import Encoded
 from testtime.engine import greedy_generate, sequence_logprobs
 from testtime.lora import Adapters
@@ -19,10 +21,11 @@ from testtime.text_encode import TextFormat
 
 @dataclass
 class TextPredictConfig:
-    method: str = "auto"  # auto: rank when the task has options, else greedy; or "greedy" / "rank"
-    max_new_tokens: int = 64  # cap on a greedy answer
-    max_len: int = 8192
-    token_budget: int = 1 << 17  # tokens per batch
+    # auto: rank when the task has options, else greedy; or "greedy" / "rank"
+    method: Annotated[str, OneOf("auto", "greedy", "rank")] = "auto"
+    max_new_tokens: Annotated[int, Range(1, 4096)] = 64  # cap on a greedy answer
+    max_len: Annotated[int, LENGTH] = 8192
+    token_budget: Annotated[int, TOKENS] = 1 << 17  # tokens per batch
     cuda_graphs: bool = True  # replay each batch's greedy decode step as one CUDA graph (GPU only)
 
 

@@ -1,6 +1,6 @@
 """Training primitives shared by every recipe that trains (test-time adapters, text adapters; pretraining may
-import them too): the learning-rate schedule, right padding of a batch, the loss on target tokens, and the
-per-task seeds that make every random draw reproducible.
+import them too): the learning-rate schedule, right padding of a batch, the loss on target tokens, the
+per-task seeds that make every random draw reproducible, and the stop on a diverged loss.
 """
 
 from __future__ import annotations
@@ -15,6 +15,17 @@ from torch import nn
 
 from testtime.encode import Encoded
 from testtime.model import head_logits
+
+
+class TrainingDiverged(ValueError):
+    """A NaN or infinite training loss. Training stops and writes nothing; the message is one line for a user."""
+
+
+def check_finite(loss: float, step: int, what: str) -> None:
+    """Raise TrainingDiverged when `loss` (at `step`, counted from 1) is NaN or infinite."""
+    if not math.isfinite(loss):
+        raise TrainingDiverged(f"{what} diverged at step {step} (loss {loss}); nothing was written from it "
+                               "(try a lower learning rate)")
 
 
 def task_seed(seed: int, key: str) -> int:

@@ -15,39 +15,42 @@ import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
 from torch import nn
 
 from testtime.augment import Transform, random_transform
+from testtime.config import LENGTH, LR, SEED, TOKENS, Range
 from testtime.encode import Codec, Encoded, TooLongError, encode_example
 from testtime.lora import Adapters, MultiLoRA, attach_multi_lora
 from testtime.tasks import Task, leave_one_out
-from testtime.training import autocast, pad_right, target_loss, task_seed, warmup_cosine
+from testtime.training import autocast, check_finite, pad_right, target_loss, task_seed, warmup_cosine
 
 DEFAULT_EPOCHS = 2
 
 
 @dataclass
 class TTTConfig:
-    samples: int = 32  # training sequences per task (unique ones, topped up by repetition)
-    epochs: int | None = None  # None: the evaluation policy's (see policy.Policy.epochs), else DEFAULT_EPOCHS
-    batch_size: int = 2  # sequences per task per step
-    lr: float = 5e-4
-    rank: int = 32
-    alpha: float = 32.0
+    samples: Annotated[int, Range(1, 4096)] = 32  # training sequences per task (unique ones, topped up by repetition)
+    # None: the evaluation policy's (see policy.Policy.epochs), else DEFAULT_EPOCHS
+    epochs: Annotated[int | None, Range(1, 100)] = None
+    batch_size: Annotated[int, Range(1, 1024)] = 2  # sequences per task per step
+    lr: Annotated[float, LR] = 5e-4
+    rank: Annotated[int, Range(1, 1024)] = 32
+    alpha: Annotated[float, Range(0, 1e4, lo_open=True)] = 32.0
     targets: list[str] | None = None  # None: every linear layer of the transformer blocks
-    warmup: float = 0.1
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
+    warmup: Annotated[float, Range(0, 1)] = 0.1  # a fraction of the steps
+    weight_decay: Annotated[float, Range(0, 1)] = 0.0
+    grad_clip: Annotated[float, Range(0, 1e4)] = 1.0  # 0: no clipping
     loss_on_demos: bool = True  # also learn demo outputs from the 2nd on (the paper's demonstration loss)
     augment: bool = True  # D8 + color permutation + demo order per sample
     leave_one_out: bool = True  # False: each demo alone as a plain input->output pair
     shared: bool = False  # ablation: one adapter for all tasks of a batch
-    max_len: int = 8192
-    token_budget: int = 131072  # padded tokens per training step, all tasks together
-    seed: int = 0
+    max_len: Annotated[int, LENGTH] = 8192
+    token_budget: Annotated[int, TOKENS] = 131072  # padded tokens per training step, all tasks together
+    seed: Annotated[int, SEED] = 0
 
     @property
     def steps(self) -> int:
@@ -177,6 +180,11 @@ def train_adapters(
     if select is not None:
         select(None)
     table = torch.stack(losses, 1).cpu().tolist() if losses else [[] for _ in range(n)]
+    for k, row in enumerate(table):  # one check after training, not a host sync per step
+        bad = next((i for i, x in enumerate(row) if not math.isfinite(x)), None)
+        if bad is not None:
+            name = f"task {task_ids[k]}" if task_ids else f"adapter {k}"
+            check_finite(row[bad], bad + 1, f"test-time training of {name}")
     return TrainResult(losses=table, tokens=tokens)
 
 
