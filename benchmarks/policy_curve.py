@@ -1,8 +1,9 @@
 """Accuracy against compute for several evaluation runs of the same tasks (issue 8's curve), and calibration.
 
 Each run folder (from `testtime evaluate --policy NAME --out DIR`) becomes one point: pass@2 against the
-total seconds its records charge (ICL, leave-one-out checks, TTT, generation; see `compute` in each
-record). Runs are compared on the tasks they all finished, so a half-done run cannot look cheap.
+total seconds its records charge (ICL, leave-one-out checks, TTT, generation, selection; see `compute` in each
+record), plus a joint stage's process-seconds (its wall clock times its processes, from `summary.json`).
+Runs are compared on the tasks they all finished, so a half-done run cannot look cheap.
 The calibration table says, per run and decision, how many tasks took it and how often they were right:
 a policy that answers early is well calibrated when its early answers are at least as accurate as the rest.
 
@@ -18,7 +19,9 @@ from typing import Any
 
 from testtime.evaluate import config_from_dict, effective_policy, ttt_config
 from testtime.report import by_decision, compute_by_stage
-from testtime.store import RESULTS, read_config, read_records
+from testtime.store import RESULTS, read_config, read_joint_summary, read_records
+
+STAGES = ("icl", "loo", "ttt", "predict", "select")
 
 
 def label(run: Path) -> str:
@@ -29,10 +32,12 @@ def label(run: Path) -> str:
         return run.name
     cfg = config_from_dict(raw, str(run / "config.json"))
     policy = effective_policy(cfg)
+    joint = f"joint {cfg.joint_cfg.samples}/task + " if cfg.joint_cfg.samples else ""
     if policy != "always":  # its steps vary per task or by policy: the table's TTT task-steps say what it spent
-        return policy
+        steps = f" ({ttt_config(cfg).steps} steps)" if policy == "extended" else ""
+        return f"{joint}{policy}{steps}"
     orders = cfg.predict_cfg.orders
-    return f"{policy} ({ttt_config(cfg).steps} steps{f', {orders} orders' if orders > 1 else ''})"
+    return f"{joint}{policy} ({ttt_config(cfg).steps} steps{f', {orders} orders' if orders > 1 else ''})"
 
 
 def load_runs(runs: list[Path]) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
@@ -49,12 +54,15 @@ def rows(runs: list[Path]) -> tuple[list[dict[str, Any]], int]:
     for run in runs:
         rs = recs[str(run)]
         scored = [r for r in rs if r.get("correct") is not None]
+        joint = read_joint_summary(run)
+        joint_s = joint["seconds"] * joint["world"] if joint else 0.0
         out.append({
             "run": str(run),
             "label": label(run),
             "score": sum(float(r.get("score") or 0) for r in scored),
             "n": len(scored),
-            "seconds": sum(float(r.get("seconds") or 0) for r in rs),
+            "seconds": sum(float(r.get("seconds") or 0) for r in rs) + joint_s,
+            "joint_seconds": joint_s,
             # Load-independent: TTT steps taken over all tasks (each step costs about the same per task).
             "ttt_steps": sum(int((r.get("policy") or {}).get("ttt_steps", 0)) for r in rs),
             "stages": compute_by_stage(rs),
@@ -65,13 +73,14 @@ def rows(runs: list[Path]) -> tuple[list[dict[str, Any]], int]:
 
 def markdown(table: list[dict[str, Any]], n_tasks: int, title: str) -> str:
     lines = [f"## {title} ({n_tasks} tasks every run finished)", "",
-             "| run | policy | pass@2 | % | total s | s/task | icl / loo / ttt / predict s | TTT task-steps |",
+             "| run | policy | pass@2 | % | total s | s/task | joint / icl / loo / ttt / predict / select s "
+             "| TTT task-steps |",
              "|---|---|---|---|---|---|---|---|"]
     for r in table:
         pct = 100 * r["score"] / r["n"] if r["n"] else float("nan")
-        st = " / ".join(f"{r['stages'].get(k, 0):.0f}" for k in ("icl", "loo", "ttt", "predict"))
+        st = " / ".join(f"{v:.0f}" for v in [r["joint_seconds"], *(r["stages"].get(k, 0) for k in STAGES)])
         lines.append(f"| `{r['run']}` | {r['label']} | {r['score']:g}/{r['n']} | {pct:.1f} | {r['seconds']:.0f} "
-                     f"| {r['seconds'] / max(1, n_tasks):.1f} | {st} | {r['ttt_steps']} |")
+                     f"| {r['seconds'] / max(1, n_tasks):.2f} | {st} | {r['ttt_steps']} |")
     lines += ["", "### Calibration: accuracy per decision", "",
               "| policy | decision | tasks | solved | accuracy | s/task |", "|---|---|---|---|---|---|"]
     for r in table:
@@ -97,6 +106,7 @@ def plot(table: list[dict[str, Any]], path: Path, title: str) -> None:
     if len(always) > 1:  # the fixed-budget frontier: never, then always at growing step counts
         ax.plot([r["seconds"] for r in always], [100 * r["score"] / max(1, r["n"]) for r in always], "--", lw=1,
                 color="grey")
+    ax.margins(x=0.3)  # room for the labels of the costliest runs
     ax.set_xlabel("total compute, seconds (sum over tasks)")
     ax.set_ylabel("pass@2 (%)")
     ax.set_title(title, fontsize=10)

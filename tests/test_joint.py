@@ -105,10 +105,10 @@ def test_evaluate_runs_the_joint_stage_then_scores_every_selection(tmp_path, tin
                     show_progress=False)
     assert len(recs) == 4 and not any(r["error"] for r in recs)
     assert all(set(r["selections"]) == {"poe", "vote", "greedy"} and r["selection"] == "poe" for r in recs)
-    for r in recs:  # every voted candidate (up to the 5 recorded) was scored
+    for r in recs:  # every voted candidate (up to the 5 recorded) was scored where there were more than 2
         assert [len(q) for q in r["ranked"]] == [len(q) for q in r["votes"]]
-        assert all(c["logprob"] is not None for q in r["ranked"] for c in q)
-    assert any(r["ranked"][0] for r in recs)
+        assert all((c["logprob"] is not None) == (len(q) > 2) for q in r["ranked"] for c in q)
+    assert any(len(r["ranked"][0]) > 2 for r in recs)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["joint"]["steps"] >= 1 and summary["joint"]["world"] == 1
     assert summary["mean_seconds_with_joint"] > summary["mean_seconds"]

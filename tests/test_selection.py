@@ -131,3 +131,22 @@ def test_a_candidate_too_long_for_every_view_ranks_last(tiny_grid_model):
     assert [r.votes for r in ranked] == [2, 3, 1]  # g scored, big fits no view (-inf), g+1 beyond `candidates`
     assert np.isfinite(ranked[0].logprob) and ranked[1].logprob == -np.inf and ranked[2].logprob is None
     assert ranked[1].to_json()["logprob"] is None
+
+
+def test_test_inputs_with_no_more_candidates_than_attempts_are_not_scored(tiny_grid_model, flip_task, monkeypatch):
+    """Two candidates and two attempts: both are attempts in any order, so no view is scored for that test input;
+    the other test input of the same task, with three candidates, is."""
+    import testtime.selection as selection_mod
+
+    task = flip_task(5, tests=2)
+    grids = [np.full((3, 4), k, dtype=np.uint8) for k in range(3)]
+    votes = [[_votes([(grids[0], 3), (grids[1], 1)]), _votes([(g, 1) for g in grids])]]
+    scored = []
+    real = selection_mod.sequence_logprobs
+    monkeypatch.setattr(selection_mod, "sequence_logprobs", lambda m, seqs, *a, **k: scored.append(len(seqs)) or
+                        real(m, seqs, *a, **k))
+    ranked = rank_candidates(tiny_grid_model(), [task], votes, GridCodec(), SelectConfig(views=2, colors=1),
+                             attempts=2)[0]
+    assert scored == [3 * 2]  # three candidates under two views, all from the second test input
+    assert [r.logprob for r in ranked[0]] == [None, None] and np.array_equal(ranked[0][0].grid, grids[0])
+    assert all(r.logprob is not None for r in ranked[1])

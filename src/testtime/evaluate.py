@@ -362,7 +362,7 @@ class GridKind(runs.AdapterSlots):
                 ([i for i in range(len(group)) if i not in adapted], None)):
             if items:
                 got = rank_candidates(self.model, [group[i] for i in items], [votes[i] for i in items], self.codec,
-                                      scfg, adapters=adapters, max_len=pcfg.max_len)
+                                      scfg, adapters=adapters, max_len=pcfg.max_len, attempts=self.cfg.attempts)
                 for i, r in zip(items, got, strict=True):
                     ranked[i] = r
         return ranked

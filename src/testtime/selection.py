@@ -122,20 +122,24 @@ def product_of_experts(model: nn.Module, tasks: Sequence[Task], candidates: Sequ
 
 
 def rank_candidates(model: nn.Module, tasks: Sequence[Task], votes: Sequence[Sequence[Sequence[Candidate]]],
-                    codec: Codec, cfg: SelectConfig, *, adapters: Adapters | None = None, max_len: int = 8192
-                    ) -> list[list[list[Ranked]]]:
+                    codec: Codec, cfg: SelectConfig, *, adapters: Adapters | None = None, max_len: int = 8192,
+                    attempts: int = 0) -> list[list[list[Ranked]]]:
     """Each test input's candidates, best first: by the vote (`method` "vote"), or the vote's top `candidates`
-    by their product-of-experts score, the rest after them in vote order (ties keep the vote's order)."""
+    by their product-of-experts score, the rest after them in vote order (ties keep the vote's order).
+
+    A test input with no more candidates than `attempts` keeps the vote's order unscored: all of them are
+    attempts whatever their order, so scoring them would change no score (and costs a pass over every view)."""
     if cfg.method == "vote":
         return [[[Ranked(c.grid, c.votes, c.count) for c in per_q] for per_q in per_task] for per_task in votes]
-    top = [[[c.grid for c in per_q[: cfg.candidates]] for per_q in per_task] for per_task in votes]
+    top = [[[c.grid for c in per_q[: cfg.candidates]] if len(per_q) > attempts else [] for per_q in per_task]
+           for per_task in votes]
     scores = product_of_experts(model, tasks, top, codec, cfg, adapters=adapters, max_len=max_len)
     out = []
     for per_task, task_scores in zip(votes, scores, strict=True):
         ranked_task = []
         for per_q, s in zip(per_task, task_scores, strict=True):
-            scored = [Ranked(c.grid, c.votes, c.count, s[k]) for k, c in enumerate(per_q[: cfg.candidates])]
+            scored = [Ranked(c.grid, c.votes, c.count, s[k]) for k, c in enumerate(per_q[: len(s)])]
             scored.sort(key=lambda r: -r.logprob)  # stable: equal scores keep the vote's order
-            ranked_task.append(scored + [Ranked(c.grid, c.votes, c.count) for c in per_q[cfg.candidates:]])
+            ranked_task.append(scored + [Ranked(c.grid, c.votes, c.count) for c in per_q[len(s):]])
         out.append(ranked_task)
     return out
