@@ -75,6 +75,22 @@ def tiny_llama():
 
 
 @pytest.fixture(scope="session")
+def noisy_lora():
+    """noisy_lora(model, n, std, seed): n LoRA adapters attached to `model`, their B factors random (a fresh adapter
+    is a no-op), so each slot changes the model's outputs in its own way."""
+    from testtime.lora import attach_multi_lora
+
+    def attach(model, n: int, std: float = 0.3, seed: int = 1):
+        lora = attach_multi_lora(model, n, rank=4, alpha=8)
+        with torch.no_grad():
+            for layer in lora.layers.values():
+                layer.lora_B.normal_(0, std, generator=torch.Generator().manual_seed(seed))
+        return lora
+
+    return attach
+
+
+@pytest.fixture(scope="session")
 def tiny_grid_model():
     """tiny_grid_model(seed=0): a 2-layer random grid-aware model ((grid, row, column) positions)."""
     return _tiny_grid_model

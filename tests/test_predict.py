@@ -40,16 +40,11 @@ def test_small_token_budget_gives_the_same_answers(tiny_llama):
     assert [x.tokens for x in a] == [x.tokens for x in b]
 
 
-def test_prepared_mask_decode_equals_hf_masks(monkeypatch, tiny_llama):
+def test_prepared_mask_decode_equals_hf_masks(monkeypatch, tiny_llama, noisy_lora):
     """The fixed-buffer decode loop (the one CUDA graphs replay) gives the tokens and log-probs of the
     loop where HF builds every mask, with left padding, per-row limits and a different adapter per row."""
-    from testtime.lora import attach_multi_lora
-
     model = tiny_llama()
-    lora = attach_multi_lora(model, 3, rank=4, alpha=8)
-    with torch.no_grad():
-        for layer in lora.layers.values():
-            layer.lora_B.normal_(0, 0.5, generator=torch.Generator().manual_seed(4))
+    lora = noisy_lora(model, 3, std=0.5, seed=4)
     codec = GridCodec()
     rng = np.random.default_rng(3)
     prompts = [rng.integers(0, 14, size=n).astype(np.int64) for n in (3, 11, 7, 19, 2, 13)]

@@ -8,7 +8,7 @@ import torch
 
 from testtime.encode import GridCodec, encode_example
 from testtime.engine import sequence_logprobs
-from testtime.lora import Adapters, attach_multi_lora
+from testtime.lora import Adapters
 from testtime.selection import SelectConfig, expert_views, product_of_experts, rank_candidates
 from testtime.tasks import Example
 from testtime.training import pad_right, target_loss
@@ -22,14 +22,11 @@ def _full_pass_logprob(model, enc) -> float:
     return float(lp[torch.arange(len(enc) - 1), ids[0, 1:]][torch.tensor(enc.loss_mask[1:])].sum())
 
 
-def test_grid_model_scores_shared_prefixes_as_full_passes(tiny_grid_model, flip_task):
+def test_grid_model_scores_shared_prefixes_as_full_passes(tiny_grid_model, flip_task, noisy_lora):
     """Candidates of one prompt read it once, and the continuations' (grid, row, column) positions follow it: each
     score equals a forward pass over prompt + candidate, with an adapter per sequence and any batch size."""
     model = tiny_grid_model(2)
-    lora = attach_multi_lora(model, 2, rank=4, alpha=8)
-    with torch.no_grad():
-        for layer in lora.layers.values():
-            layer.lora_B.normal_(0, 0.3, generator=torch.Generator().manual_seed(1))
+    lora = noisy_lora(model, 2, seed=1)
     codec = GridCodec()
     rng = np.random.default_rng(0)
     seqs, slots = [], []
@@ -96,14 +93,11 @@ def test_product_of_experts_picks_what_the_model_prefers_over_most_views(tiny_gr
     assert by_poe[0].logprob > by_poe[1].logprob
 
 
-def test_scores_do_not_depend_on_the_batch(tiny_grid_model, flip_task):
+def test_scores_do_not_depend_on_the_batch(tiny_grid_model, flip_task, noisy_lora):
     """A task's scores are the same alone or beside other tasks, in large or tiny scoring batches, and through its
     adapter slot wherever the slot sits."""
     model = tiny_grid_model(4)
-    lora = attach_multi_lora(model, 3, rank=4, alpha=8)
-    with torch.no_grad():
-        for layer in lora.layers.values():
-            layer.lora_B.normal_(0, 0.3, generator=torch.Generator().manual_seed(2))
+    lora = noisy_lora(model, 3, seed=2)
     codec = GridCodec()
     tasks = [flip_task(s, tid=f"t{s}") for s in range(3)]
     cands = [[[t.test[0].output, t.test[0].input]] for t in tasks]

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from testtime.cli import app
 from testtime.engine import sequence_logprobs
-from testtime.lora import Adapters, attach_multi_lora
+from testtime.lora import Adapters
 from testtime.store import read_records
 from testtime.tasks import TaskError
 from testtime.text import TextTask, bbh_task, bigbench_task, is_text_task_path, load_text_tasks, write_text_tasks
@@ -260,16 +260,13 @@ def test_batched_logprobs_equal_one_at_a_time(tok, fmt):
 
 
 @pytest.mark.parametrize("arch", ["gemma3", "llama"])
-def test_options_sharing_a_prompt_score_as_if_each_ran_alone(tok, fmt, arch):
+def test_options_sharing_a_prompt_score_as_if_each_ran_alone(tok, fmt, arch, noisy_lora):
     """Options of one query read their prompt once (a copied cache); each score must still equal a full
     forward pass of prompt + option, with several queries, option counts and adapters in a batch, and
     prompts longer than Gemma's sliding window."""
 
     model = tiny_causal_lm(arch, tok)
-    lora = attach_multi_lora(model, 2, rank=4, alpha=8)
-    with torch.no_grad():
-        for layer in lora.layers.values():
-            layer.lora_B.normal_(0, 0.3, generator=torch.Generator().manual_seed(1))
+    lora = noisy_lora(model, 2, seed=1)
     task = yes_task(n_demos=6)
     seqs, adapters = [], []
     for q, (query, opts, adapter) in enumerate([("a b", ("yes", "no", "yes no"), 0), ("b a", ("no", "maybe not"), 1),
