@@ -124,3 +124,17 @@ def test_report_command(tmp_path, tasks):
     result = CliRunner().invoke(app, ["report", str(run)])
     assert result.exit_code == 0, result.output
     assert "pass@2" in result.stdout and (run / "report.html").exists()
+
+
+def test_report_shows_the_product_of_experts_scores_and_each_selection(tmp_path, tasks):
+    """A run selected by product of experts: the page lists the ranked candidates with their log-probabilities, and the
+    summary what each selection scores on the run's predictions."""
+    recs = records_for(tasks)
+    a = tasks[0]
+    recs[0]["ranked"] = [[{"grid": a.test[0].output.tolist(), "votes": 5, "count": 5, "logprob": -1.25},
+                          {"grid": [[1, 2], [3, 4]], "votes": 2, "count": 2, "logprob": -7.5}]]
+    for r, poe, vote in zip(recs, (1.0, 0.0, 0.0), (0.0, 0.0, 0.0), strict=True):
+        r["selections"] = {"poe": poe, "vote": vote, "greedy": 0.0}
+    page = write_report(write_run(tmp_path / "run", recs), tasks).read_text()
+    assert "product of experts (2 ranked)" in page and "log p -1.25, 5 votes" in page and "log p -7.50" in page
+    assert "pass@2 by selection" in page and "poe 1, vote 0, greedy 0" in page

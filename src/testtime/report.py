@@ -193,6 +193,7 @@ def _task_section(rec: Record, task: Task | None) -> str:
         out.append(f"<h3>Demos</h3>{demos}")
     attempts = rec.get("attempts") or []
     votes = rec.get("votes") or []
+    ranked = rec.get("ranked") or []
     n_tests = max(len(attempts), len(task.test) if task else 0)
     for i in range(n_tests):
         truth = task.test[i].output if task and i < len(task.test) else None
@@ -207,6 +208,12 @@ def _task_section(rec: Record, task: Task | None) -> str:
         if cands:
             vs = "".join(grid_html(c.get("grid"), f"{c.get('votes', '?')} votes") for c in cands)
             out.append(f'<details><summary>votes ({len(cands)} candidates)</summary><div class="ex">{vs}</div></details>')
+        scored = (ranked[i] if i < len(ranked) else None) or []
+        if any(c.get("logprob") is not None for c in scored):  # the product of experts' order, with its scores
+            rs = "".join(grid_html(c.get("grid"), "unscored" if c.get("logprob") is None else
+                                   f"log p {c['logprob']:.2f}, {c.get('votes', '?')} votes") for c in scored)
+            out.append(f'<details><summary>product of experts ({len(scored)} ranked)</summary>'
+                       f'<div class="ex">{rs}</div></details>')
     out.append("</section>")
     return "\n".join(out)
 
