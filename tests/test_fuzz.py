@@ -355,7 +355,8 @@ def model_cases(rng: random.Random, w: World, n: int):
 INT_FLAGS = {"--limit": Range(1, 10**6), "--views": Range(1, 8), "--orders": Range(1, 64), "--samples": Range(1, 4096),
              "--epochs": Range(1, 100), "--rank": Range(1, 1024), "--max-group": Range(1, 4096),
              "--token-budget": Range(1024, 2**30)}
-FLOAT_FLAGS = {"--lr": Range(0, 1, lo_open=True), "--max-minutes": Range(0, 43200, lo_open=True)}
+FLOAT_FLAGS = {"--lr": Range(0, 1, lo_open=True), "--max-minutes": Range(0, 43200, lo_open=True),
+               "--max-seconds": Range(0, 43200 * 60, lo_open=True)}
 
 
 def flag_cases(rng: random.Random, w: World, n: int):

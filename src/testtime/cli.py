@@ -322,6 +322,10 @@ _JOINT = Annotated[int | None, typer.Option(
                 "task (0: none; see testtime.joint).")]
 _JOINT_DIR = Annotated[str | None, typer.Option(
     help="Folder of the joint stage (default OUT/joint); runs of the same tasks and joint settings can share one.")]
+_MAX_SECONDS = Annotated[float | None, typer.Option(
+    help="Time budget of a task: its cost is estimated before it starts and, where over, its work is cut to fit "
+         "(fewer demos in context, scoring views, views, TTT steps; the output says what). Default: 300 on a CPU, "
+         "none on a GPU.")]
 
 
 @app.command("policies")
@@ -364,15 +368,17 @@ def evaluate_cmd(
     strict: Annotated[bool, typer.Option("--strict", help="A task file that fails validation stops the run (default: skip it, report it; a text tasks file is always read strictly).")] = False,
     cuda_graphs: Annotated[bool | None, typer.Option("--cuda-graphs/--no-cuda-graphs", show_default=False, help="Replay the decode step as a CUDA graph (GPU; default: yes).")] = None,
     max_group: Annotated[int | None, typer.Option(help=f"Tasks trained and predicted together (default: {GROUP_SIZES['grid'][0]} grid or {GROUP_SIZES['text'][0]} text tasks on a GPU, {GROUP_SIZES['grid'][1]} or {GROUP_SIZES['text'][1]} on a CPU). Results are written as each group ends.")] = None,
+    max_seconds: _MAX_SECONDS = None,
 ) -> None:
     """Solve a set of tasks and score them (pass@2 for grids); one JSON line per task, resumable, with an HTML report.
 
     Runs as is under torchrun (tasks sharded across ranks; rank 0 merges results and writes the report).
     """
     from testtime import distributed
-    from testtime.config import MINUTES, check_value
+    from testtime.config import MINUTES, SECONDS, ConfigError, check_value
 
     check_value("--max-minutes", max_minutes, MINUTES)
+    check_value("--max-seconds", max_seconds, SECONDS)
     cfg, text = _recipe_config(tasks, config, dict(
         model=model, ttt=ttt, limit=limit, device=device, views=views, orders=orders, samples=samples, epochs=epochs,
         lr=lr, rank=rank, augment=augment, loo=loo, demo_loss=demo_loss, shared=shared or None, policy=policy,
@@ -380,6 +386,8 @@ def evaluate_cmd(
         cuda_graphs=cuda_graphs, max_group=max_group))
     main = distributed.from_env().is_main  # under torchrun, rank 0 speaks for the run
     if text:  # text few-shot tasks (JSONL)
+        if max_seconds is not None:
+            raise ConfigError("--max-seconds applies to grid tasks, not text tasks")
         from testtime.text_eval import default_out, evaluate_text
         from testtime.text_report import summary
 
@@ -389,15 +397,19 @@ def evaluate_cmd(
             typer.echo(f"{_text_summary(summary(records))}; wrote {out / 'results.jsonl'}")
         return
 
+    from testtime.budget import default_max_seconds
     from testtime.evaluate import default_out, evaluate, load_task_set
     from testtime.report import print_summary
 
+    if max_seconds is None:
+        max_seconds = default_max_seconds(distributed.pick_device(cfg.device))
     out = out or default_out(cfg)
     task_list, skipped = load_task_set(cfg.tasks, strict=strict)
     if main:
         for problem in skipped:
             typer.echo(f"skipped: {problem}", err=True)
-    records = evaluate(cfg, out, tasks=task_list, max_minutes=max_minutes, skipped=skipped, show_progress=main)
+    records = evaluate(cfg, out, tasks=task_list, max_minutes=max_minutes, skipped=skipped, show_progress=main,
+                       max_seconds=max_seconds, say=typer.echo if main else None)
     if main:
         from testtime.store import read_joint_summary
 
@@ -461,31 +473,42 @@ def solve_cmd(
     policy: _POLICY = None,
     select: _SELECT = None,
     html: Annotated[Path | None, typer.Option(help="Also write the task and both attempts as HTML.")] = None,
+    max_seconds: _MAX_SECONDS = None,
 ) -> None:
     """Solve one task: test-time train, predict under augmentations, vote, print the two attempts."""
     import time
 
+    start = time.perf_counter()  # the budget counts loading too
+
     import numpy as np
 
+    from testtime.budget import default_max_seconds
+    from testtime.config import SECONDS, check_value
     from testtime.distributed import pick_device
     from testtime.evaluate import GridKind, solve_task
     from testtime.model import load_model
     from testtime.render import print_task, task_html
     from testtime.tasks import resolve_task
 
+    check_value("--max-seconds", max_seconds, SECONDS)
     t = resolve_task(task)
     cfg, _ = _recipe_config(task, None, dict(model=model, ttt=ttt, device=device, views=views, samples=samples,
                                               epochs=epochs, policy=policy, select=select))
     GridKind(cfg)  # an unknown or contradictory policy fails here, before the model loads
     dev = pick_device(device)
-    start = time.perf_counter()
+    limit = max_seconds if max_seconds is not None else default_max_seconds(dev)
     loaded = load_model(model, device=dev)
-    rec = solve_task(t, cfg, loaded.model, loaded.codec)
+    rec = solve_task(t, cfg, loaded.model, loaded.codec, max_seconds=limit, spent=time.perf_counter() - start,
+                     say=typer.echo)
     preds = [[None if g is None else np.asarray(g, dtype=np.uint8) for g in att] for att in rec["attempts"]]
     print_task(t, predictions=preds, console=_console())
     if rec["correct"] is not None:
         typer.echo(f"solved {sum(rec['correct'])}/{len(rec['correct'])} test input(s)")
-    typer.echo(f"{time.perf_counter() - start:.1f} s end to end on {dev}")
+    took = f"{time.perf_counter() - start:.1f} s end to end on {dev}"
+    note = rec.get("budget")
+    if note:
+        took += f" (estimated {note['spent'] + sum(note['estimate'].values()):.0f} s, budget {note['max_seconds']:g} s)"
+    typer.echo(took)
     if html is not None:
         html.parent.mkdir(parents=True, exist_ok=True)
         html.write_text(task_html(t, predictions=preds))

@@ -92,6 +92,7 @@ LR = Range(0, 1, lo_open=True)
 LENGTH = Range(16, 2**20)  # tokens of one sequence
 TOKENS = Range(1, 2**30)  # tokens of one batch
 MINUTES = Range(0, 43200, lo_open=True)  # a wall-clock limit: up to 30 days
+SECONDS = Range(0, 43200 * 60, lo_open=True)  # a time budget: up to 30 days
 
 
 def check_value(name: str, value: Any, *limits: Limit) -> Any:

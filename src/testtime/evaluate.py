@@ -9,7 +9,7 @@ votes, what the policy decided and the seconds of each stage.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,8 +17,8 @@ from typing import Annotated, Any
 import numpy as np
 import torch
 
-from testtime import runs, store
-from testtime.config import ConfigError, Range, check, one_line, read_json, typed
+from testtime import budget, runs, store
+from testtime.config import SECONDS, ConfigError, Range, check, check_value, one_line, read_json, typed
 from testtime.encode import Codec, TooLongError
 from testtime.engine import auto_token_budget, budget_batches
 from testtime.joint import JointConfig, joint_stage, read_joint
@@ -184,6 +184,17 @@ def ttt_config(cfg: EvalConfig) -> TTTConfig:
     return replace(cfg.ttt_cfg, epochs=epochs)
 
 
+def work_of(cfg: EvalConfig) -> budget.Work:
+    """What a run of `cfg` does, in the terms the time budget cuts."""
+    return budget.Work(get_policy(effective_policy(cfg)), ttt_config(cfg), cfg.predict_cfg, cfg.select_cfg,
+                       cfg.attempts)
+
+
+def config_of(cfg: EvalConfig, work: budget.Work) -> EvalConfig:
+    """`cfg` doing `work` (what the budget left of it)."""
+    return replace(cfg, policy=work.policy.name, ttt_cfg=work.ttt, predict_cfg=work.predict, select_cfg=work.select)
+
+
 def default_out(cfg: EvalConfig) -> Path:
     name = effective_policy(cfg)
     return Path("runs") / f"{cfg.tasks.replace('/', '-')}-{'icl' if name == 'never' else name}"
@@ -212,6 +223,7 @@ class GridOps:
     kind: GridKind
     group: list[Task]
     pcfg: PredictConfig
+    tcfg: TTTConfig
     progress: Any = None
 
     def predict(self, items: Sequence[int], adapted: bool, more_orders: int = 1) -> tuple[list[TaskPredictions], list[str]]:
@@ -220,7 +232,7 @@ class GridOps:
 
     def _predict(self, tasks: list[Task], pcfg: PredictConfig, slots: list[int] | None):
         k = self.kind
-        adapters = None if slots is None else group_adapters(k.lora, len(self.group), k.tcfg).take(slots)
+        adapters = None if slots is None else group_adapters(k.lora, len(self.group), self.tcfg).take(slots)
         return predict_tasks(k.model, tasks, k.codec, pcfg, adapters=adapters)
 
     def agreement(self, prediction: TaskPredictions) -> float:
@@ -246,11 +258,11 @@ class GridOps:
 
     def fresh_adapters(self) -> None:
         k = self.kind
-        k.lora = fresh_adapters(k.model, k.lora, [t.id for t in self.group], k.tcfg)
+        k.lora = fresh_adapters(k.model, k.lora, [t.id for t in self.group], self.tcfg)
 
     def train(self, items: Sequence[int], steps: int, round_index: int) -> tuple[list[list[float]], int]:
         k = self.kind
-        res = train_group(k.model, k.lora, [k.datasets[self.group[i].id] for i in items], k.tcfg,
+        res = train_group(k.model, k.lora, [k.datasets[self.group[i].id] for i in items], self.tcfg,
                           pad_id=k.codec.pad_id, task_ids=[self.group[i].id for i in items], slots=list(items),
                           steps=steps, round_index=round_index, progress=self.progress)
         return res.losses, res.tokens
@@ -260,12 +272,20 @@ class GridOps:
 
 
 class GridKind(runs.AdapterSlots):
-    """ARC tasks in the run pipeline (`runs.TaskKind`); holds the model and its adapter slots across groups."""
+    """ARC tasks in the run pipeline (`runs.TaskKind`); holds the model and its adapter slots across groups.
+
+    With `max_seconds`, each task's work is fitted to that many seconds before it starts (`testtime.budget`); a task
+    the budget cut runs alone, with its own settings, and `say` hears one line about it."""
 
     name, noun = "grid", "tasks"
 
-    def __init__(self, cfg: EvalConfig, model=None, codec: Codec | None = None) -> None:
+    def __init__(self, cfg: EvalConfig, model=None, codec: Codec | None = None, *, max_seconds: float | None = None,
+                 say: Callable[[str], None] | None = None) -> None:
         self.cfg = cfg
+        self.max_seconds, self.say = max_seconds, say
+        self.speed: budget.Speed | None = None
+        self.plans: dict[str, budget.Plan] = {}
+        self.cut: dict[str, EvalConfig] = {}  # the settings of each task the budget cut
         self.policy: Policy = get_policy(effective_policy(cfg))
         self.tcfg = ttt_config(cfg)
         if self.tcfg.shared and self.policy.name not in ("always", "never"):
@@ -305,12 +325,31 @@ class GridKind(runs.AdapterSlots):
                           base=str(self.cfg.model or default_model_dir()), progress=show_progress)
         self.model = res.model
 
+    def config_for(self, group: Sequence[Task]) -> EvalConfig:
+        """The settings a group runs with: its task's own where the budget cut it (it then runs alone)."""
+        return self.cut.get(group[0].id, self.cfg) if len(group) == 1 else self.cfg
+
+    def fit_budget(self, task: Task, spent: float = 0.0) -> None:
+        """Fit the task to the budget (timing the model first, once); a task cut keeps its own settings."""
+        if self.speed is None:
+            self.speed = budget.measure_speed(self.model)
+        plan = budget.fit(task, work_of(self.cfg), self.codec, self.model, self.speed, self.max_seconds, spent=spent)
+        self.plans[task.id] = plan
+        if plan.cuts:
+            self.cut[task.id] = config_of(self.cfg, plan.work)
+            if self.say:
+                self.say(f"task {task.id}: {plan.line()}")
+
     def prepare(self, tasks: Sequence[Task]) -> tuple[list[Task], list[dict[str, Any]]]:
+        """Each task fitted to the budget (if any, and not fitted yet), then its TTT data."""
         ready, bad = [], []
         for t in tasks:
             try:
-                if self.policy.ttt:
-                    self.datasets[t.id] = build_dataset(t, self.codec, self.tcfg)
+                if self.max_seconds is not None and t.id not in self.plans:
+                    self.fit_budget(t)
+                cfg = self.config_for([t])
+                if get_policy(effective_policy(cfg)).ttt:
+                    self.datasets[t.id] = build_dataset(t, self.codec, ttt_config(cfg))
                     self.lengths[t.id] = max(len(s) for s in self.datasets[t.id])
                 else:
                     self.lengths[t.id] = sum(e.input.size + e.output.size for e in t.train)
@@ -320,45 +359,50 @@ class GridKind(runs.AdapterSlots):
         return ready, bad
 
     def plan(self, tasks: Sequence[Task], size: int) -> list[list[Task]]:
+        rest = [t for t in tasks if t.id not in self.cut]
+        alone = [[t] for t in tasks if t.id in self.cut]  # with settings of their own
         if self.policy.ttt:
-            return plan_groups(tasks, self.lengths, self.tcfg, size)
-        return [list(tasks[i: i + size]) for i in range(0, len(tasks), size)]
+            return plan_groups(rest, self.lengths, self.tcfg, size) + alone
+        return [list(rest[i: i + size]) for i in range(0, len(rest), size)] + alone
 
     def run_group(self, group: list[Task], token_budget: int | None = None, progress=None) -> list[dict[str, Any]]:
-        pcfg = self.cfg.predict_cfg if token_budget is None else replace(self.cfg.predict_cfg, token_budget=token_budget)
+        cfg = self.config_for(group)
+        policy, tcfg = get_policy(effective_policy(cfg)), ttt_config(cfg)
+        pcfg = cfg.predict_cfg if token_budget is None else replace(cfg.predict_cfg, token_budget=token_budget)
         try:
-            out = run_policy(self.policy, len(group), GridOps(self, group, pcfg, progress), self.tcfg.steps)
+            out = run_policy(policy, len(group), GridOps(self, group, pcfg, tcfg, progress), tcfg.steps)
         finally:
             if self.lora is not None:
                 self.lora.use(None)
         votes = [[hierarchical_vote(pl, per_group=pcfg.per_group) for pl in p.predictions] for p in out.final]
         t0 = _clock(self.cuda)
-        ranked = self.select(group, votes, out, pcfg)
+        ranked = self.select(group, votes, out, pcfg, cfg.select_cfg, tcfg)
         for spent in out.spent:
             spent["select"] = (_clock(self.cuda) - t0) / len(group)
         records = []
         for i, (t, p) in enumerate(zip(group, out.final, strict=True)):
-            r = task_record(t, p, votes[i], ranked[i], self.cfg.select_cfg.method, self.cfg.attempts,
+            r = task_record(t, p, votes[i], ranked[i], cfg.select_cfg.method, cfg.attempts,
                             sum(out.spent[i].values()), [round(x, 4) for x in out.losses[i]] or None, out.tokens[i])
-            decision = "shared" if self.tcfg.shared and self.policy.ttt else out.decision[i] if self.policy.ttt else "answer"
-            r["policy"] = {"name": self.policy.name, "decision": decision, "signals": out.signals[i],
+            decision = "shared" if tcfg.shared and policy.ttt else out.decision[i] if policy.ttt else "answer"
+            r["policy"] = {"name": policy.name, "decision": decision, "signals": out.signals[i],
                            "ttt_steps": out.steps[i]}
             r["compute"] = {k: round(v, 4) for k, v in out.spent[i].items()}
+            if t.id in self.plans:  # what the budget cut, and its estimate of each stage beside `compute`
+                r["budget"] = self.plans[t.id].to_json()
             records.append(r)
         attach_problems(records, out.problems)
         return records
 
-    def select(self, group: list[Task], votes: list[list[list[Candidate]]], out, pcfg: PredictConfig
-               ) -> list[list[list[Ranked]]]:
+    def select(self, group: list[Task], votes: list[list[list[Candidate]]], out, pcfg: PredictConfig,
+               scfg: SelectConfig, tcfg: TTTConfig) -> list[list[list[Ranked]]]:
         """Each task's candidates ranked by the configured selection: scored through the task's adapter where its
         final answers came from it, else through the base model."""
-        scfg = self.cfg.select_cfg
         if pcfg.token_budget is not None:  # an out-of-memory retry shrinks scoring batches too
             scfg = replace(scfg, token_budget=min(scfg.token_budget, pcfg.token_budget))
         adapted = [i for i in range(len(group)) if out.steps[i] > 0 and not out.decision[i].endswith("+icl")]
         ranked: list[Any] = [None] * len(group)
         for items, adapters in (
-                (adapted, group_adapters(self.lora, len(group), self.tcfg).take(adapted) if adapted else None),
+                (adapted, group_adapters(self.lora, len(group), tcfg).take(adapted) if adapted else None),
                 ([i for i in range(len(group)) if i not in adapted], None)):
             if items:
                 got = rank_candidates(self.model, [group[i] for i in items], [votes[i] for i in items], self.codec,
@@ -388,28 +432,48 @@ class GridKind(runs.AdapterSlots):
 
 def evaluate(cfg: EvalConfig, out_dir: Path, *, model=None, codec: Codec | None = None,
              tasks: Sequence[Task] | None = None, show_progress: bool = True,
-             max_minutes: float | None = None, skipped: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Run (or resume) an evaluation of grid tasks into `out_dir` (see `runs.run`)."""
+             max_minutes: float | None = None, skipped: Sequence[str] = (), max_seconds: float | None = None,
+             say: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Run (or resume) an evaluation of grid tasks into `out_dir` (see `runs.run`); with `max_seconds`, each task's
+    work is fitted to that many seconds (`testtime.budget`), and `say` hears of every task cut."""
     check(cfg)
-    kind = GridKind(cfg, model, codec)  # an unknown or contradictory policy fails here, before any model loads
+    check_value("max_seconds", max_seconds, SECONDS)
+    # an unknown or contradictory policy fails here, before any model loads
+    kind = GridKind(cfg, model, codec, max_seconds=max_seconds, say=say)
     tasks = load_tasks(cfg.tasks) if tasks is None else tasks
     return runs.run(kind, config_to_dict(cfg), tasks, out_dir, device=cfg.device, limit=cfg.limit,
                     max_group=cfg.max_group, max_minutes=max_minutes, skipped=skipped, show_progress=show_progress)
 
 
-def solve_task(task: Task, cfg: EvalConfig, model, codec: Codec, *, show_progress: bool = True) -> dict[str, Any]:
-    """One task, start to end, with a progress bar over its TTT steps; returns its record."""
+def solve_task(task: Task, cfg: EvalConfig, model, codec: Codec, *, show_progress: bool = True,
+               max_seconds: float | None = None, spent: float = 0.0, say: Callable[[str], None] | None = None
+               ) -> dict[str, Any]:
+    """One task, start to end, with a progress bar over its TTT steps (and the time they have left); returns its
+    record. With `max_seconds` the work is fitted to that many seconds, less the `spent` ones (loading, say), and
+    `say` hears the plan before the work starts."""
     from tqdm.auto import tqdm
 
-    kind = GridKind(check(cfg), model, codec)
+    check_value("max_seconds", max_seconds, SECONDS)
+    kind = GridKind(check(cfg), model, codec, max_seconds=max_seconds)
     kind.load(str(next(model.parameters()).device))
+    if max_seconds is not None:
+        try:
+            kind.fit_budget(task, spent)
+        except TooLongError:
+            pass  # prepare reports it as the task's error
+        if say and task.id in kind.plans:
+            say(kind.plans[task.id].line())
     _, bad = kind.prepare([task])
     if bad:
         raise TooLongError(bad[0]["error"])
     try:
-        total = sum(round_steps(kind.tcfg.steps, kind.policy.rounds)) if kind.policy.ttt else 0
-        with tqdm(total=total, desc="test-time training", unit="step",
-                  disable=not (show_progress and kind.policy.ttt)) as bar:
+        run = kind.config_for([task])
+        policy, tcfg = get_policy(effective_policy(run)), ttt_config(run)
+        total = sum(round_steps(tcfg.steps, policy.rounds)) if policy.ttt else 0
+        with tqdm(total=total, desc="test-time training", unit="step", disable=not (show_progress and policy.ttt)) as bar:
+            plan = kind.plans.get(task.id)
+            if plan is not None:  # the bar's time left covers the steps; the stages after them are estimated
+                bar.set_postfix_str(f"then about {budget.total(plan.planned) - plan.planned['ttt']:.0f} s more")
             return kind.run_group([task], progress=bar.update)[0]
     finally:
         kind.close()

@@ -45,6 +45,15 @@ class PolicyNote(BaseModel):
     ttt_steps: Count | None = None
 
 
+class BudgetNote(BaseModel):
+    """What the CPU time budget did to a task (`testtime.budget.Plan.to_json`)."""
+
+    model_config = _STRICT
+    max_seconds: Seconds | None = None
+    cuts: list[str] | None = None
+    estimate: dict[str, Seconds] | None = None
+
+
 class Record(BaseModel):
     """One task's line of results.jsonl: grid records and text records share the first block."""
 
@@ -65,6 +74,7 @@ class Record(BaseModel):
     invalid: Count | None = None
     policy: PolicyNote | None = None
     compute: dict[str, Seconds] | None = None
+    budget: BudgetNote | None = None
     # text tasks
     kind: Literal["text"] | None = None
     answers: list[str | None] | None = None
