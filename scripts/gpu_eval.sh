@@ -25,7 +25,10 @@
 #
 # NPROC=N (default 1) runs each evaluation under torchrun on N GPUs (tasks sharded, a joint stage data-parallel).
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl >/dev/null 2>&1 || exit 1
+# Wheels from .whl/ where it was carried, else from an earlier call's stash (scripts/gpu_stash.sh .whl): a call
+# that carries a part of RE-ARC has no room for them beside the tracked tree.
+WHEELS=$(ls .whl/*.whl 2>/dev/null || ls /root/stash/*.whl 2>/dev/null)
+python3 -m pip install -q --no-index --no-deps --target /tmp/site $WHEELS >/dev/null 2>&1 || exit 1
 export PYTHONPATH=src:/tmp/site PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" runs
 WAIT=${WAIT:-560}
