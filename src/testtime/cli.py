@@ -301,7 +301,7 @@ _VIEWS = Annotated[int | None, typer.Option(help="D8 views for augmented inferen
 _ORDERS = Annotated[int | None, typer.Option(help="Demo orders per view (default 1).")]
 _DEVICE = Annotated[str | None, typer.Option(help="cpu or cuda; default: cuda when available.")]
 _SAMPLES = Annotated[int | None, typer.Option(help="TTT sequences per task.")]
-_EPOCHS = Annotated[int | None, typer.Option(help="TTT epochs (default: the policy's; extended 3, else 2).")]
+_EPOCHS = Annotated[int | None, typer.Option(help="TTT epochs (default: the policy's; extended 6, else 2).")]
 _LR = Annotated[float | None, typer.Option(help="TTT learning rate.")]
 _RANK = Annotated[int | None, typer.Option(help="LoRA rank.")]
 _AUG = Annotated[bool | None, typer.Option("--augment/--no-augment", show_default=False,
