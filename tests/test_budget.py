@@ -98,7 +98,7 @@ def test_cuts_come_in_rounds_in_the_stated_order_until_the_estimate_fits():
     lengths = context_lengths(task, GridCodec())
     assert plan.work.predict.max_len == lengths[0] and plan.work.ttt.max_len == lengths[0]
     assert plan.cuts == [f"context 3 -> 1 demo (max_len {lengths[0]})", "no scoring (as few answers as attempts)",
-                         "views 8 -> 1", f"TTT 48 -> {plan.work.ttt.steps} steps"]
+                         "views 8 -> 1", f"TTT {work.ttt.steps} -> {plan.work.ttt.steps} steps"]
     assert plan.work.ttt.epochs == 1 and plan.work.ttt.steps >= budget.MIN_TTT_STEPS
     assert "over the budget of 40 s; cut to" in plan.line()
 

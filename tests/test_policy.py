@@ -92,8 +92,8 @@ def _check_accounting(recs):
         assert r["seconds"] == pytest.approx(sum(r["compute"].values()), abs=1e-3)
 
 
-def test_extended_is_always_with_three_epochs_unless_epochs_are_given(tmp_path, tiny, small_cfg, synthetic_tasks):
-    """The default policy is a preset of the plain recipe: `--policy always --epochs 3` reproduces it; an explicit
+def test_extended_is_always_with_its_epochs_unless_epochs_are_given(tmp_path, tiny, small_cfg, synthetic_tasks):
+    """The default policy is a preset of the plain recipe: `--policy always --epochs 6` reproduces it; an explicit
     `--epochs N` means N epochs under it too (issue 14: `--epochs 2` used to train 3)."""
     model, codec = tiny
 
@@ -104,8 +104,9 @@ def test_extended_is_always_with_three_epochs_unless_epochs_are_given(tmp_path, 
         return evaluate(cfg, tmp_path / (out or name), model=model, codec=codec, tasks=synthetic_tasks(3),
                         show_progress=False)
 
-    ext, plain = run("extended", None, 1), run("always", 3, 2)
-    assert [r["policy"]["ttt_steps"] for r in ext] == [r["policy"]["ttt_steps"] for r in plain] == [6, 6, 6]
+    assert policy_mod.get_policy("extended").epochs == 6
+    ext, plain = run("extended", None, 1), run("always", 6, 2)
+    assert [r["policy"]["ttt_steps"] for r in ext] == [r["policy"]["ttt_steps"] for r in plain] == [12, 12, 12]
     assert [r["policy"]["ttt_steps"] for r in run("extended", 2, 1, "extended-2")] == [4, 4, 4]
     assert [r["attempts"] for r in ext] == [r["attempts"] for r in plain]
     assert [r["ttt_loss"] for r in ext] == [r["ttt_loss"] for r in plain]  # same steps, data order and schedule
