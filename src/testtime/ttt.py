@@ -207,9 +207,10 @@ def fresh_adapters(model: nn.Module, lora: MultiLoRA | None, task_ids: Sequence[
 
 
 # A full adapter holds, per weight of the target layers, its update, the update's gradient and AdamW's two moments,
-# all float32; the share of the memory free when groups are planned they may take (the rest: the frozen model's
-# activations, the generation cache, which sizes itself to what is left). An estimate, not a measurement.
-FULL_BYTES_PER_WEIGHT = 4 * 4
+# all float32, and on a GPU a training step keeps the bfloat16 copy of the update autocast made for the backward;
+# the share of the memory free when groups are planned they may take (the rest: the frozen model's activations, the
+# generation cache, which sizes itself to what is left). An estimate, not a measurement.
+FULL_BYTES_PER_WEIGHT = 4 * 4 + 2
 FULL_MEMORY_SHARE = {"cuda": 0.5, "cpu": 0.25}  # less on a CPU, where running out kills the process
 
 
