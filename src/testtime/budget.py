@@ -45,7 +45,7 @@ from testtime.policy import POLICIES, Policy, loo_tasks, round_steps
 from testtime.predict import PredictConfig, make_queries
 from testtime.selection import SelectConfig
 from testtime.tasks import Example, Task
-from testtime.ttt import TTTConfig, build_dataset
+from testtime.ttt import TTTConfig, build_dataset, target_weights
 
 # Fitted on the 2-core CPU (see the module's docstring), relative to the timed pace:
 ATTENTION_TRAIN = 4.0  # a training row's attention, per unit of work, against its matmuls (causal, with backward)
@@ -57,6 +57,13 @@ CONTINUATION = 1.5  # a scored candidate (every token's logits, a copy of its pr
 DECODE_STEP = 1.8  # a decoding step of one row against the timed one-token pass (picking, cache writes, masks)
 DECODE_ROW = 0.3  # each further row of a decoding step, likewise
 KV_READ = 0.2  # a cached token's keys and values, per byte, against the weights
+# Full-weight adapters (`TTTConfig.adapter`), counted from the operations, not fitted (the constants above were
+# fitted with LoRA): each token of a training row pays three more matmuls of the target layers (through the update
+# forward and backward, and the update's gradient) against the probe's two of every layer, and each step passes
+# over every target weight's float32 state: AdamW reads the update, its gradient and two moments and writes three,
+# the per-adapter clipping reads the gradient twice; priced like one-token passes reading that many bytes.
+FULL_ROW = 1.5
+FULL_STEP_PASSES = 9
 
 # A cut task aims at this share of its room: the estimate of a stage is within about a fifth of what it takes on
 # the CPU it was fitted on (and a busy machine's pace drifts while it runs).
@@ -91,6 +98,8 @@ class Shape:
     attention: float  # L*d/N: attention's work per token and key against the matmuls' per token
     kv_share: float  # one cached token's keys and values, against the bytes of every weight
     token_budget: int  # the generation batch budget of `engine.auto_token_budget`
+    targets: float = 1.0  # the adapters' target layers' weights against every matmul's
+    target_bytes: float = 1.0  # a float32 copy of the target weights, against the bytes of every weight
 
     @classmethod
     def of(cls, model: nn.Module) -> Shape:
@@ -98,8 +107,10 @@ class Shape:
         linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
         matmul = sum(m.weight.numel() for m in linear)
         weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        targets = target_weights(model)
         return cls(attention=cfg.num_hidden_layers * cfg.hidden_size / matmul,
-                   kv_share=kv_bytes_per_token(model) / weight_bytes, token_budget=auto_token_budget(model))
+                   kv_share=kv_bytes_per_token(model) / weight_bytes, token_budget=auto_token_budget(model),
+                   targets=targets / matmul, target_bytes=4 * targets / weight_bytes)
 
 
 def measure_speed(model: nn.Module, tokens: int = PROBE_TOKENS) -> Speed:
@@ -163,14 +174,22 @@ def _prefill(rows: int, width: int, shape: Shape, keys: int | None = None) -> fl
     return PREFILL * rows * (width + ATTENTION_PREFILL * shape.attention * width * keys)
 
 
-def ttt_step_seconds(lengths: Sequence[int], batch_size: int, shape: Shape, speed: Speed) -> float:
-    """Expected seconds of a TTT step that draws `batch_size` of these sequences, padded to the longest."""
+def ttt_step_seconds(lengths: Sequence[int], batch_size: int, shape: Shape, speed: Speed,
+                     adapter: str = "lora") -> float:
+    """Expected seconds of a TTT step that draws `batch_size` of these sequences, padded to the longest, training
+    a LoRA adapter or (`adapter="full"`) a full-weight one."""
     x = sorted(lengths)
     n, b = len(x), min(batch_size, len(x))
+    full = adapter == "full"
+
+    def row(t: int) -> float:
+        return _train_row(t, shape) + (TRAIN * FULL_ROW * shape.targets * t if full else 0.0)
+
     # The longest of b drawn without replacement is x[i] with probability C(i, b-1) / C(n, b).
     total = math.comb(n, b)
-    longest = sum(math.comb(i, b - 1) / total * _train_row(x[i], shape) for i in range(b - 1, n))
-    return speed.row_token * (TRAIN_STEP + b * longest)
+    longest = sum(math.comb(i, b - 1) / total * row(x[i]) for i in range(b - 1, n))
+    optimizer = speed.step * FULL_STEP_PASSES * shape.target_bytes if full else 0.0
+    return speed.row_token * (TRAIN_STEP + b * longest) + optimizer
 
 
 def decode_seconds(widths: Sequence[int], answers: Sequence[int], token_budget: int, shape: Shape,
@@ -229,7 +248,8 @@ class Estimator:
             out["icl"] = self._decode([self.task], pcfg)
         if p.ttt:
             rounds = round_steps(work.ttt.steps, p.rounds)
-            step = ttt_step_seconds(self._ttt_lengths(work.ttt), work.ttt.batch_size, self.shape, self.speed)
+            step = ttt_step_seconds(self._ttt_lengths(work.ttt), work.ttt.batch_size, self.shape, self.speed,
+                                    work.ttt.adapter)
             out["ttt"] = sum(rounds) * step
             checks = int(p.needs_base_loo) + (len(rounds) - 1 if p.loo_stop else 0) + int(p.pick_by_loo)
             out["loo"] = checks * self._decode(loo, one_view) if loo else 0.0

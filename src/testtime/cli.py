@@ -253,6 +253,7 @@ GRID_FLAGS = {
     "max_group": "max_group", "views": "predict_cfg.views", "orders": "predict_cfg.orders",
     "token_budget": "predict_cfg.token_budget", "cuda_graphs": "predict_cfg.cuda_graphs",
     "samples": "ttt_cfg.samples", "epochs": "ttt_cfg.epochs", "lr": "ttt_cfg.lr", "rank": "ttt_cfg.rank",
+    "adapter": "ttt_cfg.adapter",
     "augment": "ttt_cfg.augment", "loo": "ttt_cfg.leave_one_out", "demo_loss": "ttt_cfg.loss_on_demos",
     "shared": "ttt_cfg.shared", "select": "select_cfg.method", "joint_samples": "joint_cfg.samples",
     "joint_dir": "joint_cfg.dir",
@@ -304,6 +305,9 @@ _SAMPLES = Annotated[int | None, typer.Option(help="TTT sequences per task.")]
 _EPOCHS = Annotated[int | None, typer.Option(help="TTT epochs (default: the policy's; extended 6, else 2).")]
 _LR = Annotated[float | None, typer.Option(help="TTT learning rate.")]
 _RANK = Annotated[int | None, typer.Option(help="LoRA rank.")]
+_ADAPTER = Annotated[str | None, typer.Option(
+    help="Per-task update: lora (low-rank adapters, the default) or full (a full-weight update of the same layers; "
+         "rank does not apply, and it usually wants a lower --lr, say 1e-4).")]
 _AUG = Annotated[bool | None, typer.Option("--augment/--no-augment", show_default=False,
                                            help="Transform TTT samples (D8, colors, order; default: yes).")]
 _LOO = Annotated[bool | None, typer.Option("--loo/--no-loo", show_default=False,
@@ -354,6 +358,7 @@ def evaluate_cmd(
     epochs: _EPOCHS = None,
     lr: _LR = None,
     rank: _RANK = None,
+    adapter: _ADAPTER = None,
     augment: _AUG = None,
     loo: _LOO = None,
     demo_loss: _DEMO = None,
@@ -381,7 +386,7 @@ def evaluate_cmd(
     check_value("--max-seconds", max_seconds, SECONDS)
     cfg, text = _recipe_config(tasks, config, dict(
         model=model, ttt=ttt, limit=limit, device=device, views=views, orders=orders, samples=samples, epochs=epochs,
-        lr=lr, rank=rank, augment=augment, loo=loo, demo_loss=demo_loss, shared=shared or None, policy=policy,
+        lr=lr, rank=rank, adapter=adapter, augment=augment, loo=loo, demo_loss=demo_loss, shared=shared or None, policy=policy,
         select=select, joint_samples=joint_samples, joint_dir=joint_dir, token_budget=token_budget,
         cuda_graphs=cuda_graphs, max_group=max_group))
     main = distributed.from_env().is_main  # under torchrun, rank 0 speaks for the run
@@ -470,6 +475,8 @@ def solve_cmd(
     views: _VIEWS = 8,
     samples: _SAMPLES = None,
     epochs: _EPOCHS = None,
+    lr: _LR = None,
+    adapter: _ADAPTER = None,
     policy: _POLICY = None,
     select: _SELECT = None,
     html: Annotated[Path | None, typer.Option(help="Also write the task and both attempts as HTML.")] = None,
@@ -493,7 +500,7 @@ def solve_cmd(
     check_value("--max-seconds", max_seconds, SECONDS)
     t = resolve_task(task)
     cfg, _ = _recipe_config(task, None, dict(model=model, ttt=ttt, device=device, views=views, samples=samples,
-                                              epochs=epochs, policy=policy, select=select))
+                                              epochs=epochs, lr=lr, adapter=adapter, policy=policy, select=select))
     GridKind(cfg)  # an unknown or contradictory policy fails here, before the model loads
     dev = pick_device(device)
     limit = max_seconds if max_seconds is not None else default_max_seconds(dev)

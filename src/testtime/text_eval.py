@@ -25,7 +25,7 @@ from testtime.text_encode import TextFormat, normalize
 from testtime.text_predict import TextPredictConfig, predict_text
 from testtime.text_report import summary, write_text_report
 from testtime.text_ttt import build_text_dataset, text_ttt_config
-from testtime.ttt import TTTConfig, fresh_adapters, group_adapters, train_group
+from testtime.ttt import TTTConfig, fresh_adapters, group_adapters, max_tasks_together, train_group
 
 
 @dataclass
@@ -122,6 +122,8 @@ class TextKind(runs.AdapterSlots):
         return [t for t in tasks if t.demos], [error_record(t, "no demonstrations to train on") for t in tasks if not t.demos]
 
     def plan(self, tasks: Sequence[TextTask], size: int) -> list[list[TextTask]]:
+        if self.cfg.ttt:
+            size = min(size, max_tasks_together(self.model, self.cfg.ttt_cfg) or size)
         return [list(tasks[i: i + size]) for i in range(0, len(tasks), size)]
 
     def run_group(self, group: list[TextTask], token_budget: int | None = None) -> list[dict[str, Any]]:

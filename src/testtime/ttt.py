@@ -22,9 +22,10 @@ import torch
 from torch import nn
 
 from testtime.augment import Transform, random_transform
-from testtime.config import LENGTH, LR, SEED, TOKENS, Range
+from testtime.config import LENGTH, LR, SEED, TOKENS, ConfigError, OneOf, Range
 from testtime.encode import Codec, Encoded, TooLongError, encode_example
-from testtime.lora import Adapters, MultiLoRA, attach_multi_lora
+from testtime.engine import available_memory
+from testtime.lora import ADAPTER_KINDS, Adapters, MultiLoRA, attach_multi_lora, find_target_modules
 from testtime.tasks import Task, leave_one_out
 from testtime.training import autocast, check_finite, pad_right, target_loss, task_seed, warmup_cosine
 
@@ -37,9 +38,13 @@ class TTTConfig:
     # None: the evaluation policy's (see policy.Policy.epochs), else DEFAULT_EPOCHS
     epochs: Annotated[int | None, Range(1, 100)] = None
     batch_size: Annotated[int, Range(1, 1024)] = 2  # sequences per task per step
+    # "lora": a low-rank adapter per task; "full": a full-weight update of the same layers per task (rank and
+    # alpha then do not apply). Full updates are usually trained with a lower lr (say 1e-4) than LoRA's; the
+    # default lr is LoRA's, and none has been tuned for full here.
+    adapter: Annotated[str, OneOf(*ADAPTER_KINDS)] = "lora"
     lr: Annotated[float, LR] = 5e-4
-    rank: Annotated[int, Range(1, 1024)] = 32
-    alpha: Annotated[float, Range(0, 1e4, lo_open=True)] = 32.0
+    rank: Annotated[int, Range(1, 1024)] = 32  # LoRA only
+    alpha: Annotated[float, Range(0, 1e4, lo_open=True)] = 32.0  # LoRA only
     targets: list[str] | None = None  # None: every linear layer of the transformer blocks
     warmup: Annotated[float, Range(0, 1)] = 0.1  # a fraction of the steps
     weight_decay: Annotated[float, Range(0, 1)] = 0.0
@@ -192,12 +197,40 @@ def fresh_adapters(model: nn.Module, lora: MultiLoRA | None, task_ids: Sequence[
     """Adapters for a group of tasks, freshly initialized: one per task (seeded by its id), or with `cfg.shared`
     (the ablation) one for all. `lora` is kept when it has slots enough, else replaced."""
     need = 1 if cfg.shared else len(task_ids)
-    if lora is None or lora.n_adapters < need:
+    if lora is None or lora.n_adapters < need or lora.kind != cfg.adapter:
         if lora is not None:
             lora.detach()
-        lora = attach_multi_lora(model, need, rank=cfg.rank, alpha=cfg.alpha, targets=cfg.targets, seed=cfg.seed)
+        lora = attach_multi_lora(model, need, rank=cfg.rank, alpha=cfg.alpha, targets=cfg.targets, seed=cfg.seed,
+                                 kind=cfg.adapter)
     lora.reset(cfg.seed, ["shared"] if cfg.shared else list(task_ids))
     return lora
+
+
+# A full adapter holds, per weight of the target layers, its update, the update's gradient and AdamW's two moments,
+# all float32, and on a GPU a training step keeps the bfloat16 copy of the update autocast made for the backward;
+# the share of the memory free when groups are planned they may take (the rest: the frozen model's activations, the
+# generation cache, which sizes itself to what is left). An estimate, not a measurement.
+FULL_BYTES_PER_WEIGHT = 4 * 4 + 2
+FULL_MEMORY_SHARE = {"cuda": 0.5, "cpu": 0.25}  # less on a CPU, where running out kills the process
+
+
+def target_weights(model: nn.Module, targets: list[str] | None = None) -> int:
+    """Weights of the linear layers adapters attach to (`lora.find_target_modules`, or `targets`)."""
+    names = set(targets or find_target_modules(model))
+    return sum(m.weight.numel() for n, m in model.named_modules()
+               if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in names and "lm_head" not in n)
+
+
+def max_tasks_together(model: nn.Module, cfg: TTTConfig) -> int | None:
+    """The most tasks whose adapters may train together, by memory: a full adapter per task is a copy of the target
+    weights and its optimizer state (FULL_BYTES_PER_WEIGHT each), so a group of full adapters is capped at
+    FULL_MEMORY_SHARE of the memory available now; None (no cap) for LoRA, whose adapters are small, and for the
+    shared ablation's one adapter."""
+    if cfg.adapter != "full" or cfg.shared:
+        return None
+    device = next(model.parameters()).device
+    room = FULL_MEMORY_SHARE.get(device.type, FULL_MEMORY_SHARE["cuda"]) * available_memory(device)
+    return max(1, int(room // (FULL_BYTES_PER_WEIGHT * max(1, target_weights(model, cfg.targets)))))
 
 
 def group_adapters(lora: MultiLoRA, n: int, cfg: TTTConfig) -> Adapters:
@@ -233,8 +266,8 @@ def train_peft(model: nn.Module, dataset: Sequence[Encoded], cfg: TTTConfig, *, 
     """
     from peft import LoraConfig, get_peft_model
 
-    from testtime.lora import find_target_modules
-
+    if cfg.adapter != "lora":
+        raise ConfigError(f"the peft reference path trains LoRA adapters only, not adapter {cfg.adapter!r}")
     targets = cfg.targets or find_target_modules(model)
     peft_model = get_peft_model(model, LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=targets,
                                                   lora_dropout=0.0, bias="none"))
