@@ -126,6 +126,35 @@ def test_the_context_cut_drops_the_longest_demos_first():
         assert enc.demos_used == tuple(range(3 - k, 3)), k  # the k shortest
 
 
+def test_a_context_cut_leaves_prompts_when_the_largest_grid_is_in_a_dropped_demo():
+    """The encoder keeps room for an answer as large as the largest grid of every demo, kept or not: a cut sized
+    by the kept demos alone left no prompt at all (a 20x20 demo beside 3x3 and 2x2 ones and a 2x2 test)."""
+    from testtime.predict import PredictConfig, make_queries
+
+    rng = np.random.default_rng(0)
+
+    def ex(side: int) -> Example:
+        g = rng.integers(0, 10, (side, side)).astype(np.uint8)
+        return Example(g, np.ascontiguousarray(g.T))
+
+    task = Task("skewed", (ex(20), ex(3), ex(2)), (Example(ex(2).input),))
+    codec = GridCodec()
+    lengths = context_lengths(task, codec)
+    for k, max_len in enumerate(lengths, 1):
+        queries, problems = make_queries([task], codec, PredictConfig(views=8, max_len=max_len))
+        assert len(queries) == 8 and not problems, (k, problems)
+
+
+def test_a_refill_back_to_every_step_restores_the_configured_recipe():
+    """Halved, then refilled to the configured step count: the configured samples and epochs, not one epoch of
+    fresh samples (which no cut line would mention)."""
+    work = default_work()
+    half = budget.with_steps(work, work.ttt.steps // 2)
+    got, _ = budget._refill_steps(half, toy_cost(half), work, room=1e9, estimate=toy_cost)
+    assert got.ttt == work.ttt
+    assert budget.describe(work, got, [100]) == []
+
+
 def test_when_nothing_is_left_to_cut_ttt_goes_and_the_plan_says_it_is_still_over():
     task = big_task(demos=2)
     plan = fit(task, default_work(), GridCodec(), None, PACE, 1, estimator=toy_cost)

@@ -39,12 +39,12 @@ import torch
 from torch import nn
 
 from testtime.augment import Transform
-from testtime.encode import Codec, encode_example
+from testtime.encode import Codec, prompt_length
 from testtime.engine import auto_token_budget, budget_batches, kv_bytes_per_token, prompt_positions
 from testtime.policy import POLICIES, Policy, loo_tasks, round_steps
 from testtime.predict import PredictConfig, make_queries
 from testtime.selection import SelectConfig
-from testtime.tasks import Example, Task
+from testtime.tasks import Task
 from testtime.ttt import TTTConfig, build_dataset, target_weights
 
 # Fitted on the 2-core CPU (see the module's docstring), relative to the timed pace:
@@ -121,22 +121,27 @@ def measure_speed(model: nn.Module, tokens: int = PROBE_TOKENS) -> Speed:
 
     rng = torch.Generator().manual_seed(0)  # the run's own random streams stay untouched
 
+    def now() -> float:
+        if torch.device(device).type == "cuda":  # a GPU runs behind the launches: time the work, not the queue
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
+
     def train_pass(n: int) -> float:
         ids = torch.randint(0, 10, (1, n), generator=rng).to(device)
         pos = prompt_positions(model, ids, torch.ones_like(ids))
         emb = model.get_input_embeddings()(ids).detach().requires_grad_(True)
-        start = time.perf_counter()
+        start = now()
         with torch.enable_grad():
             hidden = model.get_decoder()(inputs_embeds=emb, position_ids=pos, use_cache=False).last_hidden_state
             torch.autograd.grad(hidden.float().square().mean(), emb)
-        return time.perf_counter() - start
+        return now() - start
 
     @torch.no_grad()
     def step() -> float:
         ids = torch.ones((1, 1), dtype=torch.long, device=device)
-        start = time.perf_counter()
+        start = now()
         model(input_ids=ids, position_ids=torch.zeros_like(ids), use_cache=False)
-        return time.perf_counter() - start
+        return now() - start
 
     was_training = model.training
     model.eval()
@@ -281,20 +286,12 @@ def total(seconds: dict[str, float]) -> float:
 
 
 def context_lengths(task: Task, codec: Codec) -> list[int]:
-    """lengths[k-1]: the max_len at which every prompt keeps its k shortest demonstrations (the encoder drops the
-    longest first), over every test input, as given and turned a quarter (a turn changes a grid's token count)."""
-    out = []
-    order = sorted(range(len(task.train)), key=lambda i: (task.train[i].input.size + task.train[i].output.size, i))
-    for k in range(1, len(task.train) + 1):
-        need = 0
-        for view in (Transform(), Transform(d8=1)):
-            t = view.apply(task)
-            demos = [t.train[i] for i in sorted(order[:k])]
-            for q in t.test:
-                enc = encode_example(codec, demos, Example(q.input), max_len=1 << 30)
-                need = max(need, len(enc) + codec.answer_budget(demos, q.input))
-        out.append(need)
-    return out
+    """lengths[k-1]: the max_len at which every prompt keeps k demonstrations (`encode.prompt_length`: the encoder
+    drops the longest first), over every test input, as given and turned a quarter (a turn changes a grid's token
+    count, and with it which demos are the longest)."""
+    views = [view.apply(task) for view in (Transform(), Transform(d8=1))]
+    return [max(prompt_length(codec, t.train, q.input, k) for t in views for q in t.test)
+            for k in range(1, len(task.train) + 1)]
 
 
 def demos_in_context(lengths: Sequence[int], max_len: int) -> int:
@@ -341,15 +338,16 @@ def _cut_steps(work: Work) -> Work | None:
     return with_steps(work, max(MIN_TTT_STEPS, work.ttt.steps // 2))
 
 
-def _refill_steps(work: Work, seconds: dict[str, float], most: int, room: float,
+def _refill_steps(work: Work, seconds: dict[str, float], most: Work, room: float,
                   estimate: Callable[[Work], dict[str, float]]) -> tuple[Work, dict[str, float]]:
-    """As many TTT steps back (up to `most`) as the room a halving left still holds: a step costs about the same
+    """As many TTT steps back (up to those of `most`, the work as configured) as the room a halving left still holds: a step costs about the same
     whatever their number, so the first guess is near, and each miss takes one step off."""
     steps = work.ttt.steps
     per_step = seconds["ttt"] / max(1, sum(round_steps(steps, work.policy.rounds)))
     more = int((room - total(seconds)) // per_step) if per_step > 0 else 0
-    for n in range(min(most, steps + more), steps, -1):
-        cand = with_steps(work, n)
+    for n in range(min(most.ttt.steps, steps + more), steps, -1):
+        # Back at the configured steps: the configured recipe itself (its samples and epochs), not one epoch.
+        cand = replace(work, ttt=most.ttt) if n == most.ttt.steps else with_steps(work, n)
         got = estimate(cand)
         if total(got) <= room:
             return cand, got
@@ -447,5 +445,5 @@ def fit(task: Task, work: Work, codec: Codec, model: nn.Module | None, speed: Sp
         cur = no_ttt(cur)
         seconds = estimate(cur)
     elif cur.policy.ttt and cur.ttt.steps < work.ttt.steps:
-        cur, seconds = _refill_steps(cur, seconds, work.ttt.steps, room, estimate)
+        cur, seconds = _refill_steps(cur, seconds, work, room, estimate)
     return Plan(max_seconds, cur, asked, seconds, describe(work, cur, lengths), speed, spent)

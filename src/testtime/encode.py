@@ -267,6 +267,15 @@ def _piece_lengths(codec: Codec, demos: Sequence[Example]) -> list[tuple[np.ndar
     return out
 
 
+def prompt_length(codec: Codec, demos: Sequence[Example], query: Grid, keep: int) -> int:
+    """The `max_len` at which `encode_example(codec, demos, Example(query))` keeps `keep` of the demos: it drops
+    the longest first and keeps room for an answer as large as the largest grid of all of them (not only of those
+    it keeps)."""
+    sizes = sorted(len(a) + len(b) for a, b in _piece_lengths(codec, demos))
+    prompt = len(codec.input_piece(query)) + len(codec.output_marker())
+    return len(codec.bos()) + prompt + codec.answer_budget(demos, query) + sum(sizes[:keep])
+
+
 def encode_example(
     codec: Codec,
     demos: Sequence[Example],
