@@ -356,7 +356,7 @@ class GridKind(runs.AdapterSlots):
                 if self.max_seconds is not None and t.id not in self.plans:
                     self.fit_budget(t)
                 cfg = self.config_for([t])
-                if get_policy(effective_policy(cfg)).ttt:
+                if uses_ttt(cfg):
                     self.datasets[t.id] = build_dataset(t, self.codec, ttt_config(cfg))
                     self.lengths[t.id] = max(len(s) for s in self.datasets[t.id])
                 else:
