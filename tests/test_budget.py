@@ -276,3 +276,10 @@ def test_text_tasks_refuse_the_flag(tmp_path, one_line_error):
 
 def test_the_default_budget_is_for_the_cpu():
     assert budget.default_max_seconds("cpu") == 300 and budget.default_max_seconds("cuda:0") is None
+
+
+def test_a_plan_of_stages_under_a_second_says_so():
+    w = default_work()
+    quick = {k: 0.1 for k in budget.STAGES}
+    line = budget.Plan(300, w, quick, quick, [], PACE).line()
+    assert line == "estimated 0 s (each stage under a second), within the budget of 300 s"

@@ -402,7 +402,7 @@ class Plan:
         """The plan in one line, for the output before the work starts."""
         def parts(s: dict[str, float]) -> str:
             named = {"TTT": s["ttt"], "decoding": s["icl"] + s["loo"] + s["predict"], "scoring": s["select"]}
-            return ", ".join(f"{k} {v:.0f} s" for k, v in named.items() if v >= 0.5)
+            return ", ".join(f"{k} {v:.0f} s" for k, v in named.items() if v >= 0.5) or "each stage under a second"
 
         left = f"the budget of {self.max_seconds:g} s" + (f" ({self.spent:.0f} s spent loading)" if self.spent >= 1 else "")
         asked = f"estimated {total(self.asked):.0f} s ({parts(self.asked)})"
