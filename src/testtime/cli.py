@@ -489,7 +489,7 @@ def solve_cmd(
 
     import numpy as np
 
-    from testtime.budget import default_max_seconds
+    from testtime.budget import default_max_seconds, total
     from testtime.config import SECONDS, check_value
     from testtime.distributed import pick_device
     from testtime.evaluate import GridKind, solve_task
@@ -514,7 +514,7 @@ def solve_cmd(
     took = f"{time.perf_counter() - start:.1f} s end to end on {dev}"
     note = rec.get("budget")
     if note:
-        took += f" (estimated {note['spent'] + sum(note['estimate'].values()):.0f} s, budget {note['max_seconds']:g} s)"
+        took += f" (estimated {note['spent'] + total(note['estimate']):.0f} s, budget {note['max_seconds']:g} s)"
     typer.echo(took)
     if html is not None:
         html.parent.mkdir(parents=True, exist_ok=True)

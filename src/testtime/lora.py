@@ -174,6 +174,14 @@ def find_target_modules(model: nn.Module) -> list[str]:
     return sorted(names)
 
 
+def target_linears(model: nn.Module, targets: Sequence[str] | None = None) -> list[tuple[str, nn.Linear]]:
+    """The linear layers adapters attach to, with their names: those whose leaf name is in `targets` (default
+    `find_target_modules`), never the output head."""
+    names = set(targets or find_target_modules(model))
+    return [(name, mod) for name, mod in model.named_modules()
+            if isinstance(mod, nn.Linear) and name.rsplit(".", 1)[-1] in names and "lm_head" not in name]
+
+
 @dataclass
 class MultiLoRA:
     """Handle on the adapters attached to a model: a bank of LoRA adapters, or of full-weight ones (`kind`)."""
@@ -247,14 +255,13 @@ def attach_multi_lora(
         p.requires_grad_(False)
     ctx = AdapterContext()
     handle = MultiLoRA(model, ctx)
-    for name, mod in list(model.named_modules()):
-        if isinstance(mod, nn.Linear) and name.rsplit(".", 1)[-1] in targets and "lm_head" not in name:
-            parent_name, _, leaf = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            wrapped: MultiAdapterLinear = (MultiLoRALinear(mod, n_adapters, rank, alpha, ctx) if kind == "lora"
-                                           else MultiFullLinear(mod, n_adapters, ctx))
-            setattr(parent, leaf, wrapped)
-            handle.layers[name] = wrapped
+    for name, mod in target_linears(model, targets):
+        parent_name, _, leaf = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        wrapped: MultiAdapterLinear = (MultiLoRALinear(mod, n_adapters, rank, alpha, ctx) if kind == "lora"
+                                       else MultiFullLinear(mod, n_adapters, ctx))
+        setattr(parent, leaf, wrapped)
+        handle.layers[name] = wrapped
     if not handle.layers:
         raise ValueError(f"no linear layers named {targets} in the model")
     handle.reset(seed)

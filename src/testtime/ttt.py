@@ -25,7 +25,7 @@ from testtime.augment import Transform, random_transform
 from testtime.config import LENGTH, LR, SEED, TOKENS, ConfigError, OneOf, Range
 from testtime.encode import Codec, Encoded, TooLongError, encode_example
 from testtime.engine import available_memory
-from testtime.lora import ADAPTER_KINDS, Adapters, MultiLoRA, attach_multi_lora, find_target_modules
+from testtime.lora import ADAPTER_KINDS, Adapters, MultiLoRA, attach_multi_lora, find_target_modules, target_linears
 from testtime.tasks import Task, leave_one_out
 from testtime.training import autocast, check_finite, pad_right, target_loss, task_seed, warmup_cosine
 
@@ -216,9 +216,7 @@ FULL_MEMORY_SHARE = {"cuda": 0.5, "cpu": 0.25}  # less on a CPU, where running o
 
 def target_weights(model: nn.Module, targets: list[str] | None = None) -> int:
     """Weights of the linear layers adapters attach to (`lora.find_target_modules`, or `targets`)."""
-    names = set(targets or find_target_modules(model))
-    return sum(m.weight.numel() for n, m in model.named_modules()
-               if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in names and "lm_head" not in n)
+    return sum(m.weight.numel() for _, m in target_linears(model, targets))
 
 
 def max_tasks_together(model: nn.Module, cfg: TTTConfig) -> int | None:
