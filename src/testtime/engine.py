@@ -3,7 +3,8 @@
 Prompts of many tasks decode together: left-padded, in length-sorted batches under a token budget, with a
 KV cache allocated once per batch, a per-row stop (an end token or the row's answer size), and on a GPU the
 decode step replayed as one CUDA graph. Each row may go through its own LoRA adapter (`lora.Adapters`).
-`sequence_logprobs` scores continuations of shared prefixes, reading each prefix once.
+`sequence_scores` scores continuations of shared prefixes under teacher forcing, reading each prefix once: their
+log-probability, and whether greedy decoding would produce them (one forward pass instead of a decode loop).
 
 The position ids of a prompt and of each decoded token come from `prompt_positions` and `next_positions`
 alone, so a model with its own position scheme changes those two functions and nothing else.
@@ -12,7 +13,7 @@ alone, so a model with its own position scheme changes those two functions and n
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -342,23 +343,48 @@ def _capture(step: Callable[[], None], device: torch.device, graphs: list[bool])
     return graph
 
 
+@dataclass(frozen=True)
+class Score:
+    """A sequence's masked tokens under teacher forcing."""
+
+    logprob: float  # their summed log-probability
+    exact: bool  # each is the argmax where it stands: greedy decoding from the prefix would pick them all
+
+
+def sequence_logprobs(model, seqs: Sequence[Encoded], pad_id: int, *, adapters: Adapters | None = None,
+                      token_budget: int = 1 << 17) -> list[float]:
+    """Summed log-probability of each sequence's masked tokens (see `sequence_scores`)."""
+    return [s.logprob for s in sequence_scores(model, seqs, pad_id, adapters=adapters, token_budget=token_budget)]
+
+
 @torch.no_grad()
-def sequence_logprobs(
+def sequence_scores(
     model,
     seqs: Sequence[Encoded],
     pad_id: int,
     *,
     adapters: Adapters | None = None,
     token_budget: int = 1 << 17,
-) -> list[float]:
-    """Summed log-probability of each sequence's masked tokens; sequence i through `adapters` slot i (if any).
+    stop_ids: Collection[int] = (),
+) -> list[Score]:
+    """Each sequence's masked tokens scored under teacher forcing; sequence i through `adapters` slot i (if any).
 
     Sequences that share everything before their first masked token (one query's answer options)
     read that prefix once: its KV cache is copied for each continuation, so ranking k options of a long
     few-shot prompt costs about one prompt, not k. Prefixes run in length-sorted batches under
     `token_budget` (prefix plus longest continuation, per row).
+
+    `exact` tells, from this one forward pass, whether `greedy_generate` given a sequence up to its first masked
+    token would decode the rest, where the masked tokens are the whole tail (an answer): decoding picks the argmax
+    over the whole vocabulary at each step, with no constraint, and as long as each pick is the target the
+    context of the next step is the teacher-forced one. `stop_ids` are the tokens decoding stops on: where a
+    masked token is one, any of them counts as its argmax (decoding ends there whichever it picks). What it does
+    not see: decoding stops after `max_new` tokens (the caller compares the answer's length), and it runs other
+    kernels (one step at a time from a cache; on a GPU under bfloat16 autocast), so where two logits nearly tie
+    the two argmaxes may differ.
     """
     device = next(model.parameters()).device
+    stops = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
     groups: dict[tuple[int, bytes], list[int]] = {}  # (adapter, prefix tokens) -> sequences
     starts = []
     for i, s in enumerate(seqs):
@@ -368,19 +394,19 @@ def sequence_logprobs(
         groups.setdefault(key, []).append(i)
     members = list(groups.values())
     widths = [starts[g[0]] + max(len(seqs[i].input_ids) - starts[i] for i in g) for g in members]
-    out = [0.0] * len(seqs)
+    out = [Score(0.0, True)] * len(seqs)
     for cut in budget_batches(widths, token_budget):
         batch = [members[k] for k in cut]
         if adapters is not None:
             adapters.use([g[0] for g in batch], device)
-        _score_prefix_batch(model, seqs, starts, batch, pad_id, device, out)
+        _score_prefix_batch(model, seqs, starts, batch, pad_id, stops, device, out)
     if adapters is not None:
         adapters.use(None, device)
     return out
 
 
 def _score_prefix_batch(model, seqs: Sequence[Encoded], starts: list[int], batch: list[list[int]], pad_id: int,
-                        device, out: list[float]) -> None:
+                        stops: torch.Tensor, device, out: list[Score]) -> None:
     """One batch of prefix groups: each prefix once (left-padded), then the groups' j-th continuations together."""
     b = len(batch)
     ids, attn_t = left_pad([seqs[g[0]].input_ids[: starts[g[0]]] for g in batch], pad_id, device)
@@ -389,7 +415,8 @@ def _score_prefix_batch(model, seqs: Sequence[Encoded], starts: list[int], batch
     first = model(input_ids=ids, attention_mask=attn_t, position_ids=pos,
                   past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
     first_lp = torch.log_softmax(first, -1)  # [b, vocab]: what the prefix predicts next
-    for j in range(max(len(g) for g in batch)):
+    last = max(len(g) for g in batch) - 1
+    for j in range(last + 1):
         rows = [g[j] if j < len(g) else None for g in batch]
         cw = max(len(seqs[i].input_ids) - starts[i] for i in rows if i is not None)
         cont = np.full((b, cw), pad_id, dtype=np.int64)
@@ -402,15 +429,21 @@ def _score_prefix_batch(model, seqs: Sequence[Encoded], starts: list[int], batch
                 cmask[r, : len(c)] = 1
                 tmask[r, : len(c)] = seqs[i].loss_mask[starts[i]:]
         cont_t = torch.from_numpy(cont).to(device)
+        tmask_t = torch.from_numpy(tmask).to(device)
         attn_all = torch.cat([attn_t, torch.from_numpy(cmask).to(device)], 1)
         # The continuation's positions are those of the whole sequence (a grid model's depend on every token).
         cont_pos = prompt_positions(model, torch.cat([ids, cont_t], 1), attn_all)[:, ids.shape[1]:]
+        # The last continuation may extend the prefix's cache itself: nothing reads it afterwards.
+        past = cache if j == last else copy.deepcopy(cache)
         logits = model(input_ids=cont_t, attention_mask=attn_all, position_ids=cont_pos,
-                       past_key_values=copy.deepcopy(cache), use_cache=True).logits.float()
+                       past_key_values=past, use_cache=True).logits.float()
         # Token t of the continuation is predicted by position t-1, and token 0 by the prefix's last.
         lp = torch.cat([first_lp[:, None], torch.log_softmax(logits[:, :-1], -1)], 1)
         tok_lp = lp.gather(2, cont_t[..., None])[..., 0]
-        sums = (tok_lp * torch.from_numpy(tmask).to(device)).sum(1).tolist()
+        sums = (tok_lp * tmask_t).sum(1).tolist()
+        best = lp.argmax(-1)
+        hit = (best == cont_t) | (torch.isin(best, stops) & torch.isin(cont_t, stops))
+        exact = (hit | ~tmask_t).all(1).tolist()
         for r, i in enumerate(rows):
             if i is not None:
-                out[i] = sums[r]
+                out[i] = Score(sums[r], exact[r])

@@ -7,7 +7,7 @@ each prompt through its task's adapter when `adapters` are given.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated
 
 import numpy as np
@@ -15,10 +15,10 @@ from torch import nn
 
 from testtime.augment import Transform, dihedral_views
 from testtime.config import LENGTH, SEED, Range
-from testtime.encode import Codec, TooLongError, encode_example
+from testtime.encode import Codec, Encoded, TooLongError, encode_example
 from testtime.engine import greedy_generate
 from testtime.lora import Adapters
-from testtime.tasks import Example, Task
+from testtime.tasks import Example, Grid, Task
 from testtime.vote import Prediction
 
 
@@ -58,14 +58,36 @@ def make_queries(tasks: Sequence[Task], codec: Codec, cfg: PredictConfig) -> tup
                 vt = v.apply(task)
                 for qi, test in enumerate(vt.test):
                     try:
-                        enc = encode_example(codec, vt.train, Example(test.input), max_len=cfg.max_len)
+                        enc, max_new = encode_query(codec, vt.train, test.input, cfg.max_len)
                     except TooLongError as e:
                         if vi == 0 and oi == 0:
                             problems.append(f"task {task.id} test {qi}: {e}")
                         continue
-                    budget = codec.answer_budget([vt.train[i] for i in enc.demos_used], test.input)
-                    queries.append(Query(ti, qi, v, view.name, enc.input_ids, min(budget, cfg.max_len - len(enc.input_ids))))
+                    queries.append(Query(ti, qi, v, view.name, enc.input_ids, max_new))
     return queries, problems
+
+
+def encode_query(codec: Codec, demos: Sequence[Example], query: Grid, max_len: int) -> tuple[Encoded, int]:
+    """The prompt a query is answered from, and how many tokens decoding may add to it; TooLongError where even
+    one demo leaves no room."""
+    enc = encode_example(codec, demos, Example(query), max_len=max_len)
+    budget = codec.answer_budget([demos[i] for i in enc.demos_used], query)
+    return enc, min(budget, max_len - len(enc.input_ids))
+
+
+def answered(codec: Codec, demos: Sequence[Example], example: Example, max_len: int) -> Encoded | None:
+    """The prompt greedy decoding answers `example.input` from, followed by `example.output` as the only target, so
+    that `engine.sequence_scores` tells whether decoding would give that answer; None where it could not (the
+    prompt does not fit `max_len`, or the answer is longer than decoding may go)."""
+    try:
+        enc, max_new = encode_query(codec, demos, example.input, max_len)
+    except TooLongError:
+        return None
+    answer = codec.answer_piece(example.output)
+    if len(answer) > max_new:
+        return None
+    return replace(enc, input_ids=np.concatenate([enc.input_ids, answer]),
+                   loss_mask=np.arange(len(enc) + len(answer)) >= len(enc))
 
 
 @dataclass
