@@ -6,12 +6,18 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
-from testtime.encode import END, GridCodec
+from testtime.encode import END, GridCodec, encode_example
 from testtime.engine import greedy_generate, sequence_scores
+from testtime.evaluate import GridKind, GridOps
 from testtime.lora import Adapters
-from testtime.predict import answered, encode_query
-from testtime.tasks import Example
+from testtime.policy import loo_tasks
+from testtime.predict import answered, encode_query, predict_tasks
+from testtime.selection import SelectConfig
+from testtime.tasks import Example, Task, grids_equal
+from testtime.training import pad_right, target_loss
+from testtime.ttt import TTTConfig
 
 CODEC = GridCodec()
 
@@ -74,3 +80,103 @@ def test_the_answered_sequence_is_the_decoding_prompt_and_its_answer(flip_task):
     assert answered(CODEC, task.train, task.test[0], 40) is None
     big = Example(task.test[0].input, np.zeros((6, 6), dtype=np.uint8))
     assert len(CODEC.answer_piece(big.output)) > max_new and answered(CODEC, task.train, big, 512) is None
+
+
+def _grid_task(tid: str, rng, shapes: list[tuple[int, int]], out_shape=None) -> Task:
+    """Mirror demos of these shapes (the last one's output of `out_shape` instead, when given), one test."""
+    demos = []
+    for n, s in enumerate(shapes):
+        g = rng.integers(0, 10, s).astype(np.uint8)
+        out = rng.integers(0, 10, out_shape).astype(np.uint8) if out_shape and n == len(shapes) - 1 else g[:, ::-1]
+        demos.append(Example(g, np.ascontiguousarray(out)))
+    return Task(tid, tuple(demos), (demos[0],))
+
+
+def _memorize(model, seqs, steps: int = 120, slot: int | None = None, lora=None) -> None:
+    """Train the model (or, with `lora`, its adapter `slot`) until it answers `seqs` by heart."""
+    params = lora.parameters() if lora is not None else list(model.parameters())
+    opt = torch.optim.Adam(params, lr=1e-2)
+    ids, mask = pad_right(seqs, CODEC.pad_id, "cpu")
+    model.train()
+    for _ in range(steps):
+        if lora is not None:
+            lora.use(torch.full((len(seqs),), slot))
+        loss = target_loss(model, ids, mask, [slice(i, i + 1) for i in range(len(seqs))]).sum()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    if lora is not None:
+        lora.use(None)
+
+
+def _loo_sequences(task: Task, which) -> list:
+    return [encode_example(CODEC, lt.train, lt.test[0], loss_on_demos=False)
+            for n, lt in enumerate(loo_tasks(task)) if n in which]
+
+
+def _decoded_loo(model, codec, tasks, pcfg, adapters=None) -> list[float | None]:
+    """The check as it was: each held-out demo greedily decoded under the identity view."""
+    out = []
+    for i, task in enumerate(tasks):
+        held = loo_tasks(task)
+        if not held:
+            out.append(None)
+            continue
+        preds, _ = predict_tasks(model, held, codec, dataclasses.replace(pcfg, views=1, orders=1),
+                                 adapters=None if adapters is None else adapters.take([i] * len(held)))
+        got = [p.predictions[0][0].grid if p.predictions[0] else None for p in preds]
+        out.append(float(np.mean([grids_equal(g, lt.test[0].output) for g, lt in zip(got, held, strict=True)])))
+    return out
+
+
+def _ops(model, group, small_cfg, max_len: int = 320, lora=None) -> GridOps:
+    cfg = small_cfg(**{"predict_cfg.max_len": max_len})
+    kind = GridKind(cfg, model, CODEC)
+    kind.lora = lora
+    return GridOps(kind, group, cfg.predict_cfg, TTTConfig(), SelectConfig())
+
+
+@pytest.fixture(scope="module")
+def learned(tiny_grid_model):
+    """A tiny model that learned some held-out demos by heart: all of task a's, two of b's, none of c's, and d's
+    third, whose answer is larger than any grid its prompt shows (decoding stops before it ends)."""
+    rng = np.random.default_rng(5)
+    group = [_grid_task("a", rng, [(3, 3)] * 3), _grid_task("b", rng, [(2, 4)] * 3),
+             _grid_task("c", rng, [(3, 2)] * 3), _grid_task("d", rng, [(2, 2)] * 3, out_shape=(4, 4)),
+             _grid_task("e", rng, [(2, 3)])]
+    model = tiny_grid_model(6)
+    _memorize(model, _loo_sequences(group[0], {0, 1, 2}) + _loo_sequences(group[1], {0, 2})
+              + _loo_sequences(group[3], {2}))
+    return model, group
+
+
+@pytest.mark.parametrize("max_len", [320, 50])
+def test_leave_one_out_agrees_with_decoding_each_held_out_demo(learned, small_cfg, max_len):
+    """What the model learned it solves, what it did not it fails, a demo too large for decoding's room fails, a
+    task of one demo has no check; and where prompts do not fit (max_len 50) they fail, all as decoding says."""
+    model, group = learned
+    ops = _ops(model, group, small_cfg, max_len)
+    got = ops.leave_one_out(range(len(group)), adapted=False)
+    assert got == _decoded_loo(model, CODEC, group, ops.pcfg)
+    if max_len == 320:
+        assert got == [1.0, pytest.approx(2 / 3), 0.0, 0.0, None]
+        assert ops.leave_one_out([3, 1], adapted=False) == [got[3], got[1]]
+    else:
+        assert 0 < sum(answered(CODEC, lt.train, lt.test[0], 50) is None for t in group for lt in loo_tasks(t)) < 12
+
+
+def test_items_through_adapters_use_their_own(tiny_grid_model, small_cfg, noisy_lora):
+    """Adapter slot 1 learned task b's held-out demos, slot 0 is a no-op: b solves them through its adapter only,
+    whichever items are asked together, and decoding agrees."""
+    rng = np.random.default_rng(7)
+    group = [_grid_task("a", rng, [(3, 3)] * 3), _grid_task("b", rng, [(2, 4)] * 3)]
+    model = tiny_grid_model(8)
+    lora = noisy_lora(model, 2, std=0.0)
+    _memorize(model, _loo_sequences(group[1], {0, 1, 2}), slot=1, lora=lora, steps=150)
+    ops = _ops(model, group, small_cfg, lora=lora)
+    adapted = ops.leave_one_out([0, 1], adapted=True)
+    assert adapted == _decoded_loo(model, CODEC, group, ops.pcfg, ops._adapters([0, 1]))
+    assert adapted == [0.0, 1.0]
+    assert ops.leave_one_out([1], adapted=True) == [1.0]
+    assert ops.leave_one_out([0, 1], adapted=False) == _decoded_loo(model, CODEC, group, ops.pcfg) == [0.0, 0.0]

