@@ -183,6 +183,28 @@ def test_the_estimate_follows_the_work():
     assert never["ttt"] == never["predict"] == 0 and never["icl"] > 0
 
 
+def test_the_leave_one_out_check_is_priced_as_scoring_not_decoding():
+    """Each check scores the held-out demos' answers after their prompts (a pass over each), far cheaper than
+    decoding them; every check of a policy costs alike; a task of one demo has none to check."""
+    from testtime.policy import POLICIES, loo_tasks
+    from testtime.predict import make_queries
+
+    model = build_model(ModelConfig(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128))
+    task = big_task(demos=3, side=12)
+    shape = Shape.of(model)
+    est = Estimator(task, GridCodec(), shape, PACE)
+    work = default_work()
+    once = est(replace(work, policy=POLICIES["loo-stop"]))["loo"]  # between its two rounds
+    assert est(replace(work, policy=POLICIES["adaptive"]))["loo"] == pytest.approx(3 * once)  # base, round, pick
+    assert est(work)["loo"] == 0  # the default policy runs no check
+    queries, _ = make_queries(loo_tasks(task), GridCodec(), replace(work.predict, views=1, orders=1))
+    decode = budget.decode_seconds([len(q.prompt) for q in queries], [q.max_new for q in queries],
+                                   shape.token_budget, shape, PACE)
+    assert 0 < once < decode / 3
+    one = Estimator(replace(task, train=task.train[:1]), GridCodec(), shape, PACE)
+    assert one(replace(work, policy=POLICIES["adaptive"]))["loo"] == 0
+
+
 # ---------------------------------------------------------------- wiring: records, output, flags
 
 

@@ -16,7 +16,8 @@ hand, so a faster machine or a larger model is priced by what it does, not by th
   A step of b rows costs a little more per row, and reads each row's cached keys and values, priced by their
   bytes against the weights'.
 - Reading a prompt at once (decoding's prefill, scoring's prefixes and candidates) is priced like a training row
-  without the backward pass (PREFILL, ATTENTION_PREFILL).
+  without the backward pass (PREFILL, ATTENTION_PREFILL). Scoring covers the product of experts and the
+  leave-one-out check, which scores each held-out demo's answer instead of decoding it.
 
 The constants were fitted on the 2-core CPU of results/cpu-budget-2026-11-29.md, in units of the timed pace.
 
@@ -42,8 +43,8 @@ from testtime.augment import Transform
 from testtime.encode import Codec, prompt_length
 from testtime.engine import auto_token_budget, budget_batches, kv_bytes_per_token, prompt_positions
 from testtime.policy import POLICIES, Policy, loo_tasks, round_steps
-from testtime.predict import PredictConfig, make_queries
-from testtime.selection import SelectConfig
+from testtime.predict import PredictConfig, answered, make_queries
+from testtime.selection import SelectConfig, scoring_budget
 from testtime.tasks import Task
 from testtime.ttt import TTTConfig, build_dataset, target_weights
 
@@ -212,7 +213,7 @@ def decode_seconds(widths: Sequence[int], answers: Sequence[int], token_budget: 
 
 def score_seconds(views: int, width: int, answer: int, candidates: int, token_budget: int, shape: Shape,
                   speed: Speed) -> float:
-    """Seconds of `engine.sequence_logprobs` on `views` prefixes of `width` tokens with `candidates` continuations
+    """Seconds of `engine.sequence_scores` on `views` prefixes of `width` tokens with `candidates` continuations
     of `answer` tokens each: every prefix once, then each candidate through every prefix's cache."""
     seconds = 0.0
     for batch in budget_batches([width + answer] * views, token_budget):
@@ -247,8 +248,6 @@ class Estimator:
     def __call__(self, work: Work) -> dict[str, float]:
         p, pcfg = work.policy, work.predict
         out = dict.fromkeys(STAGES, 0.0)
-        loo = loo_tasks(self.task)
-        one_view = replace(pcfg, views=1, orders=1)
         if p.icl_first or not p.ttt:
             out["icl"] = self._decode([self.task], pcfg)
         if p.ttt:
@@ -257,7 +256,7 @@ class Estimator:
                                     work.ttt.adapter)
             out["ttt"] = sum(rounds) * step
             checks = int(p.needs_base_loo) + (len(rounds) - 1 if p.loo_stop else 0) + int(p.pick_by_loo)
-            out["loo"] = checks * self._decode(loo, one_view) if loo else 0.0
+            out["loo"] = checks * self._loo(work)
             more = p.more_orders if len(rounds) > 1 else 1
             out["predict"] = self._decode([self.task], replace(pcfg, orders=pcfg.orders * more))
             predictions = pcfg.views * pcfg.orders * more
@@ -266,6 +265,14 @@ class Estimator:
         out["select"] = self._select(work, predictions)
         return out
 
+    def _loo(self, work: Work) -> float:
+        """One leave-one-out check (`evaluate.GridOps.leave_one_out`): each held-out demo's answer scored after its
+        prompt; those decoding could not give cost nothing (the check counts them failed, unscored)."""
+        seqs = [answered(self.codec, lt.train, lt.test[0], work.predict.max_len) for lt in loo_tasks(self.task)]
+        budget = scoring_budget(work.select, work.predict.token_budget)
+        return sum(score_seconds(1, s.prompt_len, len(s) - s.prompt_len, 1, budget, self.shape, self.speed)
+                   for s in seqs if s is not None)
+
     def _select(self, work: Work, predictions: int) -> float:
         """Product-of-experts scoring, as if every test input had as many distinct candidates as it may."""
         s = work.select
@@ -273,7 +280,7 @@ class Estimator:
         if s.method == "vote" or candidates <= work.attempts:
             return 0.0
         queries, _ = make_queries([self.task], self.codec, replace(work.predict, views=1, orders=1))
-        budget = min(s.token_budget, work.predict.token_budget or s.token_budget)
+        budget = scoring_budget(s, work.predict.token_budget)
         return sum(score_seconds(s.views * s.colors, len(q.prompt), q.max_new, candidates, budget, self.shape,
                                  self.speed) for q in queries)
 
@@ -401,7 +408,7 @@ class Plan:
     def line(self) -> str:
         """The plan in one line, for the output before the work starts."""
         def parts(s: dict[str, float]) -> str:
-            named = {"TTT": s["ttt"], "decoding": s["icl"] + s["loo"] + s["predict"], "scoring": s["select"]}
+            named = {"TTT": s["ttt"], "decoding": s["icl"] + s["predict"], "scoring": s["loo"] + s["select"]}
             return ", ".join(f"{k} {v:.0f} s" for k, v in named.items() if v >= 0.5) or "each stage under a second"
 
         left = f"the budget of {self.max_seconds:g} s" + (f" ({self.spent:.0f} s spent loading)" if self.spent >= 1 else "")
