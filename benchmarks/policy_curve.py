@@ -14,6 +14,7 @@ a policy that answers early is well calibrated when its early answers are at lea
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +23,35 @@ from testtime.report import by_decision, compute_by_stage
 from testtime.store import RESULTS, read_config, read_joint_summary, read_records
 
 STAGES = ("icl", "loo", "ttt", "predict", "select")
+FIXED = ("always", "extended")  # policies that train every task the same number of steps
 
 
-def label(run: Path) -> str:
-    """Policy and TTT steps of a run, from its config.json (else the folder name), by the recipe's own rules
-    (`evaluate.effective_policy`, `evaluate.ttt_config`): a run with no policy named ran the default one."""
+def label(run: Path, records: list[dict[str, Any]]) -> str:
+    """Policy, TTT steps and adapter of a run, from its config.json (else the folder name), by the recipe's own rules
+    (`evaluate.effective_policy`): a run with no policy named ran the default one. The steps of a fixed schedule
+    are those its records took, not what today's defaults would make of its config (a default may have moved)."""
     raw = read_config(run)
     if raw is None:
         return run.name
     cfg = config_from_dict(raw, str(run / "config.json"))
     policy = effective_policy(cfg)
     joint = f"joint {cfg.joint_cfg.samples}/task + " if cfg.joint_cfg.samples else ""
-    if policy != "always":  # its steps vary per task or by policy: the table's TTT task-steps say what it spent
-        steps = f" ({ttt_config(cfg).steps} steps)" if policy == "extended" else ""
-        return f"{joint}{policy}{steps}"
+    full = f", full lr {cfg.ttt_cfg.lr:g}" if cfg.ttt_cfg.adapter == "full" else ""
+    if policy not in FIXED:  # its steps vary per task: the table's TTT task-steps say what it spent
+        return f"{joint}{policy}{full}"
+    taken = Counter(int((r.get("policy") or {}).get("ttt_steps", 0)) for r in records)
+    steps = taken.most_common(1)[0][0] if taken else ttt_config(cfg).steps
     orders = cfg.predict_cfg.orders
-    return f"{joint}{policy} ({ttt_config(cfg).steps} steps{f', {orders} orders' if orders > 1 else ''})"
+    return f"{joint}{policy} ({steps} steps{f', {orders} orders' if orders > 1 else ''}{full})"
+
+
+def on_frontier(run: Path) -> bool:
+    """Whether a run is a point of the fixed-budget curve: no TTT, or every task trained alike with LoRA."""
+    raw = read_config(run)
+    if raw is None:
+        return False
+    cfg = config_from_dict(raw, str(run / "config.json"))
+    return effective_policy(cfg) in ("never", *FIXED) and cfg.ttt_cfg.adapter == "lora" and not cfg.joint_cfg.samples
 
 
 def load_runs(runs: list[Path]) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
@@ -58,7 +72,8 @@ def rows(runs: list[Path]) -> tuple[list[dict[str, Any]], int]:
         joint_s = joint["seconds"] * joint["world"] if joint else 0.0
         out.append({
             "run": str(run),
-            "label": label(run),
+            "label": label(run, rs),
+            "frontier": on_frontier(run),
             "score": sum(float(r.get("score") or 0) for r in scored),
             "n": len(scored),
             "seconds": sum(float(r.get("seconds") or 0) for r in rs) + joint_s,
@@ -97,16 +112,18 @@ def plot(table: list[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for r in table:
+    # Labels alternate above and below in order of compute: runs of like cost and score sit close together.
+    for k, r in enumerate(sorted(table, key=lambda r: r["seconds"])):
         pct = 100 * r["score"] / r["n"] if r["n"] else 0.0
         ax.scatter(r["seconds"], pct, s=40)
-        ax.annotate(r["label"], (r["seconds"], pct), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    always = sorted((r for r in table if r["label"].startswith("always") or r["label"] == "never"),
+        ax.annotate(r["label"], (r["seconds"], pct), textcoords="offset points", xytext=(6, 5 + 11 * (k % 3) - 16 * (k % 2)),
+                    fontsize=8)
+    fixed = sorted((r for r in table if r["frontier"]),
                     key=lambda r: r["seconds"])
-    if len(always) > 1:  # the fixed-budget frontier: never, then always at growing step counts
-        ax.plot([r["seconds"] for r in always], [100 * r["score"] / max(1, r["n"]) for r in always], "--", lw=1,
+    if len(fixed) > 1:  # the fixed-budget frontier: never, then every task trained alike at growing step counts
+        ax.plot([r["seconds"] for r in fixed], [100 * r["score"] / max(1, r["n"]) for r in fixed], "--", lw=1,
                 color="grey")
-    ax.margins(x=0.3)  # room for the labels of the costliest runs
+    ax.margins(x=0.3, y=0.15)  # room for the labels of the costliest and the best runs
     ax.set_xlabel("total compute, seconds (sum over tasks)")
     ax.set_ylabel("pass@2 (%)")
     ax.set_title(title, fontsize=10)
