@@ -57,6 +57,31 @@ def test_exact_is_what_greedy_decoding_reproduces(grid_model, tiny_grid_model, t
     assert [s.exact for s in sequence_scores(model, seqs, CODEC.pad_id, adapters=Adapters(lora, swapped))] != exact
 
 
+@pytest.mark.parametrize("grid_model", [True, False])
+def test_sequences_read_whole_score_as_through_a_shared_prefix(grid_model, tiny_grid_model, tiny_llama, flip_task,
+                                                               noisy_lora):
+    """Sequences that share no prefix are read whole (right-padded, one pass); sequences that share one read it once
+    and each continuation through its cache. Both ways give each sequence the same log-probability and verdict."""
+    model = tiny_grid_model(4) if grid_model else tiny_llama(4)
+    lora = noisy_lora(model, 2, seed=5)
+    rng = np.random.default_rng(1)
+    seqs, slots = [], []
+    for k, task in enumerate((flip_task(0), flip_task(1, shape=(2, 5)), flip_task(2, shape=(4, 3)))):
+        prompt = encode_query(CODEC, task.train, task.test[0].input, 512)[0]
+        for target in (CODEC.answer_piece(task.test[0].output), rng.integers(0, 18, 5).tolist()):
+            seqs.append(_with_target(prompt, target))
+            slots.append(k % 2)
+    shared = sequence_scores(model, seqs, CODEC.pad_id, adapters=Adapters(lora, tuple(slots)), stop_ids=CODEC.stop_ids)
+    whole = [sequence_scores(model, [seqs[i]], CODEC.pad_id, adapters=Adapters(lora, (slots[i],)),
+                             stop_ids=CODEC.stop_ids)[0] for i in range(len(seqs))]
+    together = sequence_scores(model, seqs[::2], CODEC.pad_id, adapters=Adapters(lora, tuple(slots[::2])),
+                               stop_ids=CODEC.stop_ids)  # three prompts, one continuation each: one whole batch
+    assert [w.exact for w in whole] == [s.exact for s in shared]
+    np.testing.assert_allclose([w.logprob for w in whole], [s.logprob for s in shared], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose([t.logprob for t in together], [s.logprob for s in shared[::2]], rtol=1e-4, atol=1e-4)
+    assert [t.exact for t in together] == [s.exact for s in shared[::2]]
+
+
 def test_any_stop_token_ends_an_answer(tiny_grid_model, flip_task):
     """Where the target is a stop token, decoding stops on whichever stop token it picks: with the model's own
     pick among `stop_ids`, a target ending in another stop token is still exact."""

@@ -399,10 +399,36 @@ def sequence_scores(
         batch = [members[k] for k in cut]
         if adapters is not None:
             adapters.use([g[0] for g in batch], device)
-        _score_prefix_batch(model, seqs, starts, batch, pad_id, stops, device, out)
+        if all(len(g) == 1 for g in batch):
+            _score_whole_batch(model, seqs, [g[0] for g in batch], pad_id, stops, device, out)
+        else:
+            _score_prefix_batch(model, seqs, starts, batch, pad_id, stops, device, out)
     if adapters is not None:
         adapters.use(None, device)
     return out
+
+
+def _score_whole_batch(model, seqs: Sequence[Encoded], rows: list[int], pad_id: int, stops: torch.Tensor, device,
+                       out: list[Score]) -> None:
+    """Sequences that share no prefix (a leave-one-out check's held-out demos): each read whole in one forward pass,
+    right-padded and without a mask as in training (under causal attention no real token sees the padding), with
+    the output head on the masked positions only. Half the time of reading a prefix, then its continuation
+    through a copy of its cache behind a padding mask."""
+    from testtime.model import head_logits
+    from testtime.training import pad_right
+
+    ids, mask = pad_right([seqs[i] for i in rows], pad_id, device)
+    hidden = model.get_decoder()(input_ids=ids, use_cache=False).last_hidden_state
+    sel = mask[:, 1:]  # position t predicts token t+1
+    lp = torch.log_softmax(head_logits(model, hidden[:, :-1][sel]), -1)
+    target = ids[:, 1:][sel]
+    best = lp.argmax(-1)
+    hit = (best == target) | (torch.isin(best, stops) & torch.isin(target, stops))
+    row_of = torch.arange(len(rows), device=device)[:, None].expand_as(sel)[sel]
+    sums = torch.zeros(len(rows), device=device).index_add_(0, row_of, lp.gather(1, target[:, None])[:, 0]).tolist()
+    misses = torch.zeros(len(rows), device=device).index_add_(0, row_of, (~hit).float()).tolist()
+    for r, i in enumerate(rows):
+        out[i] = Score(sums[r], misses[r] == 0)
 
 
 def _score_prefix_batch(model, seqs: Sequence[Encoded], starts: list[int], batch: list[list[int]], pad_id: int,
