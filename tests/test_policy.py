@@ -206,6 +206,30 @@ def test_policy_curve_compares_runs_on_common_tasks(tmp_path, run):
     assert (tmp_path / "curve.png").stat().st_size > 1000
 
 
+def test_policy_curve_labels_a_fixed_schedule_by_the_steps_it_took(tmp_path, run):
+    """A run's config may name no epochs (the default of its day): its label gives the steps its records took,
+    not what today's default would make of that config; a full-weight run says so and leaves the frontier."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("policy_curve", Path(__file__).parents[1] / "benchmarks" / "policy_curve.py")
+    curve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(curve)
+    run("always", n=2)  # 2 steps a task
+    cfg_path = tmp_path / "always" / "config.json"
+    raw = json.loads(cfg_path.read_text())
+    raw["ttt_cfg"]["epochs"] = None  # today's default would give always 2 epochs of 2 steps: 4
+    cfg_path.write_text(json.dumps(raw))
+    records = curve.read_records(tmp_path / "always" / curve.RESULTS)
+    assert curve.label(tmp_path / "always", records) == "always (2 steps)"
+    assert curve.on_frontier(tmp_path / "always")
+    raw["ttt_cfg"].update(adapter="full", lr=1e-4)
+    cfg_path.write_text(json.dumps(raw))
+    assert curve.label(tmp_path / "always", records) == "always (2 steps, full lr 0.0001)"
+    assert not curve.on_frontier(tmp_path / "always")
+
+
 @pytest.mark.parametrize("kw, message", [
     (dict(answer_at=0.5), "needs icl_first"),
     (dict(icl_first=True, loo_gate=True), "only gates answer_at"),
