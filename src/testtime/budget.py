@@ -266,12 +266,14 @@ class Estimator:
         return out
 
     def _loo(self, work: Work) -> float:
-        """One leave-one-out check (`evaluate.GridOps.leave_one_out`): each held-out demo's answer scored after its
-        prompt; those decoding could not give cost nothing (the check counts them failed, unscored)."""
+        """One leave-one-out check (`evaluate.GridOps.leave_one_out`): each held-out demo's prompt and answer read
+        whole, in padded batches (they share no prefix); those decoding could not give cost nothing (the check counts
+        them failed, unscored)."""
         seqs = [answered(self.codec, lt.train, lt.test[0], work.predict.max_len) for lt in loo_tasks(self.task)]
+        widths = [len(s) for s in seqs if s is not None]
         budget = scoring_budget(work.select, work.predict.token_budget)
-        return sum(score_seconds(1, s.prompt_len, len(s) - s.prompt_len, 1, budget, self.shape, self.speed)
-                   for s in seqs if s is not None)
+        return sum(self.speed.row_token * _prefill(len(b), max(widths[i] for i in b), self.shape)
+                   for b in budget_batches(widths, budget))
 
     def _select(self, work: Work, predictions: int) -> float:
         """Product-of-experts scoring, as if every test input had as many distinct candidates as it may."""

@@ -379,9 +379,10 @@ def sequence_scores(
     over the whole vocabulary at each step, with no constraint, and as long as each pick is the target the
     context of the next step is the teacher-forced one. `stop_ids` are the tokens decoding stops on: where a
     masked token is one, any of them counts as its argmax (decoding ends there whichever it picks). What it does
-    not see: decoding stops after `max_new` tokens (the caller compares the answer's length), and it runs other
-    kernels (one step at a time from a cache; on a GPU under bfloat16 autocast), so where two logits nearly tie
-    the two argmaxes may differ.
+    not see: a codec that spells one answer several ways (a text tokenizer's digits) lets decoding reach it by
+    another spelling, so there exact is sufficient, not necessary; decoding stops after `max_new` tokens (the
+    caller compares the answer's length); and it runs other kernels (one step at a time from a cache; on a GPU
+    under bfloat16 autocast), so where two logits nearly tie the two argmaxes may differ.
     """
     device = next(model.parameters()).device
     stops = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)

@@ -253,7 +253,8 @@ class GridOps:
 
         A held-out demo is solved where greedy decoding under the identity view would answer it exactly; all of
         them are told by one teacher-forced pass (`engine.sequence_scores`) instead of a decode loop. One whose
-        prompt does not fit, or whose answer is longer than decoding may go, is not solved, as a decode fails."""
+        prompt does not fit, or whose answer is longer than decoding may go, is not solved, as a decode fails. With a
+        text tokenizer, an answer decoding would reach by another spelling of its digits counts as not solved."""
         k = self.kind
         hits: list[list[bool]] = [[] for _ in items]
         seqs, owner = [], []
