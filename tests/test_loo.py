@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from testtime.encode import END, GridCodec, encode_example
+from testtime.encode import END, GridCodec, TooLongError, encode_example
 from testtime.engine import greedy_generate, sequence_scores
 from testtime.evaluate import GridKind, GridOps
 from testtime.lora import Adapters
@@ -103,6 +103,14 @@ def test_the_answered_sequence_is_the_decoding_prompt_and_its_answer(flip_task):
     assert seq.loss_mask.sum() == len(answer) and seq.loss_mask[-len(answer):].all()  # demos carry no loss
     # Decoding could not give it: the prompt does not fit, or the answer is longer than decoding may go.
     assert answered(CODEC, task.train, task.test[0], 40) is None
+    # At every length budget: a sequence exactly where decoding has room for the whole answer (with the demos it
+    # keeps there: a tighter budget drops one, and the answer may fit again).
+    for max_len in range(40, len(enc) + len(answer) + 3):
+        try:
+            room = encode_query(CODEC, task.train, task.test[0].input, max_len)[1]
+        except TooLongError:
+            room = -1
+        assert (answered(CODEC, task.train, task.test[0], max_len) is not None) == (room >= len(answer)), max_len
     big = Example(task.test[0].input, np.zeros((6, 6), dtype=np.uint8))
     assert len(CODEC.answer_piece(big.output)) > max_new and answered(CODEC, task.train, big, 512) is None
 
