@@ -97,17 +97,16 @@ def test_extended_is_always_with_its_epochs_unless_epochs_are_given(tmp_path, ti
     `--epochs N` means N epochs under it too (issue 14: `--epochs 2` used to train 3)."""
     model, codec = tiny
 
-    def run(name, epochs, orders, out=None):
+    def run(name, epochs, out=None):
         cfg = small_cfg(policy=name)
         cfg.ttt_cfg.samples, cfg.ttt_cfg.epochs = 4, epochs  # 2 steps an epoch at batch size 2
-        cfg.predict_cfg.orders = orders
         return evaluate(cfg, tmp_path / (out or name), model=model, codec=codec, tasks=synthetic_tasks(3),
                         show_progress=False)
 
     assert policy_mod.get_policy("extended").epochs == 6
-    ext, plain = run("extended", None, 1), run("always", 6, 2)
+    ext, plain = run("extended", None), run("always", 6)
     assert [r["policy"]["ttt_steps"] for r in ext] == [r["policy"]["ttt_steps"] for r in plain] == [12, 12, 12]
-    assert [r["policy"]["ttt_steps"] for r in run("extended", 2, 1, "extended-2")] == [4, 4, 4]
+    assert [r["policy"]["ttt_steps"] for r in run("extended", 2, "extended-2")] == [4, 4, 4]
     assert [r["attempts"] for r in ext] == [r["attempts"] for r in plain]
     assert [r["ttt_loss"] for r in ext] == [r["ttt_loss"] for r in plain]  # same steps, data order and schedule
 

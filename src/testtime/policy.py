@@ -79,7 +79,7 @@ POLICIES: dict[str, Policy] = {
         Policy("never", "no TTT: augmented in-context inference only", icl_first=True, rounds=()),
         Policy("always", "TTT on every task with the configured schedule (the paper's recipe)"),
         Policy("extended", "TTT on every task for 6 epochs where no --epochs is given (96 steps at the defaults, "
-               "against always's 32)", epochs=6, more_orders=2),
+               "against always's 32)", epochs=6),
         Policy("agree", "ICL first; TTT only where fewer than half the views agree",
                icl_first=True, answer_at=0.5),
         Policy("loo-stop", "TTT in two halves; stop after the first where the adapter solves its held-out demos",
