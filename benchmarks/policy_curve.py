@@ -116,8 +116,8 @@ def plot(table: list[dict[str, Any]], path: Path, title: str) -> None:
     for k, r in enumerate(sorted(table, key=lambda r: r["seconds"])):
         pct = 100 * r["score"] / r["n"] if r["n"] else 0.0
         ax.scatter(r["seconds"], pct, s=40)
-        ax.annotate(r["label"], (r["seconds"], pct), textcoords="offset points", xytext=(6, 5 + 11 * (k % 3) - 16 * (k % 2)),
-                    fontsize=8)
+        dy = 5 + 11 * (k % 3) - 16 * (k % 2)
+        ax.annotate(r["label"], (r["seconds"], pct), textcoords="offset points", xytext=(6, dy), fontsize=8)
     fixed = sorted((r for r in table if r["frontier"]),
                     key=lambda r: r["seconds"])
     if len(fixed) > 1:  # the fixed-budget frontier: never, then every task trained alike at growing step counts

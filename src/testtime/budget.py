@@ -22,8 +22,8 @@ hand, so a faster machine or a larger model is priced by what it does, not by th
 The constants were fitted on the 2-core CPU of results/cpu-budget-2026-11-29.md, in units of the timed pace.
 
 `fit` keeps a task that fits as it is. One that does not is cut in rounds, each taking one step of every lever in
-this order, until the estimate fits in MARGIN of the budget: one demonstration fewer in context (the longest is dropped: `max_len`
-shrinks), half the scoring views of the product of experts (then the vote alone), half the views (and demo
+this order, until the estimate fits in MARGIN of the budget: one demonstration fewer in context (the longest is
+dropped: `max_len` shrinks), half the scoring views of the product of experts (then the vote alone), half the views (and demo
 orders), half the TTT steps (down to MIN_TTT_STEPS). TTT then takes back as many steps as the room left by the last
 halving holds. Only when every lever is spent does TTT go altogether.
 """
@@ -349,8 +349,9 @@ def _cut_steps(work: Work) -> Work | None:
 
 def _refill_steps(work: Work, seconds: dict[str, float], most: Work, room: float,
                   estimate: Callable[[Work], dict[str, float]]) -> tuple[Work, dict[str, float]]:
-    """As many TTT steps back (up to those of `most`, the work as configured) as the room a halving left still holds: a step costs about the same
-    whatever their number, so the first guess is near, and each miss takes one step off."""
+    """As many TTT steps back (up to those of `most`, the work as configured) as the room a halving left still
+    holds: a step costs about the same whatever their number, so the first guess is near, and each miss takes one
+    step off."""
     steps = work.ttt.steps
     per_step = seconds["ttt"] / max(1, sum(round_steps(steps, work.policy.rounds)))
     more = int((room - total(seconds)) // per_step) if per_step > 0 else 0
@@ -413,7 +414,8 @@ class Plan:
             named = {"TTT": s["ttt"], "decoding": s["icl"] + s["predict"], "scoring": s["loo"] + s["select"]}
             return ", ".join(f"{k} {v:.0f} s" for k, v in named.items() if v >= 0.5) or "each stage under a second"
 
-        left = f"the budget of {self.max_seconds:g} s" + (f" ({self.spent:.0f} s spent loading)" if self.spent >= 1 else "")
+        loading = f" ({self.spent:.0f} s spent loading)" if self.spent >= 1 else ""
+        left = f"the budget of {self.max_seconds:g} s{loading}"
         asked = f"estimated {total(self.asked):.0f} s ({parts(self.asked)})"
         if not self.cuts:
             return f"{asked}, within {left}"
