@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from provenance import header, publish
 
-from testtime.tasks import Example, Task, save_task
+from testtime.data.tasks import Example, Task, save_task
 
 MAIN_JOB = "arc1/eval/00576224"
 

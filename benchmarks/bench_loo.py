@@ -1,6 +1,6 @@
 """The leave-one-out self-check two ways: greedy decoding of each held-out demo, against one teacher-forced pass.
 
-The adaptive policies (`testtime.policy`) ask, per task, how many of its demonstrations the model solves from the
+The adaptive policies (`testtime.stages.policy`) ask, per task, how many of its demonstrations the model solves from the
 others. Decoding answers each held-out demo token by token; `engine.sequence_scores` scores each known answer
 in one forward pass and calls it solved where every answer token is the argmax (what greedy decoding would pick).
 This times both on the same held-out demos, through the base model, interleaved over rounds (medians), and
@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 from provenance import header, publish
 
-from testtime.engine import sequence_scores
-from testtime.model import load_model
-from testtime.policy import loo_tasks
-from testtime.predict import PredictConfig, answered, predict_tasks
-from testtime.tasks import grids_equal, load_tasks
+from testtime.data.tasks import grids_equal, load_tasks
+from testtime.model.loading import load_model
+from testtime.stages.engine import sequence_scores
+from testtime.stages.policy import loo_tasks
+from testtime.stages.predict import PredictConfig, answered, predict_tasks
 
 
 def main() -> None:

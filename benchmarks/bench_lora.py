@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from testtime.lora import attach_multi_lora
-from testtime.model import load_model
+from testtime.model.loading import load_model
+from testtime.model.lora import attach_multi_lora
 
 
 def main() -> None:

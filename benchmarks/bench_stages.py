@@ -20,15 +20,15 @@ from pathlib import Path
 import torch
 from provenance import header, publish
 
-from testtime.distributed import pick_device
-from testtime.encode import Codec
-from testtime.evaluate import plan_groups
-from testtime.lora import Adapters, attach_multi_lora
-from testtime.model import load_model
-from testtime.predict import PredictConfig, predict_tasks
-from testtime.tasks import Task, load_tasks
-from testtime.ttt import TTTConfig, build_dataset, train_adapters
-from testtime.vote import attempts, hierarchical_vote, is_solved
+from testtime.core.distributed import pick_device
+from testtime.data.encode import Codec
+from testtime.data.tasks import Task, load_tasks
+from testtime.model.loading import load_model
+from testtime.model.lora import Adapters, attach_multi_lora
+from testtime.recipes.grid import plan_groups
+from testtime.stages.predict import PredictConfig, predict_tasks
+from testtime.stages.ttt import TTTConfig, build_dataset, train_adapters
+from testtime.stages.vote import attempts, hierarchical_vote, is_solved
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from provenance import header, publish
 
-from testtime.engine import sequence_logprobs
-from testtime.model import load_model
-from testtime.text import load_text_tasks
-from testtime.text_encode import TextFormat
-from testtime.training import pad_right, target_loss
+from testtime.model.loading import load_model
+from testtime.model.training import pad_right, target_loss
+from testtime.stages.engine import sequence_logprobs
+from testtime.text.encode import TextFormat
+from testtime.text.tasks import load_text_tasks
 
 
 @torch.no_grad()

@@ -18,9 +18,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from testtime.evaluate import config_from_dict, effective_policy, ttt_config
-from testtime.report import by_decision, compute_by_stage
-from testtime.store import RESULTS, read_config, read_joint_summary, read_records
+from testtime.core.store import RESULTS, read_config, read_joint_summary, read_records
+from testtime.recipes.grid import config_from_dict, effective_policy, ttt_config
+from testtime.report.report import by_decision, compute_by_stage
 
 STAGES = ("icl", "loo", "ttt", "predict", "select")
 FIXED = ("always", "extended")  # policies that train every task the same number of steps

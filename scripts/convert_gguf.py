@@ -163,7 +163,7 @@ def greedy(model, tokenizer, prompt: str, n: int = 16) -> str:
 
 def check(out: Path, gguf: Path, source_model, checks: dict) -> None:
     """Reload the folder as `testtime` will, compare its tokenizer and NLL with the GGUF read by transformers, decode."""
-    from testtime.model import load_model
+    from testtime.model.loading import load_model
 
     loaded = load_model(out)
     tok, model = loaded.tokenizer, loaded.model

@@ -25,7 +25,7 @@ import json
 import tarfile
 from pathlib import Path
 
-from testtime.text import bigbench_task, write_text_tasks
+from testtime.text.tasks import bigbench_task, write_text_tasks
 
 # BIG-bench JSON tasks behind BBH (the 3-object variants of the two tasks that come in 3/5/7).
 TASKS = (

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import random
 
-from testtime.text import TextTask, write_text_tasks
+from testtime.text.tasks import TextTask, write_text_tasks
 
 PAIRS = {"(": ")", "[": "]", "{": "}", "<": ">"}
 WORDS = (

@@ -12,11 +12,11 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from testtime.config import with_overrides
-from testtime.encode import GridCodec
-from testtime.evaluate import EvalConfig, config_from_dict
-from testtime.model import ModelConfig, build_model
-from testtime.tasks import Example, Task
+from testtime.core.config import with_overrides
+from testtime.data.encode import GridCodec
+from testtime.data.tasks import Example, Task
+from testtime.model.loading import ModelConfig, build_model
+from testtime.recipes.grid import EvalConfig, config_from_dict
 
 
 def _tiny_llama(seed: int = 0) -> LlamaForCausalLM:
@@ -78,7 +78,7 @@ def tiny_llama():
 def noisy_lora():
     """noisy_lora(model, n, std, seed): n LoRA adapters attached to `model`, their B factors random (a fresh adapter
     is a no-op), so each slot changes the model's outputs in its own way."""
-    from testtime.lora import attach_multi_lora
+    from testtime.model.lora import attach_multi_lora
 
     def attach(model, n: int, std: float = 0.3, seed: int = 1):
         lora = attach_multi_lora(model, n, rank=4, alpha=8)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from testtime.augment import (
+from testtime.data.augment import (
     IDENTITY_COLORS,
     Transform,
     d8_compose,
@@ -16,7 +16,7 @@ from testtime.augment import (
     dihedral_views,
     random_transform,
 )
-from testtime.tasks import Example, Task, freeze
+from testtime.data.tasks import Example, Task, freeze
 
 settings.register_profile("testtime", max_examples=60, deadline=None)
 settings.load_profile("testtime")

@@ -1,4 +1,4 @@
-"""The CPU time budget (`testtime.budget`): a task that fits runs as configured; one that does not is cut in the
+"""The CPU time budget (`testtime.stages.budget`): a task that fits runs as configured; one that does not is cut in the
 stated order until its estimate fits; the flag is checked; the record says what was cut. No timing here: a fixed
 pace stands in for the timed one (the seconds themselves are measured by benchmarks/bench_cpu_budget.py)."""
 
@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from testtime import budget
-from testtime.budget import Estimator, Shape, Speed, Work, context_lengths, fit, total
 from testtime.cli import app
-from testtime.encode import GridCodec
-from testtime.evaluate import EvalConfig, evaluate, solve_task, work_of
-from testtime.model import ModelConfig, build_model, save_model
-from testtime.tasks import Example, Task, save_task, save_tasks
+from testtime.data.encode import GridCodec
+from testtime.data.tasks import Example, Task, save_task, save_tasks
+from testtime.model.loading import ModelConfig, build_model, save_model
+from testtime.recipes.grid import EvalConfig, evaluate, solve_task, work_of
+from testtime.stages import budget
+from testtime.stages.budget import Estimator, Shape, Speed, Work, context_lengths, fit, total
 
 runner = CliRunner()
 PACE = Speed(row_token=1e-3, step=0.02)  # about the 2-core CPU's pace on the shipped model
@@ -57,7 +57,7 @@ def test_a_task_that_fits_is_not_cut():
 
 def test_the_shipped_shape_prices_a_small_task_well_inside_the_default():
     """The README's main job (two 2x2 -> 6x6 demos) is nowhere near five minutes at this CPU's pace."""
-    from testtime.tasks import resolve_task
+    from testtime.data.tasks import resolve_task
 
     shipped_shape = build_model(ModelConfig())  # random weights: only its shape is priced
     plan = fit(resolve_task("arc1/eval/00576224"), default_work(), GridCodec(), shipped_shape, PACE,
@@ -119,7 +119,7 @@ def test_the_context_cut_drops_the_longest_demos_first():
     task = big_task(demos=3)  # demo 0 is the longest, demo 2 the shortest
     codec = GridCodec()
     lengths = context_lengths(task, codec)
-    from testtime.encode import encode_example
+    from testtime.data.encode import encode_example
 
     for k, max_len in enumerate(lengths, 1):
         enc = encode_example(codec, task.train, Example(task.test[0].input), max_len=max_len)
@@ -129,7 +129,7 @@ def test_the_context_cut_drops_the_longest_demos_first():
 def test_a_context_cut_leaves_prompts_when_the_largest_grid_is_in_a_dropped_demo():
     """The encoder keeps room for an answer as large as the largest grid of every demo, kept or not: a cut sized
     by the kept demos alone left no prompt at all (a 20x20 demo beside 3x3 and 2x2 ones and a 2x2 test)."""
-    from testtime.predict import PredictConfig, make_queries
+    from testtime.stages.predict import PredictConfig, make_queries
 
     rng = np.random.default_rng(0)
 
@@ -186,8 +186,8 @@ def test_the_estimate_follows_the_work():
 def test_the_leave_one_out_check_is_priced_as_scoring_not_decoding():
     """Each check scores the held-out demos' answers after their prompts (a pass over each), far cheaper than
     decoding them; every check of a policy costs alike; a task of one demo has none to check."""
-    from testtime.policy import POLICIES, loo_tasks
-    from testtime.predict import make_queries
+    from testtime.stages.policy import POLICIES, loo_tasks
+    from testtime.stages.predict import make_queries
 
     model = build_model(ModelConfig(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128))
     task = big_task(demos=3, side=12)

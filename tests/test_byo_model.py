@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from testtime.encode import TextCodec
-from testtime.engine import greedy_generate
-from testtime.evaluate import EvalConfig, evaluate
-from testtime.lora import Adapters, attach_multi_lora, find_target_modules
-from testtime.model import load_model
-from testtime.tiny_lm import byte_bpe_tokenizer, save_tiny, tiny_causal_lm
-from testtime.training import pad_right, target_loss
-from testtime.ttt import TTTConfig, build_dataset, train_adapters, train_peft
+from testtime.data.encode import TextCodec
+from testtime.model.loading import load_model
+from testtime.model.lora import Adapters, attach_multi_lora, find_target_modules
+from testtime.model.tiny_lm import byte_bpe_tokenizer, save_tiny, tiny_causal_lm
+from testtime.model.training import pad_right, target_loss
+from testtime.recipes.grid import EvalConfig, evaluate
+from testtime.stages.engine import greedy_generate
+from testtime.stages.ttt import TTTConfig, build_dataset, train_adapters, train_peft
 
 # qwen3 without a pad token; gemma3 with sliding-window layers shorter than the prompts and a tied head.
 ARCHS = {"qwen3": dict(pad=False), "gemma3": dict(pad=True), "mistral": dict(pad=True, bos=False)}
@@ -120,8 +120,8 @@ def test_evaluate_runs_end_to_end(folders, arch, tmp_path, flip_task):
 
 def test_chunked_target_loss_equals_the_full_loss_and_its_gradients(folders, monkeypatch, flip_task):
     """The large-vocabulary loss (head on target rows only, chunked, recomputed in backward) is the same loss."""
-    from testtime import pretrain as pt
-    from testtime.pretrain_data import collate
+    from testtime.data.pretrain_data import collate
+    from testtime.recipes import pretrain as pt
 
     monkeypatch.setattr(pt, "HEAD_CHUNK", 5)  # several chunks, the last one partial
     loaded = load_model(folders["gemma3"])
@@ -142,9 +142,9 @@ def test_chunked_target_loss_equals_the_full_loss_and_its_gradients(folders, mon
 def test_format_finetune_of_a_hf_model_trains_exports_and_resumes(folders, tmp_path, monkeypatch, flip_task):
     """`init_from`: pretrain fine-tunes a Hugging Face LM on ARC training tasks in its text grid format;
     frozen embeddings stay put, the export keeps the tokenizer, and a resumed run ends where a straight one does."""
-    from testtime import pretrain as pt
-    from testtime.pretrain import PretrainConfig, pretrain, read_log
-    from testtime.sources import TaskSource
+    from testtime.data.sources import TaskSource
+    from testtime.recipes import pretrain as pt
+    from testtime.recipes.pretrain import PretrainConfig, pretrain, read_log
 
     monkeypatch.setattr(pt, "loss_sum", pt.loss_sum_targets)  # the path an LLM's large vocabulary takes
     tasks = [flip_task(i, f"t{i}", (3, 3)) for i in range(6)]

@@ -7,7 +7,7 @@ import typer
 from typer.testing import CliRunner
 
 from testtime.cli import EXIT_USER_ERROR, app, cli_errors
-from testtime.tasks import TaskError, load_tasks, save_task
+from testtime.data.tasks import TaskError, load_tasks, save_task
 
 runner = CliRunner()
 

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from testtime.cli import app
-from testtime.compare import pair, sign_test
+from testtime.report.compare import pair, sign_test
 
 
 @pytest.mark.parametrize(("won", "lost", "p"), [(18, 0, 7.62939453125e-06), (12, 5, 0.1435), (10, 4, 0.1796),

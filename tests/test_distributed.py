@@ -16,9 +16,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from testtime.distributed import Dist, from_env, shard
-from testtime.store import append_records, finished_ids, merge_results, read_file_records, read_records
-from testtime.tasks import Example, Task, save_tasks
+from testtime.core.distributed import Dist, from_env, shard
+from testtime.core.store import append_records, finished_ids, merge_results, read_file_records, read_records
+from testtime.data.tasks import Example, Task, save_tasks
 
 REPO = Path(__file__).resolve().parents[1]
 # torchrun is `python -m torch.distributed.run`; this spelling keeps the interpreter that runs the tests.
@@ -102,7 +102,7 @@ def test_merge_dedupes_in_task_order_and_keeps_others(tmp_path, synthetic_tasks)
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, synthetic_tasks):
     """A tiny random model, 8 small synthetic tasks, and a config that keeps each task fast but not instant."""
-    from testtime.model import ModelConfig, build_model, save_model
+    from testtime.model.loading import ModelConfig, build_model, save_model
 
     root = tmp_path_factory.mktemp("dist")
     torch.manual_seed(0)
@@ -150,8 +150,8 @@ KEYS = ("task_id", "attempts", "correct", "greedy", "ttt_loss", "invalid", "toke
 
 
 def test_kill_and_resume_loses_and_repeats_nothing(setup, tmp_path):
-    from testtime.evaluate import evaluate, load_eval_config
-    from testtime.model import load_model
+    from testtime.model.loading import load_model
+    from testtime.recipes.grid import evaluate, load_eval_config
 
     root, tasks = setup
     out = tmp_path / "run"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from testtime.encode import (
+from testtime.data.encode import (
     BOS,
     END,
     EOS,
@@ -23,7 +23,7 @@ from testtime.encode import (
     is_grid_tokenizer,
     load_codec,
 )
-from testtime.tasks import Example, freeze, load_tasks
+from testtime.data.tasks import Example, freeze, load_tasks
 
 TEXT_CHARS = list("0123456789\n") + sorted(set(TextCodec.INPUT_TEXT + TextCodec.OUTPUT_TEXT) - set("\n"))
 

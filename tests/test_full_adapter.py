@@ -9,13 +9,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from testtime import budget
 from testtime.cli import app
-from testtime.config import ConfigError
-from testtime.encode import GridCodec
-from testtime.lora import MultiFullLinear, attach_multi_lora
-from testtime.training import pad_right, target_loss
-from testtime.ttt import (
+from testtime.core.config import ConfigError
+from testtime.data.encode import GridCodec
+from testtime.model.lora import MultiFullLinear, attach_multi_lora
+from testtime.model.training import pad_right, target_loss
+from testtime.stages import budget
+from testtime.stages.ttt import (
     FULL_BYTES_PER_WEIGHT,
     TTTConfig,
     build_dataset,
@@ -114,20 +114,20 @@ def test_full_adapter_paths_agree(tiny_llama):
 def test_full_groups_are_capped_by_memory(tiny_llama, monkeypatch):
     model = tiny_llama()
     per_task = FULL_BYTES_PER_WEIGHT * target_weights(model)
-    monkeypatch.setattr("testtime.ttt.available_memory", lambda device: 40 * per_task)
+    monkeypatch.setattr("testtime.stages.ttt.available_memory", lambda device: 40 * per_task)
     assert max_tasks_together(model, TTTConfig(adapter="full")) == 10  # a quarter of a CPU's memory
     assert max_tasks_together(model, TTTConfig()) is None
     assert max_tasks_together(model, TTTConfig(adapter="full", shared=True)) is None
-    monkeypatch.setattr("testtime.ttt.available_memory", lambda device: 0)
+    monkeypatch.setattr("testtime.stages.ttt.available_memory", lambda device: 0)
     assert max_tasks_together(model, TTTConfig(adapter="full")) == 1  # one task still runs (or fails alone)
 
 
 def test_grid_runs_plan_smaller_groups_for_full(tiny, small_cfg, synthetic_tasks, monkeypatch):
-    from testtime.evaluate import GridKind
+    from testtime.recipes.grid import GridKind
 
     model, codec = tiny
     tasks = synthetic_tasks(6)
-    monkeypatch.setattr("testtime.ttt.available_memory",
+    monkeypatch.setattr("testtime.stages.ttt.available_memory",
                         lambda device: 8 * FULL_BYTES_PER_WEIGHT * target_weights(model))  # 2 tasks' worth
     for adapter, most in (("lora", 4), ("full", 2)):
         kind = GridKind(small_cfg(**{"ttt_cfg.adapter": adapter, "policy": "always"}), model, codec)
@@ -152,8 +152,8 @@ def test_the_peft_reference_path_refuses_full(tiny_llama, flip_task):
 
 
 def test_evaluate_with_full_adapters_from_the_command_line(tmp_path, synthetic_tasks, one_line_error):
-    from testtime.model import ModelConfig, build_model, save_model
-    from testtime.tasks import save_tasks
+    from testtime.data.tasks import save_tasks
+    from testtime.model.loading import ModelConfig, build_model, save_model
 
     torch.manual_seed(0)
     save_model(build_model(ModelConfig.tiny()), None, tmp_path / "model")

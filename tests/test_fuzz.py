@@ -27,13 +27,13 @@ import torch
 from typer.testing import CliRunner
 
 from testtime.cli import app
-from testtime.config import OneOf, Range, limits_of
-from testtime.evaluate import EvalConfig
-from testtime.model import ModelConfig, build_model, save_model
-from testtime.model_folder import SHAPE_LIMITS
-from testtime.pretrain import PretrainConfig
-from testtime.tasks import save_task, save_tasks
-from testtime.text_eval import TextEvalConfig
+from testtime.core.config import OneOf, Range, limits_of
+from testtime.data.tasks import save_task, save_tasks
+from testtime.model.loading import ModelConfig, build_model, save_model
+from testtime.model.model_folder import SHAPE_LIMITS
+from testtime.recipes.grid import EvalConfig
+from testtime.recipes.pretrain import PretrainConfig
+from testtime.text.run import TextEvalConfig
 
 SEED = 17
 GUARD = "missing-model-guard"

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from testtime.cli import app
-from testtime.tasks import load_tasks, save_task
+from testtime.data.tasks import load_tasks, save_task
 
 GOLDEN = Path(__file__).parent / "data" / "golden.json"
 TASKS = ("66e6c45b", "00576224")  # the two smallest evaluation tasks

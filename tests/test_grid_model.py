@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from testtime.encode import (
+from testtime.data.encode import (
     BOS,
     END,
     INPUT,
@@ -21,8 +21,8 @@ from testtime.encode import (
     next_grid_position,
     unpack_positions,
 )
-from testtime.model import load_model, save_model
-from testtime.tasks import Example
+from testtime.data.tasks import Example
+from testtime.model.loading import load_model, save_model
 
 
 def grid(rng, h, w):
@@ -85,7 +85,7 @@ def test_cached_decoding_equals_a_full_forward_pass(tiny_grid_model):
 
 
 def test_the_decoding_engine_matches_naive_greedy_decoding(tiny_grid_model):
-    from testtime.engine import greedy_generate
+    from testtime.stages.engine import greedy_generate
 
     model = tiny_grid_model(1)
     codec = GridCodec()
@@ -118,7 +118,7 @@ def test_the_decoding_engine_matches_naive_greedy_decoding(tiny_grid_model):
 def test_a_grid_model_folder_loads_through_transformers_and_takes_lora(tmp_path, tiny_grid_model):
     from transformers import AutoModelForCausalLM
 
-    from testtime.lora import attach_multi_lora
+    from testtime.model.lora import attach_multi_lora
 
     model = tiny_grid_model()
     save_model(model, None, tmp_path)

@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from testtime.config import ConfigError
-from testtime.encode import NEWLINE, GridCodec, encode_example
-from testtime.joint import JointConfig, demo_tasks, joint_stage, plan_steps
-from testtime.pretrain_data import SequenceSampler
-from testtime.sources import TaskSource
-from testtime.tasks import Example, Task, leave_one_out, save_tasks
-from testtime.training import pad_right, target_loss
-from testtime.ttt import TTTConfig, build_dataset
+from testtime.core.config import ConfigError
+from testtime.data.encode import NEWLINE, GridCodec, encode_example
+from testtime.data.pretrain_data import SequenceSampler
+from testtime.data.sources import TaskSource
+from testtime.data.tasks import Example, Task, leave_one_out, save_tasks
+from testtime.model.training import pad_right, target_loss
+from testtime.recipes.joint import JointConfig, demo_tasks, joint_stage, plan_steps
+from testtime.stages.ttt import TTTConfig, build_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,7 +97,7 @@ def test_evaluate_runs_the_joint_stage_then_scores_every_selection(tmp_path, tin
                                                                    synthetic_tasks):
     """End to end in one process: joint stage, per-task TTT from its weights, product of experts; the records say
     what each selection would score and the summary what the stage cost; a single task (solve) skips the stage."""
-    from testtime.evaluate import evaluate, solve_task
+    from testtime.recipes.grid import evaluate, solve_task
 
     # Enough joint training and views that the tiny model decodes some valid grids to rank.
     cfg = small_cfg(joint_cfg=JointConfig(**{**JOINT, "samples": 200}), **{"predict_cfg.views": 8})
@@ -122,7 +122,7 @@ def test_evaluate_runs_the_joint_stage_then_scores_every_selection(tmp_path, tin
 
 @pytest.fixture(scope="module")
 def run_setup(tmp_path_factory, synthetic_tasks):
-    from testtime.model import ModelConfig, build_model, save_model
+    from testtime.model.loading import ModelConfig, build_model, save_model
 
     root = tmp_path_factory.mktemp("joint")
     torch.manual_seed(0)

@@ -7,9 +7,9 @@ import os
 import pytest
 from typer.testing import CliRunner
 
-from testtime import jsonio
 from testtime.cli import app
-from testtime.tasks import TaskError, load_tasks, save_task
+from testtime.core import jsonio
+from testtime.data.tasks import TaskError, load_tasks, save_task
 
 runner = CliRunner()
 DEEP = "[" * 100_000

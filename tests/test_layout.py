@@ -1,4 +1,5 @@
-"""README's layout is the code's: every module is listed, and none imports from a module listed after it."""
+"""README's layout is the code's: every module is listed under its folder, and none imports from a module listed
+after it (imports point down the flow: core -> data -> model -> report -> stages -> recipes -> text -> cli)."""
 
 from __future__ import annotations
 
@@ -10,28 +11,55 @@ SRC = REPO / "src" / "testtime"
 
 
 def _layout_order() -> list[str]:
+    """Dotted module names ("core.config", "cli") in README's order."""
     readme = (REPO / "README.md").read_text()
     block = readme[readme.index("src/testtime/\n"): readme.index("\nconfigs/")]
     order: list[str] = []
-    for m in re.finditer(r"\b([a-z_0-9]+)\.py\b", block):
-        if m.group(1) not in order:
+    folder = ""
+    for line in block.splitlines()[1:]:
+        if m := re.match(r"^  ([a-z_]+)/\s", line):
+            folder = m.group(1) + "."
+        elif m := re.match(r"^  ([a-z_0-9]+)\.py\b", line):
+            folder = ""
             order.append(m.group(1))
+        elif m := re.match(r"^    ([a-z_0-9]+)\.py\b", line):
+            order.append(folder + m.group(1))
     return order
 
 
+def _modules() -> set[str]:
+    return {".".join(p.relative_to(SRC).with_suffix("").parts) for p in SRC.rglob("*.py") if p.name != "__init__.py"}
+
+
 def _imports(path: Path) -> set[str]:
+    """Modules of testtime that `path` imports, dotted: `from testtime.core import config` gives core.config."""
     out = set()
-    for m in re.finditer(r"^\s*from testtime(?:\.([a-z_0-9]+))? import ([a-zA-Z_0-9, ()\n]+?)$", path.read_text(),
+    for m in re.finditer(r"^\s*from testtime((?:\.[a-z_0-9]+)*) import \(?([a-zA-Z_0-9, \n]+?)\)?$", path.read_text(),
                          re.MULTILINE):
-        out |= {m.group(1)} if m.group(1) else {x.strip(" ()") for x in m.group(2).split(",")}
+        base = m.group(1).lstrip(".")
+        names = {x.strip().split(" as ")[0] for x in m.group(2).split(",") if x.strip()}
+        for name in names:
+            out.add(f"{base}.{name}" if base else name)
+        out.add(base)
+    for m in re.finditer(r"^\s*import testtime\.([a-z_0-9.]+)", path.read_text(), re.MULTILINE):
+        out.add(m.group(1))
     return out
+
+
+def test_layout_parser_reads_folders_and_modules():
+    order = _layout_order()
+    assert order.index("core.jsonio") < order.index("data.tasks") < order.index("recipes.grid") < order.index("cli")
+    assert "text.tasks" in order and "data.tasks" in order
 
 
 def test_every_module_is_in_the_layout_and_imports_only_from_above():
     order = _layout_order()
-    modules = {p.stem for p in SRC.glob("*.py")} - {"__init__"}
+    modules = _modules()
     assert modules <= set(order), f"not in README's layout: {sorted(modules - set(order))}"
+    missing = set(order) - modules - {"__init__"}
+    assert not missing, f"listed but missing: {sorted(missing)}"
     pos = {m: i for i, m in enumerate(order)}
-    upward = sorted((p.stem, t) for p in SRC.glob("*.py") if p.stem in pos
-                    for t in _imports(p) if t in pos and pos[t] > pos[p.stem])
+    upward = sorted((mod, t) for mod in modules if mod in pos
+                    for t in _imports(SRC.joinpath(*mod.split(".")).with_suffix(".py"))
+                    if t in pos and pos[t] > pos[mod])
     assert not upward, f"imports from a module listed later: {upward}"

@@ -13,13 +13,13 @@ from typer.testing import CliRunner
 
 import testtime
 from testtime.cli import app
-from testtime.config import ConfigError, OneOf, Range, check, check_value, limits_of, typed, with_overrides
-from testtime.distributed import pick_device
-from testtime.evaluate import EvalConfig, config_from_dict, evaluate
-from testtime.model import ModelConfig
-from testtime.pretrain import PretrainConfig
-from testtime.tasks import save_tasks
-from testtime.text_eval import text_config_from_dict
+from testtime.core.config import ConfigError, OneOf, Range, check, check_value, limits_of, typed, with_overrides
+from testtime.core.distributed import pick_device
+from testtime.data.tasks import save_tasks
+from testtime.model.loading import ModelConfig
+from testtime.recipes.grid import EvalConfig, config_from_dict, evaluate
+from testtime.recipes.pretrain import PretrainConfig
+from testtime.text.run import text_config_from_dict
 
 runner = CliRunner()
 
@@ -73,8 +73,8 @@ def _config_classes():
     from transformers import PretrainedConfig
 
     found = {}
-    for info in pkgutil.iter_modules(testtime.__path__):
-        module = importlib.import_module(f"testtime.{info.name}")
+    for info in pkgutil.walk_packages(testtime.__path__, "testtime."):
+        module = importlib.import_module(info.name)
         for name, obj in vars(module).items():
             if (name.endswith("Config") and dataclasses.is_dataclass(obj) and obj.__module__ == module.__name__
                     and not issubclass(obj, PretrainedConfig)):

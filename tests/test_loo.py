@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from testtime.encode import END, GridCodec, TooLongError, encode_example
-from testtime.engine import greedy_generate, sequence_scores
-from testtime.evaluate import GridKind, GridOps
-from testtime.lora import Adapters
-from testtime.policy import loo_tasks
-from testtime.predict import answered, encode_query, predict_tasks
-from testtime.selection import SelectConfig
-from testtime.tasks import Example, Task, grids_equal
-from testtime.training import pad_right, target_loss
-from testtime.ttt import TTTConfig
+from testtime.data.encode import END, GridCodec, TooLongError, encode_example
+from testtime.data.tasks import Example, Task, grids_equal
+from testtime.model.lora import Adapters
+from testtime.model.training import pad_right, target_loss
+from testtime.recipes.grid import GridKind, GridOps
+from testtime.stages.engine import greedy_generate, sequence_scores
+from testtime.stages.policy import loo_tasks
+from testtime.stages.predict import answered, encode_query, predict_tasks
+from testtime.stages.selection import SelectConfig
+from testtime.stages.ttt import TTTConfig
 
 CODEC = GridCodec()
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from testtime.encode import GridCodec
-from testtime.model import (
+from testtime.data.encode import GridCodec
+from testtime.model.loading import (
     DEFAULT_MODEL_DIR,
     REPO_ROOT,
     ModelConfig,
@@ -81,7 +81,7 @@ def test_missing_path_is_one_line_model_error(tmp_path):
 def test_default_model_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("TESTTIME_MODEL", raising=False)
     assert default_model_dir() == DEFAULT_MODEL_DIR == REPO_ROOT / "models" / "testtime-grid-base"
-    assert (REPO_ROOT / "src" / "testtime" / "model.py").is_file()
+    assert (REPO_ROOT / "src" / "testtime" / "model" / "loading.py").is_file()
     monkeypatch.setenv("TESTTIME_MODEL", str(tmp_path / "elsewhere"))
     with pytest.raises(ModelError, match="elsewhere"):
         load_model()
@@ -149,7 +149,7 @@ def test_every_path_loads_through_the_one_loader(good_model, tmp_path, flip_task
     from typer.testing import CliRunner
 
     from testtime.cli import app
-    from testtime.tasks import save_task
+    from testtime.data.tasks import save_task
 
     folder = Path(shutil.copytree(good_model, tmp_path / "m"))
     _break(folder, "truncated weights")

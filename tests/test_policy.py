@@ -7,17 +7,17 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from testtime import policy as policy_mod
 from testtime.cli import app
-from testtime.config import ConfigError
-from testtime.encode import GridCodec
-from testtime.evaluate import GridOps, evaluate
-from testtime.lora import attach_multi_lora
-from testtime.policy import POLICIES, Policy, agreement, get_policy, loo_tasks, round_steps
-from testtime.report import by_decision, summarize
-from testtime.tasks import freeze
-from testtime.ttt import TTTConfig, build_dataset, train_adapters
-from testtime.vote import Prediction
+from testtime.core.config import ConfigError
+from testtime.data.encode import GridCodec
+from testtime.data.tasks import freeze
+from testtime.model.lora import attach_multi_lora
+from testtime.recipes.grid import GridOps, evaluate
+from testtime.report.report import by_decision, summarize
+from testtime.stages import policy as policy_mod
+from testtime.stages.policy import POLICIES, Policy, agreement, get_policy, loo_tasks, round_steps
+from testtime.stages.ttt import TTTConfig, build_dataset, train_adapters
+from testtime.stages.vote import Prediction
 
 
 def g(*rows):
@@ -51,7 +51,7 @@ def test_round_steps_and_unknown_policy():
 
 
 def test_the_default_policy_is_the_named_default_and_no_ttt_means_never():
-    from testtime.evaluate import EvalConfig, effective_policy
+    from testtime.recipes.grid import EvalConfig, effective_policy
 
     assert effective_policy(EvalConfig()) == policy_mod.DEFAULT_POLICY == "extended"
     assert effective_policy(EvalConfig(ttt=False)) == "never"

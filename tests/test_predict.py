@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-import testtime.engine as engine_mod
-import testtime.predict as predict_mod
-from testtime.encode import GridCodec
-from testtime.engine import Generated, greedy_generate
-from testtime.lora import Adapters
-from testtime.predict import PredictConfig, make_queries, predict_tasks
-from testtime.tasks import Example, Task
-from testtime.vote import Prediction, attempts, hierarchical_vote, is_solved
+import testtime.stages.engine as engine_mod
+import testtime.stages.predict as predict_mod
+from testtime.data.encode import GridCodec
+from testtime.data.tasks import Example, Task
+from testtime.model.lora import Adapters
+from testtime.stages.engine import Generated, greedy_generate
+from testtime.stages.predict import PredictConfig, make_queries, predict_tasks
+from testtime.stages.vote import Prediction, attempts, hierarchical_vote, is_solved
 
 
 def test_batched_greedy_equals_one_prompt_at_a_time(tiny_llama):
@@ -64,8 +64,8 @@ def test_prepared_mask_decode_equals_hf_masks(monkeypatch, tiny_llama, noisy_lor
 def test_sliding_window_models_decode_over_fixed_buffers_as_hf_does(arch, layout, monkeypatch):
     """Gemma 3 (sliding and full layers) and Mistral (all sliding) take the fixed-buffer loop too, the window
     in the mask: same tokens and log-probs as HF's loop, for prompts and answers longer than the window."""
-    from testtime.encode import TextCodec
-    from testtime.tiny_lm import byte_bpe_tokenizer, tiny_causal_lm
+    from testtime.data.encode import TextCodec
+    from testtime.model.tiny_lm import byte_bpe_tokenizer, tiny_causal_lm
 
     tok = byte_bpe_tokenizer(pad=True)
     model = tiny_causal_lm(arch, tok).eval()

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from testtime.config import ConfigError
-from testtime.model import ModelConfig, load_model
-from testtime.pretrain import PretrainConfig, pretrain, read_log
-from testtime.pretrain_data import BatchStream, SequenceSampler
-from testtime.sources import load_sources
-from testtime.tasks import load_tasks
+from testtime.core.config import ConfigError
+from testtime.data.pretrain_data import BatchStream, SequenceSampler
+from testtime.data.sources import load_sources
+from testtime.data.tasks import load_tasks
+from testtime.model.loading import ModelConfig, load_model
+from testtime.recipes.pretrain import PretrainConfig, pretrain, read_log
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_config_rejects_unknown_keys_and_wrong_types(tmp_path):
 
 
 def test_shipped_config_loads():
-    from testtime.model import REPO_ROOT
+    from testtime.model.loading import REPO_ROOT
 
     cfg = PretrainConfig.from_json(REPO_ROOT / "configs" / "pretrain-base.json")
     assert cfg.datasets == ("arc1/train",)
@@ -146,7 +146,7 @@ def test_shipped_config_loads():
 
 
 def test_held_out_tasks_are_never_trained_on_and_the_best_model_is_exported(tmp_path, sources):
-    from testtime.sources import split_holdout
+    from testtime.data.sources import split_holdout
 
     kept, held = split_holdout(sources, 5)
     assert len(held) == 5 and not {t.id for t in held} & set(kept[0].task_ids())
@@ -170,7 +170,7 @@ def test_holdout_config_is_checked():
 def test_a_grid_model_pretrains_on_rearc_resumes_exactly_and_warm_restarts(tmp_path, write_rearc):
     """A tiny grid-aware model on a tiny RE-ARC-format file: a stopped and resumed run ends where a straight one
     does; then a new run starts from its export (`init_from`), as a later GPU session continues the shipped model."""
-    from testtime.sources import ReArcSource
+    from testtime.data.sources import ReArcSource
 
     rearc = write_rearc(tmp_path / "re_arc.npz.xz", [f"task{i}" for i in range(5)], pairs_per_task=12)
     grid_model = dataclasses.replace(ModelConfig.tiny(), grid_positions=True, rope_theta=100.0)
@@ -193,7 +193,7 @@ def test_fit_minutes_lays_the_schedule_over_the_steps_that_fit_and_keeps_it_on_r
     """The cosine ends where the time does: steps are timed over the second half of warmup, the schedule's length is
     what fits in the rest (under the total_steps cap), the last step runs at the floor rate, and a resumed run keeps
     the fitted length instead of measuring again."""
-    import testtime.pretrain as pretrain_mod
+    import testtime.recipes.pretrain as pretrain_mod
 
     monkeypatch.setattr(pretrain_mod, "FIT_RESERVE_S", 0.0)
     cfg = tiny_config(warmup_steps=4, total_steps=100_000, fit_minutes=0.08, min_lr_ratio=0.1)
@@ -217,8 +217,8 @@ def test_fit_minutes_lays_the_schedule_over_the_steps_that_fit_and_keeps_it_on_r
 
 def test_a_diverging_run_stops_and_writes_no_model(tmp_path, sources, monkeypatch):
     """A NaN loss (here forced from step 3) stops pretraining with one line; no model, no checkpoint of it."""
-    import testtime.pretrain as pretrain_mod
-    from testtime.training import TrainingDiverged
+    import testtime.recipes.pretrain as pretrain_mod
+    from testtime.model.training import TrainingDiverged
 
     real, calls = pretrain_mod.loss_sum, []
 
@@ -236,8 +236,8 @@ def test_a_diverging_run_stops_and_writes_no_model(tmp_path, sources, monkeypatc
 
 
 def test_divergence_between_log_steps_is_never_checkpointed(tmp_path, sources, monkeypatch):
-    import testtime.pretrain as pretrain_mod
-    from testtime.training import TrainingDiverged
+    import testtime.recipes.pretrain as pretrain_mod
+    from testtime.model.training import TrainingDiverged
 
     real = pretrain_mod.loss_sum
     monkeypatch.setattr(pretrain_mod, "loss_sum", lambda m, i, lab: real(m, i, lab) * float("inf"))

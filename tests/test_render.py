@@ -3,8 +3,8 @@
 import numpy as np
 from rich.console import Console
 
-from testtime.render import BAD, GOOD, PALETTE, UNKNOWN, grid_html, grid_png, print_task, task_html, task_png
-from testtime.tasks import Example, Task, task_text, validate_grid
+from testtime.data.render import BAD, GOOD, PALETTE, UNKNOWN, grid_html, grid_png, print_task, task_html, task_png
+from testtime.data.tasks import Example, Task, task_text, validate_grid
 
 A = validate_grid([[0, 1, 2], [3, 4, 5]])
 B = validate_grid([[6, 7], [8, 9]])

@@ -7,9 +7,9 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from testtime.cli import app
-from testtime.render import BAD, GOOD
-from testtime.report import loss_svg, print_summary, read_results, summarize, write_report
-from testtime.tasks import load_tasks, save_tasks
+from testtime.data.render import BAD, GOOD
+from testtime.data.tasks import load_tasks, save_tasks
+from testtime.report.report import loss_svg, print_summary, read_results, summarize, write_report
 
 
 @pytest.fixture(scope="module")

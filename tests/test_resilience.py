@@ -7,11 +7,11 @@ import torch
 from typer.testing import CliRunner
 
 from testtime.cli import app
-from testtime.evaluate import GridKind, config_from_dict, evaluate, load_task_set
-from testtime.model import ModelConfig, build_model, save_model
-from testtime.pretrain import ConfigError
-from testtime.store import read_records
-from testtime.tasks import save_tasks
+from testtime.core.store import read_records
+from testtime.data.tasks import save_tasks
+from testtime.model.loading import ModelConfig, build_model, save_model
+from testtime.recipes.grid import GridKind, config_from_dict, evaluate, load_task_set
+from testtime.recipes.pretrain import ConfigError
 
 
 def test_oom_splits_groups_then_shrinks_then_fails_one_task(tmp_path, tiny, monkeypatch, small_cfg, synthetic_tasks):
@@ -137,8 +137,8 @@ def test_cli_flags_reach_the_run_config(tmp_path, synthetic_tasks):
 
 def test_groups_are_small_on_a_cpu_so_results_land_often(synthetic_tasks):
     """A group's records are written when it ends: on a CPU, where batching buys little, groups stay small."""
-    from testtime.evaluate import EvalConfig, plan_groups
-    from testtime.runs import GROUP_SIZES, group_size
+    from testtime.recipes.grid import EvalConfig, plan_groups
+    from testtime.recipes.runs import GROUP_SIZES, group_size
 
     assert (group_size(None, "cpu", "grid"), group_size(None, "cuda:0", "grid")) == GROUP_SIZES["grid"][::-1] == (8, 64)
     assert group_size(3, "cuda", "grid") == 3
@@ -166,17 +166,17 @@ def test_config_file_values_are_not_overwritten_by_flag_defaults(tmp_path, synth
 def test_no_flag_default_overwrites_any_config_key(tmp_path, synthetic_tasks, monkeypatch):
     """Issue 17: every key a flag can set, set in --config and no flag given, reaches the run as the file says
     (grid and text evaluate, pretrain)."""
-    import testtime.evaluate
-    import testtime.pretrain
-    import testtime.text_eval
-    from testtime.pretrain import PretrainConfig
-    from testtime.text_eval import text_config_from_dict
+    import testtime.recipes.grid
+    import testtime.recipes.pretrain
+    import testtime.text.run
+    from testtime.recipes.pretrain import PretrainConfig
+    from testtime.text.run import text_config_from_dict
 
     seen = {}
-    monkeypatch.setattr(testtime.evaluate, "evaluate", lambda cfg, out, **kw: seen.setdefault("grid", cfg) and [])
-    monkeypatch.setattr(testtime.text_eval, "evaluate_text", lambda cfg, out, **kw: seen.setdefault("text", cfg) and [])
-    monkeypatch.setattr(testtime.pretrain, "pretrain", lambda cfg, run_dir, **kw: seen.setdefault("pretrain", cfg)
-                        and testtime.pretrain.PretrainResult(run_dir, 0, False, None, None))
+    monkeypatch.setattr(testtime.recipes.grid, "evaluate", lambda cfg, out, **kw: seen.setdefault("grid", cfg) and [])
+    monkeypatch.setattr(testtime.text.run, "evaluate_text", lambda cfg, out, **kw: seen.setdefault("text", cfg) and [])
+    monkeypatch.setattr(testtime.recipes.pretrain, "pretrain", lambda cfg, run_dir, **kw: seen.setdefault("pretrain", cfg)
+                        and testtime.recipes.pretrain.PretrainResult(run_dir, 0, False, None, None))
     save_tasks(synthetic_tasks(1), tmp_path / "tasks")
     grid = {"tasks": str(tmp_path / "tasks"), "model": "some/model", "ttt": True, "limit": 3, "device": "cpu",
             "policy": "always", "max_group": 5,
@@ -211,7 +211,7 @@ def test_kill_and_resume_with_ttt_in_one_process(tmp_path, synthetic_tasks):
     import time
     from pathlib import Path
 
-    from testtime.model import load_model
+    from testtime.model.loading import load_model
 
     repo = Path(__file__).resolve().parents[1]
     torch.manual_seed(0)

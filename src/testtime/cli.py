@@ -24,9 +24,9 @@ try:  # typer 0.2x carries its own copy of click, whose exceptions are not click
 except ImportError:
     from click import exceptions as click_errors
 
-from testtime.config import one_line
-from testtime.runs import GROUP_SIZES
-from testtime.tasks import TaskError
+from testtime.core.config import one_line
+from testtime.data.tasks import TaskError
+from testtime.recipes.runs import GROUP_SIZES
 
 F = TypeVar("F", bound=Callable)
 
@@ -114,7 +114,7 @@ def tasks_list(
     """List tasks: id, number of train and test examples, largest grid."""
     from rich.table import Table
 
-    from testtime.tasks import load_tasks
+    from testtime.data.tasks import load_tasks
 
     tasks = load_tasks(spec)
     table = Table(title=f"{spec}: {len(tasks)} tasks")
@@ -136,8 +136,8 @@ def tasks_show(
     html: Annotated[Path | None, typer.Option(help="Also write the task as a self-contained HTML page.")] = None,
 ) -> None:
     """Show one task in color; optionally save it as PNG and/or HTML."""
-    from testtime.render import print_task, task_html, task_png
-    from testtime.tasks import resolve_task
+    from testtime.data.render import print_task, task_html, task_png
+    from testtime.data.tasks import resolve_task
 
     t = resolve_task(task)
     print_task(t, console=_console())
@@ -156,13 +156,13 @@ def tasks_show(
 @cli_errors
 def report(run_dir: Annotated[Path, typer.Argument(help="Run folder holding results.jsonl (and config.json).")]) -> None:
     """Print a run's summary and write RUN_DIR/report.html (grid or text run, told by its tasks file)."""
-    from testtime.report import print_summary, write_report
-    from testtime.store import read_config, read_joint_summary, read_results
-    from testtime.text import is_text_task_path
+    from testtime.core.store import read_config, read_joint_summary, read_results
+    from testtime.report.report import print_summary, write_report
+    from testtime.text.tasks import is_text_task_path
 
     tasks = (read_config(run_dir) or {}).get("tasks")
     if isinstance(tasks, str) and is_text_task_path(tasks):
-        from testtime.text_report import summary, write_text_report
+        from testtime.text.report import summary, write_text_report
 
         typer.echo(_text_summary(summary(read_results(run_dir))))
         typer.echo(f"wrote {write_text_report(run_dir)}")
@@ -185,8 +185,8 @@ def compare_cmd(
     """Pair two runs by task: totals, tasks won and lost, and an exact sign test (grid or text runs)."""
     from rich.table import Table
 
-    from testtime.compare import compare_runs, plot
-    from testtime.config import Range, check_value
+    from testtime.core.config import Range, check_value
+    from testtime.report.compare import compare_runs, plot
 
     check_value("--show", show, Range(0, 10**6))
 
@@ -225,8 +225,8 @@ def pretrain_cmd(
 
     A config with `init_from` fine-tunes an existing Hugging Face LM instead (configs/finetune-gemma3-arc.json).
     """
-    from testtime.config import with_overrides
-    from testtime.pretrain import PretrainConfig, pretrain
+    from testtime.core.config import with_overrides
+    from testtime.recipes.pretrain import PretrainConfig, pretrain
 
     cfg = PretrainConfig.from_json(config)
     flags = {"max_minutes": ("--max-minutes", max_minutes), "total_steps": ("--steps", steps), "device": ("--device", device),
@@ -270,18 +270,18 @@ def _flag_name(key: str, value: object) -> str:
 def _recipe_config(tasks: str | None, config: Path | None, given: dict):
     """The run's config: `--config` (or the kind's defaults), then only the flags given (None: not given), each
     onto its place by `dataclasses.replace`. Grid or text tasks, told by the tasks named (flag, else config)."""
-    from testtime.config import ConfigError, read_json, with_overrides
-    from testtime.text import is_text_task_path
+    from testtime.core.config import ConfigError, read_json, with_overrides
+    from testtime.text.tasks import is_text_task_path
 
     raw = read_json(config) if config else {}
     spec = tasks or (raw.get("tasks") if isinstance(raw, dict) else None) or "arc1/eval"
     text = isinstance(spec, str) and is_text_task_path(spec)
     if text:
-        from testtime.text_eval import TextEvalConfig, text_config_from_dict
+        from testtime.text.run import TextEvalConfig, text_config_from_dict
 
         cfg, places = (text_config_from_dict(raw, str(config)) if config else TextEvalConfig()), TEXT_FLAGS
     else:
-        from testtime.evaluate import EvalConfig, config_from_dict
+        from testtime.recipes.grid import EvalConfig, config_from_dict
 
         cfg, places = (config_from_dict(raw, str(config)) if config else EvalConfig()), GRID_FLAGS
     given = {k: v for k, v in given.items() if v is not None}
@@ -323,7 +323,7 @@ _SELECT = Annotated[str | None, typer.Option(
          "default) or vote (the views' hierarchical vote).")]
 _JOINT = Annotated[int | None, typer.Option(
     min=0, help="Joint stage: train the whole model on every task's demonstrations first, this many sequences per "
-                "task (0: none; see testtime.joint).")]
+                "task (0: none; see testtime.recipes.joint).")]
 _JOINT_DIR = Annotated[str | None, typer.Option(
     help="Folder of the joint stage (default OUT/joint); runs of the same tasks and joint settings can share one.")]
 _MAX_SECONDS = Annotated[float | None, typer.Option(
@@ -335,7 +335,7 @@ _MAX_SECONDS = Annotated[float | None, typer.Option(
 @app.command("policies")
 def policies_cmd() -> None:
     """List the test-time training policies that `evaluate --policy` takes."""
-    from testtime.policy import DEFAULT_POLICY, POLICIES
+    from testtime.stages.policy import DEFAULT_POLICY, POLICIES
 
     for p in POLICIES.values():
         mark = " (default with --ttt)" if p.name == DEFAULT_POLICY else ""
@@ -379,8 +379,8 @@ def evaluate_cmd(
 
     Runs as is under torchrun (tasks sharded across ranks; rank 0 merges results and writes the report).
     """
-    from testtime import distributed
-    from testtime.config import MINUTES, SECONDS, ConfigError, check_value
+    from testtime.core import distributed
+    from testtime.core.config import MINUTES, SECONDS, ConfigError, check_value
 
     check_value("--max-minutes", max_minutes, MINUTES)
     check_value("--max-seconds", max_seconds, SECONDS)
@@ -393,8 +393,8 @@ def evaluate_cmd(
     if text:  # text few-shot tasks (JSONL)
         if max_seconds is not None:
             raise ConfigError("--max-seconds applies to grid tasks, not text tasks")
-        from testtime.text_eval import default_out, evaluate_text
-        from testtime.text_report import summary
+        from testtime.text.report import summary
+        from testtime.text.run import default_out, evaluate_text
 
         out = out or default_out(cfg)
         records = evaluate_text(cfg, out, max_minutes=max_minutes)
@@ -402,9 +402,9 @@ def evaluate_cmd(
             typer.echo(f"{_text_summary(summary(records))}; wrote {out / 'results.jsonl'}")
         return
 
-    from testtime.budget import default_max_seconds
-    from testtime.evaluate import default_out, evaluate, load_task_set
-    from testtime.report import print_summary
+    from testtime.recipes.grid import default_out, evaluate, load_task_set
+    from testtime.report.report import print_summary
+    from testtime.stages.budget import default_max_seconds
 
     if max_seconds is None:
         max_seconds = default_max_seconds(distributed.pick_device(cfg.device))
@@ -416,7 +416,7 @@ def evaluate_cmd(
     records = evaluate(cfg, out, tasks=task_list, max_minutes=max_minutes, skipped=skipped, show_progress=main,
                        max_seconds=max_seconds, say=typer.echo if main else None)
     if main:
-        from testtime.store import read_joint_summary
+        from testtime.core.store import read_joint_summary
 
         print_summary(records, console=_console(), joint=read_joint_summary(out))
         if skipped:
@@ -431,9 +431,9 @@ def submit_cmd(
     out: Annotated[Path | None, typer.Option(help="Submission file; default RUN_DIR/submission.json.")] = None,
 ) -> None:
     """Write a Kaggle ARC Prize submission (two attempts per test input) from a run's results."""
-    from testtime.store import SUBMISSION, read_config, read_results
-    from testtime.submission import write_submission
-    from testtime.tasks import load_tasks
+    from testtime.core.store import SUBMISSION, read_config, read_results
+    from testtime.data.tasks import load_tasks
+    from testtime.report.submission import write_submission
 
     records = read_results(run_dir)
     tasks = []
@@ -453,7 +453,7 @@ def score_cmd(
     """Score a submission file against known answers: per task and in total."""
     from rich.table import Table
 
-    from testtime.submission import score_submission
+    from testtime.report.submission import score_submission
 
     res = score_submission(submission, solutions)
     table = Table(title=f"{submission}: {res['score']:g} / {res['n_tasks']} ({res['percent']:.2f}%)")
@@ -489,13 +489,13 @@ def solve_cmd(
 
     import numpy as np
 
-    from testtime.budget import default_max_seconds, total
-    from testtime.config import SECONDS, check_value
-    from testtime.distributed import pick_device
-    from testtime.evaluate import GridKind, solve_task
-    from testtime.model import load_model
-    from testtime.render import print_task, task_html
-    from testtime.tasks import resolve_task
+    from testtime.core.config import SECONDS, check_value
+    from testtime.core.distributed import pick_device
+    from testtime.data.render import print_task, task_html
+    from testtime.data.tasks import resolve_task
+    from testtime.model.loading import load_model
+    from testtime.recipes.grid import GridKind, solve_task
+    from testtime.stages.budget import default_max_seconds, total
 
     check_value("--max-seconds", max_seconds, SECONDS)
     t = resolve_task(task)

@@ -1,0 +1,1 @@
+"""Conventions every layer shares: safe JSON reading, typed configs, run-folder records, torchrun."""

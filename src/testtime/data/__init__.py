@@ -1,0 +1,1 @@
+"""Tasks and grids: loading, invertible augmentations, the token codec, rendering, pretraining sources."""

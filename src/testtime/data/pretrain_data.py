@@ -1,0 +1,203 @@
+"""Pretraining data pipeline: sources -> encoded sequences -> length-bucketed batches -> a prefetch thread.
+
+    SequenceSampler (seeded stream of encoded samples) -> BatchStream (pools sorted by length, cut to a token
+    budget) -> Prefetcher (batches built ahead on a thread)
+
+Every stage has `state_dict`/`load_state_dict`, so a resumed run continues the exact stream it left.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from testtime.data.encode import PAD, Codec, Encoded, GridCodec, TooLongError, encode_example
+from testtime.data.sources import Source
+from testtime.data.tasks import Task
+
+
+def round_up(n: int, k: int) -> int:
+    return -(-n // k) * k
+
+
+def validation_set(tasks: Sequence[Task], max_len: int, pad_multiple: int, codec: Codec | None = None) -> list[Batch]:
+    """Each held-out task as evaluation poses it: its demos in context, each test output the only target."""
+    codec = codec or GridCodec()
+    seqs = []
+    for t in tasks:
+        for q in t.test:
+            try:
+                seqs.append(encode_example(codec, list(t.train), q, max_len=max_len, loss_on_demos=False))
+            except TooLongError:
+                continue
+    seqs.sort(key=len)
+    return [collate(seqs[i: i + 8], pad_multiple, codec.pad_id) for i in range(0, len(seqs), 8)]
+
+
+class SequenceSampler:
+    """An infinite, seeded stream of encoded training sequences; `state_dict` allows an exact resume."""
+
+    def __init__(self, sources: Sequence[Source], max_len: int, seed: int = 0, weights: Sequence[float] | None = None,
+                 codec: Codec | None = None):
+        self.sources = list(sources)
+        self.codec = codec or GridCodec()
+        self.max_len = max_len
+        w = np.asarray(weights if weights is not None else [len(s.task_ids()) for s in self.sources], dtype=float)
+        self.weights = w / w.sum()
+        self.rng = np.random.default_rng(seed)
+        self.count = 0
+
+    def task_ids(self) -> list[str]:
+        return [i for s in self.sources for i in s.task_ids()]
+
+    def next(self) -> tuple[Encoded, str]:
+        for _ in range(100):
+            src = (
+                self.sources[int(self.rng.choice(len(self.sources), p=self.weights))]
+                if len(self.sources) > 1
+                else self.sources[0]
+            )
+            demos, query, task_id = src.sample(self.rng)
+            try:
+                enc = encode_example(self.codec, demos, query, max_len=self.max_len, loss_on_demos=True)
+            except TooLongError:
+                continue
+            self.count += 1
+            return enc, task_id
+        raise ValueError(f"no sample fits max_len {self.max_len} after 100 tries")
+
+    def __iter__(self) -> Iterator[tuple[Encoded, str]]:
+        while True:
+            yield self.next()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.count = int(state["count"])
+
+
+@dataclass
+class Batch:
+    input_ids: Any  # LongTensor [B, T], right-padded with PAD
+    labels: Any  # LongTensor [B, T]: next token where it is a target, else -100
+    n_real: int  # non-pad tokens
+    n_targets: int
+    n_padded: int  # B * T
+
+
+def collate(seqs: Sequence[Encoded], pad_multiple: int, pad_id: int = PAD) -> Batch:
+    import torch
+
+    T = round_up(max(len(s) for s in seqs), pad_multiple)
+    ids = np.full((len(seqs), T), pad_id, dtype=np.int64)
+    labels = np.full((len(seqs), T), -100, dtype=np.int64)
+    for b, s in enumerate(seqs):
+        n = len(s)
+        ids[b, :n] = s.input_ids
+        labels[b, : n - 1] = np.where(s.loss_mask[1:], s.input_ids[1:], -100)
+    return Batch(
+        torch.from_numpy(ids),
+        torch.from_numpy(labels),
+        int(sum(len(s) for s in seqs)),
+        int((labels != -100).sum()),
+        ids.size,
+    )
+
+
+class BatchStream:
+    """Length-bucketed batches: draw a pool, sort by length, cut to the token budget, shuffle the batches.
+
+    State = sampler state at the start of the current pool + batches taken from it, so a restore rebuilds
+    the pool and skips what was already used: the stream continues exactly.
+    """
+
+    def __init__(self, sampler: SequenceSampler, token_budget: int, pool_size: int, pad_multiple: int):
+        self.sampler = sampler
+        self.token_budget = token_budget
+        self.pool_size = pool_size
+        self.pad_multiple = pad_multiple
+        self.pool_start = sampler.state_dict()
+        self.pools = 0
+        self.taken = 0
+        self._batches: list[list[Encoded]] = []
+
+    def _fill(self) -> None:
+        self.pool_start = self.sampler.state_dict()
+        seqs = sorted((self.sampler.next()[0] for _ in range(self.pool_size)), key=len, reverse=True)
+        batches: list[list[Encoded]] = []
+        cur: list[Encoded] = []
+        for s in seqs:  # longest first: the first sequence of a batch sets its padded length
+            if cur and (len(cur) + 1) * round_up(len(cur[0]), self.pad_multiple) > self.token_budget:
+                batches.append(cur)
+                cur = []
+            cur.append(s)
+        # The last batch holds the shortest leftovers; a tiny step is noise and wasted launches, so skip it.
+        if not batches or len(cur) * round_up(len(cur[0]), self.pad_multiple) >= self.token_budget // 4:
+            batches.append(cur)
+        order = self.sampler.rng.permutation(len(batches))
+        self._batches = [batches[i] for i in order]
+        self.pools += 1
+        self.taken = 0
+
+    def next(self) -> Batch:
+        if self.taken >= len(self._batches):
+            self._fill()
+        seqs = self._batches[self.taken]
+        self.taken += 1
+        return collate(seqs, self.pad_multiple, self.sampler.codec.pad_id)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"pool_start": self.pool_start, "pools": self.pools, "taken": self.taken}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state["pool_start"])
+        if state["pools"] == 0:
+            self._batches, self.pools, self.taken = [], 0, 0
+            return
+        self._fill()  # rebuilds the same pool from the same sampler state
+        self.pools = int(state["pools"])
+        self.taken = int(state["taken"])
+
+
+class Prefetcher:
+    """Builds batches ahead on a thread (pinned for fast copies); each comes with the stream state after it."""
+
+    def __init__(self, stream: BatchStream, depth: int, pin: bool):
+        self.stream, self.pin = stream, pin
+        self.q: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="batch-prefetch")
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                batch = self.stream.next()
+                if self.pin:
+                    batch.input_ids, batch.labels = batch.input_ids.pin_memory(), batch.labels.pin_memory()
+                item = (batch, self.stream.state_dict())
+                while not self.stop.is_set():
+                    try:
+                        self.q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as e:  # surface data errors in the training thread
+            self.q.put((e, None))
+
+    def get(self) -> tuple[Batch, dict[str, Any]]:
+        batch, state = self.q.get()
+        if isinstance(batch, BaseException):
+            raise batch
+        return batch, state
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)

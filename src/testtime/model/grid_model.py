@@ -1,0 +1,124 @@
+"""A grid-aware Llama: rotary positions over (grid, row, column) instead of one flat index.
+
+A flat index tells a model that the cell above is "30 tokens back" only for 29-wide grids; with positions
+per axis, the same cell of the previous grid, or the cell above, is one fixed offset for every grid size.
+mdlARC measured this at 44% against 24% for flat positions. The model stays a standard `transformers`
+causal LM: `AutoModelForCausalLM.from_pretrained` loads it once `testtime` is imported (the classes are
+registered under model_type "testtime_grid"), peft attaches LoRA to it, safetensors on disk.
+
+Positions arrive packed in one integer per token (`testtime.data.encode.grid_positions`), so callers pass
+`position_ids` of the usual [batch, time] shape; with none given, the model computes them from the token ids.
+Each rotary frequency serves one axis, the three interleaved (row, column, grid, row, ...), so every axis
+gets fast and slow frequencies.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, LlamaModel
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_outputs import BaseModelOutputWithPast
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+from testtime.data.encode import grid_positions, unpack_positions
+
+MODEL_TYPE = "testtime_grid"
+
+
+def _cache_kw(fn) -> str:
+    """transformers renamed `past_key_values` to `cache` (5.x); speak whichever this install speaks."""
+    return "cache" if "cache" in inspect.signature(fn).parameters else "past_key_values"
+
+
+# Read once at import: the forward pass (every decoding step on a CPU) should not inspect signatures.
+_MASK_CACHE_KW = _cache_kw(create_causal_mask)
+_LAYER_CACHE_KW = _cache_kw(LlamaDecoderLayer.forward)
+_OUT_CACHE_KW = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+class GridLlamaConfig(LlamaConfig):
+    model_type = MODEL_TYPE
+
+
+class GridRotaryEmbedding(nn.Module):
+    """cos/sin for packed (grid, row, column) positions; the frequencies follow the config's rope_theta."""
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        self.dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.theta = float(config.rope_parameters["rope_theta"])
+
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Built per call (32 numbers) rather than kept as buffers, which from_pretrained leaves uninitialised.
+        half = torch.arange(0, self.dim, 2, device=x.device, dtype=torch.float)
+        inv_freq = 1.0 / (self.theta ** (half / self.dim))
+        axis = torch.arange(self.dim // 2, device=x.device) % 3  # frequency i turns with axis i % 3
+        grid, row, col = unpack_positions(position_ids.long())
+        coords = torch.stack([row, col, grid], -1).float()  # [B, T, 3]: (row, column, grid)
+        freqs = coords[..., axis] * inv_freq  # [B, T, dim/2]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+
+
+class GridLlamaModel(LlamaModel):
+    config_class = GridLlamaConfig
+
+    def __init__(self, config: GridLlamaConfig) -> None:
+        super().__init__(config)
+        self.rotary_emb = GridRotaryEmbedding(config)
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, inputs_embeds=None,
+                use_cache=None, past_key_values=None, **kwargs) -> BaseModelOutputWithPast:
+        cache = cache if cache is not None else past_key_values
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        if use_cache and cache is None:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self.config)
+        if position_ids is None:
+            if input_ids is None or (cache is not None and cache.get_seq_length() > 0):
+                raise ValueError("a grid model needs position_ids (testtime.data.encode.grid_positions) to continue a "
+                                 "cached sequence or to read embeddings")
+            position_ids = grid_positions(input_ids)
+        # The mask never sees the packed positions: HF would read their jumps as boundaries of packed documents.
+        causal_mask = create_causal_mask(config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                         position_ids=None, **{_MASK_CACHE_KW: cache})
+        hidden = inputs_embeds
+        position_embeddings = self.rotary_emb(hidden, position_ids)
+        for layer in self.layers[: self.config.num_hidden_layers]:
+            hidden = layer(hidden, attention_mask=causal_mask, position_embeddings=position_embeddings,
+                           position_ids=position_ids, use_cache=use_cache, **{_LAYER_CACHE_KW: cache}, **kwargs)
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden), **{_OUT_CACHE_KW: cache})
+
+
+class GridLlamaForCausalLM(LlamaForCausalLM):
+    config_class = GridLlamaConfig
+
+    def __init__(self, config: GridLlamaConfig) -> None:
+        super().__init__(config)
+        self.model = GridLlamaModel(config)
+        self.post_init()
+
+    def prepare_inputs_for_generation(self, input_ids, **kwargs):
+        # HF's generate would pass flat positions; the grid ones come from every token so far.
+        inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
+        ids = inputs.get("input_ids")
+        if ids is not None:
+            inputs["position_ids"] = grid_positions(input_ids)[:, -ids.shape[1]:]
+        return inputs
+
+
+def is_grid_model(model) -> bool:
+    return getattr(getattr(model, "config", None), "model_type", None) == MODEL_TYPE
+
+
+AutoConfig.register(MODEL_TYPE, GridLlamaConfig, exist_ok=True)
+AutoModelForCausalLM.register(GridLlamaConfig, GridLlamaForCausalLM, exist_ok=True)
+

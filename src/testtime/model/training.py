@@ -1,0 +1,88 @@
+"""Training primitives shared by every recipe that trains (test-time adapters, text adapters; pretraining may
+import them too): the learning-rate schedule, right padding of a batch, the loss on target tokens, the
+per-task seeds that make every random draw reproducible, and the stop on a diverged loss.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from testtime.data.encode import Encoded
+from testtime.model.loading import head_logits
+
+
+class TrainingDiverged(ValueError):
+    """A NaN or infinite training loss. Training stops and writes nothing; the message is one line for a user."""
+
+
+def check_finite(loss: float, step: int, what: str) -> None:
+    """Raise TrainingDiverged when `loss` (at `step`, counted from 1) is NaN or infinite."""
+    if not math.isfinite(loss):
+        raise TrainingDiverged(f"{what} diverged at step {step} (loss {loss}); nothing was written from it "
+                               "(try a lower learning rate)")
+
+
+def task_seed(seed: int, key: str) -> int:
+    """A seed for one task (or adapter, or round), the same on every machine and in every process."""
+    return zlib.crc32(f"{seed}:{key}".encode())
+
+
+def warmup_cosine(steps: int, warmup: float, floor: float = 0.0, *, warmup_steps: int | None = None
+                  ) -> Callable[[int], float]:
+    """The learning-rate factor of each step: linear warmup over `warmup` of the steps (or `warmup_steps` steps;
+    at least one), then a cosine decay from 1 to `floor` at the last step, and `floor` after it."""
+    warm = max(1, warmup_steps if warmup_steps is not None else int(warmup * steps))
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = min(1.0, (step - warm) / max(1, steps - warm))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return f
+
+
+def pad_right(seqs: Sequence[Encoded], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids padded on the right to one width, and the loss mask (False on padding)."""
+    width = max(len(s) for s in seqs)
+    ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(seqs), width), dtype=bool)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = s.input_ids
+        mask[i, : len(s)] = s.loss_mask
+    return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
+
+
+def target_loss(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, rows: list[slice]) -> torch.Tensor:
+    """Mean next-token loss on masked tokens, computed per row group and summed across groups.
+
+    Only target positions go through the output head, so a model with a large vocabulary
+    does not materialize logits for every token. Sequences are right-padded and run
+    without an attention mask: under causal attention real tokens never see the padding.
+    """
+    hidden = model.get_decoder()(input_ids=ids).last_hidden_state
+    sel = mask[:, 1:]  # position t predicts token t+1
+    logits = head_logits(model, hidden[:, :-1][sel])
+    per_tok = nn.functional.cross_entropy(logits, ids[:, 1:][sel], reduction="none")
+    # Which group each selected token belongs to.
+    row_of = torch.arange(ids.shape[0], device=ids.device)[:, None].expand_as(sel)[sel]
+    group_of_row = torch.empty(ids.shape[0], dtype=torch.long, device=ids.device)
+    for g, s in enumerate(rows):
+        group_of_row[s] = g
+    groups = group_of_row[row_of]
+    sums = torch.zeros(len(rows), device=ids.device).index_add_(0, groups, per_tok)
+    counts = torch.zeros(len(rows), device=ids.device).index_add_(0, groups, torch.ones_like(per_tok))
+    return sums / counts.clamp(min=1)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on a GPU, none on a CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)

@@ -1,0 +1,1 @@
+"""Whole runs: the run loop every task kind shares, the grid recipe, pretraining, the joint stage."""

@@ -1,0 +1,151 @@
+"""Choosing the two attempts: the hierarchical vote, or a product of experts over augmented views.
+
+The vote (`testtime.stages.vote`) counts how many views decoded each answer. A product of experts (the ARChitects,
+arXiv 2505.07859) asks the model instead how likely each candidate is: every candidate the views produced is
+scored by its log-probability under many augmented versions of the task (each version an "expert": the same
+model, with the task's adapter, seeing the puzzle in other clothes), and the candidates with the highest sum
+are the attempts. A right answer stays likely under every rotation, flip and recoloring; an answer that one
+view's greedy decoding happened to favour rarely does. The views' votes still pick which candidates are scored
+and break ties.
+
+    ranked = rank_candidates(model, tasks, candidates, codec, cfg, adapters=...)   # per task, per test input
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated
+
+import numpy as np
+from torch import nn
+
+from testtime.core.config import SEED, TOKENS, OneOf, Range, check
+from testtime.data.augment import Transform, random_colors
+from testtime.data.encode import Codec, Encoded, TooLongError, encode_example
+from testtime.data.tasks import Example, Grid, Task
+from testtime.model.lora import Adapters
+from testtime.model.training import task_seed
+from testtime.stages.engine import sequence_logprobs
+from testtime.stages.vote import Candidate
+
+METHODS = ("vote", "poe")
+
+
+@dataclass
+class SelectConfig:
+    # "vote": the hierarchical vote alone; "poe": candidates ranked by a product of experts
+    method: Annotated[str, OneOf(*METHODS)] = "poe"
+    candidates: Annotated[int, Range(1, 64)] = 8  # the vote's top candidates per test input that are scored
+    views: Annotated[int, Range(1, 8)] = 8  # D8 views each candidate is scored under (identity first)
+    # color versions of each view: the original, then random permutations (0 kept)
+    colors: Annotated[int, Range(1, 16)] = 2
+    token_budget: Annotated[int, TOKENS] = 1 << 18  # (prefix + candidate) tokens per scoring batch
+    seed: Annotated[int, SEED] = 0
+
+    def __post_init__(self) -> None:
+        check(self, "select_cfg")
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A candidate as the selection ranks it: its votes, and (product of experts) its summed log-probability."""
+
+    grid: Grid
+    votes: int
+    count: int
+    logprob: float | None = None
+
+    def to_json(self) -> dict:
+        out = {"grid": self.grid.astype(int).tolist(), "votes": self.votes, "count": self.count}
+        if self.logprob is not None:
+            out["logprob"] = round(self.logprob, 4) if math.isfinite(self.logprob) else None
+        return out
+
+
+def scoring_budget(cfg: SelectConfig, generation_budget: int | None) -> int:
+    """Tokens per scoring batch: the configured ones, within the generation budget where one is set (an
+    out-of-memory retry shrinks that one, and scoring batches with it)."""
+    return cfg.token_budget if generation_budget is None else min(cfg.token_budget, generation_budget)
+
+
+def expert_views(task: Task, cfg: SelectConfig) -> list[Transform]:
+    """The task's scoring views: D8 elements (identity first), each in `colors` color versions, demos shuffled
+    after the first; seeded by the task id, so a task is scored alike in every batch and process."""
+    rng = np.random.default_rng(task_seed(cfg.seed, f"{task.id}#experts"))
+    n = len(task.train)
+    views = []
+    for d8 in range(cfg.views):
+        for c in range(cfg.colors):
+            colors = tuple(range(10)) if c == 0 else random_colors(rng)
+            order = None if (d8 == 0 and c == 0) or n < 2 else tuple(int(i) for i in rng.permutation(n))
+            views.append(Transform(d8, colors, order))
+    return views
+
+
+def _sequences(task: Task, test: int, grids: Sequence[Grid], codec: Codec, cfg: SelectConfig, max_len: int
+               ) -> list[tuple[int, Encoded]]:
+    """(candidate index, sequence) for every candidate under every view that fits `max_len`; only the answer
+    (the candidate, seen through the view) carries loss, so a sequence's score is log p(candidate | task)."""
+    out = []
+    for view in expert_views(task, cfg):
+        vt = view.apply(task)
+        for k, g in enumerate(grids):
+            try:
+                out.append((k, encode_example(codec, vt.train, Example(vt.test[test].input, view.apply_grid(g)),
+                                              max_len=max_len, loss_on_demos=False)))
+            except TooLongError:
+                continue
+    return out
+
+
+def product_of_experts(model: nn.Module, tasks: Sequence[Task], candidates: Sequence[Sequence[Sequence[Grid]]],
+                       codec: Codec, cfg: SelectConfig, *, adapters: Adapters | None = None, max_len: int = 8192
+                       ) -> list[list[list[float]]]:
+    """scores[i][q][k]: candidate k of test input q of tasks[i], its log-probability under the expert views (the
+    mean over the views it fits in, which ranks as their sum, the product of experts, whenever every candidate
+    fits in every view; -inf where it fits in none), each sequence through `adapters` slot i (the task's adapter)
+    when given. All of them score in one batched pass; sequences of one view share their prompt, which is read
+    once (`engine.sequence_logprobs`)."""
+    seqs: list[Encoded] = []
+    where: list[tuple[int, int, int]] = []
+    for i, (task, per_test) in enumerate(zip(tasks, candidates, strict=True)):
+        for q, grids in enumerate(per_test):
+            for k, enc in _sequences(task, q, grids, codec, cfg, max_len):
+                seqs.append(enc)
+                where.append((i, q, k))
+    sums = [[[0.0] * len(grids) for grids in per_test] for per_test in candidates]
+    counts = [[[0] * len(grids) for grids in per_test] for per_test in candidates]
+    if seqs:
+        slots = None if adapters is None else adapters.take([i for i, _, _ in where])
+        for (i, q, k), lp in zip(where, sequence_logprobs(model, seqs, codec.pad_id, adapters=slots,
+                                                          token_budget=cfg.token_budget), strict=True):
+            sums[i][q][k] += lp
+            counts[i][q][k] += 1
+    return [[[s / n if n else -math.inf for s, n in zip(ss, nn_, strict=True)] for ss, nn_ in zip(st, ct, strict=True)]
+            for st, ct in zip(sums, counts, strict=True)]
+
+
+def rank_candidates(model: nn.Module, tasks: Sequence[Task], votes: Sequence[Sequence[Sequence[Candidate]]],
+                    codec: Codec, cfg: SelectConfig, *, adapters: Adapters | None = None, max_len: int = 8192,
+                    attempts: int = 0) -> list[list[list[Ranked]]]:
+    """Each test input's candidates, best first: by the vote (`method` "vote"), or the vote's top `candidates`
+    by their product-of-experts score, the rest after them in vote order (ties keep the vote's order).
+
+    A test input with no more candidates than `attempts` keeps the vote's order unscored: all of them are
+    attempts whatever their order, so scoring them would change no score (and costs a pass over every view)."""
+    if cfg.method == "vote":
+        return [[[Ranked(c.grid, c.votes, c.count) for c in per_q] for per_q in per_task] for per_task in votes]
+    top = [[[c.grid for c in per_q[: cfg.candidates]] if len(per_q) > attempts else [] for per_q in per_task]
+           for per_task in votes]
+    scores = product_of_experts(model, tasks, top, codec, cfg, adapters=adapters, max_len=max_len)
+    out = []
+    for per_task, task_scores in zip(votes, scores, strict=True):
+        ranked_task = []
+        for per_q, s in zip(per_task, task_scores, strict=True):
+            scored = [Ranked(c.grid, c.votes, c.count, s[k]) for k, c in enumerate(per_q[: len(s)])]
+            scored.sort(key=lambda r: -r.logprob)  # stable: equal scores keep the vote's order
+            ranked_task.append(scored + [Ranked(c.grid, c.votes, c.count) for c in per_q[len(s):]])
+        out.append(ranked_task)
+    return out
