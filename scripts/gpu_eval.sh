@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # What a GPU command runs for evaluation. Each argument is NAME:FLAGS, run in order into runs/NAME:
-# `testtime evaluate FLAGS` (resumed if runs/ was carried); for a NAME starting with `bench`,
+# `testtime evaluate FLAGS` (resumed if runs/ was carried); for a NAME starting with `benchpre`,
+# `python benchmarks/bench_pretrain.py FLAGS` (table and figures to runs/NAME.md and .json); other `bench`,
 # `python benchmarks/bench_stages.py FLAGS` (its table goes to runs/NAME.md); with `pretrain`,
-# `testtime pretrain --run-dir runs/NAME FLAGS` (a fine-tune: FLAGS names its config); with `script`,
-# `bash FLAGS` (a preparation step, e.g. scripts/gpu_gemma_prep.sh).
+# `testtime pretrain --run-dir runs/NAME FLAGS` (FLAGS names its config); with `script`,
+# `bash FLAGS` (a preparation step, e.g. scripts/gpu_gemma_prep.sh); with `py`, `python3 FLAGS`.
+#
+# The runner works on a snapshot of src/, benchmarks/ and scripts/ taken when it starts (/root/snap-RUNNER): a later
+# call replaces the tree, and a change made meanwhile must not reach runs that are already queued.
+#
+# SEND_MODEL=runs/NAME/model also returns that model folder in $OUT as model.tar.partNN (< 16 MiB each;
+# `cat model.tar.part* | tar -x`), beside runs.tar.gz: the device returns at most 64 MiB a call.
 #
 #   WAIT=560 bash scripts/gpu_eval.sh icl:"--no-ttt" ttt:"--policy always"
 #
@@ -40,13 +47,20 @@ PIDFILE=/tmp/testtime_$RUNNER.pid DONE=/tmp/testtime_$RUNNER.done  # outside run
 
 if [ "${1:-}" = "--runner" ]; then  # the background part: every run in order
   shift
+  SNAP=/root/snap-$RUNNER
+  rm -rf "$SNAP" && mkdir -p "$SNAP" && cp -r src benchmarks scripts "$SNAP"/
+  export PYTHONPATH=$SNAP/src:/tmp/site
   for spec in "$@"; do
     name=${spec%%:*}; flags=${spec#*:}
     echo "=== $name: $flags ($(date -u +%T))"
     start=$SECONDS
-    if [[ $name == bench* ]]; then
+    if [[ $name == benchpre* ]]; then
       # shellcheck disable=SC2086
-      python3 benchmarks/bench_stages.py $flags --out "runs/$name.md" 2>&1 | tr '\r' '\n' | grep -v "it/s\]$"
+      python3 "$SNAP/benchmarks/bench_pretrain.py" $flags --out "runs/$name.md" --json "runs/$name.json" 2>&1 \
+        | tr '\r' '\n' | grep -v "it/s\]$\|s/it\]$" | tail -25
+    elif [[ $name == bench* ]]; then
+      # shellcheck disable=SC2086
+      python3 "$SNAP/benchmarks/bench_stages.py" $flags --out "runs/$name.md" 2>&1 | tr '\r' '\n' | grep -v "it/s\]$"
     elif [[ $name == pretrain* ]]; then
       mkdir -p "runs/$name"
       # shellcheck disable=SC2086
@@ -55,6 +69,9 @@ if [ "${1:-}" = "--runner" ]; then  # the background part: every run in order
     elif [[ $name == script* ]]; then
       # shellcheck disable=SC2086
       bash $flags 2>&1 | tail -40
+    elif [[ $name == py* ]]; then
+      # shellcheck disable=SC2086
+      python3 $flags 2>&1 | tail -40
     else
       mkdir -p "runs/$name"
       # shellcheck disable=SC2086
@@ -69,7 +86,8 @@ fi
 
 pack() {  # atomically: a reader never sees half an archive
   find runs -maxdepth 2 \( -name 'results*.jsonl' -o -name config.json -o -name summary.json -o -name eval.log \
-    -o -name 'bench*.md' -o -name 'runner*.log' -o -name log.jsonl -o -name loss.png -o -name pretrain.log \
+    -o -name 'bench*.md' -o -name 'bench*.json' -o -name 'runner*.log' -o -name log.jsonl -o -name loss.png \
+    -o -name pretrain.log \
     -o -name stage.json \) -print0 \
     | tar -czf "$OUT/.runs.tmp" --null -T - 2>/dev/null && mv "$OUT/.runs.tmp" "$OUT/runs.tar.gz"
 }
@@ -90,6 +108,10 @@ while [ $((SECONDS - start)) -lt "$WAIT" ] && [ ! -f "$DONE" ]; do
   if (( (SECONDS - start) % 60 < 15 )); then pack; fi
 done
 pack
+if [ -n "${SEND_MODEL:-}" ] && [ -f "$SEND_MODEL/config.json" ]; then
+  tar -cf - -C "$(dirname "$SEND_MODEL")" "$(basename "$SEND_MODEL")" | split -b 15M -d - "$OUT/model.tar.part"
+  echo "sent $SEND_MODEL: $(ls "$OUT"/model.tar.part* | wc -l) parts"
+fi
 nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader 2>/dev/null || true
 for log in runs/runner-*.log; do echo "--- $log (tail)"; tail -30 "$log"; done
 if [ -f "$DONE" ]; then echo "ALL RUNS DONE"

@@ -121,7 +121,7 @@ def test_evaluate_runs_end_to_end(folders, arch, tmp_path, flip_task):
 def test_chunked_target_loss_equals_the_full_loss_and_its_gradients(folders, monkeypatch, flip_task):
     """The large-vocabulary loss (head on target rows only, chunked, recomputed in backward) is the same loss."""
     from testtime.data.pretrain_data import collate
-    from testtime.recipes import pretrain as pt
+    from testtime.recipes import pretrain_step as pt
 
     monkeypatch.setattr(pt, "HEAD_CHUNK", 5)  # several chunks, the last one partial
     loaded = load_model(folders["gemma3"])

@@ -391,7 +391,7 @@ def grid_positions(ids):
 
     Each token sits where the tokens before it leave the cursor: `<input>`/`<output>` open the next grid at
     row 1, column 1; a newline moves to column 1 of the next row; a cell (or `<end>`) moves one column right;
-    `<bos>` resets to (0, 0, 0) (so packed documents restart); padding leaves the cursor where it is, so left
+    `<bos>` sits at (0, 0, 0) and resets there (so packed documents restart as if alone); padding leaves the cursor where it is, so left
     padding changes no real token's position. `next_grid_position` is the same rule one token at a time.
     """
     import torch
@@ -403,7 +403,9 @@ def grid_positions(ids):
     grid = _since_reset(bos, zeros, marker)
     row = _since_reset(bos | marker, torch.where(bos, zeros, ones), newline)
     col = _since_reset(bos | marker | newline, torch.where(bos, zeros, ones), ~(bos | marker | newline | pad))
-    return pack_positions(grid.clamp(max=MAX_GRID_INDEX), row.clamp(max=MAX_ROW_COL), col.clamp(max=MAX_ROW_COL))
+    pos = pack_positions(grid.clamp(max=MAX_GRID_INDEX), row.clamp(max=MAX_ROW_COL), col.clamp(max=MAX_ROW_COL))
+    # A <bos> itself sits at the origin too: a packed row's later documents then match their positions alone.
+    return torch.where(bos, torch.zeros_like(pos), pos)
 
 
 def next_grid_position(pos, tok):

@@ -1,7 +1,8 @@
-"""Pretraining data pipeline: sources -> encoded sequences -> length-bucketed batches -> a prefetch thread.
+"""Pretraining data pipeline: sources -> encoded sequences -> batches -> a prefetch thread.
 
     SequenceSampler (seeded stream of encoded samples) -> BatchStream (pools sorted by length, cut to a token
-    budget) -> Prefetcher (batches built ahead on a thread)
+    budget, each sequence padded) or PackedStream (pools packed into rows of one length, each row several
+    documents) -> Prefetcher (batches built ahead on a thread)
 
 Every stage has `state_dict`/`load_state_dict`, so a resumed run continues the exact stream it left.
 """
@@ -19,6 +20,8 @@ import numpy as np
 from testtime.data.encode import PAD, Codec, Encoded, GridCodec, TooLongError, encode_example
 from testtime.data.sources import Source
 from testtime.data.tasks import Task
+
+PAD_DOCUMENT = -1  # the document index of a row's padding
 
 
 def round_up(n: int, k: int) -> int:
@@ -90,6 +93,9 @@ class Batch:
     n_real: int  # non-pad tokens
     n_targets: int
     n_padded: int  # B * T
+    # Sum over sequences of their squared lengths: what causal attention over them costs (MFU's attention term)
+    n_attended: int = 0
+    doc_ids: Any = None  # IntTensor [B, T] of packed rows: each token's document within its row (padding: -1)
 
 
 def collate(seqs: Sequence[Encoded], pad_multiple: int, pad_id: int = PAD) -> Batch:
@@ -108,7 +114,56 @@ def collate(seqs: Sequence[Encoded], pad_multiple: int, pad_id: int = PAD) -> Ba
         int(sum(len(s) for s in seqs)),
         int((labels != -100).sum()),
         ids.size,
+        int(sum(len(s) ** 2 for s in seqs)),
     )
+
+
+def pack(rows: Sequence[Sequence[Encoded]], row_len: int, pad_id: int = PAD) -> Batch:
+    """Rows of documents laid end to end, each row padded to `row_len`: the tokens and targets of every document
+    exactly as `collate` gives them alone (a document's last token has no target: the next one is another's)."""
+    import torch
+
+    ids = np.full((len(rows), row_len), pad_id, dtype=np.int64)
+    labels = np.full((len(rows), row_len), -100, dtype=np.int64)
+    docs = np.full((len(rows), row_len), PAD_DOCUMENT, dtype=np.int32)
+    for b, row in enumerate(rows):
+        at = 0
+        for d, s in enumerate(row):
+            n = len(s)
+            if at + n > row_len:
+                raise ValueError(f"documents of {sum(len(x) for x in row)} tokens do not fit a row of {row_len}")
+            ids[b, at: at + n] = s.input_ids
+            labels[b, at: at + n - 1] = np.where(s.loss_mask[1:], s.input_ids[1:], -100)
+            docs[b, at: at + n] = d
+            at += n
+    seqs = [s for row in rows for s in row]
+    return Batch(
+        torch.from_numpy(ids),
+        torch.from_numpy(labels),
+        int(sum(len(s) for s in seqs)),
+        int((labels != -100).sum()),
+        ids.size,
+        int(sum(len(s) ** 2 for s in seqs)),
+        torch.from_numpy(docs),
+    )
+
+
+def first_fit(seqs: Sequence[Encoded], row_len: int) -> list[list[Encoded]]:
+    """Rows of at most `row_len` tokens: longest first, each into the first row with room (first-fit decreasing
+    leaves about as little room as any packing does, at this many short items)."""
+    rows: list[list[Encoded]] = []
+    room: list[int] = []
+    for s in sorted(seqs, key=len, reverse=True):
+        n = len(s)
+        for r, free in enumerate(room):
+            if n <= free:
+                rows[r].append(s)
+                room[r] -= n
+                break
+        else:
+            rows.append([s])
+            room.append(row_len - n)
+    return rows
 
 
 class BatchStream:
@@ -166,6 +221,41 @@ class BatchStream:
         self.taken = int(state["taken"])
 
 
+class PackedStream(BatchStream):
+    """Batches of `token_budget // row_len` rows of `row_len` tokens, each row several whole sequences: draw a pool,
+    pack it first-fit, shuffle the batches. Every batch has one shape (one compiled graph for the run); its
+    `doc_ids` tell attention where each sequence starts (`testtime.model.attention.document_mask`).
+
+    Resumes exactly as `BatchStream` does (the pool is rebuilt from the sampler state at its start). A pool's
+    last batch, short of rows, is filled with empty rows when at least half full, else left out.
+    """
+
+    def __init__(self, sampler: SequenceSampler, token_budget: int, pool_size: int, row_len: int):
+        if row_len > token_budget:
+            raise ValueError(f"a row of {row_len} tokens exceeds the token budget {token_budget}")
+        super().__init__(sampler, token_budget, pool_size, pad_multiple=row_len)
+        self.row_len = row_len
+        self.rows = token_budget // row_len
+
+    def _fill(self) -> None:
+        self.pool_start = self.sampler.state_dict()
+        rows = first_fit([self.sampler.next()[0] for _ in range(self.pool_size)], self.row_len)
+        batches = [rows[i: i + self.rows] for i in range(0, len(rows), self.rows)]
+        if len(batches) > 1 and 2 * len(batches[-1]) < self.rows:
+            batches.pop()
+        order = self.sampler.rng.permutation(len(batches))
+        self._batches = [batches[i] for i in order]
+        self.pools += 1
+        self.taken = 0
+
+    def next(self) -> Batch:
+        if self.taken >= len(self._batches):
+            self._fill()
+        rows = self._batches[self.taken]
+        self.taken += 1
+        return pack(list(rows) + [[]] * (self.rows - len(rows)), self.row_len, self.sampler.codec.pad_id)
+
+
 class Prefetcher:
     """Builds batches ahead on a thread (pinned for fast copies); each comes with the stream state after it."""
 
@@ -182,6 +272,8 @@ class Prefetcher:
                 batch = self.stream.next()
                 if self.pin:
                     batch.input_ids, batch.labels = batch.input_ids.pin_memory(), batch.labels.pin_memory()
+                    if batch.doc_ids is not None:
+                        batch.doc_ids = batch.doc_ids.pin_memory()
                 item = (batch, self.stream.state_dict())
                 while not self.stop.is_set():
                     try:

@@ -24,8 +24,11 @@ from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
 from testtime.data.encode import grid_positions, unpack_positions
+from testtime.model.attention import DOCUMENT_ATTENTION, BlockMask
 
 MODEL_TYPE = "testtime_grid"
+# Attention implementations whose kernel applies causality itself when given no mask (SDPA's is_causal).
+_IS_CAUSAL_IMPLS = ("sdpa", DOCUMENT_ATTENTION)
 
 
 def _cache_kw(fn) -> str:
@@ -65,6 +68,9 @@ class GridRotaryEmbedding(nn.Module):
 
 class GridLlamaModel(LlamaModel):
     config_class = GridLlamaConfig
+    # True: build transformers' causal mask even for whole sequences with no mask, as before 2026-12
+    # (benchmarks/bench_pretrain.py times the two).
+    always_build_mask = False
 
     def __init__(self, config: GridLlamaConfig) -> None:
         super().__init__(config)
@@ -87,9 +93,19 @@ class GridLlamaModel(LlamaModel):
                 raise ValueError("a grid model needs position_ids (testtime.data.encode.grid_positions) to continue a "
                                  "cached sequence or to read embeddings")
             position_ids = grid_positions(input_ids)
-        # The mask never sees the packed positions: HF would read their jumps as boundaries of packed documents.
-        causal_mask = create_causal_mask(config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                         position_ids=None, **{_MASK_CACHE_KW: cache})
+        if isinstance(attention_mask, BlockMask) or getattr(attention_mask, "ndim", 2) == 4:
+            causal_mask = attention_mask  # a prepared mask: packed documents (testtime.model.attention.document_mask)
+        elif (attention_mask is None and cache is None and not self.always_build_mask
+              and self.config._attn_implementation in _IS_CAUSAL_IMPLS):
+            # Whole sequences, no padding mask: SDPA's is_causal runs the flash kernel. create_causal_mask would
+            # build a [B, 1, T, T] mask under torch.compile (transformers < 5.25 never skips it while tracing),
+            # which sends every layer to a slower kernel that reads that mask.
+            causal_mask = None
+        else:
+            # The mask never sees the packed positions: HF would read their jumps as boundaries of packed documents.
+            causal_mask = create_causal_mask(config=self.config, inputs_embeds=inputs_embeds,
+                                             attention_mask=attention_mask, position_ids=None,
+                                             **{_MASK_CACHE_KW: cache})
         hidden = inputs_embeds
         position_embeddings = self.rotary_emb(hidden, position_ids)
         for layer in self.layers[: self.config.num_hidden_layers]:

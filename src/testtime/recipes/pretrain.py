@@ -1,7 +1,9 @@
-"""Pretraining recipe for the base model: augmented ARC training tasks, length-bucketed batches, exact resume.
+"""Pretraining recipe for the base model: augmented ARC training tasks, packed or length-bucketed batches, exact
+resume.
 
-Read top to bottom: config -> step -> loop -> checkpoint -> export; the data comes from
-`testtime.data.sources` through `testtime.data.pretrain_data`. One call does it all:
+Read top to bottom: config -> model -> loop -> export; the data comes from `testtime.data.sources` through
+`testtime.data.pretrain_data`, a step's loss from `testtime.recipes.pretrain_step`, the checkpoint from
+`testtime.recipes.checkpoint`. One call does it all:
 
     pretrain(PretrainConfig.from_json("configs/pretrain-base.json"), "runs/pretrain")
 
@@ -18,25 +20,49 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
 import numpy as np
 
-from testtime.core import jsonio
 from testtime.core.config import LENGTH, LR, MINUTES, SEED, TOKENS, ConfigError, OneOf, Range, check, read_json, typed
 from testtime.data.encode import Codec, GridCodec
-from testtime.data.pretrain_data import Batch, BatchStream, Prefetcher, SequenceSampler, round_up, validation_set
+from testtime.data.pretrain_data import (
+    Batch,
+    BatchStream,
+    PackedStream,
+    Prefetcher,
+    SequenceSampler,
+    round_up,
+    validation_set,
+)
 from testtime.data.sources import FORBIDDEN_DATASETS, Source, load_sources, split_holdout
-from testtime.model.loading import ModelConfig, build_model, head_logits, n_params, save_model
+from testtime.model.attention import document_mask, use_document_attention
+from testtime.model.grid_model import is_grid_model
+from testtime.model.loading import ModelConfig, build_model, n_params, save_model
 from testtime.model.training import check_finite, warmup_cosine
+from testtime.recipes.checkpoint import find_checkpoint, load_checkpoint, read_state, save_checkpoint, truncate_log
+from testtime.recipes.pretrain_step import (
+    PEAK_BF16_FLOPS,
+    ddp_loss,
+    flops_per_token,
+    loss_module,
+    loss_sum,
+    loss_sum_targets,
+    make_optimizer,
+    validate,
+)
+from testtime.report.pretrain_log import plot_loss, read_log
 
-H100_BF16_FLOPS = 989e12
+__all__ = ["PretrainConfig", "PretrainResult", "pretrain", "read_log", "plot_loss"]
+
+PACKING_NEEDS_GRID = ("packing needs our grid model with grid positions (they restart at each <bos>); other models "
+                      "train on padded batches")
 FIT_RESERVE_S = 45.0  # what `fit_minutes` keeps back for the last checkpoint, the export and the plot
 
 
@@ -57,6 +83,10 @@ class PretrainConfig:
     dataset_weights: Annotated[tuple[float, ...] | None, Range(0, 1e6)] = None
     max_len: Annotated[int, LENGTH] = 8192  # demos are dropped (longest first) to fit
     token_budget: Annotated[int, TOKENS] = 131072  # padded tokens (batch x padded length) per step
+    # Pack sequences into rows of max_len tokens (rounded up to pad_multiple), each attending only to itself
+    # (a FlexAttention block mask), instead of padding each to its length bucket: no padding, one compiled shape.
+    # Our grid model only (its positions restart at each sequence's <bos>).
+    packing: bool = False
     pool_size: Annotated[int, Range(1, 65536)] = 2048  # sequences sorted by length together, then cut into batches
     # padded lengths are multiples of this (fewer compiled shapes, aligned kernels)
     pad_multiple: Annotated[int, Range(1, 4096)] = 128
@@ -105,6 +135,8 @@ class PretrainConfig:
         if self.dataset_weights is not None:
             if len(self.dataset_weights) != len(self.datasets) or not sum(self.dataset_weights) > 0:
                 raise ConfigError(f"dataset_weights must be {len(self.datasets)} finite non-negative numbers, not all 0")
+        if self.packing and self.init_from is None and not self.model.grid_positions:
+            raise ConfigError(PACKING_NEEDS_GRID)
         for name in self.datasets:
             if name in FORBIDDEN_DATASETS:
                 raise ConfigError(f"dataset {name} cannot be a pretraining source: {FORBIDDEN_DATASETS[name]}")
@@ -121,76 +153,7 @@ class PretrainConfig:
         return cls.from_dict(read_json(path), str(path))
 
 
-# ---------------------------------------------------------------- validation
-
-
-def validate(model, batches: Sequence[Batch], device: str, autocast, fn=None) -> float:
-    """Mean next-token loss on the validation targets."""
-    import torch
-
-    was_training = model.training
-    model.eval()
-    total, n = 0.0, 0
-    with torch.no_grad(), autocast:
-        for b in batches:
-            total += float((fn or loss_sum)(model, b.input_ids.to(device), b.labels.to(device)))
-            n += b.n_targets
-    model.train(was_training)
-    return total / max(1, n)
-
-
 # ---------------------------------------------------------------- training
-
-
-def loss_sum(model, input_ids, labels):
-    """Summed next-token cross entropy over target positions, in fp32.
-
-    The vocabulary has 32 entries, so logits for every position cost less memory than the hidden states;
-    computing them all keeps shapes static for torch.compile (no data-dependent gather).
-    """
-    import torch.nn.functional as F
-
-    hidden = model.model(input_ids=input_ids, use_cache=False).last_hidden_state
-    logits = model.lm_head(hidden).float()
-    return F.cross_entropy(logits.view(-1, logits.size(-1)), labels.view(-1), ignore_index=-100, reduction="sum")
-
-
-HEAD_CHUNK = 2048  # target rows per output-head chunk in `loss_sum_targets`
-
-
-def _head_loss(model, hidden, targets):
-    import torch.nn.functional as F
-
-    return F.cross_entropy(head_logits(model, hidden), targets, reduction="sum")
-
-
-def loss_sum_targets(model, input_ids, labels):
-    """`loss_sum` for a large vocabulary (an LLM's 256k tokens): the output head runs only on target positions,
-    in chunks whose logits are recomputed in the backward pass, so no [tokens x vocab] tensor is ever held."""
-    from torch.utils.checkpoint import checkpoint
-
-    hidden = model.get_decoder()(input_ids=input_ids, use_cache=False).last_hidden_state
-    sel = labels != -100
-    h, y = hidden[sel], labels[sel]
-    return sum(checkpoint(_head_loss, model, h[i: i + HEAD_CHUNK], y[i: i + HEAD_CHUNK], use_reentrant=False)
-               for i in range(0, len(y), HEAD_CHUNK))
-
-
-def make_optimizer(model, cfg: PretrainConfig, fused: bool):
-    import torch
-
-    trained = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in trained if p.dim() >= 2]
-    no_decay = [p for p in trained if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    kw = {"fused": True} if fused else {}
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, **kw)
-
-
-def flops_per_token(layers: int, hidden: int, n: int, seq_len: float) -> float:
-    """6 x (matmul) params + causal attention; `n` excludes an LLM's embedding (a lookup, and its tied head runs
-    only on target tokens), so an init_from run's MFU is a slight underestimate."""
-    return 6 * n + 6 * layers * hidden * seq_len
 
 
 class Start(NamedTuple):
@@ -245,107 +208,16 @@ class PretrainResult:
     total_steps: int = 0  # the schedule's length (fitted, with fit_minutes)
 
 
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    return {"numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]], "python": _jsonable(random.getstate())}
-
-
-def _jsonable(x: Any) -> Any:
-    return [_jsonable(v) for v in x] if isinstance(x, (tuple, list)) else x
-
-
-def _tuplify(x: Any) -> Any:
-    return tuple(_tuplify(v) for v in x) if isinstance(x, list) else x
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    n = state["numpy"]
-    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), *n[2:]))
-    random.setstate(_tuplify(state["python"]))
-
-
-def save_checkpoint(run_dir: Path, model, optimizer, scheduler, meta: dict[str, Any]) -> Path:
-    """Write run_dir/checkpoint atomically: a temp folder, then renames (an old one survives a crash)."""
-    import torch
-
-    final, tmp, old = run_dir / "checkpoint", run_dir / "checkpoint.tmp", run_dir / "checkpoint.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    tensors = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-    torch.save(tensors, tmp / "trainer.pt")
-    (tmp / "state.json").write_text(json.dumps({**meta, "rng": _rng_state()}))
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def _read_state(ckpt: Path) -> dict[str, Any]:
-    path = ckpt / "state.json"
-    try:
-        meta = jsonio.read_json(path)
-    except ValueError as e:
-        raise ConfigError(f"{path}: corrupt checkpoint ({str(e).removeprefix(f'{path}: ')}); start over with --fresh") from None
-    if not isinstance(meta, dict) or not {"step", "stream", "config", "rng"} <= set(meta):
-        raise ConfigError(f"{path}: corrupt checkpoint (missing entries); start over with --fresh")
-    return meta
-
-
-def _loss_module(model, fn=None):
-    """`model` with `fn` (default `loss_sum`) as its forward: DistributedDataParallel syncs gradients of forward calls only."""
-    from torch import nn
-
-    class LossModule(nn.Module):
-        def __init__(self, inner) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids, labels):
-            return (fn or loss_sum)(self.inner, input_ids, labels)
-
-    return LossModule(model)
-
-
-def _ddp_loss(module):
-    """`fn(model, ids, labels)` through a DDP-wrapped `_LossModule`, so gradients are all-reduced."""
-    return lambda _model, ids, labels: module(ids, labels)
-
-
-def _over_ranks(loss, real: int, padded: int, len_weighted: float, world: int):
+def _over_ranks(loss, real: int, padded: int, attended: int, world: int):
     """Loss summed over log steps, averaged over ranks; token counts summed over ranks."""
     import torch
     import torch.distributed as tdist
 
     t = torch.cat([loss.detach().reshape(1).double(),
-                   torch.tensor([real, padded, len_weighted], dtype=torch.float64, device=loss.device)])
+                   torch.tensor([real, padded, attended], dtype=torch.float64, device=loss.device)])
     tdist.all_reduce(t)
-    loss_mean, real_sum, padded_sum, lw_sum = t.tolist()
-    return torch.tensor(loss_mean / world, device=loss.device), int(real_sum), int(padded_sum), lw_sum
-
-
-def find_checkpoint(run_dir: Path) -> Path | None:
-    for name in ("checkpoint", "checkpoint.old"):
-        d = run_dir / name
-        if (d / "trainer.pt").is_file() and (d / "state.json").is_file():
-            return d
-    return None
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint we resume from (they will be written again)."""
-    if not path.exists():
-        return
-    keep = [rec for _, rec in jsonio.read_json_lines(path, "log", ConfigError, complete_only=True)
-            if isinstance(rec, dict) and rec.get("step", 0) <= step]
-    path.write_text("".join(json.dumps(rec) + "\n" for rec in keep))
+    loss_mean, real_sum, padded_sum, attended_sum = t.tolist()
+    return torch.tensor(loss_mean / world, device=loss.device), int(real_sum), int(padded_sum), int(attended_sum)
 
 
 def pretrain(
@@ -358,6 +230,7 @@ def pretrain(
     export: bool | None = None,
     label: str = "pretrain",
     start: tuple[Any, Any, Codec] | None = None,
+    on_step: Callable[[int, Batch], None] | None = None,
 ) -> PretrainResult:
     """Train (or continue training) the base model in `run_dir`.
 
@@ -371,7 +244,8 @@ def pretrain(
     existed before the call (an evaluation's) is left for its owner.
 
     `start` = (model, tokenizer or None, codec) trains that model object (fp32) instead of `cfg.model` or
-    `cfg.init_from`; `label` names the progress bar.
+    `cfg.init_from`; `label` names the progress bar; `on_step(step, batch)` runs after each optimizer step
+    (benchmarks time a window of steps with it).
     """
     import torch
     from tqdm import tqdm
@@ -391,7 +265,7 @@ def pretrain(
     log_path = run_dir / "log.jsonl"
 
     ckpt = find_checkpoint(run_dir) if resume else None
-    meta: dict[str, Any] = _read_state(ckpt) if ckpt else {}
+    meta: dict[str, Any] = read_state(ckpt) if ckpt else {}
     if meta and meta["config"]["model"] != asdict(cfg.model):
         raise ConfigError(f"{run_dir}: checkpoint was trained with a different model config; use another run dir")
     distributed.barrier(dist)  # every rank has read the checkpoint state before rank 0 touches the folder
@@ -405,8 +279,10 @@ def pretrain(
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     model, tokenizer, codec, n, n_layers, width = _init_model(cfg, device, start)
+    if cfg.packing and not is_grid_model(model):
+        raise ConfigError(f"{cfg.init_from or 'the model'}: {PACKING_NEEDS_GRID}")
     model.train()
-    optimizer = make_optimizer(model, cfg, fused=cuda)
+    optimizer = make_optimizer(model, cfg.lr, cfg.betas, cfg.weight_decay, fused=cuda)
     total = cfg.total_steps  # the schedule's length: fitted to fit_minutes once measured, if asked
     fitted = cfg.fit_minutes is None
 
@@ -417,22 +293,12 @@ def pretrain(
     train_sources, held = split_holdout(sources if sources is not None else load_sources(cfg.datasets), cfg.holdout)
     sampler = SequenceSampler(train_sources, cfg.max_len, cfg.seed + dist.rank, cfg.dataset_weights, codec=codec)
     val_batches = validation_set(held, cfg.max_len, cfg.pad_multiple, codec) if main else []
-    stream = BatchStream(sampler, cfg.token_budget, cfg.pool_size, cfg.pad_multiple)
+    stream = (PackedStream(sampler, cfg.token_budget, cfg.pool_size, round_up(cfg.max_len, cfg.pad_multiple))
+              if cfg.packing else BatchStream(sampler, cfg.token_budget, cfg.pool_size, cfg.pad_multiple))
     step, elapsed_before, tokens_seen = 0, 0.0, 0
     best_val: float | None = None
     if ckpt:
-        try:
-            tensors = torch.load(ckpt / "trainer.pt", map_location=device, weights_only=True)
-        except Exception as e:  # a truncated or corrupt file: say which, in one line
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ConfigError(f"{ckpt / 'trainer.pt'}: corrupt checkpoint ({first}); start over with --fresh") from None
-        model.load_state_dict(tensors["model"])
-        optimizer.load_state_dict(tensors["optimizer"])
-        scheduler.load_state_dict(tensors["scheduler"])
-        torch.set_rng_state(tensors["torch_rng"].cpu())
-        if cuda and tensors["cuda_rng"]:
-            torch.cuda.set_rng_state_all([s.cpu() for s in tensors["cuda_rng"]])
-        _set_rng_state(meta["rng"])
+        load_checkpoint(ckpt, meta, model, optimizer, scheduler, device)
         streams = meta.get("streams") or [meta["stream"]]
         if dist.rank < len(streams):  # a rank new to this run (a larger world) starts its own fresh stream
             stream.load_state_dict(streams[dist.rank])
@@ -442,24 +308,26 @@ def pretrain(
             total, fitted = int(meta["fitted_steps"]), True
             scheduler.lr_lambdas = [schedule(total)] * len(optimizer.param_groups)
         if main:
-            _truncate_log(log_path, step)
+            truncate_log(log_path, step)
     stream_state = stream.state_dict()
     end = min(total, stop_at) if stop_at is not None else total
     fit_from: tuple[int, float] | None = None  # (step, time) where the throughput measurement starts
 
     base_fn = loss_sum if model.config.get_text_config().vocab_size <= 4096 else loss_sum_targets
     fn = base_fn
+    # Padded batches: one graph for all (batch, length) shapes (lengths are multiples of pad_multiple anyway).
+    # Packed rows have one shape: a static graph.
+    dynamic = not cfg.packing
     if cuda:
         torch.set_float32_matmul_precision("high")
         if cfg.compile:
-            # One graph for all (batch, length) shapes; lengths are multiples of pad_multiple anyway.
-            fn = torch.compile(base_fn, dynamic=True)
+            fn = torch.compile(base_fn, dynamic=dynamic)
     if dist.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
-        ddp = DistributedDataParallel(_loss_module(model, base_fn), device_ids=[dist.local_rank] if cuda else None)
-        eager = _ddp_loss(ddp)
-        fn = _ddp_loss(torch.compile(ddp, dynamic=True)) if cuda and cfg.compile else eager
+        ddp = DistributedDataParallel(loss_module(model, base_fn), device_ids=[dist.local_rank] if cuda else None)
+        eager = ddp_loss(ddp)
+        fn = ddp_loss(torch.compile(ddp, dynamic=dynamic)) if cuda and cfg.compile else eager
     else:
         eager = base_fn
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
@@ -496,6 +364,9 @@ def pretrain(
         )
 
     prefetch = Prefetcher(stream, cfg.prefetch, pin=cuda) if step < end else None
+    attention = ExitStack()  # packed rows: attention through their block masks until the loop ends
+    if cfg.packing:
+        attention.enter_context(use_document_attention(model))
     # Redraw often on a terminal, rarely into a log file (a GPU job's output is kept as a tail).
     bar = tqdm(
         total=end,
@@ -507,8 +378,7 @@ def pretrain(
     )
     last_ckpt = time.monotonic()
     acc_loss = torch.zeros((), device=device)
-    acc_steps = acc_real = acc_padded = 0
-    acc_len_weighted = 0.0
+    acc_steps = acc_real = acc_padded = acc_attended = 0
     t_log = time.monotonic()
     last_loss = None
     try:
@@ -519,9 +389,10 @@ def pretrain(
             batch, next_state = prefetch.get()
             ids = batch.input_ids.to(device, non_blocking=True)
             labels = batch.labels.to(device, non_blocking=True)
+            mask = () if batch.doc_ids is None else (document_mask(batch.doc_ids.to(device, non_blocking=True)),)
             try:
                 with autocast:
-                    loss = fn(model, ids, labels) / max(1, batch.n_targets)
+                    loss = fn(model, ids, labels, *mask) / max(1, batch.n_targets)
             except Exception as e:  # a compiler failure should cost speed, not the run
                 if fn is eager:
                     raise
@@ -530,7 +401,7 @@ def pretrain(
                 )
                 fn = eager
                 with autocast:
-                    loss = fn(model, ids, labels) / max(1, batch.n_targets)
+                    loss = fn(model, ids, labels, *mask) / max(1, batch.n_targets)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
@@ -543,21 +414,24 @@ def pretrain(
             acc_steps += 1
             acc_real += batch.n_real
             acc_padded += batch.n_padded
-            acc_len_weighted += batch.n_real * batch.input_ids.shape[1]
+            acc_attended += batch.n_attended
             bar.update(1)
+            if on_step is not None:
+                on_step(step, batch)
             if step % cfg.log_every == 0 or step == end:
                 if dist.enabled:  # totals over all ranks (every rank is at this same step)
                     local_real = acc_real
-                    acc_loss, acc_real, acc_padded, acc_len_weighted = _over_ranks(
-                        acc_loss, acc_real, acc_padded, acc_len_weighted, dist.world)
+                    acc_loss, acc_real, acc_padded, acc_attended = _over_ranks(
+                        acc_loss, acc_real, acc_padded, acc_attended, dist.world)
                     tokens_seen += acc_real - local_real
                 last_loss = float(acc_loss.item()) / acc_steps  # the one host sync per log interval
                 check_finite(last_loss, step, "pretraining")  # before a log line, a checkpoint or an export
                 now = time.monotonic()
                 dt = max(now - t_log, 1e-9)
                 real_tps, padded_tps = acc_real / dt, acc_padded / dt
-                seq = acc_len_weighted / max(1, acc_real)
-                mfu = flops_per_token(n_layers, width, n, seq) * real_tps / (H100_BF16_FLOPS * dist.world) if cuda else None
+                attended = acc_attended / max(1, acc_real)
+                mfu = (flops_per_token(n_layers, width, n, attended) * real_tps / (PEAK_BF16_FLOPS * dist.world)
+                       if cuda else None)
                 rec = {
                     "step": step,
                     "loss": last_loss,
@@ -566,6 +440,7 @@ def pretrain(
                     "tokens_per_s": round(real_tps),
                     "padded_tokens_per_s": round(padded_tps),
                     "mfu": None if mfu is None else round(mfu, 4),
+                    "peak_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if cuda else None,
                     "elapsed": round(elapsed_before + now - t_start, 2),
                 }
                 if val_batches and step % cfg.val_every == 0:
@@ -586,8 +461,7 @@ def pretrain(
                     refresh=False,
                 )
                 acc_loss = torch.zeros((), device=device)
-                acc_steps = acc_real = acc_padded = 0
-                acc_len_weighted = 0.0
+                acc_steps = acc_real = acc_padded = acc_attended = 0
                 t_log = now
             if not fitted and step % cfg.log_every == 0:
                 # Measure from the middle of warmup (compilation is over by then) to its end, then fit the cosine.
@@ -608,6 +482,7 @@ def pretrain(
                 checkpoint()
                 last_ckpt = time.monotonic()
     finally:
+        attention.close()
         if prefetch is not None:
             prefetch.close()
         bar.close()
@@ -626,43 +501,3 @@ def pretrain(
     return PretrainResult(run_dir, step, finished, model_dir, last_loss, best_val, model, total)
 
 
-# ---------------------------------------------------------------- reporting
-
-
-def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "log.jsonl"
-    return [rec for _, rec in jsonio.read_json_lines(path, "log", ConfigError)] if path.exists() else []
-
-
-def plot_loss(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Loss (and throughput) against step, from run_dir/log.jsonl, to run_dir/loss.png."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    run_dir = Path(run_dir)
-    recs = read_log(run_dir)
-    out = Path(out) if out is not None else run_dir / "loss.png"
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    steps = [r["step"] for r in recs]
-    ax.plot(steps, [r["loss"] for r in recs], lw=1, label="training")
-    val = [(r["step"], r["val_loss"]) for r in recs if r.get("val_loss") is not None]
-    if val:
-        ax.plot(*zip(*val, strict=True), "o-", lw=1, ms=3, label="held-out tasks")
-        ax.legend()
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (target tokens)")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.set_title(f"pretraining loss ({run_dir.name})")
-    ax2.plot(steps, [r["tokens_per_s"] / 1e6 for r in recs], lw=1, label="real tokens/s (M)")
-    if any(r.get("mfu") is not None for r in recs):
-        ax2.plot(steps, [100 * (r.get("mfu") or 0) for r in recs], lw=1, label="MFU %")
-    ax2.set_xlabel("step")
-    ax2.legend()
-    ax2.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out

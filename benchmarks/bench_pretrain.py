@@ -1,0 +1,164 @@
+"""Pretraining throughput on one GPU: the recipe as it was beside the new ones, in one run, on the same data.
+
+Variants, each the config's pretraining loop (compiled, bf16, fused AdamW) in a process of its own:
+
+    mask    padded length buckets, transformers' causal mask built as before: under torch.compile a [B, 1, T, T]
+            tensor, which sends every layer to an attention kernel that reads it
+    padded  padded length buckets, no mask: SDPA's is_causal (the flash kernel)
+    packed  rows of max_len tokens holding several sequences, a FlexAttention document mask; one static shape
+
+The processes load data, compile and warm up at the same time (compilation is CPU work), wait for each other,
+then time their steps one at a time, so no timed step shares the GPU. MFU counts 6 FLOPs per parameter and token
+plus causal attention over each sequence's own tokens (`pretrain_step.flops_per_token`; the same count whether a
+batch pads or packs), against the dense bf16 peak. Start-up seconds are with the other variants compiling beside.
+
+    python benchmarks/bench_pretrain.py --config configs/pretrain-grid-continue.json --out results/x.md
+    python benchmarks/bench_pretrain.py --config configs/pretrain-tiny.json --device cpu --steps 3 --warmup 2  # a check
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import fcntl
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+VARIANTS = ("mask", "padded", "packed")
+
+
+def run_one(args) -> dict:
+    """One variant, in this process: warm up, meet the others, time `steps` steps alone."""
+    import torch
+
+    from testtime.model.grid_model import GridLlamaModel
+    from testtime.recipes.pretrain import PretrainConfig, pretrain
+    from testtime.recipes.pretrain_step import PEAK_BF16_FLOPS, flops_per_token
+
+    t_start = time.monotonic()
+    sync_dir = Path(args.sync)
+    cfg = PretrainConfig.from_json(args.config)
+    end = args.warmup + args.steps
+    cfg = dataclasses.replace(cfg, packing=args.one == "packed", total_steps=end + 1, fit_minutes=None,
+                              log_every=1, val_every=10**6, holdout=0, checkpoint_minutes=43200, max_minutes=None,
+                              device=args.device)
+    GridLlamaModel.always_build_mask = args.one == "mask"
+    cuda = torch.cuda.is_available() and args.device != "cpu"
+    acc = {"real": 0, "padded": 0, "attended": 0}
+    out: dict = {"variant": args.one}
+    lock = open(sync_dir / "lock", "w")  # noqa: SIM115 (held across calls of the hook)
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    def hook(step: int, batch) -> None:
+        if step == args.warmup:
+            sync()
+            out["startup_s"] = round(time.monotonic() - t_start, 1)
+            (sync_dir / f"ready-{args.one}").touch()
+            deadline = time.monotonic() + 1800
+            while len(list(sync_dir.glob("ready-*"))) < args.n and time.monotonic() < deadline:
+                time.sleep(0.5)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            sync()
+            out["t0"] = time.perf_counter()
+        elif args.warmup < step <= end:
+            acc["real"] += batch.n_real
+            acc["padded"] += batch.n_padded
+            acc["attended"] += batch.n_attended
+            out.setdefault("shapes", set()).add(tuple(batch.input_ids.shape))
+            if step == end:
+                sync()
+                out["seconds"] = time.perf_counter() - out.pop("t0")
+                fcntl.flock(lock, fcntl.LOCK_UN)
+                out["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1) if cuda else None
+
+    run_dir = Path(tempfile.mkdtemp(prefix=f"bench-pretrain-{args.one}-"))
+    result = pretrain(cfg, run_dir, progress=False, on_step=hook, stop_at=end, export=False)
+    model = result.trained
+    n = sum(p.numel() for p in model.parameters())
+    text = model.config.get_text_config()
+    tps = acc["real"] / out["seconds"]
+    losses = [r["loss"] for r in map(json.loads, (run_dir / "log.jsonl").read_text().splitlines())
+              if args.warmup < r["step"] <= end]
+    out.update({
+        "tokens_per_s": round(tps),
+        "padded_tokens_per_s": round(acc["padded"] / out["seconds"]),
+        "step_s": round(out["seconds"] / args.steps, 4),
+        "mfu": round(flops_per_token(text.num_hidden_layers, text.hidden_size, n, acc["attended"] / acc["real"])
+                     * tps / PEAK_BF16_FLOPS, 4) if cuda else None,
+        "loss": round(statistics.mean(losses), 5),
+        "shapes": len(out.get("shapes", ())),
+        "seconds": round(out["seconds"], 2),
+    })
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="configs/pretrain-grid-continue.json")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--warmup", type=int, default=15, help="steps before timing (compilation, allocator)")
+    ap.add_argument("--steps", type=int, default=30, help="steps timed")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", type=Path, default=None, help="markdown file to append the table to")
+    ap.add_argument("--json", type=Path, default=None, help="write every variant's figures here")
+    ap.add_argument("--one", choices=VARIANTS, help=argparse.SUPPRESS)
+    ap.add_argument("--sync", help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print("RESULT " + json.dumps(run_one(args)), flush=True)
+        return
+
+    variants = [v for v in args.variants.split(",") if v]
+    if not variants or set(variants) - set(VARIANTS):
+        sys.exit(f"error: --variants takes some of {','.join(VARIANTS)}, got {args.variants!r}")
+    sync_dir = tempfile.mkdtemp(prefix="bench-pretrain-sync-")
+    procs = {v: subprocess.Popen([sys.executable, __file__, "--one", v, "--sync", sync_dir, "--n", str(len(variants)),
+                                  "--config", args.config, "--warmup", str(args.warmup), "--steps", str(args.steps),
+                                  "--device", args.device], stdout=subprocess.PIPE, text=True)
+             for v in variants}
+    rows = []
+    for v, p in procs.items():
+        stdout, _ = p.communicate()
+        found = [line[7:] for line in stdout.splitlines() if line.startswith("RESULT ")]
+        if p.returncode or not found:
+            print(f"{v}: failed (exit {p.returncode})\n{stdout[-2000:]}", file=sys.stderr)
+            continue
+        rows.append(json.loads(found[-1]))
+
+    import torch
+    from provenance import header, publish
+
+    device = "cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu"
+    base = next((r for r in rows if r["variant"] == "mask"), rows[0] if rows else None)
+    lines = header("Pretraining throughput, one device", device) + [
+        "", f"config `{args.config}`; {args.warmup} warm-up steps, then {args.steps} timed steps a variant, each alone "
+            "on the device", "",
+        "| variant | real tokens/s | padded tokens/s | s/step | MFU | peak GiB | speed-up | mean loss | shapes | "
+        "start-up s |",
+        "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
+        lines.append(f"| {r['variant']} | {r['tokens_per_s']:,} | {r['padded_tokens_per_s']:,} | {r['step_s']} | {mfu} "
+                     f"| {r['peak_gib'] if r['peak_gib'] is not None else '-'} | "
+                     f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}x | {r['loss']} | {r['shapes']} | "
+                     f"{r['startup_s']} |")
+    publish(lines, args.out)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    if len(rows) < len(variants):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

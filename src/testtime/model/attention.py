@@ -1,0 +1,88 @@
+"""Attention over packed documents: several training sequences share one row, and each attends only to itself.
+
+Pretraining packs sequences into rows of a fixed length (`testtime.data.pretrain_data.PackedStream`) instead of
+padding each to its bucket's length: no padded tokens, one shape for the whole run (one compiled graph). A row's
+tokens carry a document index; `document_mask` turns those into a FlexAttention block mask (causal, and within
+one document), whose empty blocks the kernel skips, so a row costs what its documents would cost alone.
+
+The model reaches the block mask through transformers' attention registry: `DOCUMENT_ATTENTION` is registered
+once at import, and `use_document_attention` switches a model to it for the span of a training run. The function
+hands any ordinary mask (or none) to SDPA unchanged, so scoring and validation inside that span behave as before.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+try:  # FlexAttention arrived in torch 2.5; without it packing is refused by the config, not here
+    from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+except ImportError:  # pragma: no cover
+    create_block_mask = flex_attention = None
+
+    class BlockMask:  # nothing is ever one
+        pass
+
+DOCUMENT_ATTENTION = "testtime_documents"
+
+
+def flex_available() -> bool:
+    return flex_attention is not None
+
+
+def document_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """transformers' attention signature: q, k, v [B, H, T, D]; returns ([B, T, H, D], None)."""
+    if not isinstance(attention_mask, BlockMask):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                      **kwargs)
+    out = flex_attention(query, key, value, block_mask=attention_mask, scale=scaling,
+                         enable_gqa=query.shape[1] != key.shape[1])
+    return out.transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(DOCUMENT_ATTENTION, document_attention)
+AttentionMaskInterface.register(DOCUMENT_ATTENTION, sdpa_mask)  # an ordinary mask is built as SDPA's
+
+
+def document_mask(doc_ids: torch.Tensor, block_size: int = 128):
+    """The attention mask of rows of packed documents: token q sees token k iff k <= q and both lie in one document.
+
+    `doc_ids` [B, T] (int): each token's document index within its row. On a GPU, a FlexAttention block mask,
+    built compiled (a Python mask function over B*T*T positions would take seconds a step otherwise). Elsewhere
+    FlexAttention has no backward pass, so the same mask comes dense, [B, 1, T, T] booleans for SDPA: exact, and
+    its T^2 memory is no matter at the lengths a CPU trains on.
+    """
+    if doc_ids.device.type != "cuda":
+        return dense_document_mask(doc_ids)
+    b, t = doc_ids.shape
+
+    def same_document_causal(batch, head, q, k):
+        return (doc_ids[batch, q] == doc_ids[batch, k]) & (k <= q)
+
+    return create_block_mask(same_document_causal, b, None, t, t, device=doc_ids.device, BLOCK_SIZE=block_size,
+                             _compile=True)
+
+
+def dense_document_mask(doc_ids: torch.Tensor) -> torch.Tensor:
+    """`document_mask` as [B, 1, T, T] booleans (True: attend)."""
+    t = doc_ids.shape[1]
+    causal = torch.ones(t, t, dtype=torch.bool, device=doc_ids.device).tril()
+    return ((doc_ids[:, :, None] == doc_ids[:, None, :]) & causal)[:, None]
+
+
+@contextmanager
+def use_document_attention(model):
+    """Route `model`'s attention through `document_attention` inside the block, then restore what it had."""
+    configs = {id(c): c for c in (model.config, model.config.get_text_config())}.values()
+    before = [(c, c._attn_implementation) for c in configs]
+    try:
+        for c, _ in before:
+            c._attn_implementation = DOCUMENT_ATTENTION
+        yield model
+    finally:
+        for c, impl in before:
+            c._attn_implementation = impl

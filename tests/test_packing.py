@@ -1,0 +1,151 @@
+"""Packed pretraining: rows of several sequences, each attending only to itself, train exactly as padded batches do
+(tiny grid model, CPU; the GPU's FlexAttention kernel is checked against the same padded loss by the GPU lane)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from testtime.core.config import ConfigError
+from testtime.data.encode import GridCodec, encode_example, grid_positions
+from testtime.data.pretrain_data import PAD_DOCUMENT, PackedStream, SequenceSampler, collate, first_fit, pack
+from testtime.data.sources import TaskSource
+from testtime.model.attention import DOCUMENT_ATTENTION, dense_document_mask, document_mask, use_document_attention
+from testtime.model.loading import ModelConfig, save_model
+from testtime.model.tiny_lm import byte_bpe_tokenizer, save_tiny, tiny_causal_lm
+from testtime.recipes.pretrain import PretrainConfig, pretrain, read_log
+from testtime.recipes.pretrain_step import loss_sum
+
+CODEC = GridCodec()
+
+
+def _sequences(flip_task, shapes):
+    out = []
+    for i, shape in enumerate(shapes):
+        t = flip_task(i, f"t{i}", shape)
+        out.append(encode_example(CODEC, list(t.train)[:2], t.train[2]))
+    return out
+
+
+def test_a_packed_row_restarts_positions_at_each_document():
+    a = np.concatenate([CODEC.bos(), CODEC.input_piece(np.array([[1, 2], [3, 4]], dtype=np.uint8))])
+    b = np.concatenate([CODEC.bos(), CODEC.input_piece(np.array([[5]], dtype=np.uint8))])
+    alone = [grid_positions(torch.tensor(x)[None])[0] for x in (a, b)]
+    packed = grid_positions(torch.tensor(np.concatenate([a, b]))[None])[0]
+    assert torch.equal(packed, torch.cat(alone))
+
+
+def test_first_fit_packs_every_sequence_once_within_the_row_length(flip_task):
+    seqs = _sequences(flip_task, [(3, 4), (5, 5), (2, 2), (6, 3), (4, 4), (2, 5)])
+    rows = first_fit(seqs, 256)
+    assert sorted(id(s) for r in rows for s in r) == sorted(id(s) for s in seqs)
+    assert all(sum(len(s) for s in r) <= 256 for r in rows)
+    assert len(rows) < len(seqs)  # some row holds several sequences
+    with pytest.raises(ValueError, match="do not fit a row of 64"):
+        pack([seqs[:1]], 64)
+
+
+def test_packed_loss_and_gradients_equal_the_padded_batch(tiny_grid_model, flip_task):
+    """The same sequences, padded one per row or packed several per row, give one loss and one gradient: no token
+    sees another sequence, every position and target is the same."""
+    seqs = _sequences(flip_task, [(3, 4), (5, 5), (2, 2), (6, 3), (4, 4)])
+    rows = first_fit(seqs, 256)
+    assert max(len(r) for r in rows) >= 2
+    padded, packed = collate(seqs, 16), pack(rows, 256)
+    assert (padded.n_real, padded.n_targets, padded.n_attended) == (packed.n_real, packed.n_targets, packed.n_attended)
+    assert (packed.doc_ids == PAD_DOCUMENT).any()  # the rows end in padding of their own
+    grads = []
+    for batch in (padded, packed):
+        model = tiny_grid_model(0)
+        with use_document_attention(model):
+            mask = None if batch.doc_ids is None else document_mask(batch.doc_ids)
+            loss = loss_sum(model, batch.input_ids, batch.labels, mask)
+        loss.backward()
+        grads.append((loss.detach(), [p.grad for p in model.parameters()]))
+    (a, ga), (b, gb) = grads
+    assert torch.allclose(a, b, rtol=1e-5)
+    assert all(float((x - y).norm() / x.norm()) < 1e-5 for x, y in zip(ga, gb, strict=True))
+
+
+def test_the_block_mask_matches_the_dense_mask(tiny_grid_model, flip_task):
+    """FlexAttention's block mask (the GPU's path, forward only on a CPU) gives the dense mask's loss."""
+    flex = pytest.importorskip("torch.nn.attention.flex_attention")
+    seqs = _sequences(flip_task, [(3, 4), (5, 5), (2, 2), (6, 3)])
+    batch = pack(first_fit(seqs, 256), 256)
+    doc = batch.doc_ids
+
+    def same_document_causal(b, h, q, k):
+        return (doc[b, q] == doc[b, k]) & (k <= q)
+
+    block = flex.create_block_mask(same_document_causal, doc.shape[0], None, 256, 256, device="cpu", BLOCK_SIZE=128)
+    model = tiny_grid_model(1)
+    with torch.no_grad(), use_document_attention(model):
+        dense = loss_sum(model, batch.input_ids, batch.labels, dense_document_mask(doc))
+        sparse = loss_sum(model, batch.input_ids, batch.labels, block)
+    assert torch.allclose(dense, sparse, rtol=1e-5)
+
+
+def test_no_mask_is_causal_attention(tiny_grid_model, flip_task):
+    """Whole sequences with no mask take SDPA's is_causal path; it equals the mask transformers builds."""
+    seqs = _sequences(flip_task, [(3, 4), (2, 2)])
+    batch = collate(seqs, 16)
+    model = tiny_grid_model(2)
+    with torch.no_grad():
+        fast = model.model(input_ids=batch.input_ids, use_cache=False).last_hidden_state
+        built = model.model(input_ids=batch.input_ids, attention_mask=torch.ones_like(batch.input_ids),
+                            use_cache=False).last_hidden_state
+    assert torch.allclose(fast, built, atol=1e-5)
+
+
+def test_document_attention_is_restored_and_never_saved(tiny_grid_model, tmp_path):
+    model = tiny_grid_model(0)
+    before = model.config._attn_implementation
+    with pytest.raises(RuntimeError), use_document_attention(model):
+        assert model.config._attn_implementation == DOCUMENT_ATTENTION
+        save_model(model, None, tmp_path / "m")
+        raise RuntimeError("a step failed")
+    assert model.config._attn_implementation == before
+    assert DOCUMENT_ATTENTION not in (tmp_path / "m" / "config.json").read_text()
+
+
+def test_packed_stream_has_one_shape_and_resumes_exactly(flip_task):
+    sources = [TaskSource([flip_task(i, f"t{i}", (2 + i % 5, 3 + i % 4)) for i in range(12)])]
+    stream = PackedStream(SequenceSampler(sources, 512, seed=0), token_budget=2048, pool_size=40, row_len=512)
+    first = [stream.next() for _ in range(3)]
+    assert {tuple(b.input_ids.shape) for b in first} == {(4, 512)}
+    assert sum(b.n_real for b in first) > 0.6 * sum(b.n_padded for b in first)  # rows are mostly full
+    state = stream.state_dict()
+    expected = [stream.next() for _ in range(5)]
+    again = PackedStream(SequenceSampler(sources, 512, seed=0), token_budget=2048, pool_size=40, row_len=512)
+    again.load_state_dict(state)
+    for a, b in zip(expected, [again.next() for _ in range(5)], strict=True):
+        assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.doc_ids, b.doc_ids)
+
+
+def test_packed_pretraining_learns_resumes_exactly_and_exports_a_plain_model(tmp_path, flip_task):
+    tasks = [flip_task(i, f"t{i}", (2 + i % 4, 3)) for i in range(8)]
+    src = [TaskSource(tasks)]
+    cfg = PretrainConfig(model=dataclasses.replace(ModelConfig.tiny(), grid_positions=True), packing=True, max_len=512, token_budget=2048, pool_size=24,
+                         pad_multiple=64, lr=3e-3, warmup_steps=1, total_steps=8, log_every=1, device="cpu", seed=2,
+                         checkpoint_minutes=100)
+    straight = pretrain(cfg, tmp_path / "a", progress=False, sources=src)
+    log = read_log(tmp_path / "a")
+    assert straight.finished and log[-1]["loss"] < log[0]["loss"]
+    assert log[0]["padded_tokens_per_s"] > 0 and all(r["tokens"] > 0 for r in log)
+    pretrain(cfg, tmp_path / "b", progress=False, sources=src, stop_at=3)
+    resumed = pretrain(cfg, tmp_path / "b", progress=False, sources=src)
+    assert resumed.last_loss == straight.last_loss
+    assert DOCUMENT_ATTENTION not in (tmp_path / "a" / "model" / "config.json").read_text()
+
+
+def test_packing_is_refused_for_a_model_of_another_kind(tmp_path):
+    tok = byte_bpe_tokenizer(pad=True)
+    folder = save_tiny(tiny_causal_lm("qwen3", tok), tok, tmp_path / "llm")
+    cfg = PretrainConfig(packing=True, init_from=str(folder), max_len=512, token_budget=2048, device="cpu")
+    with pytest.raises(ConfigError, match="packing needs our grid model"):
+        pretrain(cfg, tmp_path / "run", progress=False, sources=[])
+    with pytest.raises(ConfigError, match="packing needs our grid model"):
+        PretrainConfig(packing=True, model=ModelConfig.tiny(), max_len=1024, token_budget=4096)  # flat positions
