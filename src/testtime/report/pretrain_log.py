@@ -37,11 +37,19 @@ def plot_loss(run_dir: str | Path, out: str | Path | None = None) -> Path:
     ax.grid(alpha=0.3)
     ax.set_title(f"pretraining loss ({run_dir.name})")
     ax2.plot(steps, [r["tokens_per_s"] / 1e6 for r in recs], lw=1, label="real tokens/s (M)")
-    if any(r.get("mfu") is not None for r in recs):
-        ax2.plot(steps, [100 * (r.get("mfu") or 0) for r in recs], lw=1, label="MFU %")
+    ax2.set_ylabel("real tokens/s (millions)")
+    ax2.set_ylim(bottom=0)
     ax2.set_xlabel("step")
-    ax2.legend()
     ax2.grid(alpha=0.3)
+    if any(r.get("mfu") is not None for r in recs):  # on its own scale: a percentage beside millions flattens both
+        ax3 = ax2.twinx()
+        ax3.plot(steps, [100 * (r.get("mfu") or 0) for r in recs], lw=1, color="tab:orange", label="MFU %")
+        ax3.set_ylabel("MFU %")
+        ax3.set_ylim(bottom=0)
+        lines = ax2.get_lines() + ax3.get_lines()
+        ax2.legend(lines, [line.get_label() for line in lines], loc="lower right")
+    else:
+        ax2.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
