@@ -402,7 +402,8 @@ def evaluate_cmd(
             typer.echo(f"{_text_summary(summary(records))}; wrote {out / 'results.jsonl'}")
         return
 
-    from testtime.recipes.grid import default_out, evaluate, load_task_set
+    from testtime.data.tasks import load_task_set
+    from testtime.recipes.grid import default_out, evaluate
     from testtime.report.report import print_summary
     from testtime.stages.budget import default_max_seconds
 
@@ -494,14 +495,14 @@ def solve_cmd(
     from testtime.data.render import print_task, task_html
     from testtime.data.tasks import resolve_task
     from testtime.model.loading import load_model
-    from testtime.recipes.grid import GridKind, solve_task
+    from testtime.recipes.grid import plan_of, solve_task
     from testtime.stages.budget import default_max_seconds, total
 
     check_value("--max-seconds", max_seconds, SECONDS)
     t = resolve_task(task)
     cfg, _ = _recipe_config(task, None, dict(model=model, ttt=ttt, device=device, views=views, samples=samples,
                                               epochs=epochs, lr=lr, adapter=adapter, policy=policy, select=select))
-    GridKind(cfg)  # an unknown or contradictory policy fails here, before the model loads
+    plan_of(cfg)  # an unknown or contradictory policy fails here, before the model loads
     dev = pick_device(device)
     limit = max_seconds if max_seconds is not None else default_max_seconds(dev)
     loaded = load_model(model, device=dev)
