@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -144,3 +146,24 @@ def test_continuing_a_cache_without_positions_is_refused(tiny_grid_model):
     out = model(input_ids=ids, **{kw: DynamicCache()}, use_cache=True)
     with pytest.raises(ValueError, match="position_ids"):
         model(input_ids=ids[:, :1], **{kw: getattr(out, kw)}, use_cache=True)
+
+
+def test_import_testtime_registers_the_grid_model_with_transformers():
+    """The model card's promise: after `import testtime` alone, plain transformers loads the shipped checkpoint. In a
+    fresh interpreter, so that no earlier import of the grid model in this process can hide a failure."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import testtime
+    from testtime.model.loading import DEFAULT_MODEL_DIR
+
+    code = ("import testtime\n"
+            "from transformers import AutoModelForCausalLM\n"
+            f"m = AutoModelForCausalLM.from_pretrained({str(DEFAULT_MODEL_DIR)!r})\n"
+            "print(type(m).__name__, m.config.model_type)\n")
+    src = str(Path(testtime.__file__).parents[1])  # this checkout's package, not an installed one
+    res = subprocess.run([sys.executable, "-W", "error::FutureWarning", "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": src}, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["GridLlamaForCausalLM", "testtime_grid"]
