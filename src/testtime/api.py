@@ -15,9 +15,10 @@ its dotted path (`**{"select_cfg.colors": 1}`), over a named recipe (`RECIPES`) 
 caller can fix is a one-line exception, the line `testtime` prints after `error: ` (TaskError, ConfigError,
 ModelError...: ValueErrors all).
 
-A `Solver` keeps its model loaded, and the pace the CPU time budget timed, across calls. It runs one call at a time:
-calls from several threads wait their turn, so a service holding one solver batches concurrent tasks into one
-`solve_many` call (whose tasks train together, each in its own adapter slot) rather than calling it from many threads.
+A `Solver` keeps its model loaded, and the pace the CPU time budget timed, across calls (the engine captures its CUDA
+graphs per generation batch: there is no graph pool to keep). It runs one call at a time: calls from several threads
+wait their turn, so a service holding one solver batches concurrent tasks into one `solve_many` call (whose tasks
+train together, each in its own adapter slot) rather than calling it from many threads.
 """
 
 from __future__ import annotations

@@ -327,7 +327,7 @@ class GridKind(runs.AdapterSlots):
         return ranked
 
     def token_budget(self) -> int:
-        return self.cfg.predict_cfg.token_budget or auto_token_budget(self.model)
+        return self.plan.predict.token_budget or auto_token_budget(self.model)
 
     def error_record(self, task: Task, error: str) -> dict[str, Any]:
         return error_record(task, error)

@@ -254,7 +254,7 @@ class Estimator:
         return out
 
     def _loo(self, plan: Plan) -> float:
-        """One leave-one-out check (`evaluate.GridOps.leave_one_out`): each held-out demo's prompt and answer read
+        """One leave-one-out check (`grid.GridOps.leave_one_out`): each held-out demo's prompt and answer read
         whole, in padded batches (they share no prefix); those decoding could not give cost nothing (the check counts
         them failed, unscored)."""
         seqs = [answered(self.codec, lt.train, lt.test[0], plan.predict.max_len) for lt in loo_tasks(self.task)]

@@ -7,7 +7,7 @@ A policy is a small, named recipe of stages over a group of tasks, driven by che
 - `loo`: the leave-one-out self-check. Each demonstration in turn becomes the query, the others the
   context, and the model (with or without the task's adapter) answers it greedily under the identity
   view; `loo` is the share solved exactly (the grid kind tells it from one teacher-forced pass, without
-  decoding: `evaluate.GridOps.leave_one_out`). Without an adapter it is a true held-out check. With one
+  decoding: `grid.GridOps.leave_one_out`). Without an adapter it is a true held-out check. With one
   it measures fit: TTT trains on these very leave-one-out tasks (under augmentations), so a task whose
   adapter still fails its own demos has not been learned yet and is worth more steps.
 - `ttt_loss`: the adapter's last training losses (recorded, for analysis and for future policies).
