@@ -69,7 +69,7 @@ def test_solve_many_trains_tasks_together_as_a_run_groups_them(tmp_path, tiny, s
     recs = evaluate(small_cfg(), tmp_path, model=model, codec=codec, tasks=tasks, show_progress=False)
     assert [r.task.id for r in got] == [t.id for t in tasks]
     assert [{k: r.record[k] for k in KEYS} for r in got] == [{k: r[k] for k in KEYS} for r in recs]
-    again = solver.solve_many(tasks, recipe=small_cfg(), show_progress=False, max_seconds=None)  # the model is as it was
+    again = solver.solve_many(tasks, recipe=small_cfg(), show_progress=False, max_seconds=None)  # the model as it was
     assert [r.record["attempts"] for r in again] == [r.record["attempts"] for r in got]
 
 

@@ -2,7 +2,7 @@
 
     import testtime
 
-    solver = testtime.load()                                # the shipped model (or a folder), on cuda where there is one
+    solver = testtime.load()                                # the shipped model (or a folder); cuda if there is one
     result = solver.solve("arc1/eval/00576224")             # a Task, a dict in ARC JSON, a task file or a dataset name
     result.attempts[0]                                      # the two attempts at the first test input (numpy grids)
     result.candidates[0][0]                                 # every candidate, best first, with its votes and score

@@ -24,6 +24,7 @@ from typing import Annotated, Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from testtime.core import store
 from testtime.core.config import SECONDS, ConfigError, Range, check, check_value, read_json, typed
@@ -285,8 +286,6 @@ class GridKind(runs.AdapterSlots):
     def run_group(self, group: list[Task], token_budget: int | None = None) -> list[dict[str, Any]]:
         """The group's plan, stage by stage: the policy's stages (`run_policy`), the vote, the selection, the
         records. `token_budget` replaces the plan's generation budget (an out-of-memory retry's)."""
-        from tqdm.auto import tqdm
-
         plan = self.plan_for(group)
         if token_budget is not None:
             plan = plan.with_token_budget(token_budget)
@@ -294,9 +293,11 @@ class GridKind(runs.AdapterSlots):
         with tqdm(total=plan.steps, desc="test-time training", unit="step",
                   disable=not (self.show_steps and plan.policy.ttt)) as bar:
             if fits and len(fits) == len(group):  # the bar's time left covers the steps; the stages after are estimated
-                bar.set_postfix_str(f"then about {sum(budget.total(f.planned) - f.planned['ttt'] for f in fits):.0f} s more")
+                after = sum(budget.total(f.planned) - f.planned["ttt"] for f in fits)
+                bar.set_postfix_str(f"then about {after:.0f} s more")
             try:
-                out = run_policy(plan, len(group), GridOps(self, group, plan.predict, plan.ttt, plan.select, bar.update))
+                ops = GridOps(self, group, plan.predict, plan.ttt, plan.select, bar.update)
+                out = run_policy(plan, len(group), ops)
             finally:
                 if self.lora is not None:
                     self.lora.use(None)
