@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from testtime.core.store import RESULTS, read_config, read_joint_summary, read_records
-from testtime.recipes.grid import config_from_dict, effective_policy, ttt_config
+from testtime.recipes.grid import config_from_dict, effective_policy, plan_of
 from testtime.report.report import by_decision, compute_by_stage
 
 STAGES = ("icl", "loo", "ttt", "predict", "select")
@@ -28,7 +28,7 @@ FIXED = ("always", "extended")  # policies that train every task the same number
 
 def label(run: Path, records: list[dict[str, Any]]) -> str:
     """Policy, TTT steps and adapter of a run, from its config.json (else the folder name), by the recipe's own rules
-    (`evaluate.effective_policy`): a run with no policy named ran the default one. The steps of a fixed schedule
+    (`grid.effective_policy`): a run with no policy named ran the default one. The steps of a fixed schedule
     are those its records took, not what today's defaults would make of its config (a default may have moved)."""
     raw = read_config(run)
     if raw is None:
@@ -40,7 +40,7 @@ def label(run: Path, records: list[dict[str, Any]]) -> str:
     if policy not in FIXED:  # its steps vary per task: the table's TTT task-steps say what it spent
         return f"{joint}{policy}{full}"
     taken = Counter(int((r.get("policy") or {}).get("ttt_steps", 0)) for r in records)
-    steps = taken.most_common(1)[0][0] if taken else ttt_config(cfg).steps
+    steps = taken.most_common(1)[0][0] if taken else plan_of(cfg).ttt.steps
     orders = cfg.predict_cfg.orders
     return f"{joint}{policy} ({steps} steps{f', {orders} orders' if orders > 1 else ''}{full})"
 

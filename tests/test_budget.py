@@ -15,9 +15,10 @@ from testtime.cli import app
 from testtime.data.encode import GridCodec
 from testtime.data.tasks import Example, Task, save_task, save_tasks
 from testtime.model.loading import ModelConfig, build_model, save_model
-from testtime.recipes.grid import EvalConfig, evaluate, solve_task, work_of
+from testtime.recipes.grid import EvalConfig, evaluate, plan_of, solve_task
 from testtime.stages import budget
-from testtime.stages.budget import Estimator, Shape, Speed, Work, context_lengths, fit, total
+from testtime.stages.budget import Estimator, Shape, Speed, context_lengths, fit, total
+from testtime.stages.policy import Plan
 
 runner = CliRunner()
 PACE = Speed(row_token=1e-3, step=0.02)  # about the 2-core CPU's pace on the shipped model
@@ -34,11 +35,11 @@ def big_task(demos: int = 3, side: int = 30, tests: int = 1, seed: int = 0) -> T
     return Task("big", tuple(ex(side - 2 * i) for i in range(demos)), tuple(ex(side) for _ in range(tests)))
 
 
-def default_work() -> Work:
-    return work_of(EvalConfig())
+def default_work() -> Plan:
+    return plan_of(EvalConfig())
 
 
-def toy_cost(work: Work) -> dict[str, float]:
+def toy_cost(work: Plan) -> dict[str, float]:
     """Seconds that fall with every lever: context, scoring views, views, TTT steps."""
     w = work
     ttt = w.ttt.steps * w.ttt.max_len / 1000 if w.policy.ttt else 0.0
@@ -51,7 +52,7 @@ def test_a_task_that_fits_is_not_cut():
     task = big_task()
     work = default_work()
     plan = fit(task, work, GridCodec(), None, PACE, 300, estimator=lambda w: dict(toy_cost(w), ttt=1.0))
-    assert plan.cuts == [] and plan.work is work and plan.fits
+    assert plan.cuts == [] and plan.plan is work and plan.fits
     assert "within the budget of 300 s" in plan.line()
 
 
@@ -68,9 +69,9 @@ def test_the_shipped_shape_prices_a_small_task_well_inside_the_default():
 def test_cuts_come_in_rounds_in_the_stated_order_until_the_estimate_fits():
     task = big_task(demos=3)
     work = default_work()
-    seen: list[Work] = []
+    seen: list[Plan] = []
 
-    def cost(w: Work) -> dict[str, float]:
+    def cost(w: Plan) -> dict[str, float]:
         seen.append(w)
         return toy_cost(w)
 
@@ -78,7 +79,7 @@ def test_cuts_come_in_rounds_in_the_stated_order_until_the_estimate_fits():
     room = budget.MARGIN * 40  # a task cut aims below the budget, for the estimate's error
     assert plan.fits and total(plan.planned) <= room
 
-    def lever(a: Work, b: Work) -> str:
+    def lever(a: Plan, b: Plan) -> str:
         changed = [name for name, x, y in (("context", a.predict.max_len, b.predict.max_len),
                                            ("scoring", (a.select.views * a.select.colors, a.select.method),
                                             (b.select.views * b.select.colors, b.select.method)),
@@ -93,13 +94,13 @@ def test_cuts_come_in_rounds_in_the_stated_order_until_the_estimate_fits():
     assert "context" not in order[8:]  # one demo left: that lever is spent
     last_cut = next(k for k in range(len(seen)) if total(toy_cost(seen[k])) <= room)  # the halvings stop here
     assert all(x == "ttt" for x in order[last_cut:])  # and then only TTT steps come back
-    assert plan.work.ttt.steps >= seen[last_cut].ttt.steps
-    assert total(toy_cost(budget.with_steps(plan.work, plan.work.ttt.steps + 1))) > room  # as many as the room holds
+    assert plan.plan.ttt.steps >= seen[last_cut].ttt.steps
+    assert total(toy_cost(budget.with_steps(plan.plan, plan.plan.ttt.steps + 1))) > room  # as many as the room holds
     lengths = context_lengths(task, GridCodec())
-    assert plan.work.predict.max_len == lengths[0] and plan.work.ttt.max_len == lengths[0]
+    assert plan.plan.predict.max_len == lengths[0] and plan.plan.ttt.max_len == lengths[0]
     assert plan.cuts == [f"context 3 -> 1 demo (max_len {lengths[0]})", "no scoring (as few answers as attempts)",
-                         "views 8 -> 1", f"TTT {work.ttt.steps} -> {plan.work.ttt.steps} steps"]
-    assert plan.work.ttt.epochs == 1 and plan.work.ttt.steps >= budget.MIN_TTT_STEPS
+                         "views 8 -> 1", f"TTT {work.ttt.steps} -> {plan.plan.ttt.steps} steps"]
+    assert plan.plan.ttt.epochs == 1 and plan.plan.ttt.steps >= budget.MIN_TTT_STEPS
     assert "over the budget of 40 s; cut to" in plan.line()
 
 
@@ -150,7 +151,7 @@ def test_a_refill_back_to_every_step_restores_the_configured_recipe():
     fresh samples (which no cut line would mention)."""
     work = default_work()
     half = budget.with_steps(work, work.ttt.steps // 2)
-    got, _ = budget._refill_steps(half, toy_cost(half), work, room=1e9, estimate=toy_cost)
+    got, _ = budget.refill_steps(half, toy_cost(half), work, room=1e9, estimate=toy_cost)
     assert got.ttt == work.ttt
     assert budget.describe(work, got, [100]) == []
 
@@ -158,7 +159,7 @@ def test_a_refill_back_to_every_step_restores_the_configured_recipe():
 def test_when_nothing_is_left_to_cut_ttt_goes_and_the_plan_says_it_is_still_over():
     task = big_task(demos=2)
     plan = fit(task, default_work(), GridCodec(), None, PACE, 1, estimator=toy_cost)
-    w = plan.work
+    w = plan.plan
     assert not w.policy.ttt and w.select.method == "vote" and w.predict.views * w.predict.orders == 1
     assert plan.cuts[-1] == "no TTT" and not plan.fits and plan.line().endswith("(still over: nothing left to cut)")
 
@@ -304,5 +305,5 @@ def test_the_default_budget_is_for_the_cpu():
 def test_a_plan_of_stages_under_a_second_says_so():
     w = default_work()
     quick = {k: 0.1 for k in budget.STAGES}
-    line = budget.Plan(300, w, quick, quick, [], PACE).line()
+    line = budget.Fit(300, w, quick, quick, [], PACE).line()
     assert line == "estimated 0 s (each stage under a second), within the budget of 300 s"

@@ -132,7 +132,7 @@ def test_grid_runs_plan_smaller_groups_for_full(tiny, small_cfg, synthetic_tasks
     for adapter, most in (("lora", 4), ("full", 2)):
         kind = GridKind(small_cfg(**{"ttt_cfg.adapter": adapter, "policy": "always"}), model, codec)
         ready, _ = kind.prepare(tasks)
-        assert max(len(g) for g in kind.plan(ready, 4)) == most
+        assert max(len(g) for g in kind.groups(ready, 4)) == most
 
 
 def test_the_budget_prices_a_full_step_above_a_lora_one(tiny):

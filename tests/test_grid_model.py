@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -23,6 +25,7 @@ from testtime.data.encode import (
 )
 from testtime.data.tasks import Example
 from testtime.model.loading import load_model, save_model
+from testtime.stages.engine import cache_keyword
 
 
 def grid(rng, h, w):
@@ -65,6 +68,7 @@ def test_cached_decoding_equals_a_full_forward_pass(tiny_grid_model):
     from transformers import DynamicCache
 
     model = tiny_grid_model()
+    kw = cache_keyword(model)  # `cache`, or `past_key_values` before transformers 5.2x
     rng = np.random.default_rng(0)
     enc = encode_example(GridCodec(), [Example(grid(rng, 2, 3), grid(rng, 3, 2))], Example(grid(rng, 2, 2), grid(rng, 3, 3)))
     ids = torch.tensor(enc.input_ids)[None]
@@ -72,12 +76,12 @@ def test_cached_decoding_equals_a_full_forward_pass(tiny_grid_model):
         full = model(ids).logits
         pos = grid_positions(ids)
         p_len = enc.prompt_len
-        out = model(input_ids=ids[:, :p_len], position_ids=pos[:, :p_len], past_key_values=DynamicCache(), use_cache=True)
-        cache = getattr(out, "cache", None) or out.past_key_values
+        out = model(input_ids=ids[:, :p_len], position_ids=pos[:, :p_len], **{kw: DynamicCache()}, use_cache=True)
+        cache = getattr(out, kw)
         torch.testing.assert_close(out.logits[0, -1], full[0, p_len - 1], atol=1e-4, rtol=1e-4)
         p = next_grid_position(pos[:, p_len - 1: p_len], ids[:, p_len - 1: p_len])
         for t in range(p_len, ids.shape[1]):
-            step = model(input_ids=ids[:, t: t + 1], position_ids=p, past_key_values=cache, use_cache=True)
+            step = model(input_ids=ids[:, t: t + 1], position_ids=p, **{kw: cache}, use_cache=True)
             torch.testing.assert_close(step.logits[0, -1], full[0, t], atol=1e-4, rtol=1e-4)
             p = next_grid_position(p, ids[:, t: t + 1])
     # Positions matter: the same tokens under flat positions give other logits.
@@ -139,8 +143,29 @@ def test_continuing_a_cache_without_positions_is_refused(tiny_grid_model):
     from transformers import DynamicCache
 
     model = tiny_grid_model()
+    kw = cache_keyword(model)
     ids = torch.tensor([[BOS, INPUT, 1, 2, NEWLINE, OUTPUT]])
-    out = model(input_ids=ids, past_key_values=DynamicCache(), use_cache=True)
-    cache = getattr(out, "cache", None) or out.past_key_values
+    out = model(input_ids=ids, **{kw: DynamicCache()}, use_cache=True)
     with pytest.raises(ValueError, match="position_ids"):
-        model(input_ids=ids[:, :1], past_key_values=cache, use_cache=True)
+        model(input_ids=ids[:, :1], **{kw: getattr(out, kw)}, use_cache=True)
+
+
+def test_import_testtime_registers_the_grid_model_with_transformers():
+    """The model card's promise: after `import testtime` alone, plain transformers loads the shipped checkpoint. In a
+    fresh interpreter, so that no earlier import of the grid model in this process can hide a failure."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import testtime
+    from testtime.model.loading import DEFAULT_MODEL_DIR
+
+    code = ("import testtime\n"
+            "from transformers import AutoModelForCausalLM\n"
+            f"m = AutoModelForCausalLM.from_pretrained({str(DEFAULT_MODEL_DIR)!r})\n"
+            "print(type(m).__name__, m.config.model_type)\n")
+    src = str(Path(testtime.__file__).parents[1])  # this checkout's package, not an installed one
+    res = subprocess.run([sys.executable, "-W", "error::FutureWarning", "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": src}, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["GridLlamaForCausalLM", "testtime_grid"]

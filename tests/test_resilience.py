@@ -8,9 +8,9 @@ from typer.testing import CliRunner
 
 from testtime.cli import app
 from testtime.core.store import read_records
-from testtime.data.tasks import save_tasks
+from testtime.data.tasks import load_task_set, save_tasks
 from testtime.model.loading import ModelConfig, build_model, save_model
-from testtime.recipes.grid import GridKind, config_from_dict, evaluate, load_task_set
+from testtime.recipes.grid import GridKind, config_from_dict, evaluate
 from testtime.recipes.pretrain import ConfigError
 
 

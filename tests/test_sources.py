@@ -101,9 +101,9 @@ def test_every_pretraining_source_is_free_of_evaluation_outputs():
 
 
 def _raw_hits(grids):
-    from testtime.data.sources import _eval_output_keys
+    from testtime.data.sources import eval_output_keys
 
-    keys = _eval_output_keys()
+    keys = eval_output_keys()
     return [(tid, keys[grid_key(g)]) for tid, g in grids if g.size >= LEAK_MIN_CELLS and grid_key(g) in keys]
 
 

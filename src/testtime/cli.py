@@ -247,51 +247,9 @@ def pretrain_cmd(
 # ---------------------------------------------------------------- solving
 
 
-# Where each `evaluate`/`solve` flag goes in a recipe's config; a flag the kind has no place for is refused.
-GRID_FLAGS = {
-    "tasks": "tasks", "model": "model", "ttt": "ttt", "limit": "limit", "device": "device", "policy": "policy",
-    "max_group": "max_group", "views": "predict_cfg.views", "orders": "predict_cfg.orders",
-    "token_budget": "predict_cfg.token_budget", "cuda_graphs": "predict_cfg.cuda_graphs",
-    "samples": "ttt_cfg.samples", "epochs": "ttt_cfg.epochs", "lr": "ttt_cfg.lr", "rank": "ttt_cfg.rank",
-    "adapter": "ttt_cfg.adapter",
-    "augment": "ttt_cfg.augment", "loo": "ttt_cfg.leave_one_out", "demo_loss": "ttt_cfg.loss_on_demos",
-    "shared": "ttt_cfg.shared", "select": "select_cfg.method", "joint_samples": "joint_cfg.samples",
-    "joint_dir": "joint_cfg.dir",
-}
-GRID_ONLY = ("policy", "views", "orders", "augment", "loo", "demo_loss", "select", "joint_samples", "joint_dir")
-TEXT_FLAGS = {k: v for k, v in GRID_FLAGS.items() if k not in GRID_ONLY}
-
-
 def _flag_name(key: str, value: object) -> str:
     """The flag as the user typed it: `--no-augment` for augment=False."""
     return ("--no-" if value is False else "--") + key.replace("_", "-")
-
-
-def _recipe_config(tasks: str | None, config: Path | None, given: dict):
-    """The run's config: `--config` (or the kind's defaults), then only the flags given (None: not given), each
-    onto its place by `dataclasses.replace`. Grid or text tasks, told by the tasks named (flag, else config)."""
-    from testtime.core.config import ConfigError, read_json, with_overrides
-    from testtime.text.tasks import is_text_task_path
-
-    raw = read_json(config) if config else {}
-    spec = tasks or (raw.get("tasks") if isinstance(raw, dict) else None) or "arc1/eval"
-    text = isinstance(spec, str) and is_text_task_path(spec)
-    if text:
-        from testtime.text.run import TextEvalConfig, text_config_from_dict
-
-        cfg, places = (text_config_from_dict(raw, str(config)) if config else TextEvalConfig()), TEXT_FLAGS
-    else:
-        from testtime.recipes.grid import EvalConfig, config_from_dict
-
-        cfg, places = (config_from_dict(raw, str(config)) if config else EvalConfig()), GRID_FLAGS
-    given = {k: v for k, v in given.items() if v is not None}
-    if tasks is not None:
-        given["tasks"] = tasks
-    for key in given:
-        if key not in places:
-            raise ConfigError(f"{_flag_name(key, given[key])} applies to grid tasks, not text tasks")
-    return with_overrides(cfg, {places[k]: v for k, v in given.items()},
-                          names={places[k]: _flag_name(k, v) for k, v in given.items()}), text
 
 
 _MODEL = Annotated[str | None, typer.Option(help="A Hugging Face causal LM folder; default: the shipped base model.")]
@@ -316,6 +274,8 @@ _DEMO = Annotated[bool | None, typer.Option("--demo-loss/--no-demo-loss", show_d
                                             help="Also learn demo outputs, not only the held-out one (default: yes).")]
 _SHARED = Annotated[bool, typer.Option("--shared", help="Ablation: one adapter shared by the tasks of a batch.")]
 _CONFIG = Annotated[Path | None, typer.Option(help="JSON config of the recipe to start from (the flags given override it).")]
+_RECIPE = Annotated[str | None, typer.Option(
+    help="A named recipe to start from (see `testtime recipes`; default: default); the flags given override it.")]
 _POLICY = Annotated[str | None, typer.Option(
     help="When to train: never, always, extended (default with --ttt), agree, loo-stop, adaptive; see `testtime policies`.")]
 _SELECT = Annotated[str | None, typer.Option(
@@ -335,11 +295,20 @@ _MAX_SECONDS = Annotated[float | None, typer.Option(
 @app.command("policies")
 def policies_cmd() -> None:
     """List the test-time training policies that `evaluate --policy` takes."""
-    from testtime.stages.policy import DEFAULT_POLICY, POLICIES
+    from testtime.api import DEFAULT_POLICY, POLICIES
 
     for p in POLICIES.values():
         mark = " (default with --ttt)" if p.name == DEFAULT_POLICY else ""
         typer.echo(f"{p.name}{mark}: {p.summary}")
+
+
+@app.command("recipes")
+def recipes_cmd() -> None:
+    """List the named recipes that `evaluate --recipe` and `solve --recipe` start from."""
+    from testtime.api import RECIPES
+
+    for r in RECIPES.values():
+        typer.echo(f"{r.name}: {r.summary}")
 
 
 @app.command("evaluate")
@@ -364,6 +333,7 @@ def evaluate_cmd(
     demo_loss: _DEMO = None,
     shared: _SHARED = False,
     config: _CONFIG = None,
+    recipe: _RECIPE = None,
     policy: _POLICY = None,
     select: _SELECT = None,
     joint_samples: _JOINT = None,
@@ -379,49 +349,46 @@ def evaluate_cmd(
 
     Runs as is under torchrun (tasks sharded across ranks; rank 0 merges results and writes the report).
     """
+    from testtime import api
     from testtime.core import distributed
     from testtime.core.config import MINUTES, SECONDS, ConfigError, check_value
 
     check_value("--max-minutes", max_minutes, MINUTES)
     check_value("--max-seconds", max_seconds, SECONDS)
-    cfg, text = _recipe_config(tasks, config, dict(
+    cfg = api.build_config(tasks, recipe, config, dict(
         model=model, ttt=ttt, limit=limit, device=device, views=views, orders=orders, samples=samples, epochs=epochs,
-        lr=lr, rank=rank, adapter=adapter, augment=augment, loo=loo, demo_loss=demo_loss, shared=shared or None, policy=policy,
-        select=select, joint_samples=joint_samples, joint_dir=joint_dir, token_budget=token_budget,
-        cuda_graphs=cuda_graphs, max_group=max_group))
+        lr=lr, rank=rank, adapter=adapter, augment=augment, loo=loo, demo_loss=demo_loss, shared=shared or None,
+        policy=policy, select=select, joint_samples=joint_samples, joint_dir=joint_dir, token_budget=token_budget,
+        cuda_graphs=cuda_graphs, max_group=max_group), spell=_flag_name)
     main = distributed.from_env().is_main  # under torchrun, rank 0 speaks for the run
-    if text:  # text few-shot tasks (JSONL)
+    if isinstance(cfg, api.TextEvalConfig):  # text few-shot tasks (JSONL)
         if max_seconds is not None:
             raise ConfigError("--max-seconds applies to grid tasks, not text tasks")
         from testtime.text.report import summary
-        from testtime.text.run import default_out, evaluate_text
 
-        out = out or default_out(cfg)
-        records = evaluate_text(cfg, out, max_minutes=max_minutes)
+        run = api.run_evaluation(cfg, out, max_minutes=max_minutes, show_progress=main)
         if main:
-            typer.echo(f"{_text_summary(summary(records))}; wrote {out / 'results.jsonl'}")
+            typer.echo(f"{_text_summary(summary(run.records))}; wrote {run.out / 'results.jsonl'}")
         return
 
-    from testtime.recipes.grid import default_out, evaluate, load_task_set
+    from testtime.data.tasks import load_task_set
     from testtime.report.report import print_summary
-    from testtime.stages.budget import default_max_seconds
 
-    if max_seconds is None:
-        max_seconds = default_max_seconds(distributed.pick_device(cfg.device))
-    out = out or default_out(cfg)
+    limit_seconds = "auto" if max_seconds is None else max_seconds
+    distributed.pick_device(cfg.device)  # a bad device fails before the tasks are read
     task_list, skipped = load_task_set(cfg.tasks, strict=strict)
     if main:
         for problem in skipped:
             typer.echo(f"skipped: {problem}", err=True)
-    records = evaluate(cfg, out, tasks=task_list, max_minutes=max_minutes, skipped=skipped, show_progress=main,
-                       max_seconds=max_seconds, say=typer.echo if main else None)
+    run = api.run_evaluation(cfg, out, tasks=task_list, skipped=skipped, max_minutes=max_minutes,
+                             max_seconds=limit_seconds, show_progress=main, say=typer.echo if main else None)
     if main:
         from testtime.core.store import read_joint_summary
 
-        print_summary(records, console=_console(), joint=read_joint_summary(out))
+        print_summary(run.records, console=_console(), joint=read_joint_summary(run.out))
         if skipped:
-            typer.echo(f"{len(skipped)} task file(s) skipped as invalid (listed in {out / 'summary.json'})")
-        typer.echo(f"wrote {out / 'results.jsonl'}, {out / 'submission.json'} and {out / 'report.html'}")
+            typer.echo(f"{len(skipped)} task file(s) skipped as invalid (listed in {run.out / 'summary.json'})")
+        typer.echo(f"wrote {run.out / 'results.jsonl'}, {run.out / 'submission.json'} and {run.out / 'report.html'}")
 
 
 @app.command("submit")
@@ -470,13 +437,14 @@ def score_cmd(
 def solve_cmd(
     task: Annotated[str, typer.Argument(help="Task file, FILE:ID, DATASET/ID or a bare task id.")],
     model: _MODEL = None,
-    ttt: _TTT = True,
+    ttt: _TTT = None,
     device: _DEVICE = None,
-    views: _VIEWS = 8,
+    views: _VIEWS = None,
     samples: _SAMPLES = None,
     epochs: _EPOCHS = None,
     lr: _LR = None,
     adapter: _ADAPTER = None,
+    recipe: _RECIPE = None,
     policy: _POLICY = None,
     select: _SELECT = None,
     html: Annotated[Path | None, typer.Option(help="Also write the task and both attempts as HTML.")] = None,
@@ -487,38 +455,32 @@ def solve_cmd(
 
     start = time.perf_counter()  # the budget counts loading too
 
-    import numpy as np
-
+    from testtime import api
     from testtime.core.config import SECONDS, check_value
-    from testtime.core.distributed import pick_device
-    from testtime.data.render import print_task, task_html
     from testtime.data.tasks import resolve_task
-    from testtime.model.loading import load_model
-    from testtime.recipes.grid import GridKind, solve_task
-    from testtime.stages.budget import default_max_seconds, total
+    from testtime.recipes.grid import plan_of
+    from testtime.stages.budget import total
 
     check_value("--max-seconds", max_seconds, SECONDS)
     t = resolve_task(task)
-    cfg, _ = _recipe_config(task, None, dict(model=model, ttt=ttt, device=device, views=views, samples=samples,
-                                              epochs=epochs, lr=lr, adapter=adapter, policy=policy, select=select))
-    GridKind(cfg)  # an unknown or contradictory policy fails here, before the model loads
-    dev = pick_device(device)
-    limit = max_seconds if max_seconds is not None else default_max_seconds(dev)
-    loaded = load_model(model, device=dev)
-    rec = solve_task(t, cfg, loaded.model, loaded.codec, max_seconds=limit, spent=time.perf_counter() - start,
-                     say=typer.echo)
-    preds = [[None if g is None else np.asarray(g, dtype=np.uint8) for g in att] for att in rec["attempts"]]
-    print_task(t, predictions=preds, console=_console())
-    if rec["correct"] is not None:
-        typer.echo(f"solved {sum(rec['correct'])}/{len(rec['correct'])} test input(s)")
-    took = f"{time.perf_counter() - start:.1f} s end to end on {dev}"
-    note = rec.get("budget")
+    cfg = api.build_config(task, recipe, None, dict(
+        model=model, ttt=ttt, device=device, views=views, samples=samples, epochs=epochs, lr=lr, adapter=adapter,
+        policy=policy, select=select), spell=_flag_name)
+    plan_of(cfg)  # an unknown or contradictory policy fails here, before the model loads
+    solver = api.load(model, device)
+    res = solver.solve(t, recipe=cfg, max_seconds="auto" if max_seconds is None else max_seconds,
+                       spent=time.perf_counter() - start, say=typer.echo)
+    res.show(console=_console())
+    if res.correct is not None:
+        typer.echo(f"solved {sum(res.correct)}/{len(res.correct)} test input(s)")
+    took = f"{time.perf_counter() - start:.1f} s end to end on {solver.device}"
+    note = res.record.get("budget")
     if note:
         took += f" (estimated {note['spent'] + total(note['estimate']):.0f} s, budget {note['max_seconds']:g} s)"
     typer.echo(took)
     if html is not None:
         html.parent.mkdir(parents=True, exist_ok=True)
-        html.write_text(task_html(t, predictions=preds))
+        html.write_text(res.html())
         typer.echo(f"wrote {html}")
 
 

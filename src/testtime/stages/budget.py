@@ -1,8 +1,8 @@
-"""A time budget on the CPU: a task's seconds estimated before it starts, and its work cut until it fits.
+"""A time budget on the CPU: a task's seconds estimated before it starts, and its plan cut until it fits.
 
     speed = measure_speed(model)                               # about half a second: this machine, this model
-    plan = fit(task, work, codec, model, speed, max_seconds=300)
-    plan.work, plan.line(), plan.to_json()                     # what runs, one line to show, the record's note
+    fitted = fit(task, plan, codec, model, speed, max_seconds=300)  # plan: policy.Plan, the run's resolved stages
+    fitted.plan, fitted.line(), fitted.to_json()               # what runs, one line to show, the record's note
 
 The estimate counts each stage's work from the task's own token counts, as the stages will meet them: the TTT
 sequences `ttt.build_dataset` makes, the prompts `predict.make_queries` makes, in the batches the engine cuts
@@ -43,9 +43,9 @@ from testtime.data.augment import Transform
 from testtime.data.encode import Codec, prompt_length
 from testtime.data.tasks import Task
 from testtime.stages.engine import auto_token_budget, budget_batches, kv_bytes_per_token, prompt_positions
-from testtime.stages.policy import POLICIES, Policy, loo_tasks, round_steps
+from testtime.stages.policy import POLICIES, Plan, loo_tasks
 from testtime.stages.predict import PredictConfig, answered, make_queries
-from testtime.stages.selection import SelectConfig, scoring_budget
+from testtime.stages.selection import scoring_budget
 from testtime.stages.ttt import TTTConfig, build_dataset, target_weights
 
 # Fitted on the 2-core CPU (see the module's docstring), relative to the timed pace:
@@ -155,18 +155,6 @@ def measure_speed(model: nn.Module, tokens: int = PROBE_TOKENS) -> Speed:
     return Speed(row_token=row / (tokens + ATTENTION_TRAIN * shape.attention * tokens**2), step=steps)
 
 
-@dataclass(frozen=True)
-class Work:
-    """What a task's run does, in the terms the budget cuts: the policy, its TTT schedule (epochs resolved), the
-    prediction and selection settings."""
-
-    policy: Policy
-    ttt: TTTConfig
-    predict: PredictConfig
-    select: SelectConfig
-    attempts: int
-
-
 # ---------------------------------------------------------------- the estimate
 
 
@@ -224,7 +212,7 @@ def score_seconds(views: int, width: int, answer: int, candidates: int, token_bu
 
 
 class Estimator:
-    """Seconds of each stage of one task's run under a `Work`, for one model and machine. TTT sequences and
+    """Seconds of each stage of one task's run under a `Plan`, for one model and machine. TTT sequences and
     prompts are built as the run will build them (and kept per setting, since `fit` asks often)."""
 
     def __init__(self, task: Task, codec: Codec, shape: Shape, speed: Speed) -> None:
@@ -245,44 +233,44 @@ class Estimator:
         return decode_seconds([len(q.prompt) for q in queries], [q.max_new for q in queries], budget, self.shape,
                               self.speed)
 
-    def __call__(self, work: Work) -> dict[str, float]:
-        p, pcfg = work.policy, work.predict
+    def __call__(self, plan: Plan) -> dict[str, float]:
+        p, pcfg = plan.policy, plan.predict
         out = dict.fromkeys(STAGES, 0.0)
         if p.icl_first or not p.ttt:
             out["icl"] = self._decode([self.task], pcfg)
         if p.ttt:
-            rounds = round_steps(work.ttt.steps, p.rounds)
-            step = ttt_step_seconds(self._ttt_lengths(work.ttt), work.ttt.batch_size, self.shape, self.speed,
-                                    work.ttt.adapter)
+            rounds = plan.rounds
+            step = ttt_step_seconds(self._ttt_lengths(plan.ttt), plan.ttt.batch_size, self.shape, self.speed,
+                                    plan.ttt.adapter)
             out["ttt"] = sum(rounds) * step
             checks = int(p.needs_base_loo) + (len(rounds) - 1 if p.loo_stop else 0) + int(p.pick_by_loo)
-            out["loo"] = checks * self._loo(work)
+            out["loo"] = checks * self._loo(plan)
             more = p.more_orders if len(rounds) > 1 else 1
             out["predict"] = self._decode([self.task], replace(pcfg, orders=pcfg.orders * more))
             predictions = pcfg.views * pcfg.orders * more
         else:
             predictions = pcfg.views * pcfg.orders
-        out["select"] = self._select(work, predictions)
+        out["select"] = self._select(plan, predictions)
         return out
 
-    def _loo(self, work: Work) -> float:
-        """One leave-one-out check (`evaluate.GridOps.leave_one_out`): each held-out demo's prompt and answer read
+    def _loo(self, plan: Plan) -> float:
+        """One leave-one-out check (`grid.GridOps.leave_one_out`): each held-out demo's prompt and answer read
         whole, in padded batches (they share no prefix); those decoding could not give cost nothing (the check counts
         them failed, unscored)."""
-        seqs = [answered(self.codec, lt.train, lt.test[0], work.predict.max_len) for lt in loo_tasks(self.task)]
+        seqs = [answered(self.codec, lt.train, lt.test[0], plan.predict.max_len) for lt in loo_tasks(self.task)]
         widths = [len(s) for s in seqs if s is not None]
-        budget = scoring_budget(work.select, work.predict.token_budget)
+        budget = scoring_budget(plan.select, plan.predict.token_budget)
         return sum(self.speed.row_token * _prefill(len(b), max(widths[i] for i in b), self.shape)
                    for b in budget_batches(widths, budget))
 
-    def _select(self, work: Work, predictions: int) -> float:
+    def _select(self, plan: Plan, predictions: int) -> float:
         """Product-of-experts scoring, as if every test input had as many distinct candidates as it may."""
-        s = work.select
+        s = plan.select
         candidates = min(s.candidates, predictions)
-        if s.method == "vote" or candidates <= work.attempts:
+        if s.method == "vote" or candidates <= plan.attempts:
             return 0.0
-        queries, _ = make_queries([self.task], self.codec, replace(work.predict, views=1, orders=1))
-        budget = scoring_budget(s, work.predict.token_budget)
+        queries, _ = make_queries([self.task], self.codec, replace(plan.predict, views=1, orders=1))
+        budget = scoring_budget(s, plan.predict.token_budget)
         return sum(score_seconds(s.views * s.colors, len(q.prompt), q.max_new, candidates, budget, self.shape,
                                  self.speed) for q in queries)
 
@@ -307,68 +295,68 @@ def demos_in_context(lengths: Sequence[int], max_len: int) -> int:
     return sum(1 for n in lengths if n <= max_len)
 
 
-def _cut_context(work: Work, lengths: Sequence[int]) -> Work | None:
-    kept = demos_in_context(lengths, work.predict.max_len)
+def _cut_context(plan: Plan, lengths: Sequence[int]) -> Plan | None:
+    kept = demos_in_context(lengths, plan.predict.max_len)
     if kept <= 1:
         return None
     max_len = lengths[kept - 2]
-    return replace(work, ttt=replace(work.ttt, max_len=min(work.ttt.max_len, max_len)),
-                   predict=replace(work.predict, max_len=max_len))
+    return replace(plan, ttt=replace(plan.ttt, max_len=min(plan.ttt.max_len, max_len)),
+                   predict=replace(plan.predict, max_len=max_len))
 
 
-def _cut_scoring(work: Work) -> Work | None:
-    s = work.select
+def _cut_scoring(plan: Plan) -> Plan | None:
+    s = plan.select
     if s.method == "vote":
         return None
     if s.colors > 1:
-        return replace(work, select=replace(s, colors=s.colors // 2))
+        return replace(plan, select=replace(s, colors=s.colors // 2))
     if s.views > 1:
-        return replace(work, select=replace(s, views=s.views // 2))
-    return replace(work, select=replace(s, method="vote"))
+        return replace(plan, select=replace(s, views=s.views // 2))
+    return replace(plan, select=replace(s, method="vote"))
 
 
-def _cut_views(work: Work) -> Work | None:
-    p = work.predict
+def _cut_views(plan: Plan) -> Plan | None:
+    p = plan.predict
     if p.orders > 1:
-        return replace(work, predict=replace(p, orders=p.orders // 2))
+        return replace(plan, predict=replace(p, orders=p.orders // 2))
     if p.views > 1:
-        return replace(work, predict=replace(p, views=p.views // 2))
+        return replace(plan, predict=replace(p, views=p.views // 2))
     return None
 
 
-def with_steps(work: Work, steps: int) -> Work:
+def with_steps(plan: Plan, steps: int) -> Plan:
     # One epoch of that many fresh sequences: fewer steps, none of them a repeat.
-    return replace(work, ttt=replace(work.ttt, epochs=1, samples=steps * work.ttt.batch_size))
+    return replace(plan, ttt=replace(plan.ttt, epochs=1, samples=steps * plan.ttt.batch_size))
 
 
-def _cut_steps(work: Work) -> Work | None:
-    if not work.policy.ttt or work.ttt.steps <= MIN_TTT_STEPS:
+def _cut_steps(plan: Plan) -> Plan | None:
+    if not plan.policy.ttt or plan.ttt.steps <= MIN_TTT_STEPS:
         return None
-    return with_steps(work, max(MIN_TTT_STEPS, work.ttt.steps // 2))
+    return with_steps(plan, max(MIN_TTT_STEPS, plan.ttt.steps // 2))
 
 
-def _refill_steps(work: Work, seconds: dict[str, float], most: Work, room: float,
-                  estimate: Callable[[Work], dict[str, float]]) -> tuple[Work, dict[str, float]]:
-    """As many TTT steps back (up to those of `most`, the work as configured) as the room a halving left still
+def refill_steps(plan: Plan, seconds: dict[str, float], most: Plan, room: float,
+                  estimate: Callable[[Plan], dict[str, float]]) -> tuple[Plan, dict[str, float]]:
+    """As many TTT steps back (up to those of `most`, the plan as configured) as the room a halving left still
     holds: a step costs about the same whatever their number, so the first guess is near, and each miss takes one
     step off."""
-    steps = work.ttt.steps
-    per_step = seconds["ttt"] / max(1, sum(round_steps(steps, work.policy.rounds)))
+    steps = plan.ttt.steps
+    per_step = seconds["ttt"] / max(1, plan.steps)
     more = int((room - total(seconds)) // per_step) if per_step > 0 else 0
     for n in range(min(most.ttt.steps, steps + more), steps, -1):
         # Back at the configured steps: the configured recipe itself (its samples and epochs), not one epoch.
-        cand = replace(work, ttt=most.ttt) if n == most.ttt.steps else with_steps(work, n)
+        cand = replace(plan, ttt=most.ttt) if n == most.ttt.steps else with_steps(plan, n)
         got = estimate(cand)
         if total(got) <= room:
             return cand, got
-    return work, seconds
+    return plan, seconds
 
 
-def no_ttt(work: Work) -> Work:
-    return replace(work, policy=POLICIES["never"])
+def no_ttt(plan: Plan) -> Plan:
+    return replace(plan, policy=POLICIES["never"])
 
 
-def describe(before: Work, after: Work, lengths: Sequence[int]) -> list[str]:
+def describe(before: Plan, after: Plan, lengths: Sequence[int]) -> list[str]:
     """What `after` cut from `before`, in the order the levers are tried."""
     out = []
     a, b = demos_in_context(lengths, before.predict.max_len), demos_in_context(lengths, after.predict.max_len)
@@ -393,13 +381,14 @@ def describe(before: Work, after: Work, lengths: Sequence[int]) -> list[str]:
 
 
 @dataclass
-class Plan:
-    """A task's work fitted to a budget: what runs, what it was cut from, and the estimates of both."""
+class Fit:
+    """A task's plan fitted to a budget: the plan that runs, what was cut from the plan as configured, and the
+    estimates of both."""
 
     max_seconds: float
-    work: Work
-    asked: dict[str, float]  # seconds of each stage of the work as configured
-    planned: dict[str, float]  # ... and of the work that runs
+    plan: Plan
+    asked: dict[str, float]  # seconds of each stage of the plan as configured
+    planned: dict[str, float]  # ... and of the plan that runs
     cuts: list[str]
     speed: Speed
     spent: float = 0.0  # seconds of the budget gone before the task started (loading the model, say)
@@ -409,7 +398,7 @@ class Plan:
         return self.spent + total(self.planned) <= self.max_seconds
 
     def line(self) -> str:
-        """The plan in one line, for the output before the work starts."""
+        """The fitted plan in one line, for the output before the work starts."""
         def parts(s: dict[str, float]) -> str:
             named = {"TTT": s["ttt"], "decoding": s["icl"] + s["predict"], "scoring": s["loo"] + s["select"]}
             return ", ".join(f"{k} {v:.0f} s" for k, v in named.items() if v >= 0.5) or "each stage under a second"
@@ -430,15 +419,15 @@ class Plan:
                 "estimate_uncut": round(total(self.asked), 2), "speed": self.speed.to_json()}
 
 
-def fit(task: Task, work: Work, codec: Codec, model: nn.Module | None, speed: Speed, max_seconds: float, *,
-        spent: float = 0.0, estimator: Callable[[Work], dict[str, float]] | None = None) -> Plan:
+def fit(task: Task, plan: Plan, codec: Codec, model: nn.Module | None, speed: Speed, max_seconds: float, *,
+        spent: float = 0.0, estimator: Callable[[Plan], dict[str, float]] | None = None) -> Fit:
     """`work` as it is when its estimate fits the `max_seconds` left after `spent`; else cut (see the module's
     docstring) until it fits, or as far as it goes. `estimator` replaces the cost model (a test's)."""
     estimate = estimator or Estimator(task, codec, Shape.of(model), speed)
     lengths = context_lengths(task, codec)
     room = max_seconds - spent
-    asked = estimate(work)
-    cur, seconds = work, asked
+    asked = estimate(plan)
+    cur, seconds = plan, asked
     if total(asked) > room:
         room *= MARGIN
     levers = (lambda w: _cut_context(w, lengths), _cut_scoring, _cut_views, _cut_steps)
@@ -455,6 +444,6 @@ def fit(task: Task, work: Work, codec: Codec, model: nn.Module | None, speed: Sp
     if total(seconds) > room and cur.policy.ttt:
         cur = no_ttt(cur)
         seconds = estimate(cur)
-    elif cur.policy.ttt and cur.ttt.steps < work.ttt.steps:
-        cur, seconds = _refill_steps(cur, seconds, work, room, estimate)
-    return Plan(max_seconds, cur, asked, seconds, describe(work, cur, lengths), speed, spent)
+    elif cur.policy.ttt and cur.ttt.steps < plan.ttt.steps:
+        cur, seconds = refill_steps(cur, seconds, plan, room, estimate)
+    return Fit(max_seconds, cur, asked, seconds, describe(plan, cur, lengths), speed, spent)

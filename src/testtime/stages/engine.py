@@ -22,8 +22,15 @@ from torch import nn
 from transformers import DynamicCache, StaticCache
 
 from testtime.data.encode import Codec, Encoded, grid_positions, next_grid_position
-from testtime.model.grid_model import is_grid_model
+from testtime.model.grid_model import cache_kw, is_grid_model
 from testtime.model.lora import Adapters
+
+
+def cache_keyword(model: nn.Module) -> str:
+    """The keyword `model`'s forward takes its KV cache by (`cache`, or `past_key_values` before transformers 5.2x),
+    read from the signature of its class (through a peft wrapper, whose forward takes anything)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return cache_kw(type(base).forward)
 
 
 def kv_bytes_per_token(model: nn.Module) -> int:
@@ -184,6 +191,7 @@ def greedy_generate(
     if not fixed_buffers(layout, cuda_graphs and cuda):
         layout = None
     graphs = [cuda_graphs and cuda and layout is not None]
+    kw = cache_keyword(model)
     for batch in batches:
         b = len(batch)
         ids_t, attn_t = left_pad([prompts[i] for i in batch], codec.pad_id, device)
@@ -195,15 +203,15 @@ def greedy_generate(
         steps = int(limit.max())
         cache = _decode_cache(model, layout, width + steps)
         with _autocast(device):
-            out = model(input_ids=ids_t, attention_mask=attn_t, position_ids=pos, past_key_values=cache,
+            out = model(input_ids=ids_t, attention_mask=attn_t, position_ids=pos, **{kw: cache},
                         use_cache=True, logits_to_keep=1, cache_position=torch.arange(width, device=device))
         first_pos = next_positions(model, pos[:, -1:], ids_t[:, -1:])
         state = _Decode(model, b, steps, width, limit, stop, codec.pad_id, out.logits[:, -1], first_pos, device)
         del out
         if layout is not None:
-            _decode_static(model, cache, attn_t, state, graphs, layout)
+            _decode_static(model, cache, attn_t, state, graphs, layout, kw)
         else:
-            _decode_plain(model, cache, attn_t, state)
+            _decode_plain(model, cache, attn_t, state, kw)
         toks_l = state.toks.cpu().tolist()
         logp_l = state.logp.cpu().tolist()
         for r, i in enumerate(batch):
@@ -258,7 +266,7 @@ class _Decode:
         return s + 1 == self.steps or (s % 8 == 7 and bool(self.done.all()))
 
 
-def _decode_plain(model: nn.Module, cache: StaticCache, attn: torch.Tensor, st: _Decode) -> None:
+def _decode_plain(model: nn.Module, cache: StaticCache, attn: torch.Tensor, st: _Decode, kw: str) -> None:
     """The decode loop as HF models expect it: a growing 2D mask, HF builds each layer's mask."""
     b, device = attn.shape[0], attn.device
     for s in range(st.steps):
@@ -267,14 +275,14 @@ def _decode_plain(model: nn.Module, cache: StaticCache, attn: torch.Tensor, st: 
             break
         attn = torch.cat([attn, torch.ones(b, 1, dtype=attn.dtype, device=device)], 1)
         with _autocast(device):
-            out = model(input_ids=st.nxt, attention_mask=attn, position_ids=st.pos, past_key_values=cache,
+            out = model(input_ids=st.nxt, attention_mask=attn, position_ids=st.pos, **{kw: cache},
                         use_cache=True, cache_position=st.width + st.s)
         st.logits.copy_(out.logits[:, -1])
         st.advance()
 
 
 def _decode_static(model: nn.Module, cache, attn: torch.Tensor, st: _Decode, graphs: list[bool],
-                   layout: MaskLayout = MaskLayout()) -> None:
+                   layout: MaskLayout, kw: str) -> None:
     """The decode loop over fixed buffers: prepared 4D masks (padding, causality and the sliding window
     from the step counter), one per kind of layer where the model has several.
 
@@ -294,7 +302,7 @@ def _decode_static(model: nn.Module, cache, attn: torch.Tensor, st: _Decode, gra
             sliding = (full & (key_pos > cache_pos - layout.window))[:, None, None, :]
             mask = {"full_attention": mask, "sliding_attention": sliding} if layout.kinds else sliding
         with _autocast(device):
-            out = model(input_ids=st.nxt, attention_mask=mask, position_ids=st.pos, past_key_values=cache,
+            out = model(input_ids=st.nxt, attention_mask=mask, position_ids=st.pos, **{kw: cache},
                         use_cache=True, cache_position=cache_pos)
         st.logits.copy_(out.logits[:, -1])
         st.advance()
@@ -439,8 +447,9 @@ def _score_prefix_batch(model, seqs: Sequence[Encoded], starts: list[int], batch
     ids, attn_t = left_pad([seqs[g[0]].input_ids[: starts[g[0]]] for g in batch], pad_id, device)
     pos = prompt_positions(model, ids, attn_t)
     cache = DynamicCache(config=model.config)
+    kw = cache_keyword(model)
     first = model(input_ids=ids, attention_mask=attn_t, position_ids=pos,
-                  past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
+                  **{kw: cache}, use_cache=True, logits_to_keep=1).logits[:, -1].float()
     first_lp = torch.log_softmax(first, -1)  # [b, vocab]: what the prefix predicts next
     last = max(len(g) for g in batch) - 1
     for j in range(last + 1):
@@ -463,7 +472,7 @@ def _score_prefix_batch(model, seqs: Sequence[Encoded], starts: list[int], batch
         # The last continuation may extend the prefix's cache itself: nothing reads it afterwards.
         past = cache if j == last else copy.deepcopy(cache)
         logits = model(input_ids=cont_t, attention_mask=attn_all, position_ids=cont_pos,
-                       past_key_values=past, use_cache=True).logits.float()
+                       **{kw: past}, use_cache=True).logits.float()
         # Token t of the continuation is predicted by position t-1, and token 0 by the prefix's last.
         lp = torch.cat([first_lp[:, None], torch.log_softmax(logits[:, :-1], -1)], 1)
         tok_lp = lp.gather(2, cont_t[..., None])[..., 0]

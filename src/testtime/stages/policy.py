@@ -7,7 +7,7 @@ A policy is a small, named recipe of stages over a group of tasks, driven by che
 - `loo`: the leave-one-out self-check. Each demonstration in turn becomes the query, the others the
   context, and the model (with or without the task's adapter) answers it greedily under the identity
   view; `loo` is the share solved exactly (the grid kind tells it from one teacher-forced pass, without
-  decoding: `evaluate.GridOps.leave_one_out`). Without an adapter it is a true held-out check. With one
+  decoding: `grid.GridOps.leave_one_out`). Without an adapter it is a true held-out check. With one
   it measures fit: TTT trains on these very leave-one-out tasks (under augmentations), so a task whose
   adapter still fails its own demos has not been learned yet and is worth more steps.
 - `ttt_loss`: the adapter's last training losses (recorded, for analysis and for future policies).
@@ -24,21 +24,25 @@ Stages, in order (each optional per policy):
    beats the adapter's (TTT can unlearn a task the base model already had).
 
 All policies spend the same per-step compute; they differ in how many steps and views each task gets.
-`run_policy` runs these stages, in this order, over plain calls a task kind provides (`GroupOps`: predict,
-leave-one-out check, train); it decides, the kind computes.
+A run resolves its policy once, with the settings of every stage, into a `Plan` (`resolve_plan`; the time budget
+may cut it, `testtime.stages.budget`). `run_policy` follows a plan's stages, in this order, over plain calls a
+task kind provides (`GroupOps`: predict, leave-one-out check, train); it decides, the kind computes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
 
 from testtime.core.config import ConfigError
 from testtime.data.tasks import Task, grids_equal, leave_one_out
+from testtime.stages.predict import PredictConfig
+from testtime.stages.selection import SelectConfig
+from testtime.stages.ttt import DEFAULT_EPOCHS, TTTConfig
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,47 @@ def round_steps(total: int, rounds: Sequence[float]) -> list[int]:
     return [max(1, round(f * total)) for f in rounds]
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a task runs, resolved once (`resolve_plan`): the policy's stages, the TTT schedule with its epochs
+    resolved, the views, the selection. The time budget cuts a copy (`budget.fit`); `run_policy` and the task kind
+    read it, and none looks the policy or the config up again."""
+
+    policy: Policy
+    ttt: TTTConfig
+    predict: PredictConfig
+    select: SelectConfig
+    attempts: int
+
+    @property
+    def rounds(self) -> list[int]:
+        """Steps of each TTT round (none without TTT)."""
+        return round_steps(self.ttt.steps, self.policy.rounds)
+
+    @property
+    def steps(self) -> int:
+        """TTT steps of a task trained to the last round."""
+        return sum(self.rounds)
+
+    @property
+    def shared(self) -> bool:
+        """The shared-adapter ablation: one adapter for the tasks of a group."""
+        return self.ttt.shared and self.policy.ttt
+
+    def with_token_budget(self, token_budget: int) -> Plan:
+        """The plan generating in batches of `token_budget` tokens (an out-of-memory retry's)."""
+        return replace(self, predict=replace(self.predict, token_budget=token_budget))
+
+
+def resolve_plan(policy: str, ttt: TTTConfig, predict: PredictConfig, select: SelectConfig, attempts: int) -> Plan:
+    """The plan of a run under the named policy: TTT epochs as configured, else the policy's, else DEFAULT_EPOCHS.
+    An unknown policy, or the shared ablation under a policy of several stages, is a ConfigError."""
+    p = get_policy(policy)
+    if ttt.shared and p.name not in ("always", "never"):
+        raise ConfigError(f"the shared-adapter ablation runs with policy always, not {p.name}")
+    return Plan(p, replace(ttt, epochs=ttt.epochs or p.epochs or DEFAULT_EPOCHS), predict, select, attempts)
+
+
 def agreement(predictions: Sequence[Sequence], top: Sequence[np.ndarray | None]) -> float:
     """Lowest, over test inputs, share of views (invalid ones included) that answered the top grid."""
     shares = []
@@ -186,9 +231,10 @@ class Outcome:
                    [dict.fromkeys(STAGES, 0.0) for _ in range(n)])
 
 
-def run_policy(policy: Policy, n: int, ops: GroupOps, total_steps: int) -> Outcome:
-    """The policy's stages over a group of `n` tasks (see the module's docstring), each stage's time charged
-    evenly to the tasks it ran for. `total_steps` is the TTT schedule the rounds divide."""
+def run_policy(plan: Plan, n: int, ops: GroupOps) -> Outcome:
+    """The plan's stages over a group of `n` tasks (see the module's docstring), each stage's time charged evenly
+    to the tasks it ran for."""
+    policy = plan.policy
     out = Outcome.empty(n)
     everyone = list(range(n))
 
@@ -236,15 +282,15 @@ def run_policy(policy: Policy, n: int, ops: GroupOps, total_steps: int) -> Outco
     # 2. TTT in rounds; between rounds, tasks whose adapter solves its held-out demos stop and are predicted.
     ops.fresh_adapters()
     active = list(train)
-    plan = round_steps(total_steps, policy.rounds)
-    for r, n_steps in enumerate(plan):
+    rounds = plan.rounds
+    for r, n_steps in enumerate(rounds):
         with charge("ttt", active):
             losses, tokens = ops.train(active, n_steps, r)
         for k, i in enumerate(active):
             out.losses[i] += losses[k]
             out.steps[i] += n_steps
             out.tokens[i] += tokens // len(active)
-        if r == len(plan) - 1 or not policy.loo_stop:
+        if r == len(rounds) - 1 or not policy.loo_stop:
             continue
         loo = leave_one_out(active, adapted=True)
         for i, v in zip(active, loo, strict=True):
@@ -259,9 +305,9 @@ def run_policy(policy: Policy, n: int, ops: GroupOps, total_steps: int) -> Outco
 
     # 3. Tasks trained to the end of a plan of several rounds are the hard ones: sample more.
     if active:
-        more = policy.more_orders if len(plan) > 1 else 1
+        more = policy.more_orders if len(rounds) > 1 else 1
         for i, p in zip(active, predict("predict", active, adapted=True, more_orders=more), strict=True):
-            out.final[i], out.decision[i] = p, "long" if len(plan) > 1 else "ttt"
+            out.final[i], out.decision[i] = p, "long" if len(rounds) > 1 else "ttt"
 
     # 4. Keep the ICL answer where the base model did better on held-out demos than the adapter.
     if policy.pick_by_loo and icl is not None:

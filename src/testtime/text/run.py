@@ -121,7 +121,7 @@ class TextKind(runs.AdapterSlots):
             return list(tasks), []
         return [t for t in tasks if t.demos], [error_record(t, "no demonstrations to train on") for t in tasks if not t.demos]
 
-    def plan(self, tasks: Sequence[TextTask], size: int) -> list[list[TextTask]]:
+    def groups(self, tasks: Sequence[TextTask], size: int) -> list[list[TextTask]]:
         if self.cfg.ttt:
             size = min(size, max_tasks_together(self.model, self.cfg.ttt_cfg) or size)
         return [list(tasks[i: i + size]) for i in range(0, len(tasks), size)]

@@ -1,0 +1,341 @@
+"""The Python API: load a model once, then solve tasks and evaluate task sets with it; recipes and policies by name.
+
+    import testtime
+
+    solver = testtime.load()                                # the shipped model (or a folder); cuda if there is one
+    result = solver.solve("arc1/eval/00576224")             # a Task, a dict in ARC JSON, a task file or a dataset name
+    result.attempts[0]                                      # the two attempts at the first test input (numpy grids)
+    result.candidates[0][0]                                 # every candidate, best first, with its votes and score
+    result.ttt_loss, result.seconds                         # the TTT loss curve; the seconds of each stage
+    results = solver.solve_many(tasks, policy="always")     # trained and decoded together, in the batched bank
+    run = solver.evaluate("arc1/eval", "runs/full", limit=20)   # a run folder, as `testtime evaluate` writes it
+
+Settings are the command's flags by name (`views=4`, `epochs=2`, `select="vote"`: `SETTINGS`) or any config field by
+its dotted path (`**{"select_cfg.colors": 1}`), over a named recipe (`RECIPES`) or a whole `EvalConfig`. An error a
+caller can fix is a one-line exception, the line `testtime` prints after `error: ` (TaskError, ConfigError,
+ModelError...: ValueErrors all).
+
+A `Solver` keeps its model loaded, and the pace the CPU time budget timed, across calls (the engine captures its CUDA
+graphs per generation batch: there is no graph pool to keep). It runs one call at a time: calls from several threads
+wait their turn, so a service holding one solver batches concurrent tasks into one `solve_many` call (whose tasks
+train together, each in its own adapter slot) rather than calling it from many threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from testtime.core.config import ConfigError, read_json, with_overrides
+from testtime.core.distributed import from_env
+from testtime.data.encode import Codec, TooLongError
+from testtime.data.tasks import Grid, Task, TaskError, as_task, load_task_set
+from testtime.model.loading import load_model
+from testtime.model.model_folder import ModelError
+from testtime.recipes import grid
+from testtime.recipes.grid import EvalConfig, config_from_dict
+from testtime.stages import budget
+from testtime.stages.policy import DEFAULT_POLICY, POLICIES, Policy
+from testtime.stages.selection import Ranked
+from testtime.text.run import TextEvalConfig, text_config_from_dict
+from testtime.text.tasks import is_text_task_path
+
+__all__ = ["POLICIES", "RECIPES", "SETTINGS", "ConfigError", "DEFAULT_POLICY", "EvalConfig", "ModelError", "Policy",
+           "Ranked", "Recipe", "Run", "Solution", "Solver", "Task", "TaskError", "TooLongError", "evaluate", "load"]
+
+# Where each setting (a flag of `testtime evaluate` by name) goes in a run's config; a dotted config path goes as is.
+SETTINGS = {
+    "tasks": "tasks", "model": "model", "ttt": "ttt", "limit": "limit", "device": "device", "policy": "policy",
+    "max_group": "max_group", "views": "predict_cfg.views", "orders": "predict_cfg.orders",
+    "token_budget": "predict_cfg.token_budget", "cuda_graphs": "predict_cfg.cuda_graphs",
+    "samples": "ttt_cfg.samples", "epochs": "ttt_cfg.epochs", "lr": "ttt_cfg.lr", "rank": "ttt_cfg.rank",
+    "adapter": "ttt_cfg.adapter",
+    "augment": "ttt_cfg.augment", "loo": "ttt_cfg.leave_one_out", "demo_loss": "ttt_cfg.loss_on_demos",
+    "shared": "ttt_cfg.shared", "select": "select_cfg.method", "joint_samples": "joint_cfg.samples",
+    "joint_dir": "joint_cfg.dir",
+}
+GRID_ONLY = ("policy", "views", "orders", "augment", "loo", "demo_loss", "select", "joint_samples", "joint_dir")
+TEXT_SETTINGS = {k: v for k, v in SETTINGS.items() if k not in GRID_ONLY}
+# A solver's model and device are its own; its calls take tasks as arguments; `solve` never runs the joint stage.
+NOT_FOR_SOLVING = ("tasks", "model", "device", "limit", "joint_samples", "joint_dir")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named starting config for grid runs: `settings` (dotted config paths) over EvalConfig's defaults."""
+
+    name: str
+    summary: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def config(self) -> EvalConfig:
+        return with_overrides(EvalConfig(), dict(self.settings))
+
+
+# A recipe is one entry here; `testtime recipes` lists them and `--recipe NAME` starts from one.
+RECIPES: dict[str, Recipe] = {r.name: r for r in (
+    Recipe("default", f"TTT under the {DEFAULT_POLICY} policy (96 steps a task), 8 views, product of experts: what "
+                      "`testtime solve` and `testtime evaluate` run without --recipe or --config"),
+)}
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ConfigError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}") from None
+
+
+def _plain_name(key: str, value: object) -> str:
+    return key
+
+
+def build_config(tasks: str | None = None, recipe: str | EvalConfig | TextEvalConfig | None = None,
+                 config: str | Path | None = None, settings: Mapping[str, Any] | None = None,
+                 spell: Callable[[str, Any], str] = _plain_name) -> EvalConfig | TextEvalConfig:
+    """A run's config: a JSON `config` file, or a `recipe` (a name in RECIPES, or a config), else the default; then
+    the `settings` given (None: not given), each onto its place by `dataclasses.replace`, checked against its field's
+    limits. Grid or text tasks, told by the tasks named (`tasks`, else the base config's). `spell(key, value)` names
+    a setting in errors (the command spells its flags)."""
+    if config is not None and recipe is not None:
+        raise ConfigError(f"{spell('config', config)} and {spell('recipe', recipe)}: give one of them")
+    raw = read_json(config) if config is not None else None
+    base = recipe if isinstance(recipe, EvalConfig | TextEvalConfig) else None
+    spec = tasks or (raw.get("tasks") if isinstance(raw, dict) else None) or (base.tasks if base else "arc1/eval")
+    text = isinstance(spec, str) and is_text_task_path(spec)
+    name = recipe if isinstance(recipe, str) else "default" if recipe is None and raw is None else None
+    if name is not None and text and name != "default":
+        raise ConfigError(f"{spell('recipe', recipe)} applies to grid tasks, not text tasks")
+    if name is not None and not text:
+        base = get_recipe(name).config()
+    if text:
+        cfg = text_config_from_dict(raw, str(config)) if raw is not None else base or TextEvalConfig()
+        places = TEXT_SETTINGS
+    else:
+        cfg = config_from_dict(raw, str(config)) if raw is not None else base or EvalConfig()
+        places = SETTINGS
+    if text != isinstance(cfg, TextEvalConfig):
+        raise ConfigError(f"a {'grid' if text else 'text'} config for {'text' if text else 'grid'} tasks ({spec})")
+    given = {k: v for k, v in (settings or {}).items() if v is not None}
+    if tasks is not None:
+        given["tasks"] = tasks
+    for key, value in given.items():
+        if "." not in key and key not in places:
+            if key in SETTINGS:
+                raise ConfigError(f"{spell(key, value)} applies to grid tasks, not text tasks")
+            raise ConfigError(f"unknown setting {key!r}: a flag's name ({', '.join(places)}) or a dotted config path")
+    return with_overrides(cfg, {places.get(k, k): v for k, v in given.items()},
+                          names={places.get(k, k): spell(k, v) for k, v in given.items()})
+
+
+@dataclass
+class Solution:
+    """One task solved: its record (as a run's `results.jsonl` holds it) and every candidate, ranked."""
+
+    task: Task
+    record: dict[str, Any]
+    candidates: list[list[Ranked]]  # per test input, best first (none: the task could not run, see `error`)
+
+    @property
+    def attempts(self) -> list[list[Grid | None]]:
+        """Per test input, the attempts (two by default) as uint8 grids; None where there was no answer."""
+        return [[None if g is None else np.asarray(g, dtype=np.uint8) for g in att] for att in self.record["attempts"]]
+
+    @property
+    def ttt_loss(self) -> list[float] | None:
+        """The adapter's training loss at each TTT step (None: not trained)."""
+        return self.record["ttt_loss"]
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Seconds of each stage: icl, loo, ttt, predict, select."""
+        return dict(self.record.get("compute") or {})
+
+    @property
+    def correct(self) -> list[bool] | None:
+        """Per test input, whether an attempt is right (None: the task has no known answers)."""
+        return self.record["correct"]
+
+    @property
+    def score(self) -> float | None:
+        return self.record["score"]
+
+    @property
+    def error(self) -> str | None:
+        return self.record["error"]
+
+    @property
+    def decision(self) -> dict[str, Any] | None:
+        """What the policy decided for the task, and the signals it read."""
+        return self.record.get("policy")
+
+    def show(self, console=None) -> None:
+        """The task and its attempts in color, in a terminal."""
+        from testtime.data.render import print_task
+
+        print_task(self.task, predictions=self.attempts, console=console)
+
+    def html(self) -> str:
+        """A self-contained HTML page of the task and its attempts."""
+        from testtime.data.render import task_html
+
+        return task_html(self.task, predictions=self.attempts)
+
+    def _repr_html_(self) -> str:  # a notebook draws the task and its attempts
+        from testtime.data.render import CSS, task_section
+
+        return f"<style>{CSS}</style>" + task_section(self.task, predictions=self.attempts)
+
+
+@dataclass
+class Run:
+    """An evaluation's run folder and the records of the tasks asked for (under torchrun: merged on rank 0, this
+    rank's own elsewhere)."""
+
+    out: Path
+    records: list[dict[str, Any]]
+    skipped: list[str]  # task files left out as invalid
+    text: bool = False
+
+
+def _max_seconds(value: float | Literal["auto"] | None, device: str) -> float | None:
+    return budget.default_max_seconds(device) if value == "auto" else value
+
+
+def run_evaluation(cfg: EvalConfig | TextEvalConfig, out: str | Path | None = None, *,
+                   solver: Solver | None = None, tasks: Sequence[Task] | None = None, skipped: Sequence[str] = (),
+                   strict: bool = False, max_minutes: float | None = None,
+                   max_seconds: float | Literal["auto"] | None = "auto", show_progress: bool = True,
+                   say: Callable[[str], None] | None = None) -> Run:
+    """The run loop of `testtime evaluate` on a built config: tasks (loaded from `cfg.tasks` unless given), resume,
+    records, summary, report, into `out` (default: named after the config). With a `solver`, its model; else the
+    config's, loaded on each process's device."""
+    from testtime.core.config import MINUTES, SECONDS, check_value
+
+    check_value("max_minutes", max_minutes, MINUTES)
+    model, codec, tokenizer = (solver.model, solver.codec, solver.tokenizer) if solver else (None, None, None)
+    if isinstance(cfg, TextEvalConfig):
+        if max_seconds != "auto" and max_seconds is not None:
+            raise ConfigError("max_seconds applies to grid tasks, not text tasks")
+        from testtime.text.run import default_out, evaluate_text
+
+        out = Path(out) if out is not None else default_out(cfg)
+        records = evaluate_text(cfg, out, model=model, tokenizer=tokenizer, tasks=tasks, max_minutes=max_minutes,
+                                show_progress=show_progress)
+        return Run(out, records, [], text=True)
+    if max_seconds != "auto":
+        check_value("max_seconds", max_seconds, SECONDS)
+    from testtime.core.distributed import pick_device
+
+    limit = _max_seconds(max_seconds, solver.device if solver else pick_device(cfg.device))
+    out = Path(out) if out is not None else grid.default_out(cfg)
+    if tasks is None:
+        tasks, skipped = load_task_set(cfg.tasks, strict=strict)
+    records = grid.evaluate(cfg, out, model=model, codec=codec, tokenizer=tokenizer, tasks=tasks,
+                            max_minutes=max_minutes, skipped=skipped, show_progress=show_progress, max_seconds=limit,
+                            say=say, speed=solver.speed if solver else None)
+    return Run(out, records, list(skipped))
+
+
+def evaluate(tasks: str | Path = "arc1/eval", out: str | Path | None = None, *,
+             recipe: str | EvalConfig | TextEvalConfig = "default", strict: bool = False,
+             max_minutes: float | None = None, max_seconds: float | Literal["auto"] | None = "auto",
+             show_progress: bool = True, say: Callable[[str], None] | None = None, **settings: Any) -> Run:
+    """Solve a task set into a run folder, as `testtime evaluate` does (and, like it, unchanged under torchrun: each
+    process loads the model on its own device); `model` and `device` are settings here. A finished task is skipped
+    when the run folder already holds it. For a model kept loaded across calls, see `Solver.evaluate`."""
+    cfg = build_config(str(tasks), recipe, settings=settings)
+    return run_evaluation(cfg, out, strict=strict, max_minutes=max_minutes, max_seconds=max_seconds,
+                          show_progress=show_progress and from_env().is_main, say=say)
+
+
+class Solver:
+    """A model loaded once (`load`), with its tokenizer and grid codec, for any number of calls; one call runs at a
+    time (see the module's docstring)."""
+
+    def __init__(self, model, codec: Codec, tokenizer=None, *, name: str | None = None) -> None:
+        """A solver of a model already in memory (`load` reads one from a folder); `name` is the folder a run's
+        config.json names (None: the shipped model)."""
+        self.model, self.codec, self.tokenizer, self.name = model, codec, tokenizer, name
+        self.model.eval()
+        self.speed: budget.Speed | None = None  # timed by the first call under a time budget, then kept
+        self._lock = threading.Lock()
+
+    @property
+    def device(self) -> str:
+        return str(next(self.model.parameters()).device)
+
+    def config(self, recipe: str | EvalConfig = "default", **settings: Any) -> EvalConfig:
+        """The grid config a call of this solver runs with (see `build_config`)."""
+        refused = [k for k in settings if k in NOT_FOR_SOLVING]
+        if refused:
+            raise ConfigError(f"setting {refused[0]!r} is not for solving: a solver keeps its model and device, and "
+                              "takes its tasks as an argument")
+        cfg = build_config(None, recipe, settings=settings)
+        if not isinstance(cfg, EvalConfig):
+            raise ConfigError("a solver solves grid tasks; evaluate text tasks with Solver.evaluate")
+        return replace(cfg, model=self.name)
+
+    def solve(self, task: Task | Mapping[str, Any] | str | Path, *, recipe: str | EvalConfig = "default",
+              max_seconds: float | Literal["auto"] | None = "auto", spent: float = 0.0,
+              say: Callable[[str], None] | None = None, show_progress: bool = True, **settings: Any) -> Solution:
+        """Solve one task: test-time train, predict under augmentations, select two attempts (`solve_many` of one).
+        `max_seconds` is its time budget ("auto": 300 s on a CPU, none on a GPU), less `spent` seconds already gone;
+        `say` hears the plan the budget made before the work starts. A task that cannot run is a TaskError."""
+        result = self.solve_many([task], recipe=recipe, max_seconds=max_seconds, spent=spent, say=say,
+                                 show_progress=show_progress, **settings)[0]
+        if not result.candidates:
+            raise TaskError(result.error)
+        return result
+
+    def solve_many(self, tasks: Sequence[Task | Mapping[str, Any] | str | Path], *,
+                   recipe: str | EvalConfig = "default", max_seconds: float | Literal["auto"] | None = "auto",
+                   spent: float = 0.0, say: Callable[[str], None] | None = None, show_progress: bool = True,
+                   **settings: Any) -> list[Solution]:
+        """Solve tasks together: their adapters train in one batch and their views decode together, in the groups a
+        run makes (`max_group` tasks at most). One Solution per task, in order; a task that cannot run has an
+        `error` and no candidates. The same task given twice is solved once; two tasks of one id must be equal."""
+        cfg = self.config(recipe, **settings)
+        items = [as_task(t) for t in tasks]
+        if not items:
+            return []
+        distinct: dict[str, Task] = {}
+        for t in items:
+            if distinct.setdefault(t.id, t) != t:
+                raise TaskError(f"two different tasks have the id {t.id!r}; give each its own")
+        with self._lock:
+            solved = grid.solve_tasks(list(distinct.values()), cfg, self.model, self.codec,
+                                      max_seconds=_max_seconds(max_seconds, self.device), spent=spent, say=say,
+                                      speed=self.speed, show_progress=show_progress)
+            self.speed = solved.speed
+        records = {r["task_id"]: r for r in solved.records}
+        return [Solution(t, records[t.id], solved.candidates.get(t.id, [])) for t in items]
+
+    def evaluate(self, tasks: str | Path = "arc1/eval", out: str | Path | None = None, *,
+                 recipe: str | EvalConfig | TextEvalConfig = "default", strict: bool = False,
+                 max_minutes: float | None = None, max_seconds: float | Literal["auto"] | None = "auto",
+                 show_progress: bool = True, say: Callable[[str], None] | None = None, **settings: Any) -> Run:
+        """Solve a task set (a dataset name, task file, challenges file or folder; or a text tasks .jsonl file) into a
+        run folder with this solver's model, as `testtime evaluate` does: one record per task as it finishes, a
+        finished task skipped when run again, then summary.json, submission.json and report.html."""
+        if "model" in settings or "device" in settings:
+            raise ConfigError("a solver keeps its model and device; load another solver for another")
+        cfg = build_config(str(tasks), recipe, settings=settings)
+        with self._lock:
+            return run_evaluation(replace(cfg, model=self.name), out, solver=self, strict=strict,
+                                  max_minutes=max_minutes, max_seconds=max_seconds, show_progress=show_progress,
+                                  say=say)
+
+
+def load(model: str | Path | None = None, device: str | None = None, dtype=None) -> Solver:
+    """A solver of a model folder (None: the shipped model, or $TESTTIME_MODEL) on `device` (None: cuda where there
+    is one); any Hugging Face causal LM folder works (see `model.loading.load_model`)."""
+    from testtime.core.distributed import pick_device
+
+    loaded = load_model(model, device=pick_device(device), dtype=dtype)
+    return Solver(loaded.model, loaded.codec, loaded.tokenizer, name=None if model is None else str(model))

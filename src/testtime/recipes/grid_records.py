@@ -1,0 +1,102 @@
+"""A grid task's record, one JSON line of a run's `results.jsonl`: its attempts, and beside them what the plain vote
+and the identity view's greedy answer would have scored, the votes and the ranked candidates, what the policy
+decided, the seconds of each stage, and what the time budget cut."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from testtime.data.tasks import Task
+from testtime.stages.budget import Fit
+from testtime.stages.policy import Outcome, Plan
+from testtime.stages.selection import Ranked
+from testtime.stages.vote import Candidate, attempts, is_solved
+
+
+def grid_json(g) -> list[list[int]] | None:
+    """A grid as JSON holds it (None: no answer)."""
+    return None if g is None else np.asarray(g).astype(int).tolist()
+
+
+def task_record(task: Task, preds, votes: Sequence[Sequence[Candidate]], ranked: Sequence[Sequence[Ranked]],
+                method: str, n_attempts: int, seconds: float, ttt_loss: list[float] | None,
+                ttt_tokens: int) -> dict[str, Any]:
+    """A task's record: the attempts of the configured selection (`method`), and beside them what the plain vote
+    and the identity view's greedy answer would have scored, so one run compares the three."""
+    test_attempts, test_votes, test_ranked, greedy = [], [], [], []
+    correct: dict[str, list[bool]] = {"selected": [], "vote": [], "greedy": []}
+    for qi, plist in enumerate(preds.predictions):
+        att = attempts(ranked[qi], n_attempts)
+        first = next((p.grid for p in plist if p.group == "id"), None)
+        test_attempts.append([grid_json(a) for a in att])
+        test_votes.append([c.to_json() for c in votes[qi][:5]])
+        test_ranked.append([r.to_json() for r in ranked[qi][:5]])
+        greedy.append(grid_json(first))
+        truth = task.test[qi].output
+        if truth is not None:
+            correct["selected"].append(is_solved(att, truth))
+            correct["vote"].append(is_solved(attempts(votes[qi], n_attempts), truth))
+            correct["greedy"].append(is_solved([first], truth))
+    solved = task.has_solutions
+
+    def score(name: str) -> float | None:
+        return float(np.mean(correct[name])) if solved else None
+
+    return {
+        "task_id": task.id,
+        "attempts": test_attempts,
+        "correct": correct["selected"] if solved else None,
+        "score": score("selected"),
+        "selection": method,
+        "selections": {method: score("selected"), "vote": score("vote"), "greedy": score("greedy")},
+        "greedy": greedy,
+        "greedy_correct": correct["greedy"] if solved else None,
+        "greedy_score": score("greedy"),
+        "votes": test_votes,
+        "ranked": test_ranked if method != "vote" else None,
+        "ttt_loss": ttt_loss,
+        "seconds": seconds,
+        "tokens": {"ttt": ttt_tokens, "generated": preds.generated_tokens},
+        "invalid": preds.invalid,
+        "error": None,
+    }
+
+
+def group_records(group: Sequence[Task], plan: Plan, out: Outcome, votes: Sequence[Sequence[Sequence[Candidate]]],
+                  ranked: Sequence[Sequence[Sequence[Ranked]]], fits: Mapping[str, Fit]) -> list[dict[str, Any]]:
+    """The records of a group that followed `plan`: each task's attempts (`task_record`), what the policy decided
+    and the signals it read, the seconds of each stage, and (`fits`) what the budget cut."""
+    records = []
+    for i, t in enumerate(group):
+        r = task_record(t, out.final[i], votes[i], ranked[i], plan.select.method, plan.attempts,
+                        sum(out.spent[i].values()), [round(x, 4) for x in out.losses[i]] or None, out.tokens[i])
+        decision = "shared" if plan.shared else out.decision[i] if plan.policy.ttt else "answer"
+        r["policy"] = {"name": plan.policy.name, "decision": decision, "signals": out.signals[i],
+                       "ttt_steps": out.steps[i]}
+        r["compute"] = {k: round(v, 4) for k, v in out.spent[i].items()}
+        if t.id in fits:  # what the budget cut, and its estimate of each stage beside `compute`
+            r["budget"] = fits[t.id].to_json()
+        records.append(r)
+    attach_problems(records, out.problems)
+    return records
+
+
+def error_record(task: Task, error: str) -> dict[str, Any]:
+    """The record of a task that could not run (too long for any budget, out of memory): no attempts, zero score."""
+    solved = task.has_solutions
+    zeros = [False] * len(task.test)
+    return {"task_id": task.id, "attempts": [[None, None] for _ in task.test], "correct": zeros if solved else None,
+            "score": 0.0 if solved else None, "greedy": [None for _ in task.test],
+            "greedy_correct": zeros if solved else None, "greedy_score": 0.0 if solved else None, "votes": [],
+            "ttt_loss": None, "seconds": 0.0, "tokens": {"ttt": 0, "generated": 0}, "invalid": 0, "error": error}
+
+
+def attach_problems(records: list[dict[str, Any]], problems: Sequence[str]) -> None:
+    """The problems a stage met with a task (a view that fits no budget), as that task's `error`."""
+    for r in records:
+        notes = [p for p in problems if p.startswith(f"task {r['task_id']} ")]
+        if notes:
+            r["error"] = "; ".join(notes)
