@@ -55,6 +55,7 @@ from testtime.recipes.pretrain_step import (
     loss_sum,
     loss_sum_targets,
     make_optimizer,
+    over_ranks,
     validate,
 )
 from testtime.report.pretrain_log import plot_loss, read_log
@@ -206,18 +207,6 @@ class PretrainResult:
     best_val: float | None = None  # lowest held-out loss so far; that model is in run_dir/best
     trained: Any = None  # the model object as training left it (fp32, on the run's device)
     total_steps: int = 0  # the schedule's length (fitted, with fit_minutes)
-
-
-def _over_ranks(loss, real: int, padded: int, attended: int, world: int):
-    """Loss summed over log steps, averaged over ranks; token counts summed over ranks."""
-    import torch
-    import torch.distributed as tdist
-
-    t = torch.cat([loss.detach().reshape(1).double(),
-                   torch.tensor([real, padded, attended], dtype=torch.float64, device=loss.device)])
-    tdist.all_reduce(t)
-    loss_mean, real_sum, padded_sum, attended_sum = t.tolist()
-    return torch.tensor(loss_mean / world, device=loss.device), int(real_sum), int(padded_sum), int(attended_sum)
 
 
 def pretrain(
@@ -421,7 +410,7 @@ def pretrain(
             if step % cfg.log_every == 0 or step == end:
                 if dist.enabled:  # totals over all ranks (every rank is at this same step)
                     local_real = acc_real
-                    acc_loss, acc_real, acc_padded, acc_attended = _over_ranks(
+                    acc_loss, acc_real, acc_padded, acc_attended = over_ranks(
                         acc_loss, acc_real, acc_padded, acc_attended, dist.world)
                     tokens_seen += acc_real - local_real
                 last_loss = float(acc_loss.item()) / acc_steps  # the one host sync per log interval

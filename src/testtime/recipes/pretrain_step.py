@@ -102,3 +102,15 @@ def loss_module(model, fn=None):
 def ddp_loss(module):
     """`fn(model, ids, labels[, mask])` through a DDP-wrapped `loss_module`, so gradients are all-reduced."""
     return lambda _model, ids, labels, *mask: module(ids, labels, *mask)
+
+
+def over_ranks(loss, real: int, padded: int, attended: int, world: int):
+    """Under DDP, a log interval's loss summed over its steps, averaged over ranks; token counts summed over ranks."""
+    import torch
+    import torch.distributed as tdist
+
+    t = torch.cat([loss.detach().reshape(1).double(),
+                   torch.tensor([real, padded, attended], dtype=torch.float64, device=loss.device)])
+    tdist.all_reduce(t)
+    loss_mean, real_sum, padded_sum, attended_sum = t.tolist()
+    return torch.tensor(loss_mean / world, device=loss.device), int(real_sum), int(padded_sum), int(attended_sum)
