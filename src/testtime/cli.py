@@ -258,8 +258,9 @@ GRID_FLAGS = {
     "shared": "ttt_cfg.shared", "select": "select_cfg.method", "joint_samples": "joint_cfg.samples",
     "joint_dir": "joint_cfg.dir",
 }
-GRID_ONLY = ("policy", "views", "orders", "augment", "loo", "demo_loss", "select", "joint_samples", "joint_dir")
-TEXT_FLAGS = {k: v for k, v in GRID_FLAGS.items() if k not in GRID_ONLY}
+GRID_ONLY = ("policy", "views", "augment", "loo", "select", "joint_samples", "joint_dir")
+TEXT_FLAGS = {k: v for k, v in GRID_FLAGS.items() if k not in GRID_ONLY} | {
+    "icl": "predict_cfg.icl", "ttt_data": "ttt_data", "per_query": "per_query", "max_queries": "max_queries"}
 
 
 def _flag_name(key: str, value: object) -> str:
@@ -289,9 +290,15 @@ def _recipe_config(tasks: str | None, config: Path | None, given: dict):
         given["tasks"] = tasks
     for key in given:
         if key not in places:
-            raise ConfigError(f"{_flag_name(key, given[key])} applies to grid tasks, not text tasks")
-    return with_overrides(cfg, {places[k]: v for k, v in given.items()},
-                          names={places[k]: _flag_name(k, v) for k, v in given.items()}), text
+            kinds = ("grid", "text") if text else ("text", "grid")
+            raise ConfigError(f"{_flag_name(key, given[key])} applies to {kinds[0]} tasks, not {kinds[1]} tasks")
+    cfg = with_overrides(cfg, {places[k]: v for k, v in given.items()},
+                         names={places[k]: _flag_name(k, v) for k, v in given.items()})
+    if text:
+        from testtime.text.run import check_text_flags
+
+        check_text_flags(cfg, list(given))
+    return cfg, text
 
 
 _MODEL = Annotated[str | None, typer.Option(help="A Hugging Face causal LM folder; default: the shipped base model.")]
@@ -299,7 +306,8 @@ _TTT = Annotated[bool | None, typer.Option("--ttt/--no-ttt", show_default=False,
                                            help="Train a per-task adapter before predicting (default: yes).")]
 # Flags that set a config field are checked against that field's declared limits (config.Range), not here.
 _VIEWS = Annotated[int | None, typer.Option(help="D8 views for augmented inference (1: plain greedy; default 8).")]
-_ORDERS = Annotated[int | None, typer.Option(help="Demo orders per view (default 1).")]
+_ORDERS = Annotated[int | None, typer.Option(help="Demo orders per view (default 1); text tasks: orders each query "
+                                                  "is asked under, their answers voting.")]
 _DEVICE = Annotated[str | None, typer.Option(help="cpu or cuda; default: cuda when available.")]
 _SAMPLES = Annotated[int | None, typer.Option(help="TTT sequences per task.")]
 _EPOCHS = Annotated[int | None, typer.Option(help="TTT epochs (default: the policy's; extended 6, else 2).")]
@@ -313,8 +321,16 @@ _AUG = Annotated[bool | None, typer.Option("--augment/--no-augment", show_defaul
 _LOO = Annotated[bool | None, typer.Option("--loo/--no-loo", show_default=False,
                                            help="Leave-one-out TTT tasks (else plain input->output pairs; default: yes).")]
 _DEMO = Annotated[bool | None, typer.Option("--demo-loss/--no-demo-loss", show_default=False,
-                                            help="Also learn demo outputs, not only the held-out one (default: yes).")]
+                                            help="Also learn demo outputs, not only the held-out (text: last) one "
+                                                 "(default: yes).")]
 _SHARED = Annotated[bool, typer.Option("--shared", help="Ablation: one adapter shared by the tasks of a batch.")]
+_ICL = Annotated[bool | None, typer.Option("--icl/--no-icl", show_default=False, help="Text tasks: the demonstrations "
+                                           "in the prompt (default: yes; --no-icl: zero-shot prompts).")]
+_TTT_DATA = Annotated[str | None, typer.Option(help="Text tasks: TTT sequences of shuffled demos (default), loo "
+                                                    "(leave-one-out) or pairs (each demo alone).")]
+_PER_QUERY = Annotated[bool, typer.Option("--per-query", help="Text tasks: one adapter per query instead of one "
+                                                               "shared by a task's queries.")]
+_MAX_QUERIES = Annotated[int | None, typer.Option(help="Text tasks: only the first N queries of each task.")]
 _CONFIG = Annotated[Path | None, typer.Option(help="JSON config of the recipe to start from (the flags given override it).")]
 _POLICY = Annotated[str | None, typer.Option(
     help="When to train: never, always, extended (default with --ttt), agree, loo-stop, adaptive; see `testtime policies`.")]
@@ -374,6 +390,10 @@ def evaluate_cmd(
     cuda_graphs: Annotated[bool | None, typer.Option("--cuda-graphs/--no-cuda-graphs", show_default=False, help="Replay the decode step as a CUDA graph (GPU; default: yes).")] = None,
     max_group: Annotated[int | None, typer.Option(help=f"Tasks trained and predicted together (default: {GROUP_SIZES['grid'][0]} grid or {GROUP_SIZES['text'][0]} text tasks on a GPU, {GROUP_SIZES['grid'][1]} or {GROUP_SIZES['text'][1]} on a CPU). Results are written as each group ends.")] = None,
     max_seconds: _MAX_SECONDS = None,
+    icl: _ICL = None,
+    ttt_data: _TTT_DATA = None,
+    per_query: _PER_QUERY = False,
+    max_queries: _MAX_QUERIES = None,
 ) -> None:
     """Solve a set of tasks and score them (pass@2 for grids); one JSON line per task, resumable, with an HTML report.
 
@@ -388,7 +408,8 @@ def evaluate_cmd(
         model=model, ttt=ttt, limit=limit, device=device, views=views, orders=orders, samples=samples, epochs=epochs,
         lr=lr, rank=rank, adapter=adapter, augment=augment, loo=loo, demo_loss=demo_loss, shared=shared or None, policy=policy,
         select=select, joint_samples=joint_samples, joint_dir=joint_dir, token_budget=token_budget,
-        cuda_graphs=cuda_graphs, max_group=max_group))
+        cuda_graphs=cuda_graphs, max_group=max_group, icl=icl, ttt_data=ttt_data, per_query=per_query or None,
+        max_queries=max_queries))
     main = distributed.from_env().is_main  # under torchrun, rank 0 speaks for the run
     if text:  # text few-shot tasks (JSONL)
         if max_seconds is not None:
