@@ -204,6 +204,9 @@ def compare_cmd(
     _console().print(table)
     typer.echo(f"{cmp.labels[1]} against {cmp.labels[0]}: {cmp.b_won} tasks won, {cmp.b_lost} lost, "
                f"{len(cmp.pairs) - cmp.b_won - cmp.b_lost} tied; sign test p = {cmp.p_value:.3g}")
+    won, lost, paired = cmp.items
+    if paired:
+        typer.echo(f"by query: {won} won, {lost} lost of {paired} paired; sign test p = {cmp.items_p_value:.3g}")
     if png is not None:
         typer.echo(f"wrote {plot(cmp, png)}")
 
