@@ -86,19 +86,31 @@ def _web_of_lies_truth(text: str) -> str:
 def test_all_27_tasks_build_in_bbh_conventions_and_no_query_is_a_demo(sdist, tmp_path):
     out = tmp_path / "bbh.jsonl"
     res = subprocess.run([sys.executable, str(REPO / "scripts" / "make_bbh_from_bigbench.py"), str(sdist),
-                          "--queries", "25", "--out", str(out)], capture_output=True, text=True,
+                          "--queries", "15", "--dev", "4", "--out", str(out)], capture_output=True, text=True,
                          env={"PYTHONPATH": str(REPO / "src")})
     assert res.returncode == 0, res.stderr
     tasks = load_text_tasks(out)
+    # The development file: the same demonstrations, other queries (never a demo or a scored query).
+    devs = {t.id: t for t in load_text_tasks(tmp_path / "bbh-dev.jsonl")}
+    assert set(devs) == set(BBH_TASKS) and "wrote 27 development tasks" in res.stdout
+    for t in tasks:
+        d = devs[t.id]
+        assert d.demos == t.demos and len(d.queries) == 4
+        assert not {x for x, _ in d.queries} & {x for x, _ in t.demos + t.queries}, t.id
+        assert all(y in (d.options or (y,)) for _, y in d.queries)
+    # Asking for development queries leaves the task itself as it was.
+    again = tmp_path / "again.jsonl"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_bbh_from_bigbench.py"), str(sdist), "--queries", "15",
+                    "--dev", "0", "--out", str(again)], check=True, capture_output=True, env={"PYTHONPATH": str(REPO / "src")})
+    assert again.read_text() == out.read_text() and not (tmp_path / "again-dev.jsonl").exists()
     assert [t.id for t in tasks] == list(BBH_TASKS) and len(BBH_TASKS) == 27 and "wrote 27 tasks" in res.stdout
     by = {t.id: t for t in tasks}
     for t in tasks:
-        assert len(t.demos) == 10 and 1 <= len(t.queries) <= 25 and t.has_targets
+        assert len(t.demos) == 10 and 1 <= len(t.queries) <= 15 and t.has_targets
         demo_inputs = {x for x, _ in t.demos}
         assert not demo_inputs & {x for x, _ in t.queries}, t.id
         assert len({x for x, _ in t.queries}) == len(t.queries)
-    # The JSON tasks had 31 examples with one repeat: 30 distinct, so 20 queries; generated ones fill all 25.
-    assert len(by["date_understanding"].queries) == 20 and len(by["web_of_lies"].queries) == 25
+    assert len(by["date_understanding"].queries) == 15 and len(by["web_of_lies"].queries) == 15
 
     for spec in SPECS:
         t = by[spec.name]
@@ -138,10 +150,13 @@ def test_all_27_tasks_build_in_bbh_conventions_and_no_query_is_a_demo(sdist, tmp
 
 
 def test_the_build_is_seeded_and_a_task_subset_keeps_its_tasks(sdist):
-    a = build_bbh(sdist, queries=5, names=["navigate", "web_of_lies"])
+    a, _ = build_bbh(sdist, queries=5, names=["navigate", "web_of_lies"])
     assert [t.id for t in a] == ["navigate", "web_of_lies"]
-    assert a == build_bbh(sdist, queries=5, names=["web_of_lies", "navigate"])
-    assert a != build_bbh(sdist, queries=5, names=["navigate", "web_of_lies"], seed=1)
+    assert a == build_bbh(sdist, queries=5, names=["web_of_lies", "navigate"])[0]
+    assert a != build_bbh(sdist, queries=5, names=["navigate", "web_of_lies"], seed=1)[0]
+    # The JSON tasks hold 31 examples with one repeat: 30 distinct, so 20 queries and nothing left for development.
+    many, devs = build_bbh(sdist, queries=25, dev=5, names=["navigate", "web_of_lies"])
+    assert [len(t.queries) for t in many] == [20, 25] and [d.id for d in devs] == ["web_of_lies"]
     with pytest.raises(ValueError, match="not BBH tasks: nope"):
         build_bbh(sdist, names=["nope"])
     with pytest.raises(ValueError, match="30 usable examples, need more than 40"):

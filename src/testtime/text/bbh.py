@@ -258,44 +258,65 @@ def web_of_lies_names(task_py: str) -> list[str]:
 
 
 def bbh_text_task(spec: Spec, examples: list[Example], instruction: str, *, demos: int = 10, queries: int = 250,
-                  seed: int = 0, max_chars: int | None = None) -> TextTask:
+                  seed: int = 0, max_chars: int | None = None, dev: int = 0,
+                  more: list[Example] | None = None) -> tuple[TextTask, TextTask | None]:
     """`demos` demonstrations and up to `queries` queries from `examples` (seeded by seed and task), in the spec's
     answer convention. Examples that repeat (the same text and choices) are kept once, so a query never equals a
-    demonstration."""
+    demonstration. With `dev`, also a development task: the same demonstrations and up to `dev` other queries,
+    from the examples left over (or from `more`, for a generated task), for tuning apart from the queries scored.
+    The task itself does not depend on `dev`."""
     rng = random.Random(f"{seed}:{spec.name}")
-    pool, seen = [], set()
-    for e in examples:
-        key = (e.text, tuple(sorted(e.choices or ())))
-        if key not in seen and (max_chars is None or len(e.text) <= max_chars):
-            seen.add(key)
-            pool.append(e)
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+
+    def distinct(items: list[Example]) -> list[Example]:
+        out = []
+        for e in items:
+            key = (e.text, tuple(sorted(e.choices or ())))
+            if key not in seen and (max_chars is None or len(e.text) <= max_chars):
+                seen.add(key)
+                out.append(e)
+        return out
+
+    pool = distinct(examples)
     rng.shuffle(pool)
-    pool = pool[: demos + queries]
+    pool, rest = pool[: demos + queries], pool[demos + queries:]
+    if more is not None:
+        rest = distinct(more)
     if len(pool) <= demos:
         raise ValueError(f"{spec.name}: {len(pool)} usable examples, need more than {demos}")
-    pairs: list[tuple[str, str]] = []
-    width = 0
-    for e in pool:
+
+    def formatted(items: list[Example]) -> tuple[list[tuple[str, str]], int]:
+        pairs, width = [], 0
+        for e in items:
+            if spec.answers == "letters":
+                assert e.choices is not None
+                choices = list(e.choices)
+                if not spec.keep_order:
+                    rng.shuffle(choices)
+                letters = [f"({c})" for c in string.ascii_uppercase[: len(choices)]]
+                width = max(width, len(choices))
+                text = e.text + "\nOptions:\n" + "\n".join(f"{ltr} {c}" for ltr, c in zip(letters, choices, strict=True))
+                pairs.append((text, letters[choices.index(e.answer)]))
+            elif spec.answers == "fixed":
+                pairs.append((e.text, spec.rename.get(e.answer, e.answer)))
+            else:
+                pairs.append((e.text, e.answer))
+        return pairs, width
+
+    def options(width: int, items: list[Example]) -> tuple[str, ...] | None:
         if spec.answers == "letters":
-            assert e.choices is not None
-            choices = list(e.choices)
-            if not spec.keep_order:
-                rng.shuffle(choices)
-            letters = [f"({c})" for c in string.ascii_uppercase[: len(choices)]]
-            width = max(width, len(choices))
-            text = e.text + "\nOptions:\n" + "\n".join(f"{ltr} {c}" for ltr, c in zip(letters, choices, strict=True))
-            pairs.append((text, letters[choices.index(e.answer)]))
-        elif spec.answers == "fixed":
-            pairs.append((e.text, spec.rename.get(e.answer, e.answer)))
-        else:
-            pairs.append((e.text, e.answer))
-    if spec.answers == "letters":
-        options: tuple[str, ...] | None = tuple(f"({c})" for c in string.ascii_uppercase[:width])
-    elif spec.answers == "fixed":
-        options = tuple(sorted({spec.rename.get(c, c) for e in pool for c in e.choices or ()}))
-    else:
-        options = None
-    return TextTask(spec.name, instruction, tuple(pairs[:demos]), tuple(pairs[demos:]), options)
+            return tuple(f"({c})" for c in string.ascii_uppercase[:width])
+        if spec.answers == "fixed":
+            return tuple(sorted({spec.rename.get(c, c) for e in items for c in e.choices or ()}))
+        return None
+
+    pairs, width = formatted(pool)
+    task = TextTask(spec.name, instruction, tuple(pairs[:demos]), tuple(pairs[demos:]), options(width, pool))
+    extra, extra_width = formatted(rest[:dev])
+    if not extra:
+        return task, None
+    return task, TextTask(spec.name, instruction, task.demos, tuple(extra),
+                          options(max(width, extra_width), pool + rest[:dev]))
 
 
 # ---------------------------------------------------------------- the sdist
@@ -319,29 +340,36 @@ def read_sources(sdist: str | Path, specs: Iterable[Spec] = SPECS) -> dict[str, 
 
 
 def build_bbh(sdist: str | Path, *, demos: int = 10, queries: int = 250, seed: int = 0,
-              max_chars: int | None = None, names: Iterable[str] | None = None,
-              say: Callable[[str], None] | None = None) -> list[TextTask]:
-    """BBH's tasks (all 27, or `names`) from the sdist, in BBH's order."""
+              max_chars: int | None = None, names: Iterable[str] | None = None, dev: int = 0,
+              say: Callable[[str], None] | None = None) -> tuple[list[TextTask], list[TextTask]]:
+    """BBH's tasks (all 27, or `names`) from the sdist, in BBH's order; and, with `dev`, their development tasks
+    (the same demonstrations, up to `dev` other queries; a task whose source has nothing left over has none)."""
     chosen = [s for s in SPECS if names is None or s.name in set(names)]
     unknown = set(names or ()) - set(BBH_TASKS)
     if unknown:
         raise ValueError(f"not BBH tasks: {', '.join(sorted(unknown))}")
     files = read_sources(sdist, chosen)
     people = web_of_lies_names(files["web_of_lies.py"].decode())
-    tasks = []
+    tasks, devs = [], []
     for spec in chosen:
+        more = None
         if spec.source.startswith("generate:"):
             kind = spec.source.split(":", 1)[1]
             examples = generated_examples(kind, random.Random(f"{seed}:generate:{kind}"), demos + queries, people)
+            if dev:  # drawn apart, so the task's own examples are those it has without dev
+                more = generated_examples(kind, random.Random(f"{seed}:dev:{kind}"), dev + demos + queries, people)
             instruction = spec.instruction or ""
         else:
             task_json = json.load(io.BytesIO(files[spec.source]))
             examples = json_examples(spec, task_json)
             instruction = spec.instruction or (task_json.get("task_prefix") or task_json.get("description") or "")
-        task = bbh_text_task(spec, examples, instruction.strip(), demos=demos, queries=queries, seed=seed,
-                             max_chars=max_chars)
+        task, dev_task = bbh_text_task(spec, examples, instruction.strip(), demos=demos, queries=queries, seed=seed,
+                                       max_chars=max_chars, dev=dev, more=more)
         if say:
             kind = f"{len(task.options)} options" if task.options else "generated"
-            say(f"{task.id}: {len(task.demos)} demos, {len(task.queries)} queries, {kind}")
+            extra = f", {len(dev_task.queries)} dev queries" if dev_task else ""
+            say(f"{task.id}: {len(task.demos)} demos, {len(task.queries)} queries{extra}, {kind}")
         tasks.append(task)
-    return tasks
+        if dev_task:
+            devs.append(dev_task)
+    return tasks, devs
