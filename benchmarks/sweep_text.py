@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import time
 from pathlib import Path
 
@@ -82,6 +83,7 @@ def main() -> None:
     ap.add_argument("--token-budget", type=int, default=None)
     ap.add_argument("--out", type=Path, default=Path("runs/sweep"))
     ap.add_argument("--table", type=Path, help="append the table to this markdown file")
+    ap.add_argument("--best-config", type=Path, help="write the best setting as a text run's config (for --config)")
     args = ap.parse_args()
 
     tasks = load_text_tasks(args.tasks)
@@ -134,6 +136,15 @@ def main() -> None:
                      f"{100 * (r['task_accuracy'] or 0):.1f} | {r['right']}/{r['scored']} | {r['won']}/{r['lost']} | "
                      f"{r['p']:.3g} | {r['seconds_per_query']:.3f} |")
     publish(lines, args.table)
+    if args.best_config:
+        # The best mean task accuracy; a tie goes to the earlier setting (the paper's recipe comes first).
+        best = max(rows, key=lambda r: (r["task_accuracy"] or 0, -rows.index(r)))
+        ttt = config(args, best).ttt_cfg
+        keep = ("samples", "epochs", "batch_size", "lr", "rank", "alpha", "loss_on_demos")
+        args.best_config.parent.mkdir(parents=True, exist_ok=True)
+        args.best_config.write_text(json.dumps({"ttt_data": best["data"],
+                                                "ttt_cfg": {k: getattr(ttt, k) for k in keep}}, indent=1) + "\n")
+        print(f"best: {setting_name(best)}; wrote {args.best_config}")
 
 
 if __name__ == "__main__":

@@ -293,3 +293,8 @@ def test_a_config_file_takes_the_same_settings_and_is_checked_alike(model_dir, t
     assert res.exit_code == 0, res.output
     page = (tmp_path / "r" / "report.html").read_text()
     assert "2 loo samples" in page and "one adapter per query" in page and "last answer only" in page
+
+
+def test_a_partial_ttt_cfg_keeps_the_text_recipe_for_the_rest():
+    cfg = text_run.text_config_from_dict({"ttt_cfg": {"lr": 3e-4}})
+    assert cfg.ttt_cfg == dataclasses.replace(text_ttt_config(), lr=3e-4)  # not the grid kind's 32 samples, rank 32

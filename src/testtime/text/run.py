@@ -131,7 +131,11 @@ def error_record(task: TextTask, error: str) -> dict[str, Any]:
 
 
 def text_config_from_dict(d: Any, where: str = "config") -> TextEvalConfig:
-    """A TextEvalConfig from a JSON object; unknown keys and values of the wrong type are one-line ConfigErrors."""
+    """A TextEvalConfig from a JSON object; unknown keys and values of the wrong type are one-line ConfigErrors.
+    A `ttt_cfg` that names only some keys keeps the text recipe's values for the others (`text_ttt_config`), not
+    those of the grid kind's TTTConfig (32 samples, rank 32, lr 5e-4)."""
+    if isinstance(d, dict) and isinstance(d.get("ttt_cfg"), dict):
+        d = {**d, "ttt_cfg": {**asdict(text_ttt_config()), **d["ttt_cfg"]}}
     return typed(TextEvalConfig, d, where)
 
 
