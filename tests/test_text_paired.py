@@ -70,3 +70,24 @@ def test_tables_give_rows_and_the_paired_per_task_table(icl_ttt, tmp_path):
     assert res.returncode == 0, res.stderr
     text = out.read_text()
     assert rows[3] in text and "#### ttt against icl" in text and "| t1 | 2/5 | 4/5 | +2 |" in text
+
+
+def test_a_voting_run_pairs_its_vote_with_its_first_order(tmp_path, one_line_error):
+    """A run that votes over demo orders keeps what its first order (the task's own) answered alone, so one run
+    compares the vote against no vote, by task and by query."""
+    from testtime.text.predict import Answer
+    from testtime.text.run import task_record
+    from testtime.text.tasks import TextTask
+
+    task = TextTask("t", "", (("d", "a"),), (("q1", "a"), ("q2", "b"), ("q3", "a")), ("a", "b"))
+    votes = [("b", "a", "a"), ("b", "a", "a"), ("a", "a", "a")]  # the vote "a" fixes q1, breaks q2
+    answers = [Answer(0, i, "a", "rank", None, v) for i, v in enumerate(votes)]
+    rec = task_record(task, answers, 1.0, None, 0)
+    assert rec["selection_correct"] == {"vote": [True, False, True], "first_order": [False, True, True]}
+    run = tmp_path / "vote"
+    run.mkdir()
+    (run / "results.jsonl").write_text(json.dumps(rec) + "\n")
+    cmp = compare_runs(run, run, "first_order", "vote")
+    assert cmp.items == (1, 1, 3) and cmp.pairs[0].a == pytest.approx(2 / 3)
+    res = CliRunner().invoke(app, ["compare", str(run), str(run), "--selection-a", "first_order", "--selection-b", "vote"])
+    assert res.exit_code == 0 and "by query: 1 won, 1 lost of 3 paired" in res.output

@@ -91,18 +91,25 @@ def score_of(record: Record, selection: str | None = None) -> float | None:
     return (record.get("selections") or {}).get(selection)
 
 
+def correct_of(record: Record, selection: str | None = None) -> list[bool] | None:
+    """Which queries (test inputs) a record got right: its own, or under another selection where the record says
+    (`selection_correct`, text runs voting over demo orders); None where it does not."""
+    if selection is None:
+        return record.get("correct")
+    return (record.get("selection_correct") or {}).get(selection)
+
+
 def pair(a: Sequence[Record], b: Sequence[Record], labels: tuple[str, str] = ("A", "B"),
          selections: tuple[str | None, str | None] = (None, None)) -> Comparison:
     """The tasks both runs scored (a task with an error or no known answer has score None and is left out)."""
     scores_b = {r["task_id"]: score_of(r, selections[1]) for r in b}
-    correct_b = {r["task_id"]: r.get("correct") for r in b}
+    correct_b = {r["task_id"]: correct_of(r, selections[1]) for r in b}
     pairs = []
     for r in a:
         if score_of(r, selections[0]) is None or scores_b.get(r["task_id"]) is None:
             continue
-        ca, cb = r.get("correct"), correct_b[r["task_id"]]
-        # Per-query marks pair only as the runs' own scores (another selection has none) and over the same queries.
-        same = selections == (None, None) and ca is not None and cb is not None and len(ca) == len(cb)
+        ca, cb = correct_of(r, selections[0]), correct_b[r["task_id"]]
+        same = ca is not None and cb is not None and len(ca) == len(cb)  # pair queries only where both scored them
         pairs.append(TaskPair(r["task_id"], float(score_of(r, selections[0])), float(scores_b[r["task_id"]]),
                               tuple(ca) if same else None, tuple(cb) if same else None))
     return Comparison(labels, tuple(pairs))

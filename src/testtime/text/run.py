@@ -94,10 +94,11 @@ def adapter_key(task_id: str, query: int) -> str:
 
 
 def task_record(task: TextTask, answers, seconds: float, loss: list[float] | None, tokens: int) -> dict[str, Any]:
-    correct = [
-        normalize(a.text) == normalize(y) for a, (_, y) in zip(answers, task.queries, strict=True) if y is not None
-    ]
-    return {
+    def marks(texts: list[str]) -> list[bool]:
+        return [normalize(a) == normalize(y) for a, (_, y) in zip(texts, task.queries, strict=True) if y is not None]
+
+    correct = marks([a.text for a in answers])
+    rec = {
         "task_id": task.id,
         "kind": "text",
         "answers": [a.text for a in answers],
@@ -111,6 +112,13 @@ def task_record(task: TextTask, answers, seconds: float, loss: list[float] | Non
         "tokens": {"ttt": tokens},
         "error": None,
     }
+    if rec["order_answers"] and correct:
+        # What the task's own demo order alone answered, beside the vote, so one run pairs the two
+        # (`testtime compare RUN RUN --selection-a first_order --selection-b vote`).
+        first = marks([a.votes[0] if a.votes else a.text for a in answers])
+        rec["selections"] = {"vote": rec["score"], "first_order": sum(first) / len(first)}
+        rec["selection_correct"] = {"vote": correct, "first_order": first}
+    return rec
 
 
 def error_record(task: TextTask, error: str) -> dict[str, Any]:
