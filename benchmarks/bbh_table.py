@@ -28,10 +28,13 @@ def main() -> None:
     if not args.runs and not args.pair:
         ap.error("name at least one run or one --pair")
     lines = header("Text runs", "cpu")[2:] + [""]
-    if args.runs:
-        lines += [rows_table(args.runs), ""]
+    done = [r for r in args.runs if (r / "results.jsonl").exists()]
+    lines += [f"(no results in {r}: left out)" for r in args.runs if r not in done]
+    if done:
+        lines += [rows_table(done), ""]
     for a, b in args.pair:
-        lines += [f"#### {b.name} against {a.name}", "", paired_table(a, b), ""]
+        if (a / "results.jsonl").exists() and (b / "results.jsonl").exists():
+            lines += [f"#### {b.name} against {a.name}", "", paired_table(a, b), ""]
     publish(lines, args.out)
 
 
