@@ -298,3 +298,15 @@ def test_a_config_file_takes_the_same_settings_and_is_checked_alike(model_dir, t
 def test_a_partial_ttt_cfg_keeps_the_text_recipe_for_the_rest():
     cfg = text_run.text_config_from_dict({"ttt_cfg": {"lr": 3e-4}})
     assert cfg.ttt_cfg == dataclasses.replace(text_ttt_config(), lr=3e-4)  # not the grid kind's 32 samples, rank 32
+
+
+def test_each_row_has_its_own_default_run_folder():
+    rows = [TextEvalConfig(tasks="d/bbh.jsonl", ttt=False, predict_cfg=TextPredictConfig(icl=False)),
+            TextEvalConfig(tasks="d/bbh.jsonl", ttt=False),
+            TextEvalConfig(tasks="d/bbh.jsonl", ttt_data="pairs", predict_cfg=TextPredictConfig(icl=False)),
+            TextEvalConfig(tasks="d/bbh.jsonl"),
+            TextEvalConfig(tasks="d/bbh.jsonl", predict_cfg=TextPredictConfig(orders=5)),
+            TextEvalConfig(tasks="d/bbh.jsonl", per_query=True)]
+    assert [text_run.default_out(c).name for c in rows] == [
+        "text-bbh-zero", "text-bbh-icl", "text-bbh-ttt-no-icl-pairs", "text-bbh-ttt", "text-bbh-ttt-vote5",
+        "text-bbh-ttt-per-query"]

@@ -148,7 +148,16 @@ def text_config_from_dict(d: Any, where: str = "config") -> TextEvalConfig:
 
 
 def default_out(cfg: TextEvalConfig) -> Path:
-    return Path("runs") / f"text-{Path(cfg.tasks).stem}-{'ttt' if cfg.ttt else 'icl'}"
+    """runs/text-TASKS-ROW: each of the paper's rows its own folder (a run folder resumes only its own config)."""
+    icl = cfg.predict_cfg.icl
+    row = ("ttt" if icl else "ttt-no-icl") if cfg.ttt else ("icl" if icl else "zero")
+    if cfg.ttt and cfg.ttt_data != "shuffled":
+        row += f"-{cfg.ttt_data}"
+    if cfg.predict_cfg.orders > 1:
+        row += f"-vote{cfg.predict_cfg.orders}"
+    if cfg.per_query:
+        row += "-per-query"
+    return Path("runs") / f"text-{Path(cfg.tasks).stem}-{row}"
 
 
 class TextKind(runs.AdapterSlots):
