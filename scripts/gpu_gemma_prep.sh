@@ -5,8 +5,8 @@
 set -euo pipefail
 export PYTHONPATH=src:/tmp/site
 if [ -f models-local/gemma3-270m/model.safetensors ]; then echo "models-local/gemma3-270m already there"; exit 0; fi
-ls xfer/gemma3-270m-q4_k_m.gguf.xz.part-{0..6} >/dev/null
-cat xfer/gemma3-270m-q4_k_m.gguf.xz.part-{0..6} | xz -d -T0 > /tmp/gemma.gguf
+# Every part, in order (two-digit suffixes); a missing one fails the sha256 check below.
+cat xfer/gemma3-270m-q4_k_m.gguf.xz.part-?? | xz -d -T0 > /tmp/gemma.gguf
 echo "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818  /tmp/gemma.gguf" | sha256sum -c
 python3 scripts/convert_gguf.py --gguf /tmp/gemma.gguf --out models-local/gemma3-270m --no-check
 sha256sum -c <<SUMS

@@ -425,8 +425,7 @@ def test_torchrun_shards_text_tasks_and_merges(model_dir, tmp_path):
     assert [r["task_id"] for p in out.glob("results.rank*.jsonl") for r in read_records(p)].count("t3") == 0
 
 
-@pytest.mark.parametrize("flag", [["--views", "2"], ["--orders", "2"], ["--no-augment"], ["--no-loo"],
-                                  ["--no-demo-loss"], ["--policy", "always"]])
+@pytest.mark.parametrize("flag", [["--views", "2"], ["--no-augment"], ["--no-loo"], ["--policy", "always"]])
 def test_grid_only_flags_are_refused_for_text_tasks(tmp_path, flag):
     f = write_text_tasks([yes_task("a")], tmp_path / "tasks.jsonl")
     res = CliRunner().invoke(app, ["evaluate", "--tasks", str(f), "--out", str(tmp_path / "r"), *flag])

@@ -42,7 +42,7 @@ from testtime.recipes.grid import EvalConfig, config_from_dict
 from testtime.stages import budget
 from testtime.stages.policy import DEFAULT_POLICY, POLICIES, Policy
 from testtime.stages.selection import Ranked
-from testtime.text.run import TextEvalConfig, text_config_from_dict
+from testtime.text.run import TextEvalConfig, check_text_flags, text_config_from_dict
 from testtime.text.tasks import is_text_task_path
 
 __all__ = ["POLICIES", "RECIPES", "SETTINGS", "ConfigError", "DEFAULT_POLICY", "EvalConfig", "ModelError", "Policy",
@@ -59,8 +59,10 @@ SETTINGS = {
     "shared": "ttt_cfg.shared", "select": "select_cfg.method", "joint_samples": "joint_cfg.samples",
     "joint_dir": "joint_cfg.dir",
 }
-GRID_ONLY = ("policy", "views", "orders", "augment", "loo", "demo_loss", "select", "joint_samples", "joint_dir")
-TEXT_SETTINGS = {k: v for k, v in SETTINGS.items() if k not in GRID_ONLY}
+GRID_ONLY = ("policy", "views", "augment", "loo", "select", "joint_samples", "joint_dir")
+# The text kind's own: zero-shot prompts, which TTT sequences, an adapter per query, the first N queries.
+TEXT_ONLY = {"icl": "predict_cfg.icl", "ttt_data": "ttt_data", "per_query": "per_query", "max_queries": "max_queries"}
+TEXT_SETTINGS = {k: v for k, v in SETTINGS.items() if k not in GRID_ONLY} | TEXT_ONLY
 # A solver's model and device are its own; its calls take tasks as arguments; `solve` never runs the joint stage.
 NOT_FOR_SOLVING = ("tasks", "model", "device", "limit", "joint_samples", "joint_dir")
 
@@ -128,9 +130,14 @@ def build_config(tasks: str | None = None, recipe: str | EvalConfig | TextEvalCo
         if "." not in key and key not in places:
             if key in SETTINGS:
                 raise ConfigError(f"{spell(key, value)} applies to grid tasks, not text tasks")
+            if key in TEXT_ONLY:
+                raise ConfigError(f"{spell(key, value)} applies to text tasks, not grid tasks")
             raise ConfigError(f"unknown setting {key!r}: a flag's name ({', '.join(places)}) or a dotted config path")
-    return with_overrides(cfg, {places.get(k, k): v for k, v in given.items()},
-                          names={places.get(k, k): spell(k, v) for k, v in given.items()})
+    cfg = with_overrides(cfg, {places.get(k, k): v for k, v in given.items()},
+                         names={places.get(k, k): spell(k, v) for k, v in given.items()})
+    if text:
+        check_text_flags(cfg, list(given))
+    return cfg
 
 
 @dataclass

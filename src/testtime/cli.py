@@ -24,6 +24,7 @@ try:  # typer 0.2x carries its own copy of click, whose exceptions are not click
 except ImportError:
     from click import exceptions as click_errors
 
+from testtime import cli_options as opt
 from testtime.core.config import one_line
 from testtime.data.tasks import TaskError
 from testtime.recipes.runs import GROUP_SIZES
@@ -204,6 +205,9 @@ def compare_cmd(
     _console().print(table)
     typer.echo(f"{cmp.labels[1]} against {cmp.labels[0]}: {cmp.b_won} tasks won, {cmp.b_lost} lost, "
                f"{len(cmp.pairs) - cmp.b_won - cmp.b_lost} tied; sign test p = {cmp.p_value:.3g}")
+    won, lost, paired = cmp.items
+    if paired:
+        typer.echo(f"by query: {won} won, {lost} lost of {paired} paired; sign test p = {cmp.items_p_value:.3g}")
     if png is not None:
         typer.echo(f"wrote {plot(cmp, png)}")
 
@@ -247,51 +251,6 @@ def pretrain_cmd(
 # ---------------------------------------------------------------- solving
 
 
-def _flag_name(key: str, value: object) -> str:
-    """The flag as the user typed it: `--no-augment` for augment=False."""
-    return ("--no-" if value is False else "--") + key.replace("_", "-")
-
-
-_MODEL = Annotated[str | None, typer.Option(help="A Hugging Face causal LM folder; default: the shipped base model.")]
-_TTT = Annotated[bool | None, typer.Option("--ttt/--no-ttt", show_default=False,
-                                           help="Train a per-task adapter before predicting (default: yes).")]
-# Flags that set a config field are checked against that field's declared limits (config.Range), not here.
-_VIEWS = Annotated[int | None, typer.Option(help="D8 views for augmented inference (1: plain greedy; default 8).")]
-_ORDERS = Annotated[int | None, typer.Option(help="Demo orders per view (default 1).")]
-_DEVICE = Annotated[str | None, typer.Option(help="cpu or cuda; default: cuda when available.")]
-_SAMPLES = Annotated[int | None, typer.Option(help="TTT sequences per task.")]
-_EPOCHS = Annotated[int | None, typer.Option(help="TTT epochs (default: the policy's; extended 6, else 2).")]
-_LR = Annotated[float | None, typer.Option(help="TTT learning rate.")]
-_RANK = Annotated[int | None, typer.Option(help="LoRA rank.")]
-_ADAPTER = Annotated[str | None, typer.Option(
-    help="Per-task update: lora (low-rank adapters, the default) or full (a full-weight update of the same layers; "
-         "rank does not apply, and it usually wants a lower --lr, say 1e-4).")]
-_AUG = Annotated[bool | None, typer.Option("--augment/--no-augment", show_default=False,
-                                           help="Transform TTT samples (D8, colors, order; default: yes).")]
-_LOO = Annotated[bool | None, typer.Option("--loo/--no-loo", show_default=False,
-                                           help="Leave-one-out TTT tasks (else plain input->output pairs; default: yes).")]
-_DEMO = Annotated[bool | None, typer.Option("--demo-loss/--no-demo-loss", show_default=False,
-                                            help="Also learn demo outputs, not only the held-out one (default: yes).")]
-_SHARED = Annotated[bool, typer.Option("--shared", help="Ablation: one adapter shared by the tasks of a batch.")]
-_CONFIG = Annotated[Path | None, typer.Option(help="JSON config of the recipe to start from (the flags given override it).")]
-_RECIPE = Annotated[str | None, typer.Option(
-    help="A named recipe to start from (see `testtime recipes`; default: default); the flags given override it.")]
-_POLICY = Annotated[str | None, typer.Option(
-    help="When to train: never, always, extended (default with --ttt), agree, loo-stop, adaptive; see `testtime policies`.")]
-_SELECT = Annotated[str | None, typer.Option(
-    help="How the two attempts are chosen: poe (candidates ranked by their likelihood under augmented views, the "
-         "default) or vote (the views' hierarchical vote).")]
-_JOINT = Annotated[int | None, typer.Option(
-    min=0, help="Joint stage: train the whole model on every task's demonstrations first, this many sequences per "
-                "task (0: none; see testtime.recipes.joint).")]
-_JOINT_DIR = Annotated[str | None, typer.Option(
-    help="Folder of the joint stage (default OUT/joint); runs of the same tasks and joint settings can share one.")]
-_MAX_SECONDS = Annotated[float | None, typer.Option(
-    help="Time budget of a task: its cost is estimated before it starts and, where over, its work is cut to fit "
-         "(fewer demos in context, scoring views, views, TTT steps; the output says what). Default: 300 on a CPU, "
-         "none on a GPU.")]
-
-
 @app.command("policies")
 def policies_cmd() -> None:
     """List the test-time training policies that `evaluate --policy` takes."""
@@ -316,34 +275,38 @@ def recipes_cmd() -> None:
 def evaluate_cmd(
     tasks: Annotated[str | None, typer.Option(help="Dataset name, task file, challenges file, folder, or a text tasks "
                                                    ".jsonl file (default: arc1/eval).")] = None,
-    model: _MODEL = None,
-    ttt: _TTT = None,
+    model: opt.MODEL = None,
+    ttt: opt.TTT = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N tasks.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (results.jsonl, report.html); resumes if it exists.")] = None,
-    device: _DEVICE = None,
-    views: _VIEWS = None,
-    orders: _ORDERS = None,
-    samples: _SAMPLES = None,
-    epochs: _EPOCHS = None,
-    lr: _LR = None,
-    rank: _RANK = None,
-    adapter: _ADAPTER = None,
-    augment: _AUG = None,
-    loo: _LOO = None,
-    demo_loss: _DEMO = None,
-    shared: _SHARED = False,
-    config: _CONFIG = None,
-    recipe: _RECIPE = None,
-    policy: _POLICY = None,
-    select: _SELECT = None,
-    joint_samples: _JOINT = None,
-    joint_dir: _JOINT_DIR = None,
+    device: opt.DEVICE = None,
+    views: opt.VIEWS = None,
+    orders: opt.ORDERS = None,
+    samples: opt.SAMPLES = None,
+    epochs: opt.EPOCHS = None,
+    lr: opt.LR = None,
+    rank: opt.RANK = None,
+    adapter: opt.ADAPTER = None,
+    augment: opt.AUG = None,
+    loo: opt.LOO = None,
+    demo_loss: opt.DEMO = None,
+    shared: opt.SHARED = False,
+    config: opt.CONFIG = None,
+    recipe: opt.RECIPE = None,
+    policy: opt.POLICY = None,
+    select: opt.SELECT = None,
+    joint_samples: opt.JOINT = None,
+    joint_dir: opt.JOINT_DIR = None,
     max_minutes: Annotated[float | None, typer.Option(help="Start no new batch of tasks after this long.")] = None,
     token_budget: Annotated[int | None, typer.Option(help="Prompt+answer tokens per generation batch (default: sized to free memory).")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="A task file that fails validation stops the run (default: skip it, report it; a text tasks file is always read strictly).")] = False,
     cuda_graphs: Annotated[bool | None, typer.Option("--cuda-graphs/--no-cuda-graphs", show_default=False, help="Replay the decode step as a CUDA graph (GPU; default: yes).")] = None,
     max_group: Annotated[int | None, typer.Option(help=f"Tasks trained and predicted together (default: {GROUP_SIZES['grid'][0]} grid or {GROUP_SIZES['text'][0]} text tasks on a GPU, {GROUP_SIZES['grid'][1]} or {GROUP_SIZES['text'][1]} on a CPU). Results are written as each group ends.")] = None,
-    max_seconds: _MAX_SECONDS = None,
+    max_seconds: opt.MAX_SECONDS = None,
+    icl: opt.ICL = None,
+    ttt_data: opt.TTT_DATA = None,
+    per_query: opt.PER_QUERY = False,
+    max_queries: opt.MAX_QUERIES = None,
 ) -> None:
     """Solve a set of tasks and score them (pass@2 for grids); one JSON line per task, resumable, with an HTML report.
 
@@ -359,7 +322,8 @@ def evaluate_cmd(
         model=model, ttt=ttt, limit=limit, device=device, views=views, orders=orders, samples=samples, epochs=epochs,
         lr=lr, rank=rank, adapter=adapter, augment=augment, loo=loo, demo_loss=demo_loss, shared=shared or None,
         policy=policy, select=select, joint_samples=joint_samples, joint_dir=joint_dir, token_budget=token_budget,
-        cuda_graphs=cuda_graphs, max_group=max_group), spell=_flag_name)
+        cuda_graphs=cuda_graphs, max_group=max_group, icl=icl, ttt_data=ttt_data, per_query=per_query or None,
+        max_queries=max_queries), spell=opt.flag_name)
     main = distributed.from_env().is_main  # under torchrun, rank 0 speaks for the run
     if isinstance(cfg, api.TextEvalConfig):  # text few-shot tasks (JSONL)
         if max_seconds is not None:
@@ -436,19 +400,19 @@ def score_cmd(
 @cli_errors
 def solve_cmd(
     task: Annotated[str, typer.Argument(help="Task file, FILE:ID, DATASET/ID or a bare task id.")],
-    model: _MODEL = None,
-    ttt: _TTT = None,
-    device: _DEVICE = None,
-    views: _VIEWS = None,
-    samples: _SAMPLES = None,
-    epochs: _EPOCHS = None,
-    lr: _LR = None,
-    adapter: _ADAPTER = None,
-    recipe: _RECIPE = None,
-    policy: _POLICY = None,
-    select: _SELECT = None,
+    model: opt.MODEL = None,
+    ttt: opt.TTT = None,
+    device: opt.DEVICE = None,
+    views: opt.VIEWS = None,
+    samples: opt.SAMPLES = None,
+    epochs: opt.EPOCHS = None,
+    lr: opt.LR = None,
+    adapter: opt.ADAPTER = None,
+    recipe: opt.RECIPE = None,
+    policy: opt.POLICY = None,
+    select: opt.SELECT = None,
     html: Annotated[Path | None, typer.Option(help="Also write the task and both attempts as HTML.")] = None,
-    max_seconds: _MAX_SECONDS = None,
+    max_seconds: opt.MAX_SECONDS = None,
 ) -> None:
     """Solve one task: test-time train, predict under augmentations, vote, print the two attempts."""
     import time
@@ -465,7 +429,7 @@ def solve_cmd(
     t = resolve_task(task)
     cfg = api.build_config(task, recipe, None, dict(
         model=model, ttt=ttt, device=device, views=views, samples=samples, epochs=epochs, lr=lr, adapter=adapter,
-        policy=policy, select=select), spell=_flag_name)
+        policy=policy, select=select), spell=opt.flag_name)
     plan_of(cfg)  # an unknown or contradictory policy fails here, before the model loads
     solver = api.load(model, device)
     res = solver.solve(t, recipe=cfg, max_seconds="auto" if max_seconds is None else max_seconds,

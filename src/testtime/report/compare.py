@@ -23,6 +23,9 @@ class TaskPair:
     task_id: str
     a: float
     b: float
+    # Whether each query (text) or test input (grid) was right in either run, where both runs scored the same ones.
+    a_correct: tuple[bool, ...] | None = None
+    b_correct: tuple[bool, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,25 @@ class Comparison:
     def changed(self) -> list[TaskPair]:
         return [p for p in self.pairs if p.a != p.b]
 
+    @property
+    def items(self) -> tuple[int, int, int]:
+        """Paired by query (a text task's queries, a grid task's test inputs) over the tasks whose records both
+        say which were right: (won by B, lost by B, paired in all)."""
+        won = lost = total = 0
+        for p in self.pairs:
+            if p.a_correct is not None and p.b_correct is not None:
+                won += sum(b and not a for a, b in zip(p.a_correct, p.b_correct, strict=True))
+                lost += sum(a and not b for a, b in zip(p.a_correct, p.b_correct, strict=True))
+                total += len(p.a_correct)
+        return won, lost, total
+
+    @property
+    def items_p_value(self) -> float:
+        """The sign test over the queries that differ: a finer test than by task when tasks hold many queries (it
+        takes queries as independent, which the queries of one task are only roughly)."""
+        won, lost, _ = self.items
+        return sign_test(won, lost)
+
 
 def sign_test(won: int, lost: int) -> float:
     """Exact two-sided sign test: the chance of a split at least this uneven if either side were as likely."""
@@ -69,16 +91,28 @@ def score_of(record: Record, selection: str | None = None) -> float | None:
     return (record.get("selections") or {}).get(selection)
 
 
+def correct_of(record: Record, selection: str | None = None) -> list[bool] | None:
+    """Which queries (test inputs) a record got right: its own, or under another selection where the record says
+    (`selection_correct`, text runs voting over demo orders); None where it does not."""
+    if selection is None:
+        return record.get("correct")
+    return (record.get("selection_correct") or {}).get(selection)
+
+
 def pair(a: Sequence[Record], b: Sequence[Record], labels: tuple[str, str] = ("A", "B"),
          selections: tuple[str | None, str | None] = (None, None)) -> Comparison:
     """The tasks both runs scored (a task with an error or no known answer has score None and is left out)."""
     scores_b = {r["task_id"]: score_of(r, selections[1]) for r in b}
-    pairs = tuple(
-        TaskPair(r["task_id"], float(score_of(r, selections[0])), float(scores_b[r["task_id"]]))
-        for r in a
-        if score_of(r, selections[0]) is not None and scores_b.get(r["task_id"]) is not None
-    )
-    return Comparison(labels, pairs)
+    correct_b = {r["task_id"]: correct_of(r, selections[1]) for r in b}
+    pairs = []
+    for r in a:
+        if score_of(r, selections[0]) is None or scores_b.get(r["task_id"]) is None:
+            continue
+        ca, cb = correct_of(r, selections[0]), correct_b[r["task_id"]]
+        same = ca is not None and cb is not None and len(ca) == len(cb)  # pair queries only where both scored them
+        pairs.append(TaskPair(r["task_id"], float(score_of(r, selections[0])), float(scores_b[r["task_id"]]),
+                              tuple(ca) if same else None, tuple(cb) if same else None))
+    return Comparison(labels, tuple(pairs))
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path, selection_a: str | None = None,

@@ -18,7 +18,7 @@ from testtime.core.store import CONFIG, REPORT, read_config, read_results, write
 from testtime.data.render import html_page
 from testtime.report.report import record_lines
 from testtime.text.encode import normalize
-from testtime.text.tasks import TextTask, load_text_tasks
+from testtime.text.tasks import TextTask, first_queries, load_text_tasks
 
 Record = dict[str, Any]
 GOOD, BAD, UNKNOWN = "#2a2", "#c22", "#555"
@@ -150,15 +150,20 @@ def write_text_report(run_dir: str | Path, tasks: Sequence[TextTask] | None = No
     if tasks is None:
         if "tasks" not in cfg:
             raise FileNotFoundError(f"{cfg_path}: no such file or no 'tasks' entry (needed to find the tasks)")
-        tasks = load_text_tasks(cfg["tasks"])
+        tasks = [first_queries(t, cfg.get("max_queries")) for t in load_text_tasks(cfg["tasks"])]
     meta = {}
     if cfg:
-        t = cfg.get("ttt_cfg") or {}
+        t, p = cfg.get("ttt_cfg") or {}, cfg.get("predict_cfg") or {}
         meta = {
             "tasks file": cfg.get("tasks"),
             "model": cfg.get("model") or "default",
-            "TTT": (f"on: {t.get('samples')} samples, {t.get('epochs')} epoch(s), rank {t.get('rank')}, lr {t.get('lr')}"
-                    + (", one shared adapter" if t.get("shared") else "")) if cfg.get("ttt") else "off (in-context only)",
+            "TTT": (f"on: {t.get('samples')} {cfg.get('ttt_data', 'shuffled')} samples, {t.get('epochs')} epoch(s), "
+                    f"rank {t.get('rank')}, lr {t.get('lr')}"
+                    + ("" if t.get("loss_on_demos", True) else ", loss on the last answer only")
+                    + (", one adapter per query" if cfg.get("per_query") else "")
+                    + (", one shared adapter" if t.get("shared") else "")) if cfg.get("ttt") else "off",
+            "prompt": (f"{'the demonstrations' if p.get('icl', True) else 'no demonstrations (zero-shot)'}"
+                       + (f", answers voted over {p['orders']} demo orders" if p.get("orders", 1) > 1 else "")),
         }
     return write_atomic(run_dir / REPORT,
                         text_report_html(records, tasks, title=f"testtime text report: {run_dir.name}", meta=meta))

@@ -143,6 +143,12 @@ def load_text_tasks(spec: str | Path) -> list[TextTask]:
     return tasks
 
 
+def first_queries(task: TextTask, n: int | None) -> TextTask:
+    """The task with only its first `n` queries (all with None)."""
+    return task if n is None or len(task.queries) <= n else TextTask(task.id, task.instruction, task.demos,
+                                                                      task.queries[:n], task.options)
+
+
 def task_to_dict(task: TextTask) -> dict[str, Any]:
     return {
         "id": task.id,

@@ -1,0 +1,65 @@
+"""The `testtime` command's options, declared once: the flags `evaluate` and `solve` share, each typed and helped.
+
+Flags that set a config field are checked against that field's declared limits (config.Range), not here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def flag_name(key: str, value: object) -> str:
+    """The flag as the user typed it: `--no-augment` for augment=False."""
+    return ("--no-" if value is False else "--") + key.replace("_", "-")
+
+
+MODEL = Annotated[str | None, typer.Option(help="A Hugging Face causal LM folder; default: the shipped base model.")]
+TTT = Annotated[bool | None, typer.Option("--ttt/--no-ttt", show_default=False,
+                                           help="Train a per-task adapter before predicting (default: yes).")]
+# Flags that set a config field are checked against that field's declared limits (config.Range), not here.
+VIEWS = Annotated[int | None, typer.Option(help="D8 views for augmented inference (1: plain greedy; default 8).")]
+ORDERS = Annotated[int | None, typer.Option(help="Demo orders per view (default 1); text tasks: orders each query "
+                                                  "is asked under, their answers voting.")]
+DEVICE = Annotated[str | None, typer.Option(help="cpu or cuda; default: cuda when available.")]
+SAMPLES = Annotated[int | None, typer.Option(help="TTT sequences per task.")]
+EPOCHS = Annotated[int | None, typer.Option(help="TTT epochs (default: the policy's; extended 6, else 2).")]
+LR = Annotated[float | None, typer.Option(help="TTT learning rate.")]
+RANK = Annotated[int | None, typer.Option(help="LoRA rank.")]
+ADAPTER = Annotated[str | None, typer.Option(
+    help="Per-task update: lora (low-rank adapters, the default) or full (a full-weight update of the same layers; "
+         "rank does not apply, and it usually wants a lower --lr, say 1e-4).")]
+AUG = Annotated[bool | None, typer.Option("--augment/--no-augment", show_default=False,
+                                           help="Transform TTT samples (D8, colors, order; default: yes).")]
+LOO = Annotated[bool | None, typer.Option("--loo/--no-loo", show_default=False,
+                                           help="Leave-one-out TTT tasks (else plain input->output pairs; default: yes).")]
+DEMO = Annotated[bool | None, typer.Option("--demo-loss/--no-demo-loss", show_default=False,
+                                            help="Also learn demo outputs, not only the held-out (text: last) one "
+                                                 "(default: yes).")]
+SHARED = Annotated[bool, typer.Option("--shared", help="Ablation: one adapter shared by the tasks of a batch.")]
+ICL = Annotated[bool | None, typer.Option("--icl/--no-icl", show_default=False, help="Text tasks: the demonstrations "
+                                           "in the prompt (default: yes; --no-icl: zero-shot prompts).")]
+TTT_DATA = Annotated[str | None, typer.Option(help="Text tasks: TTT sequences of shuffled demos (default), loo "
+                                                    "(leave-one-out) or pairs (each demo alone).")]
+PER_QUERY = Annotated[bool, typer.Option("--per-query", help="Text tasks: one adapter per query instead of one "
+                                                               "shared by a task's queries.")]
+MAX_QUERIES = Annotated[int | None, typer.Option(help="Text tasks: only the first N queries of each task.")]
+CONFIG = Annotated[Path | None, typer.Option(help="JSON config of the recipe to start from (the flags given override it).")]
+RECIPE = Annotated[str | None, typer.Option(
+    help="A named recipe to start from (see `testtime recipes`; default: default); the flags given override it.")]
+POLICY = Annotated[str | None, typer.Option(
+    help="When to train: never, always, extended (default with --ttt), agree, loo-stop, adaptive; see `testtime policies`.")]
+SELECT = Annotated[str | None, typer.Option(
+    help="How the two attempts are chosen: poe (candidates ranked by their likelihood under augmented views, the "
+         "default) or vote (the views' hierarchical vote).")]
+JOINT = Annotated[int | None, typer.Option(
+    min=0, help="Joint stage: train the whole model on every task's demonstrations first, this many sequences per "
+                "task (0: none; see testtime.recipes.joint).")]
+JOINT_DIR = Annotated[str | None, typer.Option(
+    help="Folder of the joint stage (default OUT/joint); runs of the same tasks and joint settings can share one.")]
+MAX_SECONDS = Annotated[float | None, typer.Option(
+    help="Time budget of a task: its cost is estimated before it starts and, where over, its work is cut to fit "
+         "(fewer demos in context, scoring views, views, TTT steps; the output says what). Default: 300 on a CPU, "
+         "none on a GPU.")]
