@@ -159,10 +159,10 @@ def test_held_out_tasks_are_never_trained_on_and_the_best_model_is_exported(tmp_
     cfg = tiny_config(holdout=5, val_every=2, total_steps=4, export_dtype="float32")
     run = tmp_path / "run"
     weights, results = {}, {}
+    real_validate = pretrain_mod.validate
     for total, stop in ((4, 2), (4, None), (6, None)):
         if total == 6:
-            real = pretrain_mod.validate
-            monkeypatch.setattr(pretrain_mod, "validate", lambda *a, **k: real(*a, **k) + 10.0)
+            monkeypatch.setattr(pretrain_mod, "validate", lambda *a, **k: real_validate(*a, **k) + 10.0)
         res = pretrain(dataclasses.replace(cfg, total_steps=total), run, stop_at=stop, sources=sources, progress=False)
         weights[res.step] = torch.load(run / "checkpoint" / "trainer.pt", weights_only=True)["model"]
         results[res.step] = res
