@@ -18,8 +18,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from testtime import tasks as tasks_mod  # 21e62ac's module (today's testtime.data.tasks)
 from testtime.cli import app  # 21e62ac's
-from testtime.tasks import load_tasks, save_task  # 21e62ac's module (today's testtime.data.tasks)
 
 TASKS = ("66e6c45b", "00576224")
 RUNS = {
@@ -31,13 +31,13 @@ RUNS = {
 
 
 def run(name: str, tmp: Path) -> dict[str, dict]:
-    tasks = tmp / "tasks"
-    if not tasks.exists():
-        by_id = {t.id: t for t in load_tasks("arc1/eval")}
+    folder = tmp / "tasks"
+    if not folder.exists():
+        by_id = {t.id: t for t in tasks_mod.load_tasks("arc1/eval")}
         for tid in TASKS:
-            save_task(by_id[tid], tasks / f"{tid}.json")
+            tasks_mod.save_task(by_id[tid], folder / f"{tid}.json")
     out = tmp / name
-    res = CliRunner().invoke(app, ["evaluate", "--tasks", str(tasks), "--device", "cpu", "--out", str(out), *RUNS[name]])
+    res = CliRunner().invoke(app, ["evaluate", "--tasks", str(folder), "--device", "cpu", "--out", str(out), *RUNS[name]])
     assert res.exit_code == 0, res.output
     got = {}
     for line in (out / "results.jsonl").read_text().splitlines():
