@@ -28,7 +28,7 @@ MODEL_ENV = "TESTTIME_MODEL"
 class ModelConfig:
     """Shape of the base model. The defaults are the shipped ~26M-parameter grid-aware model."""
 
-    # The grid tokenizer has 18 tokens (GRID_VOCAB), the least a model of ours can hold; padded to 32 for aligned matmuls.
+    # The grid tokenizer's 18 tokens (GRID_VOCAB) are the least a model of ours holds; 32 keeps matmuls aligned.
     vocab_size: Annotated[int, Range(len(GRID_VOCAB), 2**20)] = 32
     hidden_size: Annotated[int, Range(1, 65536)] = 512
     num_layers: Annotated[int, Range(1, 1024)] = 8
