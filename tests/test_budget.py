@@ -307,3 +307,37 @@ def test_a_plan_of_stages_under_a_second_says_so():
     quick = {k: 0.1 for k in budget.STAGES}
     line = budget.Fit(300, w, quick, quick, [], PACE).line()
     assert line == "estimated 0 s (each stage under a second), within the budget of 300 s"
+
+
+class CountingCodec(GridCodec):
+    """The grid codec, counting the grids it encodes as inputs (every demo of every prompt the budget measures), and
+    failing as soon as they pass `limit` (a quadratic estimate fails at once instead of running for hours)."""
+
+    calls, limit = 0, 0
+
+    def input_piece(self, grid):
+        CountingCodec.calls += 1
+        assert CountingCodec.calls <= CountingCodec.limit, f"over {CountingCodec.limit} grids encoded"
+        return super().input_piece(grid)
+
+
+def test_a_task_of_thousands_of_demos_is_estimated_and_cut_in_linear_work(tiny, deadline):
+    """Issue 31: a legal 50 MB task (9,455 demos of 30x30 grids) kept `solve --no-ttt --views 1` in the budget's own
+    estimate for over 590 s, which measured the prompt at each number of demos k = 1..n by encoding all n demos
+    (quadratic). It is estimated, and cut to fit, by encoding each demo a bounded number of times; the hang guard only
+    stops a regression that would otherwise run for hours."""
+    n = 9455
+    rng = np.random.default_rng(0)
+    grids = rng.integers(0, 10, (2 * n + 1, 30, 30)).astype(np.uint8)
+    task = Task("many", tuple(Example(grids[2 * i], grids[2 * i + 1]) for i in range(n)), (Example(grids[-1]),))
+    model, _ = tiny
+    cfg = EvalConfig()
+    cfg.ttt, cfg.predict_cfg.views = False, 1
+    codec = CountingCodec()
+    CountingCodec.calls, CountingCodec.limit = 0, 4 * n  # 2 views (as given and turned), and the queries: not n * n
+    with deadline(600):
+        lengths = context_lengths(task, codec)
+        assert len(lengths) == n and lengths == sorted(lengths)
+        CountingCodec.calls, CountingCodec.limit = 0, 30 * n  # each estimate encodes every demo a few times at most
+        plan = fit(task, plan_of(cfg), codec, model, PACE, 60.0)
+    assert plan.cuts[0] == f"context 3 -> 1 demo (max_len {lengths[0]})"  # 3 of them fit in max_len 8192

@@ -67,7 +67,10 @@ def test_deep_json_in_run_records_and_run_config(tmp_path, one_line_error):
 
 
 def test_moderate_nesting_still_reads():
-    assert jsonio.loads("[" * 100 + "]" * 100, "x") is not None
+    nested: list = []
+    for _ in range(99):
+        nested = [nested]
+    assert jsonio.loads("[" * 100 + "]" * 100, "x") == nested  # exactly the limit: read whole
     assert jsonio.loads('["' + "[" * 5000 + '"]', "x") == ["[" * 5000]  # brackets inside strings do not count
     with pytest.raises(ValueError, match="x: JSON nested deeper than 100"):
         jsonio.loads("[" * 101 + "]" * 101, "x")

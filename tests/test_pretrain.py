@@ -145,21 +145,38 @@ def test_shipped_config_loads():
     assert ft.init_from and ft.datasets == ("arc1/train",) and not ft.train_embeddings
 
 
-def test_held_out_tasks_are_never_trained_on_and_the_best_model_is_exported(tmp_path, sources):
+def test_held_out_tasks_are_never_trained_on_and_the_best_model_is_exported(tmp_path, sources, monkeypatch):
+    import testtime.recipes.pretrain as pretrain_mod
     from testtime.data.sources import split_holdout
+    from testtime.model.loading import load_model
 
     kept, held = split_holdout(sources, 5)
     assert len(held) == 5 and not {t.id for t in held} & set(kept[0].task_ids())
     assert split_holdout(sources, 5)[1] == held  # the same split every time
-    cfg = tiny_config(holdout=5, val_every=2, total_steps=4)
-    res = pretrain(cfg, tmp_path / "run", sources=sources, progress=False)
-    vals = [r for r in read_log(tmp_path / "run") if "val_loss" in r]
-    assert [r["step"] for r in vals] == [2, 4] and all(np.isfinite(r["val_loss"]) for r in vals)
-    assert res.best_val == min(r["val_loss"] for r in vals)
-    load_model(tmp_path / "run" / "best", device="cpu")  # a complete model folder
-    # A resumed run keeps the best loss it had reached.
-    res2 = pretrain(dataclasses.replace(cfg, total_steps=6), tmp_path / "run", sources=sources, progress=False)
-    assert res2.best_val <= res.best_val
+    # Exported in float32, so that best/ can be held to the very weights of its step. The run stops at each validation
+    # step (its weights are kept from the checkpoint) and resumes; the last stretch, to step 6, validates worse (a
+    # wrapped validation adds 10), so the best must stay what the run had reached before that resume.
+    cfg = tiny_config(holdout=5, val_every=2, total_steps=4, export_dtype="float32")
+    run = tmp_path / "run"
+    weights, results = {}, {}
+    real_validate = pretrain_mod.validate
+    for total, stop in ((4, 2), (4, None), (6, None)):
+        if total == 6:
+            monkeypatch.setattr(pretrain_mod, "validate", lambda *a, **k: real_validate(*a, **k) + 10.0)
+        res = pretrain(dataclasses.replace(cfg, total_steps=total), run, stop_at=stop, sources=sources, progress=False)
+        weights[res.step] = torch.load(run / "checkpoint" / "trainer.pt", weights_only=True)["model"]
+        results[res.step] = res
+    vals = {r["step"]: r["val_loss"] for r in read_log(run) if "val_loss" in r}
+    assert list(vals) == [2, 4, 6] and all(np.isfinite(v) for v in vals.values())
+    assert vals[4] != vals[2] and vals[6] > max(vals[2], vals[4])
+    best_step = min(vals, key=vals.get)
+    # Each stretch's best is the lowest loss logged so far, across its resumes; best/ holds that step's weights.
+    for step in (2, 4, 6):
+        assert results[step].best_val == min(v for s, v in vals.items() if s <= step), step
+    best = load_model(run / "best", device="cpu").model.state_dict()
+    assert best_step in (2, 4) and best.keys() <= weights[best_step].keys()
+    for k, w in best.items():
+        assert torch.equal(w, weights[best_step][k]), k
 
 
 def test_holdout_config_is_checked():
@@ -189,26 +206,54 @@ def test_a_grid_model_pretrains_on_rearc_resumes_exactly_and_warm_restarts(tmp_p
     assert load_model(res.model_dir).model.config.model_type == "testtime_grid"
 
 
+class FakeClock:
+    """`time` for the pretraining module, whose clock advances only when a training step computes its loss: each
+    step takes exactly `step_s` seconds, whatever the machine."""
+
+    def __init__(self, step_s: float) -> None:
+        self.now, self.step_s = 1000.0, step_s
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def __getattr__(self, name: str):
+        import time
+
+        return getattr(time, name)
+
+
 def test_fit_minutes_lays_the_schedule_over_the_steps_that_fit_and_keeps_it_on_resume(tmp_path, sources, monkeypatch):
     """The cosine ends where the time does: steps are timed over the second half of warmup, the schedule's length is
     what fits in the rest (under the total_steps cap), the last step runs at the floor rate, and a resumed run keeps
-    the fitted length instead of measuring again."""
+    the fitted length instead of measuring again. A fake clock makes every step take 1 s."""
     import testtime.recipes.pretrain as pretrain_mod
 
+    clock = FakeClock(step_s=1.0)
+    real_loss = pretrain_mod.loss_sum
+
+    def timed_loss(model, ids, labels):
+        clock.now += clock.step_s
+        return real_loss(model, ids, labels)
+
+    monkeypatch.setattr(pretrain_mod, "time", clock)
+    monkeypatch.setattr(pretrain_mod, "loss_sum", timed_loss)
     monkeypatch.setattr(pretrain_mod, "FIT_RESERVE_S", 0.0)
-    cfg = tiny_config(warmup_steps=4, total_steps=100_000, fit_minutes=0.08, min_lr_ratio=0.1)
+    cfg = tiny_config(warmup_steps=4, total_steps=100_000, fit_minutes=0.5, min_lr_ratio=0.1)
+    # Timed from step 2 to step 4: 1 s a step; 30 s - 4 s spent leave 26 s, of which the fit takes 97%: 25 steps.
+    fitted = 4 + int(0.97 * 26 / 1.0)
     first = pretrain(cfg, tmp_path / "a", stop_at=8, progress=False, sources=sources)
     assert first.step == 8 and not first.finished
-    total = first.total_steps
-    assert 8 < total < 100_000  # measured and fitted before the stop, far under the cap
+    assert first.total_steps == fitted == 29
     state = json.loads((tmp_path / "a" / "checkpoint" / "state.json").read_text())
-    assert state["fitted_steps"] == total
+    assert state["fitted_steps"] == fitted
+    clock.step_s = 5.0  # a slower machine on resume: the schedule fitted before the stop stays
     rest = pretrain(cfg, tmp_path / "a", progress=False, sources=sources)
-    assert rest.finished and rest.step == rest.total_steps == total
+    assert rest.finished and rest.step == rest.total_steps == fitted
     log = read_log(tmp_path / "a")
-    assert log[-1]["step"] == total and log[-1]["lr"] == pytest.approx(cfg.lr * cfg.min_lr_ratio, rel=1e-6)
-    assert log[-1]["elapsed"] < 4 * 60 * cfg.fit_minutes  # about fit_minutes, with room for a busy machine
+    assert log[-1]["step"] == fitted and log[-1]["lr"] == pytest.approx(cfg.lr * cfg.min_lr_ratio, rel=1e-6)
+    assert log[-1]["elapsed"] == pytest.approx(8 * 1.0 + (fitted - 8) * 5.0)  # the fake clock's seconds
 
+    clock.step_s = 1.0  # 29 steps would fit again: the total_steps cap holds the schedule to 10
     capped = pretrain(dataclasses.replace(cfg, total_steps=10), tmp_path / "b", progress=False, sources=sources)
     assert capped.finished and capped.step == capped.total_steps == 10
     with pytest.raises(ConfigError, match="fit_minutes"):

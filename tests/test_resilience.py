@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from testtime.cli import app
 from testtime.core.store import read_records
-from testtime.data.tasks import load_task_set, save_tasks
+from testtime.data.tasks import TaskError, load_task_set, save_tasks
 from testtime.model.loading import ModelConfig, build_model, save_model
 from testtime.recipes.grid import GridKind, config_from_dict, evaluate
 from testtime.recipes.pretrain import ConfigError
@@ -46,7 +46,7 @@ def test_bad_task_files_are_skipped_and_reported(tmp_path, synthetic_tasks):
     assert [t.id for t in tasks] == ["t0", "t1", "t2"]
     assert len(problems) == 2 and all("\n" not in p for p in problems)
     assert any("broken.json" in p for p in problems) and any("notjson.json" in p for p in problems)
-    with pytest.raises(Exception, match="broken.json"):
+    with pytest.raises(TaskError, match="broken.json"):
         load_task_set(folder, strict=True)
     res = CliRunner().invoke(app, ["evaluate", "--tasks", str(folder), "--strict", "--out", str(tmp_path / "r")])
     assert res.exit_code == 2 and res.stderr.count("\n") == 1 and "broken.json" in res.stderr

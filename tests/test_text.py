@@ -312,13 +312,24 @@ def test_evaluate_text_writes_records_and_resumes(model_dir, tmp_path):
     assert [r["task_id"] for r in recs] == [t.id for t in load_text_tasks(SAMPLE)[:2]]
     for r in recs:
         assert r["error"] is None and len(r["answers"]) == 8 and len(r["correct"]) == 8 and len(r["ttt_loss"]) == 1
-    s = summary(recs)
-    assert s["tasks"] == 2 and 0 <= s["task_accuracy"] <= 1
+    assert summary(recs)["tasks"] == 2
     cfg.limit = 3  # resume: only the third task runs
     recs = evaluate_text(cfg, tmp_path / "run")
     lines = (tmp_path / "run" / "results.jsonl").read_text().splitlines()
     assert len(recs) == 3 and len(lines) == 3
     assert recs[2]["method"] == "rank" and len(recs[2]["scores"][0]) == 2  # boolean expressions list options
+    # Every verdict and score, recomputed from the answers and the targets (exact match, whitespace collapsed).
+    tasks = load_text_tasks(SAMPLE)[:3]
+    scores = []
+    for r, task in zip(recs, tasks, strict=True):
+        right = [" ".join(a.split()) == " ".join(y.split()) for a, (_, y) in zip(r["answers"], task.queries, strict=True)]
+        assert r["correct"] == right and r["score"] == pytest.approx(sum(right) / len(right)), r["task_id"]
+        scores.append(sum(right) / len(right))
+    options = tasks[2].options  # ranked: the answer is the option of the highest score
+    assert [options[int(np.argmax(sc))] for sc in recs[2]["scores"]] == recs[2]["answers"]
+    s = summary(recs)
+    assert s["task_accuracy"] == pytest.approx(sum(scores) / 3)
+    assert s["query_accuracy"] == pytest.approx(sum(map(sum, (r["correct"] for r in recs))) / sum(len(t.queries) for t in tasks))
     with pytest.raises(TaskError, match="another configuration"):
         evaluate_text(TextEvalConfig(tasks=str(SAMPLE), model=str(model_dir), ttt=False), tmp_path / "run")
 

@@ -93,15 +93,21 @@ def test_batched_adapters_equal_one_task_at_a_time_with_peft(tiny_llama, flip_ta
         assert moved > 1e-2
 
 
-def test_detach_restores_the_base_model(tiny_llama):
+def test_detach_restores_the_base_model(tiny_llama, noisy_lora):
     model = tiny_llama()
     ids = torch.randint(0, 10, (2, 20))
-    before = model(input_ids=ids).logits
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
     ref = copy.deepcopy(model)
-    lora = attach_multi_lora(model, 2)
+    lora = noisy_lora(model, 2)  # non-zero adapters (a fresh one is a no-op, and its detach would prove nothing)
+    lora.use(torch.tensor([0, 1]))
+    with torch.no_grad():
+        adapted = model(input_ids=ids).logits
+    assert (adapted - before).abs().amax() > 0.1  # the adapters moved the logits...
     lora.detach()
     assert type(model.model.layers[0].self_attn.q_proj) is type(ref.model.layers[0].self_attn.q_proj)
-    torch.testing.assert_close(model(input_ids=ids).logits, before)
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits, before)  # ...and detached, they are gone
 
 
 @pytest.mark.parametrize("task_id", ["00576224"])

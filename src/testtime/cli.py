@@ -162,13 +162,19 @@ def report(run_dir: Annotated[Path, typer.Argument(help="Run folder holding resu
     from testtime.text.tasks import is_text_task_path
 
     tasks = (read_config(run_dir) or {}).get("tasks")
-    if isinstance(tasks, str) and is_text_task_path(tasks):
+    text = isinstance(tasks, str) and is_text_task_path(tasks)
+    records = read_results(run_dir)
+    odd = next((r for r in records if (r.get("kind") == "text") != text), None)
+    if odd is not None:  # config.json and the records disagree on the kind of run: neither report would be right
+        raise ValueError(f"{run_dir}: config.json names {'text' if text else 'grid'} tasks ({tasks}), but task "
+                         f"{odd['task_id']}'s record is a {'grid' if text else 'text'} record")
+    if text:
         from testtime.text.report import summary, write_text_report
 
-        typer.echo(_text_summary(summary(read_results(run_dir))))
+        typer.echo(_text_summary(summary(records)))
         typer.echo(f"wrote {write_text_report(run_dir)}")
         return
-    print_summary(read_results(run_dir), console=_console(), joint=read_joint_summary(run_dir))
+    print_summary(records, console=_console(), joint=read_joint_summary(run_dir))
     typer.echo(f"wrote {write_report(run_dir)}")
 
 

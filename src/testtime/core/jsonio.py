@@ -50,10 +50,17 @@ def read_bytes(path: str | Path, what: str = "", error: type[Exception] = ValueE
         raise error(f"{path}: no such {kind}") from None
     except OSError as e:
         raise error(f"{path}: cannot read ({e.strerror})") from None
-    with os.fdopen(fd, "rb") as f:
+    # The type is checked on the descriptor before Python wraps it: os.fdopen refuses a folder itself, with an
+    # error that names the descriptor ("Is a directory: 3") instead of the path.
+    try:
         mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise error(f"{path}: is {_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a regular {kind}")
+    except OSError as e:
+        os.close(fd)
+        raise error(f"{path}: cannot read ({e.strerror})") from None
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise error(f"{path}: is {_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a regular {kind}")
+    with os.fdopen(fd, "rb") as f:
         limit = max_bytes()
         try:
             data = f.read(limit + 1)  # a file that grows while read is still cut at the limit

@@ -267,13 +267,20 @@ def _piece_lengths(codec: Codec, demos: Sequence[Example]) -> list[tuple[np.ndar
     return out
 
 
-def prompt_length(codec: Codec, demos: Sequence[Example], query: Grid, keep: int) -> int:
-    """The `max_len` at which `encode_example(codec, demos, Example(query))` keeps `keep` of the demos: it drops
-    the longest first and keeps room for an answer as large as the largest grid of all of them (not only of those
-    it keeps)."""
-    sizes = sorted(len(a) + len(b) for a, b in _piece_lengths(codec, demos))
+def prompt_lengths(codec: Codec, demos: Sequence[Example], query: Grid) -> list[int]:
+    """lengths[k-1]: the `max_len` at which `encode_example(codec, demos, Example(query))` keeps k of the demos, for
+    every k at once (prefix sums: each demo is encoded once). The encoder drops the longest first and keeps room for
+    an answer as large as the largest grid of all of them (not only of those it keeps)."""
+    sizes = np.sort(np.array([len(a) + len(b) for a, b in _piece_lengths(codec, demos)], dtype=np.int64))
     prompt = len(codec.input_piece(query)) + len(codec.output_marker())
-    return len(codec.bos()) + prompt + codec.answer_budget(demos, query) + sum(sizes[:keep])
+    base = len(codec.bos()) + prompt + codec.answer_budget(demos, query)
+    return (base + np.cumsum(sizes)).tolist()
+
+
+def prompt_length(codec: Codec, demos: Sequence[Example], query: Grid, keep: int) -> int:
+    """The `max_len` at which `encode_example(codec, demos, Example(query))` keeps `keep` of the demos (1 or more;
+    see `prompt_lengths`)."""
+    return prompt_lengths(codec, demos, query)[keep - 1]
 
 
 def encode_example(
@@ -298,14 +305,17 @@ def encode_example(
     answer = codec.answer_piece(query.output) if query.output is not None else None
     reserve = len(answer) if answer is not None else codec.answer_budget(demos, query.input)
     sizes = [len(a) + len(b) for a, b in pieces]
-    keep = list(range(len(demos)))
     total = len(head) + len(q_prompt) + reserve + sum(sizes)
     dropped: list[int] = []
-    while total > max_len and len(keep) > min_demos:
-        longest = max(keep, key=lambda i: (sizes[i], i))
-        keep.remove(longest)
-        dropped.append(longest)
-        total -= sizes[longest]
+    if total > max_len:
+        # The longest first (the later one of equal lengths), each at most once: sorted once, not searched per drop.
+        for i in sorted(range(len(demos)), key=lambda i: (sizes[i], i), reverse=True):
+            if total <= max_len or len(demos) - len(dropped) <= min_demos:
+                break
+            dropped.append(i)
+            total -= sizes[i]
+    gone = set(dropped)
+    keep = [i for i in range(len(demos)) if i not in gone]
     if total > max_len:
         raise TooLongError(f"sequence needs {total} tokens with {len(keep)} demo(s), over the budget of {max_len}")
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from testtime.core.config import LENGTH, ConfigError, Range, check, one_line
 from testtime.core.distributed import pick_device
-from testtime.data.encode import BOS, EOS, PAD, Codec, build_grid_tokenizer, codec_for
+from testtime.data.encode import BOS, EOS, GRID_VOCAB, PAD, Codec, build_grid_tokenizer, codec_for
 from testtime.model.model_folder import ModelError, check_model_dir, held_logs
 
 # src/testtime/model/loading.py -> <repo>/models/testtime-grid-base
@@ -28,7 +28,8 @@ MODEL_ENV = "TESTTIME_MODEL"
 class ModelConfig:
     """Shape of the base model. The defaults are the shipped ~26M-parameter grid-aware model."""
 
-    vocab_size: Annotated[int, Range(1, 2**20)] = 32  # the grid tokenizer has 18 tokens; padded to 32 for aligned matmuls
+    # The grid tokenizer's 18 tokens (GRID_VOCAB) are the least a model of ours holds; 32 keeps matmuls aligned.
+    vocab_size: Annotated[int, Range(len(GRID_VOCAB), 2**20)] = 32
     hidden_size: Annotated[int, Range(1, 65536)] = 512
     num_layers: Annotated[int, Range(1, 1024)] = 8
     num_heads: Annotated[int, Range(1, 1024)] = 8  # head dim 64

@@ -94,6 +94,10 @@ def score_submission(submission: str | Path, solutions: str | Path | Sequence[Ta
     """Score a submission file: {"tasks": {id: score}, "score": total, "n_tasks", "percent", "missing": [ids]}."""
     sub = read_submission(submission)
     answers = load_solutions(solutions)
+    if not set(sub) & set(answers):  # scoring would list every solution task as missing, and score 0
+        theirs = ", ".join(sorted(answers)[:3]) + (", ..." if len(answers) > 3 else "")
+        raise ValueError(f"{submission}: no task id matches one of the {len(answers)} solution tasks ({theirs}); "
+                         "wrong solutions for this submission?")
     per_task: dict[str, float] = {}
     for tid, truths in answers.items():
         entries = sub.get(tid, [])

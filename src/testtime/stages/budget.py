@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from testtime.data.augment import Transform
-from testtime.data.encode import Codec, prompt_length
+from testtime.data.encode import Codec, prompt_lengths
 from testtime.data.tasks import Task
 from testtime.stages.engine import auto_token_budget, budget_batches, kv_bytes_per_token, prompt_positions
 from testtime.stages.policy import POLICIES, Plan, loo_tasks
@@ -244,7 +244,7 @@ class Estimator:
                                     plan.ttt.adapter)
             out["ttt"] = sum(rounds) * step
             checks = int(p.needs_base_loo) + (len(rounds) - 1 if p.loo_stop else 0) + int(p.pick_by_loo)
-            out["loo"] = checks * self._loo(plan)
+            out["loo"] = checks * self._loo(plan) if checks else 0.0  # a policy without the check pays nothing
             more = p.more_orders if len(rounds) > 1 else 1
             out["predict"] = self._decode([self.task], replace(pcfg, orders=pcfg.orders * more))
             predictions = pcfg.views * pcfg.orders * more
@@ -283,12 +283,12 @@ def total(seconds: dict[str, float]) -> float:
 
 
 def context_lengths(task: Task, codec: Codec) -> list[int]:
-    """lengths[k-1]: the max_len at which every prompt keeps k demonstrations (`encode.prompt_length`: the encoder
+    """lengths[k-1]: the max_len at which every prompt keeps k demonstrations (`encode.prompt_lengths`: the encoder
     drops the longest first), over every test input, as given and turned a quarter (a turn changes a grid's token
-    count, and with it which demos are the longest)."""
+    count, and with it which demos are the longest). Linear in the demos: each is encoded once a view."""
     views = [view.apply(task) for view in (Transform(), Transform(d8=1))]
-    return [max(prompt_length(codec, t.train, q.input, k) for t in views for q in t.test)
-            for k in range(1, len(task.train) + 1)]
+    per_prompt = [prompt_lengths(codec, t.train, q.input) for t in views for q in t.test]
+    return [max(column) for column in zip(*per_prompt, strict=True)]
 
 
 def demos_in_context(lengths: Sequence[int], max_len: int) -> int:

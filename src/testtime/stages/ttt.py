@@ -64,6 +64,11 @@ class TTTConfig:
     token_budget: Annotated[int, TOKENS] = 131072  # padded tokens per training step, all tasks together
     seed: Annotated[int, SEED] = 0
 
+    def __post_init__(self) -> None:
+        if self.targets is not None and not self.targets:  # [] would read as None: every linear layer
+            raise ConfigError("ttt_cfg: targets must name at least one layer, got []; leave it out (or null) for "
+                              "every linear layer of the transformer blocks")
+
     @property
     def steps(self) -> int:
         return (self.epochs or DEFAULT_EPOCHS) * math.ceil(self.samples / self.batch_size)

@@ -1,0 +1,54 @@
+"""Write tests/data/golden.json with the code of commit 21e62ac (before the run-layer redesign), not the code under
+test (see tests/test_golden.py). Run it in an export of that commit, with today's model:
+
+    git archive 21e62ac | tar -x -C /tmp/golden-src
+    cd /tmp/golden-src && PYTHONPATH=src TESTTIME_MODEL=$REPO/models/testtime-grid-base \\
+        python $REPO/tests/data/golden_from_21e62ac.py $REPO/tests/data/golden.json
+
+It speaks that commit's API (testtime.tasks, testtime.cli) and flags: its `extended` policy trained 1.5x the
+configured steps, so the default run names 4 epochs (12 steps, as today's 6 epochs of the same 4 samples).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from testtime import tasks as tasks_mod  # 21e62ac's module (today's testtime.data.tasks)
+from testtime.cli import app  # 21e62ac's
+
+TASKS = ("66e6c45b", "00576224")
+RUNS = {
+    "icl": ["--no-ttt", "--views", "4"],
+    "always": ["--policy", "always", "--samples", "4", "--epochs", "1", "--views", "2"],
+    "default": ["--samples", "4", "--views", "2", "--epochs", "4"],
+    "adaptive": ["--policy", "adaptive", "--samples", "4", "--epochs", "1", "--views", "2"],
+}
+
+
+def run(name: str, tmp: Path) -> dict[str, dict]:
+    folder = tmp / "tasks"
+    if not folder.exists():
+        by_id = {t.id: t for t in tasks_mod.load_tasks("arc1/eval")}
+        for tid in TASKS:
+            tasks_mod.save_task(by_id[tid], folder / f"{tid}.json")
+    out = tmp / name
+    res = CliRunner().invoke(app, ["evaluate", "--tasks", str(folder), "--device", "cpu", "--out", str(out), *RUNS[name]])
+    assert res.exit_code == 0, res.output
+    got = {}
+    for line in (out / "results.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        pol = r.get("policy") or {}
+        got[r["task_id"]] = {"attempts": r["attempts"], "decision": pol.get("decision"), "ttt_steps": pol.get("ttt_steps")}
+    return got
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1])
+    with tempfile.TemporaryDirectory() as d:
+        target.write_text(json.dumps({name: run(name, Path(d)) for name in RUNS}, indent=1) + "\n")
+    print(f"wrote {target}", file=sys.stderr)

@@ -1,0 +1,177 @@
+"""The GPU lane (issue 31): what only a CUDA GPU exercises, run before a model or an engine change ships.
+
+    TESTTIME_GPU_LANE_OUT=results/gpu-lane-$(date +%F) python -m pytest -m gpu -rA -p no:cacheprovider tests/test_gpu.py
+
+(README: Tests.) Every test here is marked `gpu` and skips without CUDA (the NCCL one without two GPUs), so CI on a
+CPU collects and skips them. With TESTTIME_GPU_LANE_OUT set, each test appends what it measured to
+OUT/gpu-lane.jsonl (and prints it), for the run's record in results/.
+
+- CUDA-graph decoding equals eager decoding: the same prompts through the same engine, the decode step captured as
+  a graph and replayed, or launched op by op: the same tokens, the same log-probabilities (the same kernels).
+- bfloat16 teacher-forced scores (`engine.sequence_scores`, the leave-one-out check's) agree with float32 on the
+  held-out demos of 40 evaluation tasks within the stated tolerance: per answer token, a mean absolute difference of
+  log-probability of at most 0.02 nats, and per sequence at most 2% of the float32 value plus 0.5 nats; the `exact`
+  verdicts that disagree (near-ties of two logits) are counted, and must be at most 5% of the sequences.
+- Two NCCL processes (torchrun, one GPU each) give the same records as one process, task for task, on the first 8
+  evaluation tasks without TTT (TTT's backward on a GPU is not bitwise deterministic: flash attention's gradient
+  accumulates in no fixed order, so two runs of one process differ in the last bits too).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+CUDA = torch.cuda.is_available()
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU: the GPU lane (README: Tests)")]
+
+MEAN_TOKEN_TOL = 0.02  # nats: mean |bf16 - fp32| log-probability of an answer token
+SEQ_REL_TOL, SEQ_ABS_TOL = 0.02, 0.5  # per sequence: |bf16 - fp32| <= 2% of |fp32| + 0.5 nats
+EXACT_FLIP_SHARE = 0.05  # at most this share of `exact` verdicts may differ (near-ties)
+
+
+def record(name: str, figures: dict) -> None:
+    """Print what a test measured; with TESTTIME_GPU_LANE_OUT, append it to OUT/gpu-lane.jsonl."""
+    line = json.dumps({"test": name, "device": torch.cuda.get_device_name(0), "torch": torch.__version__, **figures})
+    print(f"gpu-lane: {line}")
+    out = os.environ.get("TESTTIME_GPU_LANE_OUT")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        with (Path(out) / "gpu-lane.jsonl").open("a") as f:
+            f.write(line + "\n")
+
+
+def smallest_tasks(n: int):
+    from testtime.data.tasks import load_tasks
+
+    tasks = load_tasks("arc1/eval")
+    size = {t.id: sum(g.size for e in (*t.train, *t.test) for g in (e.input, e.output) if g is not None) for t in tasks}
+    return sorted(tasks, key=lambda t: (size[t.id], t.id))[:n]
+
+
+@pytest.fixture(scope="module")
+def shipped_bf16():
+    from testtime.model.loading import load_model
+
+    return load_model(device="cuda")  # bfloat16 on CUDA, as every GPU run loads it
+
+
+def _noisy_adapters(model, n: int, seed: int = 1):
+    """n LoRA slots with random B factors (a fresh adapter is a no-op), so each slot decodes differently."""
+    from testtime.model.lora import attach_multi_lora
+
+    lora = attach_multi_lora(model, n, rank=8, alpha=16)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in lora.layers.values():
+            layer.lora_B.copy_(torch.randn(layer.lora_B.shape, generator=g) * 0.02)
+    return lora
+
+
+@pytest.mark.parametrize("adapted", [False, True], ids=["base", "adapters"])
+def test_cuda_graph_decoding_equals_eager_decoding(adapted):
+    from testtime.model.loading import load_model
+    from testtime.model.lora import Adapters
+    from testtime.stages.engine import greedy_generate
+    from testtime.stages.predict import PredictConfig, make_queries
+
+    loaded = load_model(device="cuda")  # its own copy: adapters attach in place
+    model, codec = loaded.model, loaded.codec
+    tasks = smallest_tasks(12)
+    queries, _ = make_queries(tasks, codec, PredictConfig(views=4))
+    prompts, max_new = [q.prompt for q in queries], [q.max_new for q in queries]
+    adapters = None
+    if adapted:
+        lora = _noisy_adapters(model, len(tasks))
+        adapters = Adapters(lora, tuple(q.task for q in queries))
+    runs = {}
+    for graphs in (True, False):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            runs[graphs] = greedy_generate(model, prompts, max_new, codec, adapters=adapters, cuda_graphs=graphs)
+        # The captured run really replayed a graph: a step that cannot be captured falls back with a warning.
+        assert not [w for w in caught if "CUDA graph" in str(w.message)], [str(w.message) for w in caught]
+    graph, eager = runs[True], runs[False]
+    same_tokens = sum(g.tokens == e.tokens for g, e in zip(graph, eager, strict=True))
+    max_dlogp = max(abs(g.logprob - e.logprob) for g, e in zip(graph, eager, strict=True))
+    record(f"cuda_graph_vs_eager[{'adapters' if adapted else 'base'}]",
+           {"prompts": len(prompts), "same_tokens": same_tokens, "max_abs_logprob_diff": max_dlogp})
+    assert same_tokens == len(prompts)
+    assert max_dlogp <= 1e-3
+
+
+def test_bf16_teacher_forced_scores_agree_with_fp32(shipped_bf16):
+    from testtime.model.loading import load_model
+    from testtime.stages.engine import sequence_scores
+    from testtime.stages.policy import loo_tasks
+    from testtime.stages.predict import answered
+
+    codec = shipped_bf16.codec
+    seqs = [s for t in smallest_tasks(40) for lt in loo_tasks(t)
+            if (s := answered(codec, lt.train, lt.test[0], 8192)) is not None]
+    fp32 = load_model(device="cuda", dtype=torch.float32)
+    assert next(shipped_bf16.model.parameters()).dtype == torch.bfloat16
+    assert next(fp32.model.parameters()).dtype == torch.float32
+    kw = dict(stop_ids=codec.stop_ids, token_budget=1 << 16)
+    low = sequence_scores(shipped_bf16.model, seqs, codec.pad_id, **kw)
+    high = sequence_scores(fp32.model, seqs, codec.pad_id, **kw)
+    tokens = np.array([int(s.loss_mask.sum()) for s in seqs])
+    lp_low, lp_high = np.array([s.logprob for s in low]), np.array([s.logprob for s in high])
+    diff = np.abs(lp_low - lp_high)
+    flips = sum(a.exact != b.exact for a, b in zip(low, high, strict=True))
+    figures = {"sequences": len(seqs), "answer_tokens": int(tokens.sum()),
+               "mean_abs_diff_per_token": float(diff.sum() / tokens.sum()), "max_abs_diff": float(diff.max()),
+               "max_rel_diff": float((diff / np.maximum(np.abs(lp_high), 1e-9)).max()),
+               "exact_fp32": sum(b.exact for b in high), "exact_bf16": sum(a.exact for a in low),
+               "exact_disagreements": flips}
+    record("bf16_vs_fp32_scores", figures)
+    assert len(seqs) >= 100
+    assert figures["mean_abs_diff_per_token"] <= MEAN_TOKEN_TOL
+    worst = diff - (SEQ_REL_TOL * np.abs(lp_high) + SEQ_ABS_TOL)
+    assert worst.max() <= 0, f"sequence {int(worst.argmax())}: |{lp_low[worst.argmax()]} - {lp_high[worst.argmax()]}|"
+    assert flips <= EXACT_FLIP_SHARE * len(seqs)
+
+
+KEYS = ("task_id", "attempts", "correct", "greedy", "invalid", "tokens", "error")
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    path = os.pathsep.join([str(REPO / "src"), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
+    return {**env, "PYTHONPATH": path, "TQDM_DISABLE": "1", "NCCL_DEBUG": "INFO"}
+
+
+@pytest.mark.skipif(CUDA and torch.cuda.device_count() < 2, reason="needs two CUDA GPUs (NCCL across processes)")
+def test_two_nccl_processes_give_the_same_records_as_one(tmp_path):
+    args = ["evaluate", "--tasks", "arc1/eval", "--limit", "8", "--no-ttt", "--max-group", "1", "--device", "cuda"]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "testtime", *args, "--out", str(tmp_path / "two")], cwd=tmp_path, env=_env(),
+                         capture_output=True, text=True, timeout=1800)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "NCCL INFO" in two.stdout + two.stderr  # the processes met through NCCL, not gloo
+    one = subprocess.run([sys.executable, "-m", "testtime", *args, "--out", str(tmp_path / "one")], cwd=tmp_path,
+                         env=_env(), capture_output=True, text=True, timeout=1800)
+    assert one.returncode == 0, one.stderr[-3000:]
+
+    def records(run: str) -> list[dict]:
+        lines = (tmp_path / run / "results.jsonl").read_text().splitlines()
+        return [{k: r.get(k) for k in KEYS} for r in map(json.loads, lines)]
+
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["complete"] and summary["world_size"] == 2
+    assert sorted(p.name for p in (tmp_path / "two").glob("results.rank*.jsonl")) == [
+        "results.rank0.jsonl", "results.rank1.jsonl"]
+    a, b = records("two"), records("one")
+    same = sum(x == y for x, y in zip(a, b, strict=True))
+    record("two_nccl_processes_vs_one", {"tasks": len(b), "same_records": same,
+                                         "solved_one": sum(all(r["correct"] or [False]) for r in b)})
+    assert len(a) == len(b) == 8 and a == b
