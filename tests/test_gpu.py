@@ -7,7 +7,10 @@ CPU collects and skips them. With TESTTIME_GPU_LANE_OUT set, each test appends w
 OUT/gpu-lane.jsonl (and prints it), for the run's record in results/.
 
 - CUDA-graph decoding equals eager decoding: the same prompts through the same engine, the decode step captured as
-  a graph and replayed, or launched op by op: the same tokens, the same log-probabilities (the same kernels).
+  a graph and replayed, or launched op by op: the same tokens, and log-probabilities within bfloat16's run-to-run
+  noise. Not bitwise: the lane's first run (results/gpu-lane-2026-12-04.md) found two eager runs of one call apart
+  by up to 0.018 nats on 3 of 52 answers, two graph runs by 0.0013, graph against eager by up to 0.069 (on a -7.3
+  sum over 73 tokens).
 - bfloat16 teacher-forced scores (`engine.sequence_scores`, the leave-one-out check's) agree with float32 on the
   held-out demos of 40 evaluation tasks within the stated tolerance: per answer token, a mean absolute difference of
   log-probability of at most 0.02 nats, and per sequence at most 2% of the float32 value plus 0.5 nats; the `exact`
@@ -37,6 +40,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason="needs a CUDA
 MEAN_TOKEN_TOL = 0.02  # nats: mean |bf16 - fp32| log-probability of an answer token
 SEQ_REL_TOL, SEQ_ABS_TOL = 0.02, 0.5  # per sequence: |bf16 - fp32| <= 2% of |fp32| + 0.5 nats
 EXACT_FLIP_SHARE = 0.05  # at most this share of `exact` verdicts may differ (near-ties)
+GRAPH_REL_TOL, GRAPH_ABS_TOL = 0.02, 0.05  # graph against eager, per answer: 2% of |log-prob| + 0.05 nats
 
 
 def record(name: str, figures: dict) -> None:
@@ -102,11 +106,13 @@ def test_cuda_graph_decoding_equals_eager_decoding(adapted):
         assert not [w for w in caught if "CUDA graph" in str(w.message)], [str(w.message) for w in caught]
     graph, eager = runs[True], runs[False]
     same_tokens = sum(g.tokens == e.tokens for g, e in zip(graph, eager, strict=True))
-    max_dlogp = max(abs(g.logprob - e.logprob) for g, e in zip(graph, eager, strict=True))
+    dlogp = [abs(g.logprob - e.logprob) for g, e in zip(graph, eager, strict=True)]
+    max_dlogp = max(dlogp)
     record(f"cuda_graph_vs_eager[{'adapters' if adapted else 'base'}]",
            {"prompts": len(prompts), "same_tokens": same_tokens, "max_abs_logprob_diff": max_dlogp})
     assert same_tokens == len(prompts)
-    assert max_dlogp <= 1e-3
+    worst = max(d - (GRAPH_REL_TOL * abs(e.logprob) + GRAPH_ABS_TOL) for d, e in zip(dlogp, eager, strict=True))
+    assert worst <= 0, f"graph and eager log-probabilities {worst:.3f} nats past the tolerance"
 
 
 def test_bf16_teacher_forced_scores_agree_with_fp32(shipped_bf16):
