@@ -26,12 +26,12 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any
 
 import numpy as np
 
 from testtime.core.config import LENGTH, LR, MINUTES, SEED, TOKENS, ConfigError, OneOf, Range, check, read_json, typed
-from testtime.data.encode import Codec, GridCodec
+from testtime.data.encode import Codec
 from testtime.data.pretrain_data import (
     Batch,
     BatchStream,
@@ -44,9 +44,10 @@ from testtime.data.pretrain_data import (
 from testtime.data.sources import FORBIDDEN_DATASETS, Source, load_sources, split_holdout
 from testtime.model.attention import document_mask, use_document_attention
 from testtime.model.grid_model import is_grid_model
-from testtime.model.loading import ModelConfig, build_model, n_params, save_model
+from testtime.model.loading import ModelConfig, save_model
 from testtime.model.training import check_finite, warmup_cosine
 from testtime.recipes.checkpoint import find_checkpoint, load_checkpoint, read_state, save_checkpoint, truncate_log
+from testtime.recipes.pretrain_model import init_model, task_rows
 from testtime.recipes.pretrain_step import (
     PEAK_BF16_FLOPS,
     ddp_loss,
@@ -157,46 +158,6 @@ class PretrainConfig:
 # ---------------------------------------------------------------- training
 
 
-class Start(NamedTuple):
-    """What training starts from, and the shape its MFU is computed with."""
-
-    model: Any
-    tokenizer: Any  # None: the grid tokenizer, written at export
-    codec: Codec
-    matmul_params: int  # parameters less an LLM's input embedding (see flops_per_token)
-    layers: int
-    hidden: int
-
-
-def _init_model(cfg: PretrainConfig, device: str, start: tuple[Any, Any, Codec] | None = None) -> Start:
-    """A fresh model from `cfg.model`, the Hugging Face LM of `cfg.init_from`, or `start`: (a model object, its
-    tokenizer or None, its codec), trained in place."""
-    import torch
-
-    from testtime.model.loading import load_model
-
-    if start is not None:
-        model, tokenizer, codec = start
-        model = model.to(device)
-        text = model.config.get_text_config()
-        emb = model.get_input_embeddings().weight
-        n = sum(p.numel() for p in model.parameters() if p is not emb or text.vocab_size <= 4096)
-        return Start(model, tokenizer, codec, n, text.num_hidden_layers, text.hidden_size)
-    if cfg.init_from is None:
-        model = build_model(cfg.model).to(device)
-        return Start(model, None, GridCodec(), n_params(model), cfg.model.num_layers, cfg.model.hidden_size)
-    loaded = load_model(cfg.init_from, device="cpu", dtype=torch.float32)  # fp32 master weights; autocast runs bf16
-    model = loaded.model.to(device)
-    emb = model.get_input_embeddings().weight
-    if not cfg.train_embeddings:
-        for module in (model.get_input_embeddings(), model.get_output_embeddings()):
-            for p in module.parameters():
-                p.requires_grad_(False)
-    text = model.config.get_text_config()
-    n = sum(p.numel() for p in model.parameters() if p is not emb)
-    return Start(model, loaded.tokenizer, loaded.codec, n, text.num_hidden_layers, text.hidden_size)
-
-
 @dataclass
 class PretrainResult:
     run_dir: Path
@@ -255,7 +216,7 @@ def pretrain(
 
     ckpt = find_checkpoint(run_dir) if resume else None
     meta: dict[str, Any] = read_state(ckpt) if ckpt else {}
-    if meta and meta["config"]["model"] != asdict(cfg.model):
+    if meta and typed(ModelConfig, meta["config"]["model"], "checkpoint model") != cfg.model:
         raise ConfigError(f"{run_dir}: checkpoint was trained with a different model config; use another run dir")
     distributed.barrier(dist)  # every rank has read the checkpoint state before rank 0 touches the folder
     if main and not ckpt:
@@ -263,11 +224,13 @@ def pretrain(
     if main:
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
+    # Data first: a fresh per-task embedding has a row for each training task.
+    train_sources, held = split_holdout(sources if sources is not None else load_sources(cfg.datasets), cfg.holdout)
     # Model, optimizer, schedule. The seed fixes the init; a checkpoint then overwrites everything.
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    model, tokenizer, codec, n, n_layers, width = _init_model(cfg, device, start)
+    model, tokenizer, codec, n, n_layers, width = init_model(cfg, device, start, train_sources)
     if cfg.packing and not is_grid_model(model):
         raise ConfigError(f"{cfg.init_from or 'the model'}: {PACKING_NEEDS_GRID}")
     model.train()
@@ -279,8 +242,8 @@ def pretrain(
         return warmup_cosine(total_steps, 0.0, cfg.min_lr_ratio, warmup_steps=cfg.warmup_steps)
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(total))
-    train_sources, held = split_holdout(sources if sources is not None else load_sources(cfg.datasets), cfg.holdout)
-    sampler = SequenceSampler(train_sources, cfg.max_len, cfg.seed + dist.rank, cfg.dataset_weights, codec=codec)
+    sampler = SequenceSampler(train_sources, cfg.max_len, cfg.seed + dist.rank, cfg.dataset_weights, codec=codec,
+                              task_rows=task_rows(model))
     val_batches = validation_set(held, cfg.max_len, cfg.pad_multiple, codec) if main else []
     stream = (PackedStream(sampler, cfg.token_budget, cfg.pool_size, round_up(cfg.max_len, cfg.pad_multiple))
               if cfg.packing else BatchStream(sampler, cfg.token_budget, cfg.pool_size, cfg.pad_multiple))
@@ -379,9 +342,10 @@ def pretrain(
             ids = batch.input_ids.to(device, non_blocking=True)
             labels = batch.labels.to(device, non_blocking=True)
             mask = () if batch.doc_ids is None else (document_mask(batch.doc_ids.to(device, non_blocking=True)),)
+            tasks = {} if batch.task_index is None else {"task_index": batch.task_index.to(device, non_blocking=True)}
             try:
                 with autocast:
-                    loss = fn(model, ids, labels, *mask) / max(1, batch.n_targets)
+                    loss = fn(model, ids, labels, *mask, **tasks) / max(1, batch.n_targets)
             except Exception as e:  # a compiler failure should cost speed, not the run
                 if fn is eager:
                     raise
@@ -390,7 +354,7 @@ def pretrain(
                 )
                 fn = eager
                 with autocast:
-                    loss = fn(model, ids, labels, *mask) / max(1, batch.n_targets)
+                    loss = fn(model, ids, labels, *mask, **tasks) / max(1, batch.n_targets)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()

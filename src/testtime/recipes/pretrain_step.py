@@ -12,17 +12,18 @@ PEAK_BF16_FLOPS = 989e12  # dense bf16 of an H100 or H200 (the two share the chi
 HEAD_CHUNK = 2048  # target rows per output-head chunk in `loss_sum_targets`
 
 
-def loss_sum(model, input_ids, labels, attention_mask=None):
+def loss_sum(model, input_ids, labels, attention_mask=None, task_index=None):
     """Summed next-token cross entropy over target positions, in fp32.
 
     The vocabulary has 32 entries, so logits for every position cost less memory than the hidden states;
     computing them all keeps shapes static for torch.compile (no data-dependent gather). `attention_mask`: a block
     mask of packed documents (`testtime.model.attention.document_mask`), or None for causal attention over each
-    whole row.
+    whole row. `task_index`: each token's task row, for a model with a per-task embedding.
     """
     import torch.nn.functional as F
 
-    hidden = model.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    tasks = {} if task_index is None else {"task_index": task_index}
+    hidden = model.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **tasks).last_hidden_state
     logits = model.lm_head(hidden).float()
     return F.cross_entropy(logits.view(-1, logits.size(-1)), labels.view(-1), ignore_index=-100, reduction="sum")
 
@@ -93,15 +94,16 @@ def loss_module(model, fn=None):
             super().__init__()
             self.inner = inner
 
-        def forward(self, input_ids, labels, attention_mask=None):
-            return (fn or loss_sum)(self.inner, input_ids, labels, attention_mask)
+        def forward(self, input_ids, labels, attention_mask=None, **tasks):
+            return (fn or loss_sum)(self.inner, input_ids, labels, attention_mask, **tasks)
 
     return LossModule(model)
 
 
 def ddp_loss(module):
-    """`fn(model, ids, labels[, mask])` through a DDP-wrapped `loss_module`, so gradients are all-reduced."""
-    return lambda _model, ids, labels, *mask: module(ids, labels, *mask)
+    """`fn(model, ids, labels[, mask], [task_index=])` through a DDP-wrapped `loss_module`, so gradients are
+    all-reduced."""
+    return lambda _model, ids, labels, *mask, **tasks: module(ids, labels, *mask, **tasks)
 
 
 def over_ranks(loss, real: int, padded: int, attended: int, world: int):
@@ -114,3 +116,4 @@ def over_ranks(loss, real: int, padded: int, attended: int, world: int):
     tdist.all_reduce(t)
     loss_mean, real_sum, padded_sum, attended_sum = t.tolist()
     return torch.tensor(loss_mean / world, device=loss.device), int(real_sum), int(padded_sum), int(attended_sum)
+
