@@ -52,6 +52,7 @@ from testtime.recipes.pretrain_step import (
     PEAK_BF16_FLOPS,
     ddp_loss,
     flops_per_token,
+    held_out_solved,
     loss_module,
     loss_sum,
     loss_sum_targets,
@@ -95,6 +96,9 @@ class PretrainConfig:
     holdout: Annotated[int, Range(0, 100_000)] = 0  # training tasks (of the first dataset) kept out of training, to validate on
     # steps between validations (a multiple of log_every); the best one is exported
     val_every: Annotated[int, Range(1, 10**9)] = 500
+    # steps between counts of the held-out tasks greedy decoding solves without TTT (`val_solved`; also at the last
+    # step), a multiple of log_every; 0: never. Its time adds to the run's wall clock, not to fit_minutes' schedule.
+    solve_every: Annotated[int, Range(0, 10**9)] = 0
     # optimisation
     lr: Annotated[float, LR] = 1e-3
     min_lr_ratio: Annotated[float, Range(0, 1)] = 0.1  # cosine ends at lr * min_lr_ratio
@@ -130,8 +134,9 @@ class PretrainConfig:
             raise ConfigError(
                 f"max_len {self.max_len} exceeds the model's max_position_embeddings {self.model.max_position_embeddings}"
             )
-        if self.val_every % self.log_every:
-            raise ConfigError(f"val_every must be a multiple of log_every ({self.log_every}), got {self.val_every}")
+        for name in ("val_every", "solve_every"):
+            if getattr(self, name) % self.log_every:
+                raise ConfigError(f"{name} must be a multiple of log_every ({self.log_every}), got {getattr(self, name)}")
         if not self.datasets:
             raise ConfigError("datasets is empty")
         if self.dataset_weights is not None:
@@ -403,6 +408,9 @@ def pretrain(
                         best_val = rec["val_loss"]
                         save_model(model, tokenizer, run_dir / "best", dtype=getattr(torch, cfg.export_dtype))
                     now = time.monotonic()  # validation time stays out of the next interval's throughput
+                if main and held and cfg.solve_every and (step % cfg.solve_every == 0 or step == end):
+                    rec["val_solved"], rec["val_tasks"] = held_out_solved(model, held, codec, cfg.max_len), len(held)
+                    now = time.monotonic()
                 if main:
                     with log_path.open("a") as f:
                         f.write(json.dumps(rec) + "\n")

@@ -1,5 +1,6 @@
 """What one pretraining step computes: the loss over target tokens (padded batches, or rows of packed documents
-under a block mask), the optimizer, the DDP wrapper, and the FLOPs that MFU counts."""
+under a block mask), the optimizer, the DDP wrapper, and the FLOPs that MFU counts; what the held-out tasks say of
+the model as it trains (their loss, and how many greedy decoding solves)."""
 
 from __future__ import annotations
 
@@ -117,3 +118,22 @@ def over_ranks(loss, real: int, padded: int, attended: int, world: int):
     loss_mean, real_sum, padded_sum, attended_sum = t.tolist()
     return torch.tensor(loss_mean / world, device=loss.device), int(real_sum), int(padded_sum), int(attended_sum)
 
+
+def held_out_solved(model, tasks: Sequence, codec, max_len: int) -> float:
+    """How many of `tasks` greedy decoding solves with no TTT: each test input answered once, under the identity
+    view, through the generation engine (all of them batched); a task counts the share of its test inputs answered
+    exactly, as ARC scores a single attempt."""
+    from testtime.data.tasks import grids_equal
+    from testtime.stages.predict import PredictConfig, predict_tasks
+
+    was_training = model.training
+    model.eval()
+    try:
+        preds, _ = predict_tasks(model, tasks, codec, PredictConfig(views=1, max_len=max_len))
+    finally:
+        model.train(was_training)
+    solved = 0.0
+    for task, tp in zip(tasks, preds, strict=True):
+        hits = [bool(p) and grids_equal(p[0].grid, ex.output) for p, ex in zip(tp.predictions, task.test, strict=True)]
+        solved += sum(hits) / max(1, len(hits))
+    return solved
