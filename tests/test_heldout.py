@@ -4,6 +4,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -17,6 +20,8 @@ from testtime.recipes.pretrain import PretrainConfig, pretrain, read_log
 from testtime.recipes.pretrain_step import held_out_solved
 from testtime.report.pretrain_log import plot_solved
 from testtime.stages.engine import Generated
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _mirror_oracle(model, prompts, max_new, codec, **kw):
@@ -45,18 +50,28 @@ def test_the_solve_count_takes_each_test_input_greedy_answer(monkeypatch, tiny_g
     assert model.training  # back to training mode
 
 
-def test_pretraining_logs_the_held_out_solve_rate_and_plots_it(tmp_path, flip_task):
+def test_pretraining_logs_the_held_out_solve_rate_and_the_comparison_reads_it(tmp_path, flip_task):
     tasks = [flip_task(i, f"t{i}", (2 + i % 3, 3)) for i in range(8)]
     cfg = PretrainConfig(model=ModelConfig.tiny(), max_len=512, token_budget=2048, pool_size=24, pad_multiple=64,
                          lr=3e-3, warmup_steps=1, total_steps=5, log_every=1, device="cpu", holdout=2, val_every=2,
                          solve_every=2, checkpoint_minutes=100)
-    pretrain(cfg, tmp_path / "run", progress=False, sources=[TaskSource(tasks)])
-    log = read_log(tmp_path / "run")
+    run = tmp_path / "runs" / "pretrain-arch-a"
+    pretrain(cfg, run, progress=False, sources=[TaskSource(tasks)])
+    log = read_log(run)
     solved = [r for r in log if "val_solved" in r]
     assert [r["step"] for r in solved] == [2, 4, 5]  # every solve_every steps, and the last
     assert all(0 <= r["val_solved"] <= 2 and r["val_tasks"] == 2 for r in solved)
     out = plot_solved({"a": log, "b": log}, tmp_path / "solved.png", ttt={"a": (log[-1]["tokens"], 1.0)})
-    assert out.stat().st_size > 1000 and (tmp_path / "run" / "loss.png").exists()
+    assert out.stat().st_size > 1000 and (run / "loss.png").exists()
+    # benchmarks/arch_compare.py: a candidate's row from its pretraining run and its evaluation's summary.
+    (tmp_path / "runs" / "holdout-a").mkdir()
+    (tmp_path / "runs" / "holdout-a" / "summary.json").write_text('{"score": 7.5, "n_scored": 40, "mean_seconds": 1.5}')
+    spec = importlib.util.spec_from_file_location("arch_compare", REPO / "benchmarks" / "arch_compare.py")
+    arch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(arch)
+    row = arch.candidate(tmp_path / "runs", "a")
+    assert (row["steps"], row["solved_no_ttt"], row["held"], row["ttt_score"]) == (5, solved[-1]["val_solved"], 2, 7.5)
+    assert row["flop_params_m"] == row["params_m"] and "| a | " in arch.table([row]) and "7.5 / 40" in arch.table([row])
     with pytest.raises(ConfigError, match="solve_every"):
         PretrainConfig(model=ModelConfig.tiny(), max_len=512, token_budget=2048, log_every=4, solve_every=6)
 

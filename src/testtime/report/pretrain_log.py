@@ -73,7 +73,7 @@ def _solved_axes(ax, logs: dict[str, list[dict[str, Any]]], ttt: dict[str, tuple
     tasks = next((r["val_tasks"] for recs in logs.values() for r in recs if r.get("val_tasks")), None)
     ax.set_xlabel("pretraining tokens (millions)")
     ax.set_ylabel(f"held-out tasks solved{f' (of {tasks})' if tasks else ''}")
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, max(1.0, ax.get_ylim()[1]))  # counts of tasks: a scale of at least one task
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("held-out solve rate")
