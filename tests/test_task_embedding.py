@@ -80,9 +80,13 @@ def test_pretraining_gives_each_training_task_a_row_and_resumes_exactly(tmp_path
     for _ in range(10):
         enc, tid = sampler.next()
         assert enc.task == (1 if tid == "t3" else NO_TASK)
+    dropping = SequenceSampler(src, 512, seed=0, task_rows={f"t{i}": i for i in range(8)}, task_dropout=0.5)
+    tags = [(enc.task, int(tid[1:])) for enc, tid in (dropping.next() for _ in range(60))]
+    assert all(row in (NO_TASK, i) for row, i in tags) and 10 < sum(row == NO_TASK for row, _ in tags) < 50
     cfg = PretrainConfig(model=dataclasses.replace(TINY, initializer_range=0.02), packing=True, max_len=512,
                          token_budget=2048, pool_size=24, pad_multiple=64, lr=3e-3, warmup_steps=1, total_steps=6,
-                         log_every=1, device="cpu", seed=2, holdout=2, val_every=6, checkpoint_minutes=100)
+                         log_every=1, device="cpu", seed=2, holdout=2, val_every=6, checkpoint_minutes=100,
+                         task_dropout=0.2)
     straight = pretrain(cfg, tmp_path / "a", progress=False, sources=src)
     held = {t.id for t in held_out(tasks, 2)}
     model = load_model(straight.model_dir).model

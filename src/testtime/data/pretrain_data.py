@@ -56,10 +56,11 @@ class SequenceSampler:
     """An infinite, seeded stream of encoded training sequences; `state_dict` allows an exact resume."""
 
     def __init__(self, sources: Sequence[Source], max_len: int, seed: int = 0, weights: Sequence[float] | None = None,
-                 codec: Codec | None = None, task_rows: Mapping[str, int] | None = None):
-        """`task_rows`: each task id's row in a per-task embedding; given, every sequence is a `TaskSequence`."""
+                 codec: Codec | None = None, task_rows: Mapping[str, int] | None = None, task_dropout: float = 0.0):
+        """`task_rows`: each task id's row in a per-task embedding; given, every sequence is a `TaskSequence`, tagged
+        as of no known task (NO_TASK) with probability `task_dropout`."""
         self.sources = list(sources)
-        self.task_rows = task_rows
+        self.task_rows, self.task_dropout = task_rows, task_dropout
         self.codec = codec or GridCodec()
         self.max_len = max_len
         w = np.asarray(weights if weights is not None else [len(s.task_ids()) for s in self.sources], dtype=float)
@@ -84,8 +85,9 @@ class SequenceSampler:
                 continue
             self.count += 1
             if self.task_rows is not None:
+                dropped = self.task_dropout > 0 and self.rng.random() < self.task_dropout
                 enc = TaskSequence(**{f.name: getattr(enc, f.name) for f in fields(enc)},
-                                   task=self.task_rows.get(task_id, NO_TASK))
+                                   task=NO_TASK if dropped else self.task_rows.get(task_id, NO_TASK))
             return enc, task_id
         raise ValueError(f"no sample fits max_len {self.max_len} after 100 tries")
 

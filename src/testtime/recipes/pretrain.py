@@ -121,6 +121,9 @@ class PretrainConfig:
     # dtype of the exported model/ shards (loading on CPU gives fp32)
     export_dtype: Annotated[str, OneOf("bfloat16", "float16", "float32")] = "bfloat16"
     prefetch: Annotated[int, Range(1, 64)] = 6  # batches built ahead on a background thread
+    # With a per-task embedding: the share of sequences trained as of an unknown task (the rows' mean), so that the
+    # vector a new task gets (no TTT), and starts its TTT from, is one the model has learned to read.
+    task_dropout: Annotated[float, Range(0, 1)] = 0.0
 
     def __post_init__(self) -> None:
         self.datasets = tuple(self.datasets)
@@ -229,8 +232,13 @@ def pretrain(
     if main:
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
-    # Data first: a fresh per-task embedding has a row for each training task.
-    train_sources, held = split_holdout(sources if sources is not None else load_sources(cfg.datasets), cfg.holdout)
+    def data() -> tuple[list[Source], list]:
+        return split_holdout(sources if sources is not None else load_sources(cfg.datasets), cfg.holdout)
+
+    # A fresh model's data first (a per-task embedding has a row for each training task); a model loaded from a
+    # folder first, so that a bad folder fails before the data is read.
+    fresh = start is None and cfg.init_from is None
+    train_sources, held = data() if fresh else ([], [])
     # Model, optimizer, schedule. The seed fixes the init; a checkpoint then overwrites everything.
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -247,8 +255,10 @@ def pretrain(
         return warmup_cosine(total_steps, 0.0, cfg.min_lr_ratio, warmup_steps=cfg.warmup_steps)
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(total))
+    if not fresh:
+        train_sources, held = data()
     sampler = SequenceSampler(train_sources, cfg.max_len, cfg.seed + dist.rank, cfg.dataset_weights, codec=codec,
-                              task_rows=task_rows(model))
+                              task_rows=task_rows(model), task_dropout=cfg.task_dropout)
     val_batches = validation_set(held, cfg.max_len, cfg.pad_multiple, codec) if main else []
     stream = (PackedStream(sampler, cfg.token_budget, cfg.pool_size, round_up(cfg.max_len, cfg.pad_multiple))
               if cfg.packing else BatchStream(sampler, cfg.token_budget, cfg.pool_size, cfg.pad_multiple))
