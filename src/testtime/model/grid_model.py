@@ -10,6 +10,14 @@ Positions arrive packed in one integer per token (`testtime.data.encode.grid_pos
 `position_ids` of the usual [batch, time] shape; with none given, the model computes them from the token ids.
 Each rotary frequency serves one axis, the three interleaved (row, column, grid, row, ...), so every axis
 gets fast and slow frequencies.
+
+Two optional levers (off in the shipped model, whose config names neither):
+- `loops` (LoopViT's and HRM's lever, more compute per parameter): the stack of `num_hidden_layers / loops` unique
+  layers runs `loops` times with shared weights. `num_hidden_layers` counts the layers the computation passes through,
+  so a KV cache built from the config (static, dynamic, the engine's) has one entry per layer per pass.
+- `task_names` (mdlARC's lever): a learned vector per pretraining task, added to every token's input embedding
+  (`TaskEmbedding`); a sequence names its task by `task_index`, and a task the table does not know gets the mean of
+  its rows. Test time learns a new task's vector beside its adapter (`testtime.model.task_vectors`).
 """
 
 from __future__ import annotations
@@ -67,6 +75,49 @@ class GridRotaryEmbedding(nn.Module):
         return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
 
 
+class LoopedCache:
+    """A KV cache as one pass of looped layers sees it: unique layer i of pass p reads and writes entry
+    p * unique + i, so each pass keeps its own keys and values (the weights are shared, the activations are not)."""
+
+    def __init__(self, cache, offset: int) -> None:
+        self.cache, self.offset = cache, offset
+
+    def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
+        return self.cache.update(key_states, value_states, layer_idx + self.offset, *args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.cache, name)
+
+
+class TaskEmbedding(nn.Module):
+    """One learned vector per pretraining task, added to every token's input embedding.
+
+    Added rather than prepended as a prefix token: a prefix would need a position of its own in the (grid, row,
+    column) scheme, shift every prompt, answer budget and cache length, and change packing's row lengths; a vector
+    added to each token leaves the sequence, its positions and every engine path as they are. `task_index` is [B]
+    (a task per row) or [B, T] (a task per token: packed rows hold several tasks); -1, or no index at all, means a
+    task the table does not know, which gets the mean of the rows (test time starts a new task from there)."""
+
+    def __init__(self, n_tasks: int, hidden: int) -> None:
+        super().__init__()
+        self.table = nn.Embedding(n_tasks, hidden)
+
+    def mean(self) -> torch.Tensor:
+        return self.table.weight.mean(0)
+
+    def forward(self, embeds: torch.Tensor, task_index: torch.Tensor | None = None) -> torch.Tensor:
+        if task_index is None:
+            return embeds + self.mean().to(embeds.dtype)
+        idx = task_index if task_index.dim() == 2 else task_index[:, None]
+        vec = torch.where((idx >= 0)[..., None], self.table(idx.clamp(min=0)), self.mean())
+        return embeds + vec.to(embeds.dtype)
+
+
+def unique_layers(config) -> int:
+    """Layers with weights of their own: `num_hidden_layers` over `loops`."""
+    return config.num_hidden_layers // getattr(config, "loops", 1)
+
+
 class GridLlamaModel(LlamaModel):
     config_class = GridLlamaConfig
     # True: build transformers' causal mask even for whole sequences with no mask, as before 2026-12
@@ -76,9 +127,18 @@ class GridLlamaModel(LlamaModel):
     def __init__(self, config: GridLlamaConfig) -> None:
         super().__init__(config)
         self.rotary_emb = GridRotaryEmbedding(config)
+        self.loops = getattr(config, "loops", 1)
+        if config.num_hidden_layers % self.loops:
+            raise ValueError(f"num_hidden_layers {config.num_hidden_layers} is not a multiple of loops {self.loops}")
+        del self.layers[unique_layers(config):]
+        # A vector per pass added to the residual stream before it (a Universal Transformer's step embedding), so
+        # shared layers can tell their passes apart; zero at the start, so a fresh model is plain weight tying.
+        self.loop_embed = nn.Parameter(torch.zeros(self.loops, config.hidden_size)) if self.loops > 1 else None
+        names = getattr(config, "task_names", None)
+        self.task_embedding = TaskEmbedding(len(names), config.hidden_size) if names else None
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, inputs_embeds=None,
-                use_cache=None, past_key_values=None, **kwargs) -> BaseModelOutputWithPast:
+                use_cache=None, past_key_values=None, task_index=None, **kwargs) -> BaseModelOutputWithPast:
         cache = cache if cache is not None else past_key_values
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if (input_ids is None) == (inputs_embeds is None):
@@ -108,10 +168,19 @@ class GridLlamaModel(LlamaModel):
                                              attention_mask=attention_mask, position_ids=None,
                                              **{_MASK_CACHE_KW: cache})
         hidden = inputs_embeds
+        if self.task_embedding is not None:
+            hidden = self.task_embedding(hidden, task_index)
+        elif task_index is not None:
+            raise ValueError("task_index given to a model without a per-task embedding")
         position_embeddings = self.rotary_emb(hidden, position_ids)
-        for layer in self.layers[: self.config.num_hidden_layers]:
-            hidden = layer(hidden, attention_mask=causal_mask, position_embeddings=position_embeddings,
-                           position_ids=position_ids, use_cache=use_cache, **{_LAYER_CACHE_KW: cache}, **kwargs)
+        unique = len(self.layers)
+        for p in range(self.loops):
+            if self.loop_embed is not None:
+                hidden = hidden + self.loop_embed[p].to(hidden.dtype)
+            view = cache if cache is None or p == 0 else LoopedCache(cache, p * unique)
+            for layer in self.layers:
+                hidden = layer(hidden, attention_mask=causal_mask, position_embeddings=position_embeddings,
+                               position_ids=position_ids, use_cache=use_cache, **{_LAYER_CACHE_KW: view}, **kwargs)
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden), **{_OUT_CACHE_KW: cache})
 
 
@@ -134,6 +203,23 @@ class GridLlamaForCausalLM(LlamaForCausalLM):
 
 def is_grid_model(model) -> bool:
     return getattr(getattr(model, "config", None), "model_type", None) == MODEL_TYPE
+
+
+def task_names(model) -> list[str]:
+    """The pretraining tasks a model holds a vector for, in table order (none: no per-task embedding)."""
+    return list(getattr(model.config.get_text_config(), "task_names", None) or [])
+
+
+def flop_params(model) -> int:
+    """Parameters that cost matmul FLOPs per token, counted once per pass: looped layers count `loops` times, a
+    per-task embedding (a lookup) not at all. Equals the parameter count for a model with neither."""
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    loops = getattr(model.config.get_text_config(), "loops", 1)
+    n = sum(p.numel() for p in model.parameters())
+    if loops > 1 and layers is not None:
+        n += (loops - 1) * sum(p.numel() for p in layers.parameters())
+    table = getattr(getattr(model, "model", None), "task_embedding", None)
+    return n - (sum(p.numel() for p in table.parameters()) if table is not None else 0)
 
 
 AutoConfig.register(MODEL_TYPE, GridLlamaConfig, exist_ok=True)

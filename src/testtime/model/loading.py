@@ -11,6 +11,7 @@ Hugging Face causal LM loads the same way and ours loads in anyone's tools:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,11 +42,19 @@ class ModelConfig:
     initializer_range: Annotated[float, Range(0, 10, lo_open=True)] = 0.02
     # Rotary positions over (grid, row, column) (testtime.model.grid_model) instead of one flat index.
     grid_positions: bool = True
+    # The stack of num_layers layers applied this many times with shared weights (looped blocks: num_layers * loops
+    # layers of compute for num_layers of parameters; the grid model only).
+    loops: Annotated[int, Range(1, 64)] = 1
+    # A learned vector per pretraining task added to every token's input embedding (the grid model only): pretraining
+    # gives each of its training tasks a row (`grid_model.TaskEmbedding`), test time learns a new task's vector.
+    task_embedding: bool = False
 
     def __post_init__(self) -> None:
         check(self, "model")
         if self.hidden_size % self.num_heads:
             raise ConfigError(f"model: hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
+        if (self.loops > 1 or self.task_embedding) and not self.grid_positions:
+            raise ConfigError("model: loops and task_embedding need the grid model (grid_positions true)")
 
     @classmethod
     def tiny(cls) -> ModelConfig:
@@ -56,7 +65,14 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def llama_config(self):
+    def llama_config(self, task_names: Sequence[str] = ()):
+        """The transformers config; `task_names` are the rows of a per-task embedding (with `task_embedding`)."""
+        if self.task_embedding and not task_names:
+            raise ConfigError("model: a per-task embedding needs the names of its tasks (pretraining gives them)")
+        # Only what differs from a plain grid model is written, so its config.json stays as it was.
+        extra: dict[str, Any] = {"loops": self.loops} if self.loops > 1 else {}
+        if self.task_embedding:
+            extra["task_names"] = list(task_names)
         if self.grid_positions:
             from testtime.model.grid_model import GridLlamaConfig as LlamaConfig
         else:
@@ -65,7 +81,7 @@ class ModelConfig:
         cfg = LlamaConfig(
             vocab_size=self.vocab_size,
             hidden_size=self.hidden_size,
-            num_hidden_layers=self.num_layers,
+            num_hidden_layers=self.num_layers * self.loops,
             num_attention_heads=self.num_heads,
             num_key_value_heads=self.num_heads,
             intermediate_size=self.intermediate_size,
@@ -79,20 +95,21 @@ class ModelConfig:
             attention_bias=False,
             mlp_bias=False,
             attention_dropout=0.0,
+            **extra,
         )
         cfg._attn_implementation = "sdpa"
         return cfg
 
 
-def build_model(cfg: ModelConfig | None = None):
+def build_model(cfg: ModelConfig | None = None, task_names: Sequence[str] = ()):
     """A freshly initialised `LlamaForCausalLM` (or its grid-aware subclass; fp32; seed torch beforehand for a
-    fixed init)."""
+    fixed init); `task_names`: the rows of its per-task embedding, where the config asks for one."""
     from transformers import LlamaForCausalLM
 
     from testtime.model.grid_model import GridLlamaForCausalLM
 
     cfg = cfg or ModelConfig()
-    return (GridLlamaForCausalLM if cfg.grid_positions else LlamaForCausalLM)(cfg.llama_config())
+    return (GridLlamaForCausalLM if cfg.grid_positions else LlamaForCausalLM)(cfg.llama_config(task_names))
 
 
 def head_logits(model, hidden):

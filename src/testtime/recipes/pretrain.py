@@ -26,12 +26,12 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any
 
 import numpy as np
 
 from testtime.core.config import LENGTH, LR, MINUTES, SEED, TOKENS, ConfigError, OneOf, Range, check, read_json, typed
-from testtime.data.encode import Codec, GridCodec
+from testtime.data.encode import Codec
 from testtime.data.pretrain_data import (
     Batch,
     BatchStream,
@@ -44,13 +44,15 @@ from testtime.data.pretrain_data import (
 from testtime.data.sources import FORBIDDEN_DATASETS, Source, load_sources, split_holdout
 from testtime.model.attention import document_mask, use_document_attention
 from testtime.model.grid_model import is_grid_model
-from testtime.model.loading import ModelConfig, build_model, n_params, save_model
+from testtime.model.loading import ModelConfig, save_model
 from testtime.model.training import check_finite, warmup_cosine
 from testtime.recipes.checkpoint import find_checkpoint, load_checkpoint, read_state, save_checkpoint, truncate_log
+from testtime.recipes.pretrain_model import init_model, task_rows
 from testtime.recipes.pretrain_step import (
     PEAK_BF16_FLOPS,
     ddp_loss,
     flops_per_token,
+    held_out_solved,
     loss_module,
     loss_sum,
     loss_sum_targets,
@@ -94,6 +96,9 @@ class PretrainConfig:
     holdout: Annotated[int, Range(0, 100_000)] = 0  # training tasks (of the first dataset) kept out of training, to validate on
     # steps between validations (a multiple of log_every); the best one is exported
     val_every: Annotated[int, Range(1, 10**9)] = 500
+    # steps between counts of the held-out tasks greedy decoding solves without TTT (`val_solved`; also at the last
+    # step), a multiple of log_every; 0: never. Its time adds to the run's wall clock, not to fit_minutes' schedule.
+    solve_every: Annotated[int, Range(0, 10**9)] = 0
     # optimisation
     lr: Annotated[float, LR] = 1e-3
     min_lr_ratio: Annotated[float, Range(0, 1)] = 0.1  # cosine ends at lr * min_lr_ratio
@@ -116,6 +121,9 @@ class PretrainConfig:
     # dtype of the exported model/ shards (loading on CPU gives fp32)
     export_dtype: Annotated[str, OneOf("bfloat16", "float16", "float32")] = "bfloat16"
     prefetch: Annotated[int, Range(1, 64)] = 6  # batches built ahead on a background thread
+    # With a per-task embedding: the share of sequences trained as of an unknown task (the rows' mean), so that the
+    # vector a new task gets (no TTT), and starts its TTT from, is one the model has learned to read.
+    task_dropout: Annotated[float, Range(0, 1)] = 0.0
 
     def __post_init__(self) -> None:
         self.datasets = tuple(self.datasets)
@@ -129,8 +137,9 @@ class PretrainConfig:
             raise ConfigError(
                 f"max_len {self.max_len} exceeds the model's max_position_embeddings {self.model.max_position_embeddings}"
             )
-        if self.val_every % self.log_every:
-            raise ConfigError(f"val_every must be a multiple of log_every ({self.log_every}), got {self.val_every}")
+        for name in ("val_every", "solve_every"):
+            if getattr(self, name) % self.log_every:
+                raise ConfigError(f"{name} must be a multiple of log_every ({self.log_every}), got {getattr(self, name)}")
         if not self.datasets:
             raise ConfigError("datasets is empty")
         if self.dataset_weights is not None:
@@ -155,46 +164,6 @@ class PretrainConfig:
 
 
 # ---------------------------------------------------------------- training
-
-
-class Start(NamedTuple):
-    """What training starts from, and the shape its MFU is computed with."""
-
-    model: Any
-    tokenizer: Any  # None: the grid tokenizer, written at export
-    codec: Codec
-    matmul_params: int  # parameters less an LLM's input embedding (see flops_per_token)
-    layers: int
-    hidden: int
-
-
-def _init_model(cfg: PretrainConfig, device: str, start: tuple[Any, Any, Codec] | None = None) -> Start:
-    """A fresh model from `cfg.model`, the Hugging Face LM of `cfg.init_from`, or `start`: (a model object, its
-    tokenizer or None, its codec), trained in place."""
-    import torch
-
-    from testtime.model.loading import load_model
-
-    if start is not None:
-        model, tokenizer, codec = start
-        model = model.to(device)
-        text = model.config.get_text_config()
-        emb = model.get_input_embeddings().weight
-        n = sum(p.numel() for p in model.parameters() if p is not emb or text.vocab_size <= 4096)
-        return Start(model, tokenizer, codec, n, text.num_hidden_layers, text.hidden_size)
-    if cfg.init_from is None:
-        model = build_model(cfg.model).to(device)
-        return Start(model, None, GridCodec(), n_params(model), cfg.model.num_layers, cfg.model.hidden_size)
-    loaded = load_model(cfg.init_from, device="cpu", dtype=torch.float32)  # fp32 master weights; autocast runs bf16
-    model = loaded.model.to(device)
-    emb = model.get_input_embeddings().weight
-    if not cfg.train_embeddings:
-        for module in (model.get_input_embeddings(), model.get_output_embeddings()):
-            for p in module.parameters():
-                p.requires_grad_(False)
-    text = model.config.get_text_config()
-    n = sum(p.numel() for p in model.parameters() if p is not emb)
-    return Start(model, loaded.tokenizer, loaded.codec, n, text.num_hidden_layers, text.hidden_size)
 
 
 @dataclass
@@ -255,7 +224,7 @@ def pretrain(
 
     ckpt = find_checkpoint(run_dir) if resume else None
     meta: dict[str, Any] = read_state(ckpt) if ckpt else {}
-    if meta and meta["config"]["model"] != asdict(cfg.model):
+    if meta and typed(ModelConfig, meta["config"]["model"], "checkpoint model") != cfg.model:
         raise ConfigError(f"{run_dir}: checkpoint was trained with a different model config; use another run dir")
     distributed.barrier(dist)  # every rank has read the checkpoint state before rank 0 touches the folder
     if main and not ckpt:
@@ -263,11 +232,18 @@ def pretrain(
     if main:
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
+    def data() -> tuple[list[Source], list]:
+        return split_holdout(sources if sources is not None else load_sources(cfg.datasets), cfg.holdout)
+
+    # A fresh model's data first (a per-task embedding has a row for each training task); a model loaded from a
+    # folder first, so that a bad folder fails before the data is read.
+    fresh = start is None and cfg.init_from is None
+    train_sources, held = data() if fresh else ([], [])
     # Model, optimizer, schedule. The seed fixes the init; a checkpoint then overwrites everything.
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    model, tokenizer, codec, n, n_layers, width = _init_model(cfg, device, start)
+    model, tokenizer, codec, n, n_layers, width = init_model(cfg, device, start, train_sources)
     if cfg.packing and not is_grid_model(model):
         raise ConfigError(f"{cfg.init_from or 'the model'}: {PACKING_NEEDS_GRID}")
     model.train()
@@ -279,8 +255,10 @@ def pretrain(
         return warmup_cosine(total_steps, 0.0, cfg.min_lr_ratio, warmup_steps=cfg.warmup_steps)
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(total))
-    train_sources, held = split_holdout(sources if sources is not None else load_sources(cfg.datasets), cfg.holdout)
-    sampler = SequenceSampler(train_sources, cfg.max_len, cfg.seed + dist.rank, cfg.dataset_weights, codec=codec)
+    if not fresh:
+        train_sources, held = data()
+    sampler = SequenceSampler(train_sources, cfg.max_len, cfg.seed + dist.rank, cfg.dataset_weights, codec=codec,
+                              task_rows=task_rows(model), task_dropout=cfg.task_dropout)
     val_batches = validation_set(held, cfg.max_len, cfg.pad_multiple, codec) if main else []
     stream = (PackedStream(sampler, cfg.token_budget, cfg.pool_size, round_up(cfg.max_len, cfg.pad_multiple))
               if cfg.packing else BatchStream(sampler, cfg.token_budget, cfg.pool_size, cfg.pad_multiple))
@@ -379,9 +357,10 @@ def pretrain(
             ids = batch.input_ids.to(device, non_blocking=True)
             labels = batch.labels.to(device, non_blocking=True)
             mask = () if batch.doc_ids is None else (document_mask(batch.doc_ids.to(device, non_blocking=True)),)
+            tasks = {} if batch.task_index is None else {"task_index": batch.task_index.to(device, non_blocking=True)}
             try:
                 with autocast:
-                    loss = fn(model, ids, labels, *mask) / max(1, batch.n_targets)
+                    loss = fn(model, ids, labels, *mask, **tasks) / max(1, batch.n_targets)
             except Exception as e:  # a compiler failure should cost speed, not the run
                 if fn is eager:
                     raise
@@ -390,7 +369,7 @@ def pretrain(
                 )
                 fn = eager
                 with autocast:
-                    loss = fn(model, ids, labels, *mask) / max(1, batch.n_targets)
+                    loss = fn(model, ids, labels, *mask, **tasks) / max(1, batch.n_targets)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
@@ -439,6 +418,9 @@ def pretrain(
                         best_val = rec["val_loss"]
                         save_model(model, tokenizer, run_dir / "best", dtype=getattr(torch, cfg.export_dtype))
                     now = time.monotonic()  # validation time stays out of the next interval's throughput
+                if main and held and cfg.solve_every and (step % cfg.solve_every == 0 or step == end):
+                    rec["val_solved"], rec["val_tasks"] = held_out_solved(model, held, codec, cfg.max_len), len(held)
+                    now = time.monotonic()
                 if main:
                     with log_path.open("a") as f:
                         f.write(json.dumps(rec) + "\n")

@@ -1,5 +1,6 @@
 """What one pretraining step computes: the loss over target tokens (padded batches, or rows of packed documents
-under a block mask), the optimizer, the DDP wrapper, and the FLOPs that MFU counts."""
+under a block mask), the optimizer, the DDP wrapper, and the FLOPs that MFU counts; what the held-out tasks say of
+the model as it trains (their loss, and how many greedy decoding solves)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,18 @@ PEAK_BF16_FLOPS = 989e12  # dense bf16 of an H100 or H200 (the two share the chi
 HEAD_CHUNK = 2048  # target rows per output-head chunk in `loss_sum_targets`
 
 
-def loss_sum(model, input_ids, labels, attention_mask=None):
+def loss_sum(model, input_ids, labels, attention_mask=None, task_index=None):
     """Summed next-token cross entropy over target positions, in fp32.
 
     The vocabulary has 32 entries, so logits for every position cost less memory than the hidden states;
     computing them all keeps shapes static for torch.compile (no data-dependent gather). `attention_mask`: a block
     mask of packed documents (`testtime.model.attention.document_mask`), or None for causal attention over each
-    whole row.
+    whole row. `task_index`: each token's task row, for a model with a per-task embedding.
     """
     import torch.nn.functional as F
 
-    hidden = model.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    tasks = {} if task_index is None else {"task_index": task_index}
+    hidden = model.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **tasks).last_hidden_state
     logits = model.lm_head(hidden).float()
     return F.cross_entropy(logits.view(-1, logits.size(-1)), labels.view(-1), ignore_index=-100, reduction="sum")
 
@@ -93,15 +95,16 @@ def loss_module(model, fn=None):
             super().__init__()
             self.inner = inner
 
-        def forward(self, input_ids, labels, attention_mask=None):
-            return (fn or loss_sum)(self.inner, input_ids, labels, attention_mask)
+        def forward(self, input_ids, labels, attention_mask=None, **tasks):
+            return (fn or loss_sum)(self.inner, input_ids, labels, attention_mask, **tasks)
 
     return LossModule(model)
 
 
 def ddp_loss(module):
-    """`fn(model, ids, labels[, mask])` through a DDP-wrapped `loss_module`, so gradients are all-reduced."""
-    return lambda _model, ids, labels, *mask: module(ids, labels, *mask)
+    """`fn(model, ids, labels[, mask], [task_index=])` through a DDP-wrapped `loss_module`, so gradients are
+    all-reduced."""
+    return lambda _model, ids, labels, *mask, **tasks: module(ids, labels, *mask, **tasks)
 
 
 def over_ranks(loss, real: int, padded: int, attended: int, world: int):
@@ -114,3 +117,23 @@ def over_ranks(loss, real: int, padded: int, attended: int, world: int):
     tdist.all_reduce(t)
     loss_mean, real_sum, padded_sum, attended_sum = t.tolist()
     return torch.tensor(loss_mean / world, device=loss.device), int(real_sum), int(padded_sum), int(attended_sum)
+
+
+def held_out_solved(model, tasks: Sequence, codec, max_len: int) -> float:
+    """How many of `tasks` greedy decoding solves with no TTT: each test input answered once, under the identity
+    view, through the generation engine (all of them batched); a task counts the share of its test inputs answered
+    exactly, as ARC scores a single attempt."""
+    from testtime.data.tasks import grids_equal
+    from testtime.stages.predict import PredictConfig, predict_tasks
+
+    was_training = model.training
+    model.eval()
+    try:
+        preds, _ = predict_tasks(model, tasks, codec, PredictConfig(views=1, max_len=max_len))
+    finally:
+        model.train(was_training)
+    solved = 0.0
+    for task, tp in zip(tasks, preds, strict=True):
+        hits = [bool(p) and grids_equal(p[0].grid, ex.output) for p, ex in zip(tp.predictions, task.test, strict=True)]
+        solved += sum(hits) / max(1, len(hits))
+    return solved

@@ -1,4 +1,5 @@
-"""A pretraining run's log: its records, and the picture of loss, throughput and MFU against step."""
+"""A pretraining run's log: its records, and the picture of loss, throughput and MFU against step, and of the held-out
+solve rate against tokens (`solve_every`); `plot_solved` puts several runs' solve rates in one picture."""
 
 from __future__ import annotations
 
@@ -24,7 +25,11 @@ def plot_loss(run_dir: str | Path, out: str | Path | None = None) -> Path:
     run_dir = Path(run_dir)
     recs = read_log(run_dir)
     out = Path(out) if out is not None else run_dir / "loss.png"
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    solved = [r for r in recs if r.get("val_solved") is not None]
+    fig, axes = plt.subplots(1, 3 if solved else 2, figsize=(16.5 if solved else 11, 4))
+    ax, ax2 = axes[0], axes[1]
+    if solved:
+        _solved_axes(axes[2], {run_dir.name: recs})
     steps = [r["step"] for r in recs]
     ax.plot(steps, [r["loss"] for r in recs], lw=1, label="training")
     val = [(r["step"], r["val_loss"]) for r in recs if r.get("val_loss") is not None]
@@ -54,3 +59,38 @@ def plot_loss(run_dir: str | Path, out: str | Path | None = None) -> Path:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def _solved_axes(ax, logs: dict[str, list[dict[str, Any]]], ttt: dict[str, tuple[float, float]] | None = None) -> None:
+    """Each run's held-out tasks solved without TTT against its tokens; `ttt[label]` = (tokens, solved with TTT)
+    adds that run's final model with TTT as a marker of the same color."""
+    for label, recs in logs.items():
+        pts = [(r["tokens"] / 1e6, r["val_solved"]) for r in recs if r.get("val_solved") is not None]
+        line = ax.plot(*zip(*pts, strict=True), "o-", lw=1, ms=3, label=f"{label}, no TTT")[0] if pts else None
+        if ttt and label in ttt:
+            color = line.get_color() if line is not None else None
+            ax.plot([ttt[label][0] / 1e6], [ttt[label][1]], "*", ms=12, color=color, label=f"{label}, with TTT")
+    tasks = next((r["val_tasks"] for recs in logs.values() for r in recs if r.get("val_tasks")), None)
+    ax.set_xlabel("pretraining tokens (millions)")
+    ax.set_ylabel(f"held-out tasks solved{f' (of {tasks})' if tasks else ''}")
+    ax.set_ylim(0, max(1.0, ax.get_ylim()[1]))  # counts of tasks: a scale of at least one task
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("held-out solve rate")
+
+
+def plot_solved(logs: dict[str, list[dict[str, Any]]], out: str | Path,
+                ttt: dict[str, tuple[float, float]] | None = None) -> Path:
+    """Several runs' held-out solve rates against tokens in one picture (an architecture comparison), each final
+    model's score with TTT beside its curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    _solved_axes(ax, logs, ttt)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)

@@ -33,6 +33,7 @@ from testtime.model.lora import (
     find_target_modules,
     target_linears,
 )
+from testtime.model.task_vectors import attach_task_vectors
 from testtime.model.training import autocast, check_finite, pad_right, target_loss, task_seed, warmup_cosine
 from testtime.stages.engine import available_memory
 
@@ -207,13 +208,15 @@ def train_adapters(
 
 def fresh_adapters(model: nn.Module, lora: MultiLoRA | None, task_ids: Sequence[str], cfg: TTTConfig) -> MultiLoRA:
     """Adapters for a group of tasks, freshly initialized: one per task (seeded by its id), or with `cfg.shared`
-    (the ablation) one for all. `lora` is kept when it has slots enough, else replaced."""
+    (the ablation) one for all. `lora` is kept when it has slots enough, else replaced. A model with a per-task
+    embedding also learns a task vector in each slot (`testtime.model.task_vectors`)."""
     need = 1 if cfg.shared else len(task_ids)
     if lora is None or lora.n_adapters < need or lora.kind != cfg.adapter:
         if lora is not None:
             lora.detach()
         lora = attach_multi_lora(model, need, rank=cfg.rank, alpha=cfg.alpha, targets=cfg.targets, seed=cfg.seed,
                                  kind=cfg.adapter)
+        attach_task_vectors(lora)
     lora.reset(cfg.seed, ["shared"] if cfg.shared else list(task_ids))
     return lora
 

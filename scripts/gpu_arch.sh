@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The architecture comparison of issue 30 on one H200, over scripts/gpu_eval.sh's runner: the candidates
+# (configs/arch-NAME.json: base, wide, looped, taskemb) pretrained from scratch in turn, each for the same MINUTES
+# (`--fit-minutes`: start-up and compiling included, the schedule annealed by the end; the held-out solve counts add
+# seconds of wall clock on top), each exported; then each evaluated with the default TTT on the 40 held-out training
+# tasks (`--tasks arc1/train-holdout`, alone on the GPU, so its s/task is a timing); then the table
+# (benchmarks/arch_compare.py -> runs/bench-arch.md and .json, which runs.tar.gz brings back).
+#
+# Calls (each a `run` of the device tool; wheels and RE-ARC's four parts as in results/h200-2026-12-04.md):
+#   bash scripts/gpu_stash.sh .whl .carry1                                    # carry: .whl .carry1
+#   bash scripts/gpu_stash.sh .carry2                                         # carry: .carry2
+#   bash scripts/gpu_stash.sh .carry3                                         # carry: .carry3
+#   bash scripts/gpu_stash.sh .carry4 >/dev/null 2>&1; TESTTIME_COMMIT=<HEAD> WAIT=570 bash scripts/gpu_arch.sh
+#                                                                             # carry: .carry4
+#   TESTTIME_COMMIT=<HEAD> WAIT=570 bash scripts/gpu_arch.sh                  # the same line again: waits on the
+#   TESTTIME_COMMIT=<HEAD> WAIT=300 bash scripts/gpu_arch.sh                  # runner, until ALL RUNS DONE
+# Then here: tar -xzf runs.tar.gz -C OUT; python benchmarks/arch_compare.py --runs OUT/runs --png arch.png \
+#   --out arch.md base wide looped taskemb   (the PNG: held-out solve rate against tokens, per candidate).
+#
+# Device minutes at MINUTES=3 (the default), estimated from results/h200-2026-12-04.md, not measured:
+#   about 1.5 starting the machine and sending wheels and RE-ARC;
+#   4 x about 3.4 pretraining (3 fitted, plus the held-out solve counts, the last checkpoint and the export);
+#   about 5-6 evaluating: 40 tasks with the default TTT take base and taskemb about 1 minute each (v4: 0.85 s/task,
+#   plus loading), wide and looped about 1.5-2 (3x the FLOPs per token);
+#   about 20-21 in all. MINUTES=4 makes it about 25; NAMES="base looped" runs two candidates (about 11).
+set -uo pipefail
+MINUTES=${MINUTES:-3}
+NAMES=${NAMES:-base wide looped taskemb}
+specs=(script-rearc:scripts/gpu_rearc_join.sh)
+for n in $NAMES; do specs+=("pretrain-arch-$n:--config configs/arch-$n.json --fit-minutes $MINUTES --export"); done
+for n in $NAMES; do specs+=("holdout-$n:--tasks arc1/train-holdout --model runs/pretrain-arch-$n/model"); done
+# shellcheck disable=SC2086
+specs+=("py-arch:benchmarks/arch_compare.py --runs runs --out runs/bench-arch.md --json runs/bench-arch.json $NAMES")
+exec bash "$(dirname "$0")/gpu_eval.sh" "${specs[@]}"

@@ -1,0 +1,84 @@
+"""The held-out training tasks: how many greedy decoding solves without TTT, logged as pretraining goes
+(`solve_every`, `val_solved`) and plotted against tokens, and the same 40 tasks by name for an evaluation with TTT
+(`arc1/train-holdout`)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import testtime.stages.predict as predict_mod
+from testtime.core.config import ConfigError
+from testtime.data.encode import GridCodec
+from testtime.data.sources import TaskSource, load_sources, split_holdout
+from testtime.data.tasks import HOLDOUT_DATASET, Example, Task, load_task_set, load_tasks
+from testtime.model.loading import ModelConfig
+from testtime.recipes.pretrain import PretrainConfig, pretrain, read_log
+from testtime.recipes.pretrain_step import held_out_solved
+from testtime.report.pretrain_log import plot_solved
+from testtime.stages.engine import Generated
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _mirror_oracle(model, prompts, max_new, codec, **kw):
+    """A stand-in for greedy decoding that answers every query with its mirror image."""
+    out = []
+    for p in prompts:
+        ids = list(p)
+        start = len(ids) - 1 - ids[::-1].index(11)  # the last <input>
+        grid = GridCodec().decode_grid(ids[start + 1: -1] + [13]).grid
+        out.append(Generated(GridCodec().answer_piece(np.ascontiguousarray(grid[:, ::-1])).tolist(), 0.0))
+    return out
+
+
+def test_the_solve_count_takes_each_test_input_greedy_answer(monkeypatch, tiny_grid_model, flip_task):
+    """Mirror tasks are solved, a transpose task is not, and a task with one of two test inputs right counts half."""
+    rng = np.random.default_rng(0)
+    g = rng.integers(0, 10, (3, 4)).astype(np.uint8)
+    transpose = Task("tr", tuple(Example(x, np.ascontiguousarray(x.T)) for x in (g, g[::-1])),
+                     (Example(g[:, 1:], np.ascontiguousarray(g[:, 1:].T)),))
+    half = flip_task(5, "half", tests=2)
+    half = Task("half", half.train, (half.test[0], Example(half.test[1].input, half.test[1].input)))
+    monkeypatch.setattr(predict_mod, "greedy_generate", _mirror_oracle)
+    model = tiny_grid_model().train()
+    assert held_out_solved(model, [flip_task(1, "a"), flip_task(2, "b", tests=2), transpose, half], GridCodec(),
+                           1024) == 2.5
+    assert model.training  # back to training mode
+
+
+def test_pretraining_logs_the_held_out_solve_rate_and_the_comparison_reads_it(tmp_path, flip_task):
+    tasks = [flip_task(i, f"t{i}", (2 + i % 3, 3)) for i in range(8)]
+    cfg = PretrainConfig(model=ModelConfig.tiny(), max_len=512, token_budget=2048, pool_size=24, pad_multiple=64,
+                         lr=3e-3, warmup_steps=1, total_steps=5, log_every=1, device="cpu", holdout=2, val_every=2,
+                         solve_every=2, checkpoint_minutes=100)
+    run = tmp_path / "runs" / "pretrain-arch-a"
+    pretrain(cfg, run, progress=False, sources=[TaskSource(tasks)])
+    log = read_log(run)
+    solved = [r for r in log if "val_solved" in r]
+    assert [r["step"] for r in solved] == [2, 4, 5]  # every solve_every steps, and the last
+    assert all(0 <= r["val_solved"] <= 2 and r["val_tasks"] == 2 for r in solved)
+    out = plot_solved({"a": log, "b": log}, tmp_path / "solved.png", ttt={"a": (log[-1]["tokens"], 1.0)})
+    assert out.stat().st_size > 1000 and (run / "loss.png").exists()
+    # benchmarks/arch_compare.py: a candidate's row from its pretraining run and its evaluation's summary.
+    (tmp_path / "runs" / "holdout-a").mkdir()
+    (tmp_path / "runs" / "holdout-a" / "summary.json").write_text('{"score": 7.5, "n_scored": 40, "mean_seconds": 1.5}')
+    spec = importlib.util.spec_from_file_location("arch_compare", REPO / "benchmarks" / "arch_compare.py")
+    arch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(arch)
+    row = arch.candidate(tmp_path / "runs", "a")
+    assert (row["steps"], row["solved_no_ttt"], row["held"], row["ttt_score"]) == (5, solved[-1]["val_solved"], 2, 7.5)
+    assert row["flop_params_m"] == row["params_m"] and "| a | " in arch.table([row]) and "7.5 / 40" in arch.table([row])
+    with pytest.raises(ConfigError, match="solve_every"):
+        PretrainConfig(model=ModelConfig.tiny(), max_len=512, token_budget=2048, log_every=4, solve_every=6)
+
+
+def test_the_held_out_dataset_is_what_pretraining_holds_out():
+    kept, held = split_holdout(load_sources(["arc1/train"]), 40)
+    named = load_tasks(HOLDOUT_DATASET)
+    assert [t.id for t in named] == [t.id for t in held] and len(named) == 40
+    assert not {t.id for t in named} & set(kept[0].task_ids())
+    assert [t.id for t in load_task_set(HOLDOUT_DATASET)[0]] == [t.id for t in named]
