@@ -27,6 +27,7 @@ except ImportError:
 from testtime.core.config import one_line
 from testtime.data.tasks import TaskError
 from testtime.recipes.runs import GROUP_SIZES
+from testtime.serve import command as serve_command
 
 F = TypeVar("F", bound=Callable)
 
@@ -484,51 +485,8 @@ def solve_cmd(
         typer.echo(f"wrote {html}")
 
 
-@app.command("serve")
-@cli_errors
-def serve_cmd(
-    host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on (0: any free one, printed).")] = 8000,
-    device: _DEVICE = None,
-    model: _MODEL = None,
-    window: Annotated[float, typer.Option(help="Seconds a batch waits for more requests after its first.")] = 0.02,
-    max_batch: Annotated[int | None, typer.Option(help="Tasks solved together at most (default: 64 on a GPU, 8 on "
-                                                       "a CPU).")] = None,
-    max_queue: Annotated[int, typer.Option(help="Tasks waiting at most; more are answered 503.")] = 1024,
-    grace: Annotated[float, typer.Option(help="Seconds the running batch has to finish after SIGTERM; then its "
-                                              "requests are answered 503.")] = 30.0,
-    max_seconds: _MAX_SECONDS = None,
-    warm_up: Annotated[bool, typer.Option("--warm-up/--no-warm-up", help="Solve a small task before serving, so "
-                                                                        "the first request pays no start-up.")] = True,
-) -> None:
-    """Serve tasks over HTTP with the model kept warm: POST /solve (a task in ARC JSON), GET /health.
-
-    Concurrent requests are solved together in one batch. SIGTERM stops it cleanly (exit 0).
-    """
-    from testtime.core.config import SECONDS, Range, check_value
-
-    check_value("--port", port, Range(0, 65535))
-    check_value("--window", window, Range(0, 60))
-    check_value("--max-batch", max_batch, Range(1, 4096))
-    check_value("--max-queue", max_queue, Range(1, 10**6))
-    check_value("--grace", grace, Range(0, 86400))
-    check_value("--max-seconds", max_seconds, SECONDS)
-    try:
-        from testtime import serve as service
-    except ImportError as e:
-        raise ValueError(f"testtime serve needs FastAPI and uvicorn ({e}): pip install 'testtime[serve]'") from None
-    from testtime import api
-
-    solver = api.load(model, device)
-    if warm_up:
-        typer.echo(f"warmed up in {service.warm_up(solver):.1f} s")
-    finished = service.serve(solver, host, port, say=lambda line: typer.echo(line), window=window,
-                             max_batch=max_batch, max_queue=max_queue, grace=grace,
-                             max_seconds="auto" if max_seconds is None else max_seconds)
-    typer.echo("stopped" if finished else f"stopped; a batch still running after {grace:g} s was abandoned")
-    if not finished:  # its thread may be inside a kernel: leave without waiting for it
-        sys.stdout.flush()
-        os._exit(0)
+# `testtime serve` lives beside its service (testtime.serve), which imports FastAPI only when it starts.
+app.command("serve")(cli_errors(serve_command))
 
 
 if __name__ == "__main__":

@@ -23,35 +23,33 @@ SIGTERM (or Ctrl-C) stops it cleanly: no new connections; tasks waiting for a ba
 batch running finishes and is answered, or after `grace` seconds its requests are answered 503; then exit 0.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations, which name classes
+# imported inside `create_app` (FastAPI and uvicorn load only when a service starts; `testtime.cli` imports this).
 import asyncio
 import dataclasses
 import hashlib
 import json
 import logging
 import math
-import queue
 import signal
 import socket
-import threading
 import time
-from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect
 
-from testtime.api import EvalConfig, Solution, Solver
+from testtime.batching import Answer, Batcher, Job, ServiceError
 from testtime.core.config import one_line
 from testtime.data.tasks import Task, task_from_dict
-from testtime.recipes.grid import plan_of
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+
+    from testtime.api import Solver
 
 log = logging.getLogger("testtime.serve")
 
@@ -66,14 +64,6 @@ class Limits:
     max_tests: int = 4
     max_cells: int = 20_000  # every grid of the task, outputs included (ten 30x30 demos and two test inputs fit)
     max_body: int = 2 << 20  # bytes
-
-
-class ServiceError(Exception):
-    """A request the service answers with `status` and one line."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, one_line(message)
 
 
 class SolveRequest(BaseModel):
@@ -134,147 +124,6 @@ def task_of(req: SolveRequest, limits: Limits) -> Task:
     return task
 
 
-@dataclass(eq=False)
-class Job:
-    """One request's task, waiting for (or in) a batch; `future` receives its `Answer`."""
-
-    task: Task
-    cfg: EvalConfig
-    key: str  # requests of one key may share a batch: the same config
-    future: Future = field(default_factory=Future)
-    arrived: float = field(default_factory=time.perf_counter)
-
-
-@dataclass
-class Answer:
-    solution: Solution
-    batch_size: int
-    batch_seconds: float
-    queued: float  # seconds from arrival to the start of its batch
-
-
-class Batcher:
-    """Gathers jobs into `solver.solve_many` batches in one worker thread (see the module's docstring).
-
-    `max_seconds` is each task's time budget ("auto": 300 s on a CPU, none on a GPU). `sizes` counts the batches
-    run by their size."""
-
-    def __init__(self, solver: Solver, *, window: float = 0.02, max_batch: int = 8, max_queue: int = 1024,
-                 max_seconds: float | Literal["auto"] | None = "auto") -> None:
-        self.solver, self.window, self.max_batch, self.max_queue = solver, window, max_batch, max_queue
-        self.max_seconds = max_seconds
-        self.closing = threading.Event()
-        self.sizes: Counter[int] = Counter()
-        self.counts: Counter[str] = Counter()
-        self.running = 0
-        self._jobs: queue.Queue[Job] = queue.Queue()
-        self._held: deque[Job] = deque()  # taken from the queue, waiting for a batch of their own settings
-        self._thread = threading.Thread(target=self._loop, name="testtime-batcher", daemon=True)
-
-    def start(self) -> Batcher:
-        self._thread.start()
-        return self
-
-    @property
-    def busy(self) -> bool:
-        """Whether the worker thread still runs (a batch past the grace period)."""
-        return self._thread.is_alive()
-
-    @property
-    def waiting(self) -> int:
-        return self._jobs.qsize() + len(self._held)
-
-    def submit(self, job: Job) -> Future:
-        if self.closing.is_set():
-            raise ServiceError(503, "the service is shutting down")
-        if self.waiting >= self.max_queue:
-            raise ServiceError(503, f"{self.waiting} tasks are waiting, the most this service holds; try again later")
-        self._jobs.put(job)
-        return job.future
-
-    def close(self, timeout: float | None = None) -> None:
-        """Take no more jobs, answer those waiting 503, and wait up to `timeout` s for the batch running."""
-        self.closing.set()
-        self._thread.join(timeout)
-
-    def _get(self, timeout: float) -> Job | None:
-        try:
-            return self._jobs.get(timeout=max(timeout, 0.0))
-        except queue.Empty:
-            return None
-
-    def _next_batch(self) -> list[Job]:
-        first = self._held.popleft() if self._held else self._get(0.1)
-        if first is None:
-            return []
-        batch, ids = [first], {first.task.id: first.task}
-
-        def joins(job: Job) -> bool:  # same settings, and no other task of its id (an id seeds a task's work)
-            same = job.key == first.key and ids.setdefault(job.task.id, job.task) == job.task
-            if same:
-                batch.append(job)
-            return same
-
-        for job in list(self._held):
-            if len(batch) < self.max_batch and joins(job):
-                self._held.remove(job)
-        deadline = time.perf_counter() + self.window
-        while len(batch) < self.max_batch and not self.closing.is_set():
-            job = self._get(deadline - time.perf_counter())
-            if job is None:
-                break
-            if not joins(job):
-                self._held.append(job)
-        return batch
-
-    def _loop(self) -> None:
-        while not self.closing.is_set():
-            try:
-                batch = [j for j in self._next_batch() if j.future.set_running_or_notify_cancel()]
-                if self.closing.is_set():
-                    self._refuse(batch)
-                elif batch:
-                    self._run(batch)
-            except Exception:  # never let the worker die: the service would hang
-                log.exception("batcher: unexpected error")
-        self._refuse(list(self._held) + self._drain())
-
-    def _drain(self) -> list[Job]:
-        out = []
-        while (job := self._get(0)) is not None:
-            out.append(job)
-        return out
-
-    def _refuse(self, jobs: list[Job]) -> None:
-        for job in jobs:  # a job a disconnected client cancelled is skipped
-            if job.future.running() or job.future.set_running_or_notify_cancel():
-                job.future.set_exception(ServiceError(503, "the service is shutting down; the task was not started"))
-        self._held.clear()
-
-    def _run(self, batch: list[Job]) -> None:
-        start = time.perf_counter()
-        self.running = len(batch)
-        try:
-            solutions = self.solver.solve_many([j.task for j in batch], recipe=batch[0].cfg,
-                                               max_seconds=self.max_seconds, show_progress=False)
-        except Exception as e:
-            if len(batch) > 1:  # one bad task fails only its own request: each again alone
-                log.warning("a batch of %d failed (%s: %s); solving each alone", len(batch), type(e).__name__, e)
-                for job in batch:
-                    self._run([job])
-            else:
-                batch[0].future.set_exception(e)
-                self.counts["failed"] += 1
-            return
-        finally:
-            self.running = 0
-        took = time.perf_counter() - start
-        self.sizes[len(batch)] += 1
-        for job, sol in zip(batch, solutions, strict=True):
-            job.future.set_result(Answer(sol, len(batch), took, start - job.arrived))
-            self.counts["solved"] += 1
-
-
 def finite(value: Any) -> Any:
     """`value` with every float that is not finite as None (JSON has no NaN)."""
     if isinstance(value, float):
@@ -305,11 +154,17 @@ def answer_json(a: Answer, latency: float) -> dict[str, Any]:
     })
 
 
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": one_line(message)}, status_code=status)
+def respond(content: dict[str, Any], status: int = 200) -> "JSONResponse":
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(content, status_code=status)
 
 
-async def read_body(request: Request, cap: int) -> bytes:
+def error(status: int, message: str) -> "JSONResponse":
+    return respond({"error": one_line(message)}, status)
+
+
+async def read_body(request: "Request", cap: int) -> bytes:
     size = request.headers.get("content-length")
     if size is not None and size.isdigit() and int(size) > cap:
         raise ServiceError(413, f"the body is {size} bytes, more than this service takes ({cap})")
@@ -322,7 +177,7 @@ async def read_body(request: Request, cap: int) -> bytes:
     return b"".join(chunks)
 
 
-async def until_disconnected(request: Request) -> None:
+async def until_disconnected(request: "Request") -> None:
     while (await request.receive())["type"] != "http.disconnect":
         pass
 
@@ -344,7 +199,7 @@ class Service:
         if self.loop is not None and self.closing is not None:
             self.loop.call_soon_threadsafe(self.closing.set)
 
-    async def wait(self, request: Request, job: Job) -> JSONResponse:
+    async def wait(self, request: "Request", job: Job) -> "JSONResponse":
         """The job's answer; or, if the client goes away first, its task dropped (unless started)."""
         answer = asyncio.wrap_future(job.future)
         gone = asyncio.ensure_future(until_disconnected(request))
@@ -371,19 +226,25 @@ class Service:
                 return error(500, f"internal error: {type(e).__name__}: {e}")
             if not got.solution.candidates:
                 return error(422, f"task {job.task.id}: {got.solution.error}")
-            return JSONResponse(answer_json(got, time.perf_counter() - job.arrived))
+            return respond(answer_json(got, time.perf_counter() - job.arrived))
         finally:
             gone.cancel()
             closing.cancel()
 
 
-def create_app(solver: Solver, *, window: float = 0.02, max_batch: int | None = None, max_queue: int = 1024,
+def create_app(solver: "Solver", *, window: float = 0.02, max_batch: int | None = None, max_queue: int = 1024,
                max_seconds: float | Literal["auto"] | None = "auto", grace: float = 30.0,
-               limits: Limits | None = None) -> FastAPI:
+               limits: Limits | None = None) -> "FastAPI":
     """The app over a loaded solver; its batcher starts with the app (lifespan) and stops with it. `max_batch`
     defaults to the solver's group size (`runs.GROUP_SIZES`: 64 tasks on a GPU, 8 on a CPU)."""
     from contextlib import asynccontextmanager
 
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
+
+    from testtime.recipes.grid import plan_of
     from testtime.recipes.runs import group_size
 
     batcher = Batcher(solver, window=window, max_batch=max_batch or group_size(None, solver.device, "grid"),
@@ -459,7 +320,7 @@ def create_app(solver: Solver, *, window: float = 0.02, max_batch: int | None = 
     return app
 
 
-def warm_up(solver: Solver) -> float:
+def warm_up(solver: "Solver") -> float:
     """One small task solved end to end (TTT, decoding, scoring), so the first request pays no one-time start
     (CUDA's lazy initialisation, first kernels, the CPU budget's timing of the model); returns its seconds."""
     import numpy as np
@@ -474,7 +335,7 @@ def warm_up(solver: Solver) -> float:
     return time.perf_counter() - start
 
 
-def serve(solver: Solver, host: str = "127.0.0.1", port: int = 8000, *, say: Callable[[str], None] = print,
+def serve(solver: "Solver", host: str = "127.0.0.1", port: int = 8000, *, say: Callable[[str], None] = print,
           log_level: str = "info", **options: Any) -> bool:
     """Serve `solver` on host:port until SIGTERM or Ctrl-C (`options`: `create_app`'s), then return: True when every
     batch finished, False when one still ran after the grace period (its thread is left running)."""
@@ -512,3 +373,50 @@ def serve(solver: Solver, host: str = "127.0.0.1", port: int = 8000, *, say: Cal
             signal.signal(s, handler)
         sock.close()
     return not service.batcher.busy
+
+
+def command(
+    host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free one, printed).")] = 8000,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda; default: cuda when available.")] = None,
+    model: Annotated[str | None, typer.Option(help="A Hugging Face causal LM folder; default: the shipped model.")] = None,
+    window: Annotated[float, typer.Option(help="Seconds a batch waits for more requests after its first.")] = 0.02,
+    max_batch: Annotated[int | None, typer.Option(help="Tasks solved together at most (default: 64 on a GPU, 8 on "
+                                                       "a CPU).")] = None,
+    max_queue: Annotated[int, typer.Option(help="Tasks waiting at most; more are answered 503.")] = 1024,
+    grace: Annotated[float, typer.Option(help="Seconds the running batch has to finish after SIGTERM; then its "
+                                              "requests are answered 503.")] = 30.0,
+    max_seconds: Annotated[float | None, typer.Option(help="Time budget of each task, as `testtime solve` takes it "
+                                                           "(default: 300 on a CPU, none on a GPU).")] = None,
+    warm_up_first: Annotated[bool, typer.Option("--warm-up/--no-warm-up", help="Solve a small task before serving, "
+                                                "so the first request pays no start-up.")] = True,
+) -> None:
+    """Serve tasks over HTTP with the model kept warm: POST /solve (a task in ARC JSON), GET /health.
+
+    Concurrent requests are solved together in one batch. SIGTERM or Ctrl-C stops it cleanly (exit 0).
+    """
+    import os
+    import sys
+
+    from testtime.core.config import SECONDS, Range, check_value
+
+    for flag, value, limits in (("--port", port, Range(0, 65535)), ("--window", window, Range(0, 60)),
+                                ("--max-batch", max_batch, Range(1, 4096)), ("--max-queue", max_queue, Range(1, 10**6)),
+                                ("--grace", grace, Range(0, 86400)), ("--max-seconds", max_seconds, SECONDS)):
+        check_value(flag, value, limits)
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        raise ValueError(f"testtime serve needs FastAPI and uvicorn ({e}): pip install 'testtime[serve]'") from None
+    from testtime import api
+
+    solver = api.load(model, device)
+    if warm_up_first:
+        typer.echo(f"warmed up in {warm_up(solver):.1f} s")
+    finished = serve(solver, host, port, say=typer.echo, window=window, max_batch=max_batch, max_queue=max_queue,
+                     grace=grace, max_seconds="auto" if max_seconds is None else max_seconds)
+    typer.echo("stopped" if finished else f"stopped; a batch still running after {grace:g} s was left unfinished")
+    if not finished:  # its thread may be inside a kernel: leave without waiting for it
+        sys.stdout.flush()
+        os._exit(0)
