@@ -40,10 +40,13 @@ class GatedSolver(Solver):
         self.gate = threading.Event()
         self.gate.set()
         self.batches: list[list[str]] = []
+        self.fail = ""  # a batch holding the task of this id raises
 
     def solve_many(self, tasks, **kwargs):
         assert self.gate.wait(HANG)
         self.batches.append([t.id for t in tasks])
+        if any(t.id == self.fail for t in tasks):
+            raise FloatingPointError(f"task {self.fail}: the loss went to NaN")
         return super().solve_many(tasks, **kwargs)
 
 
@@ -135,6 +138,29 @@ def test_concurrent_requests_share_a_batch_and_each_gets_its_own_answer(solver, 
         res = replies[t.id].json()
         assert res["id"] == t.id and res["attempts"] == alone[t.id]
     assert max(replies[t.id].json()["batch"]["size"] for t in tasks) == 3
+
+
+def test_a_task_that_fails_in_its_batch_fails_only_its_own_request(solver, flip_task):
+    good, bad = flip_task(1, "good"), flip_task(2, "bad")
+    solver.fail = "bad"
+    with served(create_app(solver, max_seconds=None, window=0)) as url:
+        solver.gate.clear()
+        replies: dict[str, httpx.Response] = {}
+        threads = [threading.Thread(target=lambda t=t: replies.__setitem__(t.id, post(url, body(t))))
+                   for t in (flip_task(3, "first"), good, bad)]
+        threads[0].start()
+        until(lambda: health(url)["running"] == 1, "the first batch")
+        for t in threads[1:]:
+            t.start()
+        until(lambda: health(url)["waiting"] == 2, "the requests to queue")
+        solver.gate.set()
+        for t in threads:
+            t.join(HANG)
+        assert post(url, body(flip_task(4, "after"))).status_code == 200
+    assert replies["first"].status_code == 200 and replies["good"].status_code == 200
+    assert replies["bad"].status_code == 500 and "NaN" in replies["bad"].json()["error"]
+    assert sorted(solver.batches[1]) == ["bad", "good"] and solver.batches[2:4] in (
+        [["good"], ["bad"]], [["bad"], ["good"]])  # together, then each alone
 
 
 def test_bad_requests_get_one_line_errors_and_the_service_keeps_serving(solver, flip_task):
