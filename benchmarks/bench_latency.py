@@ -73,9 +73,10 @@ def child(a: argparse.Namespace) -> None:
         solver.speed = budget.measure_speed(solver.model)
         lap("time budget: timing the model")
     warm: dict[str, float] = {}
+    settings = json.loads(a.settings) if a.settings else {}
     for run in ("cold", "warm"):
         start = time.perf_counter()
-        res = solver.solve(task, max_seconds="auto", show_progress=False)
+        res = solver.solve(task, max_seconds="auto", show_progress=False, **settings)
         wall = time.perf_counter() - start
         secs = res.seconds
         row = {s: secs.get(s, 0.0) for s in STAGES}
@@ -89,7 +90,7 @@ def child(a: argparse.Namespace) -> None:
             warm = row
     graphs_off = None
     if device.startswith("cuda"):
-        res = solver.solve(task, max_seconds="auto", show_progress=False, cuda_graphs=False)
+        res = solver.solve(task, max_seconds="auto", show_progress=False, **{**settings, "cuda_graphs": False})
         graphs_off = res.seconds.get("predict", 0.0)
     print("PROFILE " + json.dumps({"phases": phases, "warm": warm, "graphs_off_predict": graphs_off, "score": score,
                                    "device": device, "cold_end": cold_end, "end": time.time()}), flush=True)
@@ -100,6 +101,7 @@ def run_child(a: argparse.Namespace) -> tuple[dict, float]:
     cmd = [sys.executable, __file__, "_child", "--task", a.task, "--parent-start", repr(start)]
     cmd += ["--device", a.device] if a.device else []
     cmd += ["--model", a.model] if a.model else []
+    cmd += ["--settings", a.settings] if a.settings else []
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.time() - start
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("PROFILE ")), None)
@@ -214,13 +216,13 @@ def main() -> None:
     w.add_argument("--tasks", default="arc1/eval")
     w.add_argument("--limit", type=int, default=400)
     w.add_argument("--max-seconds", type=float, help="start no task after this many seconds")
-    w.add_argument("--settings", help='settings of each solve as JSON, e.g. \'{"policy": "always"}\'')
     ch = sub.add_parser("_child")
     ch.add_argument("--task", required=True)
     ch.add_argument("--parent-start", type=float, required=True)
     for q in (c, w, ch):
         q.add_argument("--device")
         q.add_argument("--model")
+        q.add_argument("--settings", help='settings of each solve as JSON, e.g. \'{"policy": "always"}\'')
     for q in (c, w):
         q.add_argument("--note", help="a line written under the table's title (say, how busy the machine was)")
         q.add_argument("--out", type=Path)
