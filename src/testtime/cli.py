@@ -28,6 +28,7 @@ from testtime import cli_options as opt
 from testtime.core.config import one_line
 from testtime.data.tasks import TaskError
 from testtime.recipes.runs import GROUP_SIZES
+from testtime.serve import command as serve_command
 
 F = TypeVar("F", bound=Callable)
 
@@ -452,6 +453,10 @@ def solve_cmd(
         html.parent.mkdir(parents=True, exist_ok=True)
         html.write_text(res.html())
         typer.echo(f"wrote {html}")
+
+
+# `testtime serve` lives beside its service (testtime.serve), which imports FastAPI only when it starts.
+app.command("serve")(cli_errors(serve_command))
 
 
 if __name__ == "__main__":

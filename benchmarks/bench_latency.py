@@ -1,0 +1,235 @@
+"""One query at a time: where the seconds of a cold `solve` go, and the latency of a warm solver (issue 29).
+
+    python benchmarks/bench_latency.py cold --task arc1/eval/00576224 --device cpu --out results/latency-cpu.md
+    python benchmarks/bench_latency.py warm --tasks arc1/eval --limit 400 --device cuda --out results/latency.md
+
+`cold` profiles one `solve` in a fresh interpreter, phase by phase: the interpreter's start, the imports (torch;
+`import testtime`, which brings transformers and registers the grid model; the rest of the API), the task's
+dataset, the device's start (CUDA's context; nothing on a CPU), the model load, the CPU time budget's timing of
+the model (a CPU only), then each stage of the solve as its record counts it (icl, loo, ttt, predict, select; what
+the record does not count, such as planning and the vote, is "other"), and the interpreter's exit. The same task
+solved a second time on the same solver gives the warm column: what a phase costs again is work, what it does not
+is a one-time overhead (CUDA's lazy starts, first-call warm-ups). On a GPU the decode is timed once more without
+CUDA graphs, to tell whether capturing them pays for one task. Then `testtime solve` as a user types it, in its
+own process, end to end (`--no-cli` skips it).
+
+`warm` loads one solver, solves the first task once to warm it up (reported apart), then the tasks one at a time
+(`--limit` of them, `--max-seconds` in all), and reports the median and 90th percentile latency, each stage's
+median, and pass@2.
+"""
+
+from __future__ import annotations
+
+import time
+
+T_START = time.time()  # before any import: the interpreter's start is measured against the parent's clock
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+STAGES = ("icl", "loo", "ttt", "predict", "select")
+
+
+def child(a: argparse.Namespace) -> None:
+    """The cold profile, inside the fresh interpreter: phases as (name, seconds), printed as one JSON line."""
+    phases: list[tuple[str, float]] = [("interpreter start", T_START - a.parent_start)]
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        phases.append((name, now - clock))
+        clock = now
+
+    import torch
+
+    lap("import torch")
+    import testtime  # noqa: F401  (transformers, the grid model registered)
+
+    lap("import testtime (transformers)")
+    from testtime import api
+    from testtime.data.tasks import resolve_task
+    from testtime.stages import budget
+
+    lap("import the API")
+    task = resolve_task(a.task)
+    lap("read the task")
+    device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        torch.cuda.init()
+        torch.zeros(1, device=device)
+        torch.cuda.synchronize()
+    lap("device start")
+    solver = api.load(a.model, device)
+    lap("model load")
+    limit = budget.default_max_seconds(device)
+    if limit is not None:
+        solver.speed = budget.measure_speed(solver.model)
+        lap("time budget: timing the model")
+    warm: dict[str, float] = {}
+    settings = json.loads(a.settings) if a.settings else {}
+    for run in ("cold", "warm"):
+        start = time.perf_counter()
+        res = solver.solve(task, max_seconds="auto", show_progress=False, **settings)
+        wall = time.perf_counter() - start
+        secs = res.seconds
+        row = {s: secs.get(s, 0.0) for s in STAGES}
+        row["other"] = wall - sum(row.values())
+        if run == "cold":
+            for s in (*STAGES, "other"):
+                phases.append((f"solve: {s}", row[s]))
+            clock = time.perf_counter()
+            score, cold_end = res.score, time.time()
+        else:
+            warm = row
+    graphs_off = None
+    if device.startswith("cuda"):
+        res = solver.solve(task, max_seconds="auto", show_progress=False, **{**settings, "cuda_graphs": False})
+        graphs_off = res.seconds.get("predict", 0.0)
+    print("PROFILE " + json.dumps({"phases": phases, "warm": warm, "graphs_off_predict": graphs_off, "score": score,
+                                   "device": device, "cold_end": cold_end, "end": time.time()}), flush=True)
+
+
+def run_child(a: argparse.Namespace) -> tuple[dict, float]:
+    start = time.time()
+    cmd = [sys.executable, __file__, "_child", "--task", a.task, "--parent-start", repr(start)]
+    cmd += ["--device", a.device] if a.device else []
+    cmd += ["--model", a.model] if a.model else []
+    cmd += ["--settings", a.settings] if a.settings else []
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.time() - start
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("PROFILE ")), None)
+    if proc.returncode or line is None:
+        sys.exit(f"error: the profiled process exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+    got = json.loads(line[len("PROFILE "):])
+    got["phases"].append(("interpreter exit", start + wall - got["end"]))
+    # The cold process: up to the end of its first solve, then its exit (the warm runs after it are not counted).
+    return got, got["cold_end"] - start + got["phases"][-1][1]
+
+
+def run_cli(a: argparse.Namespace) -> tuple[float, float | None]:
+    """`testtime solve TASK` as typed: the process's wall seconds, and the end-to-end seconds it prints."""
+    cmd = [sys.executable, "-m", "testtime", "solve", a.task] + (["--device", a.device] if a.device else [])
+    cmd += ["--model", a.model] if a.model else []
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        sys.exit(f"error: testtime solve exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+    m = re.search(r"([0-9.]+) s end to end", proc.stdout)
+    return wall, float(m.group(1)) if m else None
+
+
+def cold(a: argparse.Namespace) -> None:
+    from provenance import header, publish
+
+    profiles = [run_child(a) for _ in range(a.repeats)]
+    names = [n for n, _ in profiles[0][0]["phases"]]
+    med = {n: statistics.median(dict(p["phases"])[n] for p, _ in profiles) for n in names}
+    wall = statistics.median(w for _, w in profiles)
+    got = profiles[0][0]
+    lines = header(f"A cold solve of {a.task}, phase by phase ({a.repeats} fresh process(es), median)",
+                   got["device"]) + [""]
+    if a.note:
+        lines += [a.note, ""]
+    lines += ["| phase | cold s | share | again on the warm solver, s |", "|---|---|---|---|"]
+    for n in names:
+        stage = n.removeprefix("solve: ")
+        again = f"{got['warm'][stage]:.2f}" if n.startswith("solve: ") else "-"
+        lines.append(f"| {n} | {med[n]:.2f} | {100 * med[n] / wall:.0f}% | {again} |")
+    solve_cold = sum(v for n, v in med.items() if n.startswith("solve: "))
+    lines.append(f"| **cold process, end to end** | **{wall:.2f}** | 100% | the solve: "
+                 f"{sum(got['warm'].values()):.2f} warm, {solve_cold:.2f} cold |")
+    if got["graphs_off_predict"] is not None:
+        lines += ["", f"Decoding (predict) on the warm solver: {got['warm']['predict']:.2f} s with CUDA graphs, "
+                      f"{got['graphs_off_predict']:.2f} s without."]
+    lines += ["", f"pass@2 of the task: {got['score']}."]
+    if a.cli:
+        walls = [run_cli(a) for _ in range(a.repeats)]
+        printed = [p for _, p in walls if p is not None]
+        lines += [f"`testtime solve {a.task}` as typed: {statistics.median(w for w, _ in walls):.1f} s process wall"
+                  + (f", {statistics.median(printed):.1f} s end to end as printed" if printed else "")
+                  + f" (median of {len(walls)})."]
+    publish(lines, a.out)
+
+
+def percentile(xs: list[float], q: float) -> float:
+    """The q-th percentile by linear interpolation between order statistics (numpy's default)."""
+    xs = sorted(xs)
+    k = (len(xs) - 1) * q / 100
+    lo = int(k)
+    return xs[lo] + (xs[min(lo + 1, len(xs) - 1)] - xs[lo]) * (k - lo)
+
+
+def warm(a: argparse.Namespace) -> None:
+    from provenance import header, publish
+
+    import testtime
+    from testtime.data.tasks import load_tasks
+
+    tasks = load_tasks(a.tasks)[: a.limit]
+    solver = testtime.load(a.model, a.device)
+    settings = json.loads(a.settings) if a.settings else {}
+    start = time.perf_counter()
+    solver.solve_many([tasks[0]], show_progress=False, **settings)
+    first = time.perf_counter() - start
+    lat, stages, scores = [], {s: [] for s in STAGES}, []
+    began = time.perf_counter()
+    for t in tasks:
+        if a.max_seconds and time.perf_counter() - began > a.max_seconds:
+            break
+        start = time.perf_counter()
+        res = solver.solve_many([t], show_progress=False, **settings)[0]
+        lat.append(time.perf_counter() - start)
+        for s in STAGES:
+            stages[s].append(res.seconds.get(s, 0.0))
+        if res.score is not None:
+            scores.append(res.score)
+        print(f"{t.id}: {lat[-1]:.2f} s, score {res.score}", flush=True)
+    span = time.perf_counter() - began
+    lines = header(f"A warm solver, one task at a time: {len(lat)} tasks of {a.tasks}", solver.device) + [""]
+    if a.note:
+        lines += [a.note, ""]
+    lines += ["| tasks | median s | p90 s | mean s | max s | tasks/s | pass@2 | first call s |",
+              "|---|---|---|---|---|---|---|---|",
+              f"| {len(lat)} | {statistics.median(lat):.2f} | {percentile(lat, 90):.2f} | {statistics.mean(lat):.2f} "
+              f"| {max(lat):.2f} | {len(lat) / span:.3f} | {sum(scores):g}/{len(scores)} | {first:.2f} |", "",
+              "Median seconds per stage: " + ", ".join(f"{s} {statistics.median(v):.2f}" for s, v in stages.items())
+              + f"; the rest (planning, vote, records) {statistics.median(lat) - sum(map(statistics.median, stages.values())):.2f}."]
+    publish(lines, a.out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="mode", required=True)
+    c = sub.add_parser("cold", help="profile one cold solve, phase by phase")
+    c.add_argument("--task", default="arc1/eval/00576224")
+    c.add_argument("--repeats", type=int, default=1)
+    c.add_argument("--no-cli", dest="cli", action="store_false", help="skip timing `testtime solve` as typed")
+    w = sub.add_parser("warm", help="solve tasks one at a time on one warm solver")
+    w.add_argument("--tasks", default="arc1/eval")
+    w.add_argument("--limit", type=int, default=400)
+    w.add_argument("--max-seconds", type=float, help="start no task after this many seconds")
+    ch = sub.add_parser("_child")
+    ch.add_argument("--task", required=True)
+    ch.add_argument("--parent-start", type=float, required=True)
+    for q in (c, w, ch):
+        q.add_argument("--device")
+        q.add_argument("--model")
+        q.add_argument("--settings", help='settings of each solve as JSON, e.g. \'{"policy": "always"}\'')
+    for q in (c, w):
+        q.add_argument("--note", help="a line written under the table's title (say, how busy the machine was)")
+        q.add_argument("--out", type=Path)
+    a = p.parse_args()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    {"cold": cold, "warm": warm, "_child": child}[a.mode](a)
+
+
+if __name__ == "__main__":
+    main()
