@@ -57,9 +57,11 @@ SETTINGS = {
     "adapter": "ttt_cfg.adapter",
     "augment": "ttt_cfg.augment", "loo": "ttt_cfg.leave_one_out", "demo_loss": "ttt_cfg.loss_on_demos",
     "shared": "ttt_cfg.shared", "select": "select_cfg.method", "joint_samples": "joint_cfg.samples",
-    "joint_dir": "joint_cfg.dir",
+    "joint_dir": "joint_cfg.dir", "adapters": "ensemble_cfg.adapters", "dfs": "predict_cfg.dfs",
+    "second_round": "second_cfg.steps",
 }
-GRID_ONLY = ("policy", "views", "orders", "augment", "loo", "demo_loss", "select", "joint_samples", "joint_dir")
+GRID_ONLY = ("policy", "views", "orders", "augment", "loo", "demo_loss", "select", "joint_samples", "joint_dir",
+             "adapters", "dfs", "second_round")
 TEXT_SETTINGS = {k: v for k, v in SETTINGS.items() if k not in GRID_ONLY}
 # A solver's model and device are its own; its calls take tasks as arguments; `solve` never runs the joint stage.
 NOT_FOR_SOLVING = ("tasks", "model", "device", "limit", "joint_samples", "joint_dir")

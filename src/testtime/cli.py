@@ -286,6 +286,12 @@ _JOINT = Annotated[int | None, typer.Option(
                 "task (0: none; see testtime.recipes.joint).")]
 _JOINT_DIR = Annotated[str | None, typer.Option(
     help="Folder of the joint stage (default OUT/joint); runs of the same tasks and joint settings can share one.")]
+_ADAPTERS = Annotated[int | None, typer.Option(help="Adapters per task, trained together, each predicting every view; "
+                                              "candidates pooled, scored through every adapter (default 1).")]
+_DFS = Annotated[float | None, typer.Option(help="Depth-first sampling: every answer at least this likely under each "
+                                              "view, the greedy one always among them (say 0.1; default: greedy).")]
+_SECOND = Annotated[int | None, typer.Option(help="Second round: this many more TTT steps on tasks with a confident "
+                                             "answer, added as a demonstration; then predict again (default 0: none).")]
 _MAX_SECONDS = Annotated[float | None, typer.Option(
     help="Time budget of a task: its cost is estimated before it starts and, where over, its work is cut to fit "
          "(fewer demos in context, scoring views, views, TTT steps; the output says what). Default: 300 on a CPU, "
@@ -344,6 +350,7 @@ def evaluate_cmd(
     cuda_graphs: Annotated[bool | None, typer.Option("--cuda-graphs/--no-cuda-graphs", show_default=False, help="Replay the decode step as a CUDA graph (GPU; default: yes).")] = None,
     max_group: Annotated[int | None, typer.Option(help=f"Tasks trained and predicted together (default: {GROUP_SIZES['grid'][0]} grid or {GROUP_SIZES['text'][0]} text tasks on a GPU, {GROUP_SIZES['grid'][1]} or {GROUP_SIZES['text'][1]} on a CPU). Results are written as each group ends.")] = None,
     max_seconds: _MAX_SECONDS = None,
+    adapters: _ADAPTERS = None, dfs: _DFS = None, second_round: _SECOND = None,
 ) -> None:
     """Solve a set of tasks and score them (pass@2 for grids); one JSON line per task, resumable, with an HTML report.
 
@@ -359,7 +366,8 @@ def evaluate_cmd(
         model=model, ttt=ttt, limit=limit, device=device, views=views, orders=orders, samples=samples, epochs=epochs,
         lr=lr, rank=rank, adapter=adapter, augment=augment, loo=loo, demo_loss=demo_loss, shared=shared or None,
         policy=policy, select=select, joint_samples=joint_samples, joint_dir=joint_dir, token_budget=token_budget,
-        cuda_graphs=cuda_graphs, max_group=max_group), spell=_flag_name)
+        cuda_graphs=cuda_graphs, max_group=max_group, adapters=adapters, dfs=dfs, second_round=second_round),
+        spell=_flag_name)
     main = distributed.from_env().is_main  # under torchrun, rank 0 speaks for the run
     if isinstance(cfg, api.TextEvalConfig):  # text few-shot tasks (JSONL)
         if max_seconds is not None:
@@ -449,6 +457,7 @@ def solve_cmd(
     select: _SELECT = None,
     html: Annotated[Path | None, typer.Option(help="Also write the task and both attempts as HTML.")] = None,
     max_seconds: _MAX_SECONDS = None,
+    adapters: _ADAPTERS = None, dfs: _DFS = None, second_round: _SECOND = None,
 ) -> None:
     """Solve one task: test-time train, predict under augmentations, vote, print the two attempts."""
     import time
@@ -465,7 +474,7 @@ def solve_cmd(
     t = resolve_task(task)
     cfg = api.build_config(task, recipe, None, dict(
         model=model, ttt=ttt, device=device, views=views, samples=samples, epochs=epochs, lr=lr, adapter=adapter,
-        policy=policy, select=select), spell=_flag_name)
+        policy=policy, select=select, adapters=adapters, dfs=dfs, second_round=second_round), spell=_flag_name)
     plan_of(cfg)  # an unknown or contradictory policy fails here, before the model loads
     solver = api.load(model, device)
     res = solver.solve(t, recipe=cfg, max_seconds="auto" if max_seconds is None else max_seconds,
