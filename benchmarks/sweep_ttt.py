@@ -4,8 +4,9 @@ setting a whole evaluation paired by task with the default's.
 
     python benchmarks/sweep_ttt.py --tasks arc1/eval --out runs/sweep --md runs/sweep.md --axes lr,rank,targets,full
 
-Each setting is a run folder OUT/NAME (resumed when run again: a call that stops at its time limit loses nothing);
-the default's is OUT/default, run first. After each setting the table is written again (`levers_table.py`: pass@2,
+Each setting is a run folder OUT/PREFIXNAME (resumed when run again: a call that stops at its time limit loses
+nothing); the default's is OUT/PREFIXdefault, run first, or `--default-run DIR`, a run of the default that exists
+already (`scripts/gpu_levers.sh` hands it the levers' own: resumed, it costs nothing). After each setting the table is written again (`levers_table.py`: pass@2,
 recall of the right grid among candidates, GPU-s/task, tasks won and lost against the default, sign test). Under
 torchrun every setting runs data-parallel, as `testtime evaluate` does. `--base KEY=VALUE` applies to every setting
 (the default's run included), e.g. `--base epochs=3` for a cheaper sweep; on a CPU, `--limit 2` and a tiny model
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tasks", default="arc1/eval")
     ap.add_argument("--out", type=Path, default=Path("runs/sweep"))
+    ap.add_argument("--prefix", default="", help="of each run's folder name (a flat runs/ folder: --out runs --prefix sw-)")
+    ap.add_argument("--default-run", type=Path, help="the default's run folder (default OUT/PREFIXdefault)")
     ap.add_argument("--axes", default="lr,rank,targets,full", help="comma-separated, in the order to run them")
     ap.add_argument("--model", help="a model folder (default: the shipped model)")
     ap.add_argument("--device")
@@ -78,15 +81,18 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     runs = settings_of([a for a in args.axes.split(",") if a])
     base = parse_base(args.base)
     common = {k: v for k, v in (("model", args.model), ("device", args.device), ("limit", args.limit)) if v is not None}
-    md = args.md or args.out / "sweep.md"
+    md = args.md or args.out / f"{args.prefix}sweep.md"
     main_rank = from_env().is_main
+    folders = {name: args.out / f"{args.prefix}{name}" for name, _ in runs}
+    if args.default_run is not None:
+        folders["default"] = args.default_run
     rows: list[dict[str, Any]] = []
     for name, settings in runs:
         # A sweep compares like with like: no time budget cuts any task's work.
-        testtime.evaluate(args.tasks, args.out / name, max_seconds=None, show_progress=main_rank,
+        testtime.evaluate(args.tasks, folders[name], max_seconds=None, show_progress=main_rank,
                           **common, **base, **settings)
         if main_rank:
-            rows, notes = table([args.out / n for n, _ in runs], args.out / "default")
+            rows, notes = table(list(folders.values()), folders["default"])
             md.parent.mkdir(parents=True, exist_ok=True)
             md.write_text(f"Sweep of {args.tasks}{f' (first {args.limit})' if args.limit else ''}, base "
                           f"{json.dumps(base)}:\n\n" + markdown(rows, "default") + "".join(f"\n{n}" for n in notes))

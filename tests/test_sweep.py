@@ -53,18 +53,21 @@ def test_the_sweep_runs_each_setting_against_the_default(tiny_run, capsys):
     assert {n: (out / n / "results.jsonl").read_text() for n in names} == before
     with pytest.raises(SystemExit, match="unknown axis 'steps'"):
         sweep.main([*args, "--out", str(out), "--axes", "steps"])
+    # Another sweep on a default run that exists: it is resumed (nothing runs), and its rows pair with it.
+    again = sweep.main([*args, "--out", str(tmp), "--prefix", "b-", "--axes", "lr", "--default-run", str(out / "default")])
+    assert not (tmp / "b-default").exists() and again[0]["run"] == "default" and again[1]["paired"] == 2
 
 
 def test_the_levers_table_pairs_runs_and_notes_the_missing(tiny_run, capsys):
     tmp, args = tiny_run
     sweep = _script("sweep_ttt")
-    out = tmp / "sweep"
-    sweep.main([*args, "--out", str(out), "--axes", "full", "--base", "adapters=2"])
+    sweep.main([*args, "--out", str(tmp), "--prefix", "sw-", "--axes", "full", "--base", "adapters=2"])
+    assert (tmp / "sw-sweep.md").exists() and (tmp / "sw-full-lr-3e-05" / "results.jsonl").exists()
     levers = _script("levers_table")
-    rows = levers.main([str(out / "default"), str(out / "full-lr-0.0001"), str(tmp / "nowhere"),
-                        "--reference", str(out / "default"), "--md", str(tmp / "t.md"), "--json", str(tmp / "t.json")])
-    assert [r["run"] for r in rows] == ["default", "full-lr-0.0001"] and rows[0]["adapters"] == 2
+    rows = levers.main([str(tmp / "sw-default"), str(tmp / "sw-full-lr-0.0001"), str(tmp / "nowhere"),
+                        "--reference", str(tmp / "sw-default"), "--md", str(tmp / "t.md"), "--json", str(tmp / "t.json")])
+    assert [r["run"] for r in rows] == ["sw-default", "sw-full-lr-0.0001"] and rows[0]["adapters"] == 2
     assert rows[1]["paired"] == 2 and rows[1]["reference_pass2"] == rows[0]["pass2"]
     printed = capsys.readouterr().out
-    assert "nowhere: no results yet" in printed and "| full-lr-0.0001 | 2 |" in printed
+    assert "nowhere: no results yet" in printed and "| sw-full-lr-0.0001 | 2 |" in printed
     assert json.loads((tmp / "t.json").read_text()) == rows
