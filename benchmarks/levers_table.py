@@ -1,6 +1,7 @@
-"""Issue 24's table: for each run folder, pass@2, the recall of the right grid among its candidates, candidates per
-test input, GPU-seconds per task, and the run paired by task against a reference run (as `testtime compare`: tasks
-won, lost, exact sign test).
+"""Issue 24's table: for each run folder, pass@2 (and on the tasks of several test inputs alone, where a second round
+on confident answers should gain most), the recall of the right grid among its candidates, candidates per test input,
+GPU-seconds per task, and the run paired by task against a reference run (as `testtime compare`: tasks won, lost,
+exact sign test).
 
     python benchmarks/levers_table.py --reference runs/default runs/default runs/adapters2 runs/dfs \
         --md results/levers.md --json results/levers.json
@@ -28,6 +29,8 @@ def row(run: Path, reference: Path | None) -> dict[str, Any]:
     out: dict[str, Any] = {"run": run.name, "tasks": s["n_tasks"], "pass2": s["score"], "n_scored": s["n_scored"],
                            "recall": s.get("recall"), "candidates": s.get("candidates"),
                            "seconds": s["mean_seconds"], "errors": s["errors"]}
+    multi = [r for r in records if len(r.get("correct") or []) > 1]
+    out.update(multi=sum(float(r.get("score") or 0.0) for r in multi), n_multi=len(multi))
     cfg = read_config(run) or {}
     out["adapters"] = (cfg.get("ensemble_cfg") or {}).get("adapters", 1)
     if reference is not None and reference.resolve() != run.resolve():
@@ -54,11 +57,12 @@ def _num(x: Any, fmt: str) -> str:
 
 def markdown(rows: list[dict[str, Any]], reference: str | None = None) -> str:
     against = f" against {reference}" if reference else ""
-    lines = [f"| run | tasks | pass@2 | recall | candidates / test input | GPU-s/task | won / lost{against} | p |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| run | tasks | pass@2 | several test inputs | recall | candidates / test input | GPU-s/task | "
+             f"won / lost{against} | p |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         paired = f"{r['won']} / {r['lost']}" if "won" in r else ""
-        lines.append(f"| {r['run']} | {r['tasks']} | {r['pass2']:g} | {_num(r['recall'], 'g')} | "
+        lines.append(f"| {r['run']} | {r['tasks']} | {r['pass2']:g} | {r['multi']:g} / {r['n_multi']} | "
+                     f"{_num(r['recall'], 'g')} | "
                      f"{_num(r['candidates'], '.1f')} | {r['seconds']:.2f} | {paired} | {_num(r.get('p'), '.3g')} |")
     return "\n".join(lines) + "\n"
 

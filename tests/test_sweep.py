@@ -23,9 +23,9 @@ def _script(name: str):
 
 
 @pytest.fixture()
-def tiny_run(tmp_path, synthetic_tasks):
+def tiny_run(tmp_path, synthetic_tasks, flip_task):
     save_model(build_model(ModelConfig.tiny()), None, tmp_path / "model")
-    for t in synthetic_tasks(3):
+    for t in [flip_task(0, "a2", tests=2), *synthetic_tasks(3)]:  # --limit 2: "a2" (two test inputs) and "t0"
         save_task(t, tmp_path / "tasks" / f"{t.id}.json")
     return tmp_path, ["--tasks", str(tmp_path / "tasks"), "--model", str(tmp_path / "model"), "--device", "cpu",
                       "--limit", "2", "--base", "samples=2", "--base", "epochs=1", "--base", "views=1"]
@@ -67,7 +67,7 @@ def test_the_levers_table_pairs_runs_and_notes_the_missing(tiny_run, capsys):
     rows = levers.main([str(tmp / "sw-default"), str(tmp / "sw-full-lr-0.0001"), str(tmp / "nowhere"),
                         "--reference", str(tmp / "sw-default"), "--md", str(tmp / "t.md"), "--json", str(tmp / "t.json")])
     assert [r["run"] for r in rows] == ["sw-default", "sw-full-lr-0.0001"] and rows[0]["adapters"] == 2
-    assert rows[1]["paired"] == 2 and rows[1]["reference_pass2"] == rows[0]["pass2"]
+    assert rows[1]["paired"] == 2 and rows[1]["reference_pass2"] == rows[0]["pass2"] and rows[1]["n_multi"] == 1
     printed = capsys.readouterr().out
     assert "nowhere: no results yet" in printed and "| sw-full-lr-0.0001 | 2 |" in printed
     assert json.loads((tmp / "t.json").read_text()) == rows

@@ -168,7 +168,7 @@ class Solution:
 
     @property
     def seconds(self) -> dict[str, float]:
-        """Seconds of each stage: icl, loo, ttt, predict, select."""
+        """Seconds of each stage: icl, loo, ttt, predict, select (and second, where a second round ran)."""
         return dict(self.record.get("compute") or {})
 
     @property
