@@ -92,9 +92,13 @@ def _search(model: nn.Module, prompts: Sequence[np.ndarray], limits: Sequence[in
             live: list[Branch], cap: int, floor: float, keep_greedy: bool, adapters: Adapters | None,
             found: list[list[Generated]]) -> list[Branch]:
     """One batch: the branches `live` prefilled, then extended a level at a time until none is left, each completion
-    into `found[prompt]`. Returns the branches that did not fit in `cap` rows."""
+    into `found[prompt]`. Returns the branches that did not fit in `cap` rows.
+
+    A row's state stays on the device (its tokens so far, their count and log-probability, whether it is the greedy
+    path, its prompt and answer limit) and follows its branch through every fork; the host reads, a level, only
+    how many branches there are and the tokens of the ones that end."""
     device = next(model.parameters()).device
-    stops = set(codec.stop_ids)
+    stops = torch.tensor(sorted(codec.stop_ids), device=device)
     kw = cache_keyword(model)
     ids, attn = left_pad([np.concatenate([prompts[b.prompt], np.asarray(b.tokens, dtype=np.int64)]) for b in live],
                          codec.pad_id, device)
@@ -107,41 +111,52 @@ def _search(model: nn.Module, prompts: Sequence[np.ndarray], limits: Sequence[in
                        logits_to_keep=1).logits[:, -1]
     pos = next_positions(model, pos[:, -1:], ids[:, -1:])
     length = ids.shape[1]
+    toks = torch.full((len(live), max(limits[b.prompt] for b in live)), codec.pad_id, dtype=torch.long)
+    for r, b in enumerate(live):
+        toks[r, : len(b.tokens)] = torch.tensor(b.tokens, dtype=torch.long)
+    toks = toks.to(device)
+    count = torch.tensor([len(b.tokens) for b in live], device=device)
+    cum = torch.tensor([b.logprob for b in live], device=device)
+    greedy = torch.tensor([b.greedy for b in live], device=device)
+    owner = torch.tensor([b.prompt for b in live], device=device)
+    limit = torch.tensor([limits[b.prompt] for b in live], device=device)
     waiting: list[Branch] = []
     while True:
         lp = torch.log_softmax(logits.float(), -1)
-        total = torch.tensor([b.logprob for b in live], device=device)[:, None] + lp
+        total = cum[:, None] + lp
         best = lp.argmax(-1)
         keep = total >= floor
         if keep_greedy:
-            greedy = torch.tensor([b.greedy for b in live], device=device)
             keep[greedy, best[greedy]] = True
-        where = keep.nonzero().tolist()  # one host sync a level; at most 1/min_prob + 1 entries a prompt
-        values = total[keep].tolist()  # row-major, as nonzero() lists them
-        best_l = best.tolist()
-        children: list[tuple[int, Branch]] = []
-        for (r, t), v in zip(where, values, strict=True):
-            b = live[r]
-            tokens = (*b.tokens, t)
-            if t in stops or len(tokens) >= limits[b.prompt]:
-                found[b.prompt].append(Generated(list(tokens), v))
-            else:
-                children.append((r, Branch(b.prompt, tokens, v, b.greedy and t == best_l[r])))
-        if not children:
+        rows, tok = keep.nonzero(as_tuple=True)  # at most 1/min_prob + 1 a prompt
+        value = total[rows, tok]
+        n = count[rows] + 1
+        ends = torch.isin(tok, stops) | (n >= limit[rows])
+        seqs = toks[rows]
+        seqs[torch.arange(len(rows), device=device), count[rows]] = tok
+        for r in ends.nonzero()[:, 0].tolist():  # one host sync a level; the completions' tokens only where some end
+            found[int(owner[rows[r]])].append(Generated(seqs[r, : int(n[r])].tolist(), float(value[r])))
+        go = ~ends
+        parents, seqs, n, value = rows[go], seqs[go], n[go], value[go]
+        on_greedy = greedy[parents] & (tok[go] == best[parents])
+        children = len(parents)
+        if children == 0:
             return waiting
-        if len(children) > cap:  # the likeliest go on here; the rest wait, to be resumed from their tokens
-            children.sort(key=lambda c: -c[1].logprob)
-            waiting += [b for _, b in children[cap:]]
-            children = children[:cap]
-        parents = [r for r, _ in children]
-        if parents != list(range(len(live))):  # a fork or an end: the cache rows follow their branches
-            index = torch.tensor(parents, device=device)
-            cache.reorder_cache(index)
-            attn, pos = attn[index], pos[index]
+        if children > cap:  # the likeliest go on here; the rest wait, to be resumed from their tokens
+            order = torch.argsort(value, descending=True)
+            for r in order[cap:].tolist():
+                waiting.append(Branch(int(owner[parents[r]]), tuple(seqs[r, : int(n[r])].tolist()), float(value[r]),
+                                      bool(on_greedy[r])))
+            stay = torch.sort(order[:cap]).values
+            parents, seqs, n, value, on_greedy = parents[stay], seqs[stay], n[stay], value[stay], on_greedy[stay]
+        if children != len(owner) or not bool((parents == torch.arange(len(owner), device=device)).all()):
+            # a fork or an end: the cache rows follow their branches
+            cache.reorder_cache(parents)
+            attn, pos, owner, limit = attn[parents], pos[parents], owner[parents], limit[parents]
             if adapters is not None:
-                adapters.use([b.prompt for _, b in children], device)
-        live = [b for _, b in children]
-        token = torch.tensor([[b.tokens[-1]] for b in live], device=device)
+                adapters.use(owner.tolist(), device)
+        toks, count, cum, greedy = seqs, n, value, on_greedy
+        token = toks[torch.arange(len(toks), device=device), count - 1][:, None]
         attn = torch.cat([attn, torch.ones_like(attn[:, :1])], 1)
         with autocast(device):
             logits = model(input_ids=token, attention_mask=attn, position_ids=pos, **{kw: cache}, use_cache=True,
