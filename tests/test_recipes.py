@@ -75,3 +75,12 @@ def test_max_runs_end_to_end_on_a_cpu(tiny, flip_task):
     assert rec["adapters"] == 4 and rec["error"] is None and len(rec["recall"]["candidates"]) == 2
     assert rec["policy"]["ttt_steps"] == 1 and rec["tokens"]["generated"] > 0
     assert rec["second_round"]["steps"] in (0, 1)  # a random model is rarely confident; the round looked
+
+
+def test_the_levers_flags_are_checked_on_the_command_line(one_line_error):
+    runner = CliRunner()
+    one_line_error(runner.invoke(app, ["evaluate", "--adapters", "0"]), "--adapters must be between 1 and 16, got 0")
+    one_line_error(runner.invoke(app, ["solve", "arc1/eval/00576224", "--dfs", "1.5"]), "--dfs must be > 0 and <= 1")
+    one_line_error(runner.invoke(app, ["evaluate", "--second-round", "-2"]), "--second-round must be between 0 and")
+    one_line_error(runner.invoke(app, ["evaluate", "--tasks", "data/text/sample.jsonl", "--adapters", "2"]),
+                   "--adapters applies to grid tasks, not text tasks")
