@@ -92,7 +92,7 @@ def _bad_for_range(rng: random.Random, limit: Range, integer: bool) -> object:
     lo, hi = limit.lo, limit.hi
     below = lo if limit.lo_open else (lo - 1 if integer else lo - max(1.0, abs(lo)))
     above = hi if limit.hi_open else (hi + 1 if integer else hi * 2 + 1)
-    choices = [below, above, 10**30 if integer else 1e300, "abc", [1], {"a": 1}, True]
+    choices = [below, above, 10**30 if integer else 1e300, "abc", ["1"], {"a": 1}, True]  # ["1"]: [1] is a valid tuple
     if integer:
         choices.append(1.5)
     else:
