@@ -56,6 +56,11 @@ def every_completion(model, prompt: np.ndarray, max_new: int) -> dict[tuple[int,
     return out
 
 
+def _path(tokens: list[int]) -> tuple[int, ...]:
+    """Greedy decoding's tokens up to its stop (it pads after)."""
+    return tuple(tokens[: tokens.index(STOP) + 1] if STOP in tokens else tokens)
+
+
 @pytest.mark.parametrize("min_prob", [0.1, 0.02])
 def test_exactly_the_completions_above_the_threshold(small_vocab_model, min_prob):
     brute = [every_completion(small_vocab_model, p, m) for p, m in zip(PROMPTS, MAX_NEW, strict=True)]
@@ -64,13 +69,17 @@ def test_exactly_the_completions_above_the_threshold(small_vocab_model, min_prob
     assert all(abs(v - floor) > 1e-3 for b in brute for v in b.values())
     assert all(abs(sum(math.exp(v) for v in b.values()) - 1) < 1e-4 for b in brute)  # the enumeration is whole
     got = sample_above(small_vocab_model, PROMPTS, MAX_NEW, CODEC, min_prob=min_prob, keep_greedy=False)
-    for b, completions in zip(brute, got, strict=True):
+    greedy = [_path(g.tokens) for g in greedy_generate(small_vocab_model, PROMPTS, MAX_NEW, CODEC)]
+    for b, completions, path in zip(brute, got, greedy, strict=True):
         want = {seq for seq, v in b.items() if v >= floor}
         assert {tuple(g.tokens) for g in completions} == want
         assert len(completions) == len(want) <= 1 / min_prob
         for g in completions:
             assert g.logprob == pytest.approx(b[tuple(g.tokens)], abs=1e-4)
-        assert [g.logprob for g in completions] == sorted((g.logprob for g in completions), reverse=True)
+        # The greedy completion first where it is there (a view's first answer is greedy decoding's), then likeliest.
+        rest = completions[1:] if path in want else completions
+        assert path not in want or tuple(completions[0].tokens) == path
+        assert [g.logprob for g in rest] == sorted((g.logprob for g in rest), reverse=True)
     assert max(len(c) for c in got) > 1  # some prompt has several: the search forks
 
 
@@ -81,10 +90,10 @@ def test_the_greedy_completion_is_kept_however_unlikely(small_vocab_model):
     kept = sample_above(small_vocab_model, PROMPTS, MAX_NEW, CODEC, min_prob=min_prob)
     missing = 0
     for g, a, k in zip(greedy, above, kept, strict=True):
-        stop = g.tokens.index(STOP) + 1 if STOP in g.tokens else len(g.tokens)
-        path = tuple(g.tokens[:stop])
+        path = _path(g.tokens)
         missing += path not in {tuple(x.tokens) for x in a}
         assert {tuple(x.tokens) for x in k} == {tuple(x.tokens) for x in a} | {path}
+        assert tuple(k[0].tokens) == path
     assert missing > 0  # the threshold drops some prompt's greedy completion, which keep_greedy brings back
 
 
@@ -146,6 +155,9 @@ def test_each_view_answers_with_its_greedy_answer_among_others(tiny_grid_model, 
     for g, s in zip(greedy[0].predictions, sampled[0].predictions, strict=True):
         assert {key(p) for p in g} <= {key(p) for p in s}
         assert len(s) > len(g)
+        # Each view's first answer is its greedy one: the record's `greedy` and the vote's ties read it so.
+        firsts = {p.group: key(p) for p in reversed(s)}
+        assert firsts == {key(p)[0]: key(p) for p in g}
     assert sampled[0].generated_tokens > greedy[0].generated_tokens
 
 

@@ -62,7 +62,8 @@ def sample_above(model: nn.Module, prompts: Sequence[np.ndarray], max_new: Seque
                  min_prob: float, keep_greedy: bool = True, token_budget: int | None = None,
                  adapters: Adapters | None = None) -> list[list[Generated]]:
     """Every completion of each prompt (a stop token ends one, as do `max_new[i]` tokens) whose probability is at
-    least `min_prob`, with (`keep_greedy`) the greedy completion too; per prompt, likeliest first. Prompt i goes
+    least `min_prob`, with (`keep_greedy`) the greedy completion too; per prompt, the greedy one first (where found),
+    then likeliest first. Prompt i goes
     through `adapters` slot i (if any). A batch holds at most `token_budget` (prompt + answer) tokens of rows (None:
     `engine.auto_token_budget`)."""
     if not 0 < min_prob <= 1:
@@ -70,7 +71,7 @@ def sample_above(model: nn.Module, prompts: Sequence[np.ndarray], max_new: Seque
     budget = token_budget or auto_token_budget(model)
     floor = math.log(min_prob)
     limits = [max(1, int(m)) for m in max_new]
-    found: list[list[Generated]] = [[] for _ in prompts]
+    found: list[list[tuple[Generated, bool]]] = [[] for _ in prompts]  # each completion, and whether greedy
     width = [len(p) + m for p, m in zip(prompts, limits, strict=True)]
     queue = sorted((Branch(i, (), 0.0, True) for i in range(len(prompts))), key=lambda b: width[b.prompt])
     while queue:
@@ -85,12 +86,14 @@ def sample_above(model: nn.Module, prompts: Sequence[np.ndarray], max_new: Seque
             queue = sorted(queue + waiting, key=lambda b: width[b.prompt])
     if adapters is not None:
         adapters.use(None, next(model.parameters()).device)
-    return [sorted(f, key=lambda g: (-g.logprob, g.tokens)) for f in found]
+    # The greedy completion first (a view's first answer is what greedy decoding gives, as a record's `greedy` and the
+    # vote's ties read it), then the likeliest.
+    return [[g for g, _ in sorted(f, key=lambda x: (not x[1], -x[0].logprob, x[0].tokens))] for f in found]
 
 
 def _search(model: nn.Module, prompts: Sequence[np.ndarray], limits: Sequence[int], codec: Codec,
             live: list[Branch], cap: int, floor: float, keep_greedy: bool, adapters: Adapters | None,
-            found: list[list[Generated]]) -> list[Branch]:
+            found: list[list[tuple[Generated, bool]]]) -> list[Branch]:
     """One batch: the branches `live` prefilled, then extended a level at a time until none is left, each completion
     into `found[prompt]`. Returns the branches that did not fit in `cap` rows.
 
@@ -134,11 +137,12 @@ def _search(model: nn.Module, prompts: Sequence[np.ndarray], limits: Sequence[in
         ends = torch.isin(tok, stops) | (n >= limit[rows])
         seqs = toks[rows]
         seqs[torch.arange(len(rows), device=device), count[rows]] = tok
+        on_greedy = greedy[rows] & (tok == best[rows])
         for r in ends.nonzero()[:, 0].tolist():  # one host sync a level; the completions' tokens only where some end
-            found[int(owner[rows[r]])].append(Generated(seqs[r, : int(n[r])].tolist(), float(value[r])))
+            found[int(owner[rows[r]])].append((Generated(seqs[r, : int(n[r])].tolist(), float(value[r])),
+                                               bool(on_greedy[r])))
         go = ~ends
-        parents, seqs, n, value = rows[go], seqs[go], n[go], value[go]
-        on_greedy = greedy[parents] & (tok[go] == best[parents])
+        parents, seqs, n, value, on_greedy = rows[go], seqs[go], n[go], value[go], on_greedy[go]
         children = len(parents)
         if children == 0:
             return waiting
