@@ -30,7 +30,8 @@ def row(run: Path, reference: Path | None) -> dict[str, Any]:
                            "recall": s.get("recall"), "candidates": s.get("candidates"),
                            "seconds": s["mean_seconds"], "errors": s["errors"]}
     multi = [r for r in records if len(r.get("correct") or []) > 1]
-    out.update(multi=sum(float(r.get("score") or 0.0) for r in multi), n_multi=len(multi))
+    out.update(multi=sum(float(r.get("score") or 0.0) for r in multi), n_multi=len(multi),
+               second_rounds=sum(1 for r in records if (r.get("second_round") or {}).get("steps")))
     cfg = read_config(run) or {}
     out["adapters"] = (cfg.get("ensemble_cfg") or {}).get("adapters", 1)
     if reference is not None and reference.resolve() != run.resolve():
