@@ -96,7 +96,7 @@ def test_settings_go_onto_the_config_and_bad_ones_are_one_line_errors(tiny):
     for kw, message in ((dict(views=9), "^views must be between 1 and 8, got 9$"),
                         (dict(nope=1), "^unknown setting 'nope'"),
                         (dict(device="cpu"), "^setting 'device' is not for solving"),
-                        (dict(recipe="max"), "^unknown recipe 'max'; choose one of: default")):
+                        (dict(recipe="nope"), "^unknown recipe 'nope'; choose one of: default, fast, max$")):
         with pytest.raises(ConfigError, match=message):
             solver.config(**kw)
     with pytest.raises(ConfigError, match="unknown policy 'x'"):

@@ -57,9 +57,11 @@ SETTINGS = {
     "adapter": "ttt_cfg.adapter",
     "augment": "ttt_cfg.augment", "loo": "ttt_cfg.leave_one_out", "demo_loss": "ttt_cfg.loss_on_demos",
     "shared": "ttt_cfg.shared", "select": "select_cfg.method", "joint_samples": "joint_cfg.samples",
-    "joint_dir": "joint_cfg.dir",
+    "joint_dir": "joint_cfg.dir", "adapters": "ensemble_cfg.adapters", "dfs": "predict_cfg.dfs",
+    "second_round": "second_cfg.steps",
 }
-GRID_ONLY = ("policy", "views", "augment", "loo", "select", "joint_samples", "joint_dir")
+GRID_ONLY = ("policy", "views", "augment", "loo", "select", "joint_samples", "joint_dir", "adapters", "dfs",
+             "second_round")
 # The text kind's own: zero-shot prompts, which TTT sequences, an adapter per query, the first N queries.
 TEXT_ONLY = {"icl": "predict_cfg.icl", "ttt_data": "ttt_data", "per_query": "per_query", "max_queries": "max_queries"}
 TEXT_SETTINGS = {k: v for k, v in SETTINGS.items() if k not in GRID_ONLY} | TEXT_ONLY
@@ -79,10 +81,23 @@ class Recipe:
         return with_overrides(EvalConfig(), dict(self.settings))
 
 
-# A recipe is one entry here; `testtime recipes` lists them and `--recipe NAME` starts from one.
+# A recipe is one entry here; `testtime recipes` lists them and `--recipe NAME` starts from one. The costs are
+# H200-seconds a task on ARC-AGI-1's evaluation set: the default's is measured (results/h200-2026-12-04.md: TTT
+# 0.54, prediction 0.20, selection 0.12); fast's and max's are estimates from it until scripts/gpu_levers.sh
+# measures them.
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("default", f"TTT under the {DEFAULT_POLICY} policy (96 steps a task), 8 views, product of experts: what "
-                      "`testtime solve` and `testtime evaluate` run without --recipe or --config"),
+                      "`testtime solve` and `testtime evaluate` run without --recipe or --config (0.85 H200-s/task)"),
+    # Half the steps (48 scored 144.5 against 160 with model v3), half the views, a quarter of the scoring views.
+    Recipe("fast", "the default at about half the cost (an estimate: 0.45 H200-s/task): 48 TTT steps, 4 views, "
+                   "candidates scored under 4 views in their own colors",
+           {"ttt_cfg.epochs": 3, "predict_cfg.views": 4, "select_cfg.views": 4, "select_cfg.colors": 1}),
+    # Each lever adds candidates the default misses (issue 24): TTT x4, decoding x4 members x ~3 (sampling without CUDA
+    # graphs, forks), scoring x4 members x2 candidates, the second round again on confident tasks.
+    Recipe("max", "more right candidates, within 30 H200-s/task (an estimate: about 10): 4 adapters per task "
+                  "(--adapters 4), every answer at least 10% likely under each view (--dfs 0.1), 16 candidates "
+                  "scored through every adapter, a second round of 32 steps on confident answers (--second-round 32)",
+           {"ensemble_cfg.adapters": 4, "predict_cfg.dfs": 0.1, "select_cfg.candidates": 16, "second_cfg.steps": 32}),
 )}
 
 
@@ -160,7 +175,7 @@ class Solution:
 
     @property
     def seconds(self) -> dict[str, float]:
-        """Seconds of each stage: icl, loo, ttt, predict, select."""
+        """Seconds of each stage: icl, loo, ttt, predict, select (and second, where a second round ran)."""
         return dict(self.record.get("compute") or {})
 
     @property

@@ -314,6 +314,7 @@ def evaluate_cmd(
     ttt_data: opt.TTT_DATA = None,
     per_query: opt.PER_QUERY = False,
     max_queries: opt.MAX_QUERIES = None,
+    adapters: opt.ADAPTERS = None, dfs: opt.DFS = None, second_round: opt.SECOND = None,
 ) -> None:
     """Solve a set of tasks and score them (pass@2 for grids); one JSON line per task, resumable, with an HTML report.
 
@@ -330,7 +331,7 @@ def evaluate_cmd(
         lr=lr, rank=rank, adapter=adapter, augment=augment, loo=loo, demo_loss=demo_loss, shared=shared or None,
         policy=policy, select=select, joint_samples=joint_samples, joint_dir=joint_dir, token_budget=token_budget,
         cuda_graphs=cuda_graphs, max_group=max_group, icl=icl, ttt_data=ttt_data, per_query=per_query or None,
-        max_queries=max_queries), spell=opt.flag_name)
+        max_queries=max_queries, adapters=adapters, dfs=dfs, second_round=second_round), spell=opt.flag_name)
     main = distributed.from_env().is_main  # under torchrun, rank 0 speaks for the run
     if isinstance(cfg, api.TextEvalConfig):  # text few-shot tasks (JSONL)
         if max_seconds is not None:
@@ -420,6 +421,7 @@ def solve_cmd(
     select: opt.SELECT = None,
     html: Annotated[Path | None, typer.Option(help="Also write the task and both attempts as HTML.")] = None,
     max_seconds: opt.MAX_SECONDS = None,
+    adapters: opt.ADAPTERS = None, dfs: opt.DFS = None, second_round: opt.SECOND = None,
 ) -> None:
     """Solve one task: test-time train, predict under augmentations, vote, print the two attempts."""
     import time
@@ -436,7 +438,7 @@ def solve_cmd(
     t = resolve_task(task)
     cfg = api.build_config(task, recipe, None, dict(
         model=model, ttt=ttt, device=device, views=views, samples=samples, epochs=epochs, lr=lr, adapter=adapter,
-        policy=policy, select=select), spell=opt.flag_name)
+        policy=policy, select=select, adapters=adapters, dfs=dfs, second_round=second_round), spell=opt.flag_name)
     plan_of(cfg)  # an unknown or contradictory policy fails here, before the model loads
     solver = api.load(model, device)
     res = solver.solve(t, recipe=cfg, max_seconds="auto" if max_seconds is None else max_seconds,

@@ -63,3 +63,9 @@ MAX_SECONDS = Annotated[float | None, typer.Option(
     help="Time budget of a task: its cost is estimated before it starts and, where over, its work is cut to fit "
          "(fewer demos in context, scoring views, views, TTT steps; the output says what). Default: 300 on a CPU, "
          "none on a GPU.")]
+ADAPTERS = Annotated[int | None, typer.Option(help="Adapters per task, trained together, each predicting every view; "
+                                             "candidates pooled, scored through every adapter (default 1).")]
+DFS = Annotated[float | None, typer.Option(help="Depth-first sampling: every answer at least this likely under each "
+                                         "view, the greedy one always among them (say 0.1; default: greedy).")]
+SECOND = Annotated[int | None, typer.Option(help="Second round: this many more TTT steps on tasks with a confident "
+                                            "answer, added as a demonstration; then predict again (default 0: none).")]

@@ -54,6 +54,15 @@ class BudgetNote(BaseModel):
     estimate: dict[str, Seconds] | None = None
 
 
+class RecallNote(BaseModel):
+    """Whether a task's candidates hold the right grid (`testtime.recipes.grid_records.recall_note`)."""
+
+    model_config = _STRICT
+    candidates: list[Count]
+    found: list[bool] | None = None
+    rank: list[Count | None] | None = None
+
+
 class Record(BaseModel):
     """One task's line of results.jsonl: grid records and text records share the first block."""
 
@@ -75,6 +84,7 @@ class Record(BaseModel):
     policy: PolicyNote | None = None
     compute: dict[str, Seconds] | None = None
     budget: BudgetNote | None = None
+    recall: RecallNote | None = None
     # text tasks
     kind: Literal["text"] | None = None
     answers: list[str | None] | None = None

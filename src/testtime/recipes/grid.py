@@ -34,22 +34,26 @@ from testtime.model.loading import load_model
 from testtime.model.lora import Adapters, MultiLoRA
 from testtime.recipes import runs
 from testtime.recipes.grid_records import error_record, group_records
+from testtime.recipes.grid_rounds import second_round
 from testtime.recipes.joint import JointConfig, joint_stage, read_joint
 from testtime.report.report import summarize, write_report
 from testtime.report.submission import write_submission
 from testtime.stages import budget
 from testtime.stages.engine import auto_token_budget, budget_batches, sequence_scores
+from testtime.stages.ensemble import (
+    EnsembleConfig,
+    MemberRows,
+    member_adapters,
+    member_datasets,
+    member_keys,
+    pool,
+    replicate,
+)
 from testtime.stages.policy import DEFAULT_POLICY, Outcome, Plan, agreement, loo_tasks, resolve_plan, run_policy
 from testtime.stages.predict import PredictConfig, TaskPredictions, answered, predict_tasks
+from testtime.stages.second_round import SecondRoundConfig
 from testtime.stages.selection import Ranked, SelectConfig, rank_candidates, scoring_budget
-from testtime.stages.ttt import (
-    TTTConfig,
-    build_dataset,
-    fresh_adapters,
-    group_adapters,
-    max_tasks_together,
-    train_group,
-)
+from testtime.stages.ttt import TTTConfig, fresh_adapters, group_adapters, max_tasks_together, train_group
 from testtime.stages.vote import Candidate, attempts, hierarchical_vote
 
 
@@ -68,6 +72,8 @@ class EvalConfig:
     predict_cfg: PredictConfig = field(default_factory=PredictConfig)
     select_cfg: SelectConfig = field(default_factory=SelectConfig)
     joint_cfg: JointConfig = field(default_factory=JointConfig)
+    ensemble_cfg: EnsembleConfig = field(default_factory=EnsembleConfig)  # adapters per task (stages.ensemble)
+    second_cfg: SecondRoundConfig = field(default_factory=SecondRoundConfig)  # a second round (stages.second_round)
 
 
 def config_to_dict(cfg: EvalConfig) -> dict[str, Any]:
@@ -98,7 +104,8 @@ def effective_policy(cfg: EvalConfig) -> str:
 
 def plan_of(cfg: EvalConfig) -> Plan:
     """The plan every task of a run of `cfg` follows (unless the time budget cuts its own): see `policy.Plan`."""
-    return resolve_plan(effective_policy(cfg), cfg.ttt_cfg, cfg.predict_cfg, cfg.select_cfg, cfg.attempts)
+    return resolve_plan(effective_policy(cfg), cfg.ttt_cfg, cfg.predict_cfg, cfg.select_cfg, cfg.attempts,
+                        cfg.ensemble_cfg, cfg.second_cfg)
 
 
 def default_out(cfg: EvalConfig) -> Path:
@@ -106,11 +113,12 @@ def default_out(cfg: EvalConfig) -> Path:
     return Path("runs") / f"{cfg.tasks.replace('/', '-')}-{'icl' if name == 'never' else name}"
 
 
-def plan_groups(tasks: Sequence[Task], lengths: dict[str, int], tcfg: TTTConfig, size: int) -> list[list[Task]]:
+def plan_groups(tasks: Sequence[Task], lengths: dict[str, int], tcfg: TTTConfig, size: int,
+                members: int = 1) -> list[list[Task]]:
     """Tasks of similar sequence length together, at most `size` a group, each group under the training token
     budget."""
-    # A task's training rows are batch_size sequences of its longest length.
-    widths = [lengths.get(t.id, 0) * tcfg.batch_size for t in tasks]
+    # A task's training rows are batch_size sequences of its longest length, for each of its `members` adapters.
+    widths = [lengths.get(t.id, 0) * tcfg.batch_size * members for t in tasks]
     return [[tasks[i] for i in b] for b in budget_batches(widths, tcfg.token_budget, max_rows=size)]
 
 
@@ -132,15 +140,28 @@ class GridOps:
     tcfg: TTTConfig
     scfg: SelectConfig  # its scoring batches serve the leave-one-out check too
     progress: Any = None
+    ecfg: EnsembleConfig = field(default_factory=EnsembleConfig)
+    datasets: dict[str, list] | None = None  # TTT sequences by member key (None: the kind's, from `prepare`)
 
     def predict(self, items: Sequence[int], adapted: bool, more_orders: int = 1) -> tuple[list[TaskPredictions], list[str]]:
+        """Each item's predictions; adapted, through each member of its ensemble, pooled (`ensemble.pool`)."""
         pcfg = replace(self.pcfg, orders=self.pcfg.orders * more_orders) if more_orders > 1 else self.pcfg
-        return predict_tasks(self.kind.model, [self.group[i] for i in items], self.kind.codec, pcfg,
-                             adapters=self._adapters(items) if adapted else None)
+        if not adapted or self.ecfg.adapters == 1:
+            return predict_tasks(self.kind.model, [self.group[i] for i in items], self.kind.codec, pcfg,
+                                 adapters=self._adapters(items) if adapted else None)
+        every = replicate(items, self.ecfg)
+        slots = tuple(s for m in self.members() for s in m.take(items).slots)
+        preds, problems = predict_tasks(self.kind.model, [self.group[i] for i in every], self.kind.codec, pcfg,
+                                        adapters=Adapters(self.kind.lora, slots))
+        return pool(preds, len(items)), list(dict.fromkeys(problems))
 
     def _adapters(self, items: Sequence[int]) -> Adapters:
-        """The j-th of some prompts or sequences through the adapter of item items[j]."""
+        """The j-th of some prompts or sequences through the adapter of item items[j] (its ensemble's first member)."""
         return group_adapters(self.kind.lora, len(self.group), self.tcfg).take(items)
+
+    def members(self) -> list[Adapters]:
+        """One handle per member of the ensemble: item i of handle j through member j of task i."""
+        return member_adapters(self.kind.lora, len(self.group), self.tcfg, self.ecfg)
 
     def agreement(self, prediction: TaskPredictions) -> float:
         tops = [attempts(hierarchical_vote(pl, per_group=self.pcfg.per_group), 1)[0] for pl in prediction.predictions]
@@ -174,14 +195,18 @@ class GridOps:
 
     def fresh_adapters(self) -> None:
         k = self.kind
-        k.lora = fresh_adapters(k.model, k.lora, [t.id for t in self.group], self.tcfg)
+        k.lora = fresh_adapters(k.model, k.lora, member_keys([t.id for t in self.group], self.ecfg), self.tcfg)
 
     def train(self, items: Sequence[int], steps: int, round_index: int) -> tuple[list[list[float]], int]:
+        """`steps` more steps of each member of each item's ensemble, all together; an item's loss is its members'
+        mean."""
         k = self.kind
-        res = train_group(k.model, k.lora, [k.datasets[self.group[i].id] for i in items], self.tcfg,
-                          pad_id=k.codec.pad_id, task_ids=[self.group[i].id for i in items], slots=list(items),
-                          steps=steps, round_index=round_index, progress=self.progress)
-        return res.losses, res.tokens
+        data = k.datasets if self.datasets is None else self.datasets
+        rows = MemberRows.of([t.id for t in self.group], items, len(self.group), self.ecfg)
+        res = train_group(k.model, k.lora, [data[key] for key in rows.keys], self.tcfg, pad_id=k.codec.pad_id,
+                          task_ids=rows.keys, slots=rows.slots, steps=steps, round_index=round_index,
+                          progress=self.progress, lr_scales=rows.lr_scales)
+        return rows.per_item(res.losses), res.tokens
 
     def clock(self) -> float:
         return _clock(self.kind.cuda)
@@ -266,8 +291,9 @@ class GridKind(runs.AdapterSlots):
                         self.say(f"task {t.id}: {fitted.line()}")
                 plan = self.plan_for([t])
                 if plan.policy.ttt:
-                    self.datasets[t.id] = build_dataset(t, self.codec, plan.ttt)
-                    self.lengths[t.id] = max(len(s) for s in self.datasets[t.id])
+                    data = member_datasets(t, self.codec, plan.ttt, plan.ensemble)
+                    self.datasets.update(data)
+                    self.lengths[t.id] = max(len(s) for d in data.values() for s in d)
                 else:
                     self.lengths[t.id] = sum(e.input.size + e.output.size for e in t.train)
                 ready.append(t)
@@ -279,8 +305,10 @@ class GridKind(runs.AdapterSlots):
         rest = [t for t in tasks if t.id not in self.own]
         alone = [[t] for t in tasks if t.id in self.own]  # with plans of their own
         if self.plan.policy.ttt:
-            size = min(size, max_tasks_together(self.model, self.plan.ttt) or size)
-            return plan_groups(rest, self.lengths, self.plan.ttt, size) + alone
+            members = self.plan.ensemble.adapters
+            cap = max_tasks_together(self.model, self.plan.ttt)  # adapters, for a bank of full ones
+            size = min(size, max(1, cap // members) if cap else size)
+            return plan_groups(rest, self.lengths, self.plan.ttt, size, members) + alone
         return [list(rest[i: i + size]) for i in range(0, len(rest), size)] + alone
 
     def run_group(self, group: list[Task], token_budget: int | None = None) -> list[dict[str, Any]]:
@@ -296,7 +324,7 @@ class GridKind(runs.AdapterSlots):
                 after = sum(budget.total(f.planned) - f.planned["ttt"] for f in fits)
                 bar.set_postfix_str(f"then about {after:.0f} s more")
             try:
-                ops = GridOps(self, group, plan.predict, plan.ttt, plan.select, bar.update)
+                ops = GridOps(self, group, plan.predict, plan.ttt, plan.select, bar.update, plan.ensemble)
                 out = run_policy(plan, len(group), ops)
             finally:
                 if self.lora is not None:
@@ -306,9 +334,13 @@ class GridKind(runs.AdapterSlots):
         ranked = self.select(group, votes, out, plan)
         for spent in out.spent:
             spent["select"] = (_clock(self.cuda) - t0) / len(group)
+        rounds = None
+        if plan.second.steps and plan.policy.ttt:
+            rounds = second_round(plan, group, out, votes, ranked, lambda tasks, data: GridOps(
+                self, tasks, plan.predict, plan.ttt, plan.select, None, plan.ensemble, data), self.model, self.codec)
         if self.candidates is not None:
             self.candidates.update((t.id, r) for t, r in zip(group, ranked, strict=True))
-        return group_records(group, plan, out, votes, ranked, self.fits)
+        return group_records(group, plan, out, votes, ranked, self.fits, rounds)
 
     def select(self, group: list[Task], votes: list[list[list[Candidate]]], out: Outcome,
                plan: Plan) -> list[list[list[Ranked]]]:
@@ -318,7 +350,8 @@ class GridKind(runs.AdapterSlots):
         adapted = [i for i in range(len(group)) if out.steps[i] > 0 and not out.decision[i].endswith("+icl")]
         ranked: list[Any] = [None] * len(group)
         for items, adapters in (
-                (adapted, group_adapters(self.lora, len(group), plan.ttt).take(adapted) if adapted else None),
+                (adapted, [m.take(adapted) for m in member_adapters(self.lora, len(group), plan.ttt, plan.ensemble)]
+                          if adapted else None),
                 ([i for i in range(len(group)) if i not in adapted], None)):
             if items:
                 got = rank_candidates(self.model, [group[i] for i in items], [votes[i] for i in items], self.codec,

@@ -1,6 +1,7 @@
 """A grid task's record, one JSON line of a run's `results.jsonl`: its attempts, and beside them what the plain vote
-and the identity view's greedy answer would have scored, the votes and the ranked candidates, what the policy
-decided, the seconds of each stage, and what the time budget cut."""
+and the identity view's greedy answer would have scored, the votes and the ranked candidates, whether the right grid
+was among the candidates at all (`recall`), what the policy decided, the seconds of each stage, what the time budget
+cut, and what a second round did."""
 
 from __future__ import annotations
 
@@ -9,16 +10,32 @@ from typing import Any
 
 import numpy as np
 
-from testtime.data.tasks import Task
+from testtime.data.tasks import Grid, Task, grids_equal
 from testtime.stages.budget import Fit
 from testtime.stages.policy import Outcome, Plan
 from testtime.stages.selection import Ranked
-from testtime.stages.vote import Candidate, attempts, is_solved
+from testtime.stages.vote import Candidate, Prediction, attempts, is_solved
 
 
 def grid_json(g) -> list[list[int]] | None:
     """A grid as JSON holds it (None: no answer)."""
     return None if g is None else np.asarray(g).astype(int).tolist()
+
+
+def recall_note(predictions: Sequence[Sequence[Prediction]], ranked: Sequence[Sequence[Ranked]],
+                truths: Sequence[Grid | None]) -> dict[str, Any]:
+    """How far the candidates reach, per test input: how many distinct grids the views produced (`candidates`),
+    whether the right one is among them (`found`: the most any selection of them can solve), and its place in the
+    ranked list (`rank`, from 0; None where it is not there, as a grid no view group kept among its top ones is
+    not). `found` and `rank` are None where the answer is not known."""
+    counts, found, rank = [], [], []
+    for plist, ranks, truth in zip(predictions, ranked, truths, strict=True):
+        counts.append(len({(p.grid.shape, p.grid.tobytes()) for p in plist if p.grid is not None}))
+        found.append(None if truth is None else any(grids_equal(p.grid, truth) for p in plist if p.grid is not None))
+        rank.append(None if truth is None else next((k for k, r in enumerate(ranks) if grids_equal(r.grid, truth)),
+                                                    None))
+    known = all(t is not None for t in truths)
+    return {"candidates": counts, "found": found if known else None, "rank": rank if known else None}
 
 
 def task_record(task: Task, preds, votes: Sequence[Sequence[Candidate]], ranked: Sequence[Sequence[Ranked]],
@@ -61,14 +78,17 @@ def task_record(task: Task, preds, votes: Sequence[Sequence[Candidate]], ranked:
         "seconds": seconds,
         "tokens": {"ttt": ttt_tokens, "generated": preds.generated_tokens},
         "invalid": preds.invalid,
+        "recall": recall_note(preds.predictions, ranked, [e.output for e in task.test]),
         "error": None,
     }
 
 
 def group_records(group: Sequence[Task], plan: Plan, out: Outcome, votes: Sequence[Sequence[Sequence[Candidate]]],
-                  ranked: Sequence[Sequence[Sequence[Ranked]]], fits: Mapping[str, Fit]) -> list[dict[str, Any]]:
+                  ranked: Sequence[Sequence[Sequence[Ranked]]], fits: Mapping[str, Fit],
+                  rounds: Sequence[dict[str, Any] | None] | None = None) -> list[dict[str, Any]]:
     """The records of a group that followed `plan`: each task's attempts (`task_record`), what the policy decided
-    and the signals it read, the seconds of each stage, and (`fits`) what the budget cut."""
+    and the signals it read, the seconds of each stage, (`fits`) what the budget cut, and (`rounds`) what the second
+    round did."""
     records = []
     for i, t in enumerate(group):
         r = task_record(t, out.final[i], votes[i], ranked[i], plan.select.method, plan.attempts,
@@ -79,6 +99,10 @@ def group_records(group: Sequence[Task], plan: Plan, out: Outcome, votes: Sequen
         r["compute"] = {k: round(v, 4) for k, v in out.spent[i].items()}
         if t.id in fits:  # what the budget cut, and its estimate of each stage beside `compute`
             r["budget"] = fits[t.id].to_json()
+        if rounds is not None and rounds[i] is not None:
+            r["second_round"] = rounds[i]
+        if plan.ensemble.adapters > 1:
+            r["adapters"] = plan.ensemble.adapters
         records.append(r)
     attach_problems(records, out.problems)
     return records

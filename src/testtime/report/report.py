@@ -41,11 +41,25 @@ def summarize(records: Sequence[Record], joint: dict[str, Any] | None = None) ->
         "compute": compute_by_stage(records),
         "decisions": by_decision(records),
         "selections": by_selection(scored),
+        **recall(scored),
     }
     if joint is not None and records:
         out["joint"] = joint
         out["mean_seconds_with_joint"] = (sum(seconds) + joint["seconds"] * joint["world"]) / len(records)
     return out
+
+
+def recall(scored: Sequence[Record]) -> dict[str, Any]:
+    """How far a run's candidates reach (each record's `recall`): `recall`, the tasks whose right grids were among
+    their candidates (each task the share of its test inputs, as pass@2 counts it: the most any selection of the
+    same candidates could score), and `candidates`, the distinct grids per test input, on average; {} for records
+    made before recall was kept."""
+    notes = [r["recall"] for r in scored if (r.get("recall") or {}).get("found") is not None]
+    if not notes:
+        return {}
+    counts = [c for n in notes for c in n["candidates"]]
+    return {"recall": float(sum(np.mean(n["found"]) for n in notes)), "n_recall": len(notes),
+            "candidates": float(np.mean(counts)) if counts else 0.0}
 
 
 def by_selection(scored: Sequence[Record]) -> dict[str, float]:
@@ -102,6 +116,9 @@ def _summary_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
         j = s["joint"]
         rows.append(("joint stage", f"{j['steps']} steps, {j['seconds']:.1f} s on {j['world']} process(es)"))
         rows.append(("seconds per task, joint stage shared", f"{s['mean_seconds_with_joint']:.2f}"))
+    if s.get("n_recall"):
+        rows.append(("right grid among candidates (recall)",
+                     f"{s['recall']:g} / {s['n_recall']}, {s['candidates']:.1f} candidates per test input"))
     if s.get("selections"):
         rows.append(("pass@2 by selection", ", ".join(f"{k} {v:g}" for k, v in s["selections"].items())))
     if s.get("compute"):

@@ -21,8 +21,13 @@ hand, so a faster machine or a larger model is priced by what it does, not by th
 
 The constants were fitted on the 2-core CPU of results/cpu-budget-2026-11-29.md, in units of the timed pace.
 
+The levers of issue 24 are priced from the same work: an ensemble of K adapters trains, decodes and scores K times
+over; depth-first sampling decodes DFS_ROWS times the rows of greedy decoding (a guess, not fitted); a second round
+trains its steps, decodes and scores again, as if every task were confident.
+
 `fit` keeps a task that fits as it is. One that does not is cut in rounds, each taking one step of every lever in
-this order, until the estimate fits in MARGIN of the budget: one demonstration fewer in context (the longest is
+this order, until the estimate fits in MARGIN of the budget: the extras first (the second round, then depth-first
+sampling, then half the ensemble's adapters), one demonstration fewer in context (the longest is
 dropped: `max_len` shrinks), half the scoring views of the product of experts (then the vote alone), half the views (and demo
 orders), half the TTT steps (down to MIN_TTT_STEPS). TTT then takes back as many steps as the room left by the last
 halving holds. Only when every lever is spent does TTT go altogether.
@@ -69,6 +74,7 @@ FULL_STEP_PASSES = 9
 # A cut task aims at this share of its room: the estimate of a stage is within about a fifth of what it takes on
 # the CPU it was fitted on (and a busy machine's pace drifts while it runs).
 MARGIN = 0.9
+DFS_ROWS = 2.0  # rows depth-first sampling decodes against greedy decoding's (forks): a guess, not fitted
 MIN_TTT_STEPS = 4  # fewer barely move an adapter from its zero start; below this the budget drops TTT instead
 PROBE_TOKENS = 256
 STAGES = ("icl", "loo", "ttt", "predict", "select")  # the stages of a record's `compute`
@@ -242,15 +248,19 @@ class Estimator:
             rounds = plan.rounds
             step = ttt_step_seconds(self._ttt_lengths(plan.ttt), plan.ttt.batch_size, self.shape, self.speed,
                                     plan.ttt.adapter)
-            out["ttt"] = sum(rounds) * step
+            k = plan.ensemble.adapters  # each member trains, decodes and scores
+            out["ttt"] = sum(rounds) * step * k
             checks = int(p.needs_base_loo) + (len(rounds) - 1 if p.loo_stop else 0) + int(p.pick_by_loo)
             out["loo"] = checks * self._loo(plan) if checks else 0.0  # a policy without the check pays nothing
             more = p.more_orders if len(rounds) > 1 else 1
-            out["predict"] = self._decode([self.task], replace(pcfg, orders=pcfg.orders * more))
-            predictions = pcfg.views * pcfg.orders * more
+            rows = k * (DFS_ROWS if pcfg.dfs else 1.0)
+            out["predict"] = rows * self._decode([self.task], replace(pcfg, orders=pcfg.orders * more))
+            predictions = pcfg.views * pcfg.orders * more * rows
         else:
-            predictions = pcfg.views * pcfg.orders
-        out["select"] = self._select(plan, predictions)
+            k, predictions = 1, pcfg.views * pcfg.orders
+        out["select"] = k * self._select(plan, int(predictions))
+        if p.ttt and plan.second.steps:
+            out["second"] = plan.second.steps * step * k + out["predict"] + out["select"]
         return out
 
     def _loo(self, plan: Plan) -> float:
@@ -293,6 +303,16 @@ def context_lengths(task: Task, codec: Codec) -> list[int]:
 
 def demos_in_context(lengths: Sequence[int], max_len: int) -> int:
     return sum(1 for n in lengths if n <= max_len)
+
+
+def _cut_extras(plan: Plan) -> Plan | None:
+    if plan.second.steps:
+        return replace(plan, second=replace(plan.second, steps=0))
+    if plan.predict.dfs is not None:
+        return replace(plan, predict=replace(plan.predict, dfs=None))
+    if plan.ensemble.adapters > 1:
+        return replace(plan, ensemble=replace(plan.ensemble, adapters=plan.ensemble.adapters // 2))
+    return None
 
 
 def _cut_context(plan: Plan, lengths: Sequence[int]) -> Plan | None:
@@ -359,6 +379,12 @@ def no_ttt(plan: Plan) -> Plan:
 def describe(before: Plan, after: Plan, lengths: Sequence[int]) -> list[str]:
     """What `after` cut from `before`, in the order the levers are tried."""
     out = []
+    if before.second.steps and not after.second.steps:
+        out.append("no second round")
+    if before.predict.dfs is not None and after.predict.dfs is None:
+        out.append("greedy decoding instead of depth-first sampling")
+    if after.ensemble.adapters < before.ensemble.adapters:
+        out.append(f"adapters {before.ensemble.adapters} -> {after.ensemble.adapters}")
     a, b = demos_in_context(lengths, before.predict.max_len), demos_in_context(lengths, after.predict.max_len)
     if b < a:
         out.append(f"context {a} -> {b} demo{'s' if b > 1 else ''} (max_len {after.predict.max_len})")
@@ -400,7 +426,8 @@ class Fit:
     def line(self) -> str:
         """The fitted plan in one line, for the output before the work starts."""
         def parts(s: dict[str, float]) -> str:
-            named = {"TTT": s["ttt"], "decoding": s["icl"] + s["predict"], "scoring": s["loo"] + s["select"]}
+            named = {"TTT": s["ttt"], "decoding": s["icl"] + s["predict"], "scoring": s["loo"] + s["select"],
+                     "second round": s.get("second", 0.0)}
             return ", ".join(f"{k} {v:.0f} s" for k, v in named.items() if v >= 0.5) or "each stage under a second"
 
         loading = f" ({self.spent:.0f} s spent loading)" if self.spent >= 1 else ""
@@ -430,6 +457,8 @@ def fit(task: Task, plan: Plan, codec: Codec, model: nn.Module | None, speed: Sp
     cur, seconds = plan, asked
     if total(asked) > room:
         room *= MARGIN
+    while total(seconds) > room and (nxt := _cut_extras(cur)) is not None:  # what issue 24 adds goes first
+        cur, seconds = nxt, estimate(nxt)
     levers = (lambda w: _cut_context(w, lengths), _cut_scoring, _cut_views, _cut_steps)
     moved = True
     while total(seconds) > room and moved:

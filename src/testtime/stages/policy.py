@@ -40,7 +40,9 @@ import numpy as np
 
 from testtime.core.config import ConfigError
 from testtime.data.tasks import Task, grids_equal, leave_one_out
+from testtime.stages.ensemble import EnsembleConfig
 from testtime.stages.predict import PredictConfig
+from testtime.stages.second_round import SecondRoundConfig
 from testtime.stages.selection import SelectConfig
 from testtime.stages.ttt import DEFAULT_EPOCHS, TTTConfig
 
@@ -129,6 +131,8 @@ class Plan:
     predict: PredictConfig
     select: SelectConfig
     attempts: int
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)  # adapters per task (stages.ensemble)
+    second: SecondRoundConfig = field(default_factory=SecondRoundConfig)  # a second round (stages.second_round)
 
     @property
     def rounds(self) -> list[int]:
@@ -150,13 +154,20 @@ class Plan:
         return replace(self, predict=replace(self.predict, token_budget=token_budget))
 
 
-def resolve_plan(policy: str, ttt: TTTConfig, predict: PredictConfig, select: SelectConfig, attempts: int) -> Plan:
+def resolve_plan(policy: str, ttt: TTTConfig, predict: PredictConfig, select: SelectConfig, attempts: int,
+                 ensemble: EnsembleConfig | None = None, second: SecondRoundConfig | None = None) -> Plan:
     """The plan of a run under the named policy: TTT epochs as configured, else the policy's, else DEFAULT_EPOCHS.
-    An unknown policy, or the shared ablation under a policy of several stages, is a ConfigError."""
+    An unknown policy, or the shared ablation under a policy of several stages or with an ensemble, is a
+    ConfigError."""
     p = get_policy(policy)
+    ensemble, second = ensemble or EnsembleConfig(), second or SecondRoundConfig()
     if ttt.shared and p.name not in ("always", "never"):
         raise ConfigError(f"the shared-adapter ablation runs with policy always, not {p.name}")
-    return Plan(p, replace(ttt, epochs=ttt.epochs or p.epochs or DEFAULT_EPOCHS), predict, select, attempts)
+    if ttt.shared and ensemble.adapters > 1:
+        raise ConfigError("the shared-adapter ablation trains one adapter for all tasks: it takes no ensemble "
+                          f"(--adapters {ensemble.adapters})")
+    return Plan(p, replace(ttt, epochs=ttt.epochs or p.epochs or DEFAULT_EPOCHS), predict, select, attempts,
+                ensemble, second)
 
 
 def agreement(predictions: Sequence[Sequence], top: Sequence[np.ndarray | None]) -> float:

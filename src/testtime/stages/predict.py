@@ -1,7 +1,8 @@
 """Augmented inference: solve each test input under many invertible views, map answers back, vote.
 
 Every view of every task in flight decodes together through the generation engine (`engine`),
-each prompt through its task's adapter when `adapters` are given.
+each prompt through its task's adapter when `adapters` are given. With `dfs`, each view gives every answer at least
+that likely (`sampling.sample_above`, the greedy one among them) instead of the greedy one alone.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from testtime.data.augment import Transform, dihedral_views
 from testtime.data.encode import Codec, Encoded, TooLongError, encode_example
 from testtime.data.tasks import Example, Grid, Task
 from testtime.model.lora import Adapters
-from testtime.stages.engine import greedy_generate
+from testtime.stages.engine import Generated, greedy_generate
+from testtime.stages.sampling import sample_above
 from testtime.stages.vote import Prediction
 
 
@@ -32,6 +34,9 @@ class PredictConfig:
     per_group: Annotated[int, Range(1, 64)] = 3  # candidates each view group keeps before the vote across groups
     seed: Annotated[int, SEED] = 0
     cuda_graphs: bool = True  # replay each batch's decode step as one CUDA graph (GPU only; see greedy_generate)
+    # Depth-first sampling: every answer of probability at least this under each view, the greedy one always among
+    # them (stages.sampling; the ARChitects' sampling); None: greedy decoding alone.
+    dfs: Annotated[float | None, Range(0, 1, lo_open=True)] = None
 
 
 @dataclass(frozen=True)
@@ -113,20 +118,24 @@ def predict_tasks(
     With `adapters`, tasks[i] goes through its slot i.
     """
     queries, problems = make_queries(tasks, codec, cfg)
-    gens = greedy_generate(
-        model, [q.prompt for q in queries], [q.max_new for q in queries], codec,
-        token_budget=cfg.token_budget,
-        adapters=None if adapters is None else adapters.take([q.task for q in queries]),
-        progress=progress, cuda_graphs=cfg.cuda_graphs,
-    )
+    prompts, max_new = [q.prompt for q in queries], [q.max_new for q in queries]
+    slots = None if adapters is None else adapters.take([q.task for q in queries])
+    gens: list[list[Generated]]
+    if cfg.dfs is None:
+        gens = [[g] for g in greedy_generate(model, prompts, max_new, codec, token_budget=cfg.token_budget,
+                                             adapters=slots, progress=progress, cuda_graphs=cfg.cuda_graphs)]
+    else:
+        gens = sample_above(model, prompts, max_new, codec, min_prob=cfg.dfs, token_budget=cfg.token_budget,
+                            adapters=slots)
     out = [TaskPredictions([[] for _ in t.test], 0, 0) for t in tasks]
-    for q, g in zip(queries, gens, strict=True):
-        dec = codec.decode_grid(g.tokens)
+    for q, answers in zip(queries, gens, strict=True):
         tp = out[q.task]
-        tp.generated_tokens += next((n + 1 for n, t in enumerate(g.tokens) if t in codec.stop_ids), len(g.tokens))
-        if dec.grid is None:
-            tp.invalid += 1
-            tp.predictions[q.test].append(Prediction(q.group, None, g.logprob))
-        else:
-            tp.predictions[q.test].append(Prediction(q.group, q.view.invert_grid(dec.grid), g.logprob))
+        for g in answers:  # likeliest first: a view's first answer wins its ties in the vote
+            dec = codec.decode_grid(g.tokens)
+            tp.generated_tokens += next((n + 1 for n, t in enumerate(g.tokens) if t in codec.stop_ids), len(g.tokens))
+            if dec.grid is None:
+                tp.invalid += 1
+                tp.predictions[q.test].append(Prediction(q.group, None, g.logprob))
+            else:
+                tp.predictions[q.test].append(Prediction(q.group, q.view.invert_grid(dec.grid), g.logprob))
     return out, problems

@@ -101,13 +101,14 @@ def _sequences(task: Task, test: int, grids: Sequence[Grid], codec: Codec, cfg: 
 
 
 def product_of_experts(model: nn.Module, tasks: Sequence[Task], candidates: Sequence[Sequence[Sequence[Grid]]],
-                       codec: Codec, cfg: SelectConfig, *, adapters: Adapters | None = None, max_len: int = 8192
-                       ) -> list[list[list[float]]]:
+                       codec: Codec, cfg: SelectConfig, *, adapters: Adapters | Sequence[Adapters] | None = None,
+                       max_len: int = 8192) -> list[list[list[float]]]:
     """scores[i][q][k]: candidate k of test input q of tasks[i], its log-probability under the expert views (the
     mean over the views it fits in, which ranks as their sum, the product of experts, whenever every candidate
     fits in every view; -inf where it fits in none), each sequence through `adapters` slot i (the task's adapter)
-    when given. All of them score in one batched pass; sequences of one view share their prompt, which is read
-    once (`engine.sequence_logprobs`)."""
+    when given. With a list of handles (an ensemble's members, `stages.ensemble`), every sequence goes through each,
+    and the experts are every view under every adapter. All of them score in one batched pass; sequences of one
+    view share their prompt, which is read once per adapter (`engine.sequence_logprobs`)."""
     seqs: list[Encoded] = []
     where: list[tuple[int, int, int]] = []
     for i, (task, per_test) in enumerate(zip(tasks, candidates, strict=True)):
@@ -117,10 +118,14 @@ def product_of_experts(model: nn.Module, tasks: Sequence[Task], candidates: Sequ
                 where.append((i, q, k))
     sums = [[[0.0] * len(grids) for grids in per_test] for per_test in candidates]
     counts = [[[0] * len(grids) for grids in per_test] for per_test in candidates]
+    members = list(adapters) if isinstance(adapters, Sequence) else [adapters]
     if seqs:
-        slots = None if adapters is None else adapters.take([i for i, _, _ in where])
-        for (i, q, k), lp in zip(where, sequence_logprobs(model, seqs, codec.pad_id, adapters=slots,
-                                                          token_budget=cfg.token_budget), strict=True):
+        owners = [i for i, _, _ in where]
+        slots = None if members[0] is None else Adapters(
+            members[0].lora, tuple(s for m in members for s in m.take(owners).slots))
+        scores = sequence_logprobs(model, seqs * len(members), codec.pad_id, adapters=slots,
+                                   token_budget=cfg.token_budget)
+        for (i, q, k), lp in zip(where * len(members), scores, strict=True):
             sums[i][q][k] += lp
             counts[i][q][k] += 1
     return [[[s / n if n else -math.inf for s, n in zip(ss, nn_, strict=True)] for ss, nn_ in zip(st, ct, strict=True)]
@@ -128,8 +133,8 @@ def product_of_experts(model: nn.Module, tasks: Sequence[Task], candidates: Sequ
 
 
 def rank_candidates(model: nn.Module, tasks: Sequence[Task], votes: Sequence[Sequence[Sequence[Candidate]]],
-                    codec: Codec, cfg: SelectConfig, *, adapters: Adapters | None = None, max_len: int = 8192,
-                    attempts: int = 0) -> list[list[list[Ranked]]]:
+                    codec: Codec, cfg: SelectConfig, *, adapters: Adapters | Sequence[Adapters] | None = None,
+                    max_len: int = 8192, attempts: int = 0) -> list[list[list[Ranked]]]:
     """Each test input's candidates, best first: by the vote (`method` "vote"), or the vote's top `candidates`
     by their product-of-experts score, the rest after them in vote order (ties keep the vote's order).
 

@@ -125,6 +125,29 @@ def _clip_per_adapter(params: list[nn.Parameter], max_norm: float, stacked: bool
         g.mul_(scale.view(-1, *([1] * (g.dim() - 1))) if stacked else scale)
 
 
+def _lr_rescale(lr_scales: Sequence[float] | None, slots: Sequence[int], stacked: bool, device
+                ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(slots, their scales) of the adapters whose learning rate is not the configured one; None if none."""
+    if lr_scales is None or all(s == 1 for s in lr_scales):
+        return None
+    if not stacked:
+        raise ValueError("a learning rate per adapter needs stacked adapters (a MultiLoRA bank)")
+    scaled = [(slot, s) for slot, s in zip(slots, lr_scales, strict=True) if s != 1]
+    return (torch.tensor([slot for slot, _ in scaled], device=device),
+            torch.tensor([s for _, s in scaled], device=device, dtype=torch.float32))
+
+
+def _scale_update(params: list[nn.Parameter], before: list[torch.Tensor], slots: torch.Tensor,
+                  scales: torch.Tensor) -> None:
+    """Scale the step just taken by these slots' adapters. One optimizer serves the whole bank (a slot is a slice of
+    each stacked tensor, not a parameter group of its own); AdamW's step (weight decay included) is linear in the
+    learning rate and its moments do not depend on it, so scaling the step is training at lr * scale."""
+    with torch.no_grad():
+        for p, old in zip(params, before, strict=True):
+            s = scales.view(-1, *([1] * (p.dim() - 1))).to(p.dtype)
+            p[slots] = old + (p[slots] - old) * s
+
+
 @dataclass
 class TrainResult:
     losses: list[list[float]]  # per adapter, per step
@@ -145,6 +168,7 @@ def train_adapters(
     steps: int | None = None,
     slots: Sequence[int] | None = None,
     round_index: int = 0,
+    lr_scales: Sequence[float] | None = None,
 ) -> TrainResult:
     """Train adapter k on datasets[k], all in lockstep: each step takes `batch_size` sequences of every dataset.
 
@@ -152,6 +176,7 @@ def train_adapters(
     `steps` (default `cfg.steps`) with its own warmup and cosine decay; `slots[k]` is the adapter slot of
     datasets[k] (default k), so a later round can go on training some of a group's adapters.
     `round_index` > 0 draws a different data order, so a second round does not replay the first.
+    `lr_scales[k]` multiplies the learning rate of datasets[k]'s adapter (stacked adapters only).
     """
     device = params[0].device
     n = len(datasets)
@@ -167,6 +192,7 @@ def train_adapters(
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999),
                             fused=device.type == "cuda")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps, cfg.warmup))
+    rescale = _lr_rescale(lr_scales, slots, stacked, device)
     losses = []
     tokens = 0
     for step in range(steps):
@@ -189,7 +215,10 @@ def train_adapters(
             per_task = target_loss(model, ids, mask, rows)
         per_task.sum().backward()
         _clip_per_adapter(params, cfg.grad_clip, stacked)
+        before = [p.detach()[rescale[0]] for p in params] if rescale else None  # indexing copies
         opt.step()
+        if rescale:
+            _scale_update(params, before, *rescale)
         sched.step()
         opt.zero_grad(set_to_none=True)
         losses.append(per_task.detach())
@@ -253,16 +282,18 @@ def group_adapters(lora: MultiLoRA, n: int, cfg: TTTConfig) -> Adapters:
 
 def train_group(model: nn.Module, lora: MultiLoRA, datasets: Sequence[Sequence[Encoded]], cfg: TTTConfig, *,
                 pad_id: int, task_ids: Sequence[str], slots: Sequence[int] | None = None, steps: int | None = None,
-                round_index: int = 0, progress: Callable[[int], None] | None = None) -> TrainResult:
+                round_index: int = 0, progress: Callable[[int], None] | None = None,
+                lr_scales: Sequence[float] | None = None) -> TrainResult:
     """Train a group's adapters (`fresh_adapters`) on datasets[k], the adapter of task k in `slots[k]`.
 
     With `cfg.shared` the one adapter learns every dataset at once, from the same steps (each step takes
-    `batch_size` sequences per task from the merged data); every task gets its losses.
+    `batch_size` sequences per task from the merged data); every task gets its losses. `lr_scales[k]` multiplies
+    the learning rate of adapter k (an ensemble's members, `stages.ensemble`).
     """
     if not cfg.shared:
         return train_adapters(model, lora.parameters(), datasets, cfg, pad_id=pad_id, select=lora.use,
                               task_ids=list(task_ids), progress=progress, steps=steps, slots=slots,
-                              round_index=round_index)
+                              round_index=round_index, lr_scales=lr_scales)
     n = len(datasets)
     run = dataclasses.replace(cfg, samples=cfg.samples * n, batch_size=cfg.batch_size * n)
     merged = [s for d in datasets for s in d]
