@@ -277,7 +277,7 @@ _CONFIG = Annotated[Path | None, typer.Option(help="JSON config of the recipe to
 _RECIPE = Annotated[str | None, typer.Option(
     help="A named recipe to start from (see `testtime recipes`; default: default); the flags given override it.")]
 _POLICY = Annotated[str | None, typer.Option(
-    help="When to train: never, always, extended (default with --ttt), agree, loo-stop, adaptive; see `testtime policies`.")]
+    help="When to train: never, always, extended (default with --ttt), agree, loo-stop, adaptive, settle, anytime.")]
 _SELECT = Annotated[str | None, typer.Option(
     help="How the two attempts are chosen: poe (candidates ranked by their likelihood under augmented views, the "
          "default) or vote (the views' hierarchical vote).")]
@@ -286,6 +286,13 @@ _JOINT = Annotated[int | None, typer.Option(
                 "task (0: none; see testtime.recipes.joint).")]
 _JOINT_DIR = Annotated[str | None, typer.Option(
     help="Folder of the joint stage (default OUT/joint); runs of the same tasks and joint settings can share one.")]
+_BUDGET = Annotated[float | None, typer.Option(
+    help="Seconds a task on average over the run, spent where the signals say a task is unsolved: a cheap pass on "
+         "every task, then TTT rounds by expected gain per second (policy anytime unless --policy names settle).")]
+_AUDIT_LOO = Annotated[bool, typer.Option("--audit-loo", help="Also decode the held-out demos the leave-one-out "
+                                          "check scores; records count where verdicts differ (decoding not in compute).")]
+_LABELS = Annotated[Path | None, typer.Option(help="JSON object of task id -> label (a stream's familiar or novel): "
+                                                   "kept in each record, for analysis; the policy never sees it.")]
 _MAX_SECONDS = Annotated[float | None, typer.Option(
     help="Time budget of a task: its cost is estimated before it starts and, where over, its work is cut to fit "
          "(fewer demos in context, scoring views, views, TTT steps; the output says what). Default: 300 on a CPU, "
@@ -344,6 +351,9 @@ def evaluate_cmd(
     cuda_graphs: Annotated[bool | None, typer.Option("--cuda-graphs/--no-cuda-graphs", show_default=False, help="Replay the decode step as a CUDA graph (GPU; default: yes).")] = None,
     max_group: Annotated[int | None, typer.Option(help=f"Tasks trained and predicted together (default: {GROUP_SIZES['grid'][0]} grid or {GROUP_SIZES['text'][0]} text tasks on a GPU, {GROUP_SIZES['grid'][1]} or {GROUP_SIZES['text'][1]} on a CPU). Results are written as each group ends.")] = None,
     max_seconds: _MAX_SECONDS = None,
+    budget: _BUDGET = None,
+    audit_loo: _AUDIT_LOO = False,
+    labels: _LABELS = None,
 ) -> None:
     """Solve a set of tasks and score them (pass@2 for grids); one JSON line per task, resumable, with an HTML report.
 
@@ -359,11 +369,12 @@ def evaluate_cmd(
         model=model, ttt=ttt, limit=limit, device=device, views=views, orders=orders, samples=samples, epochs=epochs,
         lr=lr, rank=rank, adapter=adapter, augment=augment, loo=loo, demo_loss=demo_loss, shared=shared or None,
         policy=policy, select=select, joint_samples=joint_samples, joint_dir=joint_dir, token_budget=token_budget,
-        cuda_graphs=cuda_graphs, max_group=max_group), spell=_flag_name)
+        cuda_graphs=cuda_graphs, max_group=max_group, budget=budget, audit_loo=audit_loo or None), spell=_flag_name)
+    tags = api.read_labels(labels) if labels is not None else None
     main = distributed.from_env().is_main  # under torchrun, rank 0 speaks for the run
     if isinstance(cfg, api.TextEvalConfig):  # text few-shot tasks (JSONL)
-        if max_seconds is not None:
-            raise ConfigError("--max-seconds applies to grid tasks, not text tasks")
+        if max_seconds is not None or labels is not None:
+            raise ConfigError(f"{'--max-seconds' if labels is None else '--labels'} applies to grid tasks, not text tasks")
         from testtime.text.report import summary
 
         run = api.run_evaluation(cfg, out, max_minutes=max_minutes, show_progress=main)
@@ -381,7 +392,8 @@ def evaluate_cmd(
         for problem in skipped:
             typer.echo(f"skipped: {problem}", err=True)
     run = api.run_evaluation(cfg, out, tasks=task_list, skipped=skipped, max_minutes=max_minutes,
-                             max_seconds=limit_seconds, show_progress=main, say=typer.echo if main else None)
+                             max_seconds=limit_seconds, show_progress=main, say=typer.echo if main else None,
+                             labels=tags)
     if main:
         from testtime.core.store import read_joint_summary
 
