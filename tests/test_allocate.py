@@ -479,3 +479,16 @@ def test_cli_budget_and_labels_errors_are_one_line(tmp_path, one_line_error):
     bad.write_text('{"t0": 3}')
     one_line_error(runner.invoke(app, ["evaluate", "--labels", str(bad), "--out", str(tmp_path / "r")]),
                    "labels must be a JSON object")
+
+
+def test_a_solver_spends_a_budget_over_the_tasks_of_one_call(tiny, synthetic_tasks):
+    """`solve_many` is one group of a run: a budget there is seconds a task over the call's tasks."""
+    from testtime.api import Solver
+
+    model, codec = tiny
+    solver = Solver(model, codec)
+    settings = {"ttt_cfg.samples": 4, "ttt_cfg.epochs": 4, "ttt_cfg.rank": 2, "predict_cfg.max_len": 320}
+    poor = solver.solve_many(synthetic_tasks(3), max_seconds=None, show_progress=False, budget=1e-6, **settings)
+    assert [s.decision["ttt_steps"] for s in poor] == [0, 0, 0] and all(s.decision["name"] == "anytime" for s in poor)
+    rich = solver.solve_many(synthetic_tasks(3), max_seconds=None, show_progress=False, budget=1e4, **settings)
+    assert all(s.decision["ttt_steps"] > 0 for s in rich)
