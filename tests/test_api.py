@@ -37,7 +37,7 @@ def test_import_testtime_stays_light_until_the_api_is_used():
 
 def test_the_api_is_exported_from_the_package():
     assert testtime.Solver is Solver and callable(testtime.load) and callable(testtime.evaluate)
-    assert set(testtime.POLICIES) == {"never", "always", "extended", "agree", "loo-stop", "adaptive"}
+    assert set(testtime.POLICIES) == {"never", "always", "extended", "agree", "loo-stop", "adaptive", "settle", "anytime"}
     assert RECIPES["default"].config() == EvalConfig()
     with pytest.raises(AttributeError):
         testtime.nothing_of_the_kind  # noqa: B018

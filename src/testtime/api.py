@@ -58,10 +58,10 @@ SETTINGS = {
     "augment": "ttt_cfg.augment", "loo": "ttt_cfg.leave_one_out", "demo_loss": "ttt_cfg.loss_on_demos",
     "shared": "ttt_cfg.shared", "select": "select_cfg.method", "joint_samples": "joint_cfg.samples",
     "joint_dir": "joint_cfg.dir", "adapters": "ensemble_cfg.adapters", "dfs": "predict_cfg.dfs",
-    "second_round": "second_cfg.steps",
+    "second_round": "second_cfg.steps", "budget": "budget", "audit_loo": "audit_loo",
 }
 GRID_ONLY = ("policy", "views", "augment", "loo", "select", "joint_samples", "joint_dir", "adapters", "dfs",
-             "second_round")
+             "second_round", "budget", "audit_loo")
 # The text kind's own: zero-shot prompts, which TTT sequences, an adapter per query, the first N queries.
 TEXT_ONLY = {"icl": "predict_cfg.icl", "ttt_data": "ttt_data", "per_query": "per_query", "max_queries": "max_queries"}
 TEXT_SETTINGS = {k: v for k, v in SETTINGS.items() if k not in GRID_ONLY} | TEXT_ONLY
@@ -225,6 +225,14 @@ class Run:
     text: bool = False
 
 
+def read_labels(path: str | Path) -> dict[str, str]:
+    """Task labels from a JSON object of task id -> label (`evaluate(labels=...)`); anything else is a ConfigError."""
+    obj = read_json(path, what="labels")
+    if not isinstance(obj, dict) or not all(isinstance(v, str) for v in obj.values()):
+        raise ConfigError(f"{path}: labels must be a JSON object of task id -> label (a string)")
+    return obj
+
+
 def _max_seconds(value: float | Literal["auto"] | None, device: str) -> float | None:
     return budget.default_max_seconds(device) if value == "auto" else value
 
@@ -233,10 +241,11 @@ def run_evaluation(cfg: EvalConfig | TextEvalConfig, out: str | Path | None = No
                    solver: Solver | None = None, tasks: Sequence[Task] | None = None, skipped: Sequence[str] = (),
                    strict: bool = False, max_minutes: float | None = None,
                    max_seconds: float | Literal["auto"] | None = "auto", show_progress: bool = True,
-                   say: Callable[[str], None] | None = None) -> Run:
+                   say: Callable[[str], None] | None = None, labels: Mapping[str, str] | None = None) -> Run:
     """The run loop of `testtime evaluate` on a built config: tasks (loaded from `cfg.tasks` unless given), resume,
     records, summary, report, into `out` (default: named after the config). With a `solver`, its model; else the
-    config's, loaded on each process's device."""
+    config's, loaded on each process's device. `labels` (task id -> label) are written into the grid records, for
+    analysis only (`grid.evaluate`)."""
     from testtime.core.config import MINUTES, SECONDS, check_value
 
     check_value("max_minutes", max_minutes, MINUTES)
@@ -244,6 +253,8 @@ def run_evaluation(cfg: EvalConfig | TextEvalConfig, out: str | Path | None = No
     if isinstance(cfg, TextEvalConfig):
         if max_seconds != "auto" and max_seconds is not None:
             raise ConfigError("max_seconds applies to grid tasks, not text tasks")
+        if labels is not None:
+            raise ConfigError("labels apply to grid tasks, not text tasks")
         from testtime.text.run import default_out, evaluate_text
 
         out = Path(out) if out is not None else default_out(cfg)
@@ -260,20 +271,21 @@ def run_evaluation(cfg: EvalConfig | TextEvalConfig, out: str | Path | None = No
         tasks, skipped = load_task_set(cfg.tasks, strict=strict)
     records = grid.evaluate(cfg, out, model=model, codec=codec, tokenizer=tokenizer, tasks=tasks,
                             max_minutes=max_minutes, skipped=skipped, show_progress=show_progress, max_seconds=limit,
-                            say=say, speed=solver.speed if solver else None)
+                            say=say, speed=solver.speed if solver else None, labels=labels)
     return Run(out, records, list(skipped))
 
 
 def evaluate(tasks: str | Path = "arc1/eval", out: str | Path | None = None, *,
              recipe: str | EvalConfig | TextEvalConfig = "default", strict: bool = False,
              max_minutes: float | None = None, max_seconds: float | Literal["auto"] | None = "auto",
-             show_progress: bool = True, say: Callable[[str], None] | None = None, **settings: Any) -> Run:
+             show_progress: bool = True, say: Callable[[str], None] | None = None,
+             labels: Mapping[str, str] | None = None, **settings: Any) -> Run:
     """Solve a task set into a run folder, as `testtime evaluate` does (and, like it, unchanged under torchrun: each
     process loads the model on its own device); `model` and `device` are settings here. A finished task is skipped
     when the run folder already holds it. For a model kept loaded across calls, see `Solver.evaluate`."""
     cfg = build_config(str(tasks), recipe, settings=settings)
     return run_evaluation(cfg, out, strict=strict, max_minutes=max_minutes, max_seconds=max_seconds,
-                          show_progress=show_progress and from_env().is_main, say=say)
+                          show_progress=show_progress and from_env().is_main, say=say, labels=labels)
 
 
 class Solver:
@@ -341,7 +353,8 @@ class Solver:
     def evaluate(self, tasks: str | Path = "arc1/eval", out: str | Path | None = None, *,
                  recipe: str | EvalConfig | TextEvalConfig = "default", strict: bool = False,
                  max_minutes: float | None = None, max_seconds: float | Literal["auto"] | None = "auto",
-                 show_progress: bool = True, say: Callable[[str], None] | None = None, **settings: Any) -> Run:
+                 show_progress: bool = True, say: Callable[[str], None] | None = None,
+                 labels: Mapping[str, str] | None = None, **settings: Any) -> Run:
         """Solve a task set (a dataset name, task file, challenges file or folder; or a text tasks .jsonl file) into a
         run folder with this solver's model, as `testtime evaluate` does: one record per task as it finishes, a
         finished task skipped when run again, then summary.json, submission.json and report.html."""
@@ -351,7 +364,7 @@ class Solver:
         with self._lock:
             return run_evaluation(replace(cfg, model=self.name), out, solver=self, strict=strict,
                                   max_minutes=max_minutes, max_seconds=max_seconds, show_progress=show_progress,
-                                  say=say)
+                                  say=say, labels=labels)
 
 
 def load(model: str | Path | None = None, device: str | None = None, dtype=None) -> Solver:

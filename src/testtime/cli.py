@@ -315,6 +315,9 @@ def evaluate_cmd(
     per_query: opt.PER_QUERY = False,
     max_queries: opt.MAX_QUERIES = None,
     adapters: opt.ADAPTERS = None, dfs: opt.DFS = None, second_round: opt.SECOND = None,
+    budget: opt.BUDGET = None,
+    audit_loo: opt.AUDIT_LOO = False,
+    labels: opt.LABELS = None,
 ) -> None:
     """Solve a set of tasks and score them (pass@2 for grids); one JSON line per task, resumable, with an HTML report.
 
@@ -331,11 +334,13 @@ def evaluate_cmd(
         lr=lr, rank=rank, adapter=adapter, augment=augment, loo=loo, demo_loss=demo_loss, shared=shared or None,
         policy=policy, select=select, joint_samples=joint_samples, joint_dir=joint_dir, token_budget=token_budget,
         cuda_graphs=cuda_graphs, max_group=max_group, icl=icl, ttt_data=ttt_data, per_query=per_query or None,
-        max_queries=max_queries, adapters=adapters, dfs=dfs, second_round=second_round), spell=opt.flag_name)
+        max_queries=max_queries, adapters=adapters, dfs=dfs, second_round=second_round,
+        budget=budget, audit_loo=audit_loo or None), spell=opt.flag_name)
+    tags = api.read_labels(labels) if labels is not None else None
     main = distributed.from_env().is_main  # under torchrun, rank 0 speaks for the run
     if isinstance(cfg, api.TextEvalConfig):  # text few-shot tasks (JSONL)
-        if max_seconds is not None:
-            raise ConfigError("--max-seconds applies to grid tasks, not text tasks")
+        if max_seconds is not None or labels is not None:
+            raise ConfigError(f"{'--max-seconds' if labels is None else '--labels'} applies to grid tasks, not text tasks")
         from testtime.text.report import summary
 
         run = api.run_evaluation(cfg, out, max_minutes=max_minutes, show_progress=main)
@@ -353,7 +358,8 @@ def evaluate_cmd(
         for problem in skipped:
             typer.echo(f"skipped: {problem}", err=True)
     run = api.run_evaluation(cfg, out, tasks=task_list, skipped=skipped, max_minutes=max_minutes,
-                             max_seconds=limit_seconds, show_progress=main, say=typer.echo if main else None)
+                             max_seconds=limit_seconds, show_progress=main, say=typer.echo if main else None,
+                             labels=tags)
     if main:
         from testtime.core.store import read_joint_summary
 

@@ -50,7 +50,8 @@ CONFIG = Annotated[Path | None, typer.Option(help="JSON config of the recipe to 
 RECIPE = Annotated[str | None, typer.Option(
     help="A named recipe to start from (see `testtime recipes`; default: default); the flags given override it.")]
 POLICY = Annotated[str | None, typer.Option(
-    help="When to train: never, always, extended (default with --ttt), agree, loo-stop, adaptive; see `testtime policies`.")]
+    help="When to train: never, always, extended (default with --ttt), agree, loo-stop, adaptive, settle, anytime; "
+         "see `testtime policies`.")]
 SELECT = Annotated[str | None, typer.Option(
     help="How the two attempts are chosen: poe (candidates ranked by their likelihood under augmented views, the "
          "default) or vote (the views' hierarchical vote).")]
@@ -69,3 +70,10 @@ DFS = Annotated[float | None, typer.Option(help="Depth-first sampling: every ans
                                          "view, the greedy one always among them (say 0.1; default: greedy).")]
 SECOND = Annotated[int | None, typer.Option(help="Second round: this many more TTT steps on tasks with a confident "
                                             "answer, added as a demonstration; then predict again (default 0: none).")]
+BUDGET = Annotated[float | None, typer.Option(
+    help="Seconds a task on average over the run, spent where the signals say a task is unsolved: a cheap pass on "
+         "every task, then TTT rounds by expected gain per second (policy anytime unless --policy names settle).")]
+AUDIT_LOO = Annotated[bool, typer.Option("--audit-loo", help="Also decode the held-out demos the leave-one-out "
+                                         "check scores; records count where verdicts differ (decoding not in compute).")]
+LABELS = Annotated[Path | None, typer.Option(help="JSON object of task id -> label (a stream's familiar or novel): "
+                                                  "kept in each record, for analysis; the policy never sees it.")]

@@ -16,14 +16,11 @@ One task through `solve_task`, top to bottom:
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from testtime.core import store
@@ -31,30 +28,36 @@ from testtime.core.config import SECONDS, ConfigError, Range, check, check_value
 from testtime.data.encode import Codec, TooLongError
 from testtime.data.tasks import Task, TaskError, load_tasks
 from testtime.model.loading import load_model
-from testtime.model.lora import Adapters, MultiLoRA
+from testtime.model.lora import MultiLoRA
 from testtime.recipes import runs
+from testtime.recipes.grid_ops import GridOps, device_clock
 from testtime.recipes.grid_records import error_record, group_records
 from testtime.recipes.grid_rounds import second_round
 from testtime.recipes.joint import JointConfig, joint_stage, read_joint
 from testtime.report.report import summarize, write_report
 from testtime.report.submission import write_submission
 from testtime.stages import budget
-from testtime.stages.engine import auto_token_budget, budget_batches, sequence_scores
+from testtime.stages.allocate import Ledger, Pace, Units, run_anytime, selection_work
+from testtime.stages.engine import auto_token_budget, budget_batches
 from testtime.stages.ensemble import (
     EnsembleConfig,
-    MemberRows,
     member_adapters,
     member_datasets,
-    member_keys,
-    pool,
-    replicate,
 )
-from testtime.stages.policy import DEFAULT_POLICY, Outcome, Plan, agreement, loo_tasks, resolve_plan, run_policy
-from testtime.stages.predict import PredictConfig, TaskPredictions, answered, predict_tasks
+from testtime.stages.loo_audit import Audit
+from testtime.stages.policy import (
+    DEFAULT_POLICY,
+    Outcome,
+    Plan,
+    get_policy,
+    resolve_plan,
+    run_policy,
+)
+from testtime.stages.predict import PredictConfig
 from testtime.stages.second_round import SecondRoundConfig
 from testtime.stages.selection import Ranked, SelectConfig, rank_candidates, scoring_budget
-from testtime.stages.ttt import TTTConfig, fresh_adapters, group_adapters, max_tasks_together, train_group
-from testtime.stages.vote import Candidate, attempts, hierarchical_vote
+from testtime.stages.ttt import TTTConfig, max_tasks_together
+from testtime.stages.vote import Candidate, hierarchical_vote
 
 
 @dataclass
@@ -67,6 +70,12 @@ class EvalConfig:
     # tasks trained and predicted together; None: by device, see runs.GROUP_SIZES
     max_group: Annotated[int | None, runs.GROUP] = None
     policy: str | None = None  # see testtime.stages.policy; None: its DEFAULT_POLICY with ttt, "never" without
+    # Seconds a task on average over the run, spent where the signals say a task is unsolved (testtime.stages.allocate);
+    # None: no budget. It takes a policy that allocates (anytime, the one it implies where none is named, or settle).
+    budget: Annotated[float | None, Range(0, 1e6, lo_open=True)] = None
+    # Also decode every held-out demo the leave-one-out check scores, and record where the two verdicts differ and
+    # what decoding took (outside the record's compute): the check's cost against decoding's, measured in the policy.
+    audit_loo: bool = False
     attempts: Annotated[int, Range(1, 16)] = 2
     ttt_cfg: TTTConfig = field(default_factory=TTTConfig)
     predict_cfg: PredictConfig = field(default_factory=PredictConfig)
@@ -96,10 +105,14 @@ def task_cost(task: Task) -> int:
 
 
 def effective_policy(cfg: EvalConfig) -> str:
-    """`cfg.policy`, or what `cfg.ttt` asks for when no policy is named."""
+    """`cfg.policy`, or what `cfg.ttt` (and a budget) asks for when no policy is named."""
     if cfg.policy and not cfg.ttt and cfg.policy != "never":
         raise ConfigError(f"--no-ttt contradicts policy {cfg.policy!r}; drop one of them")
-    return cfg.policy or (DEFAULT_POLICY if cfg.ttt else "never")
+    if cfg.budget is not None and not cfg.ttt:
+        raise ConfigError("--no-ttt leaves --budget nothing to spend; drop one of them")
+    if cfg.budget is not None and cfg.policy and not get_policy(cfg.policy).anytime:
+        raise ConfigError(f"--budget is spent by a policy that allocates (anytime, settle), not {cfg.policy!r}")
+    return cfg.policy or ("anytime" if cfg.budget is not None else DEFAULT_POLICY if cfg.ttt else "never")
 
 
 def plan_of(cfg: EvalConfig) -> Plan:
@@ -120,96 +133,6 @@ def plan_groups(tasks: Sequence[Task], lengths: dict[str, int], tcfg: TTTConfig,
     # A task's training rows are batch_size sequences of its longest length, for each of its `members` adapters.
     widths = [lengths.get(t.id, 0) * tcfg.batch_size * members for t in tasks]
     return [[tasks[i] for i in b] for b in budget_batches(widths, tcfg.token_budget, max_rows=size)]
-
-
-def _clock(cuda: bool) -> float:
-    """Wall time, after the GPU has finished what was queued (so a stage's time is its own)."""
-    if cuda:
-        torch.cuda.synchronize()
-    return time.perf_counter()
-
-
-@dataclass
-class GridOps:
-    """The plain calls a policy runs on one group of grid tasks (see `policy.GroupOps`); item i is group[i],
-    trained in adapter slot i (or, shared, all in slot 0)."""
-
-    kind: GridKind
-    group: list[Task]
-    pcfg: PredictConfig
-    tcfg: TTTConfig
-    scfg: SelectConfig  # its scoring batches serve the leave-one-out check too
-    progress: Any = None
-    ecfg: EnsembleConfig = field(default_factory=EnsembleConfig)
-    datasets: dict[str, list] | None = None  # TTT sequences by member key (None: the kind's, from `prepare`)
-
-    def predict(self, items: Sequence[int], adapted: bool, more_orders: int = 1) -> tuple[list[TaskPredictions], list[str]]:
-        """Each item's predictions; adapted, through each member of its ensemble, pooled (`ensemble.pool`)."""
-        pcfg = replace(self.pcfg, orders=self.pcfg.orders * more_orders) if more_orders > 1 else self.pcfg
-        if not adapted or self.ecfg.adapters == 1:
-            return predict_tasks(self.kind.model, [self.group[i] for i in items], self.kind.codec, pcfg,
-                                 adapters=self._adapters(items) if adapted else None)
-        every = replicate(items, self.ecfg)
-        slots = tuple(s for m in self.members() for s in m.take(items).slots)
-        preds, problems = predict_tasks(self.kind.model, [self.group[i] for i in every], self.kind.codec, pcfg,
-                                        adapters=Adapters(self.kind.lora, slots))
-        return pool(preds, len(items)), list(dict.fromkeys(problems))
-
-    def _adapters(self, items: Sequence[int]) -> Adapters:
-        """The j-th of some prompts or sequences through the adapter of item items[j] (its ensemble's first member)."""
-        return group_adapters(self.kind.lora, len(self.group), self.tcfg).take(items)
-
-    def members(self) -> list[Adapters]:
-        """One handle per member of the ensemble: item i of handle j through member j of task i."""
-        return member_adapters(self.kind.lora, len(self.group), self.tcfg, self.ecfg)
-
-    def agreement(self, prediction: TaskPredictions) -> float:
-        tops = [attempts(hierarchical_vote(pl, per_group=self.pcfg.per_group), 1)[0] for pl in prediction.predictions]
-        return agreement(prediction.predictions, tops)  # the policy's signal, over this kind's votes
-
-    def leave_one_out(self, items: Sequence[int], adapted: bool) -> list[float | None]:
-        """Leave-one-out self-check: the share of each task's demos solved from the others (None: one demo).
-
-        A held-out demo is solved where greedy decoding under the identity view would answer it exactly; all of
-        them are told by one teacher-forced pass (`engine.sequence_scores`) instead of a decode loop. One whose
-        prompt does not fit, or whose answer is longer than decoding may go, is not solved, as a decode fails. With a
-        text tokenizer, an answer decoding would reach by another spelling of its digits counts as not solved."""
-        k = self.kind
-        hits: list[list[bool]] = [[] for _ in items]
-        seqs, owner = [], []
-        for n, i in enumerate(items):
-            for lt in loo_tasks(self.group[i]):
-                seq = answered(k.codec, lt.train, lt.test[0], self.pcfg.max_len)
-                if seq is None:
-                    hits[n].append(False)
-                else:
-                    seqs.append(seq)
-                    owner.append(n)
-        if seqs:
-            adapters = self._adapters([items[n] for n in owner]) if adapted else None
-            scores = sequence_scores(k.model, seqs, k.codec.pad_id, adapters=adapters, stop_ids=k.codec.stop_ids,
-                                     token_budget=scoring_budget(self.scfg, self.pcfg.token_budget))
-            for n, score in zip(owner, scores, strict=True):
-                hits[n].append(score.exact)
-        return [float(np.mean(h)) if h else None for h in hits]
-
-    def fresh_adapters(self) -> None:
-        k = self.kind
-        k.lora = fresh_adapters(k.model, k.lora, member_keys([t.id for t in self.group], self.ecfg), self.tcfg)
-
-    def train(self, items: Sequence[int], steps: int, round_index: int) -> tuple[list[list[float]], int]:
-        """`steps` more steps of each member of each item's ensemble, all together; an item's loss is its members'
-        mean."""
-        k = self.kind
-        data = k.datasets if self.datasets is None else self.datasets
-        rows = MemberRows.of([t.id for t in self.group], items, len(self.group), self.ecfg)
-        res = train_group(k.model, k.lora, [data[key] for key in rows.keys], self.tcfg, pad_id=k.codec.pad_id,
-                          task_ids=rows.keys, slots=rows.slots, steps=steps, round_index=round_index,
-                          progress=self.progress, lr_scales=rows.lr_scales)
-        return rows.per_item(res.losses), res.tokens
-
-    def clock(self) -> float:
-        return _clock(self.kind.cuda)
 
 
 class GridKind(runs.AdapterSlots):
@@ -236,6 +159,13 @@ class GridKind(runs.AdapterSlots):
         self.datasets: dict[str, list] = {}
         self.lengths: dict[str, int] = {}
         self.joint_dir: Path | None = None
+        # A policy that allocates (`testtime.stages.allocate`): each task's pieces of work, the pace they run at,
+        # and with a budget its ledger; `finished` is what the run's finished tasks spent: (run's tasks, seconds, done).
+        self.units: dict[str, Units] = {}
+        self.shape: budget.Shape | None = None
+        self.pace = Pace()
+        self.ledger: Ledger | None = None
+        self.finished: tuple[int, float, int] | None = None
 
     @property
     def cuda(self) -> bool:
@@ -253,7 +183,13 @@ class GridKind(runs.AdapterSlots):
 
     def before_tasks(self, tasks: Sequence[Task], out_dir: Path, pending: bool, show_progress: bool = True) -> None:
         """The joint stage (`testtime.recipes.joint`) over all the run's tasks, when configured and tasks are `pending`; the
-        per-task adapters then start from its weights."""
+        per-task adapters then start from its weights. With a budget, what the run's finished tasks spent (a resumed
+        run spends what is left)."""
+        if self.cfg.budget is not None:
+            ids = {t.id for t in tasks}
+            done = {r["task_id"]: float(r.get("seconds") or 0.0) for f in store.result_files(out_dir)
+                    for r in store.read_file_records(f) if r["task_id"] in ids}
+            self.finished = (len(tasks), sum(done.values()), len(done))
         jc = self.cfg.joint_cfg
         if not jc.runs_for(len(tasks)):
             return
@@ -296,10 +232,24 @@ class GridKind(runs.AdapterSlots):
                     self.lengths[t.id] = max(len(s) for d in data.values() for s in d)
                 else:
                     self.lengths[t.id] = sum(e.input.size + e.output.size for e in t.train)
+                if plan.policy.anytime:
+                    self.units[t.id] = self._units(t, plan)
                 ready.append(t)
             except TooLongError as e:
                 bad.append(error_record(t, str(e)))
+        if self.cfg.budget is not None and self.ledger is None:
+            n_run, seconds, n_done = self.finished or (len(tasks), 0.0, 0)
+            self.ledger = Ledger.start(self.cfg.budget, n_run, seconds, n_done, len(tasks),
+                                       {t.id: self.units[t.id].reference(self.plan_for([t])) for t in ready})
         return ready, bad
+
+    def _units(self, task: Task, plan: Plan) -> Units:
+        """The task's pieces of work priced by the cost model (`budget.Estimator.units`), on a pace timed once."""
+        if self.speed is None:
+            self.speed = budget.measure_speed(self.model)
+        if self.shape is None:
+            self.shape = budget.Shape.of(self.model)
+        return Units.of(budget.Estimator(task, self.codec, self.shape, self.speed).units(plan))
 
     def groups(self, tasks: Sequence[Task], size: int) -> list[list[Task]]:
         rest = [t for t in tasks if t.id not in self.own]
@@ -324,28 +274,41 @@ class GridKind(runs.AdapterSlots):
                 after = sum(budget.total(f.planned) - f.planned["ttt"] for f in fits)
                 bar.set_postfix_str(f"then about {after:.0f} s more")
             try:
-                ops = GridOps(self, group, plan.predict, plan.ttt, plan.select, bar.update, plan.ensemble)
-                out = run_policy(plan, len(group), ops)
+                audit = Audit.of(len(group), lambda: device_clock(self.cuda)) if self.cfg.audit_loo else None
+                ops = GridOps(self, group, plan.predict, plan.ttt, plan.select, bar.update, plan.ensemble, audit=audit)
+                if plan.policy.anytime:
+                    allot = self.ledger.allot([t.id for t in group]) if self.ledger is not None else None
+                    out = run_anytime(plan, len(group), ops, [self.units[t.id] for t in group], self.pace, allot)
+                else:
+                    out = run_policy(plan, len(group), ops)
             finally:
                 if self.lora is not None:
                     self.lora.use(None)
         votes = [[hierarchical_vote(pl, per_group=plan.predict.per_group) for pl in p.predictions] for p in out.final]
-        t0 = _clock(self.cuda)
+        t0 = device_clock(self.cuda)
         ranked = self.select(group, votes, out, plan)
+        dt = device_clock(self.cuda) - t0
         for spent in out.spent:
-            spent["select"] = (_clock(self.cuda) - t0) / len(group)
+            spent["select"] = dt / len(group)
+        if plan.policy.anytime:  # the pace of scoring, for the next group's prices
+            self.pace.observe("select", dt, selection_work([self.units[t.id] for t in group],
+                                                           [[len(v) for v in vs] for vs in votes], out.score, plan))
         rounds = None
         if plan.second.steps and plan.policy.ttt:
             rounds = second_round(plan, group, out, votes, ranked, lambda tasks, data: GridOps(
                 self, tasks, plan.predict, plan.ttt, plan.select, None, plan.ensemble, data), self.model, self.codec)
         if self.candidates is not None:
             self.candidates.update((t.id, r) for t, r in zip(group, ranked, strict=True))
-        return group_records(group, plan, out, votes, ranked, self.fits, rounds)
+        records = group_records(group, plan, out, votes, ranked, self.fits, rounds, audit.notes if audit else None)
+        if self.ledger is not None:
+            self.ledger.charge([t.id for t in group], sum(r["seconds"] for r in records))
+        return records
 
     def select(self, group: list[Task], votes: list[list[list[Candidate]]], out: Outcome,
                plan: Plan) -> list[list[list[Ranked]]]:
         """Each task's candidates ranked by the plan's selection: scored through the task's adapter where its final
-        answers came from it, else through the base model."""
+        answers came from it, else through the base model; as many as the policy left it to score (`Outcome.score`:
+        none, the vote's order, or its top few)."""
         scfg = replace(plan.select, token_budget=scoring_budget(plan.select, plan.predict.token_budget))
         adapted = [i for i in range(len(group)) if out.steps[i] > 0 and not out.decision[i].endswith("+icl")]
         ranked: list[Any] = [None] * len(group)
@@ -353,11 +316,14 @@ class GridKind(runs.AdapterSlots):
                 (adapted, [m.take(adapted) for m in member_adapters(self.lora, len(group), plan.ttt, plan.ensemble)]
                           if adapted else None),
                 ([i for i in range(len(group)) if i not in adapted], None)):
-            if items:
-                got = rank_candidates(self.model, [group[i] for i in items], [votes[i] for i in items], self.codec,
-                                      scfg, adapters=adapters, max_len=plan.predict.max_len, attempts=plan.attempts)
-                for i, r in zip(items, got, strict=True):
-                    ranked[i] = r
+            for k in dict.fromkeys(out.score[i] for i in items):  # as configured (None) first, in order
+                some = [j for j, i in enumerate(items) if out.score[i] == k]
+                cfg = scfg if k is None else replace(scfg, method="vote") if k == 0 else replace(scfg, candidates=k)
+                got = rank_candidates(self.model, [group[items[j]] for j in some], [votes[items[j]] for j in some],
+                                      self.codec, cfg, adapters=[m.take(some) for m in adapters] if adapters else None,
+                                      max_len=plan.predict.max_len, attempts=plan.attempts)
+                for j, r in zip(some, got, strict=True):
+                    ranked[items[j]] = r
         return ranked
 
     def token_budget(self) -> int:
@@ -371,7 +337,12 @@ class GridKind(runs.AdapterSlots):
         return {"pass2": f"{sum(r['score'] for r in scored):.1f}/{len(scored)}"} if scored else {}
 
     def summarize(self, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        return summarize(records, joint=read_joint(self.joint_dir))
+        """The run's totals; with a budget, also what it spent against it, a task on average."""
+        out = summarize(records, joint=read_joint(self.joint_dir))
+        if self.cfg.budget is not None and records:
+            out["budget"] = {"seconds_per_task": self.cfg.budget,
+                             "spent_per_task": round(out["total_seconds"] / len(records), 4)}
+        return out
 
     def finish(self, out_dir: Path, records, tasks: Sequence[Task], all_tasks: Sequence[Task]) -> None:
         """Kaggle-style `submission.json` and the HTML report."""
@@ -382,16 +353,20 @@ class GridKind(runs.AdapterSlots):
 def evaluate(cfg: EvalConfig, out_dir: Path, *, model=None, codec: Codec | None = None, tokenizer=None,
              tasks: Sequence[Task] | None = None, show_progress: bool = True,
              max_minutes: float | None = None, skipped: Sequence[str] = (), max_seconds: float | None = None,
-             say: Callable[[str], None] | None = None, speed: budget.Speed | None = None) -> list[dict[str, Any]]:
+             say: Callable[[str], None] | None = None, speed: budget.Speed | None = None,
+             labels: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """Run (or resume) an evaluation of grid tasks into `out_dir` (see `runs.run`); with `max_seconds`, each task's
-    work is fitted to that many seconds (`testtime.stages.budget`), and `say` hears of every task cut."""
+    work is fitted to that many seconds (`testtime.stages.budget`), and `say` hears of every task cut. `labels` (task
+    id -> label: a stream's familiar and novel queries, say) go into each record as it is written (`label`), for
+    analysis: the task kind, and so the policy, never holds them."""
     check(cfg)
     check_value("max_seconds", max_seconds, SECONDS)
     # an unknown or contradictory policy fails here, before any model loads
     kind = GridKind(cfg, model, codec, max_seconds=max_seconds, say=say, speed=speed, tokenizer=tokenizer)
     tasks = load_tasks(cfg.tasks) if tasks is None else tasks
     return runs.run(kind, config_to_dict(cfg), tasks, out_dir, device=cfg.device, limit=cfg.limit,
-                    max_group=cfg.max_group, max_minutes=max_minutes, skipped=skipped, show_progress=show_progress)
+                    max_group=cfg.max_group, max_minutes=max_minutes, skipped=skipped, show_progress=show_progress,
+                    annotate=None if labels is None else runs.labelled(labels))
 
 
 @dataclass

@@ -85,10 +85,12 @@ def task_record(task: Task, preds, votes: Sequence[Sequence[Candidate]], ranked:
 
 def group_records(group: Sequence[Task], plan: Plan, out: Outcome, votes: Sequence[Sequence[Sequence[Candidate]]],
                   ranked: Sequence[Sequence[Sequence[Ranked]]], fits: Mapping[str, Fit],
-                  rounds: Sequence[dict[str, Any] | None] | None = None) -> list[dict[str, Any]]:
+                  rounds: Sequence[dict[str, Any] | None] | None = None,
+                  audits: Sequence[Mapping[str, float]] | None = None) -> list[dict[str, Any]]:
     """The records of a group that followed `plan`: each task's attempts (`task_record`), what the policy decided
-    and the signals it read, the seconds of each stage, (`fits`) what the budget cut, and (`rounds`) what the second
-    round did."""
+    and the signals it read (and the cuts it took, with the seconds each saved), the seconds of each stage, (`fits`)
+    what the time budget cut, (`rounds`) what the second round did, and (`audits`) the leave-one-out check against
+    decoding."""
     records = []
     for i, t in enumerate(group):
         r = task_record(t, out.final[i], votes[i], ranked[i], plan.select.method, plan.attempts,
@@ -96,6 +98,10 @@ def group_records(group: Sequence[Task], plan: Plan, out: Outcome, votes: Sequen
         decision = "shared" if plan.shared else out.decision[i] if plan.policy.ttt else "answer"
         r["policy"] = {"name": plan.policy.name, "decision": decision, "signals": out.signals[i],
                        "ttt_steps": out.steps[i]}
+        if out.cuts and out.cuts[i]:
+            r["policy"]["cuts"] = out.cuts[i]
+        if audits is not None:
+            r["loo_audit"] = dict(audits[i])
         r["compute"] = {k: round(v, 4) for k, v in out.spent[i].items()}
         if t.id in fits:  # what the budget cut, and its estimate of each stage beside `compute`
             r["budget"] = fits[t.id].to_json()

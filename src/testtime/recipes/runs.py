@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -197,13 +197,25 @@ def solve(kind: TaskKind, tasks: Sequence[Any], size: int) -> list[Record]:
     return [got[t.id] for t in tasks]
 
 
+def labelled(labels: Mapping[str, str]) -> Callable[[Record], None]:
+    """What `run(annotate=...)` takes to write each task's label (`labels`: task id -> label) into its record."""
+
+    def annotate(record: Record) -> None:
+        if record["task_id"] in labels:
+            record["label"] = labels[record["task_id"]]
+
+    return annotate
+
+
 def run(kind: TaskKind, cfg: dict[str, Any], tasks: Sequence[Any], out_dir: str | Path, *, device: str | None,
         limit: int | None = None, max_group: int | None = None, max_minutes: float | None = None,
-        skipped: Sequence[str] = (), show_progress: bool = True) -> list[Record]:
+        skipped: Sequence[str] = (), show_progress: bool = True,
+        annotate: Callable[[Record], None] | None = None) -> list[Record]:
     """Run (or resume) `tasks` (the first `limit`) into `out_dir`; with `max_minutes`, start no group after that
     time. `cfg` is the run's config as written to config.json; `skipped` lists task files left out as
-    invalid, for summary.json. Returns the records of the tasks run (under torchrun: merged on rank 0, this
-    rank's own on the others)."""
+    invalid, for summary.json. `annotate` edits each record before it is written, after the kind made it (what the
+    kind must not see goes in there: `labelled`). Returns the records of the tasks run (under torchrun: merged on
+    rank 0, this rank's own on the others)."""
     started = time.monotonic()
     check_value("max_minutes", max_minutes, MINUTES)
     dist = distributed.init()
@@ -234,6 +246,9 @@ def run(kind: TaskKind, cfg: dict[str, Any], tasks: Sequence[Any], out_dir: str 
     bar = tqdm(total=total, initial=initial, desc=desc, disable=not show_progress, unit="task")
 
     def emit(records: list[Record]) -> None:
+        if annotate is not None:
+            for r in records:
+                annotate(r)
         store.append_records(own_path, records)
         mine.extend(records)
         bar.update(len(records))

@@ -243,7 +243,7 @@ class Estimator:
         p, pcfg = plan.policy, plan.predict
         out = dict.fromkeys(STAGES, 0.0)
         if p.icl_first or not p.ttt:
-            out["icl"] = self._decode([self.task], pcfg)
+            out["icl"] = self._decode([self.task], replace(pcfg, views=min(p.first_views or pcfg.views, pcfg.views)))
         if p.ttt:
             rounds = plan.rounds
             step = ttt_step_seconds(self._ttt_lengths(plan.ttt), plan.ttt.batch_size, self.shape, self.speed,
@@ -263,8 +263,25 @@ class Estimator:
             out["second"] = plan.second.steps * step * k + out["predict"] + out["select"]
         return out
 
+    def units(self, plan: Plan) -> dict[str, float]:
+        """Seconds of the pieces an allocation buys one at a time (`testtime.stages.allocate`): one view decoded
+        (the mean of the plan's views), one leave-one-out check, one TTT step, and the product of experts: reading
+        each test input's prompt under every scoring view (`scoring`), then each candidate scored (`candidate`)."""
+        pcfg, s = plan.predict, plan.select
+        queries, _ = make_queries([self.task], self.codec, replace(pcfg, views=1, orders=1))
+        budget = scoring_budget(s, pcfg.token_budget)
+
+        def scored(k: int) -> float:
+            return sum(score_seconds(s.views * s.colors, len(q.prompt), q.max_new, k, budget, self.shape, self.speed)
+                       for q in queries)
+
+        return {"view": self._decode([self.task], pcfg) / (pcfg.views * pcfg.orders), "loo": self._loo(plan),
+                "step": ttt_step_seconds(self._ttt_lengths(plan.ttt), plan.ttt.batch_size, self.shape, self.speed,
+                                         plan.ttt.adapter),
+                "scoring": scored(0), "candidate": scored(1) - scored(0)}
+
     def _loo(self, plan: Plan) -> float:
-        """One leave-one-out check (`grid.GridOps.leave_one_out`): each held-out demo's prompt and answer read
+        """One leave-one-out check (`grid_ops.GridOps.leave_one_out`): each held-out demo's prompt and answer read
         whole, in padded batches (they share no prefix); those decoding could not give cost nothing (the check counts
         them failed, unscored)."""
         seqs = [answered(self.codec, lt.train, lt.test[0], plan.predict.max_len) for lt in loo_tasks(self.task)]

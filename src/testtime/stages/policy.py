@@ -7,7 +7,7 @@ A policy is a small, named recipe of stages over a group of tasks, driven by che
 - `loo`: the leave-one-out self-check. Each demonstration in turn becomes the query, the others the
   context, and the model (with or without the task's adapter) answers it greedily under the identity
   view; `loo` is the share solved exactly (the grid kind tells it from one teacher-forced pass, without
-  decoding: `grid.GridOps.leave_one_out`). Without an adapter it is a true held-out check. With one
+  decoding: `grid_ops.GridOps.leave_one_out`). Without an adapter it is a true held-out check. With one
   it measures fit: TTT trains on these very leave-one-out tasks (under augmentations), so a task whose
   adapter still fails its own demos has not been learned yet and is worth more steps.
 - `ttt_loss`: the adapter's last training losses (recorded, for analysis and for future policies).
@@ -23,7 +23,9 @@ Stages, in order (each optional per policy):
 4. With `pick_by_loo`, a task that has both answers keeps the ICL one when the base model's LOO score
    beats the adapter's (TTT can unlearn a task the base model already had).
 
-All policies spend the same per-step compute; they differ in how many steps and views each task gets.
+All policies spend the same per-step compute; they differ in how many steps and views each task gets. Those with
+`anytime` set (settle, anytime) run through `testtime.stages.allocate` instead of `run_policy`: a cheap pass, each
+stage cut where a signal says the answer is settled, and with --budget the rounds bought by expected gain per second.
 A run resolves its policy once, with the settings of every stage, into a `Plan` (`resolve_plan`; the time budget
 may cut it, `testtime.stages.budget`). `run_policy` follows a plan's stages, in this order, over plain calls a
 task kind provides (`GroupOps`: predict, leave-one-out check, train); it decides, the kind computes.
@@ -61,6 +63,17 @@ class Policy:
     more_orders: int = 1
     pick_by_loo: bool = False
     epochs: int | None = None  # TTT epochs where the config names none (None: the config's default)
+    # The cuts of the fixed cost (`testtime.stages.allocate`, which runs a policy with `anytime` set; a --budget
+    # then decides how many rounds each task gets): the views of the cheap first pass, and those a task whose
+    # leave-one-out check passed is predicted under first (None: the configured views); with `give_up`, a task
+    # whose adapter solves none of its held-out demos stops training; a test input whose top answer holds at least
+    # `score_none_at` of the views is not scored, at `score_few_at` only its top candidates are.
+    anytime: bool = False
+    first_views: int | None = None
+    settle_views: int | None = None
+    give_up: bool = False
+    score_none_at: float | None = None
+    score_few_at: float | None = None
 
     def __post_init__(self) -> None:
         if (self.answer_at is not None or self.pick_by_loo) and not self.icl_first:
@@ -69,6 +82,12 @@ class Policy:
             raise ConfigError(f"policy {self.name}: loo_gate only gates answer_at")
         if any(f <= 0 for f in self.rounds) or self.more_orders < 1:
             raise ConfigError(f"policy {self.name}: rounds must be positive and more_orders at least 1")
+        cuts = (self.first_views, self.settle_views, self.score_none_at, self.score_few_at)
+        if not self.anytime and (any(c is not None for c in cuts) or self.give_up):
+            raise ConfigError(f"policy {self.name}: the cuts of the fixed cost run under anytime")
+        if self.anytime and (self.more_orders > 1 or self.pick_by_loo or not self.icl_first):
+            raise ConfigError(f"policy {self.name}: anytime starts with a cheap pass (icl_first) and neither "
+                              "samples more orders nor picks by LOO")
 
     @property
     def ttt(self) -> bool:
@@ -95,6 +114,17 @@ POLICIES: dict[str, Policy] = {
                "keep the ICL answer where the base model did better on held-out demos",
                icl_first=True, answer_at=0.5, loo_gate=True, rounds=(0.5, 1.0), loo_stop=True, more_orders=2,
                pick_by_loo=True),
+        # The cuts' thresholds (testtime.stages.allocate's docstring gives the records behind each).
+        Policy("settle", "cut the fixed cost where the signals say the answer is settled: a cheap pass (2 views, the "
+               "base model's held-out check) answers what the base model solves; TTT in two halves, stopping where "
+               "the adapter solves every held-out demo or none; fewer views and candidates where they agree",
+               icl_first=True, answer_at=1.0, loo_gate=True, rounds=(0.5, 0.5), loo_stop=True, epochs=6,
+               anytime=True, first_views=2, settle_views=4, give_up=True, score_none_at=0.625, score_few_at=0.5),
+        Policy("anytime", "settle's cheap pass and cuts, then up to three TTT rounds (half the steps, half, then as "
+               "many again: 48, 96, 192 at the defaults) for the tasks whose signals say unsolved; with --budget, "
+               "each round goes where the expected gain per second is highest until the budget is spent",
+               icl_first=True, answer_at=1.0, loo_gate=True, rounds=(0.5, 0.5, 1.0), loo_stop=True, epochs=6,
+               anytime=True, first_views=2, settle_views=4, score_none_at=0.625, score_few_at=0.5),
     )
 }
 
@@ -198,12 +228,22 @@ class GroupOps(Protocol):
     """The plain calls a policy runs on a group of tasks; `items` index the group. `adapted` items go through
     their own adapter (trained by `train`), others through the base model."""
 
-    def predict(self, items: Sequence[int], adapted: bool, more_orders: int = 1) -> tuple[list[Any], list[str]]:
-        """Each item's predictions (with `more_orders` times the demo orders), and the problems met."""
+    def predict(self, items: Sequence[int], adapted: bool, more_orders: int = 1, views: int | None = None,
+                first_view: int = 0) -> tuple[list[Any], list[str]]:
+        """Each item's predictions (with `more_orders` times the demo orders; under the first `views` views, or the
+        configured ones, from `first_view` on), and the problems met."""
+        ...
+
+    def combine(self, prediction: Any, more: Any) -> Any:
+        """One item's predictions and those of further views, as one."""
         ...
 
     def agreement(self, prediction: Any) -> float:
         """The agreement signal of one item's predictions."""
+        ...
+
+    def candidates(self, prediction: Any) -> int:
+        """The most distinct answers one item's predictions hold for a test input (what its selection would rank)."""
         ...
 
     def leave_one_out(self, items: Sequence[int], adapted: bool) -> list[float | None]:
@@ -235,11 +275,15 @@ class Outcome:
     tokens: list[int]
     spent: list[dict[str, float]]
     problems: list[str] = field(default_factory=list)
+    # Per task: the candidates its selection scores (None: as configured; 0: none, the vote's order stands), and
+    # the cuts taken with the seconds each saved (`testtime.stages.allocate`).
+    score: list[int | None] = field(default_factory=list)
+    cuts: list[dict[str, float]] = field(default_factory=list)
 
     @classmethod
     def empty(cls, n: int) -> Outcome:
         return cls([None] * n, ["answer"] * n, [{} for _ in range(n)], [0] * n, [[] for _ in range(n)], [0] * n,
-                   [dict.fromkeys(STAGES, 0.0) for _ in range(n)])
+                   [dict.fromkeys(STAGES, 0.0) for _ in range(n)], score=[None] * n, cuts=[{} for _ in range(n)])
 
 
 def run_policy(plan: Plan, n: int, ops: GroupOps) -> Outcome:

@@ -49,8 +49,11 @@ class Query:
     max_new: int
 
 
-def make_queries(tasks: Sequence[Task], codec: Codec, cfg: PredictConfig) -> tuple[list[Query], list[str]]:
-    """Every (task, test input, view) prompt; also the problems met (a task that fits no budget)."""
+def make_queries(tasks: Sequence[Task], codec: Codec, cfg: PredictConfig, first_view: int = 0
+                 ) -> tuple[list[Query], list[str]]:
+    """Every (task, test input, view) prompt; also the problems met (a task that fits no budget). Views before
+    `first_view` are left out (a later call adding views to those predicted already: the demo orders drawn are
+    those a call of every view would draw)."""
     queries: list[Query] = []
     problems: list[str] = []
     rng = np.random.default_rng(cfg.seed)
@@ -59,13 +62,15 @@ def make_queries(tasks: Sequence[Task], codec: Codec, cfg: PredictConfig) -> tup
         for vi, view in enumerate(dihedral_views()[: cfg.views]):
             for oi in range(cfg.orders):
                 order = None if oi == 0 else tuple(int(i) for i in rng.permutation(n))
+                if vi < first_view:
+                    continue
                 v = Transform(view.d8, view.colors, order)
                 vt = v.apply(task)
                 for qi, test in enumerate(vt.test):
                     try:
                         enc, max_new = encode_query(codec, vt.train, test.input, cfg.max_len)
                     except TooLongError as e:
-                        if vi == 0 and oi == 0:
+                        if vi == first_view and oi == 0:
                             problems.append(f"task {task.id} test {qi}: {e}")
                         continue
                     queries.append(Query(ti, qi, v, view.name, enc.input_ids, max_new))
@@ -103,6 +108,11 @@ class TaskPredictions:
     invalid: int
     generated_tokens: int
 
+    def __add__(self, more: TaskPredictions) -> TaskPredictions:
+        """These predictions and those of further views of the same task."""
+        return TaskPredictions([a + b for a, b in zip(self.predictions, more.predictions, strict=True)],
+                               self.invalid + more.invalid, self.generated_tokens + more.generated_tokens)
+
 
 def predict_tasks(
     model: nn.Module,
@@ -112,12 +122,14 @@ def predict_tasks(
     *,
     adapters: Adapters | None = None,
     progress: Callable[[int], None] | None = None,
+    first_view: int = 0,
 ) -> tuple[list[TaskPredictions], list[str]]:
-    """Solve every test input of every task under every view; answers come back in the original frame.
+    """Solve every test input of every task under every view (from `first_view` on); answers come back in the
+    original frame.
 
     With `adapters`, tasks[i] goes through its slot i.
     """
-    queries, problems = make_queries(tasks, codec, cfg)
+    queries, problems = make_queries(tasks, codec, cfg, first_view)
     prompts, max_new = [q.prompt for q in queries], [q.max_new for q in queries]
     slots = None if adapters is None else adapters.take([q.task for q in queries])
     gens: list[list[Generated]]
