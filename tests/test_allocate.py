@@ -492,3 +492,27 @@ def test_a_solver_spends_a_budget_over_the_tasks_of_one_call(tiny, synthetic_tas
     assert [s.decision["ttt_steps"] for s in poor] == [0, 0, 0] and all(s.decision["name"] == "anytime" for s in poor)
     rich = solver.solve_many(synthetic_tasks(3), max_seconds=None, show_progress=False, budget=1e4, **settings)
     assert all(s.decision["ttt_steps"] > 0 for s in rich)
+
+
+@pytest.mark.parametrize("policy", ["settle", "anytime"])
+def test_the_levers_run_under_the_allocating_policies(evaluate_tiny, monkeypatch, policy):
+    """Issue 24's levers (2 adapters a task, depth-first sampling, a second round) inside issue 25's policies: the
+    cheap pass and each round train and predict through both members, cuts and all, and every record says so."""
+    from testtime.recipes.grid import GridOps
+
+    members, calls = [], []
+    real_train, real_predict = GridOps.train, GridOps.predict
+    monkeypatch.setattr(GridOps, "train", lambda self, *a, **k: members.append(self.ecfg.adapters) or
+                        real_train(self, *a, **k))
+
+    def predict(self, items, adapted, more_orders=1, views=None, first_view=0):
+        calls.append((adapted, first_view))
+        return real_predict(self, items, adapted, more_orders, views, first_view)
+
+    monkeypatch.setattr(GridOps, "predict", predict)
+    kw = {"ensemble_cfg.adapters": 2, "predict_cfg.dfs": 0.3, "second_cfg.steps": 2}
+    recs = evaluate_tiny(policy, policy=policy, **kw) if policy == "settle" else evaluate_tiny(policy, budget=1e4, **kw)
+    assert all(r["error"] is None and r["adapters"] == 2 and r["policy"]["name"] == policy for r in recs)
+    assert any(r["policy"]["ttt_steps"] > 0 for r in recs) and set(members) == {2}
+    assert (False, 0) in calls and any(adapted for adapted, _ in calls)  # the cheap pass, then the adapters
+    assert all(r["seconds"] == pytest.approx(sum(r["compute"].values()), abs=1e-3) for r in recs)
