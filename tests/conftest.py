@@ -184,3 +184,19 @@ def _check_one_line_error(result, *fragments: str) -> str:
 def one_line_error():
     """one_line_error(result, *fragments): assert a CliRunner result is a one-line `error: ...`, exit code 2."""
     return _check_one_line_error
+
+
+@pytest.fixture(scope="session")
+def tok():
+    """A tiny byte-level BPE tokenizer (`testtime.model.tiny_lm`) for the text kind's tests."""
+    from testtime.model.tiny_lm import byte_bpe_tokenizer
+
+    return byte_bpe_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def fmt(tok):
+    """The text kind's prompt format over `tok`."""
+    from testtime.text.encode import TextFormat
+
+    return TextFormat(tok)

@@ -20,10 +20,9 @@ from testtime.cli import app
 from testtime.core.store import read_records
 from testtime.data.tasks import TaskError
 from testtime.model.lora import Adapters
-from testtime.model.tiny_lm import byte_bpe_tokenizer, save_tiny, tiny_causal_lm
+from testtime.model.tiny_lm import save_tiny, tiny_causal_lm
 from testtime.stages.engine import sequence_logprobs
 from testtime.stages.ttt import fresh_adapters, group_adapters, train_group
-from testtime.text.encode import TextFormat
 from testtime.text.predict import TextPredictConfig, predict_text
 from testtime.text.report import text_report_html, write_text_report
 from testtime.text.run import TextEvalConfig, evaluate_text, summary
@@ -32,16 +31,6 @@ from testtime.text.ttt import build_text_dataset, text_ttt_config
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "text" / "sample.jsonl"
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return byte_bpe_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def fmt(tok):
-    return TextFormat(tok)
 
 
 def yes_task(tid="yes", n_demos=4, options=None) -> TextTask:

@@ -10,24 +10,13 @@ import pytest
 from typer.testing import CliRunner
 
 from testtime.cli import app
-from testtime.model.tiny_lm import byte_bpe_tokenizer, save_tiny, tiny_causal_lm
+from testtime.model.tiny_lm import save_tiny, tiny_causal_lm
 from testtime.model.training import task_seed
 from testtime.text import run as text_run
-from testtime.text.encode import TextFormat
 from testtime.text.predict import TextPredictConfig, demo_orders, predict_text, vote
 from testtime.text.run import TextEvalConfig, evaluate_text
 from testtime.text.tasks import TextTask, write_text_tasks
 from testtime.text.ttt import build_text_dataset, text_ttt_config
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return byte_bpe_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def fmt(tok):
-    return TextFormat(tok)
 
 
 @pytest.fixture(scope="module")
