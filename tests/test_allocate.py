@@ -516,3 +516,101 @@ def test_the_levers_run_under_the_allocating_policies(evaluate_tiny, monkeypatch
     assert any(r["policy"]["ttt_steps"] > 0 for r in recs) and set(members) == {2}
     assert (False, 0) in calls and any(adapted for adapted, _ in calls)  # the cheap pass, then the adapters
     assert all(r["seconds"] == pytest.approx(sum(r["compute"].values()), abs=1e-3) for r in recs)
+
+
+# ---------------------------------------------------------------- where issue 24's levers meet the budget
+
+
+def test_a_budget_run_whose_tasks_the_time_budget_cut_to_no_ttt_still_runs(tiny, small_cfg, synthetic_tasks, tmp_path):
+    """`--budget` beside a per-task time budget (on by default on a CPU): the tasks cut to no TTT get prices too, so
+    the ledger shares the run's seconds over every task instead of failing on the ones cut."""
+    from testtime.recipes.grid import evaluate
+    from testtime.stages.budget import Speed
+
+    model, codec = tiny
+    cfg = small_cfg(budget=10.0)
+    said: list[str] = []
+    recs = evaluate(cfg, tmp_path / "r", model=model, codec=codec, tasks=synthetic_tasks(3), show_progress=False,
+                    max_seconds=0.5, speed=Speed(row_token=1e-3, step=1e-1), say=said.append)
+    assert len(said) == 3 and all("no TTT" in line for line in said)  # the time budget cut every task to no TTT
+    assert [(r["error"], r["policy"]["ttt_steps"]) for r in recs] == [(None, 0)] * 3
+
+
+@pytest.mark.parametrize("price", [0.0, 1e9])
+def test_under_a_budget_the_second_round_is_bought_only_where_it_fits(evaluate_tiny, monkeypatch, price):
+    """The second round is priced (`second_round_price`) and bought with what the group has left: free, every
+    confident task takes it; priced past any budget, none does and each note says why."""
+    import testtime.recipes.grid as grid
+    import testtime.stages.predict as predict_mod
+    from test_second_round import _oracle  # decoding that answers, so that some answers are confident
+
+    monkeypatch.setattr(predict_mod, "greedy_generate", _oracle([]))
+    monkeypatch.setattr(grid, "second_round_price", lambda units, pace, plan: price)
+    recs = evaluate_tiny(f"second-{price}", budget=1e4, **{"second_cfg.steps": 2, "second_cfg.margin": 0.0,
+                                                           "second_cfg.agreement": 0.0})
+    notes = [r["second_round"] for r in recs if r.get("second_round")]
+    assert notes and all(any(n["confident"]) for n in notes)
+    if price == 0.0:
+        assert all(n["steps"] == 2 and "budget" not in n for n in notes)
+    else:
+        assert all(n["steps"] == 0 and n["budget"] is True for n in notes)
+        assert all("second" not in r["compute"] for r in recs)
+
+
+def test_the_levers_price_their_work_through_every_member():
+    """An ensemble's adapted views and selection cost K times one adapter's; the cheap pass's views do not."""
+    from testtime.stages.allocate import second_round_price, selection_work, within
+
+    one = Units(view=1.0, loo=2.0, step=3.0, scoring=4.0, candidate=0.5)
+    four = dataclasses.replace(one, members=4.0)
+    assert four.adapted_view() == 4.0 and four.select(2) == 4 * one.select(2) and four.select(2, adapted=False) == 5.0
+    plan = resolve_plan("extended", TTTConfig(), PredictConfig(views=8), SelectConfig(), 2)
+    assert four.reference(plan) - one.reference(plan) == pytest.approx(3 * 8 * 1.0 + 3 * one.select(8))
+    assert selection_work([four, four], [[9], [9]], [None, None], plan, [True, False]) == \
+        four.select(8) + one.select(8)
+    pace = Pace()
+    plan2 = dataclasses.replace(plan, second=dataclasses.replace(plan.second, steps=10))
+    assert second_round_price(four, pace, plan2) == pytest.approx(10 * 3.0 + 8 * 4.0 + four.select(8))
+    assert within([0, 1, 2], {0: 2.0, 1: 5.0, 2: 1.0}, 3.5) == [0, 2]
+
+
+def test_agreement_counts_each_view_once_whatever_depth_first_sampling_adds():
+    import numpy as np
+
+    from testtime.stages.policy import agreement
+    from testtime.stages.vote import Prediction
+
+    a, b = np.array([[1]]), np.array([[2]])
+    greedy = [Prediction(f"v{i}", a) for i in range(4)]
+    sampled = [Prediction("v0", b, -3.0, sampled=True), Prediction("v2", b, -4.0, sampled=True)]
+    assert agreement([greedy + sampled], [a]) == agreement([greedy], [a]) == 1.0
+    assert agreement([greedy[:3] + [Prediction("v3", b)] + sampled], [a]) == 0.75
+
+
+def test_the_audit_decodes_greedily_under_depth_first_sampling(monkeypatch, flip_task):
+    import testtime.stages.loo_audit as loo_audit
+
+    seen = []
+    monkeypatch.setattr(loo_audit, "predict_tasks", lambda model, tasks, codec, cfg, **kw: seen.append(cfg) or (
+        [type("P", (), {"predictions": [[]]})() for _ in tasks], []))
+    loo_audit.decoded(None, [flip_task(1, "t")], None, PredictConfig(views=8, orders=2, dfs=0.1))
+    assert [(c.views, c.orders, c.dfs) for c in seen] == [(1, 1, None)]
+
+
+def test_each_task_draws_its_demo_orders_alone(synthetic_tasks):
+    """A task's demo orders do not depend on the tasks before it in a call, nor on how many views they drew: views
+    predicted in two calls (as the anytime policies do) are the views of one call."""
+    from testtime.data.encode import GridCodec
+    from testtime.stages.predict import make_queries
+
+    codec, tasks = GridCodec(), synthetic_tasks(3)
+
+    def drawn(ts, cfg, first_view=0):
+        qs, _ = make_queries(ts, codec, cfg, first_view)
+        return {(ts[q.task].id, q.test, q.view.d8, q.view.order) for q in qs}
+
+    cfg = PredictConfig(views=8, orders=3, max_len=320)
+    whole = drawn(tasks, cfg)
+    assert drawn(tasks, dataclasses.replace(cfg, views=3)) | drawn(tasks, cfg, first_view=3) == whole
+    assert drawn(tasks[2:], cfg) == {k for k in whole if k[0] == tasks[2].id}
+    assert len({k[3] for k in whole if k[3] is not None}) > 1  # orders were drawn at all

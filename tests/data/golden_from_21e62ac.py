@@ -8,22 +8,28 @@ test (see tests/test_golden.py). Run it in an export of that commit, with today'
 It speaks that commit's API (testtime.tasks, testtime.cli) and flags: its `extended` policy trained 1.5x the
 configured steps, so the default run names 4 epochs (12 steps, as today's 6 epochs of the same 4 samples).
 
-One deliberate change of the model's input since that commit is applied here, not left out: from 8831c63 (model v4's
-pretraining, packed rows) a `<bos>` token sits at grid position 0 itself, not only resets there. The old function's
-result is kept everywhere else (`_bos_at_origin`).
+Two deliberate changes since that commit are applied here, not left out, each by wrapping the old function:
+- from 8831c63 (model v4's pretraining, packed rows) a `<bos>` token sits at grid position 0 itself, not only resets
+  there (`_bos_at_origin`);
+- from 2026-12-04 each task draws its demo orders from its own stream, seeded by the run's seed and its id
+  (`testtime.stages.predict.task_seed`), not from one stream shared by the tasks of a call (`_orders_per_task`: the
+  old function on each task alone, with that seed). Only runs with more than one demo order see it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 
 from typer.testing import CliRunner
 
 from testtime import encode as encode_mod  # 21e62ac's modules
 from testtime import grid_model as grid_model_mod
+from testtime import predict as predict_mod
 from testtime import tasks as tasks_mod  # (today's testtime.data.tasks)
 from testtime.cli import app
 
@@ -39,6 +45,22 @@ def _bos_at_origin(fn):
 
 
 encode_mod.grid_positions = grid_model_mod.grid_positions = _bos_at_origin(encode_mod.grid_positions)
+
+
+def _orders_per_task(fn):
+    def make_queries(tasks, codec, cfg):
+        queries, problems = [], []
+        for ti, task in enumerate(tasks):
+            seed = cfg.seed * (1 << 32) + zlib.crc32(task.id.encode())  # as today's task_seed
+            got, bad = fn([task], codec, dataclasses.replace(cfg, seed=seed))
+            queries += [dataclasses.replace(q, task=ti) for q in got]
+            problems += bad
+        return queries, problems
+
+    return make_queries
+
+
+predict_mod.make_queries = _orders_per_task(predict_mod.make_queries)
 
 TASKS = ("66e6c45b", "00576224")
 RUNS = {

@@ -37,7 +37,15 @@ from testtime.recipes.joint import JointConfig, joint_stage, read_joint
 from testtime.report.report import summarize, write_report
 from testtime.report.submission import write_submission
 from testtime.stages import budget
-from testtime.stages.allocate import Ledger, Pace, Units, run_anytime, selection_work
+from testtime.stages.allocate import (
+    Ledger,
+    Pace,
+    Units,
+    run_anytime,
+    second_round_price,
+    selection_work,
+    within,
+)
 from testtime.stages.engine import auto_token_budget, budget_batches
 from testtime.stages.ensemble import (
     EnsembleConfig,
@@ -232,7 +240,9 @@ class GridKind(runs.AdapterSlots):
                     self.lengths[t.id] = max(len(s) for d in data.values() for s in d)
                 else:
                     self.lengths[t.id] = sum(e.input.size + e.output.size for e in t.train)
-                if plan.policy.anytime:
+                if plan.policy.anytime or self.cfg.budget is not None:
+                    # Under a budget every task has its prices, one the time budget cut to no TTT too: the ledger
+                    # shares the run's seconds by them.
                     self.units[t.id] = self._units(t, plan)
                 ready.append(t)
             except TooLongError as e:
@@ -276,6 +286,7 @@ class GridKind(runs.AdapterSlots):
             try:
                 audit = Audit.of(len(group), lambda: device_clock(self.cuda)) if self.cfg.audit_loo else None
                 ops = GridOps(self, group, plan.predict, plan.ttt, plan.select, bar.update, plan.ensemble, audit=audit)
+                allot = None
                 if plan.policy.anytime:
                     allot = self.ledger.allot([t.id for t in group]) if self.ledger is not None else None
                     out = run_anytime(plan, len(group), ops, [self.units[t.id] for t in group], self.pace, allot)
@@ -291,12 +302,21 @@ class GridKind(runs.AdapterSlots):
         for spent in out.spent:
             spent["select"] = dt / len(group)
         if plan.policy.anytime:  # the pace of scoring, for the next group's prices
+            adapted = [out.steps[i] > 0 and not out.decision[i].endswith("+icl") for i in range(len(group))]
             self.pace.observe("select", dt, selection_work([self.units[t.id] for t in group],
-                                                           [[len(v) for v in vs] for vs in votes], out.score, plan))
+                                                           [[len(v) for v in vs] for vs in votes], out.score, plan,
+                                                           adapted))
         rounds = None
         if plan.second.steps and plan.policy.ttt:
+            room = None if allot is None else allot - sum(sum(sp.values()) for sp in out.spent)
+
+            def afford(chosen: list[int]) -> list[int]:  # under a budget the round is bought with what is left
+                prices = {i: second_round_price(self.units[group[i].id], self.pace, plan) for i in chosen}
+                return within(chosen, prices, room)
+
             rounds = second_round(plan, group, out, votes, ranked, lambda tasks, data: GridOps(
-                self, tasks, plan.predict, plan.ttt, plan.select, None, plan.ensemble, data), self.model, self.codec)
+                self, tasks, plan.predict, plan.ttt, plan.select, None, plan.ensemble, data), self.model, self.codec,
+                None if room is None else afford)
         if self.candidates is not None:
             self.candidates.update((t.id, r) for t, r in zip(group, ranked, strict=True))
         records = group_records(group, plan, out, votes, ranked, self.fits, rounds, audit.notes if audit else None)

@@ -41,12 +41,14 @@ class RoundOps(Protocol):
 
 def second_round(plan: Plan, group: Sequence[Task], out: Outcome, votes: list[Any], ranked: list[Any],
                  ops_for: Callable[[list[Task], dict[str, list[Encoded]]], RoundOps], model: nn.Module,
-                 codec: Codec) -> list[dict[str, Any] | None]:
+                 codec: Codec, afford: Callable[[list[int]], list[int]] | None = None
+                 ) -> list[dict[str, Any] | None]:
     """The plan's second round over a group whose first selection gave `ranked` (from `votes` of `out.final`): for
     the tasks it runs on, `out` (predictions, losses, tokens, seconds under "second"), `votes` and `ranked` are
     updated in place. `ops_for(tasks, sequences)` gives the group's ops over `tasks` (the group, test outputs
     stripped), training on `sequences` (by member key). Returns each task's note (None: not eligible): which test
-    inputs were confident, and the steps trained."""
+    inputs were confident, and the steps trained. `afford(chosen)`, under a budget, keeps the tasks whose round still
+    fits it; the others' notes say `"budget": true`."""
     sc = plan.second
     notes: list[dict[str, Any] | None] = [None] * len(group)
     chosen: list[int] = []
@@ -60,6 +62,12 @@ def second_round(plan: Plan, group: Sequence[Task], out: Outcome, votes: list[An
         if any(sure):
             chosen.append(i)
             extended[i] = pseudo_task(task, [answer(task, q, ranked[i][q]) if s else None for q, s in enumerate(sure)])
+    if afford is not None:
+        kept = afford(chosen)
+        for i in chosen:
+            if i not in kept:
+                notes[i]["budget"] = True  # type: ignore[index]
+        chosen = kept
     if not chosen:
         return notes
     stripped = [strip(t) for t in group]

@@ -34,8 +34,10 @@ group leaves unspent go to the groups after it; a resumed run starts from what t
 group the cheap pass runs on every task (the floor: every task gets an answer); then each TTT round goes to the tasks
 of highest expected gain per second (`gain`) whose price, the round's steps and check and, for a first round, the
 prediction and selection it commits the task to, still fits what is left; a task left out of a round trains no more.
-Spending stops at what the model prices, so the run overspends only by the model's error (and where the floor alone
-is over the budget).
+A second round on confident answers (`--second-round`) is bought last, task by task, with what the group has left
+(`second_round_price`). Spending stops at what the model prices, so the run overspends only by the model's error (and
+where the floor alone is over the budget). With an ensemble or depth-first sampling the units carry the levers'
+factors (`budget.Estimator.units`): adapted views and selection run through every member.
 """
 
 from __future__ import annotations
@@ -69,20 +71,28 @@ class Units:
     step: float  # one TTT step
     scoring: float  # its test inputs read under every scoring view
     candidate: float  # each candidate scored
+    members: float = 1.0  # adapters a task's adapted views and selection run through (an ensemble's)
 
     @classmethod
     def of(cls, pieces: Mapping[str, float]) -> Units:
-        return cls(**{k: float(pieces[k]) for k in ("view", "loo", "step", "scoring", "candidate")})
+        keys = ("view", "loo", "step", "scoring", "candidate", "members")
+        return cls(**{k: float(pieces[k]) for k in keys if k in pieces})
 
-    def select(self, candidates: int) -> float:
-        return self.scoring + candidates * self.candidate if candidates > 0 else 0.0
+    def select(self, candidates: int, adapted: bool = True) -> float:
+        """Its selection of `candidates` a test input, through every member where `adapted`."""
+        one = self.scoring + candidates * self.candidate if candidates > 0 else 0.0
+        return one * (self.members if adapted else 1.0)
+
+    def adapted_view(self) -> float:
+        """One view decoded through every member."""
+        return self.view * self.members
 
     def reference(self, plan: Plan) -> float:
         """The work of the plan's usual path: the cheap pass, its first round and check, prediction, selection."""
         p, views = plan.policy, plan.predict.views * plan.predict.orders
         first = min(p.first_views or views, views)
         steps = plan.rounds[0] if plan.policy.ttt else 0
-        return ((first + views) * self.view + 2 * self.loo + steps * self.step
+        return (first * self.view + views * self.adapted_view() + 2 * self.loo + steps * self.step
                 + self.select(scored_candidates(plan)))
 
 
@@ -91,16 +101,35 @@ def scored_candidates(plan: Plan) -> int:
     return plan.select.candidates if plan.select.method != "vote" else 0
 
 
+def second_round_price(u: Units, pace: Pace, plan: Plan) -> float:
+    """What a second round (`stages.second_round`) costs a task: its steps, prediction under every view and its
+    selection, through every member of its ensemble, at the pace learned so far."""
+    views = plan.predict.views * plan.predict.orders
+    return (pace.seconds("step", u.step * plan.second.steps) + pace.seconds("view", u.adapted_view() * views)
+            + pace.seconds("select", u.select(scored_candidates(plan))))
+
+
+def within(items: Sequence[int], prices: Mapping[int, float], room: float) -> list[int]:
+    """The items, in order, whose prices still fit what is left of `room`."""
+    keep = []
+    for i in items:
+        if prices[i] <= room:
+            keep.append(i)
+            room -= prices[i]
+    return keep
+
+
 def selection_work(units: Sequence[Units], answers: Sequence[Sequence[int]], score: Sequence[int | None],
-                   plan: Plan) -> float:
+                   plan: Plan, adapted: Sequence[bool] | None = None) -> float:
     """The cost model's seconds of a group's selection: of each task (`answers`: the distinct answers of each of its
     test inputs), as many candidates as its policy left it to score (`Outcome.score`), where it has more answers than
-    attempts."""
+    attempts; through every member of its ensemble where `adapted` (default: all)."""
     most = scored_candidates(plan)
     work = 0.0
-    for u, per_test, k in zip(units, answers, score, strict=True):
+    for n, (u, per_test, k) in enumerate(zip(units, answers, score, strict=True)):
         limit = most if k is None else k
-        work += u.select(max((min(a, limit) for a in per_test if a > plan.attempts), default=0))
+        work += u.select(max((min(a, limit) for a in per_test if a > plan.attempts), default=0),
+                         adapted is None or adapted[n])
     return work
 
 
@@ -182,8 +211,11 @@ def run_anytime(plan: Plan, n: int, ops: GroupOps, units: Sequence[Units], pace:
     def cost(i: int, piece: str, amount: float = 1.0) -> float:
         return pace.seconds(piece, getattr(units[i], piece) * amount)
 
-    def selection(i: int, candidates: int) -> float:
-        return pace.seconds("select", units[i].select(candidates))
+    def selection(i: int, candidates: int, adapted: bool = True) -> float:
+        return pace.seconds("select", units[i].select(candidates, adapted))
+
+    def views_cost(i: int, amount: float, adapted: bool) -> float:
+        return pace.seconds("view", (units[i].adapted_view() if adapted else units[i].view) * amount)
 
     @contextmanager
     def charge(stage: str, items: Sequence[int], piece: str, modelled: float) -> Iterator[None]:
@@ -197,7 +229,8 @@ def run_anytime(plan: Plan, n: int, ops: GroupOps, units: Sequence[Units], pace:
         spent += dt
 
     def predict(stage: str, items: list[int], adapted: bool, upto: int, start: int = 0) -> list[Any]:
-        with charge(stage, items, "view", sum(units[i].view for i in items) * (upto - start) * orders):
+        per_view = sum(units[i].adapted_view() if adapted else units[i].view for i in items)
+        with charge(stage, items, "view", per_view * (upto - start) * orders):
             preds, problems = ops.predict(items, adapted, views=upto, first_view=start)
         out.problems += problems
         return preds
@@ -208,7 +241,7 @@ def run_anytime(plan: Plan, n: int, ops: GroupOps, units: Sequence[Units], pace:
 
     def commitment(i: int) -> float:
         """What a trained task will still spend: prediction under every view, and its selection."""
-        return cost(i, "view", views * orders) + selection(i, scored)
+        return views_cost(i, views * orders, True) + selection(i, scored)
 
     # 1. The cheap pass: a few views without TTT, and the base model's held-out check.
     for i, pr in enumerate(predict("icl", everyone, False, first)):
@@ -230,7 +263,7 @@ def run_anytime(plan: Plan, n: int, ops: GroupOps, units: Sequence[Units], pace:
         if rounds:
             out.cuts[i]["skip-ttt"] = cost(i, "step", rounds[0]) + cost(i, "loo") + commitment(i)
         if first < views:
-            out.cuts[i]["few-views"] = cost(i, "view", (views - first) * orders)
+            out.cuts[i]["few-views"] = views_cost(i, (views - first) * orders, False)
 
     # 2. TTT in rounds; after each but the last, the adapter's check stops a task or sends it on.
     trained: list[int] = []
@@ -291,7 +324,7 @@ def run_anytime(plan: Plan, n: int, ops: GroupOps, units: Sequence[Units], pace:
         for i, pr in zip(few, predict("predict", few, True, settle), strict=True):
             out.final[i] = pr
             if ops.agreement(pr) >= 1.0:
-                out.cuts[i]["few-views"] = cost(i, "view", (views - settle) * orders)
+                out.cuts[i]["few-views"] = views_cost(i, (views - settle) * orders, True)
             else:
                 more.append(i)
         if more:
@@ -305,11 +338,12 @@ def run_anytime(plan: Plan, n: int, ops: GroupOps, units: Sequence[Units], pace:
         many = min(ops.candidates(out.final[i]), scored)
         if many <= plan.attempts:
             continue  # not scored whatever the signal: all its candidates are attempts
+        adapted = i in trained
         if p.score_none_at is not None and share >= p.score_none_at:
-            out.score[i], out.cuts[i]["no-scoring"] = 0, selection(i, many)
+            out.score[i], out.cuts[i]["no-scoring"] = 0, selection(i, many, adapted)
         elif p.score_few_at is not None and share >= p.score_few_at and many > SCORE_FEW:
             out.score[i] = SCORE_FEW
-            out.cuts[i]["few-candidates"] = selection(i, many) - selection(i, SCORE_FEW)
+            out.cuts[i]["few-candidates"] = selection(i, many, adapted) - selection(i, SCORE_FEW, adapted)
     for c in out.cuts:
         for k in c:
             c[k] = round(c[k], 4)

@@ -275,10 +275,14 @@ class Estimator:
             return sum(score_seconds(s.views * s.colors, len(q.prompt), q.max_new, k, budget, self.shape, self.speed)
                        for q in queries)
 
-        return {"view": self._decode([self.task], pcfg) / (pcfg.views * pcfg.orders), "loo": self._loo(plan),
-                "step": ttt_step_seconds(self._ttt_lengths(plan.ttt), plan.ttt.batch_size, self.shape, self.speed,
-                                         plan.ttt.adapter),
-                "scoring": scored(0), "candidate": scored(1) - scored(0)}
+        # The levers, as `__call__` prices them: every member of an ensemble trains (`step`); an adapted view or
+        # selection runs through each member (`members`, applied by the allocation where adapted); depth-first
+        # sampling decodes DFS_ROWS times greedy decoding's rows, adapted or not.
+        k, rows = plan.ensemble.adapters, DFS_ROWS if pcfg.dfs else 1.0
+        return {"view": rows * self._decode([self.task], pcfg) / (pcfg.views * pcfg.orders), "loo": self._loo(plan),
+                "step": k * ttt_step_seconds(self._ttt_lengths(plan.ttt), plan.ttt.batch_size, self.shape,
+                                             self.speed, plan.ttt.adapter),
+                "scoring": scored(0), "candidate": scored(1) - scored(0), "members": float(k)}
 
     def _loo(self, plan: Plan) -> float:
         """One leave-one-out check (`grid_ops.GridOps.leave_one_out`): each held-out demo's prompt and answer read

@@ -26,7 +26,7 @@ def decoded(model: nn.Module, held_out: Sequence[Task], codec: Codec, cfg: Predi
             adapters: Adapters | None = None) -> list[bool]:
     """Whether greedy decoding under the identity view (no other view, no other demo order) answers each held-out
     task's first test input exactly; task i through `adapters` slot i."""
-    preds, _ = predict_tasks(model, held_out, codec, replace(cfg, views=1, orders=1), adapters=adapters)
+    preds, _ = predict_tasks(model, held_out, codec, replace(cfg, views=1, orders=1, dfs=None), adapters=adapters)
     out = []
     for t, p in zip(held_out, preds, strict=True):
         got = p.predictions[0][0].grid if p.predictions[0] else None

@@ -201,14 +201,18 @@ def resolve_plan(policy: str, ttt: TTTConfig, predict: PredictConfig, select: Se
 
 
 def agreement(predictions: Sequence[Sequence], top: Sequence[np.ndarray | None]) -> float:
-    """Lowest, over test inputs, share of views (invalid ones included) that answered the top grid."""
+    """Lowest, over test inputs, share of views (invalid ones included) that answered the top grid.
+
+    A view's answer is its greedy one: the less likely answers depth-first sampling adds after it (`sampled`) are not
+    the view disagreeing."""
     shares = []
     for plist, best in zip(predictions, top, strict=True):
-        if best is None or not plist:
+        greedy = [p for p in plist if not p.sampled]
+        if best is None or not greedy:
             shares.append(0.0)
             continue
-        same = sum(grids_equal(p.grid, best) for p in plist)
-        shares.append(same / len(plist))
+        same = sum(grids_equal(p.grid, best) for p in greedy)
+        shares.append(same / len(greedy))
     return min(shares) if shares else 0.0
 
 

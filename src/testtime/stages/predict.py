@@ -7,6 +7,7 @@ that likely (`sampling.sample_above`, the greedy one among them) instead of the 
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Annotated
@@ -49,15 +50,21 @@ class Query:
     max_new: int
 
 
+def task_seed(seed: int, task_id: str) -> int:
+    """The seed of one task's demo orders: the run's seed and the task's id, nothing of the other tasks."""
+    return seed * (1 << 32) + zlib.crc32(task_id.encode())
+
+
 def make_queries(tasks: Sequence[Task], codec: Codec, cfg: PredictConfig, first_view: int = 0
                  ) -> tuple[list[Query], list[str]]:
     """Every (task, test input, view) prompt; also the problems met (a task that fits no budget). Views before
     `first_view` are left out (a later call adding views to those predicted already: the demo orders drawn are
-    those a call of every view would draw)."""
+    those a call of every view would draw). Each task draws its orders from its own stream, seeded by its id, so
+    what a task gets depends neither on the other tasks of the call nor on how many views they drew."""
     queries: list[Query] = []
     problems: list[str] = []
-    rng = np.random.default_rng(cfg.seed)
     for ti, task in enumerate(tasks):
+        rng = np.random.default_rng(task_seed(cfg.seed, task.id))
         n = len(task.train)
         for vi, view in enumerate(dihedral_views()[: cfg.views]):
             for oi in range(cfg.orders):
@@ -142,12 +149,11 @@ def predict_tasks(
     out = [TaskPredictions([[] for _ in t.test], 0, 0) for t in tasks]
     for q, answers in zip(queries, gens, strict=True):
         tp = out[q.task]
-        for g in answers:  # likeliest first: a view's first answer wins its ties in the vote
+        for j, g in enumerate(answers):  # likeliest first: a view's first answer wins its ties in the vote
             dec = codec.decode_grid(g.tokens)
             tp.generated_tokens += next((n + 1 for n, t in enumerate(g.tokens) if t in codec.stop_ids), len(g.tokens))
             if dec.grid is None:
                 tp.invalid += 1
-                tp.predictions[q.test].append(Prediction(q.group, None, g.logprob))
-            else:
-                tp.predictions[q.test].append(Prediction(q.group, q.view.invert_grid(dec.grid), g.logprob))
+            grid = None if dec.grid is None else q.view.invert_grid(dec.grid)
+            tp.predictions[q.test].append(Prediction(q.group, grid, g.logprob, sampled=j > 0))
     return out, problems

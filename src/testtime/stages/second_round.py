@@ -44,7 +44,8 @@ def confident(ranked: Sequence[Ranked], predictions: Sequence[Prediction], cfg: 
         if not math.isfinite(best.logprob):
             return False
         return best.logprob - ranked[1].logprob >= cfg.margin
-    share = sum(grids_equal(p.grid, best.grid) for p in predictions) / max(1, len(predictions))
+    greedy = [p for p in predictions if not p.sampled]  # each view's own answer, as `policy.agreement` counts
+    share = sum(grids_equal(p.grid, best.grid) for p in greedy) / max(1, len(greedy))
     return share >= cfg.agreement
 
 
@@ -69,5 +70,5 @@ def answer(task: Task, q: int, ranked: Sequence[Ranked]) -> Example:
 def pooled(first: Sequence[Sequence[Prediction]], second: Sequence[Sequence[Prediction]]) -> list[list[Prediction]]:
     """Both rounds' predictions of each test input: the second's in view groups of their own (`"rot90#r2"`), so
     each round's view is one voter."""
-    return [list(a) + [Prediction(f"{p.group}#r2", p.grid, p.logprob) for p in b]
+    return [list(a) + [Prediction(f"{p.group}#r2", p.grid, p.logprob, p.sampled) for p in b]
             for a, b in zip(first, second, strict=True)]

@@ -25,6 +25,7 @@ class Prediction:
     group: str
     grid: Grid | None
     logprob: float = 0.0
+    sampled: bool = False  # a less likely answer depth-first sampling added after its view's greedy one
 
 
 @dataclass(frozen=True)
