@@ -3,8 +3,9 @@
 
 What writes the file: the code before the run-layer redesign (issue 14), at commit 21e62ac (the last merge before
 the redesign's, b10302c, and the first such code that loads the grid model), given today's model (v4) and these
-settings. One deliberate change of the model's input since then is applied to that code, no other: from 8831c63 a
-`<bos>` sits at grid position 0 (v4 was pretrained so). `tests/data/golden_from_21e62ac.py` says how. With model v3
+settings. Two deliberate changes since then are applied to that code, no other: from 8831c63 a `<bos>` sits at grid
+position 0 (v4 was pretrained so), and each task draws its demo orders from its own seeded stream.
+`tests/data/golden_from_21e62ac.py` says how. With model v3
 and without that change it wrote, on 2026-12-04, the very file the code under test had written at b4956c7, byte for
 byte, all four runs; with v4 and the change, a file the code under test at bd6b1d0 matches on every run (2026-12-04).
 The old code's `extended` trained 1.5x the configured steps, so its "default" run names 4 epochs where
