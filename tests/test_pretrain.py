@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -290,3 +291,22 @@ def test_divergence_between_log_steps_is_never_checkpointed(tmp_path, sources, m
     with pytest.raises(TrainingDiverged, match="pretraining diverged at step 1"):
         pretrain(cfg, tmp_path, progress=False, sources=sources)
     assert not (tmp_path / "checkpoint").exists() and not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.json")), ids=lambda p: p.name)
+def test_every_shipped_config_reads_and_its_model_builds(path):
+    """Each config in configs/ reads as its recipe's config with no unknown field or value out of range, and a
+    pretraining config's model builds (on the meta device: shapes only), so a GPU session never starts on one that
+    cannot."""
+    from testtime.model.loading import build_model
+    from testtime.recipes.grid import load_eval_config
+
+    if path.name.startswith(("recipe-", "eval-")):
+        load_eval_config(path)
+        return
+    cfg = PretrainConfig.from_json(path)
+    if cfg.init_from is None:  # a fine-tune or a warm restart starts from a model folder, not from a ModelConfig
+        names = ("a", "b") if cfg.model.task_embedding else ()  # pretraining names its tasks' rows
+        with torch.device("meta"):
+            model = build_model(cfg.model, names)
+        assert sum(p.numel() for p in model.parameters()) > 0
