@@ -200,3 +200,22 @@ def fmt(tok):
     from testtime.text.encode import TextFormat
 
     return TextFormat(tok)
+
+
+def _naive_greedy(model, prompt, max_new: int, stop_ids) -> list[int]:
+    """Greedy decoding the slow, obvious way: the whole sequence through the model for every token, no cache."""
+    seq, out = torch.tensor(prompt)[None], []
+    with torch.no_grad():
+        for _ in range(max_new):
+            nxt = int(model(seq).logits[0, -1].argmax())
+            out.append(nxt)
+            if nxt in stop_ids:
+                break
+            seq = torch.cat([seq, torch.tensor([[nxt]])], 1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def naive_greedy():
+    """naive_greedy(model, prompt, max_new, stop_ids): the reference the engine's cached, batched decoding must equal."""
+    return _naive_greedy

@@ -90,7 +90,7 @@ def test_cached_decoding_equals_a_full_forward_pass(tiny_grid_model):
     assert not torch.allclose(flat, full, atol=1e-3)
 
 
-def test_the_decoding_engine_matches_naive_greedy_decoding(tiny_grid_model):
+def test_the_decoding_engine_matches_naive_greedy_decoding(tiny_grid_model, naive_greedy):
     from testtime.stages.engine import greedy_generate
 
     model = tiny_grid_model(1)
@@ -102,14 +102,7 @@ def test_the_decoding_engine_matches_naive_greedy_decoding(tiny_grid_model):
     got = greedy_generate(model, prompts, [12, 12], codec)
     seen = set()
     for prompt, gen in zip(prompts, got, strict=True):
-        ids, want = torch.tensor(prompt)[None], []
-        with torch.no_grad():
-            for _ in range(12):
-                nxt = int(model(ids).logits[0, -1].argmax())
-                want.append(nxt)
-                if nxt in codec.stop_ids:
-                    break
-                ids = torch.cat([ids, torch.tensor([[nxt]])], 1)
+        want = naive_greedy(model, prompt, 12, codec.stop_ids)
         assert gen.tokens[: len(want)] == want
         seen |= set(want)
     assert len(seen) > 2  # the check saw varied tokens, not one repeated

@@ -97,7 +97,7 @@ def test_two_loops_apply_the_stack_twice():
     assert flop_params(looped) == n_params(looped) + layer  # the stack's matmuls count once a pass
 
 
-def test_looped_cached_decoding_equals_a_full_forward_pass():
+def test_looped_cached_decoding_equals_a_full_forward_pass(naive_greedy):
     from transformers import DynamicCache
 
     model = tiny(loops=3, seed=1)
@@ -124,14 +124,7 @@ def test_looped_cached_decoding_equals_a_full_forward_pass():
                               Example(np.eye(2, dtype=np.uint8))).input_ids, ids[0, :n].numpy()]
     got = greedy_generate(model, prompts, [10, 10], CODEC)
     for prompt, gen in zip(prompts, got, strict=True):
-        seq, want = torch.tensor(prompt)[None], []
-        with torch.no_grad():
-            for _ in range(10):
-                nxt = int(model(seq).logits[0, -1].argmax())
-                want.append(nxt)
-                if nxt in CODEC.stop_ids:
-                    break
-                seq = torch.cat([seq, torch.tensor([[nxt]])], 1)
+        want = naive_greedy(model, prompt, 10, CODEC.stop_ids)
         assert gen.tokens[: len(want)] == want
 
 
