@@ -221,11 +221,19 @@ class BatchStream:
         self._batches: list[list[Encoded]] = []
 
     def _fill(self) -> None:
+        """Draw a pool, group it into batches (`_group`), shuffle them."""
         self.pool_start = self.sampler.state_dict()
-        seqs = sorted((self.sampler.next()[0] for _ in range(self.pool_size)), key=len, reverse=True)
+        batches = self._group([self.sampler.next()[0] for _ in range(self.pool_size)])
+        order = self.sampler.rng.permutation(len(batches))
+        self._batches = [batches[i] for i in order]
+        self.pools += 1
+        self.taken = 0
+
+    def _group(self, pool: list[Encoded]) -> list[list[Encoded]]:
+        """Length buckets: longest first, each batch as many sequences as fit the budget padded to its first."""
         batches: list[list[Encoded]] = []
         cur: list[Encoded] = []
-        for s in seqs:  # longest first: the first sequence of a batch sets its padded length
+        for s in sorted(pool, key=len, reverse=True):
             if cur and (len(cur) + 1) * round_up(len(cur[0]), self.pad_multiple) > self.token_budget:
                 batches.append(cur)
                 cur = []
@@ -233,17 +241,17 @@ class BatchStream:
         # The last batch holds the shortest leftovers; a tiny step is noise and wasted launches, so skip it.
         if not batches or len(cur) * round_up(len(cur[0]), self.pad_multiple) >= self.token_budget // 4:
             batches.append(cur)
-        order = self.sampler.rng.permutation(len(batches))
-        self._batches = [batches[i] for i in order]
-        self.pools += 1
-        self.taken = 0
+        return batches
+
+    def _collate(self, batch: list[Encoded]) -> Batch:
+        return collate(batch, self.pad_multiple, self.sampler.codec.pad_id)
 
     def next(self) -> Batch:
         if self.taken >= len(self._batches):
             self._fill()
-        seqs = self._batches[self.taken]
+        batch = self._batches[self.taken]
         self.taken += 1
-        return collate(seqs, self.pad_multiple, self.sampler.codec.pad_id)
+        return self._collate(batch)
 
     def state_dict(self) -> dict[str, Any]:
         return {"pool_start": self.pool_start, "pools": self.pools, "taken": self.taken}
@@ -274,23 +282,16 @@ class PackedStream(BatchStream):
         self.row_len = row_len
         self.rows = token_budget // row_len
 
-    def _fill(self) -> None:
-        self.pool_start = self.sampler.state_dict()
-        rows = first_fit([self.sampler.next()[0] for _ in range(self.pool_size)], self.row_len)
+    def _group(self, pool: list[Encoded]) -> list[list[list[Encoded]]]:
+        """Rows packed first-fit, `self.rows` of them a batch."""
+        rows = first_fit(pool, self.row_len)
         batches = [rows[i: i + self.rows] for i in range(0, len(rows), self.rows)]
         if len(batches) > 1 and 2 * len(batches[-1]) < self.rows:
             batches.pop()
-        order = self.sampler.rng.permutation(len(batches))
-        self._batches = [batches[i] for i in order]
-        self.pools += 1
-        self.taken = 0
+        return batches
 
-    def next(self) -> Batch:
-        if self.taken >= len(self._batches):
-            self._fill()
-        rows = self._batches[self.taken]
-        self.taken += 1
-        return pack(list(rows) + [[]] * (self.rows - len(rows)), self.row_len, self.sampler.codec.pad_id)
+    def _collate(self, batch: list[list[Encoded]]) -> Batch:
+        return pack(list(batch) + [[]] * (self.rows - len(batch)), self.row_len, self.sampler.codec.pad_id)
 
 
 class Prefetcher:
