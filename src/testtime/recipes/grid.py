@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -302,21 +303,18 @@ class GridKind(runs.AdapterSlots):
         for spent in out.spent:
             spent["select"] = dt / len(group)
         if plan.policy.anytime:  # the pace of scoring, for the next group's prices
-            adapted = [out.steps[i] > 0 and not out.decision[i].endswith("+icl") for i in range(len(group))]
+            adapted = [out.adapted(i) for i in range(len(group))]
             self.pace.observe("select", dt, selection_work([self.units[t.id] for t in group],
                                                            [[len(v) for v in vs] for vs in votes], out.score, plan,
                                                            adapted))
         rounds = None
         if plan.second.steps and plan.policy.ttt:
-            room = None if allot is None else allot - sum(sum(sp.values()) for sp in out.spent)
-
-            def afford(chosen: list[int]) -> list[int]:  # under a budget the round is bought with what is left
-                prices = {i: second_round_price(self.units[group[i].id], self.pace, plan) for i in chosen}
-                return within(chosen, prices, room)
-
+            # Under a budget the round is bought last, with what the group has left of its allotment.
+            afford = None if allot is None else partial(
+                self._affordable, group, plan, allot - sum(sum(sp.values()) for sp in out.spent))
             rounds = second_round(plan, group, out, votes, ranked, lambda tasks, data: GridOps(
                 self, tasks, plan.predict, plan.ttt, plan.select, None, plan.ensemble, data), self.model, self.codec,
-                None if room is None else afford)
+                afford)
         if self.candidates is not None:
             self.candidates.update((t.id, r) for t, r in zip(group, ranked, strict=True))
         records = group_records(group, plan, out, votes, ranked, self.fits, rounds, audit.notes if audit else None)
@@ -324,13 +322,17 @@ class GridKind(runs.AdapterSlots):
             self.ledger.charge([t.id for t in group], sum(r["seconds"] for r in records))
         return records
 
+    def _affordable(self, group: list[Task], plan: Plan, room: float, chosen: list[int]) -> list[int]:
+        """Of the tasks `chosen` for a second round, those whose price still fits `room` seconds."""
+        return within(chosen, {i: second_round_price(self.units[group[i].id], self.pace, plan) for i in chosen}, room)
+
     def select(self, group: list[Task], votes: list[list[list[Candidate]]], out: Outcome,
                plan: Plan) -> list[list[list[Ranked]]]:
         """Each task's candidates ranked by the plan's selection: scored through the task's adapter where its final
         answers came from it, else through the base model; as many as the policy left it to score (`Outcome.score`:
         none, the vote's order, or its top few)."""
         scfg = replace(plan.select, token_budget=scoring_budget(plan.select, plan.predict.token_budget))
-        adapted = [i for i in range(len(group)) if out.steps[i] > 0 and not out.decision[i].endswith("+icl")]
+        adapted = [i for i in range(len(group)) if out.adapted(i)]
         ranked: list[Any] = [None] * len(group)
         for items, adapters in (
                 (adapted, [m.take(adapted) for m in member_adapters(self.lora, len(group), plan.ttt, plan.ensemble)]

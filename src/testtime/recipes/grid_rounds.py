@@ -55,7 +55,7 @@ def second_round(plan: Plan, group: Sequence[Task], out: Outcome, votes: list[An
     extended: dict[int, Task] = {}
     for i, task in enumerate(group):
         # Only tasks with an adapter take the round: it goes on training that adapter.
-        if out.steps[i] == 0 or out.decision[i].endswith("+icl") or len(task.test) < sc.min_tests:
+        if not out.adapted(i) or len(task.test) < sc.min_tests:
             continue
         sure = [confident(ranked[i][q], out.final[i].predictions[q], sc) for q in range(len(task.test))]
         notes[i] = {"confident": sure, "steps": 0}

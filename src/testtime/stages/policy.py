@@ -289,6 +289,10 @@ class Outcome:
         return cls([None] * n, ["answer"] * n, [{} for _ in range(n)], [0] * n, [[] for _ in range(n)], [0] * n,
                    [dict.fromkeys(STAGES, 0.0) for _ in range(n)], score=[None] * n, cuts=[{} for _ in range(n)])
 
+    def adapted(self, i: int) -> bool:
+        """Whether task i's final answers came through its adapter (trained, and not fallen back to in-context)."""
+        return self.steps[i] > 0 and not self.decision[i].endswith("+icl")
+
 
 def run_policy(plan: Plan, n: int, ops: GroupOps) -> Outcome:
     """The plan's stages over a group of `n` tasks (see the module's docstring), each stage's time charged evenly
