@@ -267,14 +267,8 @@ class Estimator:
         """Seconds of the pieces an allocation buys one at a time (`testtime.stages.allocate`): one view decoded
         (the mean of the plan's views), one leave-one-out check, one TTT step, and the product of experts: reading
         each test input's prompt under every scoring view (`scoring`), then each candidate scored (`candidate`)."""
-        pcfg, s = plan.predict, plan.select
-        queries, _ = make_queries([self.task], self.codec, replace(pcfg, views=1, orders=1))
-        budget = scoring_budget(s, pcfg.token_budget)
-
-        def scored(k: int) -> float:
-            return sum(score_seconds(s.views * s.colors, len(q.prompt), q.max_new, k, budget, self.shape, self.speed)
-                       for q in queries)
-
+        pcfg = plan.predict
+        scoring = self._score(plan, 0)
         # The levers, as `__call__` prices them: every member of an ensemble trains (`step`); an adapted view or
         # selection runs through each member (`members`, applied by the allocation where adapted); depth-first
         # sampling decodes DFS_ROWS times greedy decoding's rows, adapted or not.
@@ -282,7 +276,7 @@ class Estimator:
         return {"view": rows * self._decode([self.task], pcfg) / (pcfg.views * pcfg.orders), "loo": self._loo(plan),
                 "step": k * ttt_step_seconds(self._ttt_lengths(plan.ttt), plan.ttt.batch_size, self.shape,
                                              self.speed, plan.ttt.adapter),
-                "scoring": scored(0), "candidate": scored(1) - scored(0), "members": float(k)}
+                "scoring": scoring, "candidate": self._score(plan, 1) - scoring, "members": float(k)}
 
     def _loo(self, plan: Plan) -> float:
         """One leave-one-out check (`grid_ops.GridOps.leave_one_out`): each held-out demo's prompt and answer read
@@ -296,10 +290,14 @@ class Estimator:
 
     def _select(self, plan: Plan, predictions: int) -> float:
         """Product-of-experts scoring, as if every test input had as many distinct candidates as it may."""
-        s = plan.select
-        candidates = min(s.candidates, predictions)
-        if s.method == "vote" or candidates <= plan.attempts:
+        candidates = min(plan.select.candidates, predictions)
+        if plan.select.method == "vote" or candidates <= plan.attempts:
             return 0.0
+        return self._score(plan, candidates)
+
+    def _score(self, plan: Plan, candidates: int) -> float:
+        """Each test input's prompt read under every scoring view, then `candidates` answers scored."""
+        s = plan.select
         queries, _ = make_queries([self.task], self.codec, replace(plan.predict, views=1, orders=1))
         budget = scoring_budget(s, plan.predict.token_budget)
         return sum(score_seconds(s.views * s.colors, len(q.prompt), q.max_new, candidates, budget, self.shape,
