@@ -14,7 +14,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -134,24 +134,10 @@ def token_tasks(rows: Sequence[Sequence[Encoded]], width: int) -> Any:
 
 
 def collate(seqs: Sequence[Encoded], pad_multiple: int, pad_id: int = PAD) -> Batch:
-    import torch
-
-    T = round_up(max(len(s) for s in seqs), pad_multiple)
-    ids = np.full((len(seqs), T), pad_id, dtype=np.int64)
-    labels = np.full((len(seqs), T), -100, dtype=np.int64)
-    for b, s in enumerate(seqs):
-        n = len(s)
-        ids[b, :n] = s.input_ids
-        labels[b, : n - 1] = np.where(s.loss_mask[1:], s.input_ids[1:], -100)
-    return Batch(
-        torch.from_numpy(ids),
-        torch.from_numpy(labels),
-        int(sum(len(s) for s in seqs)),
-        int((labels != -100).sum()),
-        ids.size,
-        int(sum(len(s) ** 2 for s in seqs)),
-        task_index=token_tasks([[s] for s in seqs], T),
-    )
+    """Each sequence a row of its own, right-padded to the longest rounded up to `pad_multiple`: `pack` with one
+    document a row, and no document ids (each row's causal mask is already its document's)."""
+    width = round_up(max(len(s) for s in seqs), pad_multiple)
+    return replace(pack([[s] for s in seqs], width, pad_id), doc_ids=None)
 
 
 def pack(rows: Sequence[Sequence[Encoded]], row_len: int, pad_id: int = PAD) -> Batch:
