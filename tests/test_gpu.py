@@ -115,6 +115,24 @@ def test_cuda_graph_decoding_equals_eager_decoding(adapted):
     assert worst <= 0, f"graph and eager log-probabilities {worst:.3f} nats past the tolerance"
 
 
+def test_float32_model_decodes_as_pretraining_holds_it():
+    """Pretraining's held-out solve count decodes its float32 master weights on the GPU; under bf16 autocast their
+    keys and values came out in two dtypes and the static cache refused them (every arch run of 2026-12-04 died at
+    its first count). Graph and eager decoding of the float32 model give the same tokens."""
+    from testtime.model.loading import load_model
+    from testtime.stages.engine import greedy_generate
+    from testtime.stages.predict import PredictConfig, make_queries
+
+    loaded = load_model(device="cuda", dtype=torch.float32)
+    tasks = smallest_tasks(6)
+    queries, _ = make_queries(tasks, loaded.codec, PredictConfig(views=1))
+    prompts, max_new = [q.prompt for q in queries], [q.max_new for q in queries]
+    runs = {g: greedy_generate(loaded.model, prompts, max_new, loaded.codec, cuda_graphs=g) for g in (True, False)}
+    same = sum(a.tokens == b.tokens for a, b in zip(runs[True], runs[False], strict=True))
+    record("float32_decode", {"prompts": len(prompts), "same_tokens": same})
+    assert same == len(prompts)
+
+
 def test_bf16_teacher_forced_scores_agree_with_fp32(shipped_bf16):
     from testtime.model.loading import load_model
     from testtime.stages.engine import sequence_scores

@@ -209,7 +209,7 @@ def greedy_generate(
             adapters.use(batch, device)
         steps = int(limit.max())
         cache = _decode_cache(model, layout, width + steps)
-        with _autocast(device):
+        with _autocast(device, model):
             out = model(input_ids=ids_t, attention_mask=attn_t, position_ids=pos, **{kw: cache},
                         use_cache=True, logits_to_keep=1, cache_position=torch.arange(width, device=device))
         first_pos = next_positions(model, pos[:, -1:], ids_t[:, -1:])
@@ -231,11 +231,15 @@ def greedy_generate(
     return results  # type: ignore[return-value]
 
 
-def _autocast(device: torch.device):
+def _autocast(device: torch.device, model: nn.Module):
+    """bf16 autocast on a GPU for a bf16 model (its float32 LoRA slots run in bf16), none for a float32 model
+    (pretraining's master weights): under autocast its rotated keys stay float32 while its values come out
+    bf16, and a static cache holds one dtype (the first arch runs crashed on it at their held-out solve count)."""
     # No weight-cast cache: a CUDA graph must not capture casts that autocast would skip on replay.
-    if device.type == "cuda":
+    fp32 = next(model.parameters()).dtype == torch.float32
+    if device.type == "cuda" and not fp32:
         return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
-    return torch.autocast("cpu", enabled=False)
+    return torch.autocast(device.type, enabled=False)
 
 
 class _Decode:
@@ -281,7 +285,7 @@ def _decode_plain(model: nn.Module, cache: StaticCache, attn: torch.Tensor, st: 
         if st.finished(s):
             break
         attn = torch.cat([attn, torch.ones(b, 1, dtype=attn.dtype, device=device)], 1)
-        with _autocast(device):
+        with _autocast(device, model):
             out = model(input_ids=st.nxt, attention_mask=attn, position_ids=st.pos, **{kw: cache},
                         use_cache=True, cache_position=st.width + st.s)
         st.logits.copy_(out.logits[:, -1])
@@ -308,7 +312,7 @@ def _decode_static(model: nn.Module, cache, attn: torch.Tensor, st: _Decode, gra
         if layout.window is not None:
             sliding = (full & (key_pos > cache_pos - layout.window))[:, None, None, :]
             mask = {"full_attention": mask, "sliding_attention": sliding} if layout.kinds else sliding
-        with _autocast(device):
+        with _autocast(device, model):
             out = model(input_ids=st.nxt, attention_mask=mask, position_ids=st.pos, **{kw: cache},
                         use_cache=True, cache_position=cache_pos)
         st.logits.copy_(out.logits[:, -1])
