@@ -180,6 +180,14 @@ def test_held_out_tasks_are_never_trained_on_and_the_best_model_is_exported(tmp_
         assert torch.equal(w, weights[best_step][k]), k
 
 
+def test_the_last_step_is_validated_whatever_val_every(sources, tmp_path):
+    """Runs of equal minutes stop at steps val_every need not divide; each must still log its final model's
+    held-out loss (the first arch comparison had wide's last at step 250 of 391)."""
+    run = tmp_path / "run"
+    pretrain(tiny_config(holdout=3, val_every=4, total_steps=6), run, sources=sources, progress=False)
+    assert [r["step"] for r in read_log(run) if r.get("val_loss") is not None] == [4, 6]
+
+
 def test_holdout_config_is_checked():
     with pytest.raises(ConfigError, match="val_every"):
         tiny_config(holdout=2, val_every=3, log_every=2)

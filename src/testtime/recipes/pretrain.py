@@ -94,7 +94,7 @@ class PretrainConfig:
     # padded lengths are multiples of this (fewer compiled shapes, aligned kernels)
     pad_multiple: Annotated[int, Range(1, 4096)] = 128
     holdout: Annotated[int, Range(0, 100_000)] = 0  # training tasks (of the first dataset) kept out of training, to validate on
-    # steps between validations (a multiple of log_every); the best one is exported
+    # steps between validations (a multiple of log_every; also at the last step); the best one is exported
     val_every: Annotated[int, Range(1, 10**9)] = 500
     # steps between counts of the held-out tasks greedy decoding solves without TTT (`val_solved`; also at the last
     # step), a multiple of log_every; 0: never. Its time adds to the run's wall clock, not to fit_minutes' schedule.
@@ -411,7 +411,8 @@ def pretrain(
                     "peak_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if cuda else None,
                     "elapsed": round(elapsed_before + now - t_start, 2),
                 }
-                if val_batches and step % cfg.val_every == 0:
+                # Also at the last step: runs of equal minutes compare their final models, whatever val_every.
+                if val_batches and (step % cfg.val_every == 0 or step == end):
                     rec["val_loss"] = round(validate(model, val_batches, device, autocast, base_fn), 5)
                     if best_val is None or rec["val_loss"] < best_val:
                         # Exported as it happens: the run may memorize its tasks long before it ends.
