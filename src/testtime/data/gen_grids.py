@@ -1,0 +1,267 @@
+"""Random input grids in ARC's style, the scenes that the procedural task generator (`gen_programs`) transforms.
+
+An input *family* is a kind of scene: sprites on a background, solid rectangles, frames with holes, sparse points,
+noise, full lines, two halves beside a separator, a mosaic with no background. A `Style` fixes once per task what
+every input of that task shares (family, background, palette, size range, object kinds), so the pairs of one task
+look alike and only the program tells them apart from their outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from testtime.data.tasks import MAX_SIDE, N_COLORS
+
+FAMILIES = ("objects", "rects", "frames", "points", "noise", "lines", "halves", "mosaic")
+# Scenes of separate objects carry most object primitives, so they are drawn more often.
+FAMILY_WEIGHTS = np.array([3.0, 2.0, 1.5, 1.5, 1.0, 1.0, 1.0, 1.0])
+PLACE_TRIES = 12
+
+
+@dataclass(frozen=True)
+class Style:
+    family: str
+    bg: int
+    palette: tuple[int, ...]  # foreground colors, never the background
+    sides: tuple[int, int]  # each side's range, inclusive (for `halves`: one half's)
+    square: bool
+    count: tuple[int, int]  # how many objects, rectangles, frames, points or lines, inclusive
+    extent: tuple[int, int]  # an object's side lengths, inclusive
+    density: float  # share of a sprite's box it fills; of the grid for noise and halves; for frames, P(closed)
+    multicolor: bool  # a sprite's cells mix palette colors, rather than one color a sprite
+    speckle: float  # stray pixels over the scene (what denoising removes)
+    vertical: bool  # halves sit side by side (else stacked); lines run as columns (else rows)
+    paired: bool  # points come in same-colored pairs on one row or column (what `connect` joins)
+
+
+def _sides(rng: np.random.Generator, family: str) -> tuple[int, int]:
+    if family == "mosaic":
+        lo = int(rng.integers(2, 5))
+        return lo, lo + int(rng.integers(1, 4))
+    if family == "halves":
+        lo = int(rng.integers(3, 6))
+        return lo, lo + int(rng.integers(0, 4))
+    lo = int(rng.integers(3, 9))
+    hi = lo + int(rng.integers(2, 13))
+    if rng.random() < 0.05:  # now and then a large scene, as ARC has
+        hi += 10
+    return lo, min(hi, MAX_SIDE)
+
+
+def _palette(rng: np.random.Generator, family: str, bg: int) -> tuple[int, ...]:
+    # Halves need a color for each half and a third for the separator; a mosaic has no background to avoid.
+    lo, hi = {"halves": (3, 4), "mosaic": (2, 5)}.get(family, (1, 5))
+    n = int(rng.integers(lo, hi))
+    pool = np.arange(N_COLORS) if family == "mosaic" else np.array([c for c in range(N_COLORS) if c != bg])
+    return tuple(int(c) for c in rng.permutation(pool)[:n])
+
+
+def draw_style(rng: np.random.Generator, family: str | None = None) -> Style:
+    """One task's look: a family (drawn when not given) and what all of the task's inputs share."""
+    if family is None:
+        family = FAMILIES[int(rng.choice(len(FAMILIES), p=FAMILY_WEIGHTS / FAMILY_WEIGHTS.sum()))]
+    bg = 0 if rng.random() < 0.8 else int(rng.integers(1, N_COLORS))
+    lo_count = int(rng.integers(1, 4))
+    ext_lo = int(rng.integers(1, 4))
+    return Style(
+        family=family,
+        bg=bg,
+        palette=_palette(rng, family, bg),
+        sides=_sides(rng, family),
+        square=bool(rng.random() < 0.3),
+        count=(lo_count, lo_count + int(rng.integers(0, 6))),
+        extent=(ext_lo + (family == "frames") * 2, ext_lo + int(rng.integers(1, 4)) + (family == "frames") * 2),
+        density=float(rng.uniform(0.1, 0.4) if family in ("noise", "halves") else rng.uniform(0.4, 1.0)),
+        multicolor=bool(rng.random() < 0.2),
+        speckle=float(rng.uniform(0.02, 0.08)) if rng.random() < 0.2 else 0.0,
+        vertical=bool(rng.random() < 0.5),
+        paired=bool(rng.random() < 0.4),
+    )
+
+
+def _shape(rng: np.random.Generator, style: Style) -> tuple[int, int]:
+    lo, hi = style.sides
+    h = int(rng.integers(lo, hi + 1))
+    return (h, h) if style.square else (h, int(rng.integers(lo, hi + 1)))
+
+
+def _count(rng: np.random.Generator, style: Style) -> int:
+    return int(rng.integers(style.count[0], style.count[1] + 1))
+
+
+def _colors(rng: np.random.Generator, style: Style, n: int, mixed: bool) -> np.ndarray:
+    """n cell colors from the palette: all one color unless `mixed`."""
+    pal = np.asarray(style.palette, dtype=np.uint8)
+    return pal[rng.integers(len(pal), size=n)] if mixed else np.full(n, pal[rng.integers(len(pal))], np.uint8)
+
+
+def sprite(rng: np.random.Generator, h: int, w: int, density: float) -> np.ndarray:
+    """A random 4-connected shape grown inside an h x w box to about `density` of it, cropped to its bounding box."""
+    target = max(1, round(density * h * w))
+    u = rng.random(8 * target + 2)  # one batch of draws: a call per cell would dominate the cost of a scene
+    start = (int(u[0] * h), int(u[1] * w))
+    inside = {start}
+    frontier = [start]
+    k = 2
+    while len(inside) < target and frontier and k < len(u):
+        i = int(u[k] * len(frontier))
+        k += 1
+        r, c = frontier[i]
+        for nr, nc in ((r + 1, c), (r - 1, c), (r, c + 1), (r, c - 1)):
+            if 0 <= nr < h and 0 <= nc < w and (nr, nc) not in inside:
+                frontier.append((nr, nc))
+        if (r, c) not in inside:
+            inside.add((r, c))
+        frontier[i] = frontier[-1]
+        frontier.pop()
+    mask = np.zeros((h, w), dtype=bool)
+    rows, cols = zip(*inside, strict=True)
+    mask[list(rows), list(cols)] = True
+    return mask[min(rows) : max(rows) + 1, min(cols) : max(cols) + 1]
+
+
+def _free(taken: np.ndarray, r: int, c: int, h: int, w: int) -> bool:
+    return not taken[max(r - 1, 0) : r + h + 1, max(c - 1, 0) : c + w + 1].any()
+
+
+def place(
+    rng: np.random.Generator, canvas: np.ndarray, taken: np.ndarray, mask: np.ndarray, colors: np.ndarray
+) -> tuple[int, int] | None:
+    """Paint `mask` where no taken cell lies within one cell of it (objects never touch, not even at a corner, so
+    every definition of an object agrees); its top-left corner, or None when no such spot turned up."""
+    h, w = mask.shape
+    big_h, big_w = canvas.shape
+    if h > big_h or w > big_w:
+        return None
+    for r, c in rng.integers(0, [big_h - h + 1, big_w - w + 1], size=(PLACE_TRIES, 2)).tolist():
+        if _free(taken, r, c, h, w):
+            canvas[r : r + h, c : c + w][mask] = colors
+            taken[r : r + h, c : c + w] |= mask
+            return r, c
+    return None
+
+
+def _extent(rng: np.random.Generator, style: Style, canvas: np.ndarray) -> tuple[int, int]:
+    """An object's box, no larger than the canvas (a style's extents may outgrow its smaller grids)."""
+    lo, hi = style.extent
+    h, w = rng.integers(lo, hi + 1, size=2).tolist()
+    return min(h, canvas.shape[0]), min(w, canvas.shape[1])
+
+
+def _objects(rng: np.random.Generator, style: Style, canvas: np.ndarray, taken: np.ndarray) -> None:
+    for _ in range(_count(rng, style)):
+        mask = sprite(rng, *_extent(rng, style, canvas), style.density)
+        place(rng, canvas, taken, mask, _colors(rng, style, int(mask.sum()), style.multicolor))
+
+
+def _rects(rng: np.random.Generator, style: Style, canvas: np.ndarray, taken: np.ndarray) -> None:
+    for _ in range(_count(rng, style)):
+        mask = np.ones(_extent(rng, style, canvas), dtype=bool)
+        place(rng, canvas, taken, mask, _colors(rng, style, mask.size, False))
+
+
+def _frames(rng: np.random.Generator, style: Style, canvas: np.ndarray, taken: np.ndarray) -> None:
+    # An open frame (one border cell missing) looks like a closed one but encloses nothing: the contrast
+    # is what makes "fill the enclosed background" a rule rather than "fill inside every frame".
+    for _ in range(_count(rng, style)):
+        h, w = _extent(rng, style, canvas)
+        mask = np.ones((max(h, 3), max(w, 3)), dtype=bool)
+        mask[1:-1, 1:-1] = False
+        if rng.random() > style.density:
+            border = np.argwhere(mask)
+            border = border[((border[:, 0] % (mask.shape[0] - 1)) == 0) ^ ((border[:, 1] % (mask.shape[1] - 1)) == 0)]
+            mask[tuple(border[rng.integers(len(border))])] = False
+        place(rng, canvas, taken, mask, _colors(rng, style, int(mask.sum()), style.multicolor))
+
+
+def _points(rng: np.random.Generator, style: Style, canvas: np.ndarray, taken: np.ndarray) -> None:
+    dot = np.ones((1, 1), dtype=bool)
+    for _ in range(_count(rng, style) * 2):
+        color = _colors(rng, style, 1, False)
+        first = place(rng, canvas, taken, dot, color)
+        if first is None or not style.paired:
+            continue
+        # Its partner: a free cell on the same row or column (chosen per pair).
+        r, c = first
+        if rng.random() < 0.5:
+            spots = [(r, j) for j in range(canvas.shape[1]) if _free(taken, r, j, 1, 1)]
+        else:
+            spots = [(i, c) for i in range(canvas.shape[0]) if _free(taken, i, c, 1, 1)]
+        if spots:
+            rr, cc = spots[int(rng.integers(len(spots)))]
+            canvas[rr, cc] = color[0]
+            taken[rr, cc] = True
+
+
+def _noise(rng: np.random.Generator, style: Style, canvas: np.ndarray, taken: np.ndarray) -> None:
+    on = rng.random(canvas.shape) < style.density
+    canvas[on] = _colors(rng, style, int(on.sum()), True)
+
+
+def _lines(rng: np.random.Generator, style: Style, canvas: np.ndarray, taken: np.ndarray) -> None:
+    length = canvas.shape[0] if style.vertical else canvas.shape[1]
+    across = canvas.shape[1] if style.vertical else canvas.shape[0]
+    n = min(_count(rng, style), max(1, across // 2))
+    for i in rng.permutation(across)[:n]:
+        color = _colors(rng, style, length, style.multicolor)
+        if style.vertical:
+            canvas[:, i] = color
+        else:
+            canvas[i, :] = color
+
+
+def _halves(rng: np.random.Generator, style: Style) -> np.ndarray:
+    h, w = _shape(rng, style)
+    # `multicolor` here means the reverse: both halves in one color (the output's color then says nothing).
+    a_color, sep = style.palette[0], style.palette[2]
+    b_color = a_color if style.multicolor else style.palette[1]
+    halves = [np.where(rng.random((h, w)) < style.density, color, style.bg) for color in (a_color, b_color)]
+    if style.vertical:
+        return np.concatenate([halves[0], np.full((h, 1), sep), halves[1]], axis=1).astype(np.uint8)
+    return np.concatenate([halves[0], np.full((1, w), sep), halves[1]], axis=0).astype(np.uint8)
+
+
+def _mosaic(rng: np.random.Generator, style: Style) -> np.ndarray:
+    shape = _shape(rng, style)
+    return np.asarray(style.palette, dtype=np.uint8)[rng.integers(len(style.palette), size=shape)]
+
+
+Scene = Callable[[np.random.Generator, Style, np.ndarray, np.ndarray], None]
+SCENES: dict[str, Scene] = {
+    "objects": _objects, "rects": _rects, "frames": _frames, "points": _points, "noise": _noise, "lines": _lines,
+}
+
+
+def draw_grid(rng: np.random.Generator, style: Style) -> np.ndarray:
+    """One input of the style's family (uint8, writable)."""
+    if style.family == "halves":
+        return _halves(rng, style)
+    if style.family == "mosaic":
+        return _mosaic(rng, style)
+    canvas = np.full(_shape(rng, style), style.bg, dtype=np.uint8)
+    taken = np.zeros(canvas.shape, dtype=bool)
+    SCENES[style.family](rng, style, canvas, taken)
+    if style.speckle:
+        stray = (canvas == style.bg) & (rng.random(canvas.shape) < style.speckle)
+        canvas[stray] = _colors(rng, style, int(stray.sum()), True)
+    return canvas
+
+
+def draw_inputs(rng: np.random.Generator, style: Style, n: int) -> list[np.ndarray]:
+    """n distinct inputs of one style, none of them blank; fewer when a few tries per input did not find them
+    (a style of tiny grids may have too few distinct scenes)."""
+    seen: set[tuple] = set()
+    grids: list[np.ndarray] = []
+    for _ in range(3 * n):
+        g = draw_grid(rng, style)
+        key = (g.shape, g.tobytes())
+        if key in seen or (style.family != "mosaic" and not (g != style.bg).any()):
+            continue
+        seen.add(key)
+        grids.append(g)
+        if len(grids) == n:
+            break
+    return grids
