@@ -9,6 +9,7 @@ Each primitive has a maker that draws its parameters for one task from the task'
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -44,6 +45,7 @@ class Ctx:
     bg: int  # the most common color over all of them
     colors: tuple[int, ...]  # the other colors present in any of them, ascending
     bg_share: float  # the share of cells in the background color
+    common: tuple[int, ...]  # the colors present in at least half of them, ascending
 
     @property
     def max_shape(self) -> tuple[int, int]:
@@ -53,7 +55,10 @@ class Ctx:
 def context(grids: list[np.ndarray] | tuple[np.ndarray, ...]) -> Ctx:
     counts = np.sum([np.bincount(g.ravel(), minlength=N_COLORS) for g in grids], axis=0)
     bg = int(np.argmax(counts))
-    return Ctx(tuple(grids), bg, tuple(int(c) for c in np.flatnonzero(counts) if c != bg), float(counts[bg] / counts.sum()))
+    colors = tuple(int(c) for c in np.flatnonzero(counts) if c != bg)
+    in_grids = np.sum([np.bincount(g.ravel(), minlength=N_COLORS) > 0 for g in grids], axis=0)
+    common = tuple(int(c) for c in np.flatnonzero(2 * in_grids >= len(grids)))
+    return Ctx(tuple(grids), bg, colors, float(counts[bg] / counts.sum()), common)
 
 
 MIN_BG_SHARE = 0.5
@@ -300,8 +305,10 @@ def _recolor_rank(rng: np.random.Generator, ctx: Ctx) -> Step:
 
 
 def _recolor_size(rng: np.random.Generator, ctx: Ctx) -> Step | None:
-    sizes = sorted({o.size for g in ctx.grids for o in objects(g, ctx.bg)})
-    if len(sizes) < 2:
+    # A size seen in one grid only could be the test pair's, its color then unseen in the demonstrations.
+    seen = collections.Counter(s for g in ctx.grids for s in {o.size for o in objects(g, ctx.bg)})
+    sizes = sorted(seen)
+    if len(sizes) < 2 or min(seen.values()) < 2:
         return None
     if rng.random() < 0.5:
         least = sizes[int(rng.integers(1, len(sizes)))]

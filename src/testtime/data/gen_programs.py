@@ -137,9 +137,9 @@ def _d8(rng: np.random.Generator, ctx: Ctx) -> Step:
 
 
 def _colormap(rng: np.random.Generator, ctx: Ctx) -> Step | None:
-    """Recolor some of the colors present (the background too, now and then); a color that never appears would
-    make the map unlearnable, so only present ones are drawn."""
-    present = list(ctx.colors) + ([ctx.bg] if rng.random() < 0.15 else [])
+    """Recolor some of the colors present (the background too, now and then). A color missing from the
+    demonstrations would make the map unlearnable, so only colors in at least half of the grids are drawn."""
+    present = [c for c in ctx.common if c != ctx.bg] + ([ctx.bg] if rng.random() < 0.15 else [])
     if not present:
         return None
     chosen = rng.permutation(present)[: int(rng.integers(1, len(present) + 1))]
