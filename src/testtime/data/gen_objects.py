@@ -3,7 +3,7 @@
 An object is an 8-connected component of non-background cells, whatever its colors: the input families place
 objects a cell apart, so this one definition matches what a person sees. A primitive is a plain function of a grid
 and its parameters that returns the new grid, or None where the rule is not well defined on that grid (a tie for
-the largest object, no single pixel to shoot rays from): such a task is ill-posed and the generator drops it.
+the largest object, two rays of different colors crossing): the generator keeps no pair where a step returned None.
 Each primitive has a maker that draws its parameters for one task from the task's current grids (`Ctx`).
 """
 
@@ -20,7 +20,8 @@ from scipy import ndimage
 
 from testtime.data.tasks import MAX_SIDE, N_COLORS
 
-MAX_SIZE_CLASSES = 4
+MAX_SIZE_CLASSES = 4  # most sizes that recolor_by_size gives a color each
+MIN_BG_SHARE = 0.5  # below it, grids have no background that object primitives could rely on
 EIGHT = np.ones((3, 3), dtype=bool)
 CROSS = ndimage.generate_binary_structure(2, 1)
 RAY_DIRECTIONS = {
@@ -53,24 +54,21 @@ class Ctx:
 
 
 def context(grids: list[np.ndarray] | tuple[np.ndarray, ...]) -> Ctx:
-    counts = np.sum([np.bincount(g.ravel(), minlength=N_COLORS) for g in grids], axis=0)
+    per_grid = np.array([np.bincount(g.ravel(), minlength=N_COLORS) for g in grids])
+    counts = per_grid.sum(axis=0)
     bg = int(np.argmax(counts))
     colors = tuple(int(c) for c in np.flatnonzero(counts) if c != bg)
-    in_grids = np.sum([np.bincount(g.ravel(), minlength=N_COLORS) > 0 for g in grids], axis=0)
-    common = tuple(int(c) for c in np.flatnonzero(2 * in_grids >= len(grids)))
+    common = tuple(int(c) for c in np.flatnonzero(2 * (per_grid > 0).sum(axis=0) >= len(grids)))
     return Ctx(tuple(grids), bg, colors, float(counts[bg] / counts.sum()), common)
 
 
-MIN_BG_SHARE = 0.5
+Maker = Callable[[np.random.Generator, Ctx], Step | None]
 
 
 def needs_background(make: Maker) -> Maker:
     """A maker that declines grids with no clear background (a mosaic): there, an "object" or "the background" is
     only the most common color by chance, and a rule about it could not be read from the examples."""
     return lambda rng, ctx: make(rng, ctx) if ctx.bg_share >= MIN_BG_SHARE else None
-
-
-Maker = Callable[[np.random.Generator, Ctx], Step | None]
 
 
 def other_color(rng: np.random.Generator, *avoid: int) -> int:
@@ -312,7 +310,8 @@ def _recolor_size(rng: np.random.Generator, ctx: Ctx) -> Step | None:
         return None
     if rng.random() < 0.5:
         least = sizes[int(rng.integers(1, len(sizes)))]
-        return Step("recolor_big", partial(recolor_size, bg=ctx.bg, table={}, least=least, big=other_color(rng, ctx.bg)))
+        big = other_color(rng, ctx.bg)
+        return Step("recolor_big", partial(recolor_size, bg=ctx.bg, table={}, least=least, big=big))
     if len(sizes) > MAX_SIZE_CLASSES:  # a color for each of many sizes would be a table, not a rule
         return None
     colors = rng.permutation([c for c in range(N_COLORS) if c != ctx.bg])
@@ -331,12 +330,14 @@ def _colored(name: str, fn: Callable[..., np.ndarray | None]) -> Maker:
 
 def _halo(rng: np.random.Generator, ctx: Ctx) -> Step:
     diagonal = bool(rng.random() < 0.5)
-    return Step(f"halo{8 if diagonal else 4}", partial(halo, bg=ctx.bg, color=other_color(rng, ctx.bg), diagonal=diagonal))
+    color = other_color(rng, ctx.bg)
+    return Step(f"halo{8 if diagonal else 4}", partial(halo, bg=ctx.bg, color=color, diagonal=diagonal))
 
 
 def _boxes(rng: np.random.Generator, ctx: Ctx) -> Step:
     frame = bool(rng.random() < 0.5)
-    return Step("bbox_frame" if frame else "bbox_fill", partial(boxes, bg=ctx.bg, color=other_color(rng, ctx.bg), frame=frame))
+    color = other_color(rng, ctx.bg)
+    return Step("bbox_frame" if frame else "bbox_fill", partial(boxes, bg=ctx.bg, color=color, frame=frame))
 
 
 def _remove_small(rng: np.random.Generator, ctx: Ctx) -> Step:

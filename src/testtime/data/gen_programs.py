@@ -69,7 +69,8 @@ def shift(grid: np.ndarray, bg: int, dy: int, dx: int, wrap: bool) -> np.ndarray
         return np.roll(grid, (dy, dx), axis=(0, 1))
     h, w = grid.shape
     out = np.full_like(grid, bg)
-    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = grid[max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)]
+    src = grid[max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)]
+    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = src
     return out
 
 
@@ -162,7 +163,7 @@ def _upscale(rng: np.random.Generator, ctx: Ctx) -> Step | None:
 
 def _tile(rng: np.random.Generator, ctx: Ctx) -> Step | None:
     h, w = ctx.max_shape
-    fits = [(a, b) for a in (1, 2, 3) for b in (1, 2, 3) if (a, b) != (1, 1) and a * h <= MAX_SIDE and b * w <= MAX_SIDE]
+    fits = [(a, b) for a in (1, 2, 3) for b in (1, 2, 3) if (a, b) != (1, 1) and a * h <= MAX_SIDE >= b * w]
     if not fits:
         return None
     ny, nx = fits[int(rng.integers(len(fits)))]
@@ -269,7 +270,9 @@ def apply_step(step: Step, paths: list[Path], bg: int) -> list[Path]:
     return out
 
 
-def draw_step(rng: np.random.Generator, paths: list[Path], need: int, avoid: str | None) -> tuple[str, Step, list[Path]] | None:
+def draw_step(
+    rng: np.random.Generator, paths: list[Path], need: int, avoid: str | None
+) -> tuple[str, Step, list[Path]] | None:
     """A primitive that applies to at least `need` of the paths and changes one: (its maker's name, the step, the
     paths it extends). A maker never follows itself: two rotations, two color maps or two crops in a row are one
     step written twice."""
