@@ -297,7 +297,7 @@ def acceptable(paths: list[Path]) -> bool:
     for i in range(1, len(paths[0])):
         if all(_same(p[i - 1], p[i]) for p in paths):
             return False
-    if all(_same(paths[0][-1], p[-1]) for p in paths[1:]):
+    if len(paths) > 1 and all(_same(paths[0][-1], p[-1]) for p in paths[1:]):
         return False
     return len({(p[0].shape, p[0].tobytes()) for p in paths}) == len(paths)
 
