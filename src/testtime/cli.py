@@ -255,6 +255,23 @@ def pretrain_cmd(
         typer.echo(f"lowest held-out loss {res.best_val:.4f}; that model is in {run_dir / 'best'}")
 
 
+@app.command("generate")
+@cli_errors
+def generate_cmd(
+    out: Annotated[Path, typer.Option(help="The corpus (.npz, RE-ARC's format); pretrain on it as \"gen:OUT\".")] = Path("runs/gen/gen.npz"),
+    tasks: Annotated[int, typer.Option(help="Tasks to keep.")] = 20_000,
+    pairs: Annotated[int, typer.Option(help="Pairs a task keeps (pretraining draws 2-5 demos and a query from them).")] = 24,
+    seed: Annotated[int, typer.Option(help="The corpus for a seed is the same whatever the workers.")] = 0,
+    per_name: Annotated[int, typer.Option(help="At most this many tasks per program description.")] = 8,
+    workers: Annotated[int, typer.Option(help="Processes drawing tasks; 0: one per CPU core.")] = 0,
+) -> None:
+    """Generate pretraining tasks: programs of grid primitives on generated inputs, filtered (data/gen_corpus.py)."""
+    from testtime.data.gen_corpus import CorpusConfig, generate_corpus
+
+    cfg = CorpusConfig(tasks=tasks, pairs=pairs, seed=seed, per_name=per_name, workers=workers)
+    typer.echo(generate_corpus(cfg, out).line())
+
+
 # ---------------------------------------------------------------- solving
 
 

