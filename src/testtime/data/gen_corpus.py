@@ -158,3 +158,31 @@ def write_corpus(tasks, out: Path, cfg: CorpusConfig) -> None:
     tmp.write_bytes(buf.getvalue())
     tmp.replace(out)
     read_rearc(out, "generated")  # what pretraining will read: refuse to leave a file it cannot
+
+
+def corpus_tasks(path: str | Path, n: int, seed: int = 0, pairs: int = 4) -> list:
+    """`n` tasks drawn from a corpus as `Task`s (the first `pairs` pairs, the last as the test), each named by its
+    program: what the generator made, for a person to look at."""
+    from testtime.data.tasks import Example, Task
+
+    data = read_rearc(path, "generated")
+    with np.load(path, allow_pickle=False) as d:
+        names = d["names"] if "names" in d.files else data.task_ids
+    picks = np.random.default_rng(seed).choice(len(data.task_ids), size=min(n, len(data.task_ids)), replace=False)
+    tasks = []
+    for t in sorted(int(p) for p in picks):
+        idx = np.flatnonzero(data.pair_task == t)[:pairs]
+        ex = [Example(data.grid(2 * int(p)), data.grid(2 * int(p) + 1)) for p in idx]
+        tasks.append(Task(f"{data.task_ids[t]} ({names[t]})", tuple(ex[:-1]), tuple(ex[-1:])))
+    return tasks
+
+
+def gallery(path: str | Path, out: str | Path, n: int = 24, seed: int = 0) -> Path:
+    """An HTML page of `n` tasks of the corpus at `path`, with their programs."""
+    from testtime.data.render import html_page, task_section
+
+    tasks = corpus_tasks(path, n, seed)
+    out = Path(out)
+    out.write_text(html_page(f"{len(tasks)} generated tasks from {Path(path).name}",
+                             "\n".join(task_section(t) for t in tasks)))
+    return out
