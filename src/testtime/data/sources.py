@@ -19,6 +19,8 @@ from __future__ import annotations
 import functools
 import io
 import lzma
+import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -124,6 +126,41 @@ def eval_output_leaks(grids: Iterable[tuple[str, Grid]]) -> list[tuple[str, str]
     return found
 
 
+def canonical_colors(g: Grid) -> np.ndarray:
+    """`g` with colors 1-9 renamed 1, 2, ... in order of first appearance (row-major), 0 kept: what pretraining's
+    color augmentation (0 fixed) cannot change."""
+    flat = np.asarray(g).ravel()
+    seen = flat[flat != 0]
+    _, first = np.unique(seen, return_index=True)
+    table = np.zeros(10, dtype=np.uint8)
+    table[seen[np.sort(first)]] = np.arange(1, len(first) + 1, dtype=np.uint8)
+    return table[np.asarray(g)]
+
+
+@functools.cache
+def eval_output_color_keys() -> dict[tuple, str]:
+    """`eval_output_keys` up to colors: each evaluation test output of LEAK_MIN_CELLS cells or more under the 8
+    rotations/flips, in `canonical_colors` form."""
+    keys: dict[tuple, str] = {}
+    for t in _eval_tasks():
+        for e in t.test:
+            if e.output is not None and e.output.size >= LEAK_MIN_CELLS:
+                for k in range(4):
+                    r = np.rot90(e.output, k)
+                    for v in (r, np.fliplr(r)):
+                        keys[grid_key(canonical_colors(v))] = t.id
+    return keys
+
+
+def eval_output_color_leaks(grids: Iterable[tuple[str, Grid]]) -> list[tuple[str, str]]:
+    """(task id, evaluation task id) for each grid that pretraining's augmentation (a rotation/flip and a renaming
+    of colors 1-9) could turn into an evaluation test output: stricter than `eval_output_leaks`, for the generated
+    tasks, whose simple grids meet evaluation outputs by chance (about 2 in 800 tasks)."""
+    keys = eval_output_color_keys()
+    return [(task_id, hit) for task_id, g in grids
+            if g.size >= LEAK_MIN_CELLS and (hit := keys.get(grid_key(canonical_colors(g))))]
+
+
 # ---------------------------------------------------------------- sources
 
 
@@ -186,14 +223,17 @@ def read_rearc(path: str | Path, kind: str = "RE-ARC") -> ReArc:
         raw = lzma.open(path).read() if path.suffix == ".xz" else path.read_bytes()
         with np.load(io.BytesIO(raw), allow_pickle=False) as d:
             arrays = {k: d[k] for k in ("task_ids", "pair_task", "shapes", "cells")}
-    except (OSError, EOFError, ValueError, KeyError, lzma.LZMAError) as e:
+    except (OSError, EOFError, ValueError, KeyError, lzma.LZMAError, zipfile.BadZipFile, zlib.error) as e:
         raise ConfigError(f"{path}: not a {kind} npz file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
-    shapes = arrays["shapes"].astype(np.int64)
-    n_pairs = len(arrays["pair_task"])
-    sizes = shapes[:, 0] * shapes[:, 1] if shapes.ndim == 2 and shapes.shape[1:] == (2,) else None
-    if (sizes is None or len(shapes) != 2 * n_pairs or int(sizes.sum()) != len(arrays["cells"])
-            or (shapes < 1).any() or (shapes > 30).any() or (arrays["cells"] > 9).any()
-            or (n_pairs and int(arrays["pair_task"].max()) >= len(arrays["task_ids"]))):
+    ints = ("pair_task", "shapes", "cells")
+    if not all(np.issubdtype(arrays[k].dtype, np.integer) for k in ints) or arrays["shapes"].ndim != 2:
+        raise ConfigError(f"{path}: {kind} arrays of the wrong kind (pair_task, shapes and cells hold integers)")
+    shapes, cells, pair_task = arrays["shapes"].astype(np.int64), arrays["cells"], arrays["pair_task"]
+    n_pairs = len(pair_task)
+    sizes = shapes[:, 0] * shapes[:, 1] if shapes.shape[1:] == (2,) else None
+    if (sizes is None or len(shapes) != 2 * n_pairs or int(sizes.sum()) != len(cells)
+            or (shapes < 1).any() or (shapes > 30).any() or (cells.size and (cells.min() < 0 or cells.max() > 9))
+            or (n_pairs and (pair_task.min() < 0 or int(pair_task.max()) >= len(arrays["task_ids"])))):
         raise ConfigError(f"{path}: inconsistent {kind} arrays (shapes, cells and pair_task disagree or are out of range)")
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     return ReArc(arrays["task_ids"].astype(str), arrays["pair_task"].astype(np.int64), shapes, starts,
@@ -215,11 +255,15 @@ class ReArcSource:
         self.pairs = {t: pairs[t] for t in keep if len(pairs[t]) >= demos[0] + 1}
         self.order = sorted(self.pairs)
         if not self.order:
-            raise ValueError("no RE-ARC task has enough pairs")
+            raise ValueError("no task has enough pairs")
 
     @classmethod
     def from_path(cls, path: str | Path, kind: str = "RE-ARC") -> ReArcSource:
-        return cls(read_rearc(path, kind))
+        data = read_rearc(path, kind)
+        try:
+            return cls(data)
+        except ValueError as e:
+            raise ConfigError(f"{path}: {kind} file unusable ({e})") from None
 
     def task_ids(self) -> list[str]:
         return [str(self.data.task_ids[t]) for t in self.order]
