@@ -269,7 +269,10 @@ def test_connect_joins_facing_cells():
     assert eq(connect(g("10001 00000 20002"), 0), "11111 00000 22222")
     assert eq(connect(g("100 000 100"), 0), "100 100 100")
     assert eq(connect(g("102"), 0), "102")  # different colors stay apart
-    assert connect(g("0100 3003 0100"), 0) is None  # lines of two colors would cross
+    assert connect(g("00100 00000 30003 00000 00100"), 0) is None  # lines of two colors would cross
+    # Shapes are not joined: the inside of a hollow square stays as it is, so does the gap between two bars.
+    assert eq(connect(g("1111 1001 1111"), 0), "1111 1001 1111")
+    assert eq(connect(g("11011 00000 10001"), 0), "11011 00000 11111")
 
 
 def test_counts():

@@ -239,11 +239,12 @@ def rays(grid: np.ndarray, bg: int, directions: tuple[tuple[int, int], ...]) -> 
     return out
 
 
-def _join_runs(line: np.ndarray, out: np.ndarray, bg: int) -> bool:
-    """Fill background between consecutive same-colored cells of a row or column (views); False on a clash."""
+def _join_runs(line: np.ndarray, lone: np.ndarray, out: np.ndarray, bg: int) -> bool:
+    """Fill background between consecutive same-colored single pixels (`lone`) of a row or column (views), with
+    nothing in between; False on a clash."""
     idx = np.flatnonzero(line != bg)
     for a, b in zip(idx[:-1], idx[1:], strict=True):
-        if b > a + 1 and line[a] == line[b]:
+        if b > a + 1 and line[a] == line[b] and lone[a] and lone[b]:
             seg = out[a + 1 : b]
             if ((seg != bg) & (seg != line[a])).any():
                 return False
@@ -252,10 +253,11 @@ def _join_runs(line: np.ndarray, out: np.ndarray, bg: int) -> bool:
 
 
 def connect(grid: np.ndarray, bg: int) -> np.ndarray | None:
-    """A line between two cells of one color that face each other along a row or column across background."""
-    out = grid.copy()
-    rows_ok = all(_join_runs(grid[r], out[r], bg) for r in range(grid.shape[0]))
-    cols_ok = all(_join_runs(grid[:, c], out[:, c], bg) for c in range(grid.shape[1]))
+    """A line between two single pixels of one color that face each other along a row or column across
+    background. Pixels only: between any two cells of a color, the insides of shapes would fill instead."""
+    out, lone = grid.copy(), isolated(grid, bg)
+    rows_ok = all(_join_runs(grid[r], lone[r], out[r], bg) for r in range(grid.shape[0]))
+    cols_ok = all(_join_runs(grid[:, c], lone[:, c], out[:, c], bg) for c in range(grid.shape[1]))
     return out if rows_ok and cols_ok else None
 
 
