@@ -18,7 +18,7 @@ import numpy as np
 from testtime.data.augment import D8_NAMES, dihedral
 from testtime.data.gen_grids import draw_inputs, draw_style
 from testtime.data.gen_objects import OBJECT_MAKERS, Ctx, Maker, Step, context, needs_background, other_color
-from testtime.data.tasks import MAX_SIDE, N_COLORS, Example, freeze
+from testtime.data.tasks import MAX_SIDE, N_COLORS, Example, freeze, grids_equal
 
 STEP_COUNTS = np.array([0.45, 0.4, 0.15])  # P(program of 1, 2, 3 primitives)
 STEP_TRIES = 12  # primitives tried for one step before the program stops growing
@@ -251,10 +251,6 @@ def valid(grid: np.ndarray | None) -> bool:
     )
 
 
-def _same(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.shape == b.shape and bool(np.array_equal(a, b))
-
-
 Path = list[np.ndarray]  # one candidate pair's grids: its input, then the grid after each step so far
 
 
@@ -283,7 +279,7 @@ def draw_step(
         if step is None:
             continue
         kept = apply_step(step, paths, ctx.bg)
-        if len(kept) >= need and any(not _same(q[-2], q[-1]) for q in kept):
+        if len(kept) >= need and any(not grids_equal(q[-2], q[-1]) for q in kept):
             return _NAMES[kind], step, kept
     return None
 
@@ -292,12 +288,12 @@ def acceptable(paths: list[Path]) -> bool:
     """A task worth learning: every output differs from its input (the caller keeps only pairs that every step
     changes, yet two steps may undo each other), every step changes some pair (else the name overstates the
     program), the outputs are not all one grid, and no two pairs share an input."""
-    if any(_same(p[0], p[-1]) for p in paths):
+    if any(grids_equal(p[0], p[-1]) for p in paths):
         return False
     for i in range(1, len(paths[0])):
-        if all(_same(p[i - 1], p[i]) for p in paths):
+        if all(grids_equal(p[i - 1], p[i]) for p in paths):
             return False
-    if len(paths) > 1 and all(_same(paths[0][-1], p[-1]) for p in paths[1:]):
+    if len(paths) > 1 and all(grids_equal(paths[0][-1], p[-1]) for p in paths[1:]):
         return False
     return len({(p[0].shape, p[0].tobytes()) for p in paths}) == len(paths)
 
@@ -323,7 +319,7 @@ def generate_task(rng: np.random.Generator, n_pairs: int) -> GenTask | None:
         names.append(step.name)
     # Only pairs every step changes: a step that leaves the demos alone but changes the query cannot be inferred
     # (1.2% of pretraining draws when a step had to change one pair of the pool only).
-    chosen = [p for p in paths if all(not _same(a, b) for a, b in zip(p, p[1:], strict=False))][:n_pairs]
+    chosen = [p for p in paths if all(not grids_equal(a, b) for a, b in zip(p, p[1:], strict=False))][:n_pairs]
     if not names or len(chosen) < n_pairs or not acceptable(chosen):
         return None
     pairs = tuple(Example(freeze(p[0]), freeze(p[-1])) for p in chosen)
