@@ -138,6 +138,7 @@ def test_a_broken_corpus_is_a_one_line_error_naming_it(tmp_path):
     good = tmp_path / "good.npz"
     generate_corpus(CorpusConfig(tasks=3, pairs=3, workers=1), good, progress=False)
     assert [p.name for p in tmp_path.iterdir()] == ["good.npz"]  # no temporary file left beside it
+    assert good.stat().st_mode & 0o044  # readable by others, as any file the user writes (not mkstemp's 0600)
     raw = good.read_bytes()
     (tmp_path / "cut.npz").write_bytes(raw[: len(raw) // 2])
     a = arrays(good)

@@ -183,6 +183,9 @@ def write_corpus(tasks: list[GenTask], out: Path, cfg: CorpusConfig) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(buf.getvalue())
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)  # mkstemp's 0600 is for the temporary file, not for the corpus
         read_rearc(tmp, "generated")  # what pretraining will read: never leave a file it cannot
         tmp.replace(out)
     except OSError as e:
