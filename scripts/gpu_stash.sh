@@ -12,6 +12,9 @@ for dir in "$@"; do
     cp -v "$dir"/* /root/stash/
 done
 ls -la /root/stash
+# What the stash holds now: a machine that was not warm at this call (a refused or lost start) has lost the earlier
+# parts, which this line shows at once, before a long job finds out.
+echo "stash: $(ls /root/stash/rearc.part* 2>/dev/null | wc -l) RE-ARC part(s): $(cd /root/stash && ls rearc.part* 2>/dev/null | tr '\n' ' ')wheels: $(ls /root/stash/*.whl 2>/dev/null | wc -l)"
 nvidia-smi --query-gpu=index,name,memory.used,memory.total --format=csv,noheader 2>/dev/null || true
 python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'gpus', torch.cuda.device_count(), \
 'transformers', transformers.__version__, 'peft', peft.__version__)"
