@@ -3,6 +3,7 @@ generate_task is deterministic, valid and diverse."""
 
 import collections
 import time
+from functools import partial
 
 import numpy as np
 import pytest
@@ -10,10 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
+import testtime.data.gen_programs as gen_programs
 from testtime.data.augment import D8_NAMES, dihedral
 from testtime.data.gen_grids import FAMILIES, draw_inputs, draw_style, sprite
 from testtime.data.gen_objects import (
+    Step,
     boxes,
+    colors_in,
     connect,
     context,
     count_bar,
@@ -30,16 +34,21 @@ from testtime.data.gen_objects import (
     recolor_rank,
     recolor_size,
     remove_small,
+    sizes_beside,
+    sizes_in,
 )
 from testtime.data.gen_programs import (
     MAKERS,
+    Program,
     acceptable,
+    choose_pairs,
     crop,
     draw_step,
     generate_task,
     gravity,
     keep_half,
     logic,
+    recolor,
     shift,
     symmetrize,
     tile,
@@ -319,3 +328,70 @@ def test_shift_and_symmetrize():
     assert eq(shift(g("12 34"), 0, 0, -1, True), "21 43")
     assert eq(symmetrize(g("100 020"), 0, "h"), "101 020")
     assert eq(symmetrize(g("100 000"), 0, "hv"), "101 101")
+
+
+# ---------------------------------------------------------------- well-posed on the chosen pairs
+
+
+def _new_colors(e) -> frozenset:
+    return frozenset(set(np.unique(e.output).tolist()) - set(np.unique(e.input).tolist()))
+
+
+def test_every_new_output_color_is_shown_by_two_pairs(draws):
+    """A color an output gains is a parameter of the rule: another pair must show it (checked on the grids alone)."""
+    for t in draws:
+        if t is None:
+            continue
+        counts = collections.Counter(c for e in t.pairs for c in _new_colors(e))
+        assert min(counts.values(), default=2) >= 2, t.name
+
+
+def test_colormap_entries_are_shown_by_two_pairs():
+    """One-step color maps: each color the map changes in a pair is changed in another pair too."""
+    rng = np.random.default_rng(5)
+    checked = 0
+    for _ in range(400):
+        t = generate_task(rng, 8)
+        if t is None or not t.name.split("|")[1].startswith(("colormap", "swap_colors")) or ">" in t.name:
+            continue
+        counts = collections.Counter(c for e in t.pairs for c in np.unique(e.input[e.input != e.output]).tolist())
+        assert min(counts.values()) >= 2, t.name
+        checked += 1
+    assert checked > 5
+
+
+def test_choose_pairs_shows_every_item_twice():
+    a, b, c = frozenset("a"), frozenset("b"), frozenset("c")
+    e = frozenset()
+    items = [a, b, c, e, a, b, e, e]
+    idx = choose_pairs(items, 4)
+    assert idx is not None and len(idx) == 4 and idx == sorted(idx)
+    counts = collections.Counter(x for i in idx for x in items[i])
+    assert min(counts.values(), default=2) >= 2
+    assert 2 not in idx  # "c" is shown by one candidate only
+    assert choose_pairs([a, b, c, e], 2) is None  # only one pair shows nothing rare
+    assert choose_pairs([e, e, e], 3) == [0, 1, 2]
+    # The partner move: the first 3 hold "a" once; a spare pair showing "a" comes in for a pair that shows nothing.
+    assert choose_pairs([a, e, e, a | b, b, a], 3) in ([0, 5, 1], [0, 1, 5], [0, 5, 2], [0, 2, 5], [0, 1, 2])
+
+
+def test_generate_task_chooses_well_posed_pairs(monkeypatch):
+    """A program whose first candidates show a mapped color once: the task keeps pairs that show it twice."""
+    table = np.arange(10, dtype=np.uint8)
+    table[[1, 2]] = [5, 6]
+    step = Step("colormap2", partial(recolor, table=table), partial(colors_in, among=frozenset({1, 2})))
+    inputs = [g("10 00"), g("20 00"), g("01 00"), g("00 10"), g("00 01"), g("11 00")]
+    paths = [[x, table[x]] for x in inputs]
+    monkeypatch.setattr(gen_programs, "draw_program", lambda rng, n: Program("objects", [step], paths))
+    t = generate_task(np.random.default_rng(0), 3)
+    assert t is not None
+    shown = collections.Counter(c for e in t.pairs for c in np.unique(e.input).tolist() if c in (1, 2))
+    assert set(shown) == {1} and shown[1] == 3  # color 2 is shown by one candidate only: that pair is left out
+
+
+def test_witnesses_of_size_rules():
+    grid = g("1000 0022 0022 0000 3030")
+    assert sizes_in(grid, 0) == {1, 4}
+    assert sizes_beside(grid, 0, 3) == {("<", 1), (">=", 4)}
+    assert sizes_beside(g("11 00"), 0, 3) == {("<", 2)}
+    assert colors_in(grid, frozenset({2, 7})) == {2}
