@@ -14,6 +14,7 @@ from scipy import ndimage
 import testtime.data.gen_programs as gen_programs
 from testtime.data.augment import D8_NAMES, dihedral
 from testtime.data.gen_grids import FAMILIES, draw_inputs, draw_style, sprite
+from testtime.data.gen_moves import downscale, extract_unique, rigid_gravity, sort_by_size, to_border
 from testtime.data.gen_objects import (
     Step,
     boxes,
@@ -395,3 +396,57 @@ def test_witnesses_of_size_rules():
     assert sizes_beside(grid, 0, 3) == {("<", 1), (">=", 4)}
     assert sizes_beside(g("11 00"), 0, 3) == {("<", 2)}
     assert colors_in(grid, frozenset({2, 7})) == {2}
+
+
+# ---------------------------------------------------------------- moves, order, pick, shrink (gen_moves)
+
+
+def test_rigid_gravity_moves_objects_whole():
+    # The L falls past the 2 (another column) to the floor, keeping its shape; plain gravity would break it.
+    assert eq(rigid_gravity(g("110 010 000 000 002"), 0, 0), "000 000 000 110 012")
+    assert eq(rigid_gravity(g("110 000 000 010 000"), 0, 0), "000 000 000 110 010")  # lands on the 1 below
+    assert eq(rigid_gravity(g("100 000 111"), 0, 0), "000 100 111")  # lands on the object below
+    assert eq(rigid_gravity(g("011 000 000"), 0, 3), "110 000 000")  # left
+    assert eq(rigid_gravity(g("000 001 000"), 0, 2), "001 000 000")  # up
+    assert eq(rigid_gravity(g("100 000 010"), 0, 1), "001 000 001")  # right
+
+
+def test_to_border_and_its_overlap():
+    assert eq(to_border(g("000 110 000 002"), 0, 0), "000 000 000 112")
+    assert eq(to_border(g("010 000"), 0, 1), "001 000")
+    assert to_border(g("10 00 10 00"), 0, 0) is None  # two objects in one column would land on one cell
+
+
+def test_sort_by_size():
+    grid = g("11100 00000 20000 00033 00033")
+    assert eq(sort_by_size(grid, 0, False), "20111033 00000033")
+    assert eq(sort_by_size(grid, 0, True), "200 000 111 000 330 330")
+    assert sort_by_size(g("101"), 0, False) is None  # a tie in size
+    assert sort_by_size(g("110"), 0, False) is None  # one object
+
+
+def test_extract_unique():
+    assert eq(extract_unique(g("10102 00000 10000"), 0, "color"), "2")
+    assert eq(extract_unique(g("11000 00011 00000 10000"), 0, "shape"), "1")
+    assert extract_unique(g("101"), 0, "color") is None  # two objects: nothing stands out
+    assert extract_unique(g("10203"), 0, "color") is None  # every color unique
+
+
+def test_downscale():
+    assert eq(downscale(g("1100 1100 0022 0002"), 0, 2, False), "10 02")
+    assert eq(downscale(g("1000 0000 0020 0000"), 0, 2, True), "10 02")
+    assert downscale(g("1000 0000 0020 0000"), 0, 2, False) is not None
+    assert downscale(g("1100 0000"), 0, 2, False) is None  # a 2-2 tie in a block
+    assert downscale(g("100 000"), 0, 2, True) is None  # a side not a multiple of 2
+
+
+def test_new_primitives_are_drawn():
+    rng = np.random.default_rng(8)
+    names = set()
+    for _ in range(600):
+        t = generate_task(rng, 6)
+        if t is not None:
+            names |= set(t.name.split("|")[1].split(">"))
+    # (extract_unique is left out: random scenes rarely have exactly one object that stands out in most inputs)
+    for prefix in ("rigid_gravity_", "to_border_", "sort_", "downscale"):
+        assert any(n.startswith(prefix) for n in names), prefix

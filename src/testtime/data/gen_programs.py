@@ -10,7 +10,6 @@ The primitives here act on whole grids; those about objects and counts live in `
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from functools import partial
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from testtime.data.augment import D8_NAMES, dihedral
 from testtime.data.gen_grids import draw_inputs, draw_style
+from testtime.data.gen_moves import MOVE_MAKERS
 from testtime.data.gen_objects import (
     OBJECT_MAKERS,
     Ctx,
@@ -28,12 +28,12 @@ from testtime.data.gen_objects import (
     needs_background,
     other_color,
 )
+from testtime.data.gen_pairs import choose_pairs
 from testtime.data.tasks import MAX_SIDE, N_COLORS, Example, freeze, grids_equal
 
 STEP_COUNTS = np.array([0.45, 0.4, 0.15])  # P(program of 1, 2, 3 primitives)
 STEP_TRIES = 12  # primitives tried for one step before the program stops growing
 POOL = 2  # candidate inputs drawn for each pair a task needs
-MIN_WITNESSES = 2  # chosen pairs that must show each item a step relies on (see `choose_pairs`)
 GRAVITY_SIDES = ("down", "right", "up", "left")  # the side cells fall toward, by quarter turns of the grid
 
 
@@ -245,7 +245,7 @@ GRID_MAKERS: dict[str, Maker] = {
     "logic": _logic,
     "delete_color": _delete_color,
 }
-MAKERS: dict[str, Maker] = {**GRID_MAKERS, **OBJECT_MAKERS}
+MAKERS: dict[str, Maker] = {**GRID_MAKERS, **OBJECT_MAKERS, **MOVE_MAKERS}
 # Primitives that apply to nearly any grid would crowd out the rest; the d8 maker stands for seven of them.
 WEIGHTS = {"d8": 1.5, "colormap": 0.8, "shift": 0.6, "pad": 0.6, "logic": 1.5}
 _NAMES = list(MAKERS)
@@ -318,61 +318,6 @@ def evidence(steps: list[Step], path: Path) -> frozenset:
     items: set = {(i, x) for i, step in enumerate(steps) if step.witness for x in step.witness(path[i])}
     new = set(np.unique(path[-1]).tolist()) - set(np.unique(path[0]).tolist())
     return frozenset(items | {("new", c) for c in new})
-
-
-def _counts(items: list[frozenset], idx: list[int]) -> Counter:
-    return Counter(x for i in idx for x in items[i])
-
-
-def _rare(items: frozenset, counts: Counter, least: int = MIN_WITNESSES) -> bool:
-    return any(counts[x] < least for x in items)
-
-
-def _repair(items: list[frozenset], chosen: list[int], spare: list[int]) -> bool:
-    """One repair of a chosen pair L that shows an item too few chosen pairs show, in place; False when none
-    applies. Either a spare pair that shows L's rare items and nothing new comes in for a chosen pair that every
-    item can spare (rare content is kept), or a spare pair that shows nothing new takes L's place."""
-    counts = _counts(items, chosen)
-    lonely = next(i for i in chosen if _rare(items[i], counts))
-    rare = {x for x in items[lonely] if counts[x] < MIN_WITNESSES}
-    for p in spare:
-        if rare <= items[p] and all(counts[x] for x in items[p]):
-            after = counts + Counter(items[p])
-            out = next((r for r in chosen if r != lonely and not _rare(items[r], after, MIN_WITNESSES + 1)), None)
-            if out is not None:
-                chosen[chosen.index(out)], spare[spare.index(p)] = p, out
-                return True
-    without = counts - Counter(items[lonely])
-    for p in spare:
-        if all(without[x] for x in items[p]):
-            chosen[chosen.index(lonely)], spare[spare.index(p)] = p, lonely
-            return True
-    return False
-
-
-def choose_pairs(items: list[frozenset], n: int) -> list[int] | None:
-    """n candidate pairs (indices, ascending) where every item a pair shows (`evidence`) is shown by at least
-    MIN_WITNESSES of them, so each pair's rule is learnable from the others; None when greedy choice fails.
-
-    Candidates with an item too rare among all candidates go first (until none is left), then the first n are
-    repaired one lonely pair at a time (`_repair`)."""
-    keep = list(range(len(items)))
-    while True:
-        counts = _counts(items, keep)
-        kept = [i for i in keep if not _rare(items[i], counts)]
-        if len(kept) == len(keep):
-            break
-        keep = kept
-    if len(keep) < n:
-        return None
-    chosen, spare = keep[:n], keep[n:]
-    for _ in range(2 * n):
-        counts = _counts(items, chosen)
-        if not any(_rare(items[i], counts) for i in chosen):
-            return sorted(chosen)
-        if not _repair(items, chosen, spare):
-            return None
-    return None
 
 
 @dataclass
