@@ -3,6 +3,7 @@ generate_task is deterministic, valid and diverse."""
 
 import collections
 import time
+from functools import partial
 
 import numpy as np
 import pytest
@@ -10,10 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
+import testtime.data.gen_programs as gen_programs
 from testtime.data.augment import D8_NAMES, dihedral
 from testtime.data.gen_grids import FAMILIES, draw_inputs, draw_style, sprite
+from testtime.data.gen_moves import downscale, extract_unique, rigid_gravity, sort_by_size, to_border
 from testtime.data.gen_objects import (
+    Step,
     boxes,
+    colors_in,
     connect,
     context,
     count_bar,
@@ -30,16 +35,21 @@ from testtime.data.gen_objects import (
     recolor_rank,
     recolor_size,
     remove_small,
+    sizes_beside,
+    sizes_in,
 )
 from testtime.data.gen_programs import (
     MAKERS,
+    Program,
     acceptable,
+    choose_pairs,
     crop,
     draw_step,
     generate_task,
     gravity,
     keep_half,
     logic,
+    recolor,
     shift,
     symmetrize,
     tile,
@@ -319,3 +329,124 @@ def test_shift_and_symmetrize():
     assert eq(shift(g("12 34"), 0, 0, -1, True), "21 43")
     assert eq(symmetrize(g("100 020"), 0, "h"), "101 020")
     assert eq(symmetrize(g("100 000"), 0, "hv"), "101 101")
+
+
+# ---------------------------------------------------------------- well-posed on the chosen pairs
+
+
+def _new_colors(e) -> frozenset:
+    return frozenset(set(np.unique(e.output).tolist()) - set(np.unique(e.input).tolist()))
+
+
+def test_every_new_output_color_is_shown_by_two_pairs(draws):
+    """A color an output gains is a parameter of the rule: another pair must show it (checked on the grids alone)."""
+    for t in draws:
+        if t is None:
+            continue
+        counts = collections.Counter(c for e in t.pairs for c in _new_colors(e))
+        assert min(counts.values(), default=2) >= 2, t.name
+
+
+def test_colormap_entries_are_shown_by_two_pairs():
+    """One-step color maps: each color the map changes in a pair is changed in another pair too."""
+    rng = np.random.default_rng(5)
+    checked = 0
+    for _ in range(400):
+        t = generate_task(rng, 8)
+        if t is None or not t.name.split("|")[1].startswith(("colormap", "swap_colors")) or ">" in t.name:
+            continue
+        counts = collections.Counter(c for e in t.pairs for c in np.unique(e.input[e.input != e.output]).tolist())
+        assert min(counts.values()) >= 2, t.name
+        checked += 1
+    assert checked > 5
+
+
+def test_choose_pairs_shows_every_item_twice():
+    a, b, c = frozenset("a"), frozenset("b"), frozenset("c")
+    e = frozenset()
+    items = [a, b, c, e, a, b, e, e]
+    idx = choose_pairs(items, 4)
+    assert idx is not None and len(idx) == 4 and idx == sorted(idx)
+    counts = collections.Counter(x for i in idx for x in items[i])
+    assert min(counts.values(), default=2) >= 2
+    assert 2 not in idx  # "c" is shown by one candidate only
+    assert choose_pairs([a, b, c, e], 2) is None  # only one pair shows nothing rare
+    assert choose_pairs([e, e, e], 3) == [0, 1, 2]
+    # The partner move: the first 3 hold "a" once; a spare pair showing "a" comes in for a pair that shows nothing.
+    assert choose_pairs([a, e, e, a | b, b, a], 3) in ([0, 5, 1], [0, 1, 5], [0, 5, 2], [0, 2, 5], [0, 1, 2])
+
+
+def test_generate_task_chooses_well_posed_pairs(monkeypatch):
+    """A program whose first candidates show a mapped color once: the task keeps pairs that show it twice."""
+    table = np.arange(10, dtype=np.uint8)
+    table[[1, 2]] = [5, 6]
+    step = Step("colormap2", partial(recolor, table=table), partial(colors_in, among=frozenset({1, 2})))
+    inputs = [g("10 00"), g("20 00"), g("01 00"), g("00 10"), g("00 01"), g("11 00")]
+    paths = [[x, table[x]] for x in inputs]
+    monkeypatch.setattr(gen_programs, "draw_program", lambda rng, n: Program("objects", [step], paths))
+    t = generate_task(np.random.default_rng(0), 3)
+    assert t is not None
+    shown = collections.Counter(c for e in t.pairs for c in np.unique(e.input).tolist() if c in (1, 2))
+    assert set(shown) == {1} and shown[1] == 3  # color 2 is shown by one candidate only: that pair is left out
+
+
+def test_witnesses_of_size_rules():
+    grid = g("1000 0022 0022 0000 3030")
+    assert sizes_in(grid, 0) == {1, 4}
+    assert sizes_beside(grid, 0, 3) == {("<", 1), (">=", 4)}
+    assert sizes_beside(g("11 00"), 0, 3) == {("<", 2)}
+    assert colors_in(grid, frozenset({2, 7})) == {2}
+
+
+# ---------------------------------------------------------------- moves, order, pick, shrink (gen_moves)
+
+
+def test_rigid_gravity_moves_objects_whole():
+    # The L falls past the 2 (another column) to the floor, keeping its shape; plain gravity would break it.
+    assert eq(rigid_gravity(g("110 010 000 000 002"), 0, 0), "000 000 000 110 012")
+    assert eq(rigid_gravity(g("110 000 000 010 000"), 0, 0), "000 000 000 110 010")  # lands on the 1 below
+    assert eq(rigid_gravity(g("100 000 111"), 0, 0), "000 100 111")  # lands on the object below
+    assert eq(rigid_gravity(g("011 000 000"), 0, 3), "110 000 000")  # left
+    assert eq(rigid_gravity(g("000 001 000"), 0, 2), "001 000 000")  # up
+    assert eq(rigid_gravity(g("100 000 010"), 0, 1), "001 000 001")  # right
+
+
+def test_to_border_and_its_overlap():
+    assert eq(to_border(g("000 110 000 002"), 0, 0), "000 000 000 112")
+    assert eq(to_border(g("010 000"), 0, 1), "001 000")
+    assert to_border(g("10 00 10 00"), 0, 0) is None  # two objects in one column would land on one cell
+
+
+def test_sort_by_size():
+    grid = g("11100 00000 20000 00033 00033")
+    assert eq(sort_by_size(grid, 0, False), "20111033 00000033")
+    assert eq(sort_by_size(grid, 0, True), "200 000 111 000 330 330")
+    assert sort_by_size(g("101"), 0, False) is None  # a tie in size
+    assert sort_by_size(g("110"), 0, False) is None  # one object
+
+
+def test_extract_unique():
+    assert eq(extract_unique(g("10102 00000 10000"), 0, "color"), "2")
+    assert eq(extract_unique(g("11000 00011 00000 10000"), 0, "shape"), "1")
+    assert extract_unique(g("101"), 0, "color") is None  # two objects: nothing stands out
+    assert extract_unique(g("10203"), 0, "color") is None  # every color unique
+
+
+def test_downscale():
+    assert eq(downscale(g("1100 1100 0022 0002"), 0, 2, False), "10 02")
+    assert eq(downscale(g("1000 0000 0020 0000"), 0, 2, True), "10 02")
+    assert downscale(g("1000 0000 0020 0000"), 0, 2, False) is not None
+    assert downscale(g("1100 0000"), 0, 2, False) is None  # a 2-2 tie in a block
+    assert downscale(g("100 000"), 0, 2, True) is None  # a side not a multiple of 2
+
+
+def test_new_primitives_are_drawn():
+    rng = np.random.default_rng(8)
+    names = set()
+    for _ in range(600):
+        t = generate_task(rng, 6)
+        if t is not None:
+            names |= set(t.name.split("|")[1].split(">"))
+    # (extract_unique is left out: random scenes rarely have exactly one object that stands out in most inputs)
+    for prefix in ("rigid_gravity_", "to_border_", "sort_", "downscale"):
+        assert any(n.startswith(prefix) for n in names), prefix

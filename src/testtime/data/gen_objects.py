@@ -31,11 +31,18 @@ RAY_DIRECTIONS = {
 }
 
 
+Witness = Callable[[np.ndarray], frozenset]
+
+
 class Step(NamedTuple):
-    """One primitive with its parameters bound: a readable name, and grid -> grid (None: not applicable)."""
+    """One primitive with its parameters bound: a readable name, grid -> grid (None: not applicable), and what the
+    rule relies on in a grid it reads (a mapped color, a size of a table, the sizes beside a threshold). The generator
+    keeps only pairs where each such item is shown by at least two of them: a query never relies on what no other
+    pair shows."""
 
     name: str
     fn: Callable[[np.ndarray], np.ndarray | None]
+    witness: Witness | None = None
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,25 @@ def recolor_rank(grid: np.ndarray, bg: int, table: tuple[int, ...]) -> np.ndarra
     for o, color in zip(objs, table, strict=False):
         out[o.box][o.mask] = color
     return out
+
+
+def colors_in(grid: np.ndarray, among: frozenset[int]) -> frozenset:
+    """The colors of `among` that the grid holds: the entries of a color rule that this grid shows."""
+    return frozenset(c for c in np.unique(grid).tolist() if c in among)
+
+
+def sizes_in(grid: np.ndarray, bg: int) -> frozenset:
+    """The grid's object sizes: the entries of a size -> color table that it shows."""
+    return frozenset(o.size for o in objects(grid, bg))
+
+
+def sizes_beside(grid: np.ndarray, bg: int, least: int) -> frozenset:
+    """The largest size below the threshold and the smallest at or above it: where a threshold rule is learned
+    from. When the task's closest sizes either side are each shown by two pairs, leaving out the query leaves the
+    gap the demonstrations show, so no query object falls in a gap where the threshold could lie."""
+    sizes = {o.size for o in objects(grid, bg)}
+    below, above = [s for s in sizes if s < least], [s for s in sizes if s >= least]
+    return frozenset(([("<", max(below))] if below else []) + ([(">=", min(above))] if above else []))
 
 
 def recolor_size(grid: np.ndarray, bg: int, table: dict[int, int], least: int | None, big: int) -> np.ndarray:
@@ -313,12 +339,14 @@ def _recolor_size(rng: np.random.Generator, ctx: Ctx) -> Step | None:
     if rng.random() < 0.5:
         least = sizes[int(rng.integers(1, len(sizes)))]
         big = other_color(rng, ctx.bg)
-        return Step("recolor_big", partial(recolor_size, bg=ctx.bg, table={}, least=least, big=big))
+        fn = partial(recolor_size, bg=ctx.bg, table={}, least=least, big=big)
+        return Step("recolor_big", fn, partial(sizes_beside, bg=ctx.bg, least=least))
     if len(sizes) > MAX_SIZE_CLASSES:  # a color for each of many sizes would be a table, not a rule
         return None
     colors = rng.permutation([c for c in range(N_COLORS) if c != ctx.bg])
     table = {s: int(colors[i]) for i, s in enumerate(sizes)}
-    return Step("recolor_by_size", partial(recolor_size, bg=ctx.bg, table=table, least=None, big=0))
+    fn = partial(recolor_size, bg=ctx.bg, table=table, least=None, big=0)
+    return Step("recolor_by_size", fn, partial(sizes_in, bg=ctx.bg))
 
 
 def _colored(name: str, fn: Callable[..., np.ndarray | None]) -> Maker:

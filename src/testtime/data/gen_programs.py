@@ -17,7 +17,18 @@ import numpy as np
 
 from testtime.data.augment import D8_NAMES, dihedral
 from testtime.data.gen_grids import draw_inputs, draw_style
-from testtime.data.gen_objects import OBJECT_MAKERS, Ctx, Maker, Step, context, needs_background, other_color
+from testtime.data.gen_moves import MOVE_MAKERS
+from testtime.data.gen_objects import (
+    OBJECT_MAKERS,
+    Ctx,
+    Maker,
+    Step,
+    colors_in,
+    context,
+    needs_background,
+    other_color,
+)
+from testtime.data.gen_pairs import choose_pairs
 from testtime.data.tasks import MAX_SIDE, N_COLORS, Example, freeze, grids_equal
 
 STEP_COUNTS = np.array([0.45, 0.4, 0.15])  # P(program of 1, 2, 3 primitives)
@@ -148,7 +159,9 @@ def _colormap(rng: np.random.Generator, ctx: Ctx) -> Step | None:
     swap = len(chosen) == 2 and rng.random() < 0.5
     for i, c in enumerate(chosen):
         table[c] = chosen[1 - i] if swap else other_color(rng, int(c))
-    return Step("swap_colors" if swap else f"colormap{len(chosen)}", partial(recolor, table=table))
+    mapped = frozenset(int(c) for c in chosen)
+    name = "swap_colors" if swap else f"colormap{len(chosen)}"
+    return Step(name, partial(recolor, table=table), partial(colors_in, among=mapped))
 
 
 def _upscale(rng: np.random.Generator, ctx: Ctx) -> Step | None:
@@ -214,7 +227,8 @@ def _logic(rng: np.random.Generator, ctx: Ctx) -> Step | None:
 def _delete_color(rng: np.random.Generator, ctx: Ctx) -> Step | None:
     if len(ctx.colors) < 2:  # deleting the only color leaves a blank grid
         return None
-    return Step("delete_color", partial(delete_color, bg=ctx.bg, color=int(rng.choice(ctx.colors))))
+    color = int(rng.choice(ctx.colors))
+    return Step("delete_color", partial(delete_color, bg=ctx.bg, color=color), partial(colors_in, among={color}))
 
 
 GRID_MAKERS: dict[str, Maker] = {
@@ -231,7 +245,7 @@ GRID_MAKERS: dict[str, Maker] = {
     "logic": _logic,
     "delete_color": _delete_color,
 }
-MAKERS: dict[str, Maker] = {**GRID_MAKERS, **OBJECT_MAKERS}
+MAKERS: dict[str, Maker] = {**GRID_MAKERS, **OBJECT_MAKERS, **MOVE_MAKERS}
 # Primitives that apply to nearly any grid would crowd out the rest; the d8 maker stands for seven of them.
 WEIGHTS = {"d8": 1.5, "colormap": 0.8, "shift": 0.6, "pad": 0.6, "logic": 1.5}
 _NAMES = list(MAKERS)
@@ -298,29 +312,66 @@ def acceptable(paths: list[Path]) -> bool:
     return len({(p[0].shape, p[0].tobytes()) for p in paths}) == len(paths)
 
 
-def generate_task(rng: np.random.Generator, n_pairs: int) -> GenTask | None:
-    """One task: an input family with its style, a program of 1-3 primitives with their parameters, and n_pairs
-    (input, output) pairs, or None when this draw fails the filters (the caller draws again).
+def evidence(steps: list[Step], path: Path) -> frozenset:
+    """What one pair shows of the program: each step's witness items on the grid that step reads (tagged with the
+    step), and each color its output has that its input lacks (a new color is a parameter of the rule too)."""
+    items: set = {(i, x) for i, step in enumerate(steps) if step.witness for x in step.witness(path[i])}
+    new = set(np.unique(path[-1]).tolist()) - set(np.unique(path[0]).tolist())
+    return frozenset(items | {("new", c) for c in new})
 
-    Inputs are drawn POOL times over and the program keeps those it is well defined on and changes (a unique
-    largest object, a pixel to shoot a ray from): as a hand-written generator would, the inputs fit the program."""
+
+@dataclass
+class Program:
+    """A drawn program before its pairs are chosen: its style, steps, and the candidate paths every step changes."""
+
+    family: str
+    steps: list[Step]
+    paths: list[Path]
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}|{'>'.join(s.name for s in self.steps)}"
+
+
+def draw_program(rng: np.random.Generator, n_pairs: int) -> Program | None:
+    """An input family with its style, a program of 1-3 primitives with their parameters, and the candidate paths
+    (POOL * n_pairs inputs were drawn) that every step changes; None when no step could be drawn.
+
+    As a hand-written generator would, the inputs fit the program: a step keeps the inputs it is well defined on
+    and changes (a unique largest object, a pixel to shoot a ray from)."""
     style = draw_style(rng)
     paths = [[g] for g in draw_inputs(rng, style, POOL * n_pairs)]
     if len(paths) < n_pairs:
         return None
     n_steps = int(rng.choice(len(STEP_COUNTS), p=STEP_COUNTS)) + 1
-    names: list[str] = []
+    steps: list[Step] = []
     kind = None
     for _ in range(n_steps):
         drawn = draw_step(rng, paths, n_pairs, kind)
         if drawn is None:
             break
         kind, step, paths = drawn
-        names.append(step.name)
+        steps.append(step)
     # Only pairs every step changes: a step that leaves the demos alone but changes the query cannot be inferred
     # (1.2% of pretraining draws when a step had to change one pair of the pool only).
-    chosen = [p for p in paths if all(not grids_equal(a, b) for a, b in zip(p, p[1:], strict=False))][:n_pairs]
-    if not names or len(chosen) < n_pairs or not acceptable(chosen):
+    changed = [p for p in paths if all(not grids_equal(a, b) for a, b in zip(p, p[1:], strict=False))]
+    return Program(style.family, steps, changed) if steps else None
+
+
+def generate_task(rng: np.random.Generator, n_pairs: int) -> GenTask | None:
+    """One task: a drawn program (`draw_program`) and n_pairs (input, output) pairs where every item a step relies
+    on is shown by two pairs (`choose_pairs`), or None when this draw fails the filters (the caller draws again).
+
+    The context a step's parameters are drawn from is the whole pool, so a color of a map or a size of a table can
+    be common there yet shown by one chosen pair only (0.9% of pretraining samples relied on such an item before
+    the pairs were chosen for it)."""
+    program = draw_program(rng, n_pairs)
+    if program is None or len(program.paths) < n_pairs:
         return None
-    pairs = tuple(Example(freeze(p[0]), freeze(p[-1])) for p in chosen)
-    return GenTask(f"{style.family}|{'>'.join(names)}", pairs)
+    idx = choose_pairs([evidence(program.steps, p) for p in program.paths], n_pairs)
+    if idx is None:
+        return None
+    chosen = [program.paths[i] for i in idx]
+    if not acceptable(chosen):
+        return None
+    return GenTask(program.name, tuple(Example(freeze(p[0]), freeze(p[-1])) for p in chosen))
