@@ -29,6 +29,7 @@ from testtime.data.gen_objects import (
     other_color,
 )
 from testtime.data.gen_pairs import choose_pairs
+from testtime.data.sources import grid_key
 from testtime.data.tasks import MAX_SIDE, N_COLORS, Example, freeze, grids_equal
 
 STEP_COUNTS = np.array([0.45, 0.4, 0.15])  # P(program of 1, 2, 3 primitives)
@@ -309,7 +310,7 @@ def acceptable(paths: list[Path]) -> bool:
             return False
     if len(paths) > 1 and all(grids_equal(paths[0][-1], p[-1]) for p in paths[1:]):
         return False
-    return len({(p[0].shape, p[0].tobytes()) for p in paths}) == len(paths)
+    return len({grid_key(p[0]) for p in paths}) == len(paths)
 
 
 def evidence(steps: list[Step], path: Path) -> frozenset:

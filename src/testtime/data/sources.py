@@ -28,7 +28,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from testtime.core.config import ConfigError
-from testtime.data.augment import random_transform
+from testtime.data.augment import dihedral, random_transform
 from testtime.data.tasks import Example, Grid, Task, freeze, held_out
 
 # Evaluation sets (and arc2/train, which contains ARC-AGI-1 evaluation tasks) never feed pretraining.
@@ -76,11 +76,7 @@ def grid_key(g: Grid) -> tuple:
 
 
 def d8_keys(g: Grid) -> set[tuple]:
-    out = set()
-    for k in range(4):
-        r = np.rot90(g, k)
-        out |= {grid_key(r), grid_key(np.fliplr(r))}
-    return out
+    return {grid_key(dihedral(g, k)) for k in range(8)}
 
 
 def task_grids(task: Task) -> Iterator[Grid]:
@@ -145,10 +141,7 @@ def eval_output_color_keys() -> dict[tuple, str]:
     for t in _eval_tasks():
         for e in t.test:
             if e.output is not None and e.output.size >= LEAK_MIN_CELLS:
-                for k in range(4):
-                    r = np.rot90(e.output, k)
-                    for v in (r, np.fliplr(r)):
-                        keys[grid_key(canonical_colors(v))] = t.id
+                keys.update(dict.fromkeys((grid_key(canonical_colors(dihedral(e.output, k))) for k in range(8)), t.id))
     return keys
 
 
@@ -236,8 +229,7 @@ def read_rearc(path: str | Path, kind: str = "RE-ARC") -> ReArc:
             or (n_pairs and (pair_task.min() < 0 or int(pair_task.max()) >= len(arrays["task_ids"])))):
         raise ConfigError(f"{path}: inconsistent {kind} arrays (shapes, cells and pair_task disagree or are out of range)")
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    return ReArc(arrays["task_ids"].astype(str), arrays["pair_task"].astype(np.int64), shapes, starts,
-                 arrays["cells"].astype(np.uint8))
+    return ReArc(arrays["task_ids"].astype(str), pair_task.astype(np.int64), shapes, starts, cells.astype(np.uint8))
 
 
 class ReArcSource:
