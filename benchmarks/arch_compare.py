@@ -61,6 +61,8 @@ def candidate(runs: Path, name: str) -> dict:
                    held=solved[-1]["val_tasks"] if solved else None)
         mfus = [r["mfu"] for r in steady if r.get("mfu") is not None]
         row["mfu"] = statistics.median(mfus) if mfus else None
+        probed = [r["probe_loss"] for r in log if r.get("probe_loss")]
+        row["probe_loss"] = {k: (probed[0][k], probed[-1].get(k)) for k in probed[0]} if probed else None
         peaks = [r["peak_gib"] for r in log if r.get("peak_gib") is not None]
         row["peak_gib"] = max(peaks) if peaks else None
         if row["mfu"] is not None:  # what the run's own count says a token cost
@@ -92,6 +94,21 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def probe_table(rows: list[dict]) -> str:
+    """The answer loss on draws of each training source, at the run's first and last validation: a source whose
+    loss no longer falls is memorized, one whose loss falls is still taught."""
+    names = list(dict.fromkeys(k for r in rows if r.get("probe_loss") for k in r["probe_loss"]))
+    if not names:
+        return ""
+    lines = ["| candidate | " + " | ".join(f"{n} (first -> last)" for n in names) + " |",
+             "|---|" + "---|" * len(names)]
+    for r in rows:
+        probe = r.get("probe_loss") or {}
+        cells = [f"{probe[n][0]:.4f} -> {probe[n][1]:.4f}" if n in probe else "" for n in names]
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    return "\nAnswer loss on draws of each training source (`probe_loss`):\n\n" + "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="+", help="candidates: base wide looped taskemb")
@@ -103,7 +120,7 @@ def main() -> None:
     rows = [candidate(args.runs, n) for n in args.names]
     text = (f"### Architectures at equal minutes: {', '.join(args.names)}\n\nFLOPs per token: the run's own count "
             f"where it logged MFU, else 6 x (parameters, looped layers once a pass) + attention over {ATTENDED} "
-            "tokens.\n\n" + table(rows))
+            "tokens.\n\n" + table(rows) + probe_table(rows))
     print(text)
     if args.out:
         args.out.write_text(text)

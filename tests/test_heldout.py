@@ -72,6 +72,8 @@ def test_pretraining_logs_the_held_out_solve_rate_and_the_comparison_reads_it(tm
     row = arch.candidate(tmp_path / "runs", "a")
     assert (row["steps"], row["solved_no_ttt"], row["held"], row["ttt_score"]) == (5, solved[-1]["val_solved"], 2, 7.5)
     assert row["flop_params_m"] == row["params_m"] and "| a | " in arch.table([row]) and "7.5 / 40" in arch.table([row])
+    first, last = row["probe_loss"]["arc1/train"]  # the source's answer loss at the first and last validation
+    assert f"| a | {first:.4f} -> {last:.4f} |" in arch.probe_table([row]) and arch.probe_table([{"name": "b"}]) == ""
     with pytest.raises(ConfigError, match="solve_every"):
         PretrainConfig(model=ModelConfig.tiny(), max_len=512, token_budget=2048, log_every=4, solve_every=6)
 

@@ -247,7 +247,8 @@ def test_fit_minutes_lays_the_schedule_over_the_steps_that_fit_and_keeps_it_on_r
     monkeypatch.setattr(pretrain_mod, "time", clock)
     monkeypatch.setattr(pretrain_mod, "loss_sum", timed_loss)
     monkeypatch.setattr(pretrain_mod, "FIT_RESERVE_S", 0.0)
-    cfg = tiny_config(warmup_steps=4, total_steps=100_000, fit_minutes=0.5, min_lr_ratio=0.1)
+    # No probes: their validation would run the timed loss too, and move the fake clock.
+    cfg = tiny_config(warmup_steps=4, total_steps=100_000, fit_minutes=0.5, min_lr_ratio=0.1, probe_samples=0)
     # Timed from step 2 to step 4: 1 s a step; 30 s - 4 s spent leave 26 s, of which the fit takes 97%: 25 steps.
     fitted = 4 + int(0.97 * 26 / 1.0)
     first = pretrain(cfg, tmp_path / "a", stop_at=8, progress=False, sources=sources)
@@ -318,3 +319,24 @@ def test_every_shipped_config_reads_and_its_model_builds(path):
         with torch.device("meta"):
             model = build_model(cfg.model, names)
         assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_each_training_source_is_probed_apart_from_the_training_stream(tmp_path, flip_task):
+    """`probe_loss` names each source and falls as the model fits it; drawing the probes leaves the training
+    stream as it was (the same losses step for step with none)."""
+    from testtime.data.sources import TaskSource
+
+    srcs = [TaskSource([flip_task(i, f"a{i}", (3, 3)) for i in range(4)]),
+            TaskSource([flip_task(i, f"b{i}", (2, 4)) for i in range(4, 8)])]
+    cfg = tiny_config(datasets=("arc1/train", "re-arc:x.npz"), total_steps=8, val_every=4, max_len=512,
+                      token_budget=2048, probe_samples=6)
+    pretrain(cfg, tmp_path / "probed", sources=srcs, progress=False)
+    log = read_log(tmp_path / "probed")
+    probed = [r for r in log if "probe_loss" in r]
+    assert [r["step"] for r in probed] == [4, 8] and all(set(r["probe_loss"]) == {"arc1/train", "re-arc"} for r in probed)
+    assert all(probed[1]["probe_loss"][k] < probed[0]["probe_loss"][k] for k in ("arc1/train", "re-arc"))
+    pretrain(dataclasses.replace(cfg, probe_samples=0), tmp_path / "plain", sources=srcs, progress=False)
+    plain = read_log(tmp_path / "plain")
+    assert not any("probe_loss" in r for r in plain)
+    assert [r["loss"] for r in plain] == [r["loss"] for r in log]
+    assert (tmp_path / "probed" / "loss.png").stat().st_size > 0

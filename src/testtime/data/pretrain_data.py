@@ -48,8 +48,42 @@ def validation_set(tasks: Sequence[Task], max_len: int, pad_multiple: int, codec
                 seqs.append(encode_example(codec, list(t.train), q, max_len=max_len, loss_on_demos=False))
             except TooLongError:
                 continue
-    seqs.sort(key=len)
-    return [collate(seqs[i: i + 8], pad_multiple, codec.pad_id) for i in range(0, len(seqs), 8)]
+    return _answer_batches(seqs, pad_multiple, codec.pad_id)
+
+
+def probe_set(source: Source, n: int, max_len: int, pad_multiple: int, codec: Codec, seed: int) -> list[Batch]:
+    """n draws of a training source as pretraining draws them (its demos, a query, an augmentation), posed as
+    `validation_set` poses a held-out task: the loss on their answers says how far the model has fit that source.
+    Beside the held-out loss it tells a source the model still learns from from one it has memorized."""
+    rng = np.random.default_rng(seed)
+    seqs: list[Encoded] = []
+    for _ in range(20 * n):
+        if len(seqs) == n:
+            break
+        demos, query, _ = source.sample(rng)
+        try:
+            seqs.append(encode_example(codec, demos, query, max_len=max_len, loss_on_demos=False))
+        except TooLongError:
+            continue
+    return _answer_batches(seqs, pad_multiple, codec.pad_id)
+
+
+def source_probes(names: Sequence[str], sources: Sequence[Source], n: int, max_len: int, pad_multiple: int,
+                  codec: Codec, seed: int) -> dict[str, list[Batch]]:
+    """`probe_set` of each training source, by its name in logs: "re-arc" or "gen" for a path's, the dataset's
+    name otherwise (source0, source1, ... for sources given without names). Their draws are their own (seeded
+    apart from the training stream, which they leave untouched)."""
+    if n == 0:
+        return {}
+    labels = ([d.split(":", 1)[0] for d in names] if len(names) == len(sources)
+              else [f"source{i}" for i in range(len(sources))])
+    return {label: probe_set(src, n, max_len, pad_multiple, codec, seed + 7919)
+            for label, src in zip(labels, sources, strict=True)}
+
+
+def _answer_batches(seqs: list[Encoded], pad_multiple: int, pad_id: int) -> list[Batch]:
+    seqs = sorted(seqs, key=len)
+    return [collate(seqs[i: i + 8], pad_multiple, pad_id) for i in range(0, len(seqs), 8)]
 
 
 class SequenceSampler:

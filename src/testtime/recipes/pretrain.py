@@ -39,6 +39,7 @@ from testtime.data.pretrain_data import (
     Prefetcher,
     SequenceSampler,
     round_up,
+    source_probes,
     validation_set,
 )
 from testtime.data.sources import FORBIDDEN_DATASETS, Source, load_sources, split_holdout
@@ -99,6 +100,8 @@ class PretrainConfig:
     # steps between counts of the held-out tasks greedy decoding solves without TTT (`val_solved`; also at the last
     # step), a multiple of log_every; 0: never. Its time adds to the run's wall clock, not to fit_minutes' schedule.
     solve_every: Annotated[int, Range(0, 10**9)] = 0
+    # Draws of each training source whose answer loss is logged at each validation (`probe_loss`); 0: none.
+    probe_samples: Annotated[int, Range(0, 100_000)] = 64
     # optimisation
     lr: Annotated[float, LR] = 1e-3
     min_lr_ratio: Annotated[float, Range(0, 1)] = 0.1  # cosine ends at lr * min_lr_ratio
@@ -260,6 +263,8 @@ def pretrain(
     sampler = SequenceSampler(train_sources, cfg.max_len, cfg.seed + dist.rank, cfg.dataset_weights, codec=codec,
                               task_rows=task_rows(model), task_dropout=cfg.task_dropout)
     val_batches = validation_set(held, cfg.max_len, cfg.pad_multiple, codec) if main else []
+    probes = source_probes(cfg.datasets, train_sources, cfg.probe_samples if main else 0, cfg.max_len,
+                           cfg.pad_multiple, codec, cfg.seed)
     stream = (PackedStream(sampler, cfg.token_budget, cfg.pool_size, round_up(cfg.max_len, cfg.pad_multiple))
               if cfg.packing else BatchStream(sampler, cfg.token_budget, cfg.pool_size, cfg.pad_multiple))
     step, elapsed_before, tokens_seen = 0, 0.0, 0
@@ -412,9 +417,13 @@ def pretrain(
                     "elapsed": round(elapsed_before + now - t_start, 2),
                 }
                 # Also at the last step: runs of equal minutes compare their final models, whatever val_every.
-                if val_batches and (step % cfg.val_every == 0 or step == end):
-                    rec["val_loss"] = round(validate(model, val_batches, device, autocast, base_fn), 5)
-                    if best_val is None or rec["val_loss"] < best_val:
+                if (val_batches or probes) and (step % cfg.val_every == 0 or step == end):
+                    if probes:
+                        rec["probe_loss"] = {k: round(validate(model, b, device, autocast, base_fn), 5)
+                                             for k, b in probes.items()}
+                    if val_batches:
+                        rec["val_loss"] = round(validate(model, val_batches, device, autocast, base_fn), 5)
+                    if val_batches and (best_val is None or rec["val_loss"] < best_val):
                         # Exported as it happens: the run may memorize its tasks long before it ends.
                         best_val = rec["val_loss"]
                         save_model(model, tokenizer, run_dir / "best", dtype=getattr(torch, cfg.export_dtype))

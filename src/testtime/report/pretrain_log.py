@@ -35,7 +35,12 @@ def plot_loss(run_dir: str | Path, out: str | Path | None = None) -> Path:
     val = [(r["step"], r["val_loss"]) for r in recs if r.get("val_loss") is not None]
     if val:
         ax.plot(*zip(*val, strict=True), "o-", lw=1, ms=3, label="held-out tasks")
-        ax.legend()
+    probed = [r for r in recs if r.get("probe_loss")]
+    for name in dict.fromkeys(k for r in probed for k in r["probe_loss"]):
+        pts = [(r["step"], r["probe_loss"][name]) for r in probed if name in r["probe_loss"]]
+        ax.plot(*zip(*pts, strict=True), "--", lw=1, label=f"{name} (trained on)")
+    if val or probed:
+        ax.legend(fontsize=8)
     ax.set_xlabel("step")
     ax.set_ylabel("loss (target tokens)")
     ax.set_yscale("log")
