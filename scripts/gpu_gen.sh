@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Issue 30, item 4 on one H200: do the project's generated tasks keep the base model learning? Two continuations of
-# the shipped model (v4) for the same MINUTES over scripts/gpu_eval.sh's runner:
-#   data-base: today's data (configs/data-base.json: ARC-AGI-1 training, RE-ARC, clean ARC-AGI-2 training);
-#   data-gen:  the same with a quarter of the draws from a generated corpus (configs/data-gen.json, "gen:runs/gen/gen.npz"),
-#              made first on the machine's CPUs (`testtime generate`, 20,000 tasks of 24 pairs, seed 0).
-# Then, with the default TTT: the 40 held-out training tasks for v4 as shipped and for both continuations; then the
-# generated arm on all 400 ARC-AGI-1 evaluation tasks (paired here with v4's records in
-# results/h200-2026-12-04/runs.tar.xz); then the table (benchmarks/arch_compare.py; runs are named as its
-# candidates are, pretrain-arch-NAME and holdout-NAME).
+# Issue 30, item 4 on one H200: do the project's generated tasks keep the base model learning? Three continuations
+# of the shipped model (v4) for the same MINUTES over scripts/gpu_eval.sh's runner, at three doses of generated tasks:
+#   data-base:   today's data (configs/data-base.json: ARC-AGI-1 training, RE-ARC, clean ARC-AGI-2 training);
+#   data-gen:    the same with a quarter of the draws from a generated corpus (configs/data-gen.json,
+#                "gen:runs/gen/gen.npz"), made first on the machine's CPUs (`testtime generate`, 20,000 tasks of 24
+#                pairs, seed 0);
+#   data-gen50:  half of the draws from it (configs/data-gen50.json).
+# v4 has memorized today's sources: its answer loss on their draws is 0.006-0.033 against 0.176 on the held-out
+# tasks, and 0.333 on the generated ones (results/cpu-source-loss-2026-12-04.md), hence a dose above a quarter.
+# What decides: each run's held-out loss at the end (val_loss, paired: the same held-out answers) and each source's
+# answer loss as it trains (probe_loss: does the generated source's fall, does the held-out loss follow?); then, with
+# the default TTT, the 40 held-out training tasks for v4 as shipped and for each continuation (noisy at 40: one task
+# is 2.5 points); then the table (benchmarks/arch_compare.py; runs are named as its candidates are, pretrain-arch-NAME
+# and holdout-NAME). All 400 evaluation tasks belong to the campaign's model, not to these 5-minute proxies.
 #
 # Calls (each a `run` of the device tool; RE-ARC's parts as in scripts/gpu_arch.sh):
 #   bash scripts/gpu_stash.sh .whl .carry1                                    # carry: .whl .carry1
@@ -17,18 +22,17 @@
 #                                                                             # carry: .carry4
 #   TESTTIME_COMMIT=<HEAD> WAIT=570 bash scripts/gpu_gen.sh                   # again, until ALL RUNS DONE
 # Then here: tar -xzf runs.tar.gz -C OUT; python benchmarks/arch_compare.py --runs OUT/runs --png gen.png \
-#   --out gen.md v4 data-base data-gen;  testtime compare V4RUN OUT/runs/a1-data-gen
+#   --out gen.md v4 data-base data-gen data-gen50
 #
 # Device minutes at MINUTES=5 (estimates from results/h200-arch-2026-12-04.md): about 2 starting the machine and
-# stashing; 1 generating; 2 x 5.3 pretraining; 3 x about 1 the held-out evaluations; about 6 for all 400 tasks;
-# about 23 in all. The 400-task run comes last: what the budget leaves of it resumes in the next session.
+# stashing; 1 generating; 3 x 5.3 pretraining; 4 x about 1 the held-out evaluations: about 23 in all.
 set -uo pipefail
 MINUTES=${MINUTES:-5}
 specs=(script-rearc:scripts/gpu_rearc_join.sh
        "py-gen:-m testtime.cli generate --out runs/gen/gen.npz --tasks 20000 --pairs 24 --seed 0")
-for n in data-base data-gen; do specs+=("pretrain-arch-$n:--config configs/$n.json --fit-minutes $MINUTES --export"); done
+arms="data-base data-gen data-gen50"
+for n in $arms; do specs+=("pretrain-arch-$n:--config configs/$n.json --fit-minutes $MINUTES --export"); done
 specs+=("holdout-v4:--tasks arc1/train-holdout")
-for n in data-base data-gen; do specs+=("holdout-$n:--tasks arc1/train-holdout --model runs/pretrain-arch-$n/model"); done
-specs+=("a1-data-gen:--tasks arc1/eval --model runs/pretrain-arch-data-gen/model"
-        "py-table:benchmarks/arch_compare.py --runs runs --out runs/bench-gen.md --json runs/bench-gen.json v4 data-base data-gen")
+for n in $arms; do specs+=("holdout-$n:--tasks arc1/train-holdout --model runs/pretrain-arch-$n/model"); done
+specs+=("py-table:benchmarks/arch_compare.py --runs runs --out runs/bench-gen.md --json runs/bench-gen.json v4 $arms")
 exec bash "$(dirname "$0")/gpu_eval.sh" "${specs[@]}"
