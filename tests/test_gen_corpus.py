@@ -1,6 +1,6 @@
 """The generated-task corpus (data/gen_corpus.py): written in RE-ARC's format and read back as a pretraining source
 ("gen:PATH"), the same for a seed whatever the workers, and filtered: at most `per_name` tasks a program, no duplicate
-tasks, no task holding an ARC-AGI-1 evaluation test output."""
+tasks, no task holding an evaluation test output."""
 
 from __future__ import annotations
 

