@@ -1,0 +1,118 @@
+"""The generator's periodic patterns (gen_patterns): each primitive on hand-made grids, and the period finder on
+random patterns."""
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from testtime.data.gen_patterns import (
+    complete_pattern,
+    continue_pattern,
+    masked_patch,
+    periods,
+    restore,
+)
+
+settings.register_profile("gen", max_examples=40, deadline=None)
+settings.load_profile("gen")
+
+
+def g(text: str) -> np.ndarray:
+    """A grid from rows of digits separated by spaces."""
+    return np.array([[int(c) for c in row] for row in text.split()], dtype=np.uint8)
+
+
+def eq(a: np.ndarray | None, text: str) -> bool:
+    return a is not None and a.shape == g(text).shape and bool(np.array_equal(a, g(text)))
+
+
+# ---------------------------------------------------------------- periodic patterns
+
+
+CHECKER = "121212 212121 121212 212121 121212 212121"
+
+
+def test_complete_pattern_restores_the_masked_cells():
+    assert eq(complete_pattern(g("121212 212121 120012 210021 121212 212121"), 0), CHECKER)
+    # A plain 2 x 3 motif with two holes, one at the border.
+    grid = g("123123 456006 123123 450456 123123 456456")
+    assert eq(complete_pattern(grid, 0), "123123 456456 123123 456456 123123 456456")
+    assert complete_pattern(grid, 7) is None  # nothing in that color: nothing to restore
+
+
+def test_complete_pattern_declines_what_the_visible_cells_leave_open():
+    # Period 2 (1,2 repeating) and period 3 (1,2,1 repeating) both fit "121": they fill the rest differently.
+    assert complete_pattern(g("12100012"), 0) is None
+    assert complete_pattern(g("111111 111111 110011"), 0) is None  # one color: a flood fill, not a pattern
+    assert complete_pattern(g("123456 654321 120056 615243"), 0) is None  # no period at all
+    # The pattern in a corner, the rest hidden, is continue_pattern's rule, not a hole in a pattern.
+    assert complete_pattern(g("1212 2121 1212 2121 1212 0000"), 0) is None
+
+
+def test_the_period_may_run_diagonally():
+    # Each row is the one above shifted one cell right: the period is the lattice (1, 1, 3).
+    grid = g("123123 312312 231231 123003 312002 231231")
+    assert (1, 1, 3) in periods(grid, grid != 0)
+    assert eq(complete_pattern(grid, 0), "123123 312312 231231 123123 312312 231231")
+
+
+def test_masked_patch_is_what_the_one_rectangle_hides():
+    assert eq(masked_patch(g("121212 212121 120012 210021 121212 212121"), 0), "12 21")
+    assert masked_patch(g("001212 002121 121212 212100 121200 212121"), 0) is None  # two rectangles
+    assert masked_patch(g("121212 210121 120012 212121 121212 212121"), 0) is None  # not a rectangle
+
+
+def test_continue_pattern_from_a_corner():
+    assert eq(continue_pattern(g("1212 2121 1212 2121 1212 0000"), 0), "1212 2121 1212 2121 1212 2121")
+    assert eq(continue_pattern(g("12120 21210 12120 21210"), 0), "12121 21212 12121 21212")
+    # Two rows of four shown: the next two could repeat them shifted by a cell (a period of two rows, shifted).
+    assert continue_pattern(g("1212 2121 0000 0000"), 0) is None
+    assert continue_pattern(g("1212 2021 1212 2121 1212 0000"), 0) is None  # a hole: no corner rectangle
+    assert continue_pattern(g("1212 2121 1212 2121 1212 2121"), 0) is None  # nothing to continue
+
+
+@st.composite
+def hidden_patterns(draw):
+    """A periodic grid of colors 0-3 (a plain or diagonal lattice that restore looks for), and 1-3 rectangles to
+    hide in it."""
+    py, px = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh = draw(st.integers(0, px - 1))
+    h, w = draw(st.integers(2 * py, 14)), draw(st.integers(2 * px, 14))
+    motif = np.array(draw(st.lists(st.integers(0, 3), min_size=py * px, max_size=py * px)), np.uint8).reshape(py, px)
+    r, c = np.indices((h, w))
+    grid = motif[r % py, (c - sh * (r // py)) % px]
+    hidden = np.zeros((h, w), dtype=bool)
+    for _ in range(draw(st.integers(1, 3))):
+        top, left = draw(st.integers(0, h - 1)), draw(st.integers(0, w - 1))
+        hidden[top : top + draw(st.integers(1, 7)), left : left + draw(st.integers(1, 7))] = True
+    return grid, hidden
+
+
+@settings(max_examples=300)
+@given(hidden_patterns())
+def test_restore_gives_back_the_pattern_whenever_it_answers(case):
+    grid, hidden = case
+    masked = np.where(hidden, np.uint8(9), grid)  # 9: a color the motif lacks
+    out = restore(masked, hidden)
+    assert out is None or np.array_equal(out, grid)
+
+
+def test_restore_answers_most_random_patterns():
+    """The property above is no tautology: on random cases of it, restore mostly answers (and is then right)."""
+    rng = np.random.default_rng(0)
+    answered = 0
+    for _ in range(200):
+        py, px = rng.integers(2, 5, size=2)
+        sh = int(rng.integers(0, px))
+        h, w = (int(rng.integers(2 * p + 4, 20)) for p in (py, px))
+        motif = rng.integers(0, 4, size=(py, px)).astype(np.uint8)
+        r, c = np.indices((h, w))
+        grid = motif[r % py, (c - sh * (r // py)) % px]
+        hidden = np.zeros((h, w), dtype=bool)
+        top, left = int(rng.integers(0, h - 2)), int(rng.integers(0, w - 2))
+        hidden[top : top + 3, left : left + 3] = True
+        out = restore(np.where(hidden, np.uint8(9), grid), hidden)
+        if out is not None:
+            assert np.array_equal(out, grid)
+            answered += 1
+    assert answered > 150
