@@ -1,10 +1,11 @@
-"""The generator's periodic patterns (gen_patterns): each primitive on hand-made grids, and the period finder on
-random patterns."""
+"""The generator's periodic patterns (gen_patterns) and grids divided into cells (gen_cells): each primitive on
+hand-made grids, and the period finder on random patterns."""
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from testtime.data.gen_cells import cell_summary, fill_marked_cells, odd_cell, overlay_cells, split_cells
 from testtime.data.gen_patterns import (
     complete_pattern,
     continue_pattern,
@@ -116,3 +117,53 @@ def test_restore_answers_most_random_patterns():
             assert np.array_equal(out, grid)
             answered += 1
     assert answered > 150
+
+
+# ---------------------------------------------------------------- cells
+
+
+CELLS = "12513 00500 55555 12512 00500"  # 2 x 2 cells of side 2 between lines of 5
+
+
+def test_split_cells():
+    cells = split_cells(g(CELLS), 5)
+    assert [[c.tolist() for c in row] for row in cells] == [
+        [[[1, 2], [0, 0]], [[1, 3], [0, 0]]],
+        [[[1, 2], [0, 0]], [[1, 2], [0, 0]]],
+    ]
+    assert split_cells(g(CELLS), 0) is None  # no line of that color
+    assert split_cells(g("12513 00500 55555 12512 00505"), 5) is None  # the line color inside a cell
+    assert split_cells(g("15123 05000 55555 15123"), 5) is None  # cells of unequal width
+    assert split_cells(g("55555 12512 00500"), 5) is None  # a line on the border
+    assert len(split_cells(g("10501"), 5)[0]) == 2  # one row of two cells
+
+
+def test_odd_cell():
+    assert eq(odd_cell(g(CELLS), 5), "13 00")
+    assert odd_cell(g("12513 00500 55555 12513 00500"), 5) is None  # two of each: none is odd
+    assert odd_cell(g("12513 00500"), 5) is None  # two cells: each differs from the other
+    assert odd_cell(g("12512 00500 55555 12512 00500"), 5) is None  # all alike
+
+
+def test_overlay_cells():
+    grid = g("10511 01500")
+    assert eq(overlay_cells(grid, 5, 0, "or", 7), "77 07")
+    assert eq(overlay_cells(grid, 5, 0, "and", 7), "70 00")
+    assert eq(overlay_cells(grid, 5, 0, "xor", 7), "07 07")
+    assert eq(overlay_cells(g("10510510 01501511"), 5, 0, "xor", 7), "00 70")  # xor: set in exactly one cell
+    assert overlay_cells(grid, 3, 0, "or", 7) is None
+
+
+def test_cell_summary():
+    grid = g("11522500 10500500")
+    assert eq(cell_summary(grid, 5, 0, None, 0), "120")
+    assert cell_summary(g("12511 00500"), 5, 0, None, 0) is None  # a tie in a cell
+    assert eq(cell_summary(g("14522 11500"), 5, 0, 4, 8), "82")  # a cell holding the marker
+    assert eq(cell_summary(g("14522 11500"), 5, 0, None, 8), "12")
+
+
+def test_fill_marked_cells():
+    grid = g("10500 04500 55555 00504 30500")
+    assert eq(fill_marked_cells(grid, 5, 4), "44500 44500 55555 00544 30544")
+    assert eq(fill_marked_cells(grid, 5, 6), "10500 04500 55555 00504 30500")  # no marker: nothing filled
+    assert fill_marked_cells(grid, 9, 4) is None
