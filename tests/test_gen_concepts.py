@@ -1,5 +1,5 @@
-"""The generator's periodic patterns (gen_patterns) and grids divided into cells (gen_cells): each primitive on
-hand-made grids, and the period finder on random patterns."""
+"""The generator's periodic patterns (gen_patterns), grids divided into cells (gen_cells) and template stamping
+(gen_stamps): each primitive on hand-made grids, and the period finder on random patterns."""
 
 import numpy as np
 from hypothesis import given, settings
@@ -13,6 +13,7 @@ from testtime.data.gen_patterns import (
     periods,
     restore,
 )
+from testtime.data.gen_stamps import stamp
 
 settings.register_profile("gen", max_examples=40, deadline=None)
 settings.load_profile("gen")
@@ -167,3 +168,30 @@ def test_fill_marked_cells():
     assert eq(fill_marked_cells(grid, 5, 4), "44500 44500 55555 00544 30544")
     assert eq(fill_marked_cells(grid, 5, 6), "10500 04500 55555 00504 30500")  # no marker: nothing filled
     assert fill_marked_cells(grid, 9, 4) is None
+
+
+# ---------------------------------------------------------------- template stamping
+
+
+SCENE = "0100000 1110000 0100000 0000000 0000000 0000200 0000000"
+
+
+def test_stamp_centered_and_recolored():
+    assert eq(stamp(g(SCENE), 0, True, False), "0100000 1110000 0100000 0000000 0000100 0001110 0000100")
+    assert eq(stamp(g(SCENE), 0, True, True), "0100000 1110000 0100000 0000000 0000200 0002220 0000200")
+
+
+def test_stamp_hangs_from_the_first_cell():
+    grid = g("0100000 1110000 0100000 0000200 0000000 0000000 0000000")
+    assert eq(stamp(grid, 0, False, False), "0100000 1110000 0100000 0000100 0001110 0000100 0000000")
+    # An L: its first cell is its top-left corner; the copy of two colors keeps them.
+    grid = g("3000000 3400000 0000000 0000000 0000500 0000000")
+    assert eq(stamp(grid, 0, False, False), "3000000 3400000 0000000 0000000 0000300 0000340")
+
+
+def test_stamp_declines():
+    assert stamp(g("0100000 1110000 0100000 0000000 0000000 0000000 0000002"), 0, True, False) is None  # off the grid
+    assert stamp(g("0100000 1110000 0100000 0000200 0000000 0000200 0000000"), 0, True, False) is None  # overlap
+    assert stamp(g("0100000 1110000 0100000 0000000 0000000 0000011 0000200"), 0, True, False) is None  # 2 shapes
+    assert stamp(g("1100000 1100000 0000000 0000000 0000200 0000000 0000000"), 0, True, False) is None  # even sides
+    assert stamp(g("0100000 1110000 0100000 0000000 0000000 0000000 0000000"), 0, True, False) is None  # no marker
