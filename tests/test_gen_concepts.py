@@ -1,22 +1,41 @@
-"""The generator's periodic patterns (gen_patterns), grids divided into cells (gen_cells) and template stamping
-(gen_stamps): each primitive on hand-made grids, and the period finder on random patterns."""
+"""The generator's concepts of periodic patterns (gen_patterns), grids divided into cells (gen_cells) and template
+stamping (gen_stamps): each primitive on hand-made grids, the period finder on random patterns, the scenes that fit
+each rule, and generate_task drawing them all."""
+
+import collections
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from testtime.data.gen_cells import cell_summary, fill_marked_cells, odd_cell, overlay_cells, split_cells
+from testtime.data.gen_grids import draw_inputs, draw_style
+from testtime.data.gen_objects import context
 from testtime.data.gen_patterns import (
     complete_pattern,
     continue_pattern,
     masked_patch,
     periods,
+    rectangles,
     restore,
 )
+from testtime.data.gen_programs import MAKERS, generate_task
 from testtime.data.gen_stamps import stamp
 
 settings.register_profile("gen", max_examples=40, deadline=None)
 settings.load_profile("gen")
+
+NEW_STEPS = (
+    "complete_pattern",
+    "masked_patch",
+    "continue_pattern",
+    "odd_cell",
+    "overlay_cells",
+    "cell_summary",
+    "fill_marked_cells",
+    "stamp",
+)
 
 
 def g(text: str) -> np.ndarray:
@@ -120,6 +139,26 @@ def test_restore_answers_most_random_patterns():
     assert answered > 150
 
 
+def test_periodic_inputs_fit_their_layout():
+    rng = np.random.default_rng(11)
+    seen = collections.Counter()
+    for _ in range(30):
+        style = draw_style(rng, "periodic")
+        for x in draw_inputs(rng, style, 6):
+            hidden = x == style.bg
+            assert hidden.any() and rectangles(hidden) is not None or style.layout == "partial"
+            fn = {"partial": continue_pattern}.get(style.layout, complete_pattern)
+            kw = {"bg": style.bg} if style.layout == "partial" else {"mask": style.bg}
+            out = fn(x, **kw)
+            seen[style.layout, out is not None] += 1
+            if out is not None:
+                assert not (out == style.bg).any() and set(np.unique(out)) <= set(style.palette)
+            if style.layout == "patch":
+                assert len(rectangles(hidden)) == 1
+    for layout in ("masked", "patch", "partial"):  # the rule is defined on nearly all of a layout's inputs
+        assert seen[layout, True] > 4 * seen[layout, False], seen
+
+
 # ---------------------------------------------------------------- cells
 
 
@@ -170,6 +209,22 @@ def test_fill_marked_cells():
     assert fill_marked_cells(grid, 9, 4) is None
 
 
+def test_cells_inputs_fit_their_layout():
+    rng = np.random.default_rng(12)
+    for _ in range(30):
+        style = draw_style(rng, "cells")
+        sep, marker = style.palette[0], style.palette[-1]
+        for x in draw_inputs(rng, style, 6):
+            cells = split_cells(x, sep)
+            assert cells is not None and len(cells) * len(cells[0]) >= 2
+            assert {c.shape for row in cells for c in row} == {(style.extent[0],) * 2}
+            if style.layout == "odd":
+                assert odd_cell(x, sep) is not None
+            if style.layout == "marked":
+                held = [(c == marker).sum() for row in cells for c in row]
+                assert max(held) == 1 and sum(held) >= 1  # single marker pixels, in some cell of every input
+
+
 # ---------------------------------------------------------------- template stamping
 
 
@@ -195,3 +250,84 @@ def test_stamp_declines():
     assert stamp(g("0100000 1110000 0100000 0000000 0000000 0000011 0000200"), 0, True, False) is None  # 2 shapes
     assert stamp(g("1100000 1100000 0000000 0000000 0000200 0000000 0000000"), 0, True, False) is None  # even sides
     assert stamp(g("0100000 1110000 0100000 0000000 0000000 0000000 0000000"), 0, True, False) is None  # no marker
+
+
+def test_template_scenes_fit_stamping():
+    rng = np.random.default_rng(13)
+    defined = total = 0
+    for _ in range(40):
+        style = draw_style(rng, "objects")
+        if style.layout != "template":
+            continue
+        for x in draw_inputs(rng, style, 6):
+            total += 1
+            defined += all(stamp(x, style.bg, centered, False) is not None for centered in (True, False))
+    assert total > 20 and defined > 0.8 * total
+
+
+# ---------------------------------------------------------------- makers and generate_task
+
+
+def test_makers_read_the_scene_and_carry_witnesses():
+    rng = np.random.default_rng(14)
+    style = draw_style(rng, "periodic")
+    while style.layout != "patch":
+        style = draw_style(rng, "periodic")
+    inputs = draw_inputs(rng, style, 6)
+    step = MAKERS["complete_pattern"](rng, context(inputs))
+    assert step.fn.keywords["mask"] == style.bg and step.witness(inputs[0]) == {style.bg}
+    style = draw_style(rng, "cells")
+    while style.layout != "marked":
+        style = draw_style(rng, "cells")
+    inputs = draw_inputs(rng, style, 6)
+    step = MAKERS["fill_marked_cells"](rng, context(inputs))
+    assert step.fn.keywords == {"sep": style.palette[0], "marker": style.palette[-1]}
+    assert step.witness(inputs[0]) == {style.palette[0], style.palette[-1]}
+    # Elsewhere they decline at once: no grid lines in a scene of sprites, no mask in noise.
+    objects = draw_inputs(rng, draw_style(rng, "mosaic"), 6)
+    assert MAKERS["odd_cell"](rng, context(objects)) is None
+
+
+@pytest.fixture(scope="module")
+def new_tasks():
+    """Tasks of 6 pairs from 600 draws of one seed, those that use a new primitive or a new family."""
+    rng = np.random.default_rng(31)
+    tasks = [generate_task(rng, 6) for _ in range(600)]
+    return [t for t in tasks if t is not None]
+
+
+def test_generate_task_draws_every_new_family_and_primitive(new_tasks):
+    families = collections.Counter(t.name.split("|")[0] for t in new_tasks)
+    assert families["periodic"] >= 10 and families["cells"] >= 10
+    steps = collections.Counter(s for t in new_tasks for s in t.name.split("|")[1].split(">"))
+    for name in NEW_STEPS:
+        assert sum(n for s, n in steps.items() if s.startswith(name)) >= 2, name
+    share = sum(any(s.startswith(NEW_STEPS) for s in t.name.split("|")[1].split(">")) for t in new_tasks)
+    assert 0.08 < share / len(new_tasks) < 0.35
+
+
+def test_new_tasks_are_deterministic(new_tasks):
+    rng = np.random.default_rng(31)
+    again = [t for t in (generate_task(rng, 6) for _ in range(600)) if t is not None]
+    assert [t.name for t in again] == [t.name for t in new_tasks]
+    assert all(a.pairs == b.pairs for a, b in zip(again, new_tasks, strict=True))
+
+
+PATTERN_STEPS = {
+    "complete_pattern": complete_pattern,
+    "masked_patch": masked_patch,
+    "continue_pattern": continue_pattern,
+}
+
+
+def test_pattern_tasks_are_what_their_names_say(new_tasks):
+    """One-step pattern tasks: some one color makes the primitive give every pair's output from its input."""
+    checked = 0
+    for t in new_tasks:
+        fn = PATTERN_STEPS.get(t.name.split("|")[1])
+        if fn is None:
+            continue
+        fits = [c for c in range(10) if all(np.array_equal(fn(np.asarray(e.input), c), e.output) for e in t.pairs)]
+        assert fits, t.name
+        checked += 1
+    assert checked >= 5

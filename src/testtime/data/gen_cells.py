@@ -120,11 +120,19 @@ def fill_marked_cells(grid: np.ndarray, sep: int, marker: int) -> np.ndarray | N
 
 
 def _content(rng: np.random.Generator, style: Style, side: int, colors: tuple[int, ...]) -> np.ndarray:
-    """A cell: background with about `density` of it in one color of `colors` (mixed ones when `multicolor`)."""
+    """A cell: background with about `density` of it, one pixel at least, in `colors` (drawn for each pixel)."""
     on = rng.random((side, side)) < style.density
+    on.flat[rng.integers(on.size)] = True
     pal = np.asarray(colors, dtype=np.uint8)
-    ink = pal[rng.integers(len(pal), size=on.shape)] if style.multicolor else pal[rng.integers(len(pal))]
-    return np.where(on, ink, np.uint8(style.bg)).astype(np.uint8)
+    return np.where(on, pal[rng.integers(len(pal), size=on.shape)], np.uint8(style.bg)).astype(np.uint8)
+
+
+def _inks(rng: np.random.Generator, style: Style, n: int, colors: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The colors of n cells: all of `colors` mixed in each (`multicolor`), or one each, every one of them in some
+    cell when there are enough cells (every input then shows the task's colors)."""
+    if style.multicolor:
+        return [colors] * n
+    return [(int(c),) for c in rng.permutation(np.resize(rng.permutation(colors), n))]
 
 
 def _odd_one_out(rng: np.random.Generator, style: Style, base: np.ndarray, colors: tuple[int, ...]) -> np.ndarray:
@@ -149,11 +157,11 @@ def draw_cells(rng: np.random.Generator, style: Style) -> np.ndarray:
     if style.layout == "marked":
         colors = colors[:-1]
     if style.layout == "odd":
-        base = _content(rng, style, side, colors)
+        base = _content(rng, style, side, _inks(rng, style, 1, colors)[0])
         cells = [base] * (r * c)
         cells[int(rng.integers(r * c))] = _odd_one_out(rng, style, base, colors)
     else:
-        cells = [_content(rng, style, side, colors) for _ in range(r * c)]
+        cells = [_content(rng, style, side, ink) for ink in _inks(rng, style, r * c, colors)]
     if style.layout == "marked":
         marked = rng.random(r * c) < 0.4
         marked[int(rng.integers(r * c))] = True  # a marker in every input: the rule shows in each pair
@@ -206,10 +214,14 @@ def _overlay(rng: np.random.Generator, ctx: Ctx, sep: int, bg: int) -> Step:
 
 
 def _marker(ctx: Ctx, sep: int, bg: int) -> int | None:
-    """The rarest color of every grid other than the lines' and the background: what a person takes for the marker
-    (a pixel here and there), where the contents' colors fill much of the cells. In every grid, so that every pair
-    shows the rule's marker (a demonstration without it would not show what it does)."""
-    colors = [c for c in ctx.common if c not in (sep, bg) and all((g == c).any() for g in ctx.grids)]
+    """The marker: the rarest color other than the lines' and the background that every grid holds (every pair then
+    shows what the rule does with it) and the first SAMPLE grids hold as a pixel here and there, no more pixels than
+    cells (the color of a whole half, always in one place, would make "fill the marked cell" a constant)."""
+
+    def sparse(c: int) -> bool:
+        return all((g == c).sum() <= sum(map(len, split_cells(g, sep))) for g in ctx.grids[:SAMPLE])
+
+    colors = [c for c in ctx.common if c not in (sep, bg) and all((g == c).any() for g in ctx.grids) and sparse(c)]
     if not colors:
         return None
     return min(colors, key=lambda c: (sum(int((g == c).sum()) for g in ctx.grids), c))

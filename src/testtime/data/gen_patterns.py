@@ -122,14 +122,13 @@ def rectangles(mask: np.ndarray) -> list[tuple[slice, slice]] | None:
 
 def known_corner(known: np.ndarray) -> bool:
     """The known cells fill one rectangle holding a corner of the grid, and some cells are not known."""
-    hidden = ~known
-    if not (hidden[0].all() or hidden[-1].all() or hidden[:, 0].all() or hidden[:, -1].all()):
-        return False  # (the cheap test first: what a corner rectangle leaves spans a border row or column)
-    boxes = rectangles(known)
-    if boxes is None or len(boxes) != 1:
+    rows, cols = np.flatnonzero(known.any(axis=1)), np.flatnonzero(known.any(axis=0))
+    if not len(rows) or known.all():
         return False
-    (rows, cols), (h, w) = boxes[0], known.shape
-    return (rows.start == 0 or rows.stop == h) and (cols.start == 0 or cols.stop == w)
+    (h, w), top, bottom, left, right = known.shape, rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    if known.sum() != (bottom - top) * (right - left):  # not one filled rectangle: it would fill its box
+        return False
+    return (top == 0 or bottom == h) and (left == 0 or right == w)
 
 
 def complete_pattern(grid: np.ndarray, mask: int) -> np.ndarray | None:
@@ -160,11 +159,12 @@ def continue_pattern(grid: np.ndarray, bg: int) -> np.ndarray | None:
 
 
 def _motif(rng: np.random.Generator, style: Style, h: int, w: int) -> np.ndarray:
-    """A motif of at least two colors of the palette, at most h x w."""
-    while True:
-        m = np.asarray(style.palette, dtype=np.uint8)[rng.integers(len(style.palette), size=(h, w))]
-        if len(np.unique(m)) > 1:
-            return m
+    """An h x w motif holding every color of the palette (2-4 colors, 4 cells at least): every input of a task then
+    shows the same colors, so what a later step does with a color is shown by each pair."""
+    pal = np.asarray(style.palette, dtype=np.uint8)
+    cells = pal[rng.integers(len(pal), size=h * w)]
+    cells[rng.choice(h * w, size=len(pal), replace=False)] = rng.permutation(pal)
+    return cells.reshape(h, w)
 
 
 def _side(rng: np.random.Generator, room: int, mirrored: bool) -> int:
