@@ -1,24 +1,37 @@
 """Random input grids in ARC's style, the scenes that the procedural task generator (`gen_programs`) transforms.
 
-An input *family* is a kind of scene: sprites on a background, solid rectangles, frames with holes, sparse points,
-noise, full lines, two halves beside a separator, a mosaic with no background. A `Style` fixes once per task what
-every input of that task shares (family, background, palette, size range, object kinds), so the pairs of one task
-look alike and only the program tells them apart from their outputs.
+An input *family* is a kind of scene: sprites on a background (or one template shape and marker pixels), solid
+rectangles, frames with holes, sparse points, noise, full lines, two halves beside a separator, a mosaic with no
+background, a tiled pattern partly hidden (`gen_patterns`), an array of cells between grid lines (`gen_cells`). A
+`Style` fixes once per task what every input of that task shares (family, layout, background, palette, size range,
+object kinds), so the pairs of one task look alike and only the program tells them apart from their outputs. A
+family's layout makes the scene one that a kind of rule is defined on (one odd cell among equal ones, a single
+hidden rectangle): the generator keeps only inputs a step is defined on, and random scenes would rarely be.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from testtime.data.gen_cells import draw_cells
+from testtime.data.gen_objects import n_components
+from testtime.data.gen_patterns import draw_periodic
 from testtime.data.sources import grid_key
 from testtime.data.tasks import MAX_SIDE, N_COLORS
 
-FAMILIES = ("objects", "rects", "frames", "points", "noise", "lines", "halves", "mosaic")
+FAMILIES = ("objects", "rects", "frames", "points", "noise", "lines", "halves", "mosaic", "periodic", "cells")
 # Scenes of separate objects carry most object primitives, so they are drawn more often.
-FAMILY_WEIGHTS = np.array([3.0, 2.0, 1.5, 1.5, 1.0, 1.0, 1.0, 1.0])
+FAMILY_WEIGHTS = np.array([3.0, 2.0, 1.5, 1.5, 1.0, 1.0, 1.0, 1.0, 1.8, 1.8])
+# A family's scene variants with their odds: what each is for is said where it is drawn.
+LAYOUTS = {
+    "objects": {"sprites": 0.6, "template": 0.4},
+    "periodic": {"masked": 0.45, "patch": 0.3, "partial": 0.25},
+    "cells": {"odd": 0.35, "random": 0.35, "marked": 0.3},
+}
+TILINGS = {"plain": 0.6, "mirror": 0.2, "shift": 0.2}
 PLACE_TRIES = 12
 
 
@@ -36,15 +49,20 @@ class Style:
     speckle: float  # stray pixels over the scene (what denoising removes)
     vertical: bool  # halves sit side by side (else stacked); lines run as columns (else rows)
     paired: bool  # points come in same-colored pairs on one row or column (what `connect` joins)
+    layout: str = ""  # the family's scene variant (LAYOUTS), "" for a family with one
+    tiling: str = ""  # periodic: how the motif repeats (TILINGS)
 
 
-def _sides(rng: np.random.Generator, family: str) -> tuple[int, int]:
+def _sides(rng: np.random.Generator, family: str, layout: str) -> tuple[int, int]:
     if family == "mosaic":
         lo = int(rng.integers(2, 5))
         return lo, lo + int(rng.integers(1, 4))
     if family == "halves":
         lo = int(rng.integers(3, 6))
         return lo, lo + int(rng.integers(0, 4))
+    if family == "periodic" or layout == "template":  # two repeats of a mirrored motif; a template's copies
+        lo = int(rng.integers(8, 14))
+        return lo, min(lo + int(rng.integers(0, 9)), MAX_SIDE)
     lo = int(rng.integers(3, 9))
     hi = lo + int(rng.integers(2, 13))
     if rng.random() < 0.05:  # now and then a large scene, as ARC has
@@ -52,26 +70,51 @@ def _sides(rng: np.random.Generator, family: str) -> tuple[int, int]:
     return lo, min(hi, MAX_SIDE)
 
 
-def _palette(rng: np.random.Generator, family: str, bg: int) -> tuple[int, ...]:
-    # Halves need a color for each half and a third for the separator; a mosaic has no background to avoid.
-    lo, hi = {"halves": (3, 4), "mosaic": (2, 5)}.get(family, (1, 5))
+def _palette(rng: np.random.Generator, family: str, bg: int, layout: str) -> tuple[int, ...]:
+    # Halves need a color for each half and a third for the separator; a mosaic has no background to avoid; a
+    # pattern needs two colors; cells a line color, a content color and a marker's; a template a color its markers
+    # do not have.
+    lo, hi = {"halves": (3, 4), "mosaic": (2, 5), "periodic": (2, 5), "cells": (3, 6)}.get(family, (1, 5))
+    lo = max(lo, 2) if layout == "template" else lo
     n = int(rng.integers(lo, hi))
     pool = np.arange(N_COLORS) if family == "mosaic" else np.array([c for c in range(N_COLORS) if c != bg])
     return tuple(int(c) for c in rng.permutation(pool)[:n])
+
+
+def _pick(rng: np.random.Generator, odds: dict[str, float]) -> str:
+    p = np.array(list(odds.values()))
+    return list(odds)[int(rng.choice(len(p), p=p / p.sum()))]
+
+
+def _cells_style(rng: np.random.Generator, style: Style) -> Style:
+    """A cells style: a cell side (`extent`), how many cells a row and a column have (`count`), and the sides
+    that follow; cells of sparse content (the background stays their most common color), no stray pixels."""
+    side = int(rng.integers(2, 6))
+    lo = int(rng.integers(1, 3))
+    hi = int(rng.integers(lo + 1, 5))
+    return replace(
+        style,
+        extent=(side, side),
+        count=(lo, hi),
+        sides=(side, hi * (side + 1) - 1),
+        density=float(rng.uniform(0.2, 0.45)),
+        speckle=0.0,
+    )
 
 
 def draw_style(rng: np.random.Generator, family: str | None = None) -> Style:
     """One task's look: a family (drawn when not given) and what all of the task's inputs share."""
     if family is None:
         family = FAMILIES[int(rng.choice(len(FAMILIES), p=FAMILY_WEIGHTS / FAMILY_WEIGHTS.sum()))]
+    layout = _pick(rng, LAYOUTS[family]) if family in LAYOUTS else ""
     bg = 0 if rng.random() < 0.8 else int(rng.integers(1, N_COLORS))
     lo_count = int(rng.integers(1, 4))
     ext_lo = int(rng.integers(1, 4))
-    return Style(
+    style = Style(
         family=family,
         bg=bg,
-        palette=_palette(rng, family, bg),
-        sides=_sides(rng, family),
+        palette=_palette(rng, family, bg, layout),
+        sides=_sides(rng, family, layout),
         square=bool(rng.random() < 0.3),
         count=(lo_count, lo_count + int(rng.integers(0, 6))),
         extent=(ext_lo + (family == "frames") * 2, ext_lo + int(rng.integers(1, 4)) + (family == "frames") * 2),
@@ -80,7 +123,14 @@ def draw_style(rng: np.random.Generator, family: str | None = None) -> Style:
         speckle=float(rng.uniform(0.02, 0.08)) if rng.random() < 0.2 else 0.0,
         vertical=bool(rng.random() < 0.5),
         paired=bool(rng.random() < 0.4),
+        layout=layout,
+        tiling=_pick(rng, TILINGS) if family == "periodic" else "",
     )
+    if family == "cells":
+        return _cells_style(rng, style)
+    if family == "periodic":  # a few hidden rectangles, and nothing stray that would break the pattern
+        return replace(style, count=(1, int(rng.integers(1, 4))), speckle=0.0)
+    return replace(style, speckle=0.0) if layout == "template" else style
 
 
 def _shape(rng: np.random.Generator, style: Style) -> tuple[int, int]:
@@ -152,7 +202,44 @@ def _extent(rng: np.random.Generator, style: Style, canvas: np.ndarray) -> tuple
     return min(h, canvas.shape[0]), min(w, canvas.shape[1])
 
 
+def _template_mask(rng: np.random.Generator, style: Style) -> np.ndarray:
+    """A shape of odd sides (3 or 5) whose box it spans, its center filled, in one piece: a stamp can be centered on
+    a cell or hang from its first cell."""
+    h, w = (3 if rng.random() < 0.7 else 5 for _ in range(2))
+    for _ in range(PLACE_TRIES):
+        mask = rng.random((h, w)) < max(style.density, 0.5)
+        mask[h // 2, w // 2] = True
+        if mask[0].any() and mask[-1].any() and mask[:, 0].any() and mask[:, -1].any() and n_components(mask) == 1:
+            return mask
+    mask = np.zeros((h, w), dtype=bool)  # a plus, which always is
+    mask[h // 2], mask[:, w // 2] = True, True
+    return mask
+
+
+def _template(rng: np.random.Generator, style: Style, canvas: np.ndarray, taken: np.ndarray) -> None:
+    """One template shape and single marker pixels, mostly of other colors than the template's, each with room for
+    the template centered on it and for the template hanging from it by its first cell (what `gen_stamps.stamp`
+    draws), that room apart from the template's and from each other's."""
+    mask = _template_mask(rng, style)
+    colors = _colors(rng, style, int(mask.sum()), style.multicolor)
+    if place(rng, canvas, taken, mask, colors) is None:
+        return
+    h, w = mask.shape
+    cy, cx, ax = h // 2, w // 2, int(np.argmax(mask[0]))
+    left, right = max(cx, ax), max(cx, w - 1 - ax)  # the room's columns either side of the marker
+    room = np.ones((cy + h, left + right + 1), dtype=bool)
+    others = [c for c in style.palette if c not in set(colors.tolist())] or list(style.palette)
+    scratch = canvas.copy()
+    for _ in range(_count(rng, style)):
+        at = place(rng, scratch, taken, room, np.zeros(room.sum(), dtype=np.uint8))
+        if at is not None:
+            canvas[at[0] + cy, at[1] + left] = others[int(rng.integers(len(others)))]
+
+
 def _objects(rng: np.random.Generator, style: Style, canvas: np.ndarray, taken: np.ndarray) -> None:
+    if style.layout == "template":
+        _template(rng, style, canvas, taken)
+        return
     for _ in range(_count(rng, style)):
         mask = sprite(rng, *_extent(rng, style, canvas), style.density)
         place(rng, canvas, taken, mask, _colors(rng, style, int(mask.sum()), style.multicolor))
@@ -232,7 +319,12 @@ def _mosaic(rng: np.random.Generator, style: Style) -> np.ndarray:
 
 Scene = Callable[[np.random.Generator, Style, np.ndarray, np.ndarray], None]
 SCENES: dict[str, Scene] = {
-    "objects": _objects, "rects": _rects, "frames": _frames, "points": _points, "noise": _noise, "lines": _lines,
+    "objects": _objects,
+    "rects": _rects,
+    "frames": _frames,
+    "points": _points,
+    "noise": _noise,
+    "lines": _lines,
 }
 
 
@@ -242,6 +334,10 @@ def draw_grid(rng: np.random.Generator, style: Style) -> np.ndarray:
         return _halves(rng, style)
     if style.family == "mosaic":
         return _mosaic(rng, style)
+    if style.family == "periodic":
+        return draw_periodic(rng, style, _shape(rng, style))
+    if style.family == "cells":
+        return draw_cells(rng, style)
     canvas = np.full(_shape(rng, style), style.bg, dtype=np.uint8)
     taken = np.zeros(canvas.shape, dtype=bool)
     SCENES[style.family](rng, style, canvas, taken)

@@ -5,7 +5,8 @@ a time: a primitive with its parameters drawn from the current grids (`Ctx`), ke
 pair and changes at least one of them (a step that is the identity on all of a task's inputs teaches nothing, and
 one that fails on a pair makes the task ill-posed). The finished task passes the filters below or is dropped.
 
-The primitives here act on whole grids; those about objects and counts live in `gen_objects`.
+The primitives here act on whole grids; those about objects and counts live in `gen_objects`, moves in
+`gen_moves`, periodic patterns in `gen_patterns`, arrays of cells in `gen_cells`, template stamping in `gen_stamps`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from functools import partial
 import numpy as np
 
 from testtime.data.augment import D8_NAMES, dihedral
+from testtime.data.gen_cells import CELL_MAKERS
 from testtime.data.gen_grids import draw_inputs, draw_style
 from testtime.data.gen_moves import MOVE_MAKERS
 from testtime.data.gen_objects import (
@@ -29,11 +31,16 @@ from testtime.data.gen_objects import (
     other_color,
 )
 from testtime.data.gen_pairs import choose_pairs
+from testtime.data.gen_patterns import PATTERN_MAKERS
+from testtime.data.gen_stamps import STAMP_MAKERS
 from testtime.data.sources import grid_key
 from testtime.data.tasks import MAX_SIDE, N_COLORS, Example, freeze, grids_equal
 
 STEP_COUNTS = np.array([0.45, 0.4, 0.15])  # P(program of 1, 2, 3 primitives)
-STEP_TRIES = 12  # primitives tried for one step before the program stops growing
+# Primitives tried for one step before the program stops growing. About half the weight is on primitives of one
+# kind of scene (WEIGHTS), which decline at once elsewhere: 24 tries leave about 11 for the others, as the 12 tries
+# did before those came.
+STEP_TRIES = 24
 POOL = 2  # candidate inputs drawn for each pair a task needs
 GRAVITY_SIDES = ("down", "right", "up", "left")  # the side cells fall toward, by quarter turns of the grid
 
@@ -246,9 +253,32 @@ GRID_MAKERS: dict[str, Maker] = {
     "logic": _logic,
     "delete_color": _delete_color,
 }
-MAKERS: dict[str, Maker] = {**GRID_MAKERS, **OBJECT_MAKERS, **MOVE_MAKERS}
-# Primitives that apply to nearly any grid would crowd out the rest; the d8 maker stands for seven of them.
-WEIGHTS = {"d8": 1.5, "colormap": 0.8, "shift": 0.6, "pad": 0.6, "logic": 1.5}
+MAKERS: dict[str, Maker] = {
+    **GRID_MAKERS,
+    **OBJECT_MAKERS,
+    **MOVE_MAKERS,
+    **PATTERN_MAKERS,
+    **CELL_MAKERS,
+    **STAMP_MAKERS,
+}
+# Primitives that apply to nearly any grid would crowd out the rest; the d8 maker stands for seven of them. Those of
+# one kind of scene (a pattern, cells, a template) are weighted up: elsewhere they decline at once, and on their
+# scene the primitives of any grid would otherwise come first (at weight 1, 1 task in 20 used one).
+WEIGHTS = {
+    "d8": 1.5,
+    "colormap": 0.8,
+    "shift": 0.6,
+    "pad": 0.6,
+    "logic": 1.5,
+    "complete_pattern": 5.0,
+    "masked_patch": 4.0,
+    "continue_pattern": 5.0,
+    "odd_cell": 4.0,
+    "overlay_cells": 3.0,
+    "cell_summary": 3.0,
+    "fill_marked_cells": 5.0,
+    "stamp": 10.0,
+}
 _NAMES = list(MAKERS)
 _P = np.array([WEIGHTS.get(n, 1.0) for n in _NAMES])
 
