@@ -19,7 +19,7 @@ from testtime.data.gen_objects import Ctx, Maker, Step, colors_in, other_color
 from testtime.data.tasks import N_COLORS
 
 if TYPE_CHECKING:
-    from testtime.data.gen_grids import Style
+    from testtime.data.gen_style import Style
 
 SAMPLE = 3  # grids a maker reads to find the separator color
 OVERLAYS = {

@@ -12,13 +12,14 @@ hidden rectangle): the generator keeps only inputs a step is defined on, and ran
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
 from testtime.data.gen_cells import draw_cells
 from testtime.data.gen_objects import n_components
 from testtime.data.gen_patterns import draw_periodic
+from testtime.data.gen_style import Style
 from testtime.data.sources import grid_key
 from testtime.data.tasks import MAX_SIDE, N_COLORS
 
@@ -33,24 +34,6 @@ LAYOUTS = {
 }
 TILINGS = {"plain": 0.6, "mirror": 0.2, "shift": 0.2}
 PLACE_TRIES = 12
-
-
-@dataclass(frozen=True)
-class Style:
-    family: str
-    bg: int
-    palette: tuple[int, ...]  # foreground colors, never the background
-    sides: tuple[int, int]  # each side's range, inclusive (for `halves`: one half's)
-    square: bool
-    count: tuple[int, int]  # how many objects, rectangles, frames, points or lines, inclusive
-    extent: tuple[int, int]  # an object's side lengths, inclusive
-    density: float  # share of a sprite's box it fills; of the grid for noise and halves; for frames, P(closed)
-    multicolor: bool  # a sprite's cells mix palette colors, rather than one color a sprite
-    speckle: float  # stray pixels over the scene (what denoising removes)
-    vertical: bool  # halves sit side by side (else stacked); lines run as columns (else rows)
-    paired: bool  # points come in same-colored pairs on one row or column (what `connect` joins)
-    layout: str = ""  # the family's scene variant (LAYOUTS), "" for a family with one
-    tiling: str = ""  # periodic: how the motif repeats (TILINGS)
 
 
 def _sides(rng: np.random.Generator, family: str, layout: str) -> tuple[int, int]:

@@ -26,7 +26,7 @@ from scipy import ndimage
 from testtime.data.gen_objects import CROSS, Ctx, Maker, Step, colors_in
 
 if TYPE_CHECKING:
-    from testtime.data.gen_grids import Style
+    from testtime.data.gen_style import Style
 
 MAX_PERIOD = 6  # the largest period restore considers (a mirrored tiling of a 3-cell motif)
 MOTIF_SIDES = (2, 5)  # a motif's side, inclusive, before mirroring
