@@ -119,6 +119,8 @@ def main() -> None:
     for label, src in zip(labels, sources, strict=False):
         t0 = time.perf_counter()
         n = args.gen_samples if label == "generated" else args.per_source
+        if n == 0:
+            continue
         drawn = draw(src, n, args.seed, codec, args.max_len)
         rows = score(model, [s for s, _ in drawn], codec)
         report[label] = {**summarize(rows), "seconds": round(time.perf_counter() - t0, 1)}
