@@ -9,7 +9,9 @@
 # v4 has memorized today's sources: its answer loss on their draws is 0.006-0.033 against 0.176 on the held-out
 # tasks, and 0.333 on the generated ones (results/cpu-source-loss-2026-12-04.md), hence a dose above a quarter.
 # What decides: each run's held-out loss at the end (val_loss, paired: the same held-out answers) and each source's
-# answer loss as it trains (probe_loss: does the generated source's fall, does the held-out loss follow?); then, with
+# answer loss as it trains (probe_loss: does the generated source's fall, does the held-out loss follow?), and the
+# loss on 2,000 generated tasks of another seed that no arm trains on ("gen (not trained)": learned, or only
+# memorized?); then, with
 # the default TTT, the 40 held-out training tasks for v4 as shipped and for each continuation (noisy at 40: one task
 # is 2.5 points); then the table (benchmarks/arch_compare.py; runs are named as its candidates are, pretrain-arch-NAME
 # and holdout-NAME). All 400 evaluation tasks belong to the campaign's model, not to these 5-minute proxies.
@@ -29,7 +31,8 @@
 set -uo pipefail
 MINUTES=${MINUTES:-5}
 specs=(script-rearc:scripts/gpu_rearc_join.sh
-       "py-gen:-m testtime.cli generate --out runs/gen/gen.npz --tasks 20000 --pairs 24 --seed 0")
+       "py-gen:-m testtime.cli generate --out runs/gen/gen.npz --tasks 20000 --pairs 24 --seed 0"
+       "py-gen-unseen:-m testtime.cli generate --out runs/gen/gen-unseen.npz --tasks 2000 --pairs 24 --seed 1")
 arms="data-base data-gen data-gen50"
 for n in $arms; do specs+=("pretrain-arch-$n:--config configs/$n.json --fit-minutes $MINUTES --export"); done
 specs+=("holdout-v4:--tasks arc1/train-holdout")

@@ -191,6 +191,8 @@ def test_the_last_step_is_validated_whatever_val_every(sources, tmp_path):
 def test_holdout_config_is_checked():
     with pytest.raises(ConfigError, match="val_every"):
         tiny_config(holdout=2, val_every=3, log_every=2)
+    with pytest.raises(ConfigError, match="arc1/eval cannot be a pretraining source"):
+        tiny_config(probe_datasets=("arc1/eval",))
 
 
 def test_a_grid_model_pretrains_on_rearc_resumes_exactly_and_warm_restarts(tmp_path, write_rearc):
@@ -321,21 +323,25 @@ def test_every_shipped_config_reads_and_its_model_builds(path):
         assert sum(p.numel() for p in model.parameters()) > 0
 
 
-def test_each_training_source_is_probed_apart_from_the_training_stream(tmp_path, flip_task):
-    """`probe_loss` names each source and falls as the model fits it; drawing the probes leaves the training
-    stream as it was (the same losses step for step with none)."""
+def test_each_training_source_is_probed_apart_from_the_training_stream(tmp_path, flip_task, write_rearc):
+    """`probe_loss` names each source and falls as the model fits it; a dataset probed but not trained on
+    (`probe_datasets`: its pairs flip their inputs as the training tasks do) is logged beside them; drawing the
+    probes leaves the training stream as it was (the same losses step for step with none)."""
     from testtime.data.sources import TaskSource
 
     srcs = [TaskSource([flip_task(i, f"a{i}", (3, 3)) for i in range(4)]),
             TaskSource([flip_task(i, f"b{i}", (2, 4)) for i in range(4, 8)])]
+    unseen = write_rearc(tmp_path / "unseen.npz", ["u0", "u1"])
     cfg = tiny_config(datasets=("arc1/train", "re-arc:x.npz"), total_steps=8, val_every=4, max_len=512,
-                      token_budget=2048, probe_samples=6)
+                      token_budget=2048, probe_samples=6, probe_datasets=(f"gen:{unseen}",))
     pretrain(cfg, tmp_path / "probed", sources=srcs, progress=False)
     log = read_log(tmp_path / "probed")
     probed = [r for r in log if "probe_loss" in r]
-    assert [r["step"] for r in probed] == [4, 8] and all(set(r["probe_loss"]) == {"arc1/train", "re-arc"} for r in probed)
-    assert all(probed[1]["probe_loss"][k] < probed[0]["probe_loss"][k] for k in ("arc1/train", "re-arc"))
-    pretrain(dataclasses.replace(cfg, probe_samples=0), tmp_path / "plain", sources=srcs, progress=False)
+    names = {"arc1/train", "re-arc", "gen (not trained)"}
+    assert [r["step"] for r in probed] == [4, 8] and all(set(r["probe_loss"]) == names for r in probed)
+    assert all(probed[1]["probe_loss"][k] < probed[0]["probe_loss"][k] for k in names)
+    pretrain(dataclasses.replace(cfg, probe_samples=0, probe_datasets=()), tmp_path / "plain", sources=srcs,
+             progress=False)
     plain = read_log(tmp_path / "plain")
     assert not any("probe_loss" in r for r in plain)
     assert [r["loss"] for r in plain] == [r["loss"] for r in log]

@@ -69,14 +69,14 @@ def probe_set(source: Source, n: int, max_len: int, pad_multiple: int, codec: Co
 
 
 def source_probes(names: Sequence[str], sources: Sequence[Source], n: int, max_len: int, pad_multiple: int,
-                  codec: Codec, seed: int) -> dict[str, list[Batch]]:
-    """`probe_set` of each training source, by its name in logs: "re-arc" or "gen" for a path's, the dataset's
+                  codec: Codec, seed: int, suffix: str = "") -> dict[str, list[Batch]]:
+    """`probe_set` of each source, by its name in logs (+ `suffix`): "re-arc" or "gen" for a path's, the dataset's
     name otherwise (source0, source1, ... for sources given without names). Their draws are their own (seeded
     apart from the training stream, which they leave untouched)."""
     if n == 0:
         return {}
-    labels = ([d.split(":", 1)[0] for d in names] if len(names) == len(sources)
-              else [f"source{i}" for i in range(len(sources))])
+    labels = ([d.split(":", 1)[0] + suffix for d in names] if len(names) == len(sources)
+              else [f"source{i}{suffix}" for i in range(len(sources))])
     return {label: probe_set(src, n, max_len, pad_multiple, codec, seed + 7919)
             for label, src in zip(labels, sources, strict=True)}
 

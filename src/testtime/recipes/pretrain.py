@@ -102,6 +102,9 @@ class PretrainConfig:
     solve_every: Annotated[int, Range(0, 10**9)] = 0
     # Draws of each training source whose answer loss is logged at each validation (`probe_loss`); 0: none.
     probe_samples: Annotated[int, Range(0, 100_000)] = 64
+    # Datasets probed the same way but never trained on (logged as "NAME (not trained)"): a second generated corpus
+    # of another seed tells whether what the model learns of the generated tasks carries over to new ones.
+    probe_datasets: tuple[str, ...] = ()
     # optimisation
     lr: Annotated[float, LR] = 1e-3
     min_lr_ratio: Annotated[float, Range(0, 1)] = 0.1  # cosine ends at lr * min_lr_ratio
@@ -130,6 +133,7 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         self.datasets = tuple(self.datasets)
+        self.probe_datasets = tuple(self.probe_datasets)
         self.betas = tuple(self.betas)  # type: ignore[assignment]
         if self.dataset_weights is not None:
             self.dataset_weights = tuple(self.dataset_weights)
@@ -150,7 +154,7 @@ class PretrainConfig:
                 raise ConfigError(f"dataset_weights must be {len(self.datasets)} finite non-negative numbers, not all 0")
         if self.packing and self.init_from is None and not self.model.grid_positions:
             raise ConfigError(PACKING_NEEDS_GRID)
-        for name in self.datasets:
+        for name in (*self.datasets, *self.probe_datasets):
             if name in FORBIDDEN_DATASETS:
                 raise ConfigError(f"dataset {name} cannot be a pretraining source: {FORBIDDEN_DATASETS[name]}")
 
@@ -263,8 +267,11 @@ def pretrain(
     sampler = SequenceSampler(train_sources, cfg.max_len, cfg.seed + dist.rank, cfg.dataset_weights, codec=codec,
                               task_rows=task_rows(model), task_dropout=cfg.task_dropout)
     val_batches = validation_set(held, cfg.max_len, cfg.pad_multiple, codec) if main else []
-    probes = source_probes(cfg.datasets, train_sources, cfg.probe_samples if main else 0, cfg.max_len,
-                           cfg.pad_multiple, codec, cfg.seed)
+    n_probe = cfg.probe_samples if main else 0
+    probes = source_probes(cfg.datasets, train_sources, n_probe, cfg.max_len, cfg.pad_multiple, codec, cfg.seed)
+    if n_probe and cfg.probe_datasets:
+        probes |= source_probes(cfg.probe_datasets, load_sources(cfg.probe_datasets), n_probe, cfg.max_len,
+                                cfg.pad_multiple, codec, cfg.seed, suffix=" (not trained)")
     stream = (PackedStream(sampler, cfg.token_budget, cfg.pool_size, round_up(cfg.max_len, cfg.pad_multiple))
               if cfg.packing else BatchStream(sampler, cfg.token_budget, cfg.pool_size, cfg.pad_multiple))
     step, elapsed_before, tokens_seen = 0, 0.0, 0

@@ -38,7 +38,8 @@ def plot_loss(run_dir: str | Path, out: str | Path | None = None) -> Path:
     probed = [r for r in recs if r.get("probe_loss")]
     for name in dict.fromkeys(k for r in probed for k in r["probe_loss"]):
         pts = [(r["step"], r["probe_loss"][name]) for r in probed if name in r["probe_loss"]]
-        ax.plot(*zip(*pts, strict=True), "--", lw=1, label=f"{name} (trained on)")
+        unseen = name.endswith("(not trained)")
+        ax.plot(*zip(*pts, strict=True), ":" if unseen else "--", lw=1, label=name if unseen else f"{name} (trained on)")
     if val or probed:
         ax.legend(fontsize=8)
     ax.set_xlabel("step")
