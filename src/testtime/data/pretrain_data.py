@@ -71,12 +71,16 @@ def probe_set(source: Source, n: int, max_len: int, pad_multiple: int, codec: Co
 def source_probes(names: Sequence[str], sources: Sequence[Source], n: int, max_len: int, pad_multiple: int,
                   codec: Codec, seed: int) -> dict[str, list[Batch]]:
     """`probe_set` of each training source, by its name in logs: "re-arc" or "gen" for a path's, the dataset's
-    name otherwise (source0, source1, ... for sources given without names). Their draws are their own (seeded
-    apart from the training stream, which they leave untouched)."""
+    name otherwise (the whole name where two datasets share the short one: "gen:a.npz", "gen:b.npz"; source0,
+    source1, ... for sources given without names). Their draws are their own (seeded apart from the training
+    stream, which they leave untouched)."""
     if n == 0:
         return {}
-    labels = ([d.split(":", 1)[0] for d in names] if len(names) == len(sources)
-              else [f"source{i}" for i in range(len(sources))])
+    if len(names) == len(sources):
+        short = [d.split(":", 1)[0] for d in names]
+        labels = [s if short.count(s) == 1 else d for s, d in zip(short, names, strict=True)]
+    else:
+        labels = [f"source{i}" for i in range(len(sources))]
     return {label: probe_set(src, n, max_len, pad_multiple, codec, seed + 7919)
             for label, src in zip(labels, sources, strict=True)}
 
