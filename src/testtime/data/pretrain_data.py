@@ -73,7 +73,8 @@ def source_probes(names: Sequence[str], sources: Sequence[Source], n: int, max_l
     """`probe_set` of each training source, by its name in logs: "re-arc" or "gen" for a path's, the dataset's
     name otherwise (the whole name where two datasets share the short one: "gen:a.npz", "gen:b.npz"; source0,
     source1, ... for sources given without names). Their draws are their own (seeded apart from the training
-    stream, which they leave untouched)."""
+    stream, which they leave untouched). A source none of whose draws fits max_len is left out: its loss would
+    read 0."""
     if n == 0:
         return {}
     if len(names) == len(sources):
@@ -81,8 +82,9 @@ def source_probes(names: Sequence[str], sources: Sequence[Source], n: int, max_l
         labels = [s if short.count(s) == 1 else d for s, d in zip(short, names, strict=True)]
     else:
         labels = [f"source{i}" for i in range(len(sources))]
-    return {label: probe_set(src, n, max_len, pad_multiple, codec, seed + 7919)
-            for label, src in zip(labels, sources, strict=True)}
+    probes = {label: probe_set(src, n, max_len, pad_multiple, codec, seed + 7919)
+              for label, src in zip(labels, sources, strict=True)}
+    return {label: batches for label, batches in probes.items() if batches}  # none fits max_len: nothing to say
 
 
 def _answer_batches(seqs: list[Encoded], pad_multiple: int, pad_id: int) -> list[Batch]:
