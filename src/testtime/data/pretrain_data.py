@@ -51,20 +51,27 @@ def validation_set(tasks: Sequence[Task], max_len: int, pad_multiple: int, codec
     return _answer_batches(seqs, pad_multiple, codec.pad_id)
 
 
-def probe_set(source: Source, n: int, max_len: int, pad_multiple: int, codec: Codec, seed: int) -> list[Batch]:
-    """n draws of a training source as pretraining draws them (its demos, a query, an augmentation), posed as
-    `validation_set` poses a held-out task: the loss on their answers says how far the model has fit that source.
-    Beside the held-out loss it tells a source the model still learns from from one it has memorized."""
+def answer_draws(source: Source, n: int, max_len: int, codec: Codec, seed: int) -> list[tuple[Encoded, str]]:
+    """n draws of a source as pretraining draws them (its demos, a query, an augmentation), each encoded with its
+    answer the only target, with its task id; a draw over max_len is drawn again (20n draws at most)."""
     rng = np.random.default_rng(seed)
-    seqs: list[Encoded] = []
+    out: list[tuple[Encoded, str]] = []
     for _ in range(20 * n):
-        if len(seqs) == n:
+        if len(out) == n:
             break
-        demos, query, _ = source.sample(rng)
+        demos, query, task_id = source.sample(rng)
         try:
-            seqs.append(encode_example(codec, demos, query, max_len=max_len, loss_on_demos=False))
+            out.append((encode_example(codec, demos, query, max_len=max_len, loss_on_demos=False), task_id))
         except TooLongError:
             continue
+    return out
+
+
+def probe_set(source: Source, n: int, max_len: int, pad_multiple: int, codec: Codec, seed: int) -> list[Batch]:
+    """n draws of a training source (`answer_draws`), posed as `validation_set` poses a held-out task: the loss on
+    their answers says how far the model has fit that source. Beside the held-out loss it tells a source the model
+    still learns from from one it has memorized."""
+    seqs = [seq for seq, _ in answer_draws(source, n, max_len, codec, seed)]
     return _answer_batches(seqs, pad_multiple, codec.pad_id)
 
 
