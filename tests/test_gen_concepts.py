@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from testtime.data import gen_patterns
 from testtime.data.gen_cells import cell_summary, fill_marked_cells, odd_cell, overlay_cells, split_cells
 from testtime.data.gen_grids import draw_inputs, draw_style
 from testtime.data.gen_objects import context
@@ -137,6 +138,15 @@ def test_restore_answers_most_random_patterns():
             assert np.array_equal(out, grid)
             answered += 1
     assert answered > 150
+
+
+def test_a_mirrored_motif_has_every_side_whose_period_restore_reads():
+    """A mirrored tiling repeats every two motifs: sides 2 and 3 (periods 4 and 6, MAX_PERIOD), 3 once the room holds
+    two repeats of 6; a plain motif 2 to 5."""
+    rng = np.random.default_rng(0)
+    for room, mirrored, sides in ((8, True, {2}), (11, True, {2}), (12, True, {2, 3}), (30, True, {2, 3}),
+                                  (8, False, {2, 3, 4}), (30, False, {2, 3, 4, 5})):
+        assert {gen_patterns._side(rng, room, mirrored) for _ in range(200)} == sides, (room, mirrored)
 
 
 def test_periodic_inputs_fit_their_layout():

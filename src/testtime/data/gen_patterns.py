@@ -170,7 +170,8 @@ def _motif(rng: np.random.Generator, style: Style, h: int, w: int) -> np.ndarray
 def _side(rng: np.random.Generator, room: int, mirrored: bool) -> int:
     """A motif's side whose period repeats at least twice in `room` cells and is one restore looks for (a mirrored
     motif's period is twice its side)."""
-    top = min(MOTIF_SIDES[1], MAX_PERIOD, room // 2) // (2 if mirrored else 1)
+    k = 2 if mirrored else 1  # motifs a period spans
+    top = min(MOTIF_SIDES[1], MAX_PERIOD // k, room // (2 * k))
     return int(rng.integers(MOTIF_SIDES[0], max(top, MOTIF_SIDES[0]) + 1))
 
 
