@@ -10,10 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from testtime.data import gen_patterns
-from testtime.data.gen_cells import cell_summary, fill_marked_cells, odd_cell, overlay_cells, split_cells
+from testtime.data.gen_cells import CELL_MAKERS, cell_summary, fill_marked_cells, odd_cell, overlay_cells, split_cells
 from testtime.data.gen_grids import draw_inputs, draw_style
 from testtime.data.gen_objects import context
 from testtime.data.gen_patterns import (
+    PATTERN_MAKERS,
     complete_pattern,
     continue_pattern,
     masked_patch,
@@ -293,9 +294,10 @@ def test_makers_read_the_scene_and_carry_witnesses():
     step = MAKERS["fill_marked_cells"](rng, context(inputs))
     assert step.fn.keywords == {"sep": style.palette[0], "marker": style.palette[-1]}
     assert step.witness(inputs[0]) == {style.palette[0], style.palette[-1]}
-    # Elsewhere they decline at once: no grid lines in a scene of sprites, no mask in noise.
-    objects = draw_inputs(rng, draw_style(rng, "mosaic"), 6)
-    assert MAKERS["odd_cell"](rng, context(objects)) is None
+    # Elsewhere they decline at once: no grid lines in a scene of sprites or a mosaic, no mask in noise.
+    for family, makers in (("objects", CELL_MAKERS), ("mosaic", CELL_MAKERS), ("noise", PATTERN_MAKERS)):
+        ctx = context(draw_inputs(rng, draw_style(rng, family), 6))
+        assert all(make(rng, ctx) is None for make in makers.values()), family
 
 
 @pytest.fixture(scope="module")
