@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from testtime.data import gen_patterns
 from testtime.data.gen_cells import CELL_MAKERS, cell_summary, fill_marked_cells, odd_cell, overlay_cells, split_cells
 from testtime.data.gen_grids import draw_inputs, draw_style
 from testtime.data.gen_objects import context
@@ -18,6 +17,7 @@ from testtime.data.gen_patterns import (
     complete_pattern,
     continue_pattern,
     masked_patch,
+    motif_side,
     periods,
     rectangles,
     restore,
@@ -147,7 +147,7 @@ def test_a_mirrored_motif_has_every_side_whose_period_restore_reads():
     rng = np.random.default_rng(0)
     for room, mirrored, sides in ((8, True, {2}), (11, True, {2}), (12, True, {2, 3}), (30, True, {2, 3}),
                                   (8, False, {2, 3, 4}), (30, False, {2, 3, 4, 5})):
-        assert {gen_patterns._side(rng, room, mirrored) for _ in range(200)} == sides, (room, mirrored)
+        assert {motif_side(rng, room, mirrored) for _ in range(200)} == sides, (room, mirrored)
 
 
 def test_periodic_inputs_fit_their_layout():
