@@ -62,7 +62,9 @@ def candidate(runs: Path, name: str) -> dict:
         mfus = [r["mfu"] for r in steady if r.get("mfu") is not None]
         row["mfu"] = statistics.median(mfus) if mfus else None
         probed = [r["probe_loss"] for r in log if r.get("probe_loss")]
-        row["probe_loss"] = {k: (probed[0][k], probed[-1].get(k)) for k in probed[0]} if probed else None
+        names = dict.fromkeys(k for p in probed for k in p)  # a source's first and last validation that probed it
+        row["probe_loss"] = ({k: (next(p[k] for p in probed if k in p), next(p[k] for p in reversed(probed) if k in p))
+                              for k in names} if probed else None)
         peaks = [r["peak_gib"] for r in log if r.get("peak_gib") is not None]
         row["peak_gib"] = max(peaks) if peaks else None
         if row["mfu"] is not None:  # what the run's own count says a token cost

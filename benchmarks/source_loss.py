@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from testtime.data.encode import TooLongError, encode_example
+from testtime.data.pretrain_data import answer_draws
 from testtime.data.sources import GEN_PREFIX, REARC_PREFIX, TaskSource, load_sources, split_holdout
 
 BATCH_TOKENS = 16384  # tokens per forward pass on the CPU (padded)
@@ -43,21 +43,6 @@ def interval(k: int, n: int) -> tuple[float, float]:
         return 0.0, 0.0
     ci = binomtest(k, n).proportion_ci(0.95, method="wilson")
     return float(ci.low), float(ci.high)
-
-
-def draw(source, n: int, seed: int, codec, max_len: int) -> list[tuple[object, str]]:
-    """n samples of the source as (encoded sequence, task id); those over max_len are redrawn."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(20 * n):
-        if len(out) == n:
-            break
-        demos, query, task_id = source.sample(rng)
-        try:
-            out.append((encode_example(codec, demos, query, max_len=max_len, loss_on_demos=False), task_id))
-        except TooLongError:
-            continue
-    return out
 
 
 def score(model, seqs: list, codec) -> list[tuple[float, int, bool]]:
@@ -121,7 +106,7 @@ def main() -> None:
         n = args.gen_samples if label == "generated" else args.per_source
         if n == 0:
             continue
-        drawn = draw(src, n, args.seed, codec, args.max_len)
+        drawn = answer_draws(src, n, args.max_len, codec, args.seed)
         rows = score(model, [s for s, _ in drawn], codec)
         report[label] = {**summarize(rows), "seconds": round(time.perf_counter() - t0, 1)}
         if label == "generated":

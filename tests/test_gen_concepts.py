@@ -9,13 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from testtime.data.gen_cells import cell_summary, fill_marked_cells, odd_cell, overlay_cells, split_cells
+from testtime.data.gen_cells import CELL_MAKERS, cell_summary, fill_marked_cells, odd_cell, overlay_cells, split_cells
 from testtime.data.gen_grids import draw_inputs, draw_style
 from testtime.data.gen_objects import context
 from testtime.data.gen_patterns import (
+    PATTERN_MAKERS,
     complete_pattern,
     continue_pattern,
     masked_patch,
+    motif_side,
     periods,
     rectangles,
     restore,
@@ -137,6 +139,15 @@ def test_restore_answers_most_random_patterns():
             assert np.array_equal(out, grid)
             answered += 1
     assert answered > 150
+
+
+def test_a_mirrored_motif_has_every_side_whose_period_restore_reads():
+    """A mirrored tiling repeats every two motifs: sides 2 and 3 (periods 4 and 6, MAX_PERIOD), 3 once the room holds
+    two repeats of 6; a plain motif 2 to 5."""
+    rng = np.random.default_rng(0)
+    for room, mirrored, sides in ((8, True, {2}), (11, True, {2}), (12, True, {2, 3}), (30, True, {2, 3}),
+                                  (8, False, {2, 3, 4}), (30, False, {2, 3, 4, 5})):
+        assert {motif_side(rng, room, mirrored) for _ in range(200)} == sides, (room, mirrored)
 
 
 def test_periodic_inputs_fit_their_layout():
@@ -283,9 +294,10 @@ def test_makers_read_the_scene_and_carry_witnesses():
     step = MAKERS["fill_marked_cells"](rng, context(inputs))
     assert step.fn.keywords == {"sep": style.palette[0], "marker": style.palette[-1]}
     assert step.witness(inputs[0]) == {style.palette[0], style.palette[-1]}
-    # Elsewhere they decline at once: no grid lines in a scene of sprites, no mask in noise.
-    objects = draw_inputs(rng, draw_style(rng, "mosaic"), 6)
-    assert MAKERS["odd_cell"](rng, context(objects)) is None
+    # Elsewhere they decline at once: no grid lines in a scene of sprites or a mosaic, no mask in noise.
+    for family, makers in (("objects", CELL_MAKERS), ("mosaic", CELL_MAKERS), ("noise", PATTERN_MAKERS)):
+        ctx = context(draw_inputs(rng, draw_style(rng, family), 6))
+        assert all(make(rng, ctx) is None for make in makers.values()), family
 
 
 @pytest.fixture(scope="module")

@@ -84,3 +84,23 @@ def test_the_held_out_dataset_is_what_pretraining_holds_out():
     assert [t.id for t in named] == [t.id for t in held] and len(named) == 40
     assert not {t.id for t in named} & set(kept[0].task_ids())
     assert [t.id for t in load_task_set(HOLDOUT_DATASET)[0]] == [t.id for t in named]
+
+
+def test_the_probe_table_reads_a_source_missing_from_some_validations(tmp_path):
+    """A source's first and last probe are its own first and last (a run resumed with a source more or less logs
+    it at some validations only): the table neither breaks on a source the last validation lacks nor drops one the
+    first lacks."""
+    import json
+
+    spec = importlib.util.spec_from_file_location("arch_compare", REPO / "benchmarks" / "arch_compare.py")
+    arch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(arch)
+    run = tmp_path / "pretrain-arch-a"
+    run.mkdir()
+    base = {"loss": 1.0, "tokens": 100, "tokens_per_s": 10, "elapsed": 60}
+    probes = [{"arc1/train": 0.5, "re-arc": 0.4}, {"arc1/train": 0.3, "re-arc": 0.2, "gen": 0.9}, {"arc1/train": 0.1}]
+    run.joinpath("log.jsonl").write_text("".join(json.dumps({**base, "step": 10 * i, "probe_loss": p}) + "\n"
+                                                 for i, p in enumerate(probes, 1)))
+    row = arch.candidate(tmp_path, "a")
+    assert row["probe_loss"] == {"arc1/train": (0.5, 0.1), "re-arc": (0.4, 0.2), "gen": (0.9, 0.9)}
+    assert "| a | 0.5000 -> 0.1000 | 0.4000 -> 0.2000 | 0.9000 -> 0.9000 |" in arch.probe_table([row])

@@ -346,3 +346,30 @@ def test_each_training_source_is_probed_apart_from_the_training_stream(tmp_path,
     assert not any("probe_loss" in r for r in plain)
     assert [r["loss"] for r in plain] == [r["loss"] for r in log]
     assert (tmp_path / "probed" / "loss.png").stat().st_size > 0
+
+
+
+def test_source_probes_name_every_source_apart(flip_task):
+    """Two sources of one kind ("re-arc:a", "re-arc:b") are two probes, each under its dataset's whole name, not one
+    overwriting the other under "re-arc"; a kind given once keeps its short name."""
+    from testtime.data.encode import GridCodec
+    from testtime.data.pretrain_data import source_probes
+    from testtime.data.sources import TaskSource
+
+    srcs = [TaskSource([flip_task(i, f"{k}{i}", (3, 3)) for i in range(3)]) for k in "abc"]
+    probes = source_probes(("re-arc:a.npz", "re-arc:b.npz", "arc1/train"), srcs, 4, 512, 64, GridCodec(), 0)
+    assert set(probes) == {"re-arc:a.npz", "re-arc:b.npz", "arc1/train"} and all(probes.values())
+    assert set(source_probes(("arc1/train", "gen:x.npz"), srcs[:2], 4, 512, 64, GridCodec(), 0)) == {"arc1/train", "gen"}
+    assert set(source_probes(("arc1/train",), srcs[:2], 4, 512, 64, GridCodec(), 0)) == {"source0", "source1"}
+
+
+def test_a_source_with_no_draw_under_max_len_has_no_probe(flip_task):
+    """An empty probe set would log a loss of 0 (validate's mean over no targets), as if the source were memorized."""
+    from testtime.data.encode import GridCodec
+    from testtime.data.pretrain_data import source_probes
+    from testtime.data.sources import TaskSource
+
+    small = TaskSource([flip_task(i, f"a{i}", (3, 3)) for i in range(3)])
+    big = TaskSource([flip_task(i, f"b{i}", (20, 20)) for i in range(3)])
+    probes = source_probes(("arc1/train", "gen:x.npz"), [small, big], 4, 200, 64, GridCodec(), 0)
+    assert set(probes) == {"arc1/train"} and probes["arc1/train"]

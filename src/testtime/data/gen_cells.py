@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from testtime.data.gen_objects import Ctx, Maker, Step, colors_in, other_color
+from testtime.data.gen_objects import Ctx, Maker, Step, colors_in, dominant, other_color
 from testtime.data.tasks import N_COLORS
 
 if TYPE_CHECKING:
@@ -95,11 +95,10 @@ def cell_summary(grid: np.ndarray, sep: int, bg: int, marker: int | None, mark: 
         if marker is not None and (cell == marker).any():
             out[r, c] = mark
             continue
-        counts = np.bincount(cell[cell != bg], minlength=N_COLORS)
-        if counts.any():
-            if (counts == counts.max()).sum() > 1:
-                return None
-            out[r, c] = counts.argmax()
+        color = dominant(cell, bg, any_fg=True)
+        if color is None:
+            return None
+        out[r, c] = color
     return out
 
 

@@ -10,7 +10,7 @@ from functools import partial
 
 import numpy as np
 
-from testtime.data.gen_objects import Ctx, Maker, Obj, Step, needs_background, objects
+from testtime.data.gen_objects import Ctx, Maker, Obj, Step, dominant, needs_background, objects
 
 SIDES = ("down", "right", "up", "left")  # the side objects move toward, by quarter turns of the grid
 
@@ -107,14 +107,10 @@ def downscale(grid: np.ndarray, bg: int, k: int, any_fg: bool) -> np.ndarray | N
     blocks = grid.reshape(h // k, k, w // k, k).transpose(0, 2, 1, 3).reshape(h // k, w // k, k * k)
     out = np.empty((h // k, w // k), dtype=np.uint8)
     for r, c in np.ndindex(out.shape):
-        cells = blocks[r, c]
-        if any_fg and (cells != bg).any():
-            cells = cells[cells != bg]
-        counts = np.bincount(cells)
-        top = counts.max()
-        if (counts == top).sum() > 1:
+        color = dominant(blocks[r, c], bg, any_fg)
+        if color is None:
             return None
-        out[r, c] = int(counts.argmax())
+        out[r, c] = color
     return out
 
 

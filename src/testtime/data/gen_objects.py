@@ -128,6 +128,15 @@ def _ranked_colors(counts: dict[int, int]) -> list[int] | None:
     return sorted(counts, key=lambda c: -counts[c])
 
 
+def dominant(cells: np.ndarray, bg: int, any_fg: bool) -> int | None:
+    """The most common color of `cells` (with `any_fg`: of its non-background cells, when it has one); None on a tie
+    (a cell summarized by a block or a cell of the grid, `downscale`, `cell_summary`)."""
+    if any_fg and (cells != bg).any():
+        cells = cells[cells != bg]
+    counts = np.bincount(cells.ravel())
+    return None if (counts == counts.max()).sum() > 1 else int(counts.argmax())
+
+
 # ---------------------------------------------------------------- primitives
 
 

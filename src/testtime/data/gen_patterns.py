@@ -167,10 +167,11 @@ def _motif(rng: np.random.Generator, style: Style, h: int, w: int) -> np.ndarray
     return cells.reshape(h, w)
 
 
-def _side(rng: np.random.Generator, room: int, mirrored: bool) -> int:
+def motif_side(rng: np.random.Generator, room: int, mirrored: bool) -> int:
     """A motif's side whose period repeats at least twice in `room` cells and is one restore looks for (a mirrored
     motif's period is twice its side)."""
-    top = min(MOTIF_SIDES[1], MAX_PERIOD, room // 2) // (2 if mirrored else 1)
+    k = 2 if mirrored else 1  # motifs a period spans
+    top = min(MOTIF_SIDES[1], MAX_PERIOD // k, room // (2 * k))
     return int(rng.integers(MOTIF_SIDES[0], max(top, MOTIF_SIDES[0]) + 1))
 
 
@@ -179,7 +180,7 @@ def pattern(rng: np.random.Generator, style: Style, shape: tuple[int, int], room
     its period repeats at least twice within the top-left `room` (a mirrored tiling needs room for 4 motifs: on a
     smaller grid the tiling is plain)."""
     mirrored = style.tiling == "mirror" and min(room) >= 8
-    m = _motif(rng, style, _side(rng, room[0], mirrored), _side(rng, room[1], mirrored))
+    m = _motif(rng, style, motif_side(rng, room[0], mirrored), motif_side(rng, room[1], mirrored))
     if mirrored:
         m = np.block([[m, m[:, ::-1]], [m[::-1], m[::-1, ::-1]]])
     sh = int(rng.integers(1, m.shape[1])) if style.tiling == "shift" else 0

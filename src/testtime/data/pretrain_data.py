@@ -51,34 +51,47 @@ def validation_set(tasks: Sequence[Task], max_len: int, pad_multiple: int, codec
     return _answer_batches(seqs, pad_multiple, codec.pad_id)
 
 
-def probe_set(source: Source, n: int, max_len: int, pad_multiple: int, codec: Codec, seed: int) -> list[Batch]:
-    """n draws of a training source as pretraining draws them (its demos, a query, an augmentation), posed as
-    `validation_set` poses a held-out task: the loss on their answers says how far the model has fit that source.
-    Beside the held-out loss it tells a source the model still learns from from one it has memorized."""
+def answer_draws(source: Source, n: int, max_len: int, codec: Codec, seed: int) -> list[tuple[Encoded, str]]:
+    """n draws of a source as pretraining draws them (its demos, a query, an augmentation), each encoded with its
+    answer the only target, with its task id; a draw over max_len is drawn again (20n draws at most)."""
     rng = np.random.default_rng(seed)
-    seqs: list[Encoded] = []
+    out: list[tuple[Encoded, str]] = []
     for _ in range(20 * n):
-        if len(seqs) == n:
+        if len(out) == n:
             break
-        demos, query, _ = source.sample(rng)
+        demos, query, task_id = source.sample(rng)
         try:
-            seqs.append(encode_example(codec, demos, query, max_len=max_len, loss_on_demos=False))
+            out.append((encode_example(codec, demos, query, max_len=max_len, loss_on_demos=False), task_id))
         except TooLongError:
             continue
+    return out
+
+
+def probe_set(source: Source, n: int, max_len: int, pad_multiple: int, codec: Codec, seed: int) -> list[Batch]:
+    """n draws of a training source (`answer_draws`), posed as `validation_set` poses a held-out task: the loss on
+    their answers says how far the model has fit that source. Beside the held-out loss it tells a source the model
+    still learns from from one it has memorized."""
+    seqs = [seq for seq, _ in answer_draws(source, n, max_len, codec, seed)]
     return _answer_batches(seqs, pad_multiple, codec.pad_id)
 
 
 def source_probes(names: Sequence[str], sources: Sequence[Source], n: int, max_len: int, pad_multiple: int,
                   codec: Codec, seed: int, suffix: str = "") -> dict[str, list[Batch]]:
     """`probe_set` of each source, by its name in logs (+ `suffix`): "re-arc" or "gen" for a path's, the dataset's
-    name otherwise (source0, source1, ... for sources given without names). Their draws are their own (seeded
-    apart from the training stream, which they leave untouched)."""
+    name otherwise (the whole name where two datasets share the short one: "gen:a.npz", "gen:b.npz"; source0,
+    source1, ... for sources given without names). Their draws are their own (seeded apart from the training
+    stream, which they leave untouched). A source none of whose draws fits max_len is left out: its loss would
+    read 0."""
     if n == 0:
         return {}
-    labels = ([d.split(":", 1)[0] + suffix for d in names] if len(names) == len(sources)
-              else [f"source{i}{suffix}" for i in range(len(sources))])
-    return {label: probe_set(src, n, max_len, pad_multiple, codec, seed + 7919)
-            for label, src in zip(labels, sources, strict=True)}
+    if len(names) == len(sources):
+        short = [d.split(":", 1)[0] for d in names]
+        labels = [s if short.count(s) == 1 else d for s, d in zip(short, names, strict=True)]
+    else:
+        labels = [f"source{i}" for i in range(len(sources))]
+    probes = {label + suffix: probe_set(src, n, max_len, pad_multiple, codec, seed + 7919)
+              for label, src in zip(labels, sources, strict=True)}
+    return {label: batches for label, batches in probes.items() if batches}  # none fits max_len: nothing to say
 
 
 def _answer_batches(seqs: list[Encoded], pad_multiple: int, pad_id: int) -> list[Batch]:
