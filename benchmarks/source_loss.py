@@ -96,7 +96,9 @@ def main() -> None:
         names.append(GEN_PREFIX + args.gen)
     train, held = split_holdout(load_sources(names), args.holdout)
     labels = ["arc1/train, held out", "arc1/train, trained on", "RE-ARC", "ARC-AGI-2 train (clean)", "generated"]
-    sources = [TaskSource(held), *train]
+    if not held:  # a model pretrained with no hold-out has no unseen row
+        labels = labels[1:]
+    sources = [TaskSource(held), *train] if held else train
 
     report: dict[str, dict] = {}
     by_program: dict[str, list] = defaultdict(list)

@@ -100,7 +100,8 @@ class PretrainConfig:
     # steps between counts of the held-out tasks greedy decoding solves without TTT (`val_solved`; also at the last
     # step), a multiple of log_every; 0: never. Its time adds to the run's wall clock, not to fit_minutes' schedule.
     solve_every: Annotated[int, Range(0, 10**9)] = 0
-    # Draws of each training source whose answer loss is logged at each validation (`probe_loss`); 0: none.
+    # Draws of each training source whose answer loss is logged at each validation (`probe_loss`); 0: none. As for
+    # the held-out loss, a model with a per-task embedding reads them with no task's row.
     probe_samples: Annotated[int, Range(0, 100_000)] = 64
     # Datasets probed the same way but never trained on (logged as "NAME (not trained)"): a second generated corpus
     # of another seed tells whether what the model learns of the generated tasks carries over to new ones.
