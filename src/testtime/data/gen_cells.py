@@ -15,13 +15,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from testtime.data.gen_objects import Ctx, Maker, Step, colors_in, dominant, other_color
+from testtime.data.gen_objects import SAMPLE, Ctx, Maker, Step, colors_in, dominant, other_color
 from testtime.data.tasks import N_COLORS
 
 if TYPE_CHECKING:
     from testtime.data.gen_style import Style
 
-SAMPLE = 3  # grids a maker reads to find the separator color
 OVERLAYS = {
     "or": lambda masks: masks.any(axis=0),
     "and": lambda masks: masks.all(axis=0),

@@ -17,7 +17,7 @@ from dataclasses import replace
 import numpy as np
 
 from testtime.data.gen_cells import draw_cells
-from testtime.data.gen_objects import n_components
+from testtime.data.gen_objects import clear_around, n_components
 from testtime.data.gen_patterns import draw_periodic
 from testtime.data.gen_style import Style
 from testtime.data.sources import grid_key
@@ -157,10 +157,6 @@ def sprite(rng: np.random.Generator, h: int, w: int, density: float) -> np.ndarr
     return mask[min(rows) : max(rows) + 1, min(cols) : max(cols) + 1]
 
 
-def _free(taken: np.ndarray, r: int, c: int, h: int, w: int) -> bool:
-    return not taken[max(r - 1, 0) : r + h + 1, max(c - 1, 0) : c + w + 1].any()
-
-
 def place(
     rng: np.random.Generator, canvas: np.ndarray, taken: np.ndarray, mask: np.ndarray, colors: np.ndarray
 ) -> tuple[int, int] | None:
@@ -171,7 +167,7 @@ def place(
     if h > big_h or w > big_w:
         return None
     for r, c in rng.integers(0, [big_h - h + 1, big_w - w + 1], size=(PLACE_TRIES, 2)).tolist():
-        if _free(taken, r, c, h, w):
+        if clear_around(taken, r, c, h, w):
             canvas[r : r + h, c : c + w][mask] = colors
             taken[r : r + h, c : c + w] |= mask
             return r, c
@@ -258,9 +254,9 @@ def _points(rng: np.random.Generator, style: Style, canvas: np.ndarray, taken: n
         # Its partner: a free cell on the same row or column (chosen per pair).
         r, c = first
         if rng.random() < 0.5:
-            spots = [(r, j) for j in range(canvas.shape[1]) if _free(taken, r, j, 1, 1)]
+            spots = [(r, j) for j in range(canvas.shape[1]) if clear_around(taken, r, j, 1, 1)]
         else:
-            spots = [(i, c) for i in range(canvas.shape[0]) if _free(taken, i, c, 1, 1)]
+            spots = [(i, c) for i in range(canvas.shape[0]) if clear_around(taken, i, c, 1, 1)]
         if spots:
             rr, cc = spots[int(rng.integers(len(spots)))]
             canvas[rr, cc] = color[0]

@@ -22,6 +22,7 @@ from testtime.data.tasks import MAX_SIDE, N_COLORS
 
 MAX_SIZE_CLASSES = 4  # most sizes that recolor_by_size gives a color each
 MIN_BG_SHARE = 0.5  # below it, grids have no background that object primitives could rely on
+SAMPLE = 3  # grids a scene-specific maker reads to tell whether the task's scenes are its kind
 EIGHT = np.ones((3, 3), dtype=bool)
 CROSS = ndimage.generate_binary_structure(2, 1)
 RAY_DIRECTIONS = {
@@ -104,6 +105,12 @@ def objects(grid: np.ndarray, bg: int) -> list[Obj]:
 
 def n_components(mask: np.ndarray) -> int:
     return int(ndimage.label(mask, structure=EIGHT)[1])
+
+
+def clear_around(taken: np.ndarray, r: int, c: int, h: int, w: int) -> bool:
+    """No taken cell within one cell of the h x w box at (r, c): shapes placed so never touch, not even at a corner,
+    and read as separate objects under every definition."""
+    return not taken[max(r - 1, 0) : r + h + 1, max(c - 1, 0) : c + w + 1].any()
 
 
 def isolated(grid: np.ndarray, bg: int) -> np.ndarray:

@@ -23,7 +23,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from scipy import ndimage
 
-from testtime.data.gen_objects import CROSS, Ctx, Maker, Step, colors_in
+from testtime.data.gen_objects import CROSS, SAMPLE, Ctx, Maker, Step, clear_around, colors_in
 
 if TYPE_CHECKING:
     from testtime.data.gen_style import Style
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 MAX_PERIOD = 6  # the largest period restore considers (a mirrored tiling of a 3-cell motif)
 MOTIF_SIDES = (2, 5)  # a motif's side, inclusive, before mirroring
 MAX_MASKS = 4  # most hidden rectangles a mask color may form to be read as a mask
-SAMPLE = 3  # grids a maker reads to pick the mask color
 
 Lattice = tuple[int, int, int]  # (py, sh, px)
 
@@ -196,7 +195,7 @@ def _mask_rects(rng: np.random.Generator, grid: np.ndarray, n: int, color: int) 
     for _ in range(n * 4):
         rh, rw = (int(rng.integers(2, max(2, side // 3) + 1)) for side in (h, w))
         top, left = int(rng.integers(0, h - rh + 1)), int(rng.integers(0, w - rw + 1))
-        if not hidden[max(top - 1, 0) : top + rh + 1, max(left - 1, 0) : left + rw + 1].any():
+        if clear_around(hidden, top, left, rh, rw):
             hidden[top : top + rh, left : left + rw] = True
             n -= 1
             if n == 0:

@@ -13,9 +13,7 @@ from functools import partial
 
 import numpy as np
 
-from testtime.data.gen_objects import Ctx, Obj, Step, needs_background, objects
-
-SAMPLE = 3  # grids the maker reads to decline scenes without a template
+from testtime.data.gen_objects import SAMPLE, Ctx, Obj, Step, needs_background, objects
 
 
 def anchor(mask: np.ndarray, centered: bool) -> tuple[int, int] | None:
