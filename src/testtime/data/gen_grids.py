@@ -25,10 +25,10 @@ from testtime.data.tasks import MAX_SIDE, N_COLORS
 
 FAMILIES = ("objects", "rects", "frames", "points", "noise", "lines", "halves", "mosaic", "periodic", "cells")
 # Scenes of separate objects carry most object primitives, so they are drawn more often.
-FAMILY_WEIGHTS = np.array([3.0, 2.0, 1.5, 1.5, 1.0, 1.0, 1.0, 1.0, 1.8, 1.8])
+FAMILY_WEIGHTS = np.array([3.5, 2.0, 1.5, 1.5, 1.0, 1.0, 1.0, 1.0, 1.8, 1.8])
 # A family's scene variants with their odds: what each is for is said where it is drawn.
 LAYOUTS = {
-    "objects": {"sprites": 0.6, "template": 0.4},
+    "objects": {"sprites": 0.45, "template": 0.33, "beacons": 0.22},
     "periodic": {"masked": 0.45, "patch": 0.3, "partial": 0.25},
     "cells": {"odd": 0.35, "random": 0.35, "marked": 0.3},
 }
@@ -43,7 +43,7 @@ def _sides(rng: np.random.Generator, family: str, layout: str) -> tuple[int, int
     if family == "halves":
         lo = int(rng.integers(3, 6))
         return lo, lo + int(rng.integers(0, 4))
-    if family == "periodic" or layout == "template":  # two repeats of a mirrored motif; a template's copies
+    if family == "periodic" or layout in ("template", "beacons"):  # a mirrored motif twice; room beside a shape
         lo = int(rng.integers(8, 14))
         return lo, min(lo + int(rng.integers(0, 9)), MAX_SIDE)
     lo = int(rng.integers(3, 9))
@@ -58,7 +58,7 @@ def _palette(rng: np.random.Generator, family: str, bg: int, layout: str) -> tup
     # pattern needs two colors; cells a line color, a content color and a marker's; a template a color its markers
     # do not have.
     lo, hi = {"halves": (3, 4), "mosaic": (2, 5), "periodic": (2, 5), "cells": (3, 6)}.get(family, (1, 5))
-    lo = max(lo, 2) if layout == "template" else lo
+    lo = max(lo, 2) if layout in ("template", "beacons") else lo
     n = int(rng.integers(lo, hi))
     pool = np.arange(N_COLORS) if family == "mosaic" else np.array([c for c in range(N_COLORS) if c != bg])
     return tuple(int(c) for c in rng.permutation(pool)[:n])
@@ -113,6 +113,8 @@ def draw_style(rng: np.random.Generator, family: str | None = None) -> Style:
         return _cells_style(rng, style)
     if family == "periodic":  # a few hidden rectangles, and nothing stray that would break the pattern
         return replace(style, count=(1, int(rng.integers(1, 4))), speckle=0.0)
+    if layout == "beacons":
+        return replace(style, speckle=0.0, side=int(rng.integers(4)))
     return replace(style, speckle=0.0) if layout == "template" else style
 
 
@@ -215,9 +217,47 @@ def _template(rng: np.random.Generator, style: Style, canvas: np.ndarray, taken:
             canvas[at[0] + cy, at[1] + left] = others[int(rng.integers(len(others)))]
 
 
+def _beacons(rng: np.random.Generator, style: Style, canvas: np.ndarray, taken: np.ndarray) -> None:
+    """A large anchor shape and a few items beside it on one side (`style.side`), each in rows of its own among the
+    anchor's: single pixels of one color (mostly not the anchor's), now and then a small sprite. What `gen_lines`
+    acts on: every pixel's ray toward the anchor hits it, every item shares a row with it and none lies in another's
+    path to it, and the pixels' lines, of one color, never clash."""
+    local, held = np.rot90(canvas, style.side).copy(), np.rot90(taken, style.side).copy()  # the items to the left
+    h, w = local.shape
+    ah, aw = min(int(rng.integers(3, 6)), h), min(int(rng.integers(3, 6)), max(w - 4, 1))
+    mask = sprite(rng, ah, aw, max(style.density, 0.6))
+    colors = _colors(rng, style, int(mask.sum()), style.multicolor)
+    mh, mw = mask.shape
+    top, left = int(rng.integers(0, h - mh + 1)), int(rng.integers(min(4, w - mw), w - mw + 1))  # room at its left
+    local[top : top + mh, left : left + mw][mask] = colors
+    held[top : top + mh, left : left + mw] |= mask
+    others = [c for c in style.palette if c not in set(colors.tolist())] or list(style.palette)
+    dot = np.full(1, others[int(rng.integers(len(others)))], dtype=np.uint8)
+    rows = rng.permutation(np.arange(top, top + mh))[: _count(rng, style)].tolist()
+    free = set(rows)
+    for r in rows:
+        if r not in free:
+            continue
+        item = np.ones((1, 1), dtype=bool) if rng.random() < 0.8 else sprite(rng, 2, 2, 0.75)
+        if item.shape[0] == 2 and r + 1 not in free:
+            item = item[:1]
+        ink = dot if item.size == 1 else _colors(rng, style, int(item.sum()), False)
+        for c in rng.permutation(max(left - item.shape[1], 0))[:PLACE_TRIES].tolist():
+            if clear_around(held, r, c, *item.shape):
+                local[r : r + item.shape[0], c : c + item.shape[1]][item] = ink
+                held[r : r + item.shape[0], c : c + item.shape[1]] |= item
+                free -= set(range(r, r + item.shape[0]))
+                break
+    canvas[:] = np.rot90(local, -style.side)
+    taken[:] = np.rot90(held, -style.side)
+
+
 def _objects(rng: np.random.Generator, style: Style, canvas: np.ndarray, taken: np.ndarray) -> None:
     if style.layout == "template":
         _template(rng, style, canvas, taken)
+        return
+    if style.layout == "beacons":
+        _beacons(rng, style, canvas, taken)
         return
     for _ in range(_count(rng, style)):
         mask = sprite(rng, *_extent(rng, style, canvas), style.density)

@@ -22,3 +22,4 @@ class Style:
     paired: bool  # points come in same-colored pairs on one row or column (what `connect` joins)
     layout: str = ""  # the family's scene variant (LAYOUTS), "" for a family with one
     tiling: str = ""  # periodic: how the motif repeats (TILINGS)
+    side: int = 0  # beacons: the side of the anchor its pixels lie on, by quarter turns of the grid
