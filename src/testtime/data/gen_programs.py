@@ -6,7 +6,8 @@ pair and changes at least one of them (a step that is the identity on all of a t
 one that fails on a pair makes the task ill-posed). The finished task passes the filters below or is dropped.
 
 The primitives here act on whole grids; those about objects and counts live in `gen_objects`, moves in
-`gen_moves`, periodic patterns in `gen_patterns`, arrays of cells in `gen_cells`, template stamping in `gen_stamps`.
+`gen_moves`, periodic patterns in `gen_patterns`, arrays of cells in `gen_cells`, template stamping in `gen_stamps`,
+lines from single pixels and moves to the largest object in `gen_lines`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from testtime.data.augment import D8_NAMES, dihedral
 from testtime.data.gen_cells import CELL_MAKERS
 from testtime.data.gen_grids import draw_inputs, draw_style
+from testtime.data.gen_lines import LINE_MAKERS
 from testtime.data.gen_moves import MOVE_MAKERS
 from testtime.data.gen_objects import (
     OBJECT_MAKERS,
@@ -260,6 +262,7 @@ MAKERS: dict[str, Maker] = {
     **PATTERN_MAKERS,
     **CELL_MAKERS,
     **STAMP_MAKERS,
+    **LINE_MAKERS,
 }
 # Primitives that apply to nearly any grid would crowd out the rest; the d8 maker stands for seven of them. Those of
 # one kind of scene (a pattern, cells, a template) are weighted up: elsewhere they decline at once, and on their
@@ -278,6 +281,9 @@ WEIGHTS = {
     "cell_summary": 3.0,
     "fill_marked_cells": 5.0,
     "stamp": 10.0,
+    "cross_lines": 1.5,
+    "attract": 6.0,
+    "extend_to_contact": 6.0,
 }
 _NAMES = list(MAKERS)
 _P = np.array([WEIGHTS.get(n, 1.0) for n in _NAMES])
