@@ -18,7 +18,7 @@ from functools import partial
 import numpy as np
 from scipy import ndimage
 
-from testtime.data.gen_moves import SIDES
+from testtime.data.gen_moves import SIDES, turned_down
 from testtime.data.gen_objects import CROSS, EIGHT, SAMPLE, Ctx, Maker, Step, isolated, needs_background, objects
 
 AXES = ("row", "col", "both")  # the lines a single pixel draws in cross_lines
@@ -96,7 +96,7 @@ def extend_to_contact(grid: np.ndarray, bg: int, turns: int) -> np.ndarray | Non
     cell, whose object takes the pixel's color ("shoot and paint"). None where a ray leaves the grid (it hits
     nothing), where it hits another single pixel (that one shoots too: paint first or shoot first is a guess), or
     where two rays of different colors hit one object; also on a grid with no single pixel."""
-    g = np.rot90(grid, -turns)  # clockwise, so the rays run down
+    g = turned_down(grid, turns)  # the rays run down
     lone = isolated(g, bg)
     if not lone.any():
         return None

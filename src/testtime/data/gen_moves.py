@@ -12,11 +12,13 @@ import numpy as np
 
 from testtime.data.gen_objects import Ctx, Maker, Obj, Step, dominant, needs_background, objects
 
-SIDES = ("down", "right", "up", "left")  # the side objects move toward, by quarter turns of the grid
+SIDES = ("down", "right", "up", "left")  # the side a rule moves toward (objects, cells, rays), by quarter turns
 
 
-def _down(grid: np.ndarray, turns: int) -> np.ndarray:
-    return np.rot90(grid, -turns)  # clockwise, so the chosen side is now the bottom
+def turned_down(grid: np.ndarray, turns: int) -> np.ndarray:
+    """The grid turned clockwise `turns` quarters, so that side SIDES[turns] is its bottom: a rule toward a side is
+    written once, for the bottom, and its result turned back (`np.rot90(out, turns)`)."""
+    return np.rot90(grid, -turns)
 
 
 def _bottom(o: Obj) -> int:
@@ -26,7 +28,7 @@ def _bottom(o: Obj) -> int:
 def rigid_gravity(grid: np.ndarray, bg: int, turns: int) -> np.ndarray:
     """Each object falls as a whole toward SIDES[turns] until it touches the border or an object that has landed;
     the objects nearest that side land first."""
-    g = _down(grid, turns)
+    g = turned_down(grid, turns)
     out = np.full_like(g, bg)
     for o in sorted(objects(g, bg), key=_bottom, reverse=True):
         cells = g[o.box][o.mask]
@@ -45,7 +47,7 @@ def rigid_gravity(grid: np.ndarray, bg: int, turns: int) -> np.ndarray:
 def to_border(grid: np.ndarray, bg: int, turns: int) -> np.ndarray | None:
     """Each object moves as a whole toward SIDES[turns] until it touches that border, whatever lies between; None
     when two objects would overlap (which one is on top would be a guess)."""
-    g = _down(grid, turns)
+    g = turned_down(grid, turns)
     out = np.full_like(g, bg)
     for o in objects(g, bg):
         top = g.shape[0] - o.mask.shape[0]

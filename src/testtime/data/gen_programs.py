@@ -21,7 +21,7 @@ from testtime.data.augment import D8_NAMES, dihedral
 from testtime.data.gen_cells import CELL_MAKERS
 from testtime.data.gen_grids import draw_inputs, draw_style
 from testtime.data.gen_lines import LINE_MAKERS
-from testtime.data.gen_moves import MOVE_MAKERS
+from testtime.data.gen_moves import MOVE_MAKERS, SIDES, turned_down
 from testtime.data.gen_objects import (
     OBJECT_MAKERS,
     Ctx,
@@ -44,7 +44,6 @@ STEP_COUNTS = np.array([0.45, 0.4, 0.15])  # P(program of 1, 2, 3 primitives)
 # did before those came.
 STEP_TRIES = 24
 POOL = 2  # candidate inputs drawn for each pair a task needs
-GRAVITY_SIDES = ("down", "right", "up", "left")  # the side cells fall toward, by quarter turns of the grid
 
 
 @dataclass(frozen=True)
@@ -96,8 +95,8 @@ def shift(grid: np.ndarray, bg: int, dy: int, dx: int, wrap: bool) -> np.ndarray
 
 
 def gravity(grid: np.ndarray, bg: int, turns: int) -> np.ndarray:
-    """Every non-background cell falls toward one side until blocked (GRAVITY_SIDES[turns]), keeping its order."""
-    g = np.rot90(grid, -turns)  # clockwise, so the chosen side is now the bottom
+    """Every non-background cell falls toward one side until blocked (SIDES[turns]), keeping its order."""
+    g = turned_down(grid, turns)
     out = np.full_like(g, bg)
     for c in range(g.shape[1]):
         cells = g[:, c][g[:, c] != bg]
@@ -210,7 +209,7 @@ def _shift(rng: np.random.Generator, ctx: Ctx) -> Step:
 
 def _gravity(rng: np.random.Generator, ctx: Ctx) -> Step:
     turns = int(rng.integers(4))
-    return Step(f"gravity_{GRAVITY_SIDES[turns]}", partial(gravity, bg=ctx.bg, turns=turns))
+    return Step(f"gravity_{SIDES[turns]}", partial(gravity, bg=ctx.bg, turns=turns))
 
 
 def _symmetrize(rng: np.random.Generator, ctx: Ctx) -> Step:
