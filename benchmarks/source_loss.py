@@ -26,8 +26,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-
+from testtime.data.gen_corpus import program_names
 from testtime.data.pretrain_data import answer_draws
 from testtime.data.sources import GEN_PREFIX, REARC_PREFIX, TaskSource, load_sources, split_holdout
 
@@ -60,12 +59,6 @@ def summarize(rows: list[tuple[float, int, bool]]) -> dict:
     return {"samples": len(rows), "loss": loss / max(1, tokens), "solved": solved,
             "solved_rate": solved / max(1, len(rows)), "solved_ci": [lo, hi],
             "answer_tokens": tokens / max(1, len(rows))}
-
-
-def gen_names(path: str) -> dict[str, str]:
-    """A generated corpus's task id -> its program's description (`family|step>step`)."""
-    with np.load(path) as d:
-        return dict(zip(d["task_ids"].tolist(), d["names"].tolist(), strict=True))
 
 
 def main() -> None:
@@ -102,7 +95,7 @@ def main() -> None:
 
     report: dict[str, dict] = {}
     by_program: dict[str, list] = defaultdict(list)
-    programs = gen_names(args.gen) if args.gen else {}
+    programs = program_names(args.gen) if args.gen else {}
     for label, src in zip(labels, sources, strict=False):
         t0 = time.perf_counter()
         n = args.gen_samples if label == "generated" else args.per_source

@@ -194,20 +194,27 @@ def write_corpus(tasks: list[GenTask], out: Path, cfg: CorpusConfig) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def program_names(path: str | Path) -> dict[str, str]:
+    """Task id -> its program's description (`family|step>step`) in a corpus `testtime generate` wrote; empty for
+    a file in RE-ARC's format without them."""
+    with np.load(path, allow_pickle=False) as d:
+        return dict(zip(d["task_ids"].tolist(), d["names"].tolist(), strict=True)) if "names" in d.files else {}
+
+
 def corpus_tasks(path: str | Path, n: int, seed: int = 0, pairs: int = 4) -> list:
     """`n` tasks drawn from a corpus as `Task`s (the first `pairs` pairs, the last as the test), each named by its
     program: what the generator made, for a person to look at."""
     from testtime.data.tasks import Example, Task
 
     data = read_rearc(path, "generated")
-    with np.load(path, allow_pickle=False) as d:
-        names = d["names"] if "names" in d.files else data.task_ids
+    names = program_names(path)
     picks = np.random.default_rng(seed).choice(len(data.task_ids), size=min(n, len(data.task_ids)), replace=False)
     tasks = []
     for t in sorted(int(p) for p in picks):
         idx = np.flatnonzero(data.pair_task == t)[:pairs]
         ex = [Example(data.grid(2 * int(p)), data.grid(2 * int(p) + 1)) for p in idx]
-        tasks.append(Task(f"{data.task_ids[t]} ({names[t]})", tuple(ex[:-1]), tuple(ex[-1:])))
+        task_id = str(data.task_ids[t])
+        tasks.append(Task(f"{task_id} ({names.get(task_id, task_id)})", tuple(ex[:-1]), tuple(ex[-1:])))
     return tasks
 
 
