@@ -51,6 +51,7 @@ from testtime.recipes.checkpoint import find_checkpoint, load_checkpoint, read_s
 from testtime.recipes.pretrain_model import init_model, task_rows
 from testtime.recipes.pretrain_step import (
     PEAK_BF16_FLOPS,
+    OPTIMIZERS,
     ddp_loss,
     flops_per_token,
     held_out_solved,
@@ -107,6 +108,8 @@ class PretrainConfig:
     # of another seed tells whether what the model learns of the generated tasks carries over to new ones.
     probe_datasets: tuple[str, ...] = ()
     # optimisation
+    # adamw, or muon: Muon for the transformer body's matrices (AdamW for the rest), at the same lr and weight decay
+    optimizer: Annotated[str, OneOf(*OPTIMIZERS)] = "adamw"
     lr: Annotated[float, LR] = 1e-3
     min_lr_ratio: Annotated[float, Range(0, 1)] = 0.1  # cosine ends at lr * min_lr_ratio
     warmup_steps: Annotated[int, Range(0, 10**9)] = 200
@@ -234,6 +237,9 @@ def pretrain(
     meta: dict[str, Any] = read_state(ckpt) if ckpt else {}
     if meta and typed(ModelConfig, meta["config"]["model"], "checkpoint model") != cfg.model:
         raise ConfigError(f"{run_dir}: checkpoint was trained with a different model config; use another run dir")
+    if meta and meta["config"].get("optimizer", "adamw") != cfg.optimizer:
+        raise ConfigError(f"{run_dir}: checkpoint was trained with optimizer {meta['config'].get('optimizer', 'adamw')}, "
+                          f"not {cfg.optimizer}; use another run dir (or init_from its exported model)")
     distributed.barrier(dist)  # every rank has read the checkpoint state before rank 0 touches the folder
     if main and not ckpt:
         log_path.unlink(missing_ok=True)
@@ -255,7 +261,7 @@ def pretrain(
     if cfg.packing and not is_grid_model(model):
         raise ConfigError(f"{cfg.init_from or 'the model'}: {PACKING_NEEDS_GRID}")
     model.train()
-    optimizer = make_optimizer(model, cfg.lr, cfg.betas, cfg.weight_decay, fused=cuda)
+    optimizer = make_optimizer(model, cfg.lr, cfg.betas, cfg.weight_decay, fused=cuda, kind=cfg.optimizer)
     total = cfg.total_steps  # the schedule's length: fitted to fit_minutes once measured, if asked
     fitted = cfg.fit_minutes is None
 

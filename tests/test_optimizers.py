@@ -1,0 +1,95 @@
+"""Muon beside AdamW in pretraining: which weights each trains, the schedule reaching both, exact resume
+(tiny models, CPU)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from testtime.core.config import ConfigError
+from testtime.data.sources import load_sources
+from testtime.model.loading import ModelConfig
+from testtime.model.optimizers import body_matrices
+from testtime.recipes.pretrain import PretrainConfig, pretrain, read_log
+from testtime.recipes.pretrain_model import init_model
+from testtime.recipes.pretrain_step import make_optimizer
+
+
+@pytest.fixture(scope="module")
+def sources():
+    return load_sources(["arc1/train"])
+
+
+def tiny(**kw) -> PretrainConfig:
+    base = dict(model=dataclasses.replace(ModelConfig.tiny(), grid_positions=True, rope_theta=100.0), max_len=1024,
+                token_budget=4096, pool_size=24, pad_multiple=64, lr=3e-3, warmup_steps=2, total_steps=6,
+                log_every=1, device="cpu", seed=3, optimizer="muon")
+    return PretrainConfig(**{**base, **kw})
+
+
+def build(cfg: PretrainConfig, tasks=()):
+    torch.manual_seed(0)
+    return init_model(cfg, "cpu", None, list(tasks))[0]
+
+
+def test_muon_trains_the_body_matrices_and_adamw_everything_else():
+    model = build(tiny())
+    opt = make_optimizer(model, 1e-3, (0.9, 0.95), 0.1, fused=False, kind="muon")
+    muon = {id(p) for g in opt.parts["muon"].param_groups for p in g["params"]}
+    adamw = {id(p) for g in opt.parts["adamw"].param_groups for p in g["params"]}
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert not muon & adamw and muon | adamw == set(names)  # every weight trained, by exactly one of them
+    assert {names[i] for i in muon} == {n for n, p in model.named_parameters()
+                                        if n.endswith(("proj.weight")) and p.dim() == 2}
+    embedding = model.get_input_embeddings().weight
+    assert id(embedding) in adamw and id(model.get_output_embeddings().weight) in adamw  # tied head: a table
+    assert all(p.dim() == 2 for p in body_matrices(model))
+
+
+def test_a_task_table_stays_with_adamw(sources):
+    cfg = tiny(model=dataclasses.replace(tiny().model, task_embedding=True))
+    model = build(cfg, sources)
+    table = model.model.task_embedding.table.weight
+    assert id(table) not in {id(p) for p in body_matrices(model)}
+
+
+def test_the_schedule_sets_both_parts_lr_and_each_part_moves_its_weights():
+    model = build(tiny())
+    opt = make_optimizer(model, 1e-2, (0.9, 0.95), 0.0, fused=False, kind="muon")
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5)
+    assert {g["lr"] for part in opt.parts.values() for g in part.param_groups} == {5e-3}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    ids = torch.randint(0, 14, (2, 32))
+    model(input_ids=ids, labels=ids).loss.backward()
+    opt.step()
+    opt.zero_grad()
+    sched.step()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
+    assert changed == set(before)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_a_muon_run_resumes_bit_exactly_and_learns(tmp_path, sources):
+    cfg = tiny()
+    pretrain(cfg, tmp_path / "a", progress=False, sources=sources)
+    pretrain(cfg, tmp_path / "b", stop_at=3, progress=False, sources=sources)
+    torch.manual_seed(12345)
+    pretrain(cfg, tmp_path / "b", progress=False, sources=sources)
+    assert [r["loss"] for r in read_log(tmp_path / "a")] == [r["loss"] for r in read_log(tmp_path / "b")]
+    long = tiny(total_steps=30, log_every=5, lr=5e-3, warmup_steps=3)
+    pretrain(long, tmp_path / "c", progress=False, sources=sources)
+    losses = [r["loss"] for r in read_log(tmp_path / "c")]
+    assert losses[-1] < losses[0] - 0.5
+
+
+def test_a_checkpoint_of_another_optimizer_is_refused_in_one_line(tmp_path, sources):
+    pretrain(tiny(optimizer="adamw"), tmp_path, stop_at=2, progress=False, sources=sources)
+    with pytest.raises(ConfigError, match="trained with optimizer adamw, not muon"):
+        pretrain(tiny(), tmp_path, progress=False, sources=sources)
+
+
+def test_an_unknown_optimizer_is_a_config_error():
+    with pytest.raises(ConfigError, match="optimizer"):
+        PretrainConfig.from_dict({"optimizer": "sgd"})
