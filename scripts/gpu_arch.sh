@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The architecture comparison of issue 30 on one H200, over scripts/gpu_eval.sh's runner: the candidates
-# (configs/arch-NAME.json: base, wide, looped, taskemb) pretrained from scratch in turn, each for the same MINUTES
+# (configs/arch-NAME.json: base, wide, looped, taskemb; muon is base trained by Muon beside AdamW) pretrained from scratch in turn, each for the same MINUTES
 # (`--fit-minutes`: start-up and compiling included, the schedule annealed by the end; the held-out solve counts add
 # seconds of wall clock on top), each exported; then each evaluated with the default TTT on the 40 held-out training
 # tasks (`--tasks arc1/train-holdout`, alone on the GPU, so its s/task is a timing); then the table
@@ -22,7 +22,8 @@
 #   4 x about 3.4 pretraining (3 fitted, plus the held-out solve counts, the last checkpoint and the export);
 #   about 5-6 evaluating: 40 tasks with the default TTT take base and taskemb about 1 minute each (v4: 0.85 s/task,
 #   plus loading), wide and looped about 1.5-2 (3x the FLOPs per token);
-#   about 20-21 in all. MINUTES=4 makes it about 25; NAMES="base looped" runs two candidates (about 11).
+#   about 20-21 in all. MINUTES=4 makes it about 25; NAMES="base looped" runs two candidates (about 11);
+#   NAMES="base muon" MINUTES=3.5 the optimizer against AdamW on the same data stream (about 11).
 # Measured (results/h200-arch-2026-12-04.md, MINUTES=3.5, NAMES="base wide"): pretraining 200 and 212 s of wall clock,
 # the held-out evaluations about 60 and 88 s; with the machine's start and four stashing calls, 12.8 device-minutes.
 # RE-ARC's parts: each call carries the tracked tree (56.2 MiB with the shipped model) and at most 64 MiB in all,
