@@ -42,7 +42,7 @@ def test_muon_trains_the_body_matrices_and_adamw_everything_else():
     names = {id(p): n for n, p in model.named_parameters()}
     assert not muon & adamw and muon | adamw == set(names)  # every weight trained, by exactly one of them
     assert {names[i] for i in muon} == {n for n, p in model.named_parameters()
-                                        if n.endswith(("proj.weight")) and p.dim() == 2}
+                                        if n.endswith("proj.weight") and p.dim() == 2}
     embedding = model.get_input_embeddings().weight
     assert id(embedding) in adamw and id(model.get_output_embeddings().weight) in adamw  # tied head: a table
     assert all(p.dim() == 2 for p in body_matrices(model))

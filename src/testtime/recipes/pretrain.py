@@ -50,8 +50,8 @@ from testtime.model.training import check_finite, warmup_cosine
 from testtime.recipes.checkpoint import find_checkpoint, load_checkpoint, read_state, save_checkpoint, truncate_log
 from testtime.recipes.pretrain_model import init_model, task_rows
 from testtime.recipes.pretrain_step import (
-    PEAK_BF16_FLOPS,
     OPTIMIZERS,
+    PEAK_BF16_FLOPS,
     ddp_loss,
     flops_per_token,
     held_out_solved,
