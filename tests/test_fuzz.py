@@ -393,7 +393,8 @@ def flag_cases(rng: random.Random, w: World, n: int):
             yield "flag", ["pretrain", "--config", str(pre), "--run-dir", str(d / "p"), *rng.choice([
                 ["--steps", rng.choice(["0", "-5", "1000000001", "x"])],
                 ["--max-minutes", rng.choice(["nan", "inf", "0", "-1", "50000"])],
-                ["--device", rng.choice(["tpu", "", "cuda:99"])]])]
+                ["--device", rng.choice(["tpu", "", "cuda:99"])],
+                ["--lr", rng.choice(["0", "-1e-3", "2", "nan"])], ["--optimizer", rng.choice(["sgd", ""])]])]
         else:  # usage errors and missing things in the other commands
             yield "usage", rng.choice([
                 [*grid, "--nope"], [*grid, "--rank"], ["evaluate", "extra"], ["solve"], ["tasks", "show"],

@@ -93,3 +93,18 @@ def test_a_checkpoint_of_another_optimizer_is_refused_in_one_line(tmp_path, sour
 def test_an_unknown_optimizer_is_a_config_error():
     with pytest.raises(ConfigError, match="optimizer"):
         PretrainConfig.from_dict({"optimizer": "sgd"})
+
+
+def test_the_cli_sets_the_optimizer_and_lr(tmp_path):
+    from typer.testing import CliRunner
+
+    from testtime.cli import app
+
+    cfg = tiny(optimizer="adamw", total_steps=2, max_len=512, token_budget=2048)
+    path = tmp_path / "pre.json"
+    path.write_text(__import__("json").dumps(cfg.to_dict()))
+    res = CliRunner().invoke(app, ["pretrain", "--config", str(path), "--run-dir", str(tmp_path / "run"),
+                                   "--optimizer", "muon", "--lr", "0.004"])
+    assert res.exit_code == 0, res.output
+    written = PretrainConfig.from_json(tmp_path / "run" / "config.json")
+    assert (written.optimizer, written.lr) == ("muon", 0.004)

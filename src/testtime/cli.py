@@ -229,6 +229,8 @@ def pretrain_cmd(
     fit_minutes: Annotated[float | None, typer.Option(help="Fit the schedule into this many minutes (steps timed "
                                                            "during warmup; total_steps is then the cap).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cuda or cpu.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Override the peak learning rate.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="Override the optimizer: adamw or muon.")] = None,
     export: Annotated[bool, typer.Option("--export", help="Write RUN_DIR/model even if the schedule is not done.")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="Ignore an existing checkpoint and start over.")] = False,
 ) -> None:
@@ -241,7 +243,7 @@ def pretrain_cmd(
 
     cfg = PretrainConfig.from_json(config)
     flags = {"max_minutes": ("--max-minutes", max_minutes), "total_steps": ("--steps", steps), "device": ("--device", device),
-             "fit_minutes": ("--fit-minutes", fit_minutes)}
+             "fit_minutes": ("--fit-minutes", fit_minutes), "lr": ("--lr", lr), "optimizer": ("--optimizer", optimizer)}
     given = {k: v for k, (_, v) in flags.items() if v is not None}
     cfg = with_overrides(cfg, given, names={k: flag for k, (flag, _) in flags.items()})
     res = pretrain(cfg, run_dir, resume=not fresh, export=export or None)
