@@ -117,7 +117,9 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=Path("runs"))
     ap.add_argument("--out", type=Path, help="the table (markdown)")
     ap.add_argument("--json", type=Path, help="the table's rows (JSON)")
-    ap.add_argument("--png", type=Path, help="held-out solve rate against tokens, per candidate")
+    ap.add_argument("--png", type=Path, help="held-out loss and solve rate, per candidate")
+    ap.add_argument("--loss-x", choices=("minutes", "tokens"), default="minutes",
+                    help="the held-out loss's axis: tokens for runs of equal steps on a shared machine")
     args = ap.parse_args()
     rows = [candidate(args.runs, n) for n in args.names]
     text = (f"### Architectures at equal minutes: {', '.join(args.names)}\n\nFLOPs per token: the run's own count "
@@ -133,7 +135,7 @@ def main() -> None:
 
         logs = {r["name"]: r["log"] for r in rows if r["log"]}
         ttt = {r["name"]: (r["log"][-1]["tokens"], r["ttt_score"]) for r in rows if r["log"] and "ttt_score" in r}
-        print(f"wrote {plot_solved(logs, args.png, ttt)}")
+        print(f"wrote {plot_solved(logs, args.png, ttt, x=args.loss_x)}")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,13 @@ def test_pretraining_logs_the_held_out_solve_rate_and_the_comparison_reads_it(tm
     assert all(0 <= r["val_solved"] <= 2 and r["val_tasks"] == 2 for r in solved)
     out = plot_solved({"a": log, "b": log}, tmp_path / "solved.png", ttt={"a": (log[-1]["tokens"], 1.0)})
     assert out.stat().st_size > 1000 and (run / "loss.png").exists()
+    # Runs without solve counts (a CPU proxy of equal steps): one panel, the held-out loss against tokens.
+    import matplotlib.image
+
+    bare = [{k: v for k, v in r.items() if k not in ("val_solved", "val_tasks")} for r in log]
+    one = plot_solved({"a": bare}, tmp_path / "loss-only.png", x="tokens")
+    both = matplotlib.image.imread(out)
+    assert matplotlib.image.imread(one).shape[1] < both.shape[1] * 0.6
     # benchmarks/arch_compare.py: a candidate's row from its pretraining run and its evaluation's summary.
     (tmp_path / "runs" / "holdout-a").mkdir()
     (tmp_path / "runs" / "holdout-a" / "summary.json").write_text('{"score": 7.5, "n_scored": 40, "mean_seconds": 1.5}')

@@ -86,27 +86,32 @@ def _solved_axes(ax, logs: dict[str, list[dict[str, Any]]], ttt: dict[str, tuple
 
 
 def plot_solved(logs: dict[str, list[dict[str, Any]]], out: str | Path,
-                ttt: dict[str, tuple[float, float]] | None = None) -> Path:
+                ttt: dict[str, tuple[float, float]] | None = None, x: str = "minutes") -> Path:
     """Several runs in one picture (an architecture comparison): their held-out loss against minutes of wall clock
-    (the axis runs of equal minutes are compared on), and their held-out solve rates against tokens, each final
-    model's score with TTT beside its curve."""
+    (the axis runs of equal minutes are compared on; `x="tokens"` for runs of equal steps that shared a machine
+    unevenly), and, where any run counted them, their held-out solve rates against tokens, each final model's
+    score with TTT beside its curve."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax) = plt.subplots(1, 2, figsize=(13, 4.5))
+    solved = any(r.get("val_solved") is not None for recs in logs.values() for r in recs) or bool(ttt)
+    fig, axes = plt.subplots(1, 2 if solved else 1, figsize=(13 if solved else 6.5, 4.5), squeeze=False)
+    ax_loss = axes[0][0]
     for label, recs in logs.items():
-        pts = [(r["elapsed"] / 60, r["val_loss"]) for r in recs if r.get("val_loss") is not None]
+        pts = [(r["elapsed"] / 60 if x == "minutes" else r["tokens"] / 1e6, r["val_loss"])
+               for r in recs if r.get("val_loss") is not None]
         if pts:
             ax_loss.plot(*zip(*pts, strict=True), "o-", lw=1, ms=3, label=label)
-    ax_loss.set_xlabel("minutes (wall clock, start-up included)")
+    ax_loss.set_xlabel("minutes (wall clock, start-up included)" if x == "minutes" else "pretraining tokens (millions)")
     ax_loss.set_ylabel("held-out loss (target tokens)")
     ax_loss.grid(alpha=0.3)
     if ax_loss.get_lines():
         ax_loss.legend(fontsize=8)
     ax_loss.set_title("held-out loss")
-    _solved_axes(ax, logs, ttt)
+    if solved:
+        _solved_axes(axes[0][1], logs, ttt)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
