@@ -48,6 +48,16 @@ def test_deep_json_is_one_line_in_every_file_reader(tmp_path, reader, one_line_e
     one_line_error(res, "d.json", "nested deeper than 100 levels")
 
 
+@pytest.mark.parametrize("value", ["null", "[]", "7"])
+@pytest.mark.parametrize("reader", ["config (evaluate)", "config (pretrain)"])
+def test_a_config_file_that_is_not_an_object_is_one_line(tmp_path, reader, value, one_line_error, monkeypatch):
+    """`null` once read as no file given, and `evaluate` ran the default recipe instead."""
+    monkeypatch.setenv("TESTTIME_MODEL", str(tmp_path / "no-model"))  # such a regression fails fast, not a run
+    bad = tmp_path / "c.json"
+    bad.write_text(value)
+    one_line_error(runner.invoke(app, _readers(tmp_path, str(bad))[reader]), "c.json", "expected an object")
+
+
 def test_deep_json_in_a_task_folder_and_a_text_tasks_file(tmp_path, task_file, one_line_error):
     (task_file.parent / "deep.json").write_text(DEEP)
     one_line_error(runner.invoke(app, ["tasks", "list", str(task_file.parent)]), "deep.json", "nested deeper")

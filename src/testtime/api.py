@@ -125,16 +125,18 @@ def build_config(tasks: str | None = None, recipe: str | EvalConfig | TextEvalCo
     base = recipe if isinstance(recipe, EvalConfig | TextEvalConfig) else None
     spec = tasks or (raw.get("tasks") if isinstance(raw, dict) else None) or (base.tasks if base else "arc1/eval")
     text = isinstance(spec, str) and is_text_task_path(spec)
-    name = recipe if isinstance(recipe, str) else "default" if recipe is None and raw is None else None
+    # Whether a file was given, not whether it held something: a file holding `null` is an error, not the default.
+    given = config is not None
+    name = recipe if isinstance(recipe, str) else "default" if recipe is None and not given else None
     if name is not None and text and name != "default":
         raise ConfigError(f"{spell('recipe', recipe)} applies to grid tasks, not text tasks")
     if name is not None and not text:
         base = get_recipe(name).config()
     if text:
-        cfg = text_config_from_dict(raw, str(config)) if raw is not None else base or TextEvalConfig()
+        cfg = text_config_from_dict(raw, str(config)) if given else base or TextEvalConfig()
         places = TEXT_SETTINGS
     else:
-        cfg = config_from_dict(raw, str(config)) if raw is not None else base or EvalConfig()
+        cfg = config_from_dict(raw, str(config)) if given else base or EvalConfig()
         places = SETTINGS
     if text != isinstance(cfg, TextEvalConfig):
         raise ConfigError(f"a {'grid' if text else 'text'} config for {'text' if text else 'grid'} tasks ({spec})")
