@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The architecture comparison of issue 30 on one H200, over scripts/gpu_eval.sh's runner: the candidates
-# (configs/arch-NAME.json: base, wide, looped, taskemb; muon is base trained by Muon beside AdamW) pretrained from scratch in turn, each for the same MINUTES
-# (`--fit-minutes`: start-up and compiling included, the schedule annealed by the end; the held-out solve counts add
-# seconds of wall clock on top), each exported; then each evaluated with the default TTT on the 40 held-out training
-# tasks (`--tasks arc1/train-holdout`, alone on the GPU, so its s/task is a timing); then the table
-# (benchmarks/arch_compare.py -> runs/bench-arch.md and .json, which runs.tar.gz brings back).
+# (configs/arch-NAME.json: base, wide, looped, taskemb; muon is base trained by Muon beside AdamW) pretrained from
+# scratch in turn, each for the same MINUTES (`--fit-minutes`: start-up and compiling included, the schedule
+# annealed by the end; the held-out solve counts add seconds of wall clock on top), each exported; then each
+# evaluated with the default TTT on the 40 held-out training tasks (`--tasks arc1/train-holdout`, alone on the GPU,
+# so its s/task is a timing); then the table (benchmarks/arch_compare.py -> runs/bench-arch.md and .json, which
+# runs.tar.gz brings back).
 #
 # Calls (each a `run` of the device tool; wheels and RE-ARC's four parts as in results/h200-2026-12-04.md):
 #   bash scripts/gpu_stash.sh .whl .carry1                                    # carry: .whl .carry1

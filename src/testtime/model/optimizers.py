@@ -10,8 +10,8 @@ from torch import nn
 
 
 def muon(params: list, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """torch's Muon, its update scaled to AdamW's RMS (Moonshot's `match_rms_adamw`), so that the lr and weight
-    decay tuned for AdamW carry over unchanged."""
+    """torch's Muon, its update scaled to AdamW's RMS (Moonshot's `match_rms_adamw`), meant to let AdamW's lr and
+    weight decay carry over; on our CPU proxy Muon still wanted twice AdamW's lr (results/cpu-muon-2026-12-05.md)."""
     from testtime.core.config import ConfigError
 
     cls = getattr(torch.optim, "Muon", None)
@@ -42,7 +42,11 @@ class Optimizers(torch.optim.Optimizer):
     def __init__(self, **parts) -> None:  # no super().__init__: the parts own the parameters and their state
         self.parts = parts
         self.defaults: dict = {}
-        self.param_groups = [g for opt in parts.values() for g in opt.param_groups]
+
+    @property
+    def param_groups(self):  # type: ignore[override]
+        # Read from the parts each time: loading a state dict gives each part new group dicts.
+        return [g for opt in self.parts.values() for g in opt.param_groups]
 
     @property
     def state(self):  # type: ignore[override]
@@ -64,7 +68,6 @@ class Optimizers(torch.optim.Optimizer):
             raise ValueError(f"optimizer state holds {sorted(state_dict)}, this optimizer {sorted(self.parts)}")
         for name, opt in self.parts.items():
             opt.load_state_dict(state_dict[name])
-        self.param_groups = [g for opt in self.parts.values() for g in opt.param_groups]
 
     def __repr__(self) -> str:
         return f"Optimizers({', '.join(self.parts)})"

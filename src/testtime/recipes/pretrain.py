@@ -108,7 +108,7 @@ class PretrainConfig:
     # of another seed tells whether what the model learns of the generated tasks carries over to new ones.
     probe_datasets: tuple[str, ...] = ()
     # optimisation
-    # adamw, or muon: Muon for the transformer body's matrices (AdamW for the rest), at the same lr and weight decay
+    # adamw, or muon: Muon for the transformer body's matrices (AdamW for the rest), both at `lr` and `weight_decay`
     optimizer: Annotated[str, OneOf(*OPTIMIZERS)] = "adamw"
     lr: Annotated[float, LR] = 1e-3
     min_lr_ratio: Annotated[float, Range(0, 1)] = 0.1  # cosine ends at lr * min_lr_ratio
@@ -237,9 +237,10 @@ def pretrain(
     meta: dict[str, Any] = read_state(ckpt) if ckpt else {}
     if meta and typed(ModelConfig, meta["config"]["model"], "checkpoint model") != cfg.model:
         raise ConfigError(f"{run_dir}: checkpoint was trained with a different model config; use another run dir")
-    if meta and meta["config"].get("optimizer", "adamw") != cfg.optimizer:
-        raise ConfigError(f"{run_dir}: checkpoint was trained with optimizer {meta['config'].get('optimizer', 'adamw')}, "
-                          f"not {cfg.optimizer}; use another run dir (or init_from its exported model)")
+    trained_with = meta["config"].get("optimizer", "adamw") if meta else cfg.optimizer  # older checkpoints: adamw
+    if trained_with != cfg.optimizer:
+        raise ConfigError(f"{run_dir}: checkpoint was trained with optimizer {trained_with}, not {cfg.optimizer}; "
+                          "use another run dir (or init_from its exported model)")
     distributed.barrier(dist)  # every rank has read the checkpoint state before rank 0 touches the folder
     if main and not ckpt:
         log_path.unlink(missing_ok=True)

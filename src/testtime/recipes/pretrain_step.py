@@ -70,10 +70,9 @@ def make_optimizer(model, lr: float, betas: tuple[float, float], weight_decay: f
     """AdamW, decaying matrices only (norms and biases keep their scale); or, for `kind="muon"`, Muon on the
     transformer body's matrices and AdamW on the rest.
 
-    Muon orthogonalizes each matrix's momentum (Newton-Schulz), which trains a transformer in fewer steps than
-    AdamW at small scale; it only suits hidden 2-D matrices, so the embedding (tied to the head here), a task
-    table, norms and biases stay with AdamW. Its step is scaled to AdamW's RMS (Moonshot's `match_rms_adamw`),
-    so one `lr` and one weight decay serve both.
+    Muon orthogonalizes each matrix's momentum (Newton-Schulz); it only suits hidden 2-D matrices, so the
+    embedding (tied to the head here), a task table, norms and biases stay with AdamW. Both read the one `lr` and
+    weight decay; Muon's best lr is its own (twice AdamW's on the CPU proxy, results/cpu-muon-2026-12-05.md).
     """
     import torch
 
