@@ -8,7 +8,8 @@
 # runs.tar.gz brings back).
 #
 # Calls (each a `run` of the device tool; wheels and RE-ARC's four parts as in results/h200-2026-12-04.md):
-#   bash scripts/gpu_stash.sh .whl .carry1                                    # carry: .whl .carry1
+#   bash scripts/gpu_stash.sh .whl                                            # carry: .whl
+#   bash scripts/gpu_stash.sh .carry1                                         # carry: .carry1
 #   bash scripts/gpu_stash.sh .carry2                                         # carry: .carry2
 #   bash scripts/gpu_stash.sh .carry3                                         # carry: .carry3
 #   bash scripts/gpu_stash.sh .carry4 >/dev/null 2>&1; TESTTIME_COMMIT=<HEAD> WAIT=570 bash scripts/gpu_arch.sh

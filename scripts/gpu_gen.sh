@@ -17,7 +17,8 @@
 # and holdout-NAME). All 400 evaluation tasks belong to the campaign's model, not to these 5-minute proxies.
 #
 # Calls (each a `run` of the device tool; RE-ARC's parts as in scripts/gpu_arch.sh):
-#   bash scripts/gpu_stash.sh .whl .carry1                                    # carry: .whl .carry1
+#   bash scripts/gpu_stash.sh .whl                                            # carry: .whl
+#   bash scripts/gpu_stash.sh .carry1                                         # carry: .carry1
 #   bash scripts/gpu_stash.sh .carry2                                         # carry: .carry2
 #   bash scripts/gpu_stash.sh .carry3                                         # carry: .carry3
 #   bash scripts/gpu_stash.sh .carry4 >/dev/null 2>&1; TESTTIME_COMMIT=<HEAD> WAIT=570 bash scripts/gpu_gen.sh

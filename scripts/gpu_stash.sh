@@ -4,7 +4,8 @@
 # replaced at every call). For data larger than one call can carry beside the tracked tree (RE-ARC beside the
 # shipped model): split it here (`split -n 3 -d FILE part`), carry one part a call, join them in the last call.
 #
-#   bash scripts/gpu_stash.sh .whl .carry1   # then, in the last call: cat /root/stash/part* > FILE
+#   bash scripts/gpu_stash.sh .carry1   # then, in the last call: cat /root/stash/part* > FILE
+# The wheels travel in a call of their own: beside one RE-ARC part they take the tracked tree (57 MiB) past 64 MiB.
 # Stashed wheels (*.whl) are what gpu_eval.sh and gpu_pretrain_ddp.sh install when no .whl/ was carried.
 set -euo pipefail
 mkdir -p /root/stash
