@@ -34,7 +34,7 @@ MINUTES=${MINUTES:-5}
 specs=(script-rearc:scripts/gpu_rearc_join.sh
        "py-gen:-m testtime.cli generate --out runs/gen/gen.npz --tasks 20000 --pairs 24 --seed 0"
        "py-gen-unseen:-m testtime.cli generate --out runs/gen/gen-unseen.npz --tasks 2000 --pairs 24 --seed 1")
-arms="data-base data-gen data-gen50"
+arms=${ARMS:-data-base data-gen data-gen50}   # ARMS="data-base data-gen" when the session has less time
 for n in $arms; do specs+=("pretrain-arch-$n:--config configs/$n.json --fit-minutes $MINUTES --export"); done
 specs+=("holdout-v4:--tasks arc1/train-holdout")
 for n in $arms; do specs+=("holdout-$n:--tasks arc1/train-holdout --model runs/pretrain-arch-$n/model"); done
