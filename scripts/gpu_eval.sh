@@ -6,8 +6,9 @@
 # `testtime pretrain --run-dir runs/NAME FLAGS` (FLAGS names its config); with `script`,
 # `bash FLAGS` (a preparation step, e.g. scripts/gpu_gemma_prep.sh); with `py`, `python3 FLAGS`.
 #
-# The runner works on a snapshot of src/, benchmarks/ and scripts/ taken when it starts (/root/snap-RUNNER): a later
-# call replaces the tree, and a change made meanwhile must not reach runs that are already queued.
+# The runner works on a snapshot of src/, benchmarks/, scripts/ and models/ taken when it starts
+# (/root/snap-RUNNER): a later call replaces the tree, and a change made meanwhile must not reach runs that are
+# already queued.
 #
 # SEND_MODEL=runs/NAME/model also returns that model folder in $OUT as model.tar.partNN (< 16 MiB each;
 # `cat model.tar.part* | tar -x`), beside runs.tar.gz: the device returns at most 64 MiB a call.
@@ -48,7 +49,8 @@ PIDFILE=/tmp/testtime_$RUNNER.pid DONE=/tmp/testtime_$RUNNER.done  # outside run
 if [ "${1:-}" = "--runner" ]; then  # the background part: every run in order
   shift
   SNAP=/root/snap-$RUNNER
-  rm -rf "$SNAP" && mkdir -p "$SNAP" && cp -r src benchmarks scripts "$SNAP"/
+  # models/ too: the default model is found beside src/ (REPO_ROOT/models), so a snapshot without it has none
+  rm -rf "$SNAP" && mkdir -p "$SNAP" && cp -r src benchmarks scripts models "$SNAP"/
   export PYTHONPATH=$SNAP/src:/tmp/site
   for spec in "$@"; do
     name=${spec%%:*}; flags=${spec#*:}
