@@ -38,6 +38,9 @@ set -uo pipefail
 MINUTES=${MINUTES:-3}
 NAMES=${NAMES:-base wide looped taskemb}
 specs=(script-rearc:scripts/gpu_rearc_join.sh)
+# Each candidate's graphs compiled first, in a throwaway run: fit_minutes counts start-up, and candidates of one
+# architecture (base, muon) share a compile cache, so the first would pay the cold compile alone (gpu_gen.sh).
+for n in $NAMES; do specs+=("pretrain-warm-$n:--config configs/arch-$n.json --steps 40 --fresh"); done
 for n in $NAMES; do specs+=("pretrain-arch-$n:--config configs/arch-$n.json --fit-minutes $MINUTES --export"); done
 for n in $NAMES; do specs+=("holdout-$n:--tasks arc1/train-holdout --model runs/pretrain-arch-$n/model"); done
 # shellcheck disable=SC2086

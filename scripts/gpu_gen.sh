@@ -27,14 +27,20 @@
 # Then here: tar -xzf runs.tar.gz -C OUT; python benchmarks/arch_compare.py --runs OUT/runs --png gen.png \
 #   --out gen.md v4 data-base data-gen data-gen50
 #
-# Device minutes at MINUTES=5 (estimates from results/h200-arch-2026-12-04.md): about 2 starting the machine and
-# stashing; 1 generating; 3 x 5.3 pretraining; 4 x about 1 the held-out evaluations: about 23 in all.
+# Device minutes at MINUTES=5: about 2 starting the machine and stashing; 2 generating; 1 compiling; 3 x 5.3
+# pretraining; 4 x about 0.8 the held-out evaluations: about 24 in all. Measured on one H200 on 2026-12-05
+# (ARMS="data-base data-gen50" MINUTES=4, results/h200-gen-2026-12-05.md): generating 93 + 36 s, each arm 231 s,
+# each held-out evaluation 46-51 s; 15.4 device-minutes in all, the start and the six calls included.
 set -uo pipefail
 MINUTES=${MINUTES:-5}
 specs=(script-rearc:scripts/gpu_rearc_join.sh
        "py-gen:-m testtime.cli generate --out runs/gen/gen.npz --tasks 20000 --pairs 24 --seed 0"
        "py-gen-unseen:-m testtime.cli generate --out runs/gen/gen-unseen.npz --tasks 2000 --pairs 24 --seed 1")
 arms=${ARMS:-data-base data-gen data-gen50}   # ARMS="data-base data-gen" when the session has less time
+# A throwaway run compiles the model first: fit_minutes counts start-up, and the first arm alone would otherwise pay
+# the cold compile (75 s of 4 minutes on 2026-12-05: 876 steps against the next arm's 1,546).
+first=${arms%% *}
+specs+=("pretrain-warm:--config configs/$first.json --steps 40 --fresh")
 for n in $arms; do specs+=("pretrain-arch-$n:--config configs/$n.json --fit-minutes $MINUTES --export"); done
 specs+=("holdout-v4:--tasks arc1/train-holdout")
 for n in $arms; do specs+=("holdout-$n:--tasks arc1/train-holdout --model runs/pretrain-arch-$n/model"); done
