@@ -25,11 +25,13 @@
 #   about 5-6 evaluating: 40 tasks with the default TTT take base and taskemb about 1 minute each (v4: 0.85 s/task,
 #   plus loading), wide and looped about 1.5-2 (3x the FLOPs per token);
 #   about 20-21 in all. MINUTES=4 makes it about 25; NAMES="base looped" runs two candidates (about 11);
-#   NAMES="base muon" MINUTES=3.5 the optimizer against AdamW on the same data stream (about 11).
+#   NAMES="base muon" MINUTES=3.5 the optimizer against AdamW on the same data stream (about 11). The compiling
+#   runs before the candidates add about 1.5 minutes a cold architecture and 0.5 a warm one (2026-12-05's cold
+#   compile took 75 s).
 # Measured (results/h200-arch-2026-12-04.md, MINUTES=3.5, NAMES="base wide"): pretraining 200 and 212 s of wall clock,
 # the held-out evaluations about 60 and 88 s; with the machine's start and four stashing calls, 12.8 device-minutes.
-# RE-ARC's parts: each call carries the tracked tree (56.2 MiB with the shipped model) and at most 64 MiB in all,
-# so the parts are 3.6 MB (beside the 4 MB of wheels), 6.8, 6.8 and the rest (5.7), made by
+# RE-ARC's parts: each call carries the tracked tree (57.1 MiB with the shipped model on 2026-12-05) and at most
+# 64 MiB in all, so the parts are 3.6 MB, 6.8, 6.8 and the rest (5.7), and the 4 MB of wheels travel alone; made by
 #   f=../shared/data/re-arc/re_arc.npz.xz; head -c 3600000 $f > .carry1/rearc.part0
 #   tail -c +3600001 $f | head -c 6800000 > .carry2/rearc.part1; tail -c +10400001 $f | head -c 6800000 > .carry3/rearc.part2
 #   tail -c +17200001 $f > .carry4/rearc.part3

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Issue 30, item 3 on one H200: one session's stretch of the pretraining campaign, and the measurements that decide
+# whether it ships. The shipped model (models/testtime-grid-base) is continued for MINUTES on the campaign's data
+# (CONFIG, default configs/data-gen50.json: half of the draws from generated tasks, results/h200-gen-2026-12-05.md),
+# over a corpus generated fresh on the machine (GEN_SEED: a new seed each session, so no task is drawn twice across
+# sessions). Then the continued model is evaluated on the 400 ARC-AGI-1 evaluation tasks and the 120 ARC-AGI-2
+# evaluation tasks with the default recipe, and comes back in $OUT (model.tar.part*).
+# It ships only if it beats the shipped model on all 400, paired (`testtime compare` against
+# results/h200-2026-12-04/runs.tar.xz's `v4` records). Then the next session continues from it. A call carries
+# one model, the tracked one, so the campaign ratchets: each stretch starts from the best model shipped so far.
+#
+# Calls (each a `run` of the device tool; RE-ARC's parts as in scripts/gpu_arch.sh):
+#   bash scripts/gpu_stash.sh .whl                                            # carry: .whl
+#   bash scripts/gpu_stash.sh .carry1                                         # carry: .carry1
+#   bash scripts/gpu_stash.sh .carry2                                         # carry: .carry2
+#   bash scripts/gpu_stash.sh .carry3                                         # carry: .carry3
+#   bash scripts/gpu_stash.sh .carry4 >/dev/null 2>&1; GEN_SEED=S TESTTIME_COMMIT=<HEAD> WAIT=570 \
+#       bash scripts/gpu_campaign.sh                                          # carry: .carry4
+#   GEN_SEED=S TESTTIME_COMMIT=<HEAD> WAIT=570 bash scripts/gpu_campaign.sh   # again, until ALL RUNS DONE
+# Then here: tar -xzf runs.tar.gz -C OUT; cat model.tar.part* | tar -x -C OUT;
+#   testtime compare OUT/v4 OUT/runs/campaign-eval (v4's records unpacked from results/h200-2026-12-04/runs.tar.xz)
+#
+# Device minutes at MINUTES=12 (from results/h200-gen-2026-12-05.md and h200-2026-12-04.md): about 2.5 starting
+# the machine and stashing; 1.5 generating; 12 pretraining (compile included); 6 for the 400 tasks; about 3 for
+# ARC-AGI-2's 120: about 25 in all. Lower MINUTES when refused starts have eaten into the session's budget.
+set -uo pipefail
+MINUTES=${MINUTES:-12}
+CONFIG=${CONFIG:-configs/data-gen50.json}
+: "${GEN_SEED:?GEN_SEED: a seed no earlier session generated with (the results files name theirs)}"
+MODEL=runs/pretrain-campaign/model
+UNSEEN=$((GEN_SEED + 1000))  # the probe's corpus: tasks of another seed, never trained on
+specs=(script-rearc:scripts/gpu_rearc_join.sh
+       "py-gen:-m testtime.cli generate --out runs/gen/gen.npz --tasks 20000 --pairs 24 --seed $GEN_SEED"
+       "py-gen-unseen:-m testtime.cli generate --out runs/gen/gen-unseen.npz --tasks 2000 --pairs 24 --seed $UNSEEN"
+       "pretrain-campaign:--config $CONFIG --fit-minutes $MINUTES --export"
+       "campaign-eval:--tasks arc1/eval --model $MODEL"
+       "campaign-arc2:--tasks arc2/eval --model $MODEL")
+SEND_MODEL=$MODEL exec bash "$(dirname "$0")/gpu_eval.sh" "${specs[@]}"
