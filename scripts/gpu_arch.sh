@@ -7,15 +7,9 @@
 # so its s/task is a timing); then the table (benchmarks/arch_compare.py -> runs/bench-arch.md and .json, which
 # runs.tar.gz brings back).
 #
-# Calls (each a `run` of the device tool; wheels and RE-ARC's four parts as in results/h200-2026-12-04.md):
-#   bash scripts/gpu_stash.sh .whl                                            # carry: .whl
-#   bash scripts/gpu_stash.sh .carry1                                         # carry: .carry1
-#   bash scripts/gpu_stash.sh .carry2                                         # carry: .carry2
-#   bash scripts/gpu_stash.sh .carry3                                         # carry: .carry3
-#   bash scripts/gpu_stash.sh .carry4 >/dev/null 2>&1; TESTTIME_COMMIT=<HEAD> WAIT=570 bash scripts/gpu_arch.sh
-#                                                                             # carry: .carry4
-#   TESTTIME_COMMIT=<HEAD> WAIT=570 bash scripts/gpu_arch.sh                  # the same line again: waits on the
-#   TESTTIME_COMMIT=<HEAD> WAIT=300 bash scripts/gpu_arch.sh                  # runner, until ALL RUNS DONE
+# Calls: the stashing calls of scripts/gpu_stash.sh's header, the last one ending in
+#   TESTTIME_COMMIT=<HEAD> WAIT=570 bash scripts/gpu_arch.sh
+# then the same line alone, which waits on the runner, until ALL RUNS DONE.
 # Then here: tar -xzf runs.tar.gz -C OUT; python benchmarks/arch_compare.py --runs OUT/runs --png arch.png \
 #   --out arch.md base wide looped taskemb   (the PNG: held-out solve rate against tokens, per candidate).
 #
@@ -30,12 +24,6 @@
 #   compile took 75 s).
 # Measured (results/h200-arch-2026-12-04.md, MINUTES=3.5, NAMES="base wide"): pretraining 200 and 212 s of wall clock,
 # the held-out evaluations about 60 and 88 s; with the machine's start and four stashing calls, 12.8 device-minutes.
-# RE-ARC's parts: each call carries the tracked tree (57.1 MiB with the shipped model on 2026-12-05) and at most
-# 64 MiB in all, so the parts are 3.6 MB, 6.8, 6.8 and the rest (5.7), and the 4 MB of wheels travel alone; made by
-#   f=../shared/data/re-arc/re_arc.npz.xz; head -c 3600000 $f > .carry1/rearc.part0
-#   tail -c +3600001 $f | head -c 6800000 > .carry2/rearc.part1; tail -c +10400001 $f | head -c 6800000 > .carry3/rearc.part2
-#   tail -c +17200001 $f > .carry4/rearc.part3
-# A refused machine start between two stashing calls loses the stash: the later call says what is missing.
 set -uo pipefail
 MINUTES=${MINUTES:-3}
 NAMES=${NAMES:-base wide looped taskemb}

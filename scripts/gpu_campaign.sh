@@ -9,14 +9,9 @@
 # results/h200-2026-12-04/runs.tar.xz's `v4` records). Then the next session continues from it. A call carries
 # one model, the tracked one, so the campaign ratchets: each stretch starts from the best model shipped so far.
 #
-# Calls (each a `run` of the device tool; RE-ARC's parts as in scripts/gpu_arch.sh):
-#   bash scripts/gpu_stash.sh .whl                                            # carry: .whl
-#   bash scripts/gpu_stash.sh .carry1                                         # carry: .carry1
-#   bash scripts/gpu_stash.sh .carry2                                         # carry: .carry2
-#   bash scripts/gpu_stash.sh .carry3                                         # carry: .carry3
-#   bash scripts/gpu_stash.sh .carry4 >/dev/null 2>&1; GEN_SEED=S TESTTIME_COMMIT=<HEAD> WAIT=570 \
-#       bash scripts/gpu_campaign.sh                                          # carry: .carry4
-#   GEN_SEED=S TESTTIME_COMMIT=<HEAD> WAIT=570 bash scripts/gpu_campaign.sh   # again, until ALL RUNS DONE
+# Calls: the stashing calls of scripts/gpu_stash.sh's header, the last one ending in
+#   GEN_SEED=S TESTTIME_COMMIT=<HEAD> WAIT=570 bash scripts/gpu_campaign.sh
+# then the same line alone, which waits on the runner, until ALL RUNS DONE.
 # Then here: tar -xzf runs.tar.gz -C OUT; cat model.tar.part* | tar -x -C OUT;
 #   testtime compare OUT/v4 OUT/runs/campaign-eval (v4's records unpacked from results/h200-2026-12-04/runs.tar.xz)
 #

@@ -16,14 +16,9 @@
 # is 2.5 points); then the table (benchmarks/arch_compare.py; runs are named as its candidates are, pretrain-arch-NAME
 # and holdout-NAME). All 400 evaluation tasks belong to the campaign's model, not to these 5-minute proxies.
 #
-# Calls (each a `run` of the device tool; RE-ARC's parts as in scripts/gpu_arch.sh):
-#   bash scripts/gpu_stash.sh .whl                                            # carry: .whl
-#   bash scripts/gpu_stash.sh .carry1                                         # carry: .carry1
-#   bash scripts/gpu_stash.sh .carry2                                         # carry: .carry2
-#   bash scripts/gpu_stash.sh .carry3                                         # carry: .carry3
-#   bash scripts/gpu_stash.sh .carry4 >/dev/null 2>&1; TESTTIME_COMMIT=<HEAD> WAIT=570 bash scripts/gpu_gen.sh
-#                                                                             # carry: .carry4
-#   TESTTIME_COMMIT=<HEAD> WAIT=570 bash scripts/gpu_gen.sh                   # again, until ALL RUNS DONE
+# Calls: the stashing calls of scripts/gpu_stash.sh's header, the last one ending in
+#   TESTTIME_COMMIT=<HEAD> WAIT=570 bash scripts/gpu_gen.sh
+# then the same line alone, which waits on the runner, until ALL RUNS DONE.
 # Then here: tar -xzf runs.tar.gz -C OUT; python benchmarks/arch_compare.py --runs OUT/runs --png gen.png \
 #   --out gen.md v4 data-base data-gen data-gen50
 #

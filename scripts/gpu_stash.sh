@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
 # Keep carried files on the GPU machine for a later call: copies every file of the carried folders named as
-# arguments (say .carry1) to /root/stash, which outlives the call while the machine stays warm (a carried path is
-# replaced at every call). For data larger than one call can carry beside the tracked tree (RE-ARC beside the
-# shipped model): split it here (`split -n 3 -d FILE part`), carry one part a call, join them in the last call.
+# arguments to /root/stash, which outlives the call while the machine stays warm (a carried path is replaced at
+# every call). Data larger than one call can carry beside the tracked tree travels in parts, one a call.
 #
-#   bash scripts/gpu_stash.sh .carry1   # then, in the last call: cat /root/stash/part* > FILE
-# The wheels travel in a call of their own: beside one RE-ARC part they take the tracked tree (57 MiB) past 64 MiB.
+# RE-ARC, for the GPU jobs that pretrain (gpu_arch.sh, gpu_gen.sh, gpu_campaign.sh): each call carries the tracked
+# tree (57.1 MiB with the shipped model on 2026-12-05) and at most 64 MiB in all, so the parts are 3.6 MB, 6.8, 6.8
+# and the rest (5.7), and the 4 MB of wheels travel alone. Made here once by
+#   f=../shared/data/re-arc/re_arc.npz.xz; head -c 3600000 $f > .carry1/rearc.part0
+#   tail -c +3600001 $f | head -c 6800000 > .carry2/rearc.part1; tail -c +10400001 $f | head -c 6800000 > .carry3/rearc.part2
+#   tail -c +17200001 $f > .carry4/rearc.part3
+# The stashing calls (each a `run` of the device tool, back to back: the machine goes back after 30 s idle):
+#   bash scripts/gpu_stash.sh .whl                                            # carry: .whl
+#   bash scripts/gpu_stash.sh .carry1                                         # carry: .carry1
+#   bash scripts/gpu_stash.sh .carry2                                         # carry: .carry2
+#   bash scripts/gpu_stash.sh .carry3                                         # carry: .carry3
+#   bash scripts/gpu_stash.sh .carry4 >/dev/null 2>&1; JOB                    # carry: .carry4
+# where JOB is the job script's own line; scripts/gpu_rearc_join.sh, its first step, joins the parts.
+# A refused machine start between two stashing calls loses the stash: the later call says what is missing.
 # Stashed wheels (*.whl) are what gpu_eval.sh and gpu_pretrain_ddp.sh install when no .whl/ was carried.
 set -euo pipefail
 mkdir -p /root/stash
