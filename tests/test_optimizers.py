@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -102,7 +103,7 @@ def test_the_cli_sets_the_optimizer_and_lr(tmp_path):
 
     cfg = tiny(optimizer="adamw", total_steps=2, max_len=512, token_budget=2048)
     path = tmp_path / "pre.json"
-    path.write_text(__import__("json").dumps(cfg.to_dict()))
+    path.write_text(json.dumps(cfg.to_dict()))
     res = CliRunner().invoke(app, ["pretrain", "--config", str(path), "--run-dir", str(tmp_path / "run"),
                                    "--optimizer", "muon", "--lr", "0.004"])
     assert res.exit_code == 0, res.output
