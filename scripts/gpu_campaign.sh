@@ -18,16 +18,21 @@
 # Device minutes at MINUTES=12 (from results/h200-gen-2026-12-05.md and h200-2026-12-04.md): about 2.5 starting
 # the machine and stashing; 1.5 generating; 12 pretraining (compile included); 6 for the 400 tasks; about 3 for
 # ARC-AGI-2's 120: about 25 in all. Lower MINUTES when refused starts have eaten into the session's budget.
+#
+# A dry run on the CPU (what the pipeline does, not what it measures): a config with "compile": false and a small
+# token_budget as CONFIG, GEN_TASKS=200 UNSEEN_TASKS=50 EVAL_FLAGS="--limit 2" MINUTES=1, the stash of
+# scripts/gpu_stash.sh filled by running its calls here, and ../shared reachable from the checkout.
 set -uo pipefail
 MINUTES=${MINUTES:-12}
 CONFIG=${CONFIG:-configs/data-gen50.json}
 : "${GEN_SEED:?GEN_SEED: a seed no earlier session generated with (the results files name theirs)}"
 MODEL=runs/pretrain-campaign/model
+GEN_TASKS=${GEN_TASKS:-20000} UNSEEN_TASKS=${UNSEEN_TASKS:-2000} EVAL_FLAGS=${EVAL_FLAGS:-}
 UNSEEN=$((GEN_SEED + 1000))  # the probe's corpus: tasks of another seed, never trained on
 specs=(script-rearc:scripts/gpu_rearc_join.sh
-       "py-gen:-m testtime.cli generate --out runs/gen/gen.npz --tasks 20000 --pairs 24 --seed $GEN_SEED"
-       "py-gen-unseen:-m testtime.cli generate --out runs/gen/gen-unseen.npz --tasks 2000 --pairs 24 --seed $UNSEEN"
+       "py-gen:-m testtime.cli generate --out runs/gen/gen.npz --tasks $GEN_TASKS --pairs 24 --seed $GEN_SEED"
+       "py-gen-unseen:-m testtime.cli generate --out runs/gen/gen-unseen.npz --tasks $UNSEEN_TASKS --pairs 24 --seed $UNSEEN"
        "pretrain-campaign:--config $CONFIG --fit-minutes $MINUTES --export"
-       "campaign-eval:--tasks arc1/eval --model $MODEL"
-       "campaign-arc2:--tasks arc2/eval --model $MODEL")
+       "campaign-eval:--tasks arc1/eval --model $MODEL $EVAL_FLAGS"
+       "campaign-arc2:--tasks arc2/eval --model $MODEL $EVAL_FLAGS")
 SEND_MODEL=$MODEL exec bash "$(dirname "$0")/gpu_eval.sh" "${specs[@]}"
