@@ -13,10 +13,7 @@ plus causal attention over each sequence's own tokens (`pretrain_step.flops_per_
 batch pads or packs), against the dense bf16 peak. Start-up seconds are with the other variants compiling beside.
 
 `--profile N` then records N more steps under torch.profiler, still alone on the device, and says where a step's
-time goes: the device's kernel time by kind (matrix products, attention, Inductor's fused elementwise kernels, the
-optimizer, copies) and the share of the wall clock the device was busy at all. That tells which lever the 40% MFU
-goal needs (issue 30): a device idle between kernels wants CUDA graphs, elementwise kernels that rival the matrix
-products want fusion or a wider model, attention that dominates wants a better kernel or shorter documents.
+time goes (`testtime.recipes.step_profile`: kernel time by kind, and how busy the device was).
 
     python benchmarks/bench_pretrain.py --config configs/pretrain-grid-continue.json --out results/x.md --profile 5
     python benchmarks/bench_pretrain.py --config configs/pretrain-tiny.json --device cpu --steps 3 --warmup 2  # a check
@@ -36,57 +33,6 @@ import time
 from pathlib import Path
 
 VARIANTS = ("mask", "padded", "packed")
-# A device kernel's kind, by the first pattern its name holds (lower case). Inductor names its own kernels triton_*:
-# triton_tem_* are templates (FlexAttention's kernels, or a matrix product under max-autotune), the other triton_*
-# fused pointwise and reduction kernels. On the CPU the profile reads aten operators instead, by the same table.
-KINDS = (
-    ("attention", ("flex_attention", "flash", "fmha", "attention", "triton_tem")),
-    ("matmul", ("gemm", "cutlass", "nvjet", "xmma", "cublas", "aten::mm", "aten::addmm", "aten::bmm", "aten::matmul",
-                "aten::linear")),
-    ("optimizer", ("multi_tensor", "adam", "muon", "foreach")),
-    ("communication", ("nccl",)),
-    ("elementwise", ("triton_", "elementwise", "vectorized", "reduce", "aten::")),
-    ("copy", ("memcpy", "memset")),
-)
-
-
-def kind_of(name: str) -> str:
-    low = name.lower()
-    return next((kind for kind, pats in KINDS if any(p in low for p in pats)), "other")
-
-
-def breakdown(events: list[tuple[str, float]], steps: int, wall_s: float, top: int = 12) -> dict:
-    """Where `steps` profiled steps spent their time: `events` are (name, self seconds) of each kernel (or each CPU
-    operator), summed over the steps. Returns ms a step by kind and the `top` names, each with its share of the
-    summed time, and `busy`: that sum over the wall clock (under 1: the device idled between kernels)."""
-    total = sum(sec for _, sec in events)
-    by_kind: dict[str, float] = {}
-    by_name: dict[str, float] = {}
-    for name, sec in events:
-        by_kind[kind_of(name)] = by_kind.get(kind_of(name), 0.0) + sec
-        by_name[name] = by_name.get(name, 0.0) + sec
-    per_step = lambda sec: round(1000 * sec / steps, 3)  # noqa: E731
-    share = lambda sec: round(sec / total, 4) if total else 0.0  # noqa: E731
-    ranked = sorted(by_name.items(), key=lambda kv: -kv[1])[:top]
-    return {"steps": steps, "wall_ms": per_step(wall_s), "busy": round(total / wall_s, 4) if wall_s else None,
-            "by_kind": {k: {"ms": per_step(v), "share": share(v)} for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
-            "top": [{"name": n[:90], "kind": kind_of(n), "ms": per_step(v), "share": share(v)} for n, v in ranked]}
-
-
-def profiled_events(prof, cuda: bool) -> list[tuple[str, float]]:
-    """(name, self seconds) of every device kernel under `prof`, or of every CPU operator where there is no device.
-    CPU operators nest (aten::linear calls aten::addmm): self time counts each microsecond once."""
-    from torch.autograd import DeviceType
-
-    want = DeviceType.CUDA if cuda else DeviceType.CPU
-    out = []
-    for evt in prof.key_averages():
-        if evt.device_type != want:
-            continue
-        sec = (evt.self_device_time_total if cuda else evt.self_cpu_time_total) / 1e6
-        if sec > 0:
-            out.append((evt.key, sec))
-    return out
 
 
 def run_one(args) -> dict:
@@ -96,6 +42,7 @@ def run_one(args) -> dict:
     from testtime.model.grid_model import GridLlamaModel, flop_params
     from testtime.recipes.pretrain import PretrainConfig, pretrain
     from testtime.recipes.pretrain_step import PEAK_BF16_FLOPS, flops_per_token
+    from testtime.recipes.step_profile import StepProfile
 
     t_start = time.monotonic()
     sync_dir = Path(args.sync)
@@ -110,7 +57,10 @@ def run_one(args) -> dict:
     acc = {"real": 0, "padded": 0, "attended": 0}
     out: dict = {"variant": args.one}
     lock = open(sync_dir / "lock", "w")  # noqa: SIM115 (held across calls of the hook)
-    prof: dict = {}
+    run_dir = Path(tempfile.mkdtemp(prefix=f"bench-pretrain-{args.one}-"))
+    # the steps after the timed ones (`pretrain` numbers a fresh run's steps from 1)
+    profiler = StepProfile(args.profile, run_dir / "profile.json", after=end, report=lambda _: None) \
+        if args.profile else None
 
     def sync() -> None:
         if cuda:
@@ -137,24 +87,15 @@ def run_one(args) -> dict:
             if step == end:
                 sync()
                 out["seconds"] = time.perf_counter() - out.pop("t0")
-                fcntl.flock(lock, fcntl.LOCK_UN)
                 out["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1) if cuda else None
-                if args.profile:
-                    fcntl.flock(lock, fcntl.LOCK_EX)  # the profiled steps too run alone on the device
-                    activities = [torch.profiler.ProfilerActivity.CPU]
-                    if cuda:
-                        activities.append(torch.profiler.ProfilerActivity.CUDA)
-                    prof["p"] = torch.profiler.profile(activities=activities)
-                    prof["p"].__enter__()
-                    prof["t0"] = time.perf_counter()
-        elif args.profile and step == last:
-            sync()
-            wall = time.perf_counter() - prof["t0"]
-            prof["p"].__exit__(None, None, None)
-            fcntl.flock(lock, fcntl.LOCK_UN)
-            out["profile"] = breakdown(profiled_events(prof["p"], cuda), args.profile, wall)
+                if profiler is None:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+        if profiler is not None:  # the profiled steps too run alone on the device: the lock is held to the last
+            profiler(step, batch)
+            if step == last:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+                out["profile"] = profiler.result
 
-    run_dir = Path(tempfile.mkdtemp(prefix=f"bench-pretrain-{args.one}-"))
     result = pretrain(cfg, run_dir, progress=False, on_step=hook, stop_at=last, export=False)
     model = result.trained
     n = flop_params(model)  # looped layers once a pass (the parameter count for any other model)
@@ -173,22 +114,6 @@ def run_one(args) -> dict:
         "seconds": round(out["seconds"], 2),
     })
     return out
-
-
-def profile_lines(row: dict, device: str) -> list[str]:
-    """A variant's profile as markdown: ms a step by kind, then the costliest kernels."""
-    p = row.get("profile")
-    if not p:
-        return []
-    what = "device kernel time" if device == "cuda" else "CPU operator self time"
-    busy = f"; the device was busy {100 * p['busy']:.0f}% of the wall clock" if device == "cuda" else ""
-    lines = ["", f"**{row['variant']}: where a step goes** ({p['steps']} profiled steps, {p['wall_ms']} ms a step "
-                 f"under the profiler{busy}; {what})", "",
-             "| kind | ms / step | share |", "|---|---|---|"]
-    lines += [f"| {k} | {v['ms']} | {100 * v['share']:.1f}% |" for k, v in p["by_kind"].items()]
-    lines += ["", "| kernel | kind | ms / step | share |", "|---|---|---|---|"]
-    lines += [f"| `{t['name']}` | {t['kind']} | {t['ms']} | {100 * t['share']:.1f}% |" for t in p["top"]]
-    return lines
 
 
 def main() -> None:
@@ -230,6 +155,8 @@ def main() -> None:
     import torch
     from provenance import header, publish
 
+    from testtime.recipes import step_profile
+
     device = "cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu"
     base = next((r for r in rows if r["variant"] == "mask"), rows[0] if rows else None)
     lines = header("Pretraining throughput, one device", device) + [
@@ -245,7 +172,8 @@ def main() -> None:
                      f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}x | {r['loss']} | {r['shapes']} | "
                      f"{r['startup_s']} |")
     for r in rows:
-        lines += profile_lines(r, device)
+        if r.get("profile"):
+            lines += step_profile.lines(r["profile"], r["variant"], device == "cuda")
     publish(lines, args.out)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

@@ -4,7 +4,8 @@
 # (CONFIG, default configs/data-gen50.json: half of the draws from generated tasks, results/h200-gen-2026-12-05.md),
 # over a corpus generated fresh on the machine (GEN_SEED: a new seed each session, so no task is drawn twice across
 # sessions). Then the continued model is evaluated on the 400 ARC-AGI-1 evaluation tasks and the 120 ARC-AGI-2
-# evaluation tasks with the default recipe, and comes back in $OUT (model.tar.part*).
+# evaluation tasks with the default recipe, and comes back in $OUT (model.tar.part*). The stretch profiles 5 steps
+# after its first 100 (runs/pretrain-campaign/profile.json: where a step's time goes, for the 40% MFU goal).
 # It ships only if it beats the shipped model on all 400, paired (`testtime compare` against
 # results/h200-2026-12-04/runs.tar.xz's `v4` records). Then the next session continues from it. A call carries
 # one model, the tracked one, so the campaign ratchets: each stretch starts from the best model shipped so far.
@@ -32,7 +33,7 @@ UNSEEN=$((GEN_SEED + 1000))  # the probe's corpus: tasks of another seed, never 
 specs=(script-rearc:scripts/gpu_rearc_join.sh
        "py-gen:-m testtime.cli generate --out runs/gen/gen.npz --tasks $GEN_TASKS --pairs 24 --seed $GEN_SEED"
        "py-gen-unseen:-m testtime.cli generate --out runs/gen/gen-unseen.npz --tasks $UNSEEN_TASKS --pairs 24 --seed $UNSEEN"
-       "pretrain-campaign:--config $CONFIG --fit-minutes $MINUTES --export"
+       "pretrain-campaign:--config $CONFIG --fit-minutes $MINUTES --export --profile-steps 5"
        "campaign-eval:--tasks arc1/eval --model $MODEL $EVAL_FLAGS"
        "campaign-arc2:--tasks arc2/eval --model $MODEL $EVAL_FLAGS")
 SEND_MODEL=$MODEL exec bash "$(dirname "$0")/gpu_eval.sh" "${specs[@]}"

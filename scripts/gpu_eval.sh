@@ -90,7 +90,7 @@ pack() {  # atomically: a reader never sees half an archive
   # depth 3: a sweep's runs inside its own folder (runs/bbh-sweep/SETTING/), and the config it chose (best.json)
   find runs -maxdepth 3 \( -name 'results*.jsonl' -o -name config.json -o -name summary.json -o -name eval.log \
     -o -name 'bench*.md' -o -name 'bench*.json' -o -name 'runner*.log' -o -name log.jsonl -o -name loss.png \
-    -o -name pretrain.log -o -name stage.json -o -name best.json \) -print0 \
+    -o -name pretrain.log -o -name stage.json -o -name best.json -o -name profile.json \) -print0 \
     | tar -czf "$OUT/.runs.tmp" --null -T - 2>/dev/null && mv "$OUT/.runs.tmp" "$OUT/runs.tar.gz"
 }
 

@@ -233,6 +233,8 @@ def pretrain_cmd(
     optimizer: Annotated[str | None, typer.Option(help="Override the optimizer: adamw or muon.")] = None,
     export: Annotated[bool, typer.Option("--export", help="Write RUN_DIR/model even if the schedule is not done.")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="Ignore an existing checkpoint and start over.")] = False,
+    profile_steps: Annotated[int, typer.Option(min=0, help="Profile this many steps after this call's first 100: "
+                                                           "where a step's time goes, in RUN_DIR/profile.json.")] = 0,
 ) -> None:
     """Pretrain (or continue pretraining) the base model on augmented ARC training tasks.
 
@@ -240,14 +242,17 @@ def pretrain_cmd(
     """
     from testtime.core.config import with_overrides
     from testtime.recipes.pretrain import PretrainConfig, pretrain
+    from testtime.recipes.step_profile import StepProfile
 
     cfg = PretrainConfig.from_json(config)
     flags = {"max_minutes": ("--max-minutes", max_minutes), "total_steps": ("--steps", steps), "device": ("--device", device),
              "fit_minutes": ("--fit-minutes", fit_minutes), "lr": ("--lr", lr), "optimizer": ("--optimizer", optimizer)}
     given = {k: v for k, (_, v) in flags.items() if v is not None}
     cfg = with_overrides(cfg, given, names={k: flag for k, (flag, _) in flags.items()})
-    res = pretrain(cfg, run_dir, resume=not fresh, export=export or None)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
+    main_rank = os.environ.get("RANK", "0") == "0"
+    hook = StepProfile(profile_steps, run_dir / "profile.json", report=typer.echo) if profile_steps and main_rank else None
+    res = pretrain(cfg, run_dir, resume=not fresh, export=export or None, on_step=hook)
+    if not main_rank:  # under torchrun, rank 0 speaks for the run
         return
     state = "finished" if res.finished else "stopped (run again to continue)"
     typer.echo(f"{state} at step {res.step}/{res.total_steps}; log {run_dir / 'log.jsonl'}, plot {run_dir / 'loss.png'}")
