@@ -77,6 +77,21 @@ def test_hook_profiles_the_steps_after_a_calls_first_ones(tmp_path):
     assert hook.result["top"] and len(said) == 1 and said[0].startswith("profile of steps 5-6:")
 
 
+def test_a_failing_profiler_never_stops_training(tmp_path, monkeypatch):
+    import torch
+
+    def broken(*a, **k):
+        raise RuntimeError("CUPTI not found")
+
+    monkeypatch.setattr(torch.profiler, "profile", broken)
+    said = []
+    hook = StepProfile(2, tmp_path / "profile.json", after=1, report=said.append)
+    res = pretrain(tiny(total_steps=3), tmp_path / "run", progress=False, on_step=hook)
+    assert res.finished and res.step == 3
+    assert said == ["profile: gave up at step 1 (RuntimeError: CUPTI not found); training goes on"]
+    assert not (tmp_path / "profile.json").exists()
+
+
 @pytest.mark.parametrize(("steps", "after"), [(0, 5), (2, 0)])
 def test_hook_refuses_empty_windows(steps, after):
     with pytest.raises(ValueError, match="profile"):

@@ -95,7 +95,8 @@ def lines(profile: dict[str, Any], title: str, cuda: bool) -> list[str]:
 class StepProfile:
     """An `on_step` hook for `pretrain`: profiles `steps` steps once `after` steps of this call have run (default
     AFTER), then writes the breakdown to `out` (JSON) and calls `report`
-    with a one-line summary. A call that stops sooner profiles nothing."""
+    with a one-line summary. A call that stops sooner profiles nothing. A profiler that fails (no CUPTI, say) is
+    reported in one line and training goes on: a measurement never costs the run it measures."""
 
     def __init__(self, steps: int, out: str | Path, after: int | None = None, report=print) -> None:
         after = AFTER if after is None else after
@@ -107,6 +108,7 @@ class StepProfile:
         self.prof = None
         self.t0 = 0.0
         self.result: dict[str, Any] | None = None
+        self.failed = False
 
     def _sync(self) -> None:
         import torch
@@ -115,6 +117,21 @@ class StepProfile:
             torch.cuda.synchronize()
 
     def __call__(self, step: int, batch) -> None:
+        if self.failed:
+            return
+        try:
+            self._advance(step, batch)
+        except Exception as e:  # noqa: BLE001 (any profiler failure ends the profile, never the run)
+            self.failed = True
+            if self.prof is not None:
+                try:
+                    self.prof.__exit__(None, None, None)
+                except Exception:  # noqa: BLE001, S110 (already failing; the report below says so)
+                    pass
+                self.prof = None
+            self.report(f"profile: gave up at step {step} ({type(e).__name__}: {e}); training goes on")
+
+    def _advance(self, step: int, batch) -> None:
         import torch
 
         if self.first is None:
