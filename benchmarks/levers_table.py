@@ -1,6 +1,7 @@
 """Issue 24's table: for each run folder, pass@2 (and on the tasks of several test inputs alone, where a second round
 on confident answers should gain most), the recall of the right grid among its candidates, candidates per test input,
-GPU-seconds per task, and the run paired by task against a reference run (as `testtime compare`: tasks won, lost,
+how near its misses came (test inputs missed by at most 3 cells: `miss_profile.py`), GPU-seconds per task, and the
+run paired by task against a reference run (as `testtime compare`: tasks won, lost,
 exact sign test).
 
     python benchmarks/levers_table.py --reference runs/default runs/default runs/adapters2 runs/dfs \
@@ -14,12 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
-from testtime.core.store import read_config, read_results
-from testtime.report.compare import compare_runs
-from testtime.report.report import summarize
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # miss_profile beside this script
+
+from miss_profile import profile_run, summary  # noqa: E402
+
+from testtime.core.store import read_config, read_results  # noqa: E402
+from testtime.report.compare import compare_runs  # noqa: E402
+from testtime.report.report import summarize  # noqa: E402
 
 
 def row(run: Path, reference: Path | None) -> dict[str, Any]:
@@ -32,6 +38,10 @@ def row(run: Path, reference: Path | None) -> dict[str, Any]:
     multi = [r for r in records if len(r.get("correct") or []) > 1]
     out.update(multi=sum(float(r.get("score") or 0.0) for r in multi), n_multi=len(multi),
                second_rounds=sum(1 for r in records if (r.get("second_round") or {}).get("steps")))
+    try:  # near misses need the tasks' solutions, which a run of unsolved tasks does not have
+        out["near"] = sum(summary(profile_run(run))["bands"][:2])
+    except (OSError, ValueError, KeyError):
+        out["near"] = None
     cfg = read_config(run) or {}
     out["adapters"] = (cfg.get("ensemble_cfg") or {}).get("adapters", 1)
     if reference is not None and reference.resolve() != run.resolve():
@@ -58,12 +68,12 @@ def _num(x: Any, fmt: str) -> str:
 
 def markdown(rows: list[dict[str, Any]], reference: str | None = None) -> str:
     against = f" against {reference}" if reference else ""
-    lines = [f"| run | tasks | pass@2 | several test inputs | recall | candidates / test input | GPU-s/task | "
-             f"won / lost{against} | p |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| run | tasks | pass@2 | several test inputs | recall | missed by 1-3 cells | candidates / test input | "
+             f"GPU-s/task | won / lost{against} | p |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         paired = f"{r['won']} / {r['lost']}" if "won" in r else ""
         lines.append(f"| {r['run']} | {r['tasks']} | {r['pass2']:g} | {r['multi']:g} / {r['n_multi']} | "
-                     f"{_num(r['recall'], 'g')} | "
+                     f"{_num(r['recall'], 'g')} | {_num(r.get('near'), 'd')} | "
                      f"{_num(r['candidates'], '.1f')} | {r['seconds']:.2f} | {paired} | {_num(r.get('p'), '.3g')} |")
     return "\n".join(lines) + "\n"
 
