@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# gpu_campaign.sh's last step: the runs a ship decision needs beyond the 400 tasks with TTT (ARC-AGI-2's 120
+# evaluation tasks, and the 400 without TTT), made only where the stretch's model scored more than the shipped one
+# on the 400, paired. A stretch that did not gain leaves them out and gives their GPU-minutes back: ARC-AGI-2 is
+# reported for every shipped change, and only for those.
+#   bash scripts/campaign_ship_checks.sh MODEL [EVALUATE FLAGS...]
+# REF (default results/h200-2026-12-04/runs.tar.xz) and REF_RUN (default v4): the shipped model's records.
+# FORCE=1 runs the checks whatever the comparison says.
+set -uo pipefail
+MODEL=${1:?the model folder of the stretch}; shift
+REF=${REF:-results/h200-2026-12-04/runs.tar.xz}
+REF_RUN=${REF_RUN:-v4}
+[ -f runs/campaign-eval/results.jsonl ] || { echo "ship checks: runs/campaign-eval has no results"; exit 1; }
+mkdir -p /tmp/ship-ref
+tar -xJf "$REF" -C /tmp/ship-ref "$REF_RUN" || { echo "ship checks: no $REF_RUN in $REF"; exit 1; }
+cat >/tmp/ship-verdict.py <<'PY'
+import sys
+from testtime.report.compare import compare_runs
+c = compare_runs(sys.argv[1], sys.argv[2])
+a, b = c.totals
+word = "better" if b > a else "not-better"
+print(f"{word}: stretch {b:g} against shipped {a:g} on {len(c.pairs)} tasks "
+      f"({c.b_won} won, {c.b_lost} lost, p = {c.p_value:.3g})")
+PY
+verdict=$(python3 /tmp/ship-verdict.py "/tmp/ship-ref/$REF_RUN" runs/campaign-eval) \
+  || { echo "ship checks: the comparison failed"; exit 1; }
+echo "ship checks: $verdict"
+if [[ $verdict != better:* && ${FORCE:-0} != 1 ]]; then
+  echo "ship checks: left out (ARC-AGI-2 and the run without TTT are for a model that ships; FORCE=1 runs them)"
+  exit 0
+fi
+for spec in "campaign-arc2:--tasks arc2/eval" "campaign-icl:--tasks arc1/eval --no-ttt"; do
+  name=${spec%%:*}; mkdir -p "runs/$name"
+  # shellcheck disable=SC2086
+  python3 -m testtime.cli evaluate --out "runs/$name" ${spec#*:} --model "$MODEL" "$@" 2>&1 | tr '\r' '\n' \
+    | tee -a "runs/$name/eval.log" | grep -v "it/s\]$\|task/s\]$\|s/task\]$" | tail -8
+done
