@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 VARIANTS = ("mask", "padded", "packed")
@@ -47,19 +48,19 @@ def run_one(args) -> dict:
     t_start = time.monotonic()
     sync_dir = Path(args.sync)
     cfg = PretrainConfig.from_json(args.config)
+    cuda = torch.cuda.is_available() and args.device != "cpu"
     end = args.warmup + args.steps
     last = end + args.profile
     cfg = dataclasses.replace(cfg, packing=args.one == "packed", total_steps=last + 1, fit_minutes=None,
                               log_every=1, val_every=10**6, holdout=0, checkpoint_minutes=43200, max_minutes=None,
                               device=args.device)
     GridLlamaModel.always_build_mask = args.one == "mask"
-    cuda = torch.cuda.is_available() and args.device != "cpu"
     acc = {"real": 0, "padded": 0, "attended": 0}
     out: dict = {"variant": args.one}
     lock = open(sync_dir / "lock", "w")  # noqa: SIM115 (held across calls of the hook)
     run_dir = Path(tempfile.mkdtemp(prefix=f"bench-pretrain-{args.one}-"))
     # the steps after the timed ones (`pretrain` numbers a fresh run's steps from 1)
-    profiler = StepProfile(args.profile, run_dir / "profile.json", after=end, report=lambda _: None) \
+    profiler = StepProfile(args.profile, run_dir / "profile.json", cuda=cuda, after=end, report=lambda _: None) \
         if args.profile else None
 
     def sync() -> None:
@@ -96,7 +97,8 @@ def run_one(args) -> dict:
                 fcntl.flock(lock, fcntl.LOCK_UN)
                 out["profile"] = profiler.result
 
-    result = pretrain(cfg, run_dir, progress=False, on_step=hook, stop_at=last, export=False)
+    with profiler or nullcontext():
+        result = pretrain(cfg, run_dir, progress=False, on_step=hook, stop_at=last, export=False)
     model = result.trained
     n = flop_params(model)  # looped layers once a pass (the parameter count for any other model)
     text = model.config.get_text_config()

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from testtime.model.loading import ModelConfig
 from testtime.recipes import step_profile
@@ -63,12 +64,14 @@ def test_breakdown_sums_per_step_and_busy():
 
 
 def test_hook_profiles_the_steps_after_a_calls_first_ones(tmp_path):
-    short = StepProfile(5, tmp_path / "short.json", after=1, report=lambda _: None)
-    pretrain(tiny(), tmp_path / "run", progress=False, stop_at=3, on_step=short)
-    assert short.result is None and not (tmp_path / "short.json").exists()  # a call that stops sooner: nothing
+    with StepProfile(5, tmp_path / "short.json", cuda=False, after=1, report=lambda _: None) as short:
+        pretrain(tiny(), tmp_path / "run", progress=False, stop_at=3, on_step=short)
+        assert short.prof is not None  # the call ended inside the window, the profiler still on
+    assert short.prof is None and short.result is None  # closed on leaving the block, nothing written
+    assert not (tmp_path / "short.json").exists()
 
     said = []
-    hook = StepProfile(2, tmp_path / "p" / "profile.json", after=1, report=said.append)
+    hook = StepProfile(2, tmp_path / "p" / "profile.json", cuda=False, after=1, report=said.append)
     pretrain(tiny(), tmp_path / "run", progress=False, on_step=hook)  # resumed: steps 4-6 in this call
     prof = json.loads((tmp_path / "p" / "profile.json").read_text())
     assert prof["first_step"] == 5 and prof["steps"] == 2  # counted from where this call began
@@ -78,24 +81,64 @@ def test_hook_profiles_the_steps_after_a_calls_first_ones(tmp_path):
 
 
 def test_a_failing_profiler_never_stops_training(tmp_path, monkeypatch):
-    import torch
-
     def broken(*a, **k):
         raise RuntimeError("CUPTI not found")
 
     monkeypatch.setattr(torch.profiler, "profile", broken)
     said = []
-    hook = StepProfile(2, tmp_path / "profile.json", after=1, report=said.append)
+    hook = StepProfile(2, tmp_path / "profile.json", cuda=False, after=1, report=said.append)
     res = pretrain(tiny(total_steps=3), tmp_path / "run", progress=False, on_step=hook)
     assert res.finished and res.step == 3
     assert said == ["profile: gave up at step 1 (RuntimeError: CUPTI not found); training goes on"]
     assert not (tmp_path / "profile.json").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_the_device_is_the_callers_word_not_the_batchs(tmp_path):
+    # The hook sees the prefetcher's CPU batches even on a GPU run: told cuda, it syncs the GPU (which fails here,
+    # and is reported), where reading the batch would have profiled CPU time only and called it kernel time.
+    said = []
+    hook = StepProfile(1, tmp_path / "profile.json", cuda=True, after=1, report=said.append)
+    assert pretrain(tiny(total_steps=2), tmp_path / "run", progress=False, on_step=hook).finished
+    assert len(said) == 1 and said[0].startswith("profile: gave up at step 1")
+
+
+def test_user_annotations_and_syncs_are_not_counted_as_kernels():
+    from torch.autograd import DeviceType
+
+    class Evt:
+        def __init__(self, key, us, annotation=False):
+            self.key, self.self_device_time_total, self.is_user_annotation = key, us, annotation
+            self.device_type = DeviceType.CUDA
+
+    class Prof:
+        def key_averages(self):
+            return [Evt("sm90_xmma_gemm", 300.0), Evt("Optimizer.step#AdamW.step", 500.0, annotation=True),
+                    Evt("## Call CompiledFxGraph ##", 900.0, annotation=True), Evt("Context Sync", 50.0),
+                    Evt("multi_tensor_apply_kernel", 100.0)]
+
+    assert step_profile.profiled_events(Prof(), cuda=True) == [("sm90_xmma_gemm", 3e-4), ("multi_tensor_apply_kernel", 1e-4)]
+
+
+@pytest.mark.parametrize(("warmup", "log_every", "after"), [(100, 25, 151), (10, 3, 100), (200, 7, 214)])
+def test_profile_starts_after_the_fit_and_off_a_log_step(warmup, log_every, after):
+    # fitted at the first log step past warmup (at most warmup + log_every); the start step's bookkeeping lands
+    # in the window, so it is not a log step
+    assert step_profile.after_for(warmup, log_every) == after
+    assert after >= warmup + log_every and after % log_every
+
+
+def test_for_run_takes_the_configs_device_and_nothing_for_zero_steps(tmp_path):
+    with step_profile.for_run(tiny(), 0, tmp_path) as none:
+        assert none is None
+    with step_profile.for_run(tiny(warmup_steps=2, log_every=1), 3, tmp_path) as hook:
+        assert hook.cuda is False and hook.steps == 3 and hook.out == tmp_path / "profile.json"
+
+
 @pytest.mark.parametrize(("steps", "after"), [(0, 5), (2, 0)])
 def test_hook_refuses_empty_windows(steps, after):
     with pytest.raises(ValueError, match="profile"):
-        StepProfile(steps, "x.json", after=after)
+        StepProfile(steps, "x.json", cuda=False, after=after)
 
 
 def test_pretrain_cli_profile_steps(tmp_path, monkeypatch):
@@ -105,11 +148,11 @@ def test_pretrain_cli_profile_steps(tmp_path, monkeypatch):
 
     monkeypatch.setattr(step_profile, "AFTER", 2)
     path = tmp_path / "pre.json"
-    path.write_text(json.dumps(tiny(total_steps=4).to_dict()))
+    path.write_text(json.dumps(tiny(total_steps=7).to_dict()))  # warmup 2, log_every 1: steps 6-7 profiled
     res = CliRunner().invoke(cli.app, ["pretrain", "--config", str(path), "--run-dir", str(tmp_path / "run"),
                                        "--profile-steps", "2"])
     assert res.exit_code == 0, res.output
-    assert "profile of steps 3-4:" in res.output
+    assert "profile of steps 6-7:" in res.output
     assert json.loads((tmp_path / "run" / "profile.json").read_text())["steps"] == 2
     bad = CliRunner().invoke(cli.app, ["pretrain", "--config", str(path), "--profile-steps", "-1"])
     assert bad.exit_code == 2
@@ -118,7 +161,7 @@ def test_pretrain_cli_profile_steps(tmp_path, monkeypatch):
 def test_markdown_names_every_kind():
     prof = breakdown([("gemm", 0.3), ("triton_poi_fused_x", 0.1)], steps=1, wall_s=0.5)
     text = "\n".join(step_profile.lines(prof, "packed", cuda=True))
-    assert "packed: where a step goes" in text and "busy 80%" in text
+    assert "packed: where a step goes" in text and "kernel time 80% of the wall clock" in text
     assert "| matmul | 300.0 | 75.0% |" in text and "| elementwise | 100.0 | 25.0% |" in text
 
 

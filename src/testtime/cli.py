@@ -233,16 +233,17 @@ def pretrain_cmd(
     optimizer: Annotated[str | None, typer.Option(help="Override the optimizer: adamw or muon.")] = None,
     export: Annotated[bool, typer.Option("--export", help="Write RUN_DIR/model even if the schedule is not done.")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="Ignore an existing checkpoint and start over.")] = False,
-    profile_steps: Annotated[int, typer.Option(min=0, help="Profile this many steps after this call's first 100: "
-                                                           "where a step's time goes, in RUN_DIR/profile.json.")] = 0,
+    profile_steps: Annotated[int, typer.Option(min=0, help="Profile this many steps once the schedule is fitted (100 "
+                                                           "steps in at least): where a step's time goes, in "
+                                                           "RUN_DIR/profile.json.")] = 0,
 ) -> None:
     """Pretrain (or continue pretraining) the base model on augmented ARC training tasks.
 
     A config with `init_from` fine-tunes an existing Hugging Face LM instead (configs/finetune-gemma3-arc.json).
     """
     from testtime.core.config import with_overrides
+    from testtime.recipes import step_profile
     from testtime.recipes.pretrain import PretrainConfig, pretrain
-    from testtime.recipes.step_profile import StepProfile
 
     cfg = PretrainConfig.from_json(config)
     flags = {"max_minutes": ("--max-minutes", max_minutes), "total_steps": ("--steps", steps), "device": ("--device", device),
@@ -250,8 +251,8 @@ def pretrain_cmd(
     given = {k: v for k, (_, v) in flags.items() if v is not None}
     cfg = with_overrides(cfg, given, names={k: flag for k, (flag, _) in flags.items()})
     main_rank = os.environ.get("RANK", "0") == "0"
-    hook = StepProfile(profile_steps, run_dir / "profile.json", report=typer.echo) if profile_steps and main_rank else None
-    res = pretrain(cfg, run_dir, resume=not fresh, export=export or None, on_step=hook)
+    with step_profile.for_run(cfg, profile_steps if main_rank else 0, run_dir, typer.echo) as hook:
+        res = pretrain(cfg, run_dir, resume=not fresh, export=export or None, on_step=hook)
     if not main_rank:  # under torchrun, rank 0 speaks for the run
         return
     state = "finished" if res.finished else "stopped (run again to continue)"

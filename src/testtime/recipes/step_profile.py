@@ -1,6 +1,7 @@
 """Where a pretraining step's time goes (issue 30, item 1: the 40% MFU goal). A few steps run under torch.profiler
 and their kernels are summed by kind: matrix products, attention, Inductor's fused elementwise kernels, the
-optimizer, communication, copies; beside that, the share of the wall clock the device was busy at all.
+optimizer, communication, copies; beside that, `busy`: the kernels' summed time over the wall clock (under 1, the
+device idled between kernels; kernels that overlap on several streams, DDP's communication say, can take it past 1).
 
 The kinds say which lever pays next: a device idle between kernels wants CUDA graphs (or more work a launch),
 elementwise kernels that rival the matrix products want fusion or a wider model, attention that dominates wants a
@@ -42,7 +43,7 @@ def kind_of(name: str) -> str:
 def breakdown(events: list[tuple[str, float]], steps: int, wall_s: float, top: int = 12) -> dict[str, Any]:
     """Where `steps` profiled steps spent their time: `events` are (name, self seconds) of each kernel (or each CPU
     operator), summed over the steps. Returns ms a step by kind and the `top` names, each with its share of the
-    summed time, and `busy`: that sum over the wall clock (under 1: the device idled between kernels)."""
+    summed time, and `busy`: that sum over the wall clock."""
     total = sum(sec for _, sec in events)
     by_kind: dict[str, float] = {}
     by_name: dict[str, float] = {}
@@ -64,14 +65,16 @@ def breakdown(events: list[tuple[str, float]], steps: int, wall_s: float, top: i
 
 
 def profiled_events(prof, cuda: bool) -> list[tuple[str, float]]:
-    """(name, self seconds) of every device kernel under `prof`, or of every CPU operator where there is no device.
-    CPU operators nest (aten::linear calls aten::addmm): self time counts each microsecond once."""
+    """(name, self seconds) of every device kernel, copy and fill under `prof`, or of every CPU operator where there
+    is no device. CPU operators nest (aten::linear calls aten::addmm): self time counts each microsecond once. The
+    device's user annotations (`Optimizer.step#AdamW.step`, a compiled graph's range) span kernels already counted,
+    and a context sync is waiting, not work: both are left out, as torch's own benchmarking leaves them."""
     from torch.autograd import DeviceType
 
     want = DeviceType.CUDA if cuda else DeviceType.CPU
     out = []
     for evt in prof.key_averages():
-        if evt.device_type != want:
+        if evt.device_type != want or getattr(evt, "is_user_annotation", False) or evt.key == "Context Sync":
             continue
         sec = (evt.self_device_time_total if cuda else evt.self_cpu_time_total) / 1e6
         if sec > 0:
@@ -82,7 +85,7 @@ def profiled_events(prof, cuda: bool) -> list[tuple[str, float]]:
 def lines(profile: dict[str, Any], title: str, cuda: bool) -> list[str]:
     """A profile as markdown: ms a step by kind, then the costliest kernels."""
     what = "device kernel time" if cuda else "CPU operator self time"
-    busy = f"; the device was busy {100 * profile['busy']:.0f}% of the wall clock" if cuda else ""
+    busy = f"; kernel time {100 * profile['busy']:.0f}% of the wall clock" if cuda else ""
     out = ["", f"**{title}: where a step goes** ({profile['steps']} profiled steps, {profile['wall_ms']} ms a step "
                f"under the profiler{busy}; {what})", "",
            "| kind | ms / step | share |", "|---|---|---|"]
@@ -93,18 +96,21 @@ def lines(profile: dict[str, Any], title: str, cuda: bool) -> list[str]:
 
 
 class StepProfile:
-    """An `on_step` hook for `pretrain`: profiles `steps` steps once `after` steps of this call have run (default
-    AFTER), then writes the breakdown to `out` (JSON) and calls `report`
-    with a one-line summary. A call that stops sooner profiles nothing. A profiler that fails (no CUPTI, say) is
-    reported in one line and training goes on: a measurement never costs the run it measures."""
+    """An `on_step` hook for `pretrain`: once `after` steps of this call have run (default AFTER), profiles the next
+    `steps`, then writes the breakdown to `out` (JSON) and calls `report` with a one-line summary. `pretrain` calls
+    the hook right after a step's optimizer step, so the window holds whatever bookkeeping step `after` does
+    (logging, validation, a checkpoint): pick an `after` off those steps. `cuda`: the run trains on a GPU (the hook
+    sees the prefetcher's batches, which stay on the CPU, so it cannot tell).
 
-    def __init__(self, steps: int, out: str | Path, after: int | None = None, report=print) -> None:
+    A call that stops sooner profiles nothing; `close()` (or leaving a `with` block) stops a profile left open. A profiler that fails (no CUPTI,
+    say) is reported in one line and training goes on: a measurement never costs the run it measures."""
+
+    def __init__(self, steps: int, out: str | Path, cuda: bool, after: int | None = None, report=print) -> None:
         after = AFTER if after is None else after
         if steps < 1 or after < 1:
             raise ValueError(f"profile: steps and after must be >= 1, got {steps} and {after}")
-        self.steps, self.after, self.out, self.report = steps, after, Path(out), report
+        self.steps, self.after, self.out, self.cuda, self.report = steps, after, Path(out), cuda, report
         self.first: int | None = None
-        self.cuda = False
         self.prof = None
         self.t0 = 0.0
         self.result: dict[str, Any] | None = None
@@ -116,27 +122,36 @@ class StepProfile:
         if self.cuda:
             torch.cuda.synchronize()
 
+    def __enter__(self) -> StepProfile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop a profile still open (the call ended inside its window); nothing is written."""
+        prof, self.prof = self.prof, None
+        if prof is not None:
+            try:
+                prof.__exit__(None, None, None)
+            except Exception:  # noqa: BLE001, S110 (a profile given up: nothing of it is read)
+                pass
+
     def __call__(self, step: int, batch) -> None:
         if self.failed:
             return
         try:
-            self._advance(step, batch)
+            self._advance(step)
         except Exception as e:  # noqa: BLE001 (any profiler failure ends the profile, never the run)
             self.failed = True
-            if self.prof is not None:
-                try:
-                    self.prof.__exit__(None, None, None)
-                except Exception:  # noqa: BLE001, S110 (already failing; the report below says so)
-                    pass
-                self.prof = None
+            self.close()
             self.report(f"profile: gave up at step {step} ({type(e).__name__}: {e}); training goes on")
 
-    def _advance(self, step: int, batch) -> None:
+    def _advance(self, step: int) -> None:
         import torch
 
         if self.first is None:
             self.first = step
-            self.cuda = batch.input_ids.is_cuda
         done = step - self.first + 1  # steps this call has run, this one included
         if done == self.after and self.prof is None and self.result is None:
             self._sync()
@@ -149,12 +164,33 @@ class StepProfile:
         elif self.prof is not None and done == self.after + self.steps:
             self._sync()
             wall = time.perf_counter() - self.t0
-            self.prof.__exit__(None, None, None)
-            self.result = breakdown(profiled_events(self.prof, self.cuda), self.steps, wall)
-            self.prof = None
+            prof, self.prof = self.prof, None
+            prof.__exit__(None, None, None)
+            self.result = breakdown(profiled_events(prof, self.cuda), self.steps, wall)
             self.out.parent.mkdir(parents=True, exist_ok=True)
             self.out.write_text(json.dumps({"first_step": step - self.steps + 1, **self.result}, indent=1))
             kinds = ", ".join(f"{k} {100 * v['share']:.0f}%" for k, v in self.result["by_kind"].items())
-            busy = f", busy {100 * self.result['busy']:.0f}%" if self.cuda else ""
+            busy = f", kernel time {100 * self.result['busy']:.0f}% of it" if self.cuda else ""
             self.report(f"profile of steps {step - self.steps + 1}-{step}: {self.result['wall_ms']:.1f} ms a step"
                         f"{busy}; {kinds} ({self.out})")
+
+
+def after_for(warmup_steps: int, log_every: int) -> int:
+    """Where a pretraining call's profile starts: past AFTER, past the step where a `fit_minutes` schedule is fitted
+    (timed between log steps up to warmup's end: a profiler starting inside would slow the steps it times, and so
+    shorten the schedule), and off a log step (whose bookkeeping would land in the window)."""
+    after = max(AFTER, warmup_steps + 2 * log_every)
+    return after + 1 if after % log_every == 0 else after
+
+
+def for_run(cfg, steps: int, run_dir: str | Path, report=print):
+    """The hook that profiles `steps` steps of a pretraining call under config `cfg` into RUN_DIR/profile.json, as a
+    context that closes it; a context holding None where `steps` is 0."""
+    from contextlib import nullcontext
+
+    from testtime.core.distributed import pick_device
+
+    if not steps:
+        return nullcontext(None)
+    return StepProfile(steps, Path(run_dir) / "profile.json", cuda=pick_device(cfg.device).startswith("cuda"),
+                       after=after_for(cfg.warmup_steps, cfg.log_every), report=report)
