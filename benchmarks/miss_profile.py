@@ -5,10 +5,12 @@ not, which tells the levers apart: a miss of the wrong shape needs another readi
 cells wants more candidates near the best one (depth-first sampling), and a per-cell vote across the candidates
 solves the misses whose views erred in different cells. For each run, from its records (the five best-ranked
 candidates of each test input, kept with their votes) and the tasks' solutions:
-- missed test inputs whose best candidate has the right shape, and whose five have it at all;
+- missed test inputs whose five held the right grid (ranked below the two attempts), whose best candidate has the
+  right shape, and whose five have it at all;
 - the fewest cells any right-shaped candidate of the five gets wrong, in bands;
 - what a per-cell vote over the best candidate's shape (each candidate weighted by its views) would solve anew;
-- the solve rate by the size of the right output, and by the best candidate's share of the votes.
+- the solve rate by the size of the right output, and by the best candidate's share of the votes (test inputs
+  without candidates are in no share band).
 
     python benchmarks/miss_profile.py RUN [RUN...] [--tasks arc1/eval] [--md OUT.md] [--png OUT.png]
 """
@@ -54,7 +56,7 @@ def profile_input(truth, ranked: list[dict], solved: bool) -> dict:
     return {"solved": bool(solved), "cells": int(truth.size), "n": len(cands),
             "shape_top": bool(cands) and cands[0][0].shape == truth.shape, "shape_any": bool(same),
             "nearest": min((int((g != truth).sum()) for g in same), default=None),
-            "share": cands[0][1] / total if total else 0.0,
+            "share": cands[0][1] / total if total else None,
             "vote_new": vote is not None and vote.shape == truth.shape and bool((vote == truth).all())
             and not any(g.shape == vote.shape and (g == vote).all() for g, _ in cands)}
 
@@ -70,10 +72,11 @@ def profile_run(run_dir: str | Path, tasks: str | None = None) -> list[dict]:
         task = by_id.get(rec["task_id"])
         if task is None or not rec.get("correct") or rec.get("error"):
             continue
+        # a run that selects by the vote keeps no ranked list: its votes are its candidates, best first, alike in form
+        kept = rec.get("ranked") or rec.get("votes") or []
         for qi, (ex, ok) in enumerate(zip(task.test, rec["correct"], strict=False)):
-            ranked = (rec.get("ranked") or [[]] * len(task.test))[qi] or []
             if ex.output is not None:
-                rows.append(profile_input(ex.output, ranked, ok))
+                rows.append(profile_input(ex.output, (kept[qi] or []) if qi < len(kept) else [], ok))
     return rows
 
 
@@ -85,23 +88,26 @@ def summary(rows: list[dict]) -> dict:
         return f"{np.mean([r['solved'] for r in sub]):.2f} ({len(sub)})" if sub else "-"
 
     return {"inputs": len(rows), "solved": len(rows) - len(missed), "missed": len(missed),
+            "ranked_not_picked": sum(r["nearest"] == 0 for r in missed),
             "shape_top": sum(r["shape_top"] for r in missed), "shape_any": sum(r["shape_any"] for r in missed),
             "bands": [sum(_in(d, lo, hi) for d in near) for lo, hi in BANDS],
             "vote_new": sum(r["vote_new"] for r in missed),
             "by_size": [rate([r for r in rows if _in(r["cells"], lo, hi)]) for lo, hi in SIZES],
-            "by_share": [rate([r for r in rows if lo <= r["share"] < hi]) for lo, hi in SHARES]}
+            "by_share": [rate([r for r in rows if r["share"] is not None and lo <= r["share"] < hi])
+                         for lo, hi in SHARES]}
 
 
 def markdown(named: dict[str, dict]) -> list[str]:
     band = [f"{lo}" if lo == hi else f"{lo}-{hi}" if hi else f">{lo - 1}" for lo, hi in BANDS]
     size = [f"{lo}-{hi}" if hi else f">{lo - 1}" for lo, hi in SIZES]
     share = [f"{lo:.2f}-{min(hi, 1):.2f}" for lo, hi in SHARES]
-    out = ["| run | test inputs | solved | missed | missed, best of right shape | missed, any of right shape | "
+    out = ["| run | test inputs | solved | missed | missed, right grid kept but not picked | "
+           "missed, best of right shape | missed, any of right shape | "
            + " | ".join(f"nearest {b} cells off" for b in band) + " | a per-cell vote solves anew |",
-           "|---" * (7 + len(BANDS)) + "|"]
+           "|---" * (8 + len(BANDS)) + "|"]
     for name, s in named.items():
-        out.append(f"| {name} | {s['inputs']} | {s['solved']} | {s['missed']} | {s['shape_top']} | {s['shape_any']} | "
-                   + " | ".join(map(str, s["bands"])) + f" | {s['vote_new']} |")
+        out.append(f"| {name} | {s['inputs']} | {s['solved']} | {s['missed']} | {s['ranked_not_picked']} | "
+                   f"{s['shape_top']} | {s['shape_any']} | " + " | ".join(map(str, s["bands"])) + f" | {s['vote_new']} |")
     out += ["", "Solve rate (test inputs) by the right output's cells, and by the best candidate's share of the votes:",
             "", "| run | " + " | ".join(f"{c} cells" for c in size) + " | " + " | ".join(f"share {c}" for c in share)
             + " |", "|---" * (1 + len(SIZES) + len(SHARES)) + "|"]
