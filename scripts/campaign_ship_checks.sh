@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # gpu_campaign.sh's last step: the runs a ship decision needs beyond the 400 tasks with TTT (ARC-AGI-2's 120
 # evaluation tasks, and the 400 without TTT), made only where the stretch's model scored more than the shipped one
-# on the 400, paired. A stretch that did not gain leaves them out and gives their GPU-minutes back: ARC-AGI-2 is
-# reported for every shipped change, and only for those.
+# on all of the shipped one's tasks, paired (a partial evaluation decides nothing). A stretch that did not gain
+# leaves them out and gives their GPU-minutes back: ARC-AGI-2 is reported for every shipped change, and only for
+# those. NPROC=N runs them under torchrun, as gpu_eval.sh does.
 #   bash scripts/campaign_ship_checks.sh MODEL [EVALUATE FLAGS...]
 # REF (default results/h200-2026-12-04/runs.tar.xz) and REF_RUN (default v4): the shipped model's records.
 # FORCE=1 runs the checks whatever the comparison says.
@@ -16,9 +17,12 @@ tar -xJf "$REF" -C /tmp/ship-ref "$REF_RUN" || { echo "ship checks: no $REF_RUN 
 cat >/tmp/ship-verdict.py <<'PY'
 import sys
 from testtime.report.compare import compare_runs
+from testtime.core.store import read_results
 c = compare_runs(sys.argv[1], sys.argv[2])
 a, b = c.totals
-word = "better" if b > a else "not-better"
+shipped = len(read_results(sys.argv[1]))
+# on a subset (an evaluation cut short, or --limit) a gain says nothing of the 400
+word = "partial" if len(c.pairs) < shipped else "better" if b > a else "not-better"
 print(f"{word}: stretch {b:g} against shipped {a:g} on {len(c.pairs)} tasks "
       f"({c.b_won} won, {c.b_lost} lost, p = {c.p_value:.3g})")
 PY
@@ -29,9 +33,11 @@ if [[ $verdict != better:* && ${FORCE:-0} != 1 ]]; then
   echo "ship checks: left out (ARC-AGI-2 and the run without TTT are for a model that ships; FORCE=1 runs them)"
   exit 0
 fi
+if [ "${NPROC:-1}" -gt 1 ]; then LAUNCH="torchrun --standalone --nproc-per-node $NPROC -m testtime"
+else LAUNCH="python3 -m testtime.cli"; fi
 for spec in "campaign-arc2:--tasks arc2/eval" "campaign-icl:--tasks arc1/eval --no-ttt"; do
   name=${spec%%:*}; mkdir -p "runs/$name"
   # shellcheck disable=SC2086
-  python3 -m testtime.cli evaluate --out "runs/$name" ${spec#*:} --model "$MODEL" "$@" 2>&1 | tr '\r' '\n' \
+  $LAUNCH evaluate --out "runs/$name" ${spec#*:} --model "$MODEL" "$@" 2>&1 | tr '\r' '\n' \
     | tee -a "runs/$name/eval.log" | grep -v "it/s\]$\|task/s\]$\|s/task\]$" | tail -8
 done
