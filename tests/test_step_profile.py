@@ -93,6 +93,16 @@ def test_a_failing_profiler_never_stops_training(tmp_path, monkeypatch):
     assert not (tmp_path / "profile.json").exists()
 
 
+def test_a_profile_without_kernels_is_reported_not_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(step_profile, "profiled_events", lambda prof, cuda: [])
+    said = []
+    hook = StepProfile(1, tmp_path / "profile.json", cuda=False, after=1, report=said.append)
+    assert pretrain(tiny(total_steps=3), tmp_path / "run", progress=False, on_step=hook).finished
+    assert said == ["profile: gave up at step 2 (RuntimeError: no kernels recorded (on a GPU: is CUPTI installed?)); "
+                    "training goes on"]
+    assert hook.result is None and hook.prof is None and not (tmp_path / "profile.json").exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_the_device_is_the_callers_word_not_the_batchs(tmp_path):
     # The hook sees the prefetcher's CPU batches even on a GPU run: told cuda, it syncs the GPU (which fails here,

@@ -166,7 +166,10 @@ class StepProfile:
             wall = time.perf_counter() - self.t0
             prof, self.prof = self.prof, None
             prof.__exit__(None, None, None)
-            self.result = breakdown(profiled_events(prof, self.cuda), self.steps, wall)
+            events = profiled_events(prof, self.cuda)
+            if not events:  # a profiler without CUPTI records no kernels: say so rather than write an empty profile
+                raise RuntimeError("no kernels recorded (on a GPU: is CUPTI installed?)")
+            self.result = breakdown(events, self.steps, wall)
             self.out.parent.mkdir(parents=True, exist_ok=True)
             self.out.write_text(json.dumps({"first_step": step - self.steps + 1, **self.result}, indent=1))
             kinds = ", ".join(f"{k} {100 * v['share']:.0f}%" for k, v in self.result["by_kind"].items())
