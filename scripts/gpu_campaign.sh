@@ -23,9 +23,10 @@
 # all; where the stretch gained, about 3 for ARC-AGI-2's 120 and 3.5 for the 400 without TTT (28.5 in all).
 # Lower MINUTES when refused starts have eaten into the session's budget.
 #
-# A dry run on the CPU (what the pipeline does, not what it measures): a config with "compile": false and a small
-# token_budget as CONFIG, GEN_TASKS=200 UNSEEN_TASKS=50 EVAL_FLAGS="--limit 2" MINUTES=1, the stash of
-# scripts/gpu_stash.sh filled by running its calls here, and ../shared reachable from the checkout.
+# A dry run on the CPU (what the pipeline does, not what it measures; done on 2026-12-05, 23 minutes on 2 busy
+# cores): a copy of the config with "compile": false, token_budget 8192, warmup_steps 2, total_steps 6, log_every 2
+# and val_every/solve_every 6 as CONFIG; GEN_TASKS=200 UNSEEN_TASKS=50 EVAL_FLAGS="--limit 2" MINUTES=1 OUT=/tmp/o;
+# the stash of scripts/gpu_stash.sh filled by running its calls in a checkout (a git worktree) that reaches ../shared.
 set -uo pipefail
 MINUTES=${MINUTES:-12}
 CONFIG=${CONFIG:-configs/data-gen50.json}
