@@ -7,6 +7,7 @@
 #   WAIT=560 bash scripts/gpu_levers.sh default second dfs      # on the GPU (carry .whl); call again to wait on it
 #   NPROC=4 WAIT=560 bash scripts/gpu_levers.sh max   # on nvidia-h200-x4: 4 processes, a quarter of the wall time
 #   bash scripts/gpu_levers.sh table                  # here, after `tar -xzf runs.tar.gz`: results/levers tables
+#   EVAL_FLAGS="--limit 1" WAIT=5 bash scripts/gpu_levers.sh default second dfs   # a dry run here, on the CPU
 #
 # Estimated GPU-minutes on one H200 (ESTIMATES, not measurements), from the default's measured 0.85 s/task on
 # ARC-AGI-1 (TTT 0.54, prediction 0.20, selection 0.12: results/h200-2026-12-04.md) and 2.18 s/task on ARC-AGI-2:
@@ -78,6 +79,7 @@ for name in "$@"; do
   spec=""
   for r in "${RUNS[@]}"; do [ "$(field "$r" 1)" = "$name" ] && spec=$(field "$r" 3); done
   [ -n "$spec" ] || { echo "unknown run $name; see: bash $0 plan"; exit 2; }
+  [[ $spec == py-* ]] || spec="$spec ${EVAL_FLAGS:-}"
   specs+=("$spec")
 done
 exec bash "$(dirname "$0")/gpu_eval.sh" "${specs[@]}"
