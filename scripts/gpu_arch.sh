@@ -35,4 +35,5 @@ for n in $NAMES; do specs+=("pretrain-arch-$n:--config configs/arch-$n.json --fi
 for n in $NAMES; do specs+=("holdout-$n:--tasks arc1/train-holdout --model runs/pretrain-arch-$n/model"); done
 # shellcheck disable=SC2086
 specs+=("py-arch:benchmarks/arch_compare.py --runs runs --out runs/bench-arch.md --json runs/bench-arch.json $NAMES")
+if [ -n "${LIST:-}" ]; then printf '%s\n' "${specs[@]}"; exit 0; fi  # LIST=1: the runs, without running them
 exec bash "$(dirname "$0")/gpu_eval.sh" "${specs[@]}"

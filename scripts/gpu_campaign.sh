@@ -41,4 +41,5 @@ specs=(script-rearc:scripts/gpu_rearc_join.sh
        "pretrain-campaign:--config $CONFIG --fit-minutes $MINUTES --export --profile-steps 5"
        "campaign-eval:--tasks arc1/eval --model $MODEL $EVAL_FLAGS"
        "script-ship:scripts/campaign_ship_checks.sh $MODEL $EVAL_FLAGS")
+if [ -n "${LIST:-}" ]; then printf '%s\n' "${specs[@]}"; exit 0; fi  # LIST=1: the runs, without running them
 SEND_MODEL=$MODEL exec bash "$(dirname "$0")/gpu_eval.sh" "${specs[@]}"

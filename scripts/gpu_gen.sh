@@ -40,4 +40,5 @@ for n in $arms; do specs+=("pretrain-arch-$n:--config configs/$n.json --fit-minu
 specs+=("holdout-v4:--tasks arc1/train-holdout")
 for n in $arms; do specs+=("holdout-$n:--tasks arc1/train-holdout --model runs/pretrain-arch-$n/model"); done
 specs+=("py-table:benchmarks/arch_compare.py --runs runs --out runs/bench-gen.md --json runs/bench-gen.json v4 $arms")
+if [ -n "${LIST:-}" ]; then printf '%s\n' "${specs[@]}"; exit 0; fi  # LIST=1: the runs, without running them
 exec bash "$(dirname "$0")/gpu_eval.sh" "${specs[@]}"
