@@ -107,7 +107,8 @@ def markdown(named: dict[str, dict]) -> list[str]:
            "|---" * (8 + len(BANDS)) + "|"]
     for name, s in named.items():
         out.append(f"| {name} | {s['inputs']} | {s['solved']} | {s['missed']} | {s['ranked_not_picked']} | "
-                   f"{s['shape_top']} | {s['shape_any']} | " + " | ".join(map(str, s["bands"])) + f" | {s['vote_new']} |")
+                   f"{s['shape_top']} | {s['shape_any']} | " + " | ".join(map(str, s["bands"]))
+                   + f" | {s['vote_new']} |")
     out += ["", "Solve rate (test inputs) by the right output's cells, and by the best candidate's share of the votes:",
             "", "| run | " + " | ".join(f"{c} cells" for c in size) + " | " + " | ".join(f"share {c}" for c in share)
             + " |", "|---" * (1 + len(SIZES) + len(SHARES)) + "|"]
@@ -126,7 +127,8 @@ def plot(named_rows: dict[str, list[dict]], png: Path) -> Path:
     for name, rows in named_rows.items():
         near = [r["nearest"] for r in rows if not r["solved"] and r["nearest"] is not None]
         counts, _ = np.histogram(near, bins=edges)
-        ax.step(range(len(counts) + 1), [*counts, counts[-1]], where="post", label=f"{name} ({len(near)} of right shape)")
+        ax.step(range(len(counts) + 1), [*counts, counts[-1]], where="post",
+                label=f"{name} ({len(near)} of right shape)")
     ax.set_xticks(np.arange(len(edges) - 1) + 0.5, ["1", "2-3", "4-10", "11-30", "31-100", ">100"])
     ax.set_xlabel("cells wrong in the nearest right-shaped candidate (missed test inputs)")
     ax.set_ylabel("test inputs")

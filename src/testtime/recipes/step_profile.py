@@ -102,8 +102,9 @@ class StepProfile:
     (logging, validation, a checkpoint): pick an `after` off those steps. `cuda`: the run trains on a GPU (the hook
     sees the prefetcher's batches, which stay on the CPU, so it cannot tell).
 
-    A call that stops sooner profiles nothing; `close()` (or leaving a `with` block) stops a profile left open. A profiler that fails (no CUPTI,
-    say) is reported in one line and training goes on: a measurement never costs the run it measures."""
+    A call that stops sooner profiles nothing; `close()` (or leaving a `with` block) stops a profile left open. A
+    profiler that fails (no CUPTI, say) is reported in one line and training goes on: a measurement never costs the
+    run it measures."""
 
     def __init__(self, steps: int, out: str | Path, cuda: bool, after: int | None = None, report=print) -> None:
         after = AFTER if after is None else after
