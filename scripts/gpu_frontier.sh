@@ -83,9 +83,7 @@ esac
 specs=()
 total=0
 for run in "${RUNS[@]}"; do
-  spec=${run%|*}
-  [[ $spec == py-* ]] || spec="$spec ${EVAL_FLAGS:-}"  # EVAL_FLAGS="--limit 2": a dry run, here on the CPU
-  specs+=("$spec")
+  specs+=("${run%|*}")
   est=${run##*|}
   if [ -n "${LIST:-}" ]; then printf '%6s min  %s\n' "$est" "${run%|*}"; fi
   if [[ $est =~ ^[0-9.]+$ ]]; then total=$(awk -v a="$total" -v b="$est" 'BEGIN {print a + b}'); fi

@@ -79,7 +79,6 @@ for name in "$@"; do
   spec=""
   for r in "${RUNS[@]}"; do [ "$(field "$r" 1)" = "$name" ] && spec=$(field "$r" 3); done
   [ -n "$spec" ] || { echo "unknown run $name; see: bash $0 plan"; exit 2; }
-  [[ $spec == py-* ]] || spec="$spec ${EVAL_FLAGS:-}"
   specs+=("$spec")
 done
 exec bash "$(dirname "$0")/gpu_eval.sh" "${specs[@]}"
