@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # miss_profile beside this script
 
-from miss_profile import profile_run, summary  # noqa: E402
+from miss_profile import profile_records, run_tasks, summary  # noqa: E402
 
 from testtime.core.store import read_config, read_results  # noqa: E402
 from testtime.report.compare import compare_runs  # noqa: E402
@@ -39,7 +39,7 @@ def row(run: Path, reference: Path | None) -> dict[str, Any]:
     out.update(multi=sum(float(r.get("score") or 0.0) for r in multi), n_multi=len(multi),
                second_rounds=sum(1 for r in records if (r.get("second_round") or {}).get("steps")))
     try:  # near misses need the tasks' solutions, which a run of unsolved tasks does not have
-        out["near"] = sum(summary(profile_run(run))["bands"][:2])
+        out["near"] = sum(summary(profile_records(records, run_tasks(run)))["bands"][:2])
     except (OSError, ValueError, KeyError):
         out["near"] = None
     cfg = read_config(run) or {}

@@ -18,6 +18,7 @@ candidates of each test input, kept with their votes) and the tasks' solutions:
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -61,14 +62,29 @@ def profile_input(truth, ranked: list[dict], solved: bool) -> dict:
             and not any(g.shape == vote.shape and (g == vote).all() for g, _ in cands)}
 
 
-def profile_run(run_dir: str | Path, tasks: str | None = None) -> list[dict]:
-    """Every test input of a run whose answer is known, profiled."""
+@functools.cache
+def tasks_by_id(spec: str) -> dict:
+    """A task set by id, loaded once however many runs of it are profiled."""
+    return {t.id: t for t in load_tasks(spec)}
+
+
+def run_tasks(run_dir: str | Path, tasks: str | None = None) -> dict:
+    """The tasks a run was made on (`tasks`, else its config.json's)."""
     spec = tasks or (read_config(run_dir) or {}).get("tasks")
     if not spec:
         raise ValueError(f"{run_dir}: its config.json names no tasks; pass --tasks")
-    by_id = {t.id: t for t in load_tasks(spec)}
+    return tasks_by_id(spec)
+
+
+def profile_run(run_dir: str | Path, tasks: str | None = None) -> list[dict]:
+    """Every test input of a run whose answer is known, profiled."""
+    return profile_records(read_results(run_dir), run_tasks(run_dir, tasks))
+
+
+def profile_records(records: list[dict], by_id: dict) -> list[dict]:
+    """Every test input of these records whose task is in `by_id` with its answer, profiled."""
     rows = []
-    for rec in read_results(run_dir):
+    for rec in records:
         task = by_id.get(rec["task_id"])
         if task is None or not rec.get("correct") or rec.get("error"):
             continue
