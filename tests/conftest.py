@@ -61,6 +61,15 @@ def _synthetic_tasks(n: int = 8) -> list[Task]:
     return tasks
 
 
+def _tiny_pretrain_config(**kw):
+    """A pretraining config that runs in seconds on the CPU: the tiny model, 6 steps of 4,096 tokens; `kw` overrides."""
+    from testtime.recipes.pretrain import PretrainConfig
+
+    base = dict(model=ModelConfig.tiny(), max_len=1024, token_budget=4096, pool_size=24, pad_multiple=64, lr=3e-3,
+                warmup_steps=2, total_steps=6, log_every=1, device="cpu", seed=3)
+    return PretrainConfig(**{**base, **kw})
+
+
 def _small_cfg(**kw) -> EvalConfig:
     """An evaluation config that keeps a tiny model's run fast: 2 samples, 1 epoch, rank 2, one view."""
     cfg = config_from_dict({"max_group": 4, "ttt_cfg": {"samples": 2, "epochs": 1, "rank": 2},

@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 
+from conftest import _tiny_pretrain_config
 from testtime.core.config import ConfigError
 from testtime.data.sources import load_sources
 from testtime.model.loading import ModelConfig
@@ -24,10 +25,8 @@ def sources():
 
 
 def tiny(**kw) -> PretrainConfig:
-    base = dict(model=dataclasses.replace(ModelConfig.tiny(), grid_positions=True, rope_theta=100.0), max_len=1024,
-                token_budget=4096, pool_size=24, pad_multiple=64, lr=3e-3, warmup_steps=2, total_steps=6,
-                log_every=1, device="cpu", seed=3, optimizer="muon")
-    return PretrainConfig(**{**base, **kw})
+    grid = dataclasses.replace(ModelConfig.tiny(), grid_positions=True, rope_theta=100.0)
+    return _tiny_pretrain_config(**{"model": grid, "optimizer": "muon", **kw})
 
 
 def build(cfg: PretrainConfig, tasks=()):

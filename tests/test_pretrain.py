@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import _tiny_pretrain_config
 from testtime.core.config import ConfigError
 from testtime.data.pretrain_data import BatchStream, SequenceSampler
 from testtime.data.sources import load_sources
@@ -24,21 +25,7 @@ def sources():
     return load_sources(["arc1/train"])
 
 
-def tiny_config(**kw) -> PretrainConfig:
-    base = dict(
-        model=ModelConfig.tiny(),
-        max_len=1024,
-        token_budget=4096,
-        pool_size=24,
-        pad_multiple=64,
-        lr=3e-3,
-        warmup_steps=2,
-        total_steps=6,
-        log_every=1,
-        device="cpu",
-        seed=3,
-    )
-    return PretrainConfig(**{**base, **kw})
+tiny_config = _tiny_pretrain_config
 
 
 def test_resume_is_bit_exact(tmp_path, sources):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import _tiny_pretrain_config
 from testtime.model.loading import ModelConfig
 from testtime.recipes import step_profile
 from testtime.recipes.pretrain import PretrainConfig, pretrain
@@ -23,10 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny(**kw) -> PretrainConfig:
-    base = dict(model=dataclasses.replace(ModelConfig.tiny(), grid_positions=True, rope_theta=100.0), max_len=512,
-                token_budget=2048, pool_size=24, pad_multiple=64, lr=3e-3, warmup_steps=2, total_steps=6,
-                log_every=1, device="cpu", seed=3)
-    return PretrainConfig(**{**base, **kw})
+    grid = dataclasses.replace(ModelConfig.tiny(), grid_positions=True, rope_theta=100.0)
+    return _tiny_pretrain_config(**{"model": grid, "max_len": 512, "token_budget": 2048, **kw})
 
 
 @pytest.mark.parametrize(("name", "kind"), [
