@@ -132,7 +132,9 @@ def replay_scoring(full: dict, score_none_at: float) -> Replay:
     """The full run, with its vote instead of its scored choice where its views agree; selection's seconds saved."""
     out = Replay(f"full run, unscored where its views agree (>= {score_none_at:g})", now_right=None, now_full=None)
     for rec in full.values():
-        shares = [max((int(c.get("votes", 0)) for c in kept), default=0) / VIEWS for kept in rec.get("votes") or []]
+        # a candidate's `count` is the views that answered it (what settle's agreement counts), `votes` its weight
+        shares = [max((int(c.get("count", c.get("votes", 0))) for c in kept), default=0) / VIEWS
+                  for kept in rec.get("votes") or []]
         settled = bool(shares) and min(shares) >= score_none_at
         vote = (rec.get("selections") or {}).get("vote")
         out.scores.append(float(vote) if settled and vote is not None else float(rec["score"]))

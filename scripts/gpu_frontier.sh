@@ -13,11 +13,12 @@
 # Estimates: GPU-minutes on one H200, from the default's 0.85 s a task there (model v4, 400 tasks in 341.6 s: TTT
 # 215, prediction 79, selection 47; results/h200-2026-12-04.md), so a TTT step costs 0.0056 s a task and prediction
 # with selection 0.315 s whatever the schedule; no TTT 0.30 s (v3's 0.28). The cheap pass (2 views, a teacher-forced
-# check) about 0.07 s. settle on the evaluation tasks about 0.71 s (0.07, then 48 steps on all but the few the base
-# model solves, 48 more on about a third, fewer views and candidates where they agree); on the stream 0.45 s
-# (guessing that 4 in 5 familiar tasks settle in the cheap pass). A budget run spends about its budget. Each run adds
-# about 0.4 minute of start-up (model load, the pace probe, CUDA graphs). The familiar half is 200 tasks, the stream
-# and the evaluation set 400.
+# check) about 0.09 s (2/8 of v4's no-TTT decoding, 0.076 s, and the check at its CPU share of it, 0.016 s). settle on
+# the evaluation tasks about 0.71 s (0.09, then 48 steps on all but the few the base model solves, 48 more on about a
+# third, fewer views and candidates where they agree); on the stream 0.51 s (63% of the familiar tasks settle in the
+# cheap pass, measured on the CPU: results/cpu-policy-replay-2026-12-05.md). A budget run spends about its budget.
+# Each run adds about 0.4 minute of start-up (model load, the pace probe, CUDA graphs). The familiar half is 200
+# tasks, the stream and the evaluation set 400.
 #
 # Order: value per minute. Session A answers the issue's two goals at their budgets (50% of the default's 0.85 s on
 # the stream, 60% on the evaluation tasks) with the references they are measured against, the cuts alone on the
@@ -41,7 +42,7 @@ STREAM_FILES="py-stream:benchmarks/mixed_stream.py --out runs/stream"  # CPU sec
 # NAME:FLAGS|estimated GPU-minutes (start-up included)
 A=(
   "$STREAM_FILES|0.2"
-  "mx-settle:$STREAM --policy settle --audit-loo|4.1"   # the stream by the cuts alone; the check's cost and verdicts
+  "mx-settle:$STREAM --policy settle --audit-loo|4.5"   # the stream by the cuts alone; the check's cost and verdicts
   "fam-e6:$FAMILIAR|3.2"                                 # the default on the familiar half: with ev-e6, the reference
   "mx-b043:$STREAM --budget 0.43|3.3"                    # the stream's goal: the default's accuracy at 50% of 0.85 s
   "ev-e6:$EVAL|6.1"                                      # the default itself, this session's timing: the reference
