@@ -14,7 +14,7 @@
 # 215, prediction 79, selection 47; results/h200-2026-12-04.md), so a TTT step costs 0.0056 s a task and prediction
 # with selection 0.315 s whatever the schedule; no TTT 0.30 s (v3's 0.28). The cheap pass (2 views, a teacher-forced
 # check) about 0.09 s (2/8 of v4's no-TTT decoding, 0.076 s, and the check at its CPU share of it, 0.016 s). settle on
-# the evaluation tasks about 0.71 s (0.09, then 48 steps on all but the few the base model solves, 48 more on about a
+# the evaluation tasks about 0.73 s (0.09, then 48 steps on all but the few the base model solves, 48 more on about a
 # third, fewer views and candidates where they agree); on the stream 0.51 s (63% of the familiar tasks settle in the
 # cheap pass, measured on the CPU: results/cpu-policy-replay-2026-12-05.md). A budget run spends about its budget.
 # Each run adds about 0.4 minute of start-up (model load, the pace probe, CUDA graphs). The familiar half is 200
@@ -50,7 +50,7 @@ A=(
 )
 B=(
   "$STREAM_FILES|0.2"
-  "ev-settle:$EVAL --policy settle|4.9"
+  "ev-settle:$EVAL --policy settle|5.0"
   "fam-icl:$FAMILIAR --no-ttt|1.4"
   "ev-icl:$EVAL --no-ttt|2.4"
   "fam-e3:$FAMILIAR --epochs 3|2.4"                      # 48 steps
