@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 from miss_profile import run_tasks
-from provenance import publish
+from provenance import header, publish
 
 from testtime.core.store import read_config, read_results
 from testtime.data.tasks import grids_equal
@@ -226,7 +226,8 @@ def main(argv: list[str] | None = None) -> list[str]:
     if cheap is not None:
         rows += [replay_cheap(full, icl, cheap, args.cheap_views, args.answer_at, gate) for gate in (False, True)]
     rows += [replay_scoring(full, s) for s in args.score_none_at]
-    lines = [f"{len(common)} tasks that every run answered without an error; {args.draws} draws of the views.", "",
+    lines = [*header(f"Policy cuts replayed over {args.full} and {args.icl}", "cpu"), "",
+             f"{len(common)} tasks that every run answered without an error; {args.draws} draws of the views.", "",
              *table(full, rows)]
     publish(lines, args.md)
     if args.png:
