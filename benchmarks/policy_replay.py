@@ -38,7 +38,7 @@ from provenance import header, publish
 
 from testtime.core.store import read_config, read_results
 from testtime.data.tasks import grids_equal
-from testtime.report.compare import sign_test
+from testtime.report.compare import score_of, sign_test
 
 VIEWS = 8  # the no-TTT run's views (its config's predict_cfg.views; `main` refuses another count)
 
@@ -59,6 +59,19 @@ class Replay:
         per = [(sum(s > b + 1e-9 for s, b in zip(d, base, strict=True)),
                 sum(s < b - 1e-9 for s, b in zip(d, base, strict=True))) for d in self.draws or [self.scores]]
         return float(np.mean([w for w, _ in per])), float(np.mean([lo for _, lo in per]))
+
+    def answer(self, settled: bool, early: float, full: dict[str, Any], pass_s: float) -> None:
+        """One task: its early answer's score where the rule settled it, else the full run's answer and cost too."""
+        self.scores.append(early if settled else float(full["score"]))
+        self.seconds.append(pass_s + (0.0 if settled else float(full["seconds"])))
+        self.now += settled
+        self.now_right += early if settled else 0.0
+        self.now_full += float(full["score"]) if settled else 0.0
+
+
+def pass_seconds(icl_record: dict[str, Any], k: int) -> float:
+    """A cheap pass of `k` views, priced at that share of the no-TTT run's decoding (a pass scores nothing)."""
+    return float(icl_record["compute"]["icl"]) * k / VIEWS
 
 
 def _top_two(slots: list[int]) -> tuple[float, list[int]]:
@@ -93,14 +106,8 @@ def replay_views(full: dict, icl: dict, truths: dict, k: int, answer_at: float, 
     for _ in range(draws):
         one = Replay(out.name)
         for tid, rec in full.items():
-            pass_s = float(icl[tid]["compute"]["icl"]) * k / VIEWS
             share, score = sampled_pass(icl[tid], truths[tid], k, rng)
-            settled = share >= answer_at
-            one.scores.append(score if settled else float(rec["score"]))
-            one.seconds.append(pass_s + (0.0 if settled else float(rec["seconds"])))
-            one.now += settled
-            one.now_right += score if settled else 0.0
-            one.now_full += float(rec["score"]) if settled else 0.0
+            one.answer(share >= answer_at, score, rec, pass_seconds(icl[tid], k))
         runs.append(one)
     out.scores = list(np.mean([r.scores for r in runs], axis=0))
     out.seconds = list(np.mean([r.seconds for r in runs], axis=0))
@@ -117,14 +124,10 @@ def replay_cheap(full: dict, icl: dict, cheap: dict, k: int, answer_at: float, g
         c = cheap[tid]
         sig = (c.get("policy") or {}).get("signals") or {}
         spent = c.get("compute") or {}
-        decode_s = float(icl[tid]["compute"]["icl"]) * k / VIEWS
+        decode_s = pass_seconds(icl[tid], k)
         check_s = decode_s * float(spent.get("loo", 0.0)) / max(float(spent.get("icl", 0.0)), 1e-9) if gate else 0.0
         settled = sig.get("agreement", 0.0) >= answer_at and (not gate or sig.get("loo_base") == 1.0)
-        out.scores.append(float(c["score"]) if settled else float(rec["score"]))
-        out.seconds.append(decode_s + check_s + (0.0 if settled else float(rec["seconds"])))
-        out.now += settled
-        out.now_right += float(c["score"]) if settled else 0.0
-        out.now_full += float(rec["score"]) if settled else 0.0
+        out.answer(settled, float(c["score"]), rec, decode_s + check_s)
     return out
 
 
@@ -136,7 +139,7 @@ def replay_scoring(full: dict, score_none_at: float) -> Replay:
         shares = [max((int(c.get("count", c.get("votes", 0))) for c in kept), default=0) / VIEWS
                   for kept in rec.get("votes") or []]
         settled = bool(shares) and min(shares) >= score_none_at
-        vote = (rec.get("selections") or {}).get("vote")
+        vote = score_of(rec, "vote")
         out.scores.append(float(vote) if settled and vote is not None else float(rec["score"]))
         out.seconds.append(float(rec["seconds"]) - (float(rec["compute"]["select"]) if settled else 0.0))
         out.now += settled
