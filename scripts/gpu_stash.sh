@@ -5,7 +5,7 @@
 #
 # RE-ARC, for the GPU jobs that pretrain (gpu_arch.sh, gpu_gen.sh, gpu_campaign.sh): each call carries the tracked
 # tree (57.1 MiB with the shipped model on 2026-12-05) and at most 64 MiB in all, so the parts are 3.6 MB, 6.8, 6.8
-# and the rest (5.7), and the 4 MB of wheels travel alone. Made here once by
+# and the rest (5.7), and the 4.7 MB of wheels (scripts/device_wheels.sh) travel alone. Made here once by
 #   f=../shared/data/re-arc/re_arc.npz.xz; head -c 3600000 $f > .carry1/rearc.part0
 #   tail -c +3600001 $f | head -c 6800000 > .carry2/rearc.part1; tail -c +10400001 $f | head -c 6800000 > .carry3/rearc.part2
 #   tail -c +17200001 $f > .carry4/rearc.part3
