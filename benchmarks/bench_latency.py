@@ -11,11 +11,14 @@ the record does not count, such as planning and the vote, is "other"), and the i
 solved a second time on the same solver gives the warm column: what a phase costs again is work, what it does not
 is a one-time overhead (CUDA's lazy starts, first-call warm-ups). On a GPU the decode is timed once more without
 CUDA graphs, to tell whether capturing them pays for one task. Then `testtime solve` as a user types it, in its
-own process, end to end (`--no-cli` skips it).
+own process, end to end (`--no-cli` skips it). The profiled processes run under `python -X importtime`, and the
+imports' own seconds are summed by top-level package: which library's import a cut has to reach.
 
 `warm` loads one solver, solves the first task once to warm it up (reported apart), then the tasks one at a time
 (`--limit` of them, `--max-seconds` in all), and reports the median and 90th percentile latency, each stage's
-median, and pass@2.
+median, and pass@2. `--trace` profiles one more solve of the first task under torch.profiler, with one epoch of
+TTT: how much of the solve's wall the device was busy, the kernel launches per TTT step, and the costliest operators (a solve that
+launches more than the device can run is bound by the host, and CUDA graphs or fewer, larger steps are the cut).
 """
 
 from __future__ import annotations
@@ -96,9 +99,22 @@ def child(a: argparse.Namespace) -> None:
                                    "device": device, "cold_end": cold_end, "end": time.time()}), flush=True)
 
 
+IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+\d+ \|\s*([\w.]+)\s*$", re.M)
+
+
+def import_costs(importtime_log: str) -> dict[str, float]:
+    """Seconds of `python -X importtime`'s self time, summed by top-level package (costliest first): a package's
+    cumulative time would count the imports it triggers in other packages twice over."""
+    per: dict[str, float] = {}
+    for m in IMPORT_LINE.finditer(importtime_log):
+        pkg = m.group(2).split(".")[0]
+        per[pkg] = per.get(pkg, 0.0) + int(m.group(1)) / 1e6
+    return dict(sorted(per.items(), key=lambda kv: -kv[1]))
+
+
 def run_child(a: argparse.Namespace) -> tuple[dict, float]:
     start = time.time()
-    cmd = [sys.executable, __file__, "_child", "--task", a.task, "--parent-start", repr(start)]
+    cmd = [sys.executable, "-X", "importtime", __file__, "_child", "--task", a.task, "--parent-start", repr(start)]
     cmd += ["--device", a.device] if a.device else []
     cmd += ["--model", a.model] if a.model else []
     cmd += ["--settings", a.settings] if a.settings else []
@@ -106,8 +122,10 @@ def run_child(a: argparse.Namespace) -> tuple[dict, float]:
     wall = time.time() - start
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("PROFILE ")), None)
     if proc.returncode or line is None:
-        sys.exit(f"error: the profiled process exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+        stderr = IMPORT_LINE.sub("", proc.stderr).replace("import time: self [us] | cumulative | imported package", "")
+        sys.exit(f"error: the profiled process exited {proc.returncode}: {stderr.strip()[-2000:]}")
     got = json.loads(line[len("PROFILE "):])
+    got["imports"] = import_costs(proc.stderr)
     got["phases"].append(("interpreter exit", start + wall - got["end"]))
     # The cold process: up to the end of its first solve, then its exit (the warm runs after it are not counted).
     return got, got["cold_end"] - start + got["phases"][-1][1]
@@ -149,7 +167,16 @@ def cold(a: argparse.Namespace) -> None:
     if got["graphs_off_predict"] is not None:
         lines += ["", f"Decoding (predict) on the warm solver: {got['warm']['predict']:.2f} s with CUDA graphs, "
                       f"{got['graphs_off_predict']:.2f} s without."]
-    lines += ["", f"pass@2 of the task: {got['score']}."]
+    lines += ["", f"pass@2 of the task: {got['score']}.", "",
+              "Each process, end to end: " + ", ".join(f"{w:.2f} s" for _, w in profiles) + "."]
+    lines += ["", "The imports' own seconds by top-level package (`python -X importtime`, each process; the "
+              "costliest 10 of the first):", "",
+              "| package | " + " | ".join(f"process {i + 1} s" for i in range(len(profiles))) + " |",
+              "|---|" + "---|" * len(profiles)]
+    for pkg in list(got["imports"])[:10]:
+        lines.append(f"| {pkg} | " + " | ".join(f"{p['imports'].get(pkg, 0.0):.2f}" for p, _ in profiles) + " |")
+    lines.append("| **all imports** | " + " | ".join(f"**{sum(p['imports'].values()):.2f}**" for p, _ in profiles)
+                 + " |")
     if a.cli:
         walls = [run_cli(a) for _ in range(a.repeats)]
         printed = [p for _, p in walls if p is not None]
@@ -202,7 +229,46 @@ def warm(a: argparse.Namespace) -> None:
               f"| {max(lat):.2f} | {len(lat) / span:.3f} | {sum(scores):g}/{len(scores)} | {first:.2f} |", "",
               "Median seconds per stage: " + ", ".join(f"{s} {statistics.median(v):.2f}" for s, v in stages.items())
               + f"; the rest (planning, vote, records) {statistics.median(lat) - sum(map(statistics.median, stages.values())):.2f}."]
+    if a.trace:
+        lines += ["", *trace_solve(solver, tasks[0], settings)]
     publish(lines, a.out)
+
+
+def trace_solve(solver, task, settings: dict) -> list[str]:
+    """One more solve of `task` under torch.profiler, as report lines: the device's busy share of the wall, the
+    kernel launches per TTT step, and the operators that cost the most."""
+    import torch
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = solver.device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    # One epoch of TTT (a sixth of the default's steps): the profiler's tables take minutes to build over the whole
+    # solve's events, and a step costs the same in any epoch.
+    settings = {**settings, "ttt_cfg.epochs": 1}
+    start = time.perf_counter()
+    with profile(activities=activities) as prof:
+        res = solver.solve_many([task], show_progress=False, **settings)[0]
+        if cuda:
+            torch.cuda.synchronize()
+    wall = time.perf_counter() - start
+    events = prof.key_averages()
+    steps = len(res.ttt_loss or [])
+    lines = [f"One more solve of {task.id} under torch.profiler, with one epoch of TTT: {wall:.2f} s wall (the "
+             f"profiler's own cost included), {steps} TTT steps; stages {', '.join(f'{k} {v:.2f}' for k, v in res.seconds.items())}."]
+    if cuda:
+        # the kernels' own rows, as the profiler's table totals them (an operator's row repeats its kernels' time)
+        busy = sum(e.self_device_time_total for e in events
+                   if e.device_type == DeviceType.CUDA and not e.is_user_annotation) / 1e6
+        launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
+        graphs = sum(e.count for e in events if e.key == "cudaGraphLaunch")
+        per_step = f", {launches / steps:.0f} a TTT step on average over the solve" if steps else ""
+        lines += ["", f"The device was busy {busy:.2f} s of the {wall:.2f} s ({100 * busy / wall:.0f}%): "
+                      f"{launches} kernel launches{per_step}, {graphs} CUDA graph launches."]
+    sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    lines += ["", f"The costliest operators (by {sort}):", "", "```",
+              events.table(sort_by=sort, row_limit=15, max_name_column_width=48), "```"]
+    return lines
 
 
 def main() -> None:
@@ -216,6 +282,7 @@ def main() -> None:
     w.add_argument("--tasks", default="arc1/eval")
     w.add_argument("--limit", type=int, default=400)
     w.add_argument("--max-seconds", type=float, help="start no task after this many seconds")
+    w.add_argument("--trace", action="store_true", help="profile one more solve of the first task (torch.profiler)")
     ch = sub.add_parser("_child")
     ch.add_argument("--task", required=True)
     ch.add_argument("--parent-start", type=float, required=True)
