@@ -17,8 +17,9 @@ imports' own seconds are summed by top-level package: which library's import a c
 `warm` loads one solver, solves the first task once to warm it up (reported apart), then the tasks one at a time
 (`--limit` of them, `--max-seconds` in all), and reports the median and 90th percentile latency, each stage's
 median, and pass@2. `--trace` profiles one more solve of the first task under torch.profiler, with one epoch of
-TTT: how much of the solve's wall the device was busy, the kernel launches per TTT step, and the costliest operators (a solve that
-launches more than the device can run is bound by the host, and CUDA graphs or fewer, larger steps are the cut).
+TTT: how much of the solve's wall the device was busy, the kernel launches per TTT step, and the costliest
+operators (a solve that launches more than the device can run is bound by the host, and CUDA graphs or fewer,
+larger steps are the cut).
 """
 
 from __future__ import annotations
@@ -234,6 +235,9 @@ def warm(a: argparse.Namespace) -> None:
     publish(lines, a.out)
 
 
+LAUNCHES = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC")  # the runtime's and the driver's calls
+
+
 def trace_solve(solver, task, settings: dict) -> list[str]:
     """One more solve of `task` under torch.profiler, as report lines: the device's busy share of the wall, the
     kernel launches per TTT step, and the operators that cost the most."""
@@ -254,13 +258,14 @@ def trace_solve(solver, task, settings: dict) -> list[str]:
     wall = time.perf_counter() - start
     events = prof.key_averages()
     steps = len(res.ttt_loss or [])
+    stages = ", ".join(f"{k} {v:.2f}" for k, v in res.seconds.items())
     lines = [f"One more solve of {task.id} under torch.profiler, with one epoch of TTT: {wall:.2f} s wall (the "
-             f"profiler's own cost included), {steps} TTT steps; stages {', '.join(f'{k} {v:.2f}' for k, v in res.seconds.items())}."]
+             f"profiler's own cost included), {steps} TTT steps; stages {stages}."]
     if cuda:
         # the kernels' own rows, as the profiler's table totals them (an operator's row repeats its kernels' time)
         busy = sum(e.self_device_time_total for e in events
                    if e.device_type == DeviceType.CUDA and not e.is_user_annotation) / 1e6
-        launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
+        launches = sum(e.count for e in events if e.key in LAUNCHES)
         graphs = sum(e.count for e in events if e.key == "cudaGraphLaunch")
         per_step = f", {launches / steps:.0f} a TTT step on average over the solve" if steps else ""
         lines += ["", f"The device was busy {busy:.2f} s of the {wall:.2f} s ({100 * busy / wall:.0f}%): "
