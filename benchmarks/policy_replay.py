@@ -17,9 +17,15 @@ added. This replays settle's rules over them, task by task, and scores each rule
   seconds (the check over the decoding, both measured on its device).
 - **scoring cut where the full run's views agree** (settle's `score_none_at`): a test input whose top answer holds at
   least that share of the views is answered by the vote, unscored; it saves the full run's selection seconds.
+- **give up after K TTT steps where the training loss stays high** (`--give-up STEP:LOSS`): the full run's records
+  keep every step's training loss, so this is the one early stop a replay can make. A task whose mean loss over
+  steps K-3..K is above LOSS stops there and answers nothing (no decoding, no scoring): it costs K/steps of its TTT
+  seconds and scores 0. The rule's thresholds are read off the same tasks it is scored on, so a row that loses
+  nothing is an upper bound on what this signal saves.
 
-A replay is an estimate: it cannot stop training early (the records keep no check between rounds), and it prices
-each stage at the measured runs' batching. The GPU runs of `scripts/gpu_frontier.sh` measure the policies whole.
+A replay is an estimate: apart from the training loss it cannot see a task mid-training (the records keep no check
+between rounds), and it prices each stage at the measured runs' batching. The GPU runs of
+`scripts/gpu_frontier.sh` measure the policies whole.
 
     python benchmarks/policy_replay.py FULL --icl NO_TTT [--cheap CHEAP] [--tasks arc1/eval] [--md OUT] [--png OUT]
 """
@@ -146,6 +152,39 @@ def replay_scoring(full: dict, score_none_at: float) -> Replay:
     return out
 
 
+def step_losses(record: dict[str, Any]) -> list[float] | None:
+    """A record's training loss at each TTT step (an ensemble's members averaged); None where it did not train."""
+    losses = record.get("ttt_loss")
+    if not losses:
+        return None
+    if isinstance(losses[0], list):  # one list per adapter of an ensemble
+        return [float(np.mean(step)) for step in zip(*losses, strict=True)]
+    return [float(x) for x in losses]
+
+
+def replay_give_up(full: dict, step: int, loss_at: float) -> Replay:
+    """The full run, with the tasks whose training loss is still above `loss_at` at `step` given up there."""
+    out = Replay(f"give up after {step} TTT steps where the loss is above {loss_at:g}", now_right=0.0)
+    for rec in full.values():
+        losses = step_losses(rec)
+        stop = losses is not None and step < len(losses) and float(np.mean(losses[max(0, step - 4):step])) > loss_at
+        # a given-up task answers nothing (its early answer scores 0) and pays only `step` of its TTT steps
+        out.answer(stop, 0.0, rec, float(rec["compute"]["ttt"]) * step / len(losses) if stop else 0.0)
+    return out
+
+
+def give_up_spec(text: str) -> tuple[int, float]:
+    """`STEP:LOSS` of --give-up, checked: a step of at least 1 and a loss of at least 0."""
+    try:
+        step, loss = text.split(":")
+        parsed = int(step), float(loss)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give STEP:LOSS, say 24:0.2") from None
+    if parsed[0] < 1 or not parsed[1] >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the step must be at least 1 and the loss at least 0")
+    return parsed
+
+
 def by_task(run: Path) -> dict[str, dict[str, Any]]:
     records = {r["task_id"]: r for r in read_results(run) if not r.get("error")}
     if not records:
@@ -203,6 +242,8 @@ def main(argv: list[str] | None = None) -> list[str]:
     ap.add_argument("--views", type=int, nargs="+", default=[2, 4, 8], help="cheap passes of this many views")
     ap.add_argument("--answer-at", type=float, default=1.0, help="the agreement that answers now (settle's 1.0)")
     ap.add_argument("--score-none-at", type=float, nargs="+", default=[0.625, 0.5])
+    ap.add_argument("--give-up", type=give_up_spec, nargs="*", default=[(24, 0.2), (24, 0.1), (32, 0.1), (48, 0.05)],
+                    metavar="STEP:LOSS", help="give a task up after STEP TTT steps where its loss is above LOSS")
     ap.add_argument("--draws", type=int, default=20, help="random draws of the views a cheap pass samples")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--md", type=Path, default=None, help="append the table here")
@@ -229,6 +270,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     if cheap is not None:
         rows += [replay_cheap(full, icl, cheap, args.cheap_views, args.answer_at, gate) for gate in (False, True)]
     rows += [replay_scoring(full, s) for s in args.score_none_at]
+    rows += [replay_give_up(full, step, loss) for step, loss in args.give_up]
     lines = [*header(f"Policy cuts replayed over {args.full} and {args.icl}", "cpu"), "",
              f"{len(common)} tasks that every run answered without an error; {args.draws} draws of the views.", "",
              *table(full, rows)]
