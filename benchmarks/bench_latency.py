@@ -16,10 +16,11 @@ imports' own seconds are summed by top-level package: which library's import a c
 
 `warm` loads one solver, solves the first task once to warm it up (reported apart), then the tasks one at a time
 (`--limit` of them, `--max-seconds` in all), and reports the median and 90th percentile latency, each stage's
-median, and pass@2. `--trace` profiles one more solve of the first task under torch.profiler, with one epoch of
-TTT: how much of the solve's wall the device was busy, the kernel launches per TTT step, and the costliest
-operators (a solve that launches more than the device can run is bound by the host, and CUDA graphs or fewer,
-larger steps are the cut).
+median, and pass@2. `--trace` measures what one TTT step of the first task costs, from two more solves that
+differ only in their steps (one epoch of TTT and two), timed and then profiled under torch.profiler: the step's
+wall, the device's busy share of it, the aten calls on the host and the device's operations, and the costliest
+operators (a step whose device is idle most of its wall is bound by the host, and CUDA graphs or fewer, larger
+steps are the cut).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import re  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 STAGES = ("icl", "loo", "ttt", "predict", "select")
@@ -123,7 +125,7 @@ def run_child(a: argparse.Namespace) -> tuple[dict, float]:
     wall = time.time() - start
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("PROFILE ")), None)
     if proc.returncode or line is None:
-        stderr = IMPORT_LINE.sub("", proc.stderr).replace("import time: self [us] | cumulative | imported package", "")
+        stderr = re.sub(r"^import time:.*\n?", "", proc.stderr, flags=re.M)
         sys.exit(f"error: the profiled process exited {proc.returncode}: {stderr.strip()[-2000:]}")
     got = json.loads(line[len("PROFILE "):])
     got["imports"] = import_costs(proc.stderr)
@@ -235,43 +237,74 @@ def warm(a: argparse.Namespace) -> None:
     publish(lines, a.out)
 
 
-LAUNCHES = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC")  # the runtime's and the driver's calls
+@dataclass
+class SolveCost:
+    """One solve's TTT steps, its wall unprofiled, and what the profiler saw of it: the aten calls on the host, the
+    device's operations (kernels, copies, fills) and the seconds the device was busy with them."""
+
+    steps: int
+    wall: float
+    aten_calls: int
+    device_ops: int
+    busy: float
+
+
+def solve_cost(steps: int, wall: float, events) -> SolveCost:
+    """A solve's cost from torch.profiler's `key_averages()`: the device's own rows summed as the profiler's table
+    totals them (an operator's row repeats the time of the kernels it launched)."""
+    from torch.autograd import DeviceType
+
+    device = [e for e in events if e.device_type != DeviceType.CPU and not e.is_user_annotation]
+    return SolveCost(steps, wall, sum(e.count for e in events if e.key.startswith("aten::")),
+                     sum(e.count for e in device), sum(e.self_device_time_total for e in device) / 1e6)
+
+
+def per_step(one: SolveCost, two: SolveCost) -> dict[str, float]:
+    """What one more TTT step costs: the difference of two solves that differ only in their steps, so the
+    decoding, the scoring and the solve's fixed costs cancel."""
+    extra = two.steps - one.steps
+    if extra <= 0:
+        raise ValueError(f"the two solves trained {one.steps} and {two.steps} steps: no step to measure")
+    return {"wall_ms": 1e3 * (two.wall - one.wall) / extra, "busy_ms": 1e3 * (two.busy - one.busy) / extra,
+            "aten_calls": (two.aten_calls - one.aten_calls) / extra,
+            "device_ops": (two.device_ops - one.device_ops) / extra}
 
 
 def trace_solve(solver, task, settings: dict) -> list[str]:
-    """One more solve of `task` under torch.profiler, as report lines: the device's busy share of the wall, the
-    kernel launches per TTT step, and the operators that cost the most."""
+    """What a TTT step of `task` costs, as report lines: the same task solved with one epoch of TTT and with two
+    (a sixth and a third of the default's steps; the profiler's tables over a whole solve take minutes to build),
+    each timed without the profiler and then profiled. Per step: the wall, the device's busy time, the aten calls
+    on the host and the device's operations. Then the costliest operators of the longer solve."""
     import torch
-    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     cuda = solver.device.startswith("cuda")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    # One epoch of TTT (a sixth of the default's steps): the profiler's tables take minutes to build over the whole
-    # solve's events, and a step costs the same in any epoch.
-    settings = {**settings, "ttt_cfg.epochs": 1}
-    start = time.perf_counter()
-    with profile(activities=activities) as prof:
-        res = solver.solve_many([task], show_progress=False, **settings)[0]
+
+    def solve(epochs: int):
+        res = solver.solve_many([task], show_progress=False, **{**settings, "ttt_cfg.epochs": epochs})[0]
         if cuda:
             torch.cuda.synchronize()
-    wall = time.perf_counter() - start
-    events = prof.key_averages()
-    steps = len(res.ttt_loss or [])
-    stages = ", ".join(f"{k} {v:.2f}" for k, v in res.seconds.items())
-    lines = [f"One more solve of {task.id} under torch.profiler, with one epoch of TTT: {wall:.2f} s wall (the "
-             f"profiler's own cost included), {steps} TTT steps; stages {stages}."]
-    if cuda:
-        # the kernels' own rows, as the profiler's table totals them (an operator's row repeats its kernels' time)
-        busy = sum(e.self_device_time_total for e in events
-                   if e.device_type == DeviceType.CUDA and not e.is_user_annotation) / 1e6
-        launches = sum(e.count for e in events if e.key in LAUNCHES)
-        graphs = sum(e.count for e in events if e.key == "cudaGraphLaunch")
-        per_step = f", {launches / steps:.0f} a TTT step on average over the solve" if steps else ""
-        lines += ["", f"The device was busy {busy:.2f} s of the {wall:.2f} s ({100 * busy / wall:.0f}%): "
-                      f"{launches} kernel launches{per_step}, {graphs} CUDA graph launches."]
+        return res
+
+    costs, events = [], None
+    for epochs in (1, 2):
+        start = time.perf_counter()
+        res = solve(epochs)
+        wall = time.perf_counter() - start
+        with profile(activities=activities) as prof:
+            solve(epochs)
+        events = prof.key_averages()  # built once: over a solve's events it takes tens of seconds
+        costs.append(solve_cost(len(res.ttt_loss or []), wall, events))
+    step = per_step(*costs)
+    lines = [f"A TTT step of {task.id}, from its solves with one epoch of TTT ({costs[0].steps} steps, "
+             f"{costs[0].wall:.2f} s) and two ({costs[1].steps} steps, {costs[1].wall:.2f} s), each timed without "
+             f"the profiler, then profiled: {step['wall_ms']:.1f} ms of wall, {step['aten_calls']:.0f} aten calls on "
+             "the host (views and casts included)" + (
+                 f", {step['device_ops']:.0f} device operations, the device busy {step['busy_ms']:.1f} ms "
+                 f"({100 * step['busy_ms'] / step['wall_ms']:.0f}% of the step's wall)." if cuda else ".")]
     sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
-    lines += ["", f"The costliest operators (by {sort}):", "", "```",
+    lines += ["", f"The costliest operators of the solve with two epochs (by {sort}):", "", "```",
               events.table(sort_by=sort, row_limit=15, max_name_column_width=48), "```"]
     return lines
 

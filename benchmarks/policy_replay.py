@@ -153,13 +153,10 @@ def replay_scoring(full: dict, score_none_at: float) -> Replay:
 
 
 def step_losses(record: dict[str, Any]) -> list[float] | None:
-    """A record's training loss at each TTT step (an ensemble's members averaged); None where it did not train."""
+    """A record's training loss at each TTT step (NaN where a step's loss was not finite, which the record keeps
+    as null); None where the task did not train."""
     losses = record.get("ttt_loss")
-    if not losses:
-        return None
-    if isinstance(losses[0], list):  # one list per adapter of an ensemble
-        return [float(np.mean(step)) for step in zip(*losses, strict=True)]
-    return [float(x) for x in losses]
+    return [float("nan") if x is None else float(x) for x in losses] if losses else None
 
 
 def replay_give_up(full: dict, step: int, loss_at: float) -> Replay:
@@ -167,8 +164,9 @@ def replay_give_up(full: dict, step: int, loss_at: float) -> Replay:
     out = Replay(f"give up after {step} TTT steps where the loss is above {loss_at:g}", now_right=0.0)
     for rec in full.values():
         losses = step_losses(rec)
-        stop = losses is not None and step < len(losses) and float(np.mean(losses[max(0, step - 4):step])) > loss_at
-        # a given-up task answers nothing (its early answer scores 0) and pays only `step` of its TTT steps
+        window = [x for x in (losses or [])[max(0, step - 4):step] if not np.isnan(x)]  # steps K-3..K
+        stop = losses is not None and step < len(losses) and bool(window) and float(np.mean(window)) > loss_at
+        # early, a given-up task's answer is none: it scores 0, and of its work it paid `step` TTT steps only
         out.answer(stop, 0.0, rec, float(rec["compute"]["ttt"]) * step / len(losses) if stop else 0.0)
     return out
 

@@ -3,6 +3,7 @@ the profiled solve's report (on the CPU, with a stand-in solver whose work is kn
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,26 +46,51 @@ def test_import_costs_reads_what_this_python_writes():
 
 
 class FakeSolver:
-    """Solves by 3 'TTT steps' of matrix products, as a real solve records them."""
+    """Solves by 3 'TTT steps' of matrix products an epoch, as a real solve records its steps."""
 
     device = "cpu"
 
     def __init__(self):
-        self.settings = None
+        self.calls = []
 
     def solve_many(self, tasks, show_progress, **settings):
-        self.settings = settings
+        self.calls.append(settings)
+        epochs = settings["ttt_cfg.epochs"]
         x = torch.randn(64, 64)
-        for _ in range(3):
+        for _ in range(3 * epochs):
             x = (x @ x).tanh()
-        return [SimpleNamespace(ttt_loss=[0.3, 0.2, 0.1], seconds={"ttt": 0.01, "predict": 0.002})]
+        return [SimpleNamespace(ttt_loss=[0.1] * (3 * epochs), seconds={"ttt": 0.01})]
 
 
-def test_trace_reports_the_steps_and_the_costliest_operators():
+def test_trace_measures_a_step_by_the_difference_of_two_solves():
     solver = FakeSolver()
     lines = bl.trace_solve(solver, SimpleNamespace(id="t1"), {"policy": "always"})
-    text = "\n".join(lines)
-    assert solver.settings == {"policy": "always", "ttt_cfg.epochs": 1}  # one epoch: the tables stay quick to build
-    assert "One more solve of t1" in lines[0] and "3 TTT steps" in lines[0] and "ttt 0.01" in lines[0]
-    assert "aten::mm" in text and "self_cpu_time_total" in text
-    assert "device was busy" not in text  # no CUDA: nothing to say of launches
+    # each epoch count solved twice (timed, then profiled), the caller's settings kept
+    assert solver.calls == [{"policy": "always", "ttt_cfg.epochs": e} for e in (1, 1, 2, 2)]
+    assert lines[0].startswith("A TTT step of t1") and "(3 steps" in lines[0] and "(6 steps" in lines[0]
+    calls = float(re.search(r"([\d.]+) aten calls", lines[0]).group(1))
+    assert 2 <= calls <= 6  # a step here is a matmul (mm under it) and a tanh: the fixed calls cancel
+    assert "device busy" not in lines[0]  # no CUDA: nothing to say of the device
+    assert "aten::mm" in "\n".join(lines)
+
+
+def event(key: str, count: int, device: bool = False, busy_us: float = 0.0, annotation: bool = False):
+    from torch.autograd import DeviceType
+
+    return SimpleNamespace(key=key, count=count, device_type=DeviceType.CUDA if device else DeviceType.CPU,
+                           is_user_annotation=annotation, self_device_time_total=busy_us)
+
+
+def test_a_steps_device_time_counts_the_device_rows_once():
+    def solve(steps, n):  # n steps' worth of host calls and kernels, beside a fixed cost
+        return bl.solve_cost(steps, 0.5 + 0.01 * steps, [
+            event("aten::mm", 10 * n + 7), event("cudaLaunchKernel", 10 * n + 7),
+            event("ampere_gemm", 10 * n + 7, device=True, busy_us=1000.0 * n + 300),
+            event("my-range", 1, device=True, busy_us=1e6, annotation=True)])  # a user's range, not device work
+
+    one, two = solve(16, 16), solve(32, 32)
+    assert (one.aten_calls, one.device_ops, one.busy) == (167, 167, pytest.approx(0.0163))
+    step = bl.per_step(one, two)
+    assert step == pytest.approx({"wall_ms": 10.0, "busy_ms": 1.0, "aten_calls": 10.0, "device_ops": 10.0})
+    with pytest.raises(ValueError, match="no step to measure"):
+        bl.per_step(one, one)

@@ -142,20 +142,22 @@ def test_give_up_stops_where_the_training_loss_stays_high() -> None:
         return {"score": score, "seconds": 1.0, "compute": {"ttt": 0.8}, "ttt_loss": losses}
 
     full = {"slow-but-solved": rec(1.0, [1.0] * 4 + [0.5] * 4), "fast": rec(1.0, [0.05] * 8),
-            "stuck": rec(0.0, [0.9] * 8), "untrained": rec(0.0, None)}
+            "stuck": rec(0.0, [0.9] * 8), "untrained": rec(0.0, None),
+            "late-jump": rec(0.0, [0.1] * 4 + [10.0] * 4),  # a window shifted past step 4 would give it up
+            "one-bad-step": rec(1.0, [None, 0.1, 0.1, 0.1] + [0.0] * 4)}  # a non-finite step, kept as null
     r = pr.replay_give_up(full, step=4, loss_at=0.5)  # the mean of steps 1-4 decides
-    assert r.scores == [0.0, 1.0, 0.0, 0.0]
+    assert r.scores == [0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
     assert (r.now, r.now_right, r.now_full) == (2, 0.0, 1.0)  # it gave up a task the full run solved
     # a task given up pays half its TTT (4 of 8 steps) and nothing else; the others the full run's seconds
-    assert r.seconds == pytest.approx([0.4, 1.0, 0.4, 1.0])
+    assert r.seconds == pytest.approx([0.4, 1.0, 0.4, 1.0, 1.0, 1.0])
     assert pr.replay_give_up(full, step=8, loss_at=0.0).now == 0  # after the last step there is nothing to save
     assert pr.replay_give_up(full, step=4, loss_at=1.0).now == 0  # the loss must be above the threshold
 
 
-def test_an_ensembles_step_loss_is_its_members_mean() -> None:
-    assert pr.step_losses({"ttt_loss": [[1.0, 3.0], [1.0, 1.0]]}) == [1.0, 2.0]
-    assert pr.step_losses({"ttt_loss": [0.5, 0.25]}) == [0.5, 0.25]
-    assert pr.step_losses({"ttt_loss": None}) is None
+def test_a_steps_null_loss_reads_as_nan() -> None:
+    got = pr.step_losses({"ttt_loss": [0.5, None, 0.25]})
+    assert got[0] == 0.5 and np.isnan(got[1]) and got[2] == 0.25
+    assert pr.step_losses({"ttt_loss": None}) is None and pr.step_losses({"ttt_loss": []}) is None
 
 
 @pytest.mark.parametrize("spec", ["24", "x:0.1", "0:0.1", "24:-1", "24:nan"])
