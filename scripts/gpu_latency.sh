@@ -2,15 +2,15 @@
 # Issue 29 on one H200: what a single query costs, and the cut its warm goal (<= 2 s a task) needs. Each step is a
 # run of scripts/gpu_eval.sh (background runner, resumed across calls, every table back in $OUT/runs.tar.gz):
 #   1. a cold `solve`, phase by phase, 3 fresh processes (the imports' seconds by package, each process);
-#   2. the warm solver over the evaluation tasks for 200 s, one at a time, and one solve under torch.profiler
-#      (--trace: whether a lone task's 96 TTT steps are bound by the host);
+#   2. the warm solver over the evaluation tasks for 150 s, one at a time, then a TTT step's cost under
+#      torch.profiler (--trace: whether a lone task's TTT steps are bound by the host);
 #   3. the same with the TTT sequences in a quarter of the steps (configs/eval-ttt-b8.json: 8 sequences a step,
 #      lr 1e-3);
 #   4. that setting's accuracy on the 400 (pair it with results/h200-2026-12-04/runs.tar.xz's v4 records:
 #      `testtime compare rec/v4 runs/b8`; it only replaces the default for one query if it keeps the accuracy);
 #   5. the service under 32 clients over the 400, bounded to 5 minutes, against `evaluate` on the tasks it answered.
 # Estimated device minutes (from results/h200-latency-2026-12-05.md and h200-2026-12-04.md): 1.5 starting, 2.5,
-# 4, 4, 6, 9: about 27 in all; leave out the service (LIST=1 shows the runs) when a refused start ate into the
+# 4.5, 4.5, 6, 9: about 28 in all; leave out the service (LIST=1 shows the runs) when a refused start ate into the
 # session's budget.
 #   TESTTIME_COMMIT=<HEAD> WAIT=570 bash scripts/gpu_latency.sh   # carry: .whl; again until ALL RUNS DONE
 #   STEPS="cold warm" ...                                           # only some of them
@@ -19,8 +19,8 @@ B8='{"ttt_cfg.batch_size":8,"ttt_cfg.lr":0.001}'  # no spaces: gpu_eval.sh split
 LAT="benchmarks/bench_latency.py"
 declare -A SPEC=(
   [cold]="py-cold:$LAT cold --task arc1/eval/00576224 --device cuda --repeats 3 --out runs/bench-lat-cold.md"
-  [warm]="py-warm:$LAT warm --tasks arc1/eval --max-seconds 200 --trace --device cuda --out runs/bench-lat-warm.md"
-  [warm-b8]="py-warm-b8:$LAT warm --tasks arc1/eval --max-seconds 200 --trace --device cuda --settings $B8"\
+  [warm]="py-warm:$LAT warm --tasks arc1/eval --max-seconds 150 --trace --device cuda --out runs/bench-lat-warm.md"
+  [warm-b8]="py-warm-b8:$LAT warm --tasks arc1/eval --max-seconds 150 --trace --device cuda --settings $B8"\
 " --out runs/bench-lat-warm-b8.md"
   [b8]="b8:--tasks arc1/eval --config configs/eval-ttt-b8.json"
   [serve]="py-serve:benchmarks/bench_serve.py --clients 32 --tasks arc1/eval --max-seconds 300 --device cuda"\
