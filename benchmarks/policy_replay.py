@@ -27,7 +27,8 @@ A replay is an estimate: apart from the training loss it cannot see a task mid-t
 between rounds), and it prices each stage at the measured runs' batching. The GPU runs of
 `scripts/gpu_frontier.sh` measure the policies whole.
 
-    python benchmarks/policy_replay.py FULL --icl NO_TTT [--cheap CHEAP] [--tasks arc1/eval] [--md OUT] [--png OUT]
+    python benchmarks/policy_replay.py FULL --icl NO_TTT [--cheap CHEAP] [--tasks arc1/eval] [--give-up STEP:LOSS ...]
+        [--md OUT] [--png OUT]
 """
 
 from __future__ import annotations
