@@ -165,8 +165,9 @@ def replay_give_up(full: dict, step: int, loss_at: float) -> Replay:
     out = Replay(f"give up after {step} TTT steps where the loss is above {loss_at:g}", now_right=0.0)
     for rec in full.values():
         losses = step_losses(rec)
-        window = [x for x in (losses or [])[max(0, step - 4):step] if not np.isnan(x)]  # steps K-3..K
-        stop = losses is not None and step < len(losses) and bool(window) and float(np.mean(window)) > loss_at
+        trained_on = losses is not None and step < len(losses)  # a task that stops by itself has nothing to give up
+        window = [x for x in losses[max(0, step - 4):step] if not np.isnan(x)] if trained_on else []  # steps K-3..K
+        stop = bool(window) and float(np.mean(window)) > loss_at
         # early, a given-up task's answer is none: it scores 0, and of its work it paid `step` TTT steps only
         out.answer(stop, 0.0, rec, float(rec["compute"]["ttt"]) * step / len(losses) if stop else 0.0)
     return out
