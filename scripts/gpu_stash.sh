@@ -4,17 +4,18 @@
 # every call). Data larger than one call can carry beside the tracked tree travels in parts, one a call.
 #
 # RE-ARC, for the GPU jobs that pretrain (gpu_arch.sh, gpu_gen.sh, gpu_campaign.sh): each call carries the tracked
-# tree (57.1 MiB with the shipped model on 2026-12-05) and at most 64 MiB in all, so the parts are 3.6 MB, 6.8, 6.8
-# and the rest (5.7), and the 4.7 MB of wheels (scripts/device_wheels.sh) travel alone. Made here once by
-#   f=../shared/data/re-arc/re_arc.npz.xz; head -c 3600000 $f > .carry1/rearc.part0
-#   tail -c +3600001 $f | head -c 6800000 > .carry2/rearc.part1; tail -c +10400001 $f | head -c 6800000 > .carry3/rearc.part2
-#   tail -c +17200001 $f > .carry4/rearc.part3
+# tree (57.8 MiB with the shipped model on 2026-12-05, `git ls-files -z | xargs -0 du -cb`) and at most 64 MiB in all,
+# so the wheels (4.9 MB, scripts/device_wheels.sh) travel with a 1.2 MB first part, and the rest in four parts of
+# 5.4 MB. Made here once by
+#   f=../shared/data/re-arc/re_arc.npz.xz; mkdir -p .carry1 .carry2 .carry3 .carry4 .carry5
+#   head -c 1200000 $f > .carry1/rearc.part0
+#   for i in 1 2 3 4; do tail -c +$((1200000 + (i-1)*5421626 + 1)) $f | head -c 5421626 > .carry$((i+1))/rearc.part$i; done
 # The stashing calls (each a `run` of the device tool, back to back: the machine goes back after 30 s idle):
-#   bash scripts/gpu_stash.sh .whl                                            # carry: .whl
-#   bash scripts/gpu_stash.sh .carry1                                         # carry: .carry1
+#   bash scripts/gpu_stash.sh .whl .carry1                                    # carry: .whl, .carry1
 #   bash scripts/gpu_stash.sh .carry2                                         # carry: .carry2
 #   bash scripts/gpu_stash.sh .carry3                                         # carry: .carry3
-#   bash scripts/gpu_stash.sh .carry4 >/dev/null 2>&1; JOB                    # carry: .carry4
+#   bash scripts/gpu_stash.sh .carry4                                         # carry: .carry4
+#   bash scripts/gpu_stash.sh .carry5 >/dev/null 2>&1; JOB                    # carry: .carry5
 # where JOB is the job script's own line; scripts/gpu_rearc_join.sh, its first step, joins the parts.
 # A refused machine start between two stashing calls loses the stash: the later call says what is missing.
 # Stashed wheels (*.whl) are what gpu_eval.sh and gpu_pretrain_ddp.sh install when no .whl/ was carried.
