@@ -5,6 +5,8 @@ values of the right type, config files and scripts present). A run's work itself
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import shlex
 import subprocess
@@ -25,6 +27,7 @@ JOBS = [
     ("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2"}),
     ("gpu_arch.sh", {"LIST": "1"}),
     ("gpu_gen.sh", {"LIST": "1"}),
+    ("gpu_latency.sh", {"LIST": "1", "STEPS": "cold warm warm-b8 b8 serve lane-ttt warm-graphs warm-b8-graphs"}),
 ]
 
 
@@ -56,7 +59,14 @@ def check_spec(spec: str) -> None:
     elif name.startswith("py"):
         if args[:2] == ["-m", "testtime.cli"]:
             check_command(args[2:])
+        elif args[0] == "-m":  # another module (pytest): importable, and the files it names present
+            assert importlib.util.find_spec(args[1]), f"{spec}: no module {args[1]}"
+            for path in (a for a in args[2:] if a.endswith(".py")):
+                assert (ROOT / path).is_file(), f"{spec}: no file {path}"
         else:
+            words = flags.split()  # as gpu_eval.sh splits them: on spaces, its quotes kept
+            if "--settings" in words:  # a benchmark's settings are JSON
+                json.loads(words[words.index("--settings") + 1])
             assert (ROOT / args[0]).is_file(), f"{spec}: no script {args[0]}"
     elif name.startswith("bench"):
         pass  # bench_pretrain's or bench_stages' own flags (argparse), checked by their tests

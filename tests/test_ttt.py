@@ -198,3 +198,29 @@ def test_diverged_test_time_training_stops_with_one_line(tmp_path, tiny, small_c
     # After the progress bars of the training that diverged, one error line.
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert res.stderr.splitlines()[-1].startswith("error: test-time training of task t diverged at step 1 (loss nan)")
+
+
+@pytest.mark.parametrize("samples", [4, 5])  # 5 with batches of 2: each epoch ends on a short batch
+def test_fixed_shape_steps_train_as_the_dynamic_ones(tiny_llama, tiny_grid_model, flip_task, samples):
+    """The steps a CUDA graph captures (`ttt_graph`: every batch padded to the widest sequence and to batch_size rows,
+    targets gathered by index) give the same losses and adapters as the usual steps, run here without a graph."""
+    codec = GridCodec()
+    tasks = [flip_task(s, f"t{s}") for s in range(3)]
+    cfg = TTTConfig(samples=samples, epochs=2, batch_size=2, lr=1e-2, rank=4, alpha=8, grad_clip=0.05)
+    data = [build_dataset(t, codec, cfg) for t in tasks]
+    assert len({len(s) for d in data for s in d}) > 1  # ragged: the fixed shapes pad
+    for make in (tiny_llama, tiny_grid_model):
+        runs = []
+        for static in (False, True):
+            model = make()
+            lora = attach_multi_lora(model, len(tasks), rank=cfg.rank, alpha=cfg.alpha, seed=7)
+            result = train_adapters(model, lora.parameters(), data, cfg, pad_id=codec.pad_id, select=lora.use,
+                                    task_ids=[t.id for t in tasks], static=static)
+            runs.append((result, [lora.state(k) for k in range(len(tasks))]))
+        (dyn, dyn_state), (fixed, fixed_state) = runs
+        assert dyn.tokens == fixed.tokens
+        np.testing.assert_allclose(fixed.losses, dyn.losses, rtol=1e-4, atol=1e-5)
+        for want, got in zip(dyn_state, fixed_state, strict=True):
+            for name in want:
+                torch.testing.assert_close(got[name], want[name], rtol=1e-3, atol=1e-4)
+        assert max(float((dyn_state[0][n] - fixed_state[1][n]).abs().max()) for n in dyn_state[0]) > 1e-3

@@ -81,8 +81,22 @@ def target_loss(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, rows: l
     return sums / counts.clamp(min=1)
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on a GPU, none on a CPU."""
+def static_target_loss(model: nn.Module, ids: torch.Tensor, pos: torch.Tensor, tgt: torch.Tensor, grp: torch.Tensor,
+                       wt: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """`target_loss` over buffers of fixed shapes, with no host sync (so a CUDA graph can capture it): the target
+    tokens come as flat positions `pos` into the [rows, width - 1] predicting positions, their ids `tgt`, their
+    groups `grp` and weights `wt` (0 on the padding of a list longer than the step's targets)."""
+    hidden = model.get_decoder()(input_ids=ids).last_hidden_state
+    flat = hidden[:, :-1].reshape(-1, hidden.shape[-1]).index_select(0, pos)
+    per_tok = nn.functional.cross_entropy(head_logits(model, flat), tgt, reduction="none") * wt
+    sums = torch.zeros(n_groups, device=ids.device).index_add_(0, grp, per_tok)
+    counts = torch.zeros(n_groups, device=ids.device).index_add_(0, grp, wt)
+    return sums / counts.clamp(min=1)
+
+
+def autocast(device: torch.device, *, cache: bool = True):
+    """bf16 autocast on a GPU, none on a CPU. `cache=False` casts the weights at every use: a CUDA graph must not
+    capture casts that a cache would skip on replay."""
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=cache)
     return torch.autocast("cpu", enabled=False)

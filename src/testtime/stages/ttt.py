@@ -36,6 +36,7 @@ from testtime.model.lora import (
 from testtime.model.task_vectors import attach_task_vectors
 from testtime.model.training import autocast, check_finite, pad_right, target_loss, task_seed, warmup_cosine
 from testtime.stages.engine import available_memory
+from testtime.stages.ttt_graph import MIN_GRAPH_STEPS, GraphedStep, StaticBatch
 
 DEFAULT_EPOCHS = 2
 
@@ -63,6 +64,10 @@ class TTTConfig:
     shared: bool = False  # ablation: one adapter for all tasks of a batch
     max_len: Annotated[int, LENGTH] = 8192
     token_budget: Annotated[int, TOKENS] = 131072  # padded tokens per training step, all tasks together
+    # Capture the training step as a CUDA graph and replay it (a GPU only; `stages.ttt_graph`): every step is padded
+    # to the widest sequence, so it pays where the host's launches bound a step (one task at a time), not in a
+    # batch of many tasks.
+    cuda_graphs: bool = False
     seed: Annotated[int, SEED] = 0
 
     def __post_init__(self) -> None:
@@ -169,6 +174,7 @@ def train_adapters(
     slots: Sequence[int] | None = None,
     round_index: int = 0,
     lr_scales: Sequence[float] | None = None,
+    static: bool | None = None,
 ) -> TrainResult:
     """Train adapter k on datasets[k], all in lockstep: each step takes `batch_size` sequences of every dataset.
 
@@ -177,6 +183,8 @@ def train_adapters(
     datasets[k] (default k), so a later round can go on training some of a group's adapters.
     `round_index` > 0 draws a different data order, so a second round does not replay the first.
     `lr_scales[k]` multiplies the learning rate of datasets[k]'s adapter (stacked adapters only).
+    `static` runs every step over buffers of fixed shapes (`ttt_graph`; default: with `cfg.cuda_graphs` on a GPU,
+    where each step is then captured once as a CUDA graph and replayed).
     """
     device = params[0].device
     n = len(datasets)
@@ -189,13 +197,9 @@ def train_adapters(
         key = task_ids[k] if task_ids else str(k)
         rng = np.random.default_rng(task_seed(cfg.seed + 1, key if round_index == 0 else f"{key}#round{round_index}"))
         orders.append([rng.permutation(len(datasets[k])) for _ in range(epochs)])
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999),
-                            fused=device.type == "cuda")
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps, cfg.warmup))
-    rescale = _lr_rescale(lr_scales, slots, stacked, device)
-    losses = []
-    tokens = 0
-    for step in range(steps):
+
+    def batch(step: int) -> tuple[list[Encoded], list[slice], list[int]]:
+        """Step `step`'s sequences, the row range of each dataset among them, and each row's adapter slot."""
         epoch, j = divmod(step, steps_per_epoch)
         seqs: list[Encoded] = []
         rows: list[slice] = []
@@ -207,23 +211,66 @@ def train_adapters(
             rows.append(slice(len(seqs), len(seqs) + len(pick)))
             seqs += [datasets[k][i] for i in pick]
             index += [slots[k]] * len(pick)
-        ids, mask = pad_right(seqs, pad_id, device)
-        tokens += int(sum(len(s) for s in seqs))
-        if select is not None:
-            select(torch.tensor(index, device=device))
-        with autocast(device):
-            per_task = target_loss(model, ids, mask, rows)
+        return seqs, rows, index
+
+    static = cfg.cuda_graphs and device.type == "cuda" and steps >= MIN_GRAPH_STEPS if static is None else static
+    graphs = static and cfg.cuda_graphs and device.type == "cuda"
+    # Captured, the optimizer reads its learning rate from the device, written before each step.
+    lr = torch.tensor(cfg.lr, dtype=torch.float32, device=device) if graphs else cfg.lr
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999),
+                            fused=device.type == "cuda", capturable=graphs)
+    schedule = warmup_cosine(steps, cfg.warmup)
+    sched = None if graphs else torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    rescale = _lr_rescale(lr_scales, slots, stacked, device)
+    losses = []
+    tokens = 0
+
+    def update(per_task: torch.Tensor) -> None:
         per_task.sum().backward()
         _clip_per_adapter(params, cfg.grad_clip, stacked)
         before = [p.detach()[rescale[0]] for p in params] if rescale else None  # indexing copies
         opt.step()
         if rescale:
             _scale_update(params, before, *rescale)
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(per_task.detach())
+
+    if static:
+        # Every step the same rows: batch_size per dataset, padded where an epoch's last batch is short.
+        fixed_rows = [slice(k * cfg.batch_size, (k + 1) * cfg.batch_size) for k in range(n)]
+        buffers = StaticBatch.fitting([batch(t)[:2] for t in range(steps)], n * cfg.batch_size, pad_id, device)
+        step_loss = torch.zeros(n, device=device)
+
+        def body() -> None:
+            with autocast(device, cache=not graphs):
+                per_task = buffers.loss(model)
+            update(per_task)
+            step_loss.copy_(per_task.detach())
+
+        run_step = GraphedStep(body, lambda: opt.zero_grad(set_to_none=True), device, graphs)
+        if select is not None:
+            select(torch.tensor([slots[k] for k in range(n) for _ in range(cfg.batch_size)], device=device))
+    for step in range(steps):
+        seqs, rows, index = batch(step)
+        tokens += int(sum(len(s) for s in seqs))
+        if static:
+            buffers.load(seqs, rows, fixed_rows)
+            if graphs:
+                opt.param_groups[0]["lr"].fill_(cfg.lr * schedule(step))
+            run_step()
+            losses.append(step_loss.clone())
+        else:
+            ids, mask = pad_right(seqs, pad_id, device)
+            if select is not None:
+                select(torch.tensor(index, device=device))
+            with autocast(device):
+                per_task = target_loss(model, ids, mask, rows)
+            update(per_task)
+            opt.zero_grad(set_to_none=True)
+            losses.append(per_task.detach())
+        if sched is not None:
+            sched.step()
         if progress:
             progress(1)
+    opt.zero_grad(set_to_none=True)
     if select is not None:
         select(None)
     table = torch.stack(losses, 1).cpu().tolist() if losses else [[] for _ in range(n)]

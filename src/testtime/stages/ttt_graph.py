@@ -1,0 +1,129 @@
+"""A test-time training step of fixed shapes, which a GPU captures once as a CUDA graph and replays.
+
+A lone task's training step is bound by the host, not the GPU: about 13,000 aten calls take some 50 ms while its
+arithmetic takes a few (results/h200-latency-2026-12-05.md). A replayed graph costs the GPU's time alone. Capture
+asks for shapes and addresses that never change, so:
+- every step's batch is padded to the widest sequence of the whole training set, and to `batch_size` rows per task
+  (an epoch's short last batch gets rows of padding, which carry no loss);
+- target tokens are gathered by index into a list padded to the most any step has (a boolean mask would make the
+  host wait for the device to count them), the padding weighted 0;
+- the optimizer keeps its learning rate and step count on the device (AdamW's `capturable`), and the learning rate
+  of each step is written into that tensor before the replay.
+
+Under causal attention the right padding never reaches a real token, so each step's loss and gradients are those
+of the dynamic step (`model.training.target_loss`) up to the float rounding of other kernel shapes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from testtime.data.encode import Encoded
+from testtime.model.training import static_target_loss
+
+# Real steps on a side stream before the capture: they build what the graph will touch (AdamW's state, cuBLAS
+# workspaces, the allocator's blocks). A run with fewer steps than this plus a few is not worth a capture.
+WARMUP_STEPS = 2
+MIN_GRAPH_STEPS = 8
+
+
+class StaticBatch:
+    """The device buffers of one step: token ids [rows, width], and the target tokens' flat positions, ids, task
+    groups and weights [n_tokens]. `load` writes a step's sequences into them in place."""
+
+    def __init__(self, n_groups: int, rows: int, width: int, n_tokens: int, pad_id: int, device) -> None:
+        self.n_groups, self.rows, self.width, self.pad_id = n_groups, rows, width, pad_id
+        self.n_tokens = max(1, n_tokens)
+        self.ids = torch.full((rows, width), pad_id, dtype=torch.long, device=device)
+        self.pos = torch.zeros(self.n_tokens, dtype=torch.long, device=device)
+        self.tgt = torch.zeros(self.n_tokens, dtype=torch.long, device=device)
+        self.grp = torch.zeros(self.n_tokens, dtype=torch.long, device=device)
+        self.wt = torch.zeros(self.n_tokens, dtype=torch.float32, device=device)
+
+    @classmethod
+    def fitting(cls, steps: Sequence[tuple[Sequence[Encoded], Sequence[slice]]], rows: int, pad_id: int, device
+                ) -> StaticBatch:
+        """Buffers wide enough for every step of `steps` ((sequences, the row range of each group) per step)."""
+        width = max(len(s) for seqs, _ in steps for s in seqs)
+        n_tokens = max(sum(int(s.loss_mask[1:].sum()) for s in seqs) for seqs, _ in steps)
+        return cls(len(steps[0][1]), rows, width, n_tokens, pad_id, device)
+
+    def load(self, seqs: Sequence[Encoded], rows: Sequence[slice], slots_rows: Sequence[slice]) -> None:
+        """Write one step: group g's sequences seqs[rows[g]] go to the buffer rows `slots_rows[g]` (a group's rows
+        beyond its sequences stay padding)."""
+        ids = np.full((self.rows, self.width), self.pad_id, dtype=np.int64)
+        pos = np.zeros(self.n_tokens, dtype=np.int64)
+        tgt = np.zeros(self.n_tokens, dtype=np.int64)
+        grp = np.zeros(self.n_tokens, dtype=np.int64)
+        wt = np.zeros(self.n_tokens, dtype=np.float32)
+        n = 0
+        for g, (src, dst) in enumerate(zip(rows, slots_rows, strict=True)):
+            for r, s in zip(range(dst.start, dst.stop), seqs[src], strict=False):
+                ids[r, : len(s)] = s.input_ids
+                t = np.flatnonzero(s.loss_mask[1:])  # position t predicts token t + 1
+                pos[n: n + len(t)] = r * (self.width - 1) + t
+                tgt[n: n + len(t)] = np.asarray(s.input_ids)[t + 1]
+                grp[n: n + len(t)] = g
+                wt[n: n + len(t)] = 1
+                n += len(t)
+        for buf, host in ((self.ids, ids), (self.pos, pos), (self.tgt, tgt), (self.grp, grp), (self.wt, wt)):
+            buf.copy_(torch.from_numpy(host), non_blocking=False)
+
+    def loss(self, model: nn.Module) -> torch.Tensor:
+        """Each group's mean loss on its target tokens [n_groups]."""
+        return static_target_loss(model, self.ids, self.pos, self.tgt, self.grp, self.wt, self.n_groups)
+
+
+class GraphedStep:
+    """`body` (one training step over fixed buffers) run as a CUDA graph after `WARMUP_STEPS` real steps on a side
+    stream; on the CPU, or where the capture fails (a warning says why), it runs as it is."""
+
+    def __init__(self, body: Callable[[], None], zero_grad: Callable[[], None], device: torch.device,
+                 enabled: bool) -> None:
+        self.body, self.zero_grad, self.device = body, zero_grad, device
+        self.enabled = enabled and device.type == "cuda"
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.calls = 0
+
+    def __call__(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+        elif self.enabled and self.calls < WARMUP_STEPS:
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                self.body()
+                self.zero_grad()
+            torch.cuda.current_stream(self.device).wait_stream(side)
+        elif self.enabled:
+            self.graph = self._capture()
+            if self.graph is None:
+                self.body()
+                self.zero_grad()
+            else:  # a capture records the step without running it
+                self.graph.replay()
+        else:
+            self.body()
+            self.zero_grad()
+        self.calls += 1
+
+    def _capture(self) -> torch.cuda.CUDAGraph | None:
+        graph = torch.cuda.CUDAGraph()
+        torch.cuda.synchronize(self.device)
+        self.zero_grad()  # the captured backward then writes its gradients instead of adding to them
+        try:
+            with torch.cuda.graph(graph):
+                self.body()
+        except Exception as e:  # a host sync inside the model's forward, an op graphs do not allow...
+            warnings.warn(f"training step not capturable as a CUDA graph ({type(e).__name__}: {e}); training "
+                          "without graphs", stacklevel=3)
+            self.enabled = False
+            torch.cuda.synchronize(self.device)
+            self.zero_grad()
+            return None
+        return graph
