@@ -66,7 +66,7 @@ def target_loss(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, rows: l
     does not materialize logits for every token. Sequences are right-padded and run
     without an attention mask: under causal attention real tokens never see the padding.
     """
-    hidden = model.get_decoder()(input_ids=ids).last_hidden_state
+    hidden = model.get_decoder()(input_ids=ids, use_cache=False).last_hidden_state
     sel = mask[:, 1:]  # position t predicts token t+1
     logits = head_logits(model, hidden[:, :-1][sel])
     per_tok = nn.functional.cross_entropy(logits, ids[:, 1:][sel], reduction="none")
@@ -86,7 +86,7 @@ def static_target_loss(model: nn.Module, ids: torch.Tensor, pos: torch.Tensor, t
     """`target_loss` over buffers of fixed shapes, with no host sync (so a CUDA graph can capture it): the target
     tokens come as flat positions `pos` into the [rows, width - 1] predicting positions, their ids `tgt`, their
     groups `grp` and weights `wt` (0 on the padding of a list longer than the step's targets)."""
-    hidden = model.get_decoder()(input_ids=ids).last_hidden_state
+    hidden = model.get_decoder()(input_ids=ids, use_cache=False).last_hidden_state
     flat = hidden[:, :-1].reshape(-1, hidden.shape[-1]).index_select(0, pos)
     per_tok = nn.functional.cross_entropy(head_logits(model, flat), tgt, reduction="none") * wt
     sums = torch.zeros(n_groups, device=ids.device).index_add_(0, grp, per_tok)
