@@ -95,8 +95,8 @@ def static_target_loss(model: nn.Module, ids: torch.Tensor, pos: torch.Tensor, t
 
 
 def autocast(device: torch.device, *, cache: bool = True):
-    """bf16 autocast on a GPU, none on a CPU. `cache=False` casts the weights at every use: a CUDA graph must not
-    capture casts that a cache would skip on replay."""
+    """bf16 autocast on a GPU, none on a CPU. `cache=False` (casts made afresh at every use) is what PyTorch's notes on
+    CUDA graphs ask of autocast inside a capture."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=cache)
     return torch.autocast("cpu", enabled=False)

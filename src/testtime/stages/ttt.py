@@ -157,6 +157,7 @@ def _scale_update(params: list[nn.Parameter], before: list[torch.Tensor], slots:
 class TrainResult:
     losses: list[list[float]]  # per adapter, per step
     tokens: int
+    graph_steps: int = 0  # the steps a CUDA graph replayed (`TTTConfig.cuda_graphs`)
 
 
 def train_adapters(
@@ -213,14 +214,17 @@ def train_adapters(
             index += [slots[k]] * len(pick)
         return seqs, rows, index
 
-    static = cfg.cuda_graphs and device.type == "cuda" and steps >= MIN_GRAPH_STEPS if static is None else static
+    if static is None:
+        static = cfg.cuda_graphs and device.type == "cuda" and steps >= MIN_GRAPH_STEPS
+    static = static and steps > 0
     graphs = static and cfg.cuda_graphs and device.type == "cuda"
-    # Captured, the optimizer reads its learning rate from the device, written before each step.
-    lr = torch.tensor(cfg.lr, dtype=torch.float32, device=device) if graphs else cfg.lr
+    # Fixed steps read their learning rate from a tensor, written before each step (a captured step reads it on the
+    # device); the others take it from the scheduler.
+    lr = torch.tensor(cfg.lr, dtype=torch.float32, device=device) if static else cfg.lr
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999),
                             fused=device.type == "cuda", capturable=graphs)
     schedule = warmup_cosine(steps, cfg.warmup)
-    sched = None if graphs else torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    sched = None if static else torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     rescale = _lr_rescale(lr_scales, slots, stacked, device)
     losses = []
     tokens = 0
@@ -253,8 +257,7 @@ def train_adapters(
         tokens += int(sum(len(s) for s in seqs))
         if static:
             buffers.load(seqs, rows, fixed_rows)
-            if graphs:
-                opt.param_groups[0]["lr"].fill_(cfg.lr * schedule(step))
+            opt.param_groups[0]["lr"].fill_(cfg.lr * schedule(step))
             run_step()
             losses.append(step_loss.clone())
         else:
@@ -279,7 +282,7 @@ def train_adapters(
         if bad is not None:
             name = f"task {task_ids[k]}" if task_ids else f"adapter {k}"
             check_finite(row[bad], bad + 1, f"test-time training of {name}")
-    return TrainResult(losses=table, tokens=tokens)
+    return TrainResult(losses=table, tokens=tokens, graph_steps=run_step.replays if static else 0)
 
 
 def fresh_adapters(model: nn.Module, lora: MultiLoRA | None, task_ids: Sequence[str], cfg: TTTConfig) -> MultiLoRA:

@@ -33,17 +33,25 @@ MIN_GRAPH_STEPS = 8
 
 
 class StaticBatch:
-    """The device buffers of one step: token ids [rows, width], and the target tokens' flat positions, ids, task
-    groups and weights [n_tokens]. `load` writes a step's sequences into them in place."""
+    """The device buffers of one step: token ids [rows, width], and the target tokens' flat positions, ids and task
+    groups [n_tokens], all views of one int64 buffer with the count of real targets at its end, so a step's data
+    crosses to a GPU in one copy (from pinned memory, two host buffers in turn: the host fills the next step's while
+    the device runs this one). `load` writes a step's sequences into them in place."""
 
     def __init__(self, n_groups: int, rows: int, width: int, n_tokens: int, pad_id: int, device) -> None:
         self.n_groups, self.rows, self.width, self.pad_id = n_groups, rows, width, pad_id
         self.n_tokens = max(1, n_tokens)
-        self.ids = torch.full((rows, width), pad_id, dtype=torch.long, device=device)
-        self.pos = torch.zeros(self.n_tokens, dtype=torch.long, device=device)
-        self.tgt = torch.zeros(self.n_tokens, dtype=torch.long, device=device)
-        self.grp = torch.zeros(self.n_tokens, dtype=torch.long, device=device)
-        self.wt = torch.zeros(self.n_tokens, dtype=torch.float32, device=device)
+        self.device = torch.device(device)
+        size = rows * width + 3 * self.n_tokens + 1
+        self.packed = torch.zeros(size, dtype=torch.long, device=device)
+        cuts = np.cumsum([rows * width, self.n_tokens, self.n_tokens, self.n_tokens])
+        ids, self.pos, self.tgt, self.grp, self.count = torch.tensor_split(self.packed, cuts.tolist())
+        self.ids = ids.view(rows, width)
+        self.arange = torch.arange(self.n_tokens, device=device)
+        pin = self.device.type == "cuda"
+        self.host = [torch.zeros(size, dtype=torch.long, pin_memory=pin) for _ in range(2 if pin else 1)]
+        self.copied = [None] * len(self.host)  # the event of each host buffer's last copy
+        self.turn = 0
 
     @classmethod
     def fitting(cls, steps: Sequence[tuple[Sequence[Encoded], Sequence[slice]]], rows: int, pad_id: int, device
@@ -56,11 +64,16 @@ class StaticBatch:
     def load(self, seqs: Sequence[Encoded], rows: Sequence[slice], slots_rows: Sequence[slice]) -> None:
         """Write one step: group g's sequences seqs[rows[g]] go to the buffer rows `slots_rows[g]` (a group's rows
         beyond its sequences stay padding)."""
-        ids = np.full((self.rows, self.width), self.pad_id, dtype=np.int64)
-        pos = np.zeros(self.n_tokens, dtype=np.int64)
-        tgt = np.zeros(self.n_tokens, dtype=np.int64)
-        grp = np.zeros(self.n_tokens, dtype=np.int64)
-        wt = np.zeros(self.n_tokens, dtype=np.float32)
+        host = self.host[self.turn]
+        if self.copied[self.turn] is not None:
+            self.copied[self.turn].synchronize()  # its last step's copy has left it
+        flat = host.numpy()
+        r_w, n_tok = self.rows * self.width, self.n_tokens
+        ids = flat[:r_w].reshape(self.rows, self.width)
+        pos, tgt, grp = flat[r_w: r_w + n_tok], flat[r_w + n_tok: r_w + 2 * n_tok], flat[r_w + 2 * n_tok: -1]
+        ids.fill(self.pad_id)
+        for part in (pos, tgt, grp):
+            part.fill(0)
         n = 0
         for g, (src, dst) in enumerate(zip(rows, slots_rows, strict=True)):
             for r, s in zip(range(dst.start, dst.stop), seqs[src], strict=False):
@@ -69,44 +82,49 @@ class StaticBatch:
                 pos[n: n + len(t)] = r * (self.width - 1) + t
                 tgt[n: n + len(t)] = np.asarray(s.input_ids)[t + 1]
                 grp[n: n + len(t)] = g
-                wt[n: n + len(t)] = 1
                 n += len(t)
-        for buf, host in ((self.ids, ids), (self.pos, pos), (self.tgt, tgt), (self.grp, grp), (self.wt, wt)):
-            buf.copy_(torch.from_numpy(host), non_blocking=False)
+        flat[-1] = n
+        self.packed.copy_(host, non_blocking=self.device.type == "cuda")
+        if self.device.type == "cuda":
+            event = torch.cuda.Event()
+            event.record()
+            self.copied[self.turn] = event
+        self.turn = (self.turn + 1) % len(self.host)
 
     def loss(self, model: nn.Module) -> torch.Tensor:
-        """Each group's mean loss on its target tokens [n_groups]."""
-        return static_target_loss(model, self.ids, self.pos, self.tgt, self.grp, self.wt, self.n_groups)
+        """Each group's mean loss on its target tokens [n_groups] (the padding of the target list weighted 0)."""
+        wt = (self.arange < self.count).float()
+        return static_target_loss(model, self.ids, self.pos, self.tgt, self.grp, wt, self.n_groups)
 
 
 class GraphedStep:
     """`body` (one training step over fixed buffers) run as a CUDA graph after `WARMUP_STEPS` real steps on a side
-    stream; on the CPU, or where the capture fails (a warning says why), it runs as it is."""
+    stream; on the CPU, or where the capture fails (a warning says why), it runs as it is. `replays` counts the
+    steps a graph ran."""
 
     def __init__(self, body: Callable[[], None], zero_grad: Callable[[], None], device: torch.device,
                  enabled: bool) -> None:
         self.body, self.zero_grad, self.device = body, zero_grad, device
         self.enabled = enabled and device.type == "cuda"
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.calls = 0
+        self.calls = self.replays = 0
 
     def __call__(self) -> None:
-        if self.graph is not None:
-            self.graph.replay()
-        elif self.enabled and self.calls < WARMUP_STEPS:
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                self.body()
-                self.zero_grad()
-            torch.cuda.current_stream(self.device).wait_stream(side)
-        elif self.enabled:
+        if self.graph is None and self.enabled and self.calls >= WARMUP_STEPS:
             self.graph = self._capture()
-            if self.graph is None:
-                self.body()
-                self.zero_grad()
-            else:  # a capture records the step without running it
-                self.graph.replay()
+        if self.graph is not None:  # a capture records the step without running it: its own step replays too
+            self.graph.replay()
+            self.replays += 1
+        elif self.enabled:
+            with torch.cuda.device(self.device), warnings.catch_warnings():
+                # AdamW built for capture warns that it steps uncaptured: these are the warm-up steps it asks for.
+                warnings.filterwarnings("ignore", message=".*capturable=True.*")
+                side = torch.cuda.Stream(self.device)
+                side.wait_stream(torch.cuda.current_stream(self.device))
+                with torch.cuda.stream(side):
+                    self.body()
+                    self.zero_grad()
+                torch.cuda.current_stream(self.device).wait_stream(side)
         else:
             self.body()
             self.zero_grad()
@@ -114,16 +132,22 @@ class GraphedStep:
 
     def _capture(self) -> torch.cuda.CUDAGraph | None:
         graph = torch.cuda.CUDAGraph()
-        torch.cuda.synchronize(self.device)
-        self.zero_grad()  # the captured backward then writes its gradients instead of adding to them
-        try:
-            with torch.cuda.graph(graph):
-                self.body()
-        except Exception as e:  # a host sync inside the model's forward, an op graphs do not allow...
-            warnings.warn(f"training step not capturable as a CUDA graph ({type(e).__name__}: {e}); training "
-                          "without graphs", stacklevel=3)
-            self.enabled = False
+        before = torch.cuda.current_stream(self.device)
+        with torch.cuda.device(self.device):
             torch.cuda.synchronize(self.device)
-            self.zero_grad()
-            return None
+            self.zero_grad()  # the captured backward then writes its gradients instead of adding to them
+            try:
+                with torch.cuda.graph(graph, stream=torch.cuda.Stream(self.device)):
+                    self.body()
+            except Exception as e:  # a host sync inside the model's forward, an op graphs do not allow...
+                # A spoiled capture raises again on leaving the capture, before it gives the stream back.
+                torch.cuda.set_stream(before)
+                cause = f"{type(e).__name__}: {e}" + (f" (after {type(e.__context__).__name__}: {e.__context__})"
+                                                       if e.__context__ is not None else "")
+                warnings.warn(f"training step not capturable as a CUDA graph ({cause}); training without graphs",
+                              stacklevel=3)
+                self.enabled = False
+                torch.cuda.synchronize(self.device)
+                self.zero_grad()
+                return None
         return graph
