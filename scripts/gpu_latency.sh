@@ -21,18 +21,19 @@
 set -uo pipefail
 B8='{"ttt_cfg.batch_size":8,"ttt_cfg.lr":0.001}'  # no spaces: gpu_eval.sh splits a run's flags on them
 GR='{"ttt_cfg.cuda_graphs":true}'
+WARM_S=${WARM_S:-150}  # seconds of each warm run (then its trace's four solves); lower when the budget is short
 B8GR='{"ttt_cfg.batch_size":8,"ttt_cfg.lr":0.001,"ttt_cfg.cuda_graphs":true}'
 LAT="benchmarks/bench_latency.py"
 declare -A SPEC=(
   [cold]="py-cold:$LAT cold --task arc1/eval/00576224 --device cuda --repeats 3 --out runs/bench-lat-cold.md"
-  [warm]="py-warm:$LAT warm --tasks arc1/eval --max-seconds 150 --trace --device cuda --out runs/bench-lat-warm.md"
-  [warm-b8]="py-warm-b8:$LAT warm --tasks arc1/eval --max-seconds 150 --trace --device cuda --settings $B8"\
+  [warm]="py-warm:$LAT warm --tasks arc1/eval --max-seconds $WARM_S --trace --device cuda --out runs/bench-lat-warm.md"
+  [warm-b8]="py-warm-b8:$LAT warm --tasks arc1/eval --max-seconds $WARM_S --trace --device cuda --settings $B8"\
 " --out runs/bench-lat-warm-b8.md"
   [b8]="b8:--tasks arc1/eval --config configs/eval-ttt-b8.json"
   [lane-ttt]="py-lane-ttt:-m pytest -q -rA -p no:cacheprovider -m gpu tests/test_gpu.py -k cuda_graph_training"
-  [warm-graphs]="py-warm-graphs:$LAT warm --tasks arc1/eval --max-seconds 150 --trace --device cuda --settings $GR"\
+  [warm-graphs]="py-warm-graphs:$LAT warm --tasks arc1/eval --max-seconds $WARM_S --trace --device cuda --settings $GR"\
 " --out runs/bench-lat-warm-graphs.md"
-  [warm-b8-graphs]="py-warm-b8-graphs:$LAT warm --tasks arc1/eval --max-seconds 150 --trace --device cuda"\
+  [warm-b8-graphs]="py-warm-b8-graphs:$LAT warm --tasks arc1/eval --max-seconds $WARM_S --trace --device cuda"\
 " --settings $B8GR --out runs/bench-lat-warm-b8-graphs.md"
   [serve]="py-serve:benchmarks/bench_serve.py --clients 32 --tasks arc1/eval --max-seconds 300 --device cuda"\
 " --compare-evaluate --out runs/bench-serve.md"
