@@ -7,10 +7,11 @@
 `import testtime`, which brings transformers and registers the grid model; the rest of the API), the task's
 dataset, the device's start (CUDA's context; nothing on a CPU), the model load, the CPU time budget's timing of
 the model (a CPU only), then each stage of the solve as its record counts it (icl, loo, ttt, predict, select; what
-the record does not count, such as planning and the vote, is "other"), and the interpreter's exit. The same task
-solved a second time on the same solver gives the warm column: what a phase costs again is work, what it does not
-is a one-time overhead (CUDA's lazy starts, first-call warm-ups). On a GPU the decode is timed once more without
-CUDA graphs, to tell whether capturing them pays for one task. Then `testtime solve` as a user types it, in its
+the record does not count, such as planning and the vote, is "other"), and the interpreter's exit (the way the
+`testtime` command ends: core.process_exit). The same task solved a second time on the same solver gives the warm
+column: what a phase costs again is work, what it does not is a one-time overhead (CUDA's lazy starts, first-call
+warm-ups). On a GPU the decode is timed once more without CUDA graphs, to tell whether capturing them pays for one
+task. Then `testtime solve` as a user types it, in its
 own process, end to end (`--no-cli` skips it). The profiled processes run under `python -X importtime`, and the
 imports' own seconds are summed by top-level package: which library's import a cut has to reach.
 
@@ -333,7 +334,11 @@ def main() -> None:
         q.add_argument("--out", type=Path)
     a = p.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    {"cold": cold, "warm": warm, "_child": child}[a.mode](a)
+    if a.mode == "_child":  # the profiled process ends as the `testtime` command does (core.process_exit)
+        from testtime.core.process_exit import run_and_exit
+
+        run_and_exit(lambda: child(a))
+    {"cold": cold, "warm": warm}[a.mode](a)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 This is what makes `torchrun --nproc-per-node N -m testtime evaluate ...` work.
 """
 
-from testtime.cli import app
+from testtime.cli import run
 
 if __name__ == "__main__":
-    app(prog_name="testtime")
+    run()

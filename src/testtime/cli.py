@@ -67,6 +67,14 @@ tasks_app = typer.Typer(help="Inspect tasks and datasets.", no_args_is_help=True
 app.add_typer(tasks_app, name="tasks")
 
 
+def run() -> None:
+    """The `testtime` command (and `python -m testtime`): the app, then an exit without the interpreter's teardown
+    (`core.process_exit`)."""
+    from testtime.core.process_exit import run_and_exit
+
+    run_and_exit(lambda: app(prog_name="testtime"))
+
+
 def fail(message: object) -> typer.Exit:
     """Print `error: message` as one line on stderr; return the Exit to raise."""
     text = one_line(message)
