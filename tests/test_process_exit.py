@@ -8,13 +8,18 @@ import textwrap
 import pytest
 
 CHILD = textwrap.dedent("""
-    import atexit, sys
+    import atexit, sys, threading, time
     from testtime.core.process_exit import run_and_exit
 
     marker, how = sys.argv[1], sys.argv[2]
-    atexit.register(lambda: open(marker, "w").write("handled"))
+    atexit.register(lambda: open(marker, "a").write("handled"))
+
+    def late_writer():  # a thread that is not a daemon still finishes its work, before the handlers
+        time.sleep(0.5)
+        open(marker, "a").write("thread;")
 
     def main():
+        threading.Thread(target=late_writer).start()
         for i in range(20000):  # more than a pipe's buffer, still in Python's when main returns
             sys.stdout.write(f"line {i}\\n")
         if how == "code":
@@ -37,7 +42,7 @@ def test_exit_keeps_handlers_output_and_status(tmp_path, how, code):
     lines = proc.stdout.splitlines()
     assert len(lines) == 20000 and lines[-1] == "line 19999"
     assert "never reached" not in proc.stdout
-    assert marker.read_text() == "handled"  # atexit ran, on every path
+    assert marker.read_text() == "thread;handled"  # the thread finished, then atexit ran, on every path
     if how == "message":
         assert proc.stderr.strip() == "error: a one-line message"
     if how == "raise":  # an unexpected error is not swallowed: the interpreter reports it as ever

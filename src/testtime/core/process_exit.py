@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+import threading
 from collections.abc import Callable
 
 
@@ -36,7 +37,11 @@ def run_and_exit(main: Callable[[], object]) -> None:
     dist = sys.modules.get("torch.distributed")
     if dist is not None and dist.is_available() and dist.is_initialized():
         sys.exit(code)
-    atexit._run_exitfuncs()  # the handlers a normal exit runs, in the same order
+    # What a normal exit does before its teardown: wait for the threads that are not daemons, run the handlers.
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
