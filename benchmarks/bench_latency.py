@@ -334,10 +334,13 @@ def main() -> None:
         q.add_argument("--out", type=Path)
     a = p.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if a.mode == "_child":  # the profiled process ends as the `testtime` command does (core.process_exit)
+    if a.mode == "_child":
+        child(a)
+        # The profiled process ends as the `testtime` command does; imported only now, since `testtime` brings torch
+        # and transformers, whose imports the child times.
         from testtime.core.process_exit import run_and_exit
 
-        run_and_exit(lambda: child(a))
+        run_and_exit(lambda: None)
     {"cold": cold, "warm": warm}[a.mode](a)
 
 
