@@ -347,12 +347,15 @@ def _warm_up(step: Callable[[], None], device: torch.device) -> None:
 def _capture(step: Callable[[], None], device: torch.device, graphs: list[bool]):
     """`step` as a CUDA graph, or None (and graphs switched off) if it cannot be captured."""
     graph = torch.cuda.CUDAGraph()
+    before = torch.cuda.current_stream(device)
     try:
         torch.cuda.synchronize(device)
         with torch.cuda.graph(graph):
             step()
     except Exception as e:  # a sync inside the model's forward, an op graphs do not allow...
         import warnings
+
+        torch.cuda.set_stream(before)  # a spoiled capture raises again on leaving, before it gives the stream back
 
         warnings.warn(f"decode step not capturable as a CUDA graph ({type(e).__name__}: {e}); decoding without graphs",
                       stacklevel=2)
