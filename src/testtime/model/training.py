@@ -75,9 +75,13 @@ def target_loss(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, rows: l
     group_of_row = torch.empty(ids.shape[0], dtype=torch.long, device=ids.device)
     for g, s in enumerate(rows):
         group_of_row[s] = g
-    groups = group_of_row[row_of]
-    sums = torch.zeros(len(rows), device=ids.device).index_add_(0, groups, per_tok)
-    counts = torch.zeros(len(rows), device=ids.device).index_add_(0, groups, torch.ones_like(per_tok))
+    return group_means(per_tok, group_of_row[row_of], torch.ones_like(per_tok), len(rows))
+
+
+def group_means(per_tok: torch.Tensor, groups: torch.Tensor, weights: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """Each group's weighted mean of the token losses `per_tok` (0 for a group with no weight)."""
+    sums = torch.zeros(n_groups, device=per_tok.device).index_add_(0, groups, per_tok * weights)
+    counts = torch.zeros(n_groups, device=per_tok.device).index_add_(0, groups, weights)
     return sums / counts.clamp(min=1)
 
 
@@ -88,10 +92,7 @@ def static_target_loss(model: nn.Module, ids: torch.Tensor, pos: torch.Tensor, t
     groups `grp` and weights `wt` (0 on the padding of a list longer than the step's targets)."""
     hidden = model.get_decoder()(input_ids=ids, use_cache=False).last_hidden_state
     flat = hidden[:, :-1].reshape(-1, hidden.shape[-1]).index_select(0, pos)
-    per_tok = nn.functional.cross_entropy(head_logits(model, flat), tgt, reduction="none") * wt
-    sums = torch.zeros(n_groups, device=ids.device).index_add_(0, grp, per_tok)
-    counts = torch.zeros(n_groups, device=ids.device).index_add_(0, grp, wt)
-    return sums / counts.clamp(min=1)
+    return group_means(nn.functional.cross_entropy(head_logits(model, flat), tgt, reduction="none"), grp, wt, n_groups)
 
 
 def autocast(device: torch.device, *, cache: bool = True):
