@@ -24,6 +24,7 @@ from transformers import DynamicCache, StaticCache
 from testtime.data.encode import Codec, Encoded, grid_positions, next_grid_position
 from testtime.model.grid_model import cache_kw, is_grid_model
 from testtime.model.lora import Adapters
+from testtime.stages.cuda_graphs import capture_graph, warm_up
 
 
 def cache_keyword(model: nn.Module) -> str:
@@ -325,7 +326,7 @@ def _decode_static(model: nn.Module, cache, attn: torch.Tensor, st: _Decode, gra
         if graph is not None:
             graph.replay()
         elif s == 0 and graphs[0]:
-            _warm_up(step, device)
+            warm_up(step, device)
         else:
             step()
         if st.finished(s):
@@ -334,34 +335,11 @@ def _decode_static(model: nn.Module, cache, attn: torch.Tensor, st: _Decode, gra
             graph = _capture(step, device, graphs)
 
 
-def _warm_up(step: Callable[[], None], device: torch.device) -> None:
-    """A real step on a side stream, the warm-up CUDA graphs ask for: it initializes what the graph
-    will touch (workspaces, lazily built buffers) before the capture."""
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        step()
-    torch.cuda.current_stream(device).wait_stream(side)
-
-
 def _capture(step: Callable[[], None], device: torch.device, graphs: list[bool]):
     """`step` as a CUDA graph, or None (and graphs switched off) if it cannot be captured."""
-    graph = torch.cuda.CUDAGraph()
-    before = torch.cuda.current_stream(device)
-    try:
-        torch.cuda.synchronize(device)
-        with torch.cuda.graph(graph):
-            step()
-    except Exception as e:  # a sync inside the model's forward, an op graphs do not allow...
-        import warnings
-
-        torch.cuda.set_stream(before)  # a spoiled capture raises again on leaving, before it gives the stream back
-
-        warnings.warn(f"decode step not capturable as a CUDA graph ({type(e).__name__}: {e}); decoding without graphs",
-                      stacklevel=2)
+    graph = capture_graph(step, device, "decode step", "decoding without graphs")
+    if graph is None:
         graphs[0] = False
-        torch.cuda.synchronize(device)
-        return None
     return graph
 
 

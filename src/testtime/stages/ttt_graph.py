@@ -25,6 +25,7 @@ from torch import nn
 
 from testtime.data.encode import Encoded
 from testtime.model.training import static_target_loss
+from testtime.stages.cuda_graphs import capture_graph, warm_up
 
 # Real steps on a side stream before the capture: they build what the graph will touch (AdamW's state, cuBLAS
 # workspaces, the allocator's blocks). A run with fewer steps than this plus a few is not worth a capture.
@@ -119,35 +120,19 @@ class GraphedStep:
             with torch.cuda.device(self.device), warnings.catch_warnings():
                 # AdamW built for capture warns that it steps uncaptured: these are the warm-up steps it asks for.
                 warnings.filterwarnings("ignore", message=".*capturable=True.*")
-                side = torch.cuda.Stream(self.device)
-                side.wait_stream(torch.cuda.current_stream(self.device))
-                with torch.cuda.stream(side):
-                    self.body()
-                    self.zero_grad()
-                torch.cuda.current_stream(self.device).wait_stream(side)
+                warm_up(self._step, self.device)
         else:
-            self.body()
-            self.zero_grad()
+            self._step()
         self.calls += 1
 
+    def _step(self) -> None:
+        self.body()
+        self.zero_grad()
+
     def _capture(self) -> torch.cuda.CUDAGraph | None:
-        graph = torch.cuda.CUDAGraph()
-        before = torch.cuda.current_stream(self.device)
-        with torch.cuda.device(self.device):
-            torch.cuda.synchronize(self.device)
-            self.zero_grad()  # the captured backward then writes its gradients instead of adding to them
-            try:
-                with torch.cuda.graph(graph, stream=torch.cuda.Stream(self.device)):
-                    self.body()
-            except Exception as e:  # a host sync inside the model's forward, an op graphs do not allow...
-                # A spoiled capture raises again on leaving the capture, before it gives the stream back.
-                torch.cuda.set_stream(before)
-                cause = f"{type(e).__name__}: {e}" + (f" (after {type(e.__context__).__name__}: {e.__context__})"
-                                                       if e.__context__ is not None else "")
-                warnings.warn(f"training step not capturable as a CUDA graph ({cause}); training without graphs",
-                              stacklevel=3)
-                self.enabled = False
-                torch.cuda.synchronize(self.device)
-                self.zero_grad()
-                return None
+        self.zero_grad()  # the captured backward then writes its gradients instead of adding to them
+        graph = capture_graph(self.body, self.device, "training step", "training without graphs")
+        if graph is None:
+            self.enabled = False
+            self.zero_grad()
         return graph
