@@ -23,6 +23,14 @@
 # all; where the stretch gained, about 3 for ARC-AGI-2's 120 and 3.5 for the 400 without TTT (28.5 in all).
 # Lower MINUTES when refused starts have eaten into the session's budget.
 #
+# Stretches chain across sessions even when one alone does not ship (a short stretch gains less than the 400
+# tasks' noise, about 12): EVAL=0 leaves out the evaluation and the ship checks, so a short budget goes to
+# pretraining alone (10 + MINUTES - 6 device-minutes). Keep each returned model outside git:
+#   mkdir -p models-local/campaign/DATE-seedS && cat model.tar.part* | tar -x -C models-local/campaign/DATE-seedS
+# and start the next stretch from it with `bash scripts/campaign_from.sh models-local/campaign/DATE-seedS/model`
+# before the calls (it puts those weights where the calls carry the shipped model from), then
+# `bash scripts/campaign_from.sh --restore` after them. A stretch that then beats the shipped model ships.
+#
 # A dry run on the CPU (what the pipeline does, not what it measures; done on 2026-12-05, 23 minutes on 2 busy
 # cores): a copy of the config with "compile": false, token_budget 8192, warmup_steps 2, total_steps 6, log_every 2
 # and val_every/solve_every 6 as CONFIG; GEN_TASKS=200 UNSEEN_TASKS=50 EVAL_FLAGS="--limit 2" MINUTES=1 OUT=/tmp/o;
@@ -38,8 +46,9 @@ GEN="-m testtime.cli generate --pairs 24"
 specs=(script-rearc:scripts/gpu_rearc_join.sh
        "py-gen:$GEN --out runs/gen/gen.npz --tasks $GEN_TASKS --seed $GEN_SEED"
        "py-gen-unseen:$GEN --out runs/gen/gen-unseen.npz --tasks $UNSEEN_TASKS --seed $UNSEEN"
-       "pretrain-campaign:--config $CONFIG --fit-minutes $MINUTES --export --profile-steps 5"
-       "campaign-eval:--tasks arc1/eval --model $MODEL"
-       "script-ship:scripts/campaign_ship_checks.sh $MODEL")
+       "pretrain-campaign:--config $CONFIG --fit-minutes $MINUTES --export --profile-steps 5")
+if [ "${EVAL:-1}" != 0 ]; then
+  specs+=("campaign-eval:--tasks arc1/eval --model $MODEL" "script-ship:scripts/campaign_ship_checks.sh $MODEL")
+fi
 if [ -n "${LIST:-}" ]; then printf '%s\n' "${specs[@]}"; exit 0; fi  # LIST=1: the runs, without running them
 SEND_MODEL=$MODEL exec bash "$(dirname "$0")/gpu_eval.sh" "${specs[@]}"

@@ -25,6 +25,7 @@ JOBS = [
     ("gpu_levers.sh plan", {}),
     *[("gpu_frontier.sh", {"LIST": "1", "SESSION": s, "RECIPES": "max fast"}) for s in "ABCD"],
     ("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2"}),
+    ("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "0"}),
     ("gpu_arch.sh", {"LIST": "1"}),
     ("gpu_gen.sh", {"LIST": "1"}),
     ("gpu_latency.sh", {"LIST": "1", "STEPS": "cold warm warm-b8 b8 serve lane-ttt warm-graphs warm-b8-graphs"}),
@@ -102,3 +103,53 @@ def test_a_bad_flag_is_caught():
         check_spec("pretrain-x:--config configs/data-gen50.json --profile-steps -1")
     with pytest.raises(AssertionError):
         check_spec("script-x:scripts/no_such_script.sh")
+
+
+def test_eval_0_leaves_the_campaign_pretraining_alone():
+    runs = [spec.split(":")[0] for spec in listed_runs("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "0"})]
+    assert runs[-1] == "pretrain-campaign" and not any("eval" in r or "ship" in r for r in runs)
+
+
+def test_a_stretch_stands_in_for_the_shipped_model_and_goes_back(tmp_path):
+    """scripts/campaign_from.sh in a checkout of its own: the stretch's weights replace the shipped ones in the
+    working tree only, a model of another shape is refused, and --restore brings back the committed files."""
+    repo, dest = tmp_path / "repo", tmp_path / "repo/models/testtime-grid-base"
+    dest.mkdir(parents=True)
+    shape = {"hidden_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 16,
+             "vocab_size": 32}
+    (dest / "config.json").write_text(json.dumps(shape))
+    (dest / "model.safetensors").write_bytes(b"shipped")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "shipped"], check=True)
+
+    def use(*args):
+        return subprocess.run(["bash", str(ROOT / "scripts/campaign_from.sh"), *args], capture_output=True,
+                              text=True, env={**os.environ, "REPO": str(repo)})
+
+    stretch = tmp_path / "stretch"
+    stretch.mkdir()
+    (stretch / "config.json").write_text(json.dumps({**shape, "torch_dtype": "bfloat16"}))
+    (stretch / "model-00001-of-00002.safetensors").write_bytes(b"stretch 1")
+    (stretch / "model-00002-of-00002.safetensors").write_bytes(b"stretch 2")
+    (stretch / "model.safetensors.index.json").write_text("{}")
+    assert use(str(stretch)).returncode == 0
+    assert sorted(p.name for p in dest.glob("*.safetensors")) == ["model-00001-of-00002.safetensors",
+                                                                 "model-00002-of-00002.safetensors"]
+    assert (dest / "model-00002-of-00002.safetensors").read_bytes() == b"stretch 2"
+    again = use(str(stretch))  # a second stand-in over the first would lose track of what the tree held
+    assert again.returncode == 1 and "--restore first" in again.stderr
+
+    assert use("--restore").returncode == 0
+    assert sorted(p.name for p in dest.iterdir()) == ["config.json", "model.safetensors"]
+    assert (dest / "model.safetensors").read_bytes() == b"shipped"
+
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    (wide / "config.json").write_text(json.dumps({**shape, "hidden_size": 16}))
+    (wide / "model.safetensors").write_bytes(b"wide")
+    refused = use(str(wide))
+    assert refused.returncode == 1 and "hidden_size" in refused.stderr.splitlines()[-1]
+    assert (dest / "model.safetensors").read_bytes() == b"shipped"
+    assert use(str(tmp_path / "nothing")).returncode == 1
