@@ -30,6 +30,8 @@
 # and start the next stretch from it with `bash scripts/campaign_from.sh models-local/campaign/DATE-seedS/model`
 # before the calls (it puts those weights where the calls carry the shipped model from), then
 # `bash scripts/campaign_from.sh --restore` after them. A stretch that then beats the shipped model ships.
+# PRETRAIN=0 only evaluates the stand-in (and makes the ship checks): one call carrying .whl, no stash (about 6
+# device-minutes, 12.5 with the checks), for a budget too short to train and evaluate.
 #
 # A dry run on the CPU (what the pipeline does, not what it measures; done on 2026-12-05, 23 minutes on 2 busy
 # cores): a copy of the config with "compile": false, token_budget 8192, warmup_steps 2, total_steps 6, log_every 2
@@ -38,6 +40,7 @@
 set -uo pipefail
 MINUTES=${MINUTES:-12}
 CONFIG=${CONFIG:-configs/data-gen50.json}
+if [ "${PRETRAIN:-1}" = 0 ]; then GEN_SEED=${GEN_SEED:-0}; fi  # no corpus is generated then
 : "${GEN_SEED:?GEN_SEED: a seed no earlier session generated with (the results files name theirs)}"
 MODEL=runs/pretrain-campaign/model
 GEN_TASKS=${GEN_TASKS:-20000} UNSEEN_TASKS=${UNSEEN_TASKS:-2000}
@@ -47,8 +50,12 @@ specs=(script-rearc:scripts/gpu_rearc_join.sh
        "py-gen:$GEN --out runs/gen/gen.npz --tasks $GEN_TASKS --seed $GEN_SEED"
        "py-gen-unseen:$GEN --out runs/gen/gen-unseen.npz --tasks $UNSEEN_TASKS --seed $UNSEEN"
        "pretrain-campaign:--config $CONFIG --fit-minutes $MINUTES --export --profile-steps 5")
+if [ "${PRETRAIN:-1}" = 0 ]; then  # the stretch that campaign_from.sh stood in for the shipped model, evaluated
+  MODEL=models/testtime-grid-base specs=()
+fi
 if [ "${EVAL:-1}" != 0 ]; then
   specs+=("campaign-eval:--tasks arc1/eval --model $MODEL" "script-ship:scripts/campaign_ship_checks.sh $MODEL")
 fi
 if [ -n "${LIST:-}" ]; then printf '%s\n' "${specs[@]}"; exit 0; fi  # LIST=1: the runs, without running them
-SEND_MODEL=$MODEL exec bash "$(dirname "$0")/gpu_eval.sh" "${specs[@]}"
+[ "${PRETRAIN:-1}" = 0 ] && SEND= || SEND=$MODEL  # a stand-in is already here
+SEND_MODEL=$SEND exec bash "$(dirname "$0")/gpu_eval.sh" "${specs[@]}"

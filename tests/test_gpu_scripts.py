@@ -26,6 +26,7 @@ JOBS = [
     *[("gpu_frontier.sh", {"LIST": "1", "SESSION": s, "RECIPES": "max fast"}) for s in "ABCD"],
     ("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2"}),
     ("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "0"}),
+    ("gpu_campaign.sh", {"LIST": "1", "PRETRAIN": "0"}),
     ("gpu_arch.sh", {"LIST": "1"}),
     ("gpu_gen.sh", {"LIST": "1"}),
     ("gpu_latency.sh", {"LIST": "1", "STEPS": "cold warm warm-b8 b8 serve lane-ttt warm-graphs warm-b8-graphs"}),
@@ -105,9 +106,13 @@ def test_a_bad_flag_is_caught():
         check_spec("script-x:scripts/no_such_script.sh")
 
 
-def test_eval_0_leaves_the_campaign_pretraining_alone():
+def test_eval_0_leaves_pretraining_alone_and_pretrain_0_the_evaluation_alone():
     runs = [spec.split(":")[0] for spec in listed_runs("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "0"})]
     assert runs[-1] == "pretrain-campaign" and not any("eval" in r or "ship" in r for r in runs)
+    stand_in = listed_runs("gpu_campaign.sh", {"LIST": "1", "PRETRAIN": "0"})
+    assert [s.split(":")[0] for s in stand_in] == ["campaign-eval", "script-ship"]
+    assert all(s.endswith("--model models/testtime-grid-base") or s.endswith(" models/testtime-grid-base")
+               for s in stand_in)
 
 
 def test_a_stretch_stands_in_for_the_shipped_model_and_goes_back(tmp_path):
