@@ -17,7 +17,7 @@ from testtime.data.sources import TaskSource, load_sources, split_holdout
 from testtime.data.tasks import HOLDOUT_DATASET, Example, Task, load_task_set, load_tasks
 from testtime.model.loading import ModelConfig
 from testtime.recipes.pretrain import PretrainConfig, pretrain, read_log
-from testtime.recipes.pretrain_step import held_out_solved
+from testtime.recipes.pretrain_step import held_out_shares, held_out_solved
 from testtime.report.pretrain_log import plot_solved
 from testtime.stages.engine import Generated
 
@@ -45,8 +45,9 @@ def test_the_solve_count_takes_each_test_input_greedy_answer(monkeypatch, tiny_g
     half = Task("half", half.train, (half.test[0], Example(half.test[1].input, half.test[1].input)))
     monkeypatch.setattr(predict_mod, "greedy_generate", _mirror_oracle)
     model = tiny_grid_model().train()
-    assert held_out_solved(model, [flip_task(1, "a"), flip_task(2, "b", tests=2), transpose, half], GridCodec(),
-                           1024) == 2.5
+    tasks = [flip_task(1, "a"), flip_task(2, "b", tests=2), transpose, half]
+    assert held_out_shares(model, tasks, GridCodec(), 1024) == [1.0, 1.0, 0.0, 0.5]
+    assert held_out_solved(model, tasks, GridCodec(), 1024) == 2.5
     assert model.training  # back to training mode
 
 
@@ -111,3 +112,23 @@ def test_the_probe_table_reads_a_source_missing_from_some_validations(tmp_path):
     row = arch.candidate(tmp_path, "a")
     assert row["probe_loss"] == {"arc1/train": (0.5, 0.1), "re-arc": (0.4, 0.2), "gen": (0.9, 0.9)}
     assert "| a | 0.5000 -> 0.1000 | 0.4000 -> 0.2000 | 0.9000 -> 0.9000 |" in arch.probe_table([row])
+
+
+def test_the_held_out_comparison_pairs_the_two_models_task_by_task(tmp_path, monkeypatch, capsys):
+    """benchmarks/heldout_compare.py: the table counts the tasks each model does better on, by task id."""
+    import sys
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("heldout_compare", REPO / "benchmarks" / "heldout_compare.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    per = {"ref": {"a": 1.0, "b": 0.0, "c": 0.5, "d": 0.0}, "new": {"a": 1.0, "b": 1.0, "c": 1.0, "d": 0.0}}
+    monkeypatch.setattr(bench, "load_tasks", lambda spec: [Task(t, (), ()) for t in "dcba"])
+    monkeypatch.setattr(bench, "shares", lambda path, device, tasks, max_len: per[path])
+    out = tmp_path / "t.md"
+    monkeypatch.setattr(sys, "argv", ["heldout_compare.py", "ref", "new", "--out", str(out), "--json",
+                                      str(tmp_path / "t.json")])
+    bench.main()
+    table = out.read_text()
+    assert "| ref | 1.5 / 4 |" in table and "| new | 3 / 4 | 2 | 0 | 0.5 |" in table
+    assert "Won: b, c. Lost: none." in table

@@ -138,9 +138,14 @@ def over_ranks(loss, real: int, padded: int, attended: int, world: int):
 
 
 def held_out_solved(model, tasks: Sequence, codec, max_len: int) -> float:
-    """How many of `tasks` greedy decoding solves with no TTT: each test input answered once, under the identity
-    view, through the generation engine (all of them batched); a task counts the share of its test inputs answered
-    exactly, as ARC scores a single attempt."""
+    """How many of `tasks` greedy decoding solves with no TTT (the sum of `held_out_shares`)."""
+    return sum(held_out_shares(model, tasks, codec, max_len))
+
+
+def held_out_shares(model, tasks: Sequence, codec, max_len: int) -> list[float]:
+    """Each task's share of its test inputs that greedy decoding answers exactly with no TTT, as ARC scores a single
+    attempt: each test input answered once, under the identity view, through the generation engine (all of them
+    batched)."""
     from testtime.data.tasks import grids_equal
     from testtime.stages.predict import PredictConfig, predict_tasks
 
@@ -150,8 +155,8 @@ def held_out_solved(model, tasks: Sequence, codec, max_len: int) -> float:
         preds, _ = predict_tasks(model, tasks, codec, PredictConfig(views=1, max_len=max_len))
     finally:
         model.train(was_training)
-    solved = 0.0
+    shares = []
     for task, tp in zip(tasks, preds, strict=True):
         hits = [bool(p) and grids_equal(p[0].grid, ex.output) for p, ex in zip(tp.predictions, task.test, strict=True)]
-        solved += sum(hits) / max(1, len(hits))
-    return solved
+        shares.append(sum(hits) / max(1, len(hits)))
+    return shares
