@@ -1,7 +1,9 @@
 """Two base models on the 40 held-out ARC-AGI-1 training tasks, paired: each task's share of test inputs that
 greedy decoding answers exactly with no TTT, under the identity view (pretraining's `val_solved`, task by task).
 Cheap enough for the CPU (about 2 minutes a model on 2 cores), so a pretraining stretch that came back from the
-GPU without its 400-task evaluation can be read against the shipped model at once.
+GPU without its 400-task evaluation can be read against the shipped model at once. `--tasks arc1/eval` does the
+same on the evaluation tasks (their test outputs only score; about 25 minutes a model on 2 cores), with `--work
+DIR` keeping each task's result as it finishes (DIR/NAME.jsonl), so a cut run resumes where it stopped.
 
     python benchmarks/heldout_compare.py models/testtime-grid-base models-local/campaign/X/model --names v4 X \
         --device cpu --out results/FILE.md --json per-task.json
@@ -23,16 +25,25 @@ from testtime.recipes.pretrain_step import held_out_shares
 from testtime.report.compare import sign_test
 
 
-def shares(path: str, device: str, tasks, max_len: int) -> dict[str, float]:
-    loaded = load_model(path, device=device)
+def shares(path: str, device: str, tasks, max_len: int, work: Path | None = None) -> dict[str, float]:
+    """Each task's share under the model at `path`; with `work`, read from and appended to that JSONL file."""
     out: dict[str, float] = {}
+    if work is not None and work.exists():
+        out = {r["task"]: r["share"] for r in map(json.loads, work.read_text().splitlines()) if r}
+    todo = [t for t in tasks if t.id not in out]
+    if todo:
+        loaded = load_model(path, device=device)
     start = time.perf_counter()
-    for i, task in enumerate(tasks, 1):  # one task at a time: a batch of the 40 pads every prompt to the longest
+    for i, task in enumerate(todo, 1):  # one task at a time: a batch of the 40 pads every prompt to the longest
         out[task.id] = held_out_shares(loaded.model, [task], loaded.codec, max_len)[0]
-        print(f"\r{path}: {i}/{len(tasks)} tasks, {sum(out.values()):g} solved, "
-              f"{time.perf_counter() - start:.0f} s", end="", file=sys.stderr, flush=True)
+        if work is not None:
+            with work.open("a") as f:
+                f.write(json.dumps({"task": task.id, "share": out[task.id]}) + "\n")
+        left = (time.perf_counter() - start) / i * (len(todo) - i)
+        print(f"\r{path}: {len(tasks) - len(todo) + i}/{len(tasks)} tasks, {sum(out.values()):g} solved, "
+              f"about {left / 60:.0f} min left  ", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
-    return out
+    return {t.id: out[t.id] for t in tasks}
 
 
 def main() -> None:
@@ -42,21 +53,27 @@ def main() -> None:
     ap.add_argument("models", nargs=2, help="model folders: the reference, then the one compared with it")
     ap.add_argument("--names", nargs=2, default=None, help="their names in the table (default: the folders)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--tasks", default=HOLDOUT_DATASET, help="a task set (default: the held-out training tasks)")
+    ap.add_argument("--work", type=Path, help="keep each task's result here as it finishes, and resume from it")
     ap.add_argument("--max-len", type=int, default=8192)
     ap.add_argument("--out", type=Path, help="append the table to this markdown file")
     ap.add_argument("--json", type=Path, help="each task's share under each model")
     a = ap.parse_args()
     names = a.names or a.models
-    tasks = sorted(load_tasks(HOLDOUT_DATASET), key=lambda t: t.id)
+    tasks = sorted(load_tasks(a.tasks), key=lambda t: t.id)
+    if a.work:
+        a.work.mkdir(parents=True, exist_ok=True)
     try:
-        got = [shares(m, a.device, tasks, a.max_len) for m in a.models]
+        got = [shares(m, a.device, tasks, a.max_len, a.work / f"{n.replace('/', '_')}.jsonl" if a.work else None)
+               for m, n in zip(a.models, names, strict=True)]
     except (ModelError, ConfigError) as e:
         sys.exit(f"error: {e}")
     ref, new = got
     won = sorted(t for t in ref if new[t] > ref[t])
     lost = sorted(t for t in ref if new[t] < ref[t])
-    lines = header(f"{names[1]} against {names[0]} on the {len(tasks)} held-out ARC-AGI-1 training tasks, "
-                   "no TTT, one greedy view", a.device) + [""]
+    what = "held-out ARC-AGI-1 training tasks" if a.tasks == HOLDOUT_DATASET else f"tasks of {a.tasks}"
+    lines = header(f"{names[1]} against {names[0]} on the {len(tasks)} {what}, no TTT, one greedy view",
+                   a.device) + [""]
     lines += ["| model | solved | won | lost | p (sign test) |", "|---|---|---|---|---|",
               f"| {names[0]} | {sum(ref.values()):g} / {len(tasks)} | | | |",
               f"| {names[1]} | {sum(new.values()):g} / {len(tasks)} | {len(won)} | {len(lost)} | "

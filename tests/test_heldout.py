@@ -124,7 +124,7 @@ def test_the_held_out_comparison_pairs_the_two_models_task_by_task(tmp_path, mon
     spec.loader.exec_module(bench)
     per = {"ref": {"a": 1.0, "b": 0.0, "c": 0.5, "d": 0.0}, "new": {"a": 1.0, "b": 1.0, "c": 1.0, "d": 0.0}}
     monkeypatch.setattr(bench, "load_tasks", lambda spec: [Task(t, (), ()) for t in "dcba"])
-    monkeypatch.setattr(bench, "shares", lambda path, device, tasks, max_len: per[path])
+    monkeypatch.setattr(bench, "shares", lambda path, device, tasks, max_len, work=None: per[path])
     out = tmp_path / "t.md"
     monkeypatch.setattr(sys, "argv", ["heldout_compare.py", "ref", "new", "--out", str(out), "--json",
                                       str(tmp_path / "t.json")])
@@ -132,3 +132,29 @@ def test_the_held_out_comparison_pairs_the_two_models_task_by_task(tmp_path, mon
     table = out.read_text()
     assert "| ref | 1.5 / 4 |" in table and "| new | 3 / 4 | 2 | 0 | 0.5 |" in table
     assert "Won: b, c. Lost: none." in table
+
+
+def test_the_comparison_keeps_each_task_as_it_finishes_and_resumes(tmp_path, monkeypatch):
+    """A cut run of heldout_compare.py: the tasks already in the work file are not decoded again."""
+    spec = importlib.util.spec_from_file_location("heldout_compare", REPO / "benchmarks" / "heldout_compare.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    decoded = []
+
+    def fake_shares(model, tasks, codec, max_len):
+        decoded.append(tasks[0].id)
+        if tasks[0].id == "c" and decoded.count("c") == 1:
+            raise KeyboardInterrupt  # the run is cut at its third task
+        return [{"a": 1.0, "b": 0.5, "c": 0.0, "d": 1.0}[tasks[0].id]]
+
+    monkeypatch.setattr(bench, "load_model", lambda path, device: type("L", (), {"model": None, "codec": None}))
+    monkeypatch.setattr(bench, "held_out_shares", fake_shares)
+    tasks = [Task(t, (), ()) for t in "abcd"]
+    work = tmp_path / "m.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        bench.shares("m", "cpu", tasks, 64, work)
+    assert len(work.read_text().splitlines()) == 2
+    assert bench.shares("m", "cpu", tasks, 64, work) == {"a": 1.0, "b": 0.5, "c": 0.0, "d": 1.0}
+    assert decoded == ["a", "b", "c", "c", "d"]
+    assert bench.shares("m", "cpu", tasks, 64, work) == {"a": 1.0, "b": 0.5, "c": 0.0, "d": 1.0}
+    assert len(decoded) == 5  # all kept: nothing decoded, no model loaded
