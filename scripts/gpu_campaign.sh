@@ -25,7 +25,8 @@
 #
 # Stretches chain across sessions even when one alone does not ship (a short stretch gains less than the 400
 # tasks' noise, about 12): EVAL=0 leaves out the evaluation and the ship checks, so a short budget goes to
-# pretraining alone (10 + MINUTES - 6 device-minutes). Keep each returned model outside git:
+# pretraining alone (about 4.5 + 1.1 x MINUTES device-minutes on 2026-12-06: the start, the stash, the corpus,
+# then the stretch with its validations). Keep each returned model outside git:
 #   mkdir -p models-local/campaign/DATE-seedS && cat model.tar.part* | tar -x -C models-local/campaign/DATE-seedS
 # and start the next stretch from it with `bash scripts/campaign_from.sh models-local/campaign/DATE-seedS/model`
 # before the calls (it puts those weights where the calls carry the shipped model from), then
