@@ -29,7 +29,14 @@ def shares(path: str, device: str, tasks, max_len: int, work: Path | None = None
     """Each task's share under the model at `path`; with `work`, read from and appended to that JSONL file."""
     out: dict[str, float] = {}
     if work is not None and work.exists():
-        out = {r["task"]: r["share"] for r in map(json.loads, work.read_text().splitlines()) if r}
+        for line in work.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a blank line, or the last one cut off mid-write: that task is decoded again
+            if r.get("model") != path:
+                sys.exit(f"error: {work}: holds results of {r.get('model')}, not {path} (another --names or --work)")
+            out[r["task"]] = r["share"]
     todo = [t for t in tasks if t.id not in out]
     if todo:
         loaded = load_model(path, device=device)
@@ -38,7 +45,7 @@ def shares(path: str, device: str, tasks, max_len: int, work: Path | None = None
         out[task.id] = held_out_shares(loaded.model, [task], loaded.codec, max_len)[0]
         if work is not None:
             with work.open("a") as f:
-                f.write(json.dumps({"task": task.id, "share": out[task.id]}) + "\n")
+                f.write(json.dumps({"model": path, "task": task.id, "share": out[task.id]}) + "\n")
         left = (time.perf_counter() - start) / i * (len(todo) - i)
         print(f"\r{path}: {len(tasks) - len(todo) + i}/{len(tasks)} tasks, {sum(out.values()):g} solved, "
               f"about {left / 60:.0f} min left  ", end="", file=sys.stderr, flush=True)
@@ -60,6 +67,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="each task's share under each model")
     a = ap.parse_args()
     names = a.names or a.models
+    if len({n.replace("/", "_") for n in names}) < 2:
+        sys.exit(f"error: --names {' '.join(names)}: the two models need different names")
     tasks = sorted(load_tasks(a.tasks), key=lambda t: t.id)
     if a.work:
         a.work.mkdir(parents=True, exist_ok=True)

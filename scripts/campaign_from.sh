@@ -4,20 +4,29 @@
 # model only (64 MiB a call, the shipped model's 51 MB among them): so the stretch's weights stand in for the
 # shipped ones in models/testtime-grid-base, in the working tree alone, for the GPU calls, and are put back after.
 #   bash scripts/campaign_from.sh models-local/campaign/DATE-seedS/model    # before the GPU calls
-#   bash scripts/campaign_from.sh --restore                                  # after them (git checkout of the folder)
-# Nothing here is committed: a stretch ships only through the campaign's ship checks and its own commit.
+#   bash scripts/campaign_from.sh --restore                                  # after ALL RUNS DONE
+# The folder then holds an untracked STAND_IN file naming the stretch (gpu_campaign.sh PRETRAIN=0 asks for it and
+# prints it; --restore removes it). Nothing here is committed: a stretch ships only through the campaign's ship
+# checks and its own commit. While a stand-in is in place, this checkout's default model is the stretch.
 set -euo pipefail
-cd "${REPO:-$(dirname "$0")/..}"  # REPO: another checkout (the tests use one of their own)
+SRC=${1:?usage: campaign_from.sh MODEL_DIR | --restore}
+[ "$SRC" = --restore ] || SRC=$(realpath -m "$SRC")  # the caller's folder, before the cd below
+cd "${CAMPAIGN_REPO:-$(dirname "$0")/..}"  # CAMPAIGN_REPO: another checkout (the tests use one of their own)
 DEST=models/testtime-grid-base
-if [ "${1:-}" = "--restore" ]; then
-  git checkout -- "$DEST" && git clean -fdq -- "$DEST"
-  git diff --quiet -- "$DEST" && echo "$DEST: the shipped model again"
+clean() {  # the folder as committed: nothing changed, staged or untracked (compared with HEAD, not the index)
+  git diff --quiet HEAD -- "$DEST" && [ -z "$(git status --porcelain -- "$DEST")" ]
+}
+if [ "$SRC" = --restore ]; then
+  git restore --source=HEAD --staged --worktree -- "$DEST"  # staged new files too, which checkout would keep
+  git clean -fdq -- "$DEST"
+  clean || { echo "error: $DEST still differs from HEAD after the restore" >&2; exit 1; }
+  echo "$DEST: the shipped model again"
   exit 0
 fi
-SRC=${1:?usage: campaign_from.sh MODEL_DIR | --restore}
 [ -f "$SRC/config.json" ] || { echo "error: $SRC: no config.json (not an exported model folder)" >&2; exit 1; }
 ls "$SRC"/*.safetensors >/dev/null 2>&1 || { echo "error: $SRC: no *.safetensors" >&2; exit 1; }
-git diff --quiet -- "$DEST" || { echo "error: $DEST has changes already: --restore first" >&2; exit 1; }
+[ "$SRC" != "$(realpath "$DEST")" ] || { echo "error: $SRC is the shipped model's own folder" >&2; exit 1; }
+clean || { echo "error: $DEST differs from HEAD already (a stand-in, or staged changes): --restore first" >&2; exit 1; }
 # the same architecture, or the shipped tokenizer and model card would describe another model
 python3 - "$SRC/config.json" "$DEST/config.json" <<'PY'
 import json, sys
@@ -27,7 +36,7 @@ bad = [k for k in keys if a.get(k) != b.get(k)]
 sys.exit(f"error: {sys.argv[1]}: another architecture than the shipped model's ({', '.join(bad)})" if bad else 0)
 PY
 rm -f "$DEST"/*.safetensors "$DEST"/model.safetensors.index.json
-cp "$SRC"/*.safetensors "$DEST"/
-[ -f "$SRC/model.safetensors.index.json" ] && cp "$SRC/model.safetensors.index.json" "$DEST"/
-cp "$SRC/config.json" "$DEST"/config.json
+cp "$SRC"/*.safetensors "$SRC/config.json" "$DEST"/
+if [ -f "$SRC/model.safetensors.index.json" ]; then cp "$SRC/model.safetensors.index.json" "$DEST"/; fi
+echo "$SRC $(cat "$SRC"/*.safetensors | sha256sum | cut -c1-16)" >"$DEST/STAND_IN"
 echo "$DEST: now $SRC's weights, in the working tree only ($(du -cb "$DEST"/*.safetensors | tail -1 | cut -f1) bytes); --restore after the GPU calls"

@@ -19,8 +19,9 @@
 #   testtime compare OUT/v4 OUT/runs/campaign-eval (v4's records unpacked from results/h200-2026-12-04/runs.tar.xz)
 #
 # Device minutes at MINUTES=12 (from results/h200-gen-2026-12-05.md and h200-2026-12-04.md): about 2.5 starting
-# the machine and stashing; 1.5 generating; 12 pretraining (compile included); 6 for the 400 tasks: about 22 in
-# all; where the stretch gained, about 3 for ARC-AGI-2's 120 and 3.5 for the 400 without TTT (28.5 in all).
+# the machine and stashing; 1.5 generating; 13 pretraining (compile and validations included: 13.2 minutes at
+# MINUTES=12 on 2026-12-06); 6 for the 400 tasks: about 23 in all; where the stretch gained, about 3 for
+# ARC-AGI-2's 120 and 3.5 for the 400 without TTT (29.5 in all).
 # Lower MINUTES when refused starts have eaten into the session's budget.
 #
 # Stretches chain across sessions even when one alone does not ship (a short stretch gains less than the 400
@@ -31,8 +32,9 @@
 # and start the next stretch from it with `bash scripts/campaign_from.sh models-local/campaign/DATE-seedS/model`
 # before the calls (it puts those weights where the calls carry the shipped model from), then
 # `bash scripts/campaign_from.sh --restore` after them. A stretch that then beats the shipped model ships.
-# PRETRAIN=0 only evaluates the stand-in (and makes the ship checks): one call carrying .whl, no stash (about 6
-# device-minutes, 12.5 with the checks), for a budget too short to train and evaluate.
+# PRETRAIN=0 only evaluates the stand-in (and makes the ship checks), for a budget too short to train and evaluate:
+# no stash, every call carries .whl, the same line again until ALL RUNS DONE (about 6 device-minutes, 12.5 with the
+# checks). Keep the stand-in in place until then: the evaluations read the model from the tree each call carries.
 #
 # A dry run on the CPU (what the pipeline does, not what it measures; done on 2026-12-05, 23 minutes on 2 busy
 # cores): a copy of the config with "compile": false, token_budget 8192, warmup_steps 2, total_steps 6, log_every 2
@@ -57,6 +59,14 @@ fi
 if [ "${EVAL:-1}" != 0 ]; then
   specs+=("campaign-eval:--tasks arc1/eval --model $MODEL" "script-ship:scripts/campaign_ship_checks.sh $MODEL")
 fi
-if [ -n "${LIST:-}" ]; then printf '%s\n' "${specs[@]}"; exit 0; fi  # LIST=1: the runs, without running them
+[ ${#specs[@]} -gt 0 ] || { echo "PRETRAIN=0 with EVAL=0: nothing to run" >&2; exit 1; }
 [ "${PRETRAIN:-1}" = 0 ] && SEND= || SEND=$MODEL  # a stand-in is already here
+if [ -n "${LIST:-}" ]; then  # LIST=1: the runs, without running them (and, on stderr, the model that comes back)
+  printf '%s\n' "${specs[@]}"; echo "returns: ${SEND:-no model}" >&2; exit 0
+fi
+if [ "${PRETRAIN:-1}" = 0 ]; then  # evaluating v4 again by mistake would cost 6-12 device-minutes
+  STAND_IN=models/testtime-grid-base/STAND_IN
+  [ -f $STAND_IN ] || { echo "PRETRAIN=0: no stand-in (run scripts/campaign_from.sh first)"; exit 1; }
+  echo "evaluating the stand-in: $(cat $STAND_IN)"
+fi
 SEND_MODEL=$SEND exec bash "$(dirname "$0")/gpu_eval.sh" "${specs[@]}"

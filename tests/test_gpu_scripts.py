@@ -116,8 +116,9 @@ def test_eval_0_leaves_pretraining_alone_and_pretrain_0_the_evaluation_alone():
 
 
 def test_a_stretch_stands_in_for_the_shipped_model_and_goes_back(tmp_path):
-    """scripts/campaign_from.sh in a checkout of its own: the stretch's weights replace the shipped ones in the
-    working tree only, a model of another shape is refused, and --restore brings back the committed files."""
+    """scripts/campaign_from.sh in a checkout of its own: the stretch's weights, config and index replace the shipped
+    ones in the working tree only, with a STAND_IN file naming them; a model of another shape, a folder without
+    weights and a tree already changed (even only staged) are refused; --restore brings back HEAD's files."""
     repo, dest = tmp_path / "repo", tmp_path / "repo/models/testtime-grid-base"
     dest.mkdir(parents=True)
     shape = {"hidden_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 16,
@@ -131,30 +132,43 @@ def test_a_stretch_stands_in_for_the_shipped_model_and_goes_back(tmp_path):
 
     def use(*args):
         return subprocess.run(["bash", str(ROOT / "scripts/campaign_from.sh"), *args], capture_output=True,
-                              text=True, env={**os.environ, "REPO": str(repo)})
+                              text=True, env={**os.environ, "CAMPAIGN_REPO": str(repo)}, cwd=tmp_path)
+
+    def shipped():
+        return sorted(p.name for p in dest.iterdir()) == ["config.json", "model.safetensors"] and \
+            (dest / "model.safetensors").read_bytes() == b"shipped" and json.loads((dest / "config.json").read_text()) == shape
 
     stretch = tmp_path / "stretch"
     stretch.mkdir()
     (stretch / "config.json").write_text(json.dumps({**shape, "torch_dtype": "bfloat16"}))
     (stretch / "model-00001-of-00002.safetensors").write_bytes(b"stretch 1")
     (stretch / "model-00002-of-00002.safetensors").write_bytes(b"stretch 2")
-    (stretch / "model.safetensors.index.json").write_text("{}")
-    assert use(str(stretch)).returncode == 0
-    assert sorted(p.name for p in dest.glob("*.safetensors")) == ["model-00001-of-00002.safetensors",
-                                                                 "model-00002-of-00002.safetensors"]
+    (stretch / "model.safetensors.index.json").write_text('{"weight_map": {}}')
+    assert use("stretch").returncode == 0  # a folder relative to the caller's, not the checkout's
+    assert sorted(p.name for p in dest.iterdir()) == ["STAND_IN", "config.json", "model-00001-of-00002.safetensors",
+                                                      "model-00002-of-00002.safetensors", "model.safetensors.index.json"]
     assert (dest / "model-00002-of-00002.safetensors").read_bytes() == b"stretch 2"
+    assert json.loads((dest / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    assert (dest / "model.safetensors.index.json").read_text() == '{"weight_map": {}}'
+    assert (dest / "STAND_IN").read_text().startswith(str(stretch) + " ")
     again = use(str(stretch))  # a second stand-in over the first would lose track of what the tree held
     assert again.returncode == 1 and "--restore first" in again.stderr
-
-    assert use("--restore").returncode == 0
-    assert sorted(p.name for p in dest.iterdir()) == ["config.json", "model.safetensors"]
-    assert (dest / "model.safetensors").read_bytes() == b"shipped"
+    subprocess.run([*git, "add", "-A"], check=True)  # staged, as a results commit might: still refused
+    assert use(str(stretch)).returncode == 1
+    assert use("--restore").returncode == 0 and shipped()  # from HEAD, not from the index
 
     wide = tmp_path / "wide"
     wide.mkdir()
     (wide / "config.json").write_text(json.dumps({**shape, "hidden_size": 16}))
     (wide / "model.safetensors").write_bytes(b"wide")
     refused = use(str(wide))
-    assert refused.returncode == 1 and "hidden_size" in refused.stderr.splitlines()[-1]
-    assert (dest / "model.safetensors").read_bytes() == b"shipped"
+    assert refused.returncode == 1 and "hidden_size" in refused.stderr.splitlines()[-1] and shipped()
+    (wide / "model.safetensors").unlink()
+    (wide / "config.json").write_text(json.dumps(shape))
+    no_weights = use(str(wide))
+    assert no_weights.returncode == 1 and "safetensors" in no_weights.stderr and shipped()
+    assert use(str(dest)).returncode == 1 and shipped()  # the shipped folder itself
     assert use(str(tmp_path / "nothing")).returncode == 1
+    broken = subprocess.run(["bash", str(ROOT / "scripts/campaign_from.sh"), "--restore"], capture_output=True,
+                            text=True, env={**os.environ, "CAMPAIGN_REPO": str(tmp_path / "stretch")})
+    assert broken.returncode != 0  # not a checkout: the restore fails, and says so

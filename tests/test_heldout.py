@@ -145,9 +145,11 @@ def test_the_comparison_keeps_each_task_as_it_finishes_and_resumes(tmp_path, mon
         decoded.append(tasks[0].id)
         if tasks[0].id == "c" and decoded.count("c") == 1:
             raise KeyboardInterrupt  # the run is cut at its third task
-        return [{"a": 1.0, "b": 0.5, "c": 0.0, "d": 1.0}[tasks[0].id]]
+        return [{"a": 1.0, "b": 0.5, "c": 0.0, "d": 1.0, "e": 1.0}[tasks[0].id]]
 
-    monkeypatch.setattr(bench, "load_model", lambda path, device: type("L", (), {"model": None, "codec": None}))
+    loads = []
+    monkeypatch.setattr(bench, "load_model",
+                        lambda path, device: loads.append(path) or type("L", (), {"model": None, "codec": None}))
     monkeypatch.setattr(bench, "held_out_shares", fake_shares)
     tasks = [Task(t, (), ()) for t in "abcd"]
     work = tmp_path / "m.jsonl"
@@ -157,4 +159,34 @@ def test_the_comparison_keeps_each_task_as_it_finishes_and_resumes(tmp_path, mon
     assert bench.shares("m", "cpu", tasks, 64, work) == {"a": 1.0, "b": 0.5, "c": 0.0, "d": 1.0}
     assert decoded == ["a", "b", "c", "c", "d"]
     assert bench.shares("m", "cpu", tasks, 64, work) == {"a": 1.0, "b": 0.5, "c": 0.0, "d": 1.0}
-    assert len(decoded) == 5  # all kept: nothing decoded, no model loaded
+    assert len(decoded) == 5 and len(loads) == 2  # all kept: nothing decoded, no model loaded
+    with work.open("a") as f:
+        f.write('{"model": "m", "task": "e", "sh')  # a last line cut off mid-write is decoded again
+    assert bench.shares("m", "cpu", [*tasks, Task("e", (), ())], 64, work)["e"] == 1.0
+    assert decoded[-1] == "e" and len(decoded) == 6
+    with pytest.raises(SystemExit, match="holds results of m, not other"):
+        bench.shares("other", "cpu", tasks, 64, work)  # another model's file under the same name
+
+
+def test_the_comparison_names_its_work_files_by_model(tmp_path, monkeypatch):
+    """Through main: names with a slash make files of their own, two equal names are refused."""
+    import sys
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("heldout_compare", REPO / "benchmarks" / "heldout_compare.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "load_tasks", lambda spec: [Task("a", (), ())])
+    monkeypatch.setattr(bench, "load_model", lambda path, device: type("L", (), {"model": None, "codec": None}))
+    monkeypatch.setattr(bench, "held_out_shares", lambda model, tasks, codec, max_len: [1.0])
+    work = tmp_path / "work"
+    monkeypatch.setattr(sys, "argv", ["heldout_compare.py", "x/m1", "y/m2", "--work", str(work), "--json",
+                                      str(tmp_path / "t.json")])
+    bench.main()
+    assert sorted(p.name for p in work.iterdir()) == ["x_m1.jsonl", "y_m2.jsonl"]
+    import json
+
+    assert json.loads((tmp_path / "t.json").read_text()) == {"x/m1": {"a": 1.0}, "y/m2": {"a": 1.0}}
+    monkeypatch.setattr(sys, "argv", ["heldout_compare.py", "p", "q", "--names", "v4", "v4"])
+    with pytest.raises(SystemExit, match="different names"):
+        bench.main()
