@@ -38,6 +38,8 @@ def shares(path: str, device: str, tasks, max_len: int, work: Path | None = None
                 sys.exit(f"error: {work}: holds results of {r.get('model')}, not {path} (another --names or --work)")
             out[r["task"]] = r["share"]
     todo = [t for t in tasks if t.id not in out]
+    if (Path(path) / "STAND_IN").exists():  # scripts/campaign_from.sh put a stretch where the shipped model lives
+        print(f"warning: {path} holds a stand-in: {(Path(path) / 'STAND_IN').read_text().strip()}", file=sys.stderr)
     if todo:
         loaded = load_model(path, device=device)
     start = time.perf_counter()

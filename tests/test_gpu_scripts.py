@@ -109,6 +109,13 @@ def test_a_bad_flag_is_caught():
 def test_eval_0_leaves_pretraining_alone_and_pretrain_0_the_evaluation_alone():
     runs = [spec.split(":")[0] for spec in listed_runs("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "0"})]
     assert runs[-1] == "pretrain-campaign" and not any("eval" in r or "ship" in r for r in runs)
+    def returned(env):  # what the job sends back, on LIST's stderr
+        return subprocess.run(["bash", str(ROOT / "scripts/gpu_campaign.sh")], capture_output=True, text=True,
+                              cwd=ROOT, env={**os.environ, "LIST": "1", **env}, timeout=60).stderr.strip()
+
+    assert returned({"GEN_SEED": "2", "EVAL": "0"}) == "returns: runs/pretrain-campaign/model"
+    assert returned({"PRETRAIN": "0"}) == "returns: no model"
+    assert "nothing to run" in returned({"PRETRAIN": "0", "EVAL": "0"})
     stand_in = listed_runs("gpu_campaign.sh", {"LIST": "1", "PRETRAIN": "0"})
     assert [s.split(":")[0] for s in stand_in] == ["campaign-eval", "script-ship"]
     assert all(s.endswith("--model models/testtime-grid-base") or s.endswith(" models/testtime-grid-base")
