@@ -17,7 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+from testtime.core import jsonio
 from testtime.core.config import ConfigError
+from testtime.core.store import append_records
 from testtime.data.tasks import HOLDOUT_DATASET, load_tasks
 from testtime.model.loading import load_model
 from testtime.model.model_folder import ModelError
@@ -29,11 +31,8 @@ def shares(path: str, device: str, tasks, max_len: int, work: Path | None = None
     """Each task's share under the model at `path`; with `work`, read from and appended to that JSONL file."""
     out: dict[str, float] = {}
     if work is not None and work.exists():
-        for line in work.read_text().splitlines():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a blank line, or the last one cut off mid-write: that task is decoded again
+        # a last line cut off mid-write is dropped (that task is decoded again), as for evaluate's results
+        for _, r in jsonio.read_json_lines(work, "held-out results", ConfigError, complete_only=True):
             if r.get("model") != path:
                 sys.exit(f"error: {work}: holds results of {r.get('model')}, not {path} (another --names or --work)")
             out[r["task"]] = r["share"]
@@ -46,8 +45,7 @@ def shares(path: str, device: str, tasks, max_len: int, work: Path | None = None
     for i, task in enumerate(todo, 1):  # one task at a time: a batch of the 40 pads every prompt to the longest
         out[task.id] = held_out_shares(loaded.model, [task], loaded.codec, max_len)[0]
         if work is not None:
-            with work.open("a") as f:
-                f.write(json.dumps({"model": path, "task": task.id, "share": out[task.id]}) + "\n")
+            append_records(work, [{"model": path, "task": task.id, "share": out[task.id]}])
         left = (time.perf_counter() - start) / i * (len(todo) - i)
         print(f"\r{path}: {len(tasks) - len(todo) + i}/{len(tasks)} tasks, {sum(out.values()):g} solved, "
               f"about {left / 60:.0f} min left  ", end="", file=sys.stderr, flush=True)
