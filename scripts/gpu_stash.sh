@@ -3,14 +3,11 @@
 # arguments to /root/stash, which outlives the call while the machine stays warm (a carried path is replaced at
 # every call). Data larger than one call can carry beside the tracked tree travels in parts, one a call.
 #
-# RE-ARC, for the GPU jobs that pretrain (gpu_arch.sh, gpu_gen.sh, gpu_campaign.sh): each call carries the tracked
-# tree (60.9 MB with the shipped model on 2026-12-06, `git ls-files -z | xargs -0 du -cb`) and at most 64 MiB
-# (67.1 MB) in all, so the wheels (4.9 MB, scripts/device_wheels.sh) travel with a 0.4 MB first part, and the rest
-# in four parts of 5.6 MB (a 1.2 MB first part no longer fitted on 2026-12-06). Made here once by
-#   f=../shared/data/re-arc/re_arc.npz.xz; mkdir -p .carry1 .carry2 .carry3 .carry4 .carry5
-#   head -c 400000 $f > .carry1/rearc.part0
-#   for i in 1 2 3 4; do tail -c +$((400000 + (i-1)*5621626 + 1)) $f | head -c 5621626 > .carry$((i+1))/rearc.part$i; done
-# The stashing calls (each a `run` of the device tool, back to back: the machine goes back after 30 s idle):
+# RE-ARC, for the GPU jobs that pretrain (gpu_arch.sh, gpu_gen.sh, gpu_campaign.sh): each call carries the working
+# tree (61.3 MB with the shipped model on 2026-12-06) and at most 64 MiB in all, so RE-ARC (22.9 MB) travels in
+# parts, the first beside the wheels (4.9 MB, scripts/device_wheels.sh). `bash scripts/carry_parts.sh` cuts them to
+# today's tree into .carry1, .carry2, ... and prints the stashing calls (each a `run` of the device tool, back to
+# back: the machine goes back after 30 s idle); on 2026-12-06 they were
 #   bash scripts/gpu_stash.sh .whl .carry1                                    # carry: .whl, .carry1
 #   bash scripts/gpu_stash.sh .carry2                                         # carry: .carry2
 #   bash scripts/gpu_stash.sh .carry3                                         # carry: .carry3

@@ -179,3 +179,42 @@ def test_a_stretch_stands_in_for_the_shipped_model_and_goes_back(tmp_path):
     broken = subprocess.run(["bash", str(ROOT / "scripts/campaign_from.sh"), "--restore"], capture_output=True,
                             text=True, env={**os.environ, "CAMPAIGN_REPO": str(tmp_path / "stretch")})
     assert broken.returncode != 0  # not a checkout: the restore fails, and says so
+
+
+def test_carry_parts_fill_each_call_up_to_the_limit_and_join_back(tmp_path):
+    """scripts/carry_parts.sh in a checkout of its own: every call (the tree, plus the wheels on the first) stays
+    under the limit less the margin, the parts join back to the source byte for byte, each stashing call is printed
+    once; a tree that leaves the wheels no room is refused, saying so."""
+    repo = tmp_path / "repo"
+    (repo / ".whl").mkdir(parents=True)
+    (repo / ".whl/a.whl").write_bytes(b"w" * 3000)
+    (repo / "tracked.bin").write_bytes(b"t" * 5000)
+    (repo / "untracked.txt").write_bytes(b"u" * 1000)  # carried too: not ignored
+    (repo / ".gitignore").write_text(".whl/\n.carry*/\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "tracked.bin", ".gitignore"], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    (repo / ".carry9").mkdir()  # a stale part of an earlier cut: removed
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(20_000))
+    tree = 5000 + 1000 + len(".whl/\n.carry*/\n")
+
+    def cut(limit):
+        env = {**os.environ, "CARRY_REPO": str(repo), "SRC": str(src), "LIMIT": str(limit), "MARGIN": "500"}
+        return subprocess.run(["bash", str(ROOT / "scripts/carry_parts.sh")], capture_output=True, text=True,
+                              env=env, timeout=60)
+
+    got = cut(tree + 500 + 7000)  # room 7000 a call: 4000 beside the wheels, then 7000, 7000, 2000
+    assert got.returncode == 0, got.stderr
+    folders = sorted(repo.glob(".carry*"), key=lambda p: int(p.name[6:]))
+    assert [p.name for p in folders] == [".carry1", ".carry2", ".carry3", ".carry4"]
+    sizes = [sum(f.stat().st_size for f in p.iterdir()) for p in folders]
+    assert sizes == [4000, 7000, 7000, 2000]
+    assert b"".join((p / f"rearc.part{i:02d}").read_bytes() for i, p in enumerate(folders)) == src.read_bytes()
+    calls = got.stdout.splitlines()
+    assert [c.split("#")[-1].strip() for c in calls] == ["carry: .whl, .carry1", "carry: .carry2", "carry: .carry3",
+                                                         "carry: .carry4"]
+    assert calls[-1].startswith("bash scripts/gpu_stash.sh .carry4 >/dev/null 2>&1; JOB")
+    refused = cut(tree + 500 + 3000)
+    assert refused.returncode == 1 and "leave no room" in refused.stderr
