@@ -8,15 +8,15 @@
 # without TTT (scripts/campaign_ship_checks.sh: a stretch that did not gain gives those minutes back). The model
 # comes back in $OUT (model.tar.part*). The stretch profiles 5 steps after its first 100
 # (runs/pretrain-campaign/profile.json: where a step's time goes, for the 40% MFU goal).
-# It ships only if it beats the shipped model on all 400, paired (`testtime compare` against
-# results/h200-2026-12-04/runs.tar.xz's `v4` records). Then the next session continues from it. A call carries
-# one model, the tracked one, so the campaign ratchets: each stretch starts from the best model shipped so far.
+# It ships only if it beats the shipped model on all 400, paired (`testtime compare` against the shipped model's
+# records: results/h100-campaign-2026-12-06b/runs.tar.xz's `v5`). Then the next session continues from it. A call
+# carries one model, the tracked one, so the campaign ratchets: each stretch starts from the best model shipped so far.
 #
 # Calls: the stashing calls of scripts/gpu_stash.sh's header, the last one ending in
 #   GEN_SEED=S TESTTIME_COMMIT=<HEAD> WAIT=570 bash scripts/gpu_campaign.sh
 # then the same line alone, which waits on the runner, until ALL RUNS DONE.
 # Then here: tar -xzf runs.tar.gz -C OUT; cat model.tar.part* | tar -x -C OUT;
-#   testtime compare OUT/v4 OUT/runs/campaign-eval (v4's records unpacked from results/h200-2026-12-04/runs.tar.xz)
+#   testtime compare OUT/v5 OUT/runs/campaign-eval (v5's records unpacked from results/h100-campaign-2026-12-06b/runs.tar.xz)
 #
 # Device minutes at MINUTES=12 (from results/h200-gen-2026-12-05.md and h200-2026-12-04.md): about 2.5 starting
 # the machine and stashing; 1.5 generating; 13 pretraining (compile and validations included: 13.2 minutes at
@@ -64,7 +64,7 @@ fi
 if [ -n "${LIST:-}" ]; then  # LIST=1: the runs, without running them (and, on stderr, the model that comes back)
   printf '%s\n' "${specs[@]}"; echo "returns: ${SEND:-no model}" >&2; exit 0
 fi
-if [ "${PRETRAIN:-1}" = 0 ]; then  # evaluating v4 again by mistake would cost 6-12 device-minutes
+if [ "${PRETRAIN:-1}" = 0 ]; then  # evaluating the shipped model again by mistake would cost 6-12 device-minutes
   STAND_IN=models/testtime-grid-base/STAND_IN
   [ -f $STAND_IN ] || { echo "PRETRAIN=0: no stand-in (run scripts/campaign_from.sh first)"; exit 1; }
   echo "evaluating the stand-in: $(cat $STAND_IN)"

@@ -6,7 +6,7 @@ test (see tests/test_golden.py). Run it in an export of that commit, with today'
         python $REPO/tests/data/golden_from_21e62ac.py $REPO/tests/data/golden.json
 
 It speaks that commit's API (testtime.tasks, testtime.cli) and flags: its `extended` policy trained 1.5x the
-configured steps, so the default run names 4 epochs (12 steps, as today's 6 epochs of the same 4 samples).
+configured steps, so the default run names 4 epochs (24 steps, as today's 6 epochs of the same 8 samples).
 
 Two deliberate changes since that commit are applied here, not left out, each by wrapping the old function:
 - from 8831c63 (model v4's pretraining, packed rows) a `<bos>` token sits at grid position 0 itself, not only resets
@@ -66,7 +66,7 @@ TASKS = ("66e6c45b", "00576224")
 RUNS = {
     "icl": ["--no-ttt", "--views", "4"],
     "always": ["--policy", "always", "--samples", "4", "--epochs", "1", "--views", "2"],
-    "default": ["--samples", "4", "--views", "2", "--epochs", "4"],
+    "default": ["--samples", "8", "--views", "2", "--epochs", "4"],
     "adaptive": ["--policy", "adaptive", "--samples", "4", "--epochs", "1", "--views", "2"],
 }
 
