@@ -18,11 +18,11 @@
 # Then here: tar -xzf runs.tar.gz -C OUT; cat model.tar.part* | tar -x -C OUT;
 #   testtime compare OUT/v5 OUT/runs/campaign-eval (v5's records unpacked from results/h100-campaign-2026-12-06b/runs.tar.xz)
 #
-# Device minutes at MINUTES=12 (from results/h200-gen-2026-12-05.md and h200-2026-12-04.md): about 2.5 starting
-# the machine and stashing; 1.5 generating; 13 pretraining (compile and validations included: 13.2 minutes at
-# MINUTES=12 on 2026-12-06); 6 for the 400 tasks: about 23 in all; where the stretch gained, about 3 for
-# ARC-AGI-2's 120 and 3.5 for the 400 without TTT (29.5 in all).
-# Lower MINUTES when refused starts have eaten into the session's budget.
+# Device minutes, as measured on one H100 on 2026-12-06 at MINUTES=7 (results/h100-campaign-2026-12-06b.md): about
+# 1 starting the machine and stashing; 1.5 generating; 1.02 x MINUTES + 1 pretraining (compile and validations
+# included: 7.1 at MINUTES=7, 13.2 at 12); 6.5 for the 400 tasks; where the stretch gained, 5.9 for ARC-AGI-2's 120
+# and the 400 without TTT; with the calls' own overheads, 9.5 + 1.1 x MINUTES in all, 16 + 1.1 x MINUTES with the
+# ship checks (23 at MINUTES=7). Lower MINUTES when refused starts have eaten into the session's budget.
 #
 # Stretches chain across sessions even when one alone does not ship (a short stretch gains less than the 400
 # tasks' noise, about 12): EVAL=0 leaves out the evaluation and the ship checks, so a short budget goes to
