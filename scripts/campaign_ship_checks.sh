@@ -13,9 +13,10 @@ MODEL=${1:?the model folder of the stretch}; shift
 REF=${REF:-results/h100-campaign-2026-12-06b/runs.tar.xz}
 REF_RUN=${REF_RUN:-v5}
 [ -f runs/campaign-eval/results.jsonl ] || { echo "ship checks: runs/campaign-eval has no results"; exit 1; }
-mkdir -p /tmp/ship-ref
-tar -xJf "$REF" -C /tmp/ship-ref "$REF_RUN" || { echo "ship checks: no $REF_RUN in $REF"; exit 1; }
-cat >/tmp/ship-verdict.py <<'PY'
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+tar -xJf "$REF" -C "$tmp" "$REF_RUN" || { echo "ship checks: no $REF_RUN in $REF"; exit 1; }
+cat >"$tmp/verdict.py" <<'PY'
 import sys
 from testtime.report.compare import compare_runs
 from testtime.core.store import read_results
@@ -27,7 +28,7 @@ word = "partial" if len(c.pairs) < shipped else "better" if b > a else "not-bett
 print(f"{word}: stretch {b:g} against shipped {a:g} on {len(c.pairs)} tasks "
       f"({c.b_won} won, {c.b_lost} lost, p = {c.p_value:.3g})")
 PY
-verdict=$(python3 /tmp/ship-verdict.py "/tmp/ship-ref/$REF_RUN" runs/campaign-eval) \
+verdict=$(python3 "$tmp/verdict.py" "$tmp/$REF_RUN" runs/campaign-eval) \
   || { echo "ship checks: the comparison failed"; exit 1; }
 echo "ship checks: $verdict"
 if [[ $verdict != better:* && ${FORCE:-0} != 1 ]]; then

@@ -21,13 +21,18 @@ margin=${MARGIN:-150000}
 size() { if [ -e "$1" ]; then stat -c %s "$1"; else echo 0; fi; }
 # what every call carries: tracked and untracked-not-ignored files, as they are in the working tree now (a tracked
 # file deleted there is not carried)
-tree=$(git ls-files -z -co --exclude-standard | xargs -0 stat -c %s 2>/dev/null | awk '{s += $1} END {print s + 0}')
+sizes=$(git ls-files -z -co --exclude-standard | xargs -0 -r stat -c %s 2>/dev/null || true)
+tree=$(awk '{s += $1} END {print s + 0}' <<<"$sizes")
 whl=0
 for f in .whl/*; do whl=$((whl + $(size "$f"))); done
 room=$((limit - margin - tree))
 first=$((room - whl))
 [ "$first" -gt 0 ] || { echo "carry_parts: the tree ($tree bytes) and the wheels ($whl) leave no room under $limit" >&2; exit 1; }
 total=$(size "$src")
+[ "$total" -gt 0 ] || { echo "carry_parts: $src is empty" >&2; exit 1; }
+# the stash joins the parts in name order (rearc.part00, 01, ...): two digits
+[ $(( (total - first + room - 1) / room + 1 )) -le 99 ] \
+    || { echo "carry_parts: a call's room ($room bytes) would cut $src into more than 99 parts" >&2; exit 1; }
 rm -rf .carry[0-9]*
 # the first part rides with the wheels; each later one fills a call of its own
 n=1 offset=0 chunk=$first
@@ -40,12 +45,12 @@ while [ "$offset" -lt "$total" ]; do
 done
 last=$((n - 1))
 echo "tree $tree bytes, wheels $whl, room a call $room: RE-ARC ($total bytes) in $last parts" >&2
+if [ "$last" -eq 1 ]; then
+    echo "bash scripts/gpu_stash.sh .whl .carry1 >/dev/null 2>&1; JOB   # carry: .whl, .carry1"
+    exit 0
+fi
 echo "bash scripts/gpu_stash.sh .whl .carry1                  # carry: .whl, .carry1"
 for i in $(seq 2 $((last - 1))); do
     echo "bash scripts/gpu_stash.sh .carry$i                       # carry: .carry$i"
 done
-if [ "$last" -gt 1 ]; then
-    echo "bash scripts/gpu_stash.sh .carry$last >/dev/null 2>&1; JOB   # carry: .carry$last"
-else
-    echo "JOB                                                      # carry: nothing"
-fi
+echo "bash scripts/gpu_stash.sh .carry$last >/dev/null 2>&1; JOB   # carry: .carry$last"

@@ -193,8 +193,9 @@ def test_the_ship_checks_pair_a_stretch_with_the_shipped_models_own_records(tmp_
     records = (tmp_path / "v5/results.jsonl").read_text().splitlines(keepends=True)
     (tmp_path / "runs/campaign-eval").mkdir(parents=True)
     (tmp_path / "runs/campaign-eval/results.jsonl").write_text("".join(records[:kept]))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}  # the verdict imports testtime from outside the checkout
     got = subprocess.run(["bash", str(ROOT / "scripts/campaign_ship_checks.sh"), "models/testtime-grid-base"],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert got.returncode == 0, got.stdout + got.stderr
     assert got.stdout.startswith(f"ship checks: {verdict}") and "left out" in got.stdout
     assert not (tmp_path / "runs/campaign-arc2").exists()
@@ -203,37 +204,52 @@ def test_the_ship_checks_pair_a_stretch_with_the_shipped_models_own_records(tmp_
 def test_carry_parts_fill_each_call_up_to_the_limit_and_join_back(tmp_path):
     """scripts/carry_parts.sh in a checkout of its own: every call (the tree, plus the wheels on the first) stays
     under the limit less the margin, the parts join back to the source byte for byte, each stashing call is printed
-    once; a tree that leaves the wheels no room is refused, saying so."""
+    once; a tracked file deleted from the tree is not counted; a source that fits beside the wheels is one call
+    ending in the job; a tree that leaves the wheels no room, or an empty source, is refused, saying so."""
     repo = tmp_path / "repo"
     (repo / ".whl").mkdir(parents=True)
     (repo / ".whl/a.whl").write_bytes(b"w" * 3000)
     (repo / "tracked.bin").write_bytes(b"t" * 5000)
+    (repo / "gone.bin").write_bytes(b"g" * 100)
     (repo / "untracked.txt").write_bytes(b"u" * 1000)  # carried too: not ignored
     (repo / ".gitignore").write_text(".whl/\n.carry*/\n")
+    quiet = {"GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1"}  # no user's excludes or hooks
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "tracked.bin", ".gitignore"], check=True)
-    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    for args in (["init", "-q"], ["add", "tracked.bin", "gone.bin", ".gitignore"], ["commit", "-qm", "x"]):
+        subprocess.run([*git, *args], check=True, env={**os.environ, **quiet})
+    (repo / "gone.bin").unlink()  # tracked, deleted from the tree: not carried
     (repo / ".carry9").mkdir()  # a stale part of an earlier cut: removed
     src = tmp_path / "src.bin"
     src.write_bytes(os.urandom(20_000))
     tree = 5000 + 1000 + len(".whl/\n.carry*/\n")
 
-    def cut(limit):
-        env = {**os.environ, "CARRY_REPO": str(repo), "SRC": str(src), "LIMIT": str(limit), "MARGIN": "500"}
+    def cut(limit, source=src):
+        env = {**os.environ, **quiet, "CARRY_REPO": str(repo), "SRC": str(source), "LIMIT": str(limit),
+               "MARGIN": "500"}
         return subprocess.run(["bash", str(ROOT / "scripts/carry_parts.sh")], capture_output=True, text=True,
                               env=env, timeout=60)
 
+    def folders():
+        return sorted(repo.glob(".carry*"), key=lambda p: int(p.name[6:]))
+
     got = cut(tree + 500 + 7000)  # room 7000 a call: 4000 beside the wheels, then 7000, 7000, 2000
     assert got.returncode == 0, got.stderr
-    folders = sorted(repo.glob(".carry*"), key=lambda p: int(p.name[6:]))
-    assert [p.name for p in folders] == [".carry1", ".carry2", ".carry3", ".carry4"]
-    sizes = [sum(f.stat().st_size for f in p.iterdir()) for p in folders]
+    assert [p.name for p in folders()] == [".carry1", ".carry2", ".carry3", ".carry4"]
+    sizes = [sum(f.stat().st_size for f in p.iterdir()) for p in folders()]
     assert sizes == [4000, 7000, 7000, 2000]
-    assert b"".join((p / f"rearc.part{i:02d}").read_bytes() for i, p in enumerate(folders)) == src.read_bytes()
+    assert b"".join((p / f"rearc.part{i:02d}").read_bytes() for i, p in enumerate(folders())) == src.read_bytes()
     calls = got.stdout.splitlines()
     assert [c.split("#")[-1].strip() for c in calls] == ["carry: .whl, .carry1", "carry: .carry2", "carry: .carry3",
                                                          "carry: .carry4"]
     assert calls[-1].startswith("bash scripts/gpu_stash.sh .carry4 >/dev/null 2>&1; JOB")
+
+    one = cut(tree + 500 + 3000 + 20_000)  # the whole source beside the wheels
+    assert one.returncode == 0, one.stderr
+    assert [p.name for p in folders()] == [".carry1"] and (repo / ".carry1/rearc.part00").read_bytes() == src.read_bytes()
+    assert one.stdout.splitlines() == ["bash scripts/gpu_stash.sh .whl .carry1 >/dev/null 2>&1; JOB   # carry: .whl, .carry1"]
+
     refused = cut(tree + 500 + 3000)
     assert refused.returncode == 1 and "leave no room" in refused.stderr
+    (tmp_path / "empty.bin").write_bytes(b"")
+    empty = cut(tree + 500 + 7000, tmp_path / "empty.bin")
+    assert empty.returncode == 1 and "is empty" in empty.stderr
