@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 30, item 4 on one H200: do the project's generated tasks keep the base model learning? Three continuations
-# of the shipped model (v4) for the same MINUTES over scripts/gpu_eval.sh's runner, at three doses of generated tasks:
+# of the shipped model (v4 when it ran on 2026-12-05; v5 since 2026-12-06) for the same MINUTES over
+# scripts/gpu_eval.sh's runner, at three doses of generated tasks:
 #   data-base:   today's data (configs/data-base.json: ARC-AGI-1 training, RE-ARC, clean ARC-AGI-2 training);
 #   data-gen:    the same with a quarter of the draws from a generated corpus (configs/data-gen.json,
 #                "gen:runs/gen/gen.npz"), made first on the machine's CPUs (`testtime generate`, 20,000 tasks of 24
@@ -12,7 +13,7 @@
 # answer loss as it trains (probe_loss: does the generated source's fall, does the held-out loss follow?), and the
 # loss on 2,000 generated tasks of another seed that no arm trains on ("gen (not trained)": learned, or only
 # memorized?); then, with
-# the default TTT, the 40 held-out training tasks for v4 as shipped and for each continuation (noisy at 40: one task
+# the default TTT, the 40 held-out training tasks for the model as shipped and for each continuation (noisy at 40: one task
 # is 2.5 points); then the table (benchmarks/arch_compare.py; runs are named as its candidates are, pretrain-arch-NAME
 # and holdout-NAME). All 400 evaluation tasks belong to the campaign's model, not to these 5-minute proxies.
 #
@@ -20,7 +21,7 @@
 #   TESTTIME_COMMIT=<HEAD> WAIT=570 bash scripts/gpu_gen.sh
 # then the same line alone, which waits on the runner, until ALL RUNS DONE.
 # Then here: tar -xzf runs.tar.gz -C OUT; python benchmarks/arch_compare.py --runs OUT/runs --png gen.png \
-#   --out gen.md v4 data-base data-gen data-gen50
+#   --out gen.md shipped data-base data-gen data-gen50
 #
 # Device minutes at MINUTES=5: about 2 starting the machine and stashing; 2 generating; 1 compiling; 3 x 5.3
 # pretraining; 4 x about 0.8 the held-out evaluations: about 24 in all. Measured on one H200 on 2026-12-05
@@ -37,8 +38,8 @@ arms=${ARMS:-data-base data-gen data-gen50}   # ARMS="data-base data-gen" when t
 first=${arms%% *}
 specs+=("pretrain-warm:--config configs/$first.json --steps 40 --fresh")
 for n in $arms; do specs+=("pretrain-arch-$n:--config configs/$n.json --fit-minutes $MINUTES --export"); done
-specs+=("holdout-v4:--tasks arc1/train-holdout")
+specs+=("holdout-shipped:--tasks arc1/train-holdout")
 for n in $arms; do specs+=("holdout-$n:--tasks arc1/train-holdout --model runs/pretrain-arch-$n/model"); done
-specs+=("py-table:benchmarks/arch_compare.py --runs runs --out runs/bench-gen.md --json runs/bench-gen.json v4 $arms")
+specs+=("py-table:benchmarks/arch_compare.py --runs runs --out runs/bench-gen.md --json runs/bench-gen.json shipped $arms")
 if [ -n "${LIST:-}" ]; then printf '%s\n' "${specs[@]}"; exit 0; fi  # LIST=1: the runs, without running them
 exec bash "$(dirname "$0")/gpu_eval.sh" "${specs[@]}"
