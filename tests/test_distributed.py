@@ -25,6 +25,51 @@ REPO = Path(__file__).resolve().parents[1]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
 
+def run_torchrun(cmd: list[str], timeout: float, **kw) -> subprocess.CompletedProcess:
+    """subprocess.run for a torchrun command line, for a hang: the launcher and its workers run in a session of
+    their own, with Python's fault handler on; past `timeout` each is sent SIGABRT (the handler writes every
+    thread's stack to the captured stderr), then the whole group is killed, and the test fails with those stacks.
+    A timeout of subprocess.run would kill the launcher alone and leave a hung worker behind (CI, 2026-12-06: a
+    2-process pretraining printed "finished" and one worker never exited)."""
+    env = {**kw.pop("env", os.environ), "PYTHONFAULTHANDLER": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **kw)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGABRT)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            out, err = "", ""
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        pytest.fail(f"{shlex.join(cmd)[:300]} hung past {timeout} s; stdout: {out[-1000:]}\nstacks:\n{err[-6000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def test_a_hung_launch_fails_with_its_stacks_and_leaves_no_process(tmp_path):
+    """run_torchrun's own check, with a stand-in for a launcher whose worker never exits."""
+    pid_file = tmp_path / "worker.pid"
+    worker = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+    launcher = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {worker!r}])"
+    with pytest.raises(pytest.fail.Exception, match=r"(?s)hung past 3 s.*Fatal Python error: Aborted.*line 1 in <module>"):
+        run_torchrun([sys.executable, "-c", launcher], timeout=3)
+    pid = int(pid_file.read_text())
+    for _ in range(50):  # the kill is sent; the worker's exit is reaped by its parent's group going down
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the hung worker {pid} outlived the test")
+
+
 
 # ---------------------------------------------------------------- shard
 
@@ -177,7 +222,7 @@ def test_kill_and_resume_loses_and_repeats_nothing(setup, tmp_path):
     with (out / "results.rank1.jsonl").open("a") as f:  # and a write cut short by the kill
         f.write('{"task_id": "t7", "attempts": [[nu')
 
-    res = subprocess.run(_command(root, out), env=_env(), capture_output=True, text=True, timeout=120)
+    res = run_torchrun(_command(root, out), env=_env(), timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     merged = read_records(out / "results.jsonl")
     assert sorted(r["task_id"] for r in merged) == sorted(t.id for t in tasks)  # every task exactly once
@@ -218,7 +263,7 @@ def test_pretrain_ddp_two_processes(tmp_path):
     run = tmp_path / "pt"
     cmd = [*TORCHRUN, "--nproc-per-node", "2", "--standalone", "-m", "testtime", "pretrain",
            "--config", str(tmp_path / "pt.json"), "--run-dir", str(run)]
-    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
+    res = run_torchrun(cmd, env=_env(), timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("finished at step 4/4") == 1  # rank 0 speaks for the run
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
@@ -268,7 +313,7 @@ def test_readme_torchrun_line_runs_as_written(tmp_path):
     argv = next(a for a in readme_torchrun_lines() if a[a.index("--nproc-per-node") + 1] == "2")
     out = tmp_path / argv[argv.index("--out") + 1]
     limit = int(argv[argv.index("--limit") + 1])
-    res = subprocess.run([*TORCHRUN, *argv[1:]], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    res = run_torchrun([*TORCHRUN, *argv[1:]], cwd=tmp_path, env=_env(), timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert sorted(p.name for p in out.glob("results.rank*.jsonl")) == ["results.rank0.jsonl", "results.rank1.jsonl"]
     merged = [r["task_id"] for r in read_records(out / "results.jsonl")]
