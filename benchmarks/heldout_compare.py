@@ -67,14 +67,15 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="each task's share under each model")
     a = ap.parse_args()
     names = a.names or a.models
-    if len({n.replace("/", "_") for n in names}) < 2:
+    files = [n.replace("/", "_") + ".jsonl" for n in names]  # each model's work file under --work
+    if len(set(files)) < 2:
         sys.exit(f"error: --names {' '.join(names)}: the two models need different names")
     tasks = sorted(load_tasks(a.tasks), key=lambda t: t.id)
     if a.work:
         a.work.mkdir(parents=True, exist_ok=True)
     try:
-        got = [shares(m, a.device, tasks, a.max_len, a.work / f"{n.replace('/', '_')}.jsonl" if a.work else None)
-               for m, n in zip(a.models, names, strict=True)]
+        got = [shares(m, a.device, tasks, a.max_len, a.work / f if a.work else None)
+               for m, f in zip(a.models, files, strict=True)]
     except (ModelError, ConfigError) as e:
         sys.exit(f"error: {e}")
     ref, new = got

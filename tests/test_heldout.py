@@ -24,6 +24,14 @@ from testtime.stages.engine import Generated
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _bench(name: str):
+    """benchmarks/NAME.py as a module (a script, not a package member)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _mirror_oracle(model, prompts, max_new, codec, **kw):
     """A stand-in for greedy decoding that answers every query with its mirror image."""
     out = []
@@ -74,9 +82,7 @@ def test_pretraining_logs_the_held_out_solve_rate_and_the_comparison_reads_it(tm
     # benchmarks/arch_compare.py: a candidate's row from its pretraining run and its evaluation's summary.
     (tmp_path / "runs" / "holdout-a").mkdir()
     (tmp_path / "runs" / "holdout-a" / "summary.json").write_text('{"score": 7.5, "n_scored": 40, "mean_seconds": 1.5}')
-    spec = importlib.util.spec_from_file_location("arch_compare", REPO / "benchmarks" / "arch_compare.py")
-    arch = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(arch)
+    arch = _bench("arch_compare")
     row = arch.candidate(tmp_path / "runs", "a")
     assert (row["steps"], row["solved_no_ttt"], row["held"], row["ttt_score"]) == (5, solved[-1]["val_solved"], 2, 7.5)
     assert row["flop_params_m"] == row["params_m"] and "| a | " in arch.table([row]) and "7.5 / 40" in arch.table([row])
@@ -100,9 +106,7 @@ def test_the_probe_table_reads_a_source_missing_from_some_validations(tmp_path):
     first lacks."""
     import json
 
-    spec = importlib.util.spec_from_file_location("arch_compare", REPO / "benchmarks" / "arch_compare.py")
-    arch = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(arch)
+    arch = _bench("arch_compare")
     run = tmp_path / "pretrain-arch-a"
     run.mkdir()
     base = {"loss": 1.0, "tokens": 100, "tokens_per_s": 10, "elapsed": 60}
@@ -119,9 +123,7 @@ def test_the_held_out_comparison_pairs_the_two_models_task_by_task(tmp_path, mon
     import sys
 
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("heldout_compare", REPO / "benchmarks" / "heldout_compare.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench("heldout_compare")
     per = {"ref": {"a": 1.0, "b": 0.0, "c": 0.5, "d": 0.0}, "new": {"a": 1.0, "b": 1.0, "c": 1.0, "d": 0.0}}
     monkeypatch.setattr(bench, "load_tasks", lambda spec: [Task(t, (), ()) for t in "dcba"])
     monkeypatch.setattr(bench, "shares", lambda path, device, tasks, max_len, work=None: per[path])
@@ -136,9 +138,7 @@ def test_the_held_out_comparison_pairs_the_two_models_task_by_task(tmp_path, mon
 
 def test_the_comparison_keeps_each_task_as_it_finishes_and_resumes(tmp_path, monkeypatch):
     """A cut run of heldout_compare.py: the tasks already in the work file are not decoded again."""
-    spec = importlib.util.spec_from_file_location("heldout_compare", REPO / "benchmarks" / "heldout_compare.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench("heldout_compare")
     decoded = []
 
     def fake_shares(model, tasks, codec, max_len):
@@ -173,9 +173,7 @@ def test_the_comparison_names_its_work_files_by_model(tmp_path, monkeypatch):
     import sys
 
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("heldout_compare", REPO / "benchmarks" / "heldout_compare.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench("heldout_compare")
     monkeypatch.setattr(bench, "load_tasks", lambda spec: [Task("a", (), ())])
     monkeypatch.setattr(bench, "load_model", lambda path, device: type("L", (), {"model": None, "codec": None}))
     monkeypatch.setattr(bench, "held_out_shares", lambda model, tasks, codec, max_len: [1.0])
