@@ -19,9 +19,12 @@ imports' own seconds are summed by top-level package: which library's import a c
 (`--limit` of them, `--max-seconds` in all), and reports the median and 90th percentile latency, each stage's
 median, and pass@2. `--trace` measures what one TTT step of the first task costs, from two more solves that
 differ only in their steps (one epoch of TTT and two), timed and then profiled under torch.profiler: the step's
-wall, the device's busy share of it, the aten calls on the host and the device's operations, and the costliest
-operators (a step whose device is idle most of its wall is bound by the host, and CUDA graphs or fewer, larger
-steps are the cut).
+wall (from the TTT stage's own seconds, so that the two solves' decoding, which differs with what the adapters
+learned, does not enter it), the device's busy share of it, the aten calls on the host and the device's
+operations, and the costliest operators (a step whose device is idle most of its wall is bound by the host, and
+CUDA graphs or fewer, larger steps are the cut). A difference that is not positive is reported as unresolved
+rather than as a negative cost: on 2026-12-06, with each step replayed as a CUDA graph, the two solves took 0.64
+and 0.62 s.
 """
 
 from __future__ import annotations
@@ -210,7 +213,7 @@ def warm(a: argparse.Namespace) -> None:
     start = time.perf_counter()
     solver.solve_many([tasks[0]], show_progress=False, **settings)
     first = time.perf_counter() - start
-    lat, stages, scores = [], {s: [] for s in STAGES}, []
+    lat, stages, scores, rows = [], {s: [] for s in STAGES}, [], []
     began = time.perf_counter()
     for t in tasks:
         if a.max_seconds and time.perf_counter() - began > a.max_seconds:
@@ -222,6 +225,7 @@ def warm(a: argparse.Namespace) -> None:
             stages[s].append(res.seconds.get(s, 0.0))
         if res.score is not None:
             scores.append(res.score)
+        rows.append(f"| {t.id} | {lat[-1]:.2f} | {res.seconds.get('ttt', 0.0):.2f} | {res.score} |")
         print(f"{t.id}: {lat[-1]:.2f} s, score {res.score}", flush=True)
     span = time.perf_counter() - began
     lines = header(f"A warm solver, one task at a time: {len(lat)} tasks of {a.tasks}", solver.device) + [""]
@@ -233,6 +237,9 @@ def warm(a: argparse.Namespace) -> None:
               f"| {max(lat):.2f} | {len(lat) / span:.3f} | {sum(scores):g}/{len(scores)} | {first:.2f} |", "",
               "Median seconds per stage: " + ", ".join(f"{s} {statistics.median(v):.2f}" for s, v in stages.items())
               + f"; the rest (planning, vote, records) {statistics.median(lat) - sum(map(statistics.median, stages.values())):.2f}."]
+    # each task's row, so that two runs (two settings, two devices) can be paired task by task
+    lines += ["", "<details><summary>Each task</summary>", "", "| task | s | TTT s | pass@2 |", "|---|---|---|---|",
+              *rows, "", "</details>"]
     if a.trace:
         lines += ["", *trace_solve(solver, tasks[0], settings)]
     publish(lines, a.out)
@@ -240,33 +247,36 @@ def warm(a: argparse.Namespace) -> None:
 
 @dataclass
 class SolveCost:
-    """One solve's TTT steps, its wall unprofiled, and what the profiler saw of it: the aten calls on the host, the
-    device's operations (kernels, copies, fills) and the seconds the device was busy with them."""
+    """One solve's TTT steps, its wall and its TTT stage's seconds unprofiled, and what the profiler saw of it: the
+    aten calls on the host, the device's operations (kernels, copies, fills) and the seconds the device was busy
+    with them."""
 
     steps: int
     wall: float
+    ttt: float
     aten_calls: int
     device_ops: int
     busy: float
 
 
-def solve_cost(steps: int, wall: float, events) -> SolveCost:
+def solve_cost(steps: int, wall: float, ttt: float, events) -> SolveCost:
     """A solve's cost from torch.profiler's `key_averages()`: the device's own rows summed as the profiler's table
     totals them (an operator's row repeats the time of the kernels it launched)."""
     from torch.autograd import DeviceType
 
     device = [e for e in events if e.device_type != DeviceType.CPU and not e.is_user_annotation]
-    return SolveCost(steps, wall, sum(e.count for e in events if e.key.startswith("aten::")),
+    return SolveCost(steps, wall, ttt, sum(e.count for e in events if e.key.startswith("aten::")),
                      sum(e.count for e in device), sum(e.self_device_time_total for e in device) / 1e6)
 
 
 def per_step(one: SolveCost, two: SolveCost) -> dict[str, float]:
     """What one more TTT step costs: the difference of two solves that differ only in their steps, so the
-    decoding, the scoring and the solve's fixed costs cancel."""
+    solve's fixed costs cancel. The wall is the TTT stage's; the profiler's counts are the whole solve's, so a
+    decoding that differs between the two (it follows what the adapters learned) can outweigh cheap steps."""
     extra = two.steps - one.steps
     if extra <= 0:
         raise ValueError(f"the two solves trained {one.steps} and {two.steps} steps: no step to measure")
-    return {"wall_ms": 1e3 * (two.wall - one.wall) / extra, "busy_ms": 1e3 * (two.busy - one.busy) / extra,
+    return {"wall_ms": 1e3 * (two.ttt - one.ttt) / extra, "busy_ms": 1e3 * (two.busy - one.busy) / extra,
             "aten_calls": (two.aten_calls - one.aten_calls) / extra,
             "device_ops": (two.device_ops - one.device_ops) / extra}
 
@@ -296,14 +306,22 @@ def trace_solve(solver, task, settings: dict) -> list[str]:
         with profile(activities=activities) as prof:
             solve(epochs)
         events = prof.key_averages()  # built once: over a solve's events it takes tens of seconds
-        costs.append(solve_cost(len(res.ttt_loss or []), wall, events))
+        costs.append(solve_cost(len(res.ttt_loss or []), wall, res.seconds.get("ttt", 0.0), events))
     step = per_step(*costs)
-    lines = [f"A TTT step of {task.id}, from its solves with one epoch of TTT ({costs[0].steps} steps, "
-             f"{costs[0].wall:.2f} s) and two ({costs[1].steps} steps, {costs[1].wall:.2f} s), each timed without "
-             f"the profiler, then profiled: {step['wall_ms']:.1f} ms of wall, {step['aten_calls']:.0f} aten calls on "
-             "the host (views and casts included)" + (
-                 f", {step['device_ops']:.0f} device operations, the device busy {step['busy_ms']:.1f} ms "
-                 f"({100 * step['busy_ms'] / step['wall_ms']:.0f}% of the step's wall)." if cuda else ".")]
+
+    def said(key: str, fmt: str) -> str:
+        return format(step[key], fmt) if step[key] > 0 else "unresolved"
+
+    busy = (f"{100 * step['busy_ms'] / step['wall_ms']:.0f}% of the step's wall"
+            if step["busy_ms"] > 0 and step["wall_ms"] > 0 else "its share unresolved")
+    lines = [f"A TTT step of {task.id}, from its solves with one epoch of TTT ({costs[0].steps} steps, TTT "
+             f"{costs[0].ttt:.2f} s of {costs[0].wall:.2f} s) and two ({costs[1].steps} steps, TTT {costs[1].ttt:.2f}"
+             f" s of {costs[1].wall:.2f} s), each timed without the profiler, then profiled: "
+             f"{said('wall_ms', '.1f')} ms of wall, {said('aten_calls', '.0f')} aten calls on the host (views and "
+             "casts included)" + (f", {said('device_ops', '.0f')} device operations, the device busy "
+                                  f"{said('busy_ms', '.1f')} ms ({busy})." if cuda else ".")
+             + (" (unresolved: the two solves differ by less than their noise, or their decoding differed more "
+                "than the steps cost)" if min(step.values()) <= 0 else "")]
     sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
     lines += ["", f"The costliest operators of the solve with two epochs (by {sort}):", "", "```",
               events.table(sort_by=sort, row_limit=15, max_name_column_width=48), "```"]

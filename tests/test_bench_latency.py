@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -50,16 +51,19 @@ class FakeSolver:
 
     device = "cpu"
 
-    def __init__(self):
+    def __init__(self, ttt_seconds=None):
         self.calls = []
+        self.ttt_seconds = ttt_seconds  # the TTT stage's seconds by epochs, where a test fixes them
 
     def solve_many(self, tasks, show_progress, **settings):
         self.calls.append(settings)
         epochs = settings["ttt_cfg.epochs"]
+        start = time.perf_counter()
         x = torch.randn(64, 64)
         for _ in range(3 * epochs):
             x = (x @ x).tanh()
-        return [SimpleNamespace(ttt_loss=[0.1] * (3 * epochs), seconds={"ttt": 0.01})]
+        ttt = self.ttt_seconds(epochs) if self.ttt_seconds else time.perf_counter() - start
+        return [SimpleNamespace(ttt_loss=[0.1] * (3 * epochs), seconds={"ttt": ttt})]
 
 
 def test_trace_measures_a_step_by_the_difference_of_two_solves():
@@ -74,6 +78,13 @@ def test_trace_measures_a_step_by_the_difference_of_two_solves():
     assert "aten::mm" in "\n".join(lines)
 
 
+def test_trace_says_unresolved_where_the_longer_solve_was_not_slower():
+    # replayed CUDA graphs on 2026-12-06: 16 steps' TTT took longer than 32 steps' by the noise of two solves
+    lines = bl.trace_solve(FakeSolver(ttt_seconds=lambda epochs: 0.64 - 0.02 * epochs), SimpleNamespace(id="t1"), {})
+    assert "unresolved ms of wall" in lines[0] and "differ by less than their noise" in lines[0]
+    assert not re.search(r"-\d", lines[0])  # no negative cost
+
+
 def event(key: str, count: int, device: bool = False, busy_us: float = 0.0, annotation: bool = False):
     from torch.autograd import DeviceType
 
@@ -83,7 +94,7 @@ def event(key: str, count: int, device: bool = False, busy_us: float = 0.0, anno
 
 def test_a_steps_device_time_counts_the_device_rows_once():
     def solve(steps, n):  # n steps' worth of host calls and kernels, beside a fixed cost
-        return bl.solve_cost(steps, 0.5 + 0.01 * steps, [
+        return bl.solve_cost(steps, 0.5 + 0.02 * steps, 0.1 + 0.01 * steps, [
             event("aten::mm", 10 * n + 7), event("cudaLaunchKernel", 10 * n + 7),
             event("ampere_gemm", 10 * n + 7, device=True, busy_us=1000.0 * n + 300),
             event("my-range", 1, device=True, busy_us=1e6, annotation=True)])  # a user's range, not device work
@@ -91,6 +102,31 @@ def test_a_steps_device_time_counts_the_device_rows_once():
     one, two = solve(16, 16), solve(32, 32)
     assert (one.aten_calls, one.device_ops, one.busy) == (167, 167, pytest.approx(0.0163))
     step = bl.per_step(one, two)
+    # the wall is the TTT stage's (10 ms a step), not the solve's (20 ms: its decoding differed too)
     assert step == pytest.approx({"wall_ms": 10.0, "busy_ms": 1.0, "aten_calls": 10.0, "device_ops": 10.0})
     with pytest.raises(ValueError, match="no step to measure"):
         bl.per_step(one, one)
+
+
+def test_warm_reports_each_task_so_two_runs_can_be_paired(monkeypatch, tmp_path):
+    import testtime
+    import testtime.data.tasks as data_tasks
+
+    tasks = [SimpleNamespace(id=f"task{i}") for i in range(3)]
+
+    class WarmSolver:
+        device = "cpu"
+
+        def solve_many(self, batch, show_progress, **settings):
+            t = batch[0]
+            return [SimpleNamespace(score=1.0 if t.id == "task1" else 0.0, seconds={"ttt": 0.25, "predict": 0.5})]
+
+    monkeypatch.setattr(data_tasks, "load_tasks", lambda spec: tasks)
+    monkeypatch.setattr(testtime, "load", lambda model, device: WarmSolver())
+    out = tmp_path / "warm.md"
+    bl.warm(SimpleNamespace(tasks="arc1/eval", limit=None, model=None, device="cpu", settings=None, max_seconds=0,
+                            note=None, trace=False, out=out))
+    text = out.read_text()
+    assert "| 3 |" in text and "| 1/3 |" in text  # three tasks, one solved
+    rows = re.findall(r"^\| (task\d) \| [\d.]+ \| ([\d.]+) \| ([\d.]+) \|$", text, re.M)
+    assert rows == [("task0", "0.25", "0.0"), ("task1", "0.25", "1.0"), ("task2", "0.25", "0.0")]
