@@ -29,7 +29,7 @@ JOBS = [
     ("gpu_campaign.sh", {"LIST": "1", "PRETRAIN": "0"}),
     ("gpu_arch.sh", {"LIST": "1"}),
     ("gpu_gen.sh", {"LIST": "1"}),
-    ("gpu_latency.sh", {"LIST": "1", "STEPS": "cold warm warm-b8 b8 serve lane-ttt warm-graphs warm-b8-graphs"}),
+    ("gpu_latency.sh", {"LIST": "1", "STEPS": "cold warm warm-b8 b8 serve lane-ttt warm-eager"}),
 ]
 
 

@@ -200,6 +200,17 @@ def test_diverged_test_time_training_stops_with_one_line(tmp_path, tiny, small_c
     assert res.stderr.splitlines()[-1].startswith("error: test-time training of task t diverged at step 1 (loss nan)")
 
 
+@pytest.mark.parametrize(("setting", "adapters", "device", "want"), [
+    (None, 1, "cuda", True),    # the default: a lone task on a GPU, whose steps the host's launches bound
+    (None, 3, "cuda", False),   # a batch of tasks is bound by the device, and the padding would cost
+    (None, 1, "cpu", False),    # no graphs off a GPU
+    (True, 3, "cuda", True), (False, 1, "cuda", False), (True, 1, "cpu", False)])
+def test_graphs_by_default_where_a_run_trains_one_adapter(setting, adapters, device, want):
+    from testtime.stages.ttt import wants_graphs
+
+    assert wants_graphs(TTTConfig(cuda_graphs=setting), adapters, torch.device(device)) is want
+
+
 @pytest.mark.parametrize("samples", [4, 5])  # 5 with batches of 2: each epoch ends on a short batch
 def test_fixed_shape_steps_train_as_the_dynamic_ones(tiny_llama, tiny_grid_model, flip_task, samples):
     """The steps a CUDA graph captures (`ttt_graph`: every batch padded to the widest sequence and to batch_size rows,

@@ -66,8 +66,9 @@ class TTTConfig:
     token_budget: Annotated[int, TOKENS] = 131072  # padded tokens per training step, all tasks together
     # Capture the training step as a CUDA graph and replay it (a GPU only; `stages.ttt_graph`): every step is padded
     # to the widest sequence, so it pays where the host's launches bound a step (one task at a time), not in a
-    # batch of many tasks.
-    cuda_graphs: bool = False
+    # batch of many tasks. None: on where a run trains one adapter. One task at a time on one H100, warm, a solve
+    # took 2.22 s median with it against 7.95 without (results/h100-latency-2026-12-06.md).
+    cuda_graphs: bool | None = None
     seed: Annotated[int, SEED] = 0
 
     def __post_init__(self) -> None:
@@ -160,6 +161,13 @@ class TrainResult:
     graph_steps: int = 0  # the steps a CUDA graph replayed (`TTTConfig.cuda_graphs`)
 
 
+def wants_graphs(cfg: TTTConfig, n_adapters: int, device: torch.device) -> bool:
+    """Whether a run's TTT steps are captured as CUDA graphs: `cfg.cuda_graphs`, or where that is None, when the run
+    trains one adapter (a lone task's step is bound by the host's launches, a batch of many tasks by the device,
+    where padding every step to the widest sequence costs)."""
+    return device.type == "cuda" and (n_adapters == 1 if cfg.cuda_graphs is None else bool(cfg.cuda_graphs))
+
+
 def train_adapters(
     model: nn.Module,
     params: list[nn.Parameter],
@@ -185,7 +193,8 @@ def train_adapters(
     `round_index` > 0 draws a different data order, so a second round does not replay the first.
     `lr_scales[k]` multiplies the learning rate of datasets[k]'s adapter (stacked adapters only).
     `static` runs every step over buffers of fixed shapes (`ttt_graph`; default: with `cfg.cuda_graphs` on a GPU,
-    where each step is then captured once as a CUDA graph and replayed).
+    which when None means where `datasets` holds one, and each step is then captured once as a CUDA graph and
+    replayed).
     """
     device = params[0].device
     n = len(datasets)
@@ -214,10 +223,11 @@ def train_adapters(
             index += [slots[k]] * len(pick)
         return seqs, rows, index
 
+    graphs_wanted = wants_graphs(cfg, n, device)
     if static is None:
-        static = cfg.cuda_graphs and device.type == "cuda" and steps >= MIN_GRAPH_STEPS
+        static = graphs_wanted and steps >= MIN_GRAPH_STEPS
     static = static and steps > 0
-    graphs = static and cfg.cuda_graphs and device.type == "cuda"
+    graphs = static and graphs_wanted
     # Fixed steps read their learning rate from a tensor, written before each step (a captured step reads it on the
     # device); the others take it from the scheduler.
     lr = torch.tensor(cfg.lr, dtype=torch.float32, device=device) if static else cfg.lr
