@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 import pytest
@@ -11,7 +12,15 @@ import torch
 
 from testtime.core.config import ConfigError
 from testtime.data.encode import GridCodec, encode_example, grid_positions
-from testtime.data.pretrain_data import PAD_DOCUMENT, PackedStream, SequenceSampler, collate, first_fit, pack
+from testtime.data.pretrain_data import (
+    PAD_DOCUMENT,
+    PackedStream,
+    Prefetcher,
+    SequenceSampler,
+    collate,
+    first_fit,
+    pack,
+)
 from testtime.data.sources import TaskSource
 from testtime.model.attention import DOCUMENT_ATTENTION, dense_document_mask, document_mask, use_document_attention
 from testtime.model.loading import ModelConfig, save_model
@@ -135,6 +144,7 @@ def test_packed_pretraining_learns_resumes_exactly_and_exports_a_plain_model(tmp
     log = read_log(tmp_path / "a")
     assert straight.finished and log[-1]["loss"] < log[0]["loss"]
     assert log[0]["padded_tokens_per_s"] > 0 and all(r["tokens"] > 0 for r in log)
+    assert all(0 <= r["data_wait"] <= 1 for r in log)  # a share of each interval
     pretrain(cfg, tmp_path / "b", progress=False, sources=src, stop_at=3)
     resumed = pretrain(cfg, tmp_path / "b", progress=False, sources=src)
     assert resumed.last_loss == straight.last_loss
@@ -149,3 +159,29 @@ def test_packing_is_refused_for_a_model_of_another_kind(tmp_path):
         pretrain(cfg, tmp_path / "run", progress=False, sources=[])
     with pytest.raises(ConfigError, match="packing needs our grid model"):
         PretrainConfig(packing=True, model=ModelConfig.tiny(), max_len=1024, token_budget=4096)  # flat positions
+
+
+def test_the_prefetcher_counts_the_seconds_the_loop_waited_for_data(flip_task):
+    """`Prefetcher.waited` is what the pretraining log's `data_wait` reports: the training loop starved of batches."""
+    sources = [TaskSource([flip_task(i, f"t{i}", (2 + i % 5, 3 + i % 4)) for i in range(12)])]
+    stream = PackedStream(SequenceSampler(sources, 512, seed=3), token_budget=2048, pool_size=40, row_len=512)
+    plain = PackedStream(SequenceSampler(sources, 512, seed=3), token_budget=2048, pool_size=40, row_len=512)
+    built = stream.next
+
+    def slow():  # a stream slower than the loop: every batch is waited for
+        time.sleep(0.05)
+        return built()
+
+    stream.next = slow
+    prefetch = Prefetcher(stream, depth=2, pin=False)
+    try:
+        for _ in range(6):
+            batch, _ = prefetch.get()
+            assert torch.equal(batch.input_ids, plain.next().input_ids)
+        assert 0.2 < prefetch.waited < 5
+        prefetch.waited = 0.0
+        time.sleep(0.3)  # the queue fills while the loop is busy elsewhere: the next batch is not waited for
+        prefetch.get()
+        assert prefetch.waited < 0.04
+    finally:
+        prefetch.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -328,10 +329,12 @@ class PackedStream(BatchStream):
 
 
 class Prefetcher:
-    """Builds batches ahead on a thread (pinned for fast copies); each comes with the stream state after it."""
+    """Builds batches ahead on a thread (pinned for fast copies); each comes with the stream state after it.
+    `waited` sums the seconds `get` waited for a batch: the training loop's time starved of data."""
 
     def __init__(self, stream: BatchStream, depth: int, pin: bool):
         self.stream, self.pin = stream, pin
+        self.waited = 0.0
         self.q: queue.Queue = queue.Queue(maxsize=depth)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True, name="batch-prefetch")
@@ -358,7 +361,9 @@ class Prefetcher:
             self.q.put((e, None))
 
     def get(self) -> tuple[Batch, dict[str, Any]]:
+        start = time.perf_counter()
         batch, state = self.q.get()
+        self.waited += time.perf_counter() - start
         if isinstance(batch, BaseException):
             raise batch
         return batch, state

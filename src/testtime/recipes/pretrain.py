@@ -430,6 +430,7 @@ def pretrain(
                     "mfu": None if mfu is None else round(mfu, 4),
                     "peak_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if cuda else None,
                     "elapsed": round(elapsed_before + now - t_start, 2),
+                    "data_wait": round(prefetch.waited / dt, 4),  # the interval's share spent waiting for a batch
                 }
                 # Also at the last step: runs of equal minutes compare their final models, whatever val_every.
                 if (val_batches or probes) and (step % cfg.val_every == 0 or step == end):
@@ -449,16 +450,11 @@ def pretrain(
                 if main:
                     with log_path.open("a") as f:
                         f.write(json.dumps(rec) + "\n")
-                bar.set_postfix(
-                    loss=f"{last_loss:.4f}",
-                    tok_s=f"{real_tps / 1e3:.0f}k",
-                    pad_tok_s=f"{padded_tps / 1e3:.0f}k",
-                    lr=f"{rec['lr']:.2e}",
-                    refresh=False,
-                )
+                bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{real_tps / 1e3:.0f}k",
+                                pad_tok_s=f"{padded_tps / 1e3:.0f}k", lr=f"{rec['lr']:.2e}", refresh=False)
                 acc_loss = torch.zeros((), device=device)
                 acc_steps = acc_real = acc_padded = acc_attended = 0
-                t_log = now
+                t_log, prefetch.waited = now, 0.0
             if not fitted and step % cfg.log_every == 0:
                 # Measure from the middle of warmup (compilation is over by then) to its end, then fit the cosine.
                 if fit_from is None and step >= cfg.warmup_steps // 2:
