@@ -1,6 +1,7 @@
 """Test-time training on the CPU with a tiny model: the data, the loss, and the two training paths."""
 
 import copy
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -209,6 +210,25 @@ def test_graphs_by_default_where_a_run_trains_one_adapter(setting, adapters, dev
     from testtime.stages.ttt import wants_graphs
 
     assert wants_graphs(TTTConfig(cuda_graphs=setting), adapters, torch.device(device)) is want
+
+
+def test_graphs_by_default_only_for_the_case_measured(monkeypatch, flip_task):
+    """By default a lone task's steps replay only with our own LoRA adapter; peft's, full-weight training and the
+    shared ablation's one adapter over a batch of tasks (device-bound) run eagerly unless asked."""
+    import testtime.stages.ttt as ttt
+    from testtime.stages.ttt import wants_graphs
+
+    cuda = torch.device("cuda")
+    assert not wants_graphs(TTTConfig(), 1, cuda, stacked=False)  # peft's
+    assert not wants_graphs(TTTConfig(adapter="full"), 1, cuda)
+    assert wants_graphs(TTTConfig(adapter="full", cuda_graphs=True), 1, cuda)
+    seen = []
+    monkeypatch.setattr(ttt, "train_adapters", lambda model, params, datasets, cfg, **kw: seen.append(cfg) or
+                        ttt.TrainResult(losses=[[0.0]], tokens=0))
+    for n in (1, 3):
+        ttt.train_group(None, SimpleNamespace(parameters=lambda: [], use=None), [[]] * n, TTTConfig(shared=True),
+                        pad_id=0, task_ids=[f"t{i}" for i in range(n)])
+    assert [c.cuda_graphs for c in seen] == [None, False]  # one task: the default's rule; a batch: eager
 
 
 @pytest.mark.parametrize("samples", [4, 5])  # 5 with batches of 2: each epoch ends on a short batch

@@ -66,8 +66,8 @@ class TTTConfig:
     token_budget: Annotated[int, TOKENS] = 131072  # padded tokens per training step, all tasks together
     # Capture the training step as a CUDA graph and replay it (a GPU only; `stages.ttt_graph`): every step is padded
     # to the widest sequence, so it pays where the host's launches bound a step (one task at a time), not in a
-    # batch of many tasks. None: on where a run trains one adapter. One task at a time on one H100, warm, a solve
-    # took 2.22 s median with it against 7.95 without (results/h100-latency-2026-12-06.md).
+    # batch of many tasks. None: as `wants_graphs` decides (one task's LoRA). One task at a time on one H100, warm,
+    # a solve took 2.22 s median with it against 7.95 without (results/h100-latency-2026-12-06.md).
     cuda_graphs: bool | None = None
     seed: Annotated[int, SEED] = 0
 
@@ -161,11 +161,15 @@ class TrainResult:
     graph_steps: int = 0  # the steps a CUDA graph replayed (`TTTConfig.cuda_graphs`)
 
 
-def wants_graphs(cfg: TTTConfig, n_adapters: int, device: torch.device) -> bool:
+def wants_graphs(cfg: TTTConfig, n_adapters: int, device: torch.device, stacked: bool = True) -> bool:
     """Whether a run's TTT steps are captured as CUDA graphs: `cfg.cuda_graphs`, or where that is None, when the run
-    trains one adapter (a lone task's step is bound by the host's launches, a batch of many tasks by the device,
-    where padding every step to the widest sequence costs)."""
-    return device.type == "cuda" and (n_adapters == 1 if cfg.cuda_graphs is None else bool(cfg.cuda_graphs))
+    trains one LoRA adapter of our own (`stacked`) for one task: a lone task's step is bound by the host's launches,
+    a batch of many tasks by the device, where padding every step to the widest sequence costs. That case is the
+    one measured (the GPU lane's test, results/h100-latency-2026-12-06.md); peft's adapters and full-weight
+    training replay only when asked."""
+    if cfg.cuda_graphs is not None:
+        return device.type == "cuda" and cfg.cuda_graphs
+    return device.type == "cuda" and n_adapters == 1 and stacked and cfg.adapter == "lora"
 
 
 def train_adapters(
@@ -223,7 +227,7 @@ def train_adapters(
             index += [slots[k]] * len(pick)
         return seqs, rows, index
 
-    graphs_wanted = wants_graphs(cfg, n, device)
+    graphs_wanted = wants_graphs(cfg, n, device, stacked)
     if static is None:
         static = graphs_wanted and steps >= MIN_GRAPH_STEPS
     static = static and steps > 0
@@ -355,7 +359,9 @@ def train_group(model: nn.Module, lora: MultiLoRA, datasets: Sequence[Sequence[E
                               task_ids=list(task_ids), progress=progress, steps=steps, slots=slots,
                               round_index=round_index, lr_scales=lr_scales)
     n = len(datasets)
-    run = dataclasses.replace(cfg, samples=cfg.samples * n, batch_size=cfg.batch_size * n)
+    # one adapter, but a batch of n tasks' sequences a step: by default no graphs unless n is one
+    run = dataclasses.replace(cfg, samples=cfg.samples * n, batch_size=cfg.batch_size * n,
+                              cuda_graphs=False if cfg.cuda_graphs is None and n > 1 else cfg.cuda_graphs)
     merged = [s for d in datasets for s in d]
     result = train_adapters(model, lora.parameters(), [merged], run, pad_id=pad_id, select=lora.use,
                             task_ids=["shared"], progress=progress, steps=steps, round_index=round_index)
