@@ -11,7 +11,7 @@ from testtime.data.encode import END, GridCodec
 from testtime.data.tasks import load_tasks
 from testtime.model.lora import attach_multi_lora, find_target_modules
 from testtime.model.training import pad_right, target_loss
-from testtime.stages.ttt import TTTConfig, build_dataset, train_adapters, train_peft
+from testtime.stages.ttt import TTTConfig, build_dataset, train_adapters, train_peft, wants_graphs
 
 
 def test_dataset_uses_only_demonstrations(flip_task):
@@ -207,16 +207,13 @@ def test_diverged_test_time_training_stops_with_one_line(tmp_path, tiny, small_c
     (None, 1, "cpu", False),    # no graphs off a GPU
     (True, 3, "cuda", True), (False, 1, "cuda", False), (True, 1, "cpu", False)])
 def test_graphs_by_default_where_a_run_trains_one_adapter(setting, adapters, device, want):
-    from testtime.stages.ttt import wants_graphs
-
     assert wants_graphs(TTTConfig(cuda_graphs=setting), adapters, torch.device(device)) is want
 
 
-def test_graphs_by_default_only_for_the_case_measured(monkeypatch, flip_task):
+def test_graphs_by_default_only_for_the_case_measured(monkeypatch):
     """By default a lone task's steps replay only with our own LoRA adapter; peft's, full-weight training and the
     shared ablation's one adapter over a batch of tasks (device-bound) run eagerly unless asked."""
     import testtime.stages.ttt as ttt
-    from testtime.stages.ttt import wants_graphs
 
     cuda = torch.device("cuda")
     assert not wants_graphs(TTTConfig(), 1, cuda, stacked=False)  # peft's

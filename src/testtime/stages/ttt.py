@@ -196,9 +196,8 @@ def train_adapters(
     datasets[k] (default k), so a later round can go on training some of a group's adapters.
     `round_index` > 0 draws a different data order, so a second round does not replay the first.
     `lr_scales[k]` multiplies the learning rate of datasets[k]'s adapter (stacked adapters only).
-    `static` runs every step over buffers of fixed shapes (`ttt_graph`; default: with `cfg.cuda_graphs` on a GPU,
-    which when None means where `datasets` holds one, and each step is then captured once as a CUDA graph and
-    replayed).
+    `static` runs every step over buffers of fixed shapes (`ttt_graph`; default: where `wants_graphs` says so, and
+    each step is then captured once as a CUDA graph and replayed).
     """
     device = params[0].device
     n = len(datasets)
