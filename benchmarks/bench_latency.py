@@ -13,7 +13,10 @@ column: what a phase costs again is work, what it does not is a one-time overhea
 warm-ups). On a GPU the decode is timed once more without CUDA graphs, to tell whether capturing them pays for one
 task. Then `testtime solve` as a user types it, in its
 own process, end to end (`--no-cli` skips it). The profiled processes run under `python -X importtime`, and the
-imports' own seconds are summed by top-level package: which library's import a cut has to reach.
+imports' own seconds are summed by top-level package: which library's import a cut has to reach. The report also
+counts the modules the first process compiled from source without keeping the bytecode (PYTHONDONTWRITEBYTECODE
+over packages installed without it: every start pays for it; testtime.core.bytecode), so that a cold figure says
+which case it measured.
 
 `warm` loads one solver, solves the first task once to warm it up (reported apart), then the tasks one at a time
 (`--limit` of them, `--max-seconds` in all), and reports the median and 90th percentile latency, each stage's
@@ -68,6 +71,10 @@ def child(a: argparse.Namespace) -> None:
     from testtime.stages import budget
 
     lap("import the API")
+    from testtime.core.bytecode import compiled_at_import
+
+    bytecode = {"compiled": len(compiled_at_import()), "modules": len(sys.modules), "kept": not sys.dont_write_bytecode}
+    clock = time.perf_counter()  # the count is the benchmark's own work, no phase's
     task = resolve_task(a.task)
     lap("read the task")
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -103,7 +110,7 @@ def child(a: argparse.Namespace) -> None:
         res = solver.solve(task, max_seconds="auto", show_progress=False, **{**settings, "cuda_graphs": False})
         graphs_off = res.seconds.get("predict", 0.0)
     print("PROFILE " + json.dumps({"phases": phases, "warm": warm, "graphs_off_predict": graphs_off, "score": score,
-                                   "device": device, "cold_end": cold_end, "end": time.time()}), flush=True)
+                                   "bytecode": bytecode, "device": device, "cold_end": cold_end, "end": time.time()}), flush=True)
 
 
 IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+\d+ \|\s*([\w.]+)\s*$", re.M)
@@ -174,6 +181,11 @@ def cold(a: argparse.Namespace) -> None:
     if got["graphs_off_predict"] is not None:
         lines += ["", f"Decoding (predict) on the warm solver: {got['warm']['predict']:.2f} s with CUDA graphs, "
                       f"{got['graphs_off_predict']:.2f} s without."]
+    code = got["bytecode"]
+    lines += ["", f"Modules compiled from source at import in the first process: {code['compiled']} of "
+                  f"{code['modules']} loaded" + (" (Python may write bytecode here, so the next start reads it)."
+                                                 if code["kept"] else ", every start: Python may not write bytecode "
+                                                 "here (PYTHONDONTWRITEBYTECODE) and none was cached at install.")]
     lines += ["", f"pass@2 of the task: {got['score']}.", "",
               "Each process, end to end: " + ", ".join(f"{w:.2f} s" for _, w in profiles) + "."]
     lines += ["", "The imports' own seconds by top-level package (`python -X importtime`, each process; the "
@@ -187,7 +199,7 @@ def cold(a: argparse.Namespace) -> None:
     if a.cli:
         walls = [run_cli(a) for _ in range(a.repeats)]
         printed = [p for _, p in walls if p is not None]
-        lines += [f"`testtime solve {a.task}` as typed: {statistics.median(w for w, _ in walls):.1f} s process wall"
+        lines += ["", f"`testtime solve {a.task}` as typed: {statistics.median(w for w, _ in walls):.1f} s process wall"
                   + (f", {statistics.median(printed):.1f} s end to end as printed" if printed else "")
                   + f" (median of {len(walls)})."]
     publish(lines, a.out)

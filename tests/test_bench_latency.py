@@ -130,3 +130,22 @@ def test_warm_reports_each_task_so_two_runs_can_be_paired(monkeypatch, tmp_path)
     assert "| 3 |" in text and "| 1/3 |" in text  # three tasks, one solved
     rows = re.findall(r"^\| (task\d) \| [\d.]+ \| ([\d.]+) \| ([\d.]+) \|$", text, re.M)
     assert rows == [("task0", "0.25", "0.0"), ("task1", "0.25", "1.0"), ("task2", "0.25", "0.0")]
+
+
+def test_cold_profiles_a_fresh_process_and_says_whether_its_imports_compiled(tmp_path):
+    """`cold` end to end on the CPU with the shipped model and a cheap solve (no TTT, one view): every phase of the
+    table, the process's wall, and the count of modules compiled from source (none kept under
+    PYTHONDONTWRITEBYTECODE with an empty cache prefix, so a few hundred here)."""
+    out = tmp_path / "cold.md"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(ROOT / "src"),
+           "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(tmp_path / "no-cache")}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/bench_latency.py"), "cold", "--task",
+                           "arc1/eval/66e6c45b", "--device", "cpu", "--no-cli", "--settings",
+                           '{"ttt": false, "views": 1}', "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = out.read_text()
+    for phase in ("import torch", "model load", "solve: predict", "interpreter exit", "cold process, end to end"):
+        assert f"| {phase}" in text or f"| **{phase}" in text, phase
+    m = re.search(r"compiled from source at import in the first process: (\d+) of (\d+) loaded, every start", text)
+    assert m and 100 < int(m.group(1)) <= int(m.group(2)), text
