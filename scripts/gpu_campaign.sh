@@ -53,6 +53,14 @@ specs=(script-rearc:scripts/gpu_rearc_join.sh
        "py-gen:$GEN --out runs/gen/gen.npz --tasks $GEN_TASKS --seed $GEN_SEED"
        "py-gen-unseen:$GEN --out runs/gen/gen-unseen.npz --tasks $UNSEEN_TASKS --seed $UNSEEN"
        "pretrain-campaign:--config $CONFIG --fit-minutes $MINUTES --export --profile-steps 5")
+# FLEX=1: before the stretch, the block mask's waste on 12 of its batches, and FlexAttention's forward and backward
+# timed on them with 128- and 64-token blocks (benchmarks/bench_flex_blocks.py), for the 40% MFU goal: on the
+# CPU, 128-token blocks computed 1.20x the pairs MFU counts (median; up to 2x on batches of short documents),
+# 64-token ones 1.10x. Its device-minutes are not yet measured (two compilations; likely 2-3).
+if [ "${FLEX:-0}" = 1 ]; then
+  specs=("${specs[@]:0:3}" "py-flex:benchmarks/bench_flex_blocks.py --config $CONFIG --batches 12 --out runs/flex.md"
+         "${specs[@]:3}")
+fi
 if [ "${PRETRAIN:-1}" = 0 ]; then  # the stretch that campaign_from.sh stood in for the shipped model, evaluated
   MODEL=models/testtime-grid-base specs=()
 fi

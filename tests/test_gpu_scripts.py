@@ -26,6 +26,7 @@ JOBS = [
     *[("gpu_frontier.sh", {"LIST": "1", "SESSION": s, "RECIPES": "max fast"}) for s in "ABCD"],
     ("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2"}),
     ("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "0"}),
+    ("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "0", "FLEX": "1"}),
     ("gpu_campaign.sh", {"LIST": "1", "PRETRAIN": "0"}),
     ("gpu_arch.sh", {"LIST": "1"}),
     ("gpu_gen.sh", {"LIST": "1"}),
