@@ -10,7 +10,8 @@ the batches the config's packed stream draws. On a GPU it also times FlexAttenti
 those batches' masks at the model's shapes (random queries, keys and values in bf16), for each variant:
 
     128       the campaign's block mask (128 x 128) and the kernel's default tiles
-    64        64 x 64 blocks, tiles that divide them (kernel options BLOCK_M/N and the backward's M1/N1/M2/N2)
+    64        64 x 64 blocks, tiles that divide them (`attention.tile_options`, as pretraining passes them with
+              `"attention_block": 64`)
     128-tune  128 x 128 blocks, compiled with mode="max-autotune-no-cudagraphs" (Inductor tries the kernel's
               tile configurations and keeps the fastest; minutes of compilation)
 
@@ -32,8 +33,7 @@ import numpy as np
 
 VARIANTS = {
     "128": {"block": 128},
-    "64": {"block": 64, "kernel_options": {"BLOCK_M": 64, "BLOCK_N": 64, "bwd_BLOCK_M1": 32, "bwd_BLOCK_N1": 64,
-                                            "bwd_BLOCK_M2": 64, "bwd_BLOCK_N2": 32}},
+    "64": {"block": 64},
     "128-tune": {"block": 128, "mode": "max-autotune-no-cudagraphs"},
 }
 
@@ -79,7 +79,7 @@ def time_variant(name: str, batches: list[np.ndarray], heads: int, head_dim: int
     import torch
     from torch.nn.attention.flex_attention import flex_attention
 
-    from testtime.model.attention import document_mask
+    from testtime.model.attention import document_mask, tile_options
 
     spec = VARIANTS[name]
     fn = torch.compile(flex_attention, **({"mode": spec["mode"]} if "mode" in spec else {}))
@@ -95,7 +95,7 @@ def time_variant(name: str, batches: list[np.ndarray], heads: int, head_dim: int
             for r in range(repeats + (1 if i == 0 else 0)):  # the first call compiles
                 torch.cuda.synchronize()
                 t0 = time.perf_counter()
-                out = fn(q, k, v, block_mask=mask, kernel_options=spec.get("kernel_options"))
+                out = fn(q, k, v, block_mask=mask, kernel_options=tile_options(spec["block"], "cuda"))
                 out.backward(grad)
                 torch.cuda.synchronize()
                 if not (i == 0 and r == 0):

@@ -18,6 +18,8 @@ OUT/gpu-lane.jsonl (and prints it), for the run's record in results/.
 - A TTT step captured as a CUDA graph trains as the same fixed-shape step run eagerly: per-step losses within 5% +
   0.02 nats and the final adapters as close as two eager runs of other shapes are, every step after the warm-up
   replayed; against the usual dynamic-shape steps within 15% + 0.05 nats (bfloat16 noise compounding over 32 steps).
+- 64-token attention blocks (`"attention_block": 64` in a pretraining config) attend and train as the default
+  128-token blocks do: output and gradients within 2% (relative norm) on a packed row of documents.
 - Two NCCL processes (torchrun, one GPU each) give the same records as one process, task for task, on the first 8
   evaluation tasks without TTT (TTT's backward on a GPU is not bitwise deterministic: flash attention's gradient
   accumulates in no fixed order, so two runs of one process differ in the last bits too).
@@ -168,6 +170,34 @@ def test_cuda_graph_training_equals_eager_training(n_tasks):
     np.testing.assert_allclose(losses["graph"], losses["dynamic"], rtol=0.15, atol=0.05)
     # No looser than two eager runs of other shapes: a wrong learning rate or gradient would move the weights more.
     assert weight_gap("graph", "fixed") <= max(0.05, 2 * weight_gap("fixed", "dynamic"))
+
+
+def test_small_attention_blocks_give_the_default_blocks_attention_and_gradients():
+    """`"attention_block": 64` (64-token block masks, with tiles that divide them: `attention.tile_options`) attends
+    as the default 128-token blocks do, forward and backward, compiled as pretraining runs it, over one packed row
+    of documents of many lengths (some shorter than a block, some straddling blocks' edges) ending in padding."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    from testtime.model.attention import document_mask, tile_options
+
+    torch.manual_seed(0)
+    doc = torch.full((1, 4096), -1, dtype=torch.int32)
+    at = 0
+    for d, n in enumerate([700, 130, 2000, 64, 900, 150]):
+        doc[0, at: at + n] = d
+        at += n
+    fn = torch.compile(flex_attention)
+    q, k, v = (torch.randn(1, 4, 4096, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    got = {}
+    for block in (128, 64):
+        for t in (q, k, v):
+            t.grad = None
+        out = fn(q, k, v, block_mask=document_mask(doc.cuda(), block), kernel_options=tile_options(block, "cuda"))
+        out.float().square().mean().backward()
+        got[block] = [out.detach().float()] + [t.grad.float().clone() for t in (q, k, v)]
+    gaps = [float((a - b).norm() / b.norm()) for a, b in zip(got[64], got[128], strict=True)]
+    record("flex_small_blocks", {"rel_gap_out_dq_dk_dv": [round(g, 5) for g in gaps]})
+    assert max(gaps) < 0.02  # bfloat16 with another accumulation order; a wrong mask moves them by far more
 
 
 def test_float32_model_decodes_as_pretraining_holds_it():

@@ -22,7 +22,13 @@ from testtime.data.pretrain_data import (
     pack,
 )
 from testtime.data.sources import TaskSource
-from testtime.model.attention import DOCUMENT_ATTENTION, dense_document_mask, document_mask, use_document_attention
+from testtime.model.attention import (
+    DOCUMENT_ATTENTION,
+    dense_document_mask,
+    document_mask,
+    tile_options,
+    use_document_attention,
+)
 from testtime.model.loading import ModelConfig, save_model
 from testtime.model.tiny_lm import byte_bpe_tokenizer, save_tiny, tiny_causal_lm
 from testtime.recipes.pretrain import PretrainConfig, pretrain, read_log
@@ -79,8 +85,10 @@ def test_packed_loss_and_gradients_equal_the_padded_batch(tiny_grid_model, flip_
     assert all(float((x - y).norm() / x.norm()) < 1e-5 for x, y in zip(ga, gb, strict=True))
 
 
-def test_the_block_mask_matches_the_dense_mask(tiny_grid_model, flip_task):
-    """FlexAttention's block mask (the GPU's path, forward only on a CPU) gives the dense mask's loss."""
+@pytest.mark.parametrize("block", [128, 64])
+def test_the_block_mask_matches_the_dense_mask(tiny_grid_model, flip_task, block):
+    """FlexAttention's block mask (the GPU's path, forward only on a CPU) gives the dense mask's loss, whatever its
+    blocks (`attention_block`: which pairs the kernel computes, never which it keeps)."""
     flex = pytest.importorskip("torch.nn.attention.flex_attention")
     seqs = _sequences(flip_task, [(3, 4), (5, 5), (2, 2), (6, 3)])
     batch = pack(first_fit(seqs, 256), 256)
@@ -89,12 +97,25 @@ def test_the_block_mask_matches_the_dense_mask(tiny_grid_model, flip_task):
     def same_document_causal(b, h, q, k):
         return (doc[b, q] == doc[b, k]) & (k <= q)
 
-    block = flex.create_block_mask(same_document_causal, doc.shape[0], None, 256, 256, device="cpu", BLOCK_SIZE=128)
+    mask = flex.create_block_mask(same_document_causal, doc.shape[0], None, 256, 256, device="cpu", BLOCK_SIZE=block)
     model = tiny_grid_model(1)
     with torch.no_grad(), use_document_attention(model):
         dense = loss_sum(model, batch.input_ids, batch.labels, dense_document_mask(doc))
-        sparse = loss_sum(model, batch.input_ids, batch.labels, block)
+        sparse = loss_sum(model, batch.input_ids, batch.labels, mask)
     assert torch.allclose(dense, sparse, rtol=1e-5)
+
+
+def test_small_blocks_get_tiles_that_divide_them():
+    """FlexAttention refuses tiles that do not divide the mask's blocks: 64-token blocks get tiles that do, on a GPU;
+    128-token blocks and a CPU keep the kernel's own; another size is refused, saying which exist."""
+    tiles = tile_options(64, "cuda")
+    assert tiles and all(64 % v == 0 for v in tiles.values())
+    assert tile_options((64, 64), "cuda") == tiles
+    assert tile_options(128, "cuda") is None and tile_options(64, "cpu") is None
+    with pytest.raises(ValueError, match="64 or 128"):
+        tile_options(32, "cuda")
+    with pytest.raises(ConfigError, match="attention_block"):
+        PretrainConfig(attention_block=100)
 
 
 def test_no_mask_is_causal_attention(tiny_grid_model, flip_task):

@@ -34,13 +34,32 @@ def flex_available() -> bool:
     return flex_attention is not None
 
 
+# FlexAttention's kernel tiles must divide the block mask's blocks, and its default tiles on a GPU (128 queries
+# forward) do not divide 64-token blocks: those get tiles that do (the backward's M1/N1/M2/N2 as well).
+BLOCK_SIZES = (64, 128)
+SMALL_TILES = {"BLOCK_M": 64, "BLOCK_N": 64, "bwd_BLOCK_M1": 32, "bwd_BLOCK_N1": 64, "bwd_BLOCK_M2": 64,
+               "bwd_BLOCK_N2": 32}
+
+
+def tile_options(block_size: int | tuple[int, int], device_type: str) -> dict[str, int] | None:
+    """FlexAttention's kernel options for a block mask of `block_size` (a BlockMask's BLOCK_SIZE): None for the
+    default tiles (128-token blocks, or a CPU, whose kernel picks its own)."""
+    q, kv = (block_size, block_size) if isinstance(block_size, int) else block_size
+    if device_type != "cuda" or min(q, kv) >= 128:
+        return None
+    if min(q, kv) != 64:
+        raise ValueError(f"block masks of {q} x {kv} tokens: only {' or '.join(map(str, BLOCK_SIZES))} have tiles")
+    return SMALL_TILES
+
+
 def document_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """transformers' attention signature: q, k, v [B, H, T, D]; returns ([B, T, H, D], None)."""
     if not isinstance(attention_mask, BlockMask):
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                       **kwargs)
     out = flex_attention(query, key, value, block_mask=attention_mask, scale=scaling,
-                         enable_gqa=query.shape[1] != key.shape[1])
+                         enable_gqa=query.shape[1] != key.shape[1],
+                         kernel_options=tile_options(attention_mask.BLOCK_SIZE, query.device.type))
     return out.transpose(1, 2).contiguous(), None
 
 
@@ -50,6 +69,7 @@ AttentionMaskInterface.register(DOCUMENT_ATTENTION, sdpa_mask)  # an ordinary ma
 
 def document_mask(doc_ids: torch.Tensor, block_size: int = 128):
     """The attention mask of rows of packed documents: token q sees token k iff k <= q and both lie in one document.
+    `block_size` (one of BLOCK_SIZES): the block mask's blocks, whose pairs FlexAttention computes whole.
 
     `doc_ids` [B, T] (int): each token's document index within its row. On a GPU, a FlexAttention block mask,
     built compiled (a Python mask function over B*T*T positions would take seconds a step otherwise). Elsewhere
