@@ -56,9 +56,11 @@ specs=(script-rearc:scripts/gpu_rearc_join.sh
 # FLEX=1: before the stretch, the block mask's waste on 12 of its batches, and FlexAttention's forward and backward
 # timed on them with 128- and 64-token blocks (benchmarks/bench_flex_blocks.py), for the 40% MFU goal: on the
 # CPU, 128-token blocks computed 1.20x the pairs MFU counts (median; up to 2x on batches of short documents),
-# 64-token ones 1.10x. Its device-minutes are not yet measured (two compilations; likely 2-3).
+# 64-token ones 1.10x; then the GPU lane's test that 64-token blocks attend and train as 128 (`"attention_block": 64`
+# in a config switches a stretch to them). Its device-minutes are not yet measured (compilations; likely 2-3).
 if [ "${FLEX:-0}" = 1 ]; then
   specs=("${specs[@]:0:3}" "py-flex:benchmarks/bench_flex_blocks.py --config $CONFIG --batches 12 --out runs/flex.md"
+         "py-lane-flex:-m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py -k small_attention_blocks"
          "${specs[@]:3}")
 fi
 if [ "${PRETRAIN:-1}" = 0 ]; then  # the stretch that campaign_from.sh stood in for the shipped model, evaluated
