@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import compileall
 import importlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,11 +49,40 @@ def test_modules_with_cached_bytecode_are_not(package, monkeypatch):
 def test_the_hint_names_the_folder_to_compile_and_only_where_python_may_not_write(package, monkeypatch):
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
     importlib.import_module("pkg_bc.sub.leaf")
-    note = bytecode.hint(min_modules=3)
-    assert note is not None and f"python -m compileall -q -j 0 {package}" in note and "\n" not in note
-    assert bytecode.hint(min_modules=10**6) is None  # a few modules are not worth a note
+    ours = {n: m for n, m in sys.modules.items() if n.split(".")[0] == "pkg_bc"}
+    note = bytecode.hint(min_modules=3, modules=ours)
+    assert note is not None and "\n" not in note
+    assert f"{sys.executable} -m compileall -q -j 0 {package}`" in note  # this interpreter: its bytecode's tag
+    assert bytecode.hint(min_modules=4, modules=ours) is None  # a few modules are not worth a note
     monkeypatch.setattr(sys, "dont_write_bytecode", False)
-    assert bytecode.hint(min_modules=3) is None  # Python keeps what it compiled: the next start reads it
+    assert bytecode.hint(min_modules=3, modules=ours) is None  # Python keeps what it compiled: the next start reads it
+
+
+def test_a_folder_inside_another_is_not_named_twice(tmp_path, monkeypatch):
+    """compileall recurses: where the standard library's folder holds site-packages, only the outer one is named."""
+    outer = tmp_path / "lib"
+    for rel in ("a_mod_bc.py", "site/b_mod_bc.py"):
+        (outer / rel).parent.mkdir(parents=True, exist_ok=True)
+        (outer / rel).write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(outer))
+    monkeypatch.syspath_prepend(str(outer / "site"))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    try:
+        mods = {n: importlib.import_module(n) for n in ("a_mod_bc", "b_mod_bc")}
+        note = bytecode.hint(min_modules=2, modules=mods)
+        assert note is not None and note.count(str(outer)) == 1 and f"{outer}`" in note
+    finally:
+        for n in ("a_mod_bc", "b_mod_bc"):
+            sys.modules.pop(n, None)
+
+
+def test_modules_of_other_loaders_are_not_counted(package, monkeypatch):
+    """Modules another loader brought in (pytest rewrites test modules and caches them under its own names) are
+    not Python's uncached imports."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    leaf = importlib.import_module("pkg_bc.sub.leaf")
+    assert "pkg_bc.sub.leaf" in bytecode.compiled_at_import({"pkg_bc.sub.leaf": leaf})
+    assert not bytecode.compiled_at_import({"this_test": sys.modules[__name__]})  # rewritten by pytest
 
 
 def test_a_module_kept_under_a_deeper_name_than_its_path_gets_the_topmost_folder():
@@ -64,8 +94,8 @@ def test_a_module_kept_under_a_deeper_name_than_its_path_gets_the_topmost_folder
 def test_solve_prints_the_note_where_every_import_compiles(tmp_path):
     """`testtime solve` in a Python that may not write bytecode and finds none cached (an empty cache prefix stands
     in for site-packages without __pycache__): the solve works and stderr carries the one-line note."""
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1",
-           "PYTHONPYCACHEPREFIX": str(tmp_path / "no-cache"), "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(tmp_path / "no-cache"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, "-m", "testtime", "solve", "arc1/eval/66e6c45b", "--no-ttt", "--views", "1",
                            "--device", "cpu"], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

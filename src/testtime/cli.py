@@ -434,14 +434,14 @@ def solve_cmd(
     if note:
         took += f" (estimated {note['spent'] + total(note['estimate']):.0f} s, budget {note['max_seconds']:g} s)"
     typer.echo(took)
-    from testtime.core.bytecode import hint
-
-    if (slow_start := hint()) is not None:
-        typer.echo(slow_start, err=True)
     if html is not None:
         html.parent.mkdir(parents=True, exist_ok=True)
         html.write_text(res.html())
         typer.echo(f"wrote {html}")
+    from testtime.core.bytecode import hint
+
+    if (slow_start := hint()) is not None:
+        typer.echo(slow_start, err=True)
 
 
 # `testtime serve` lives beside its service (testtime.serve), which imports FastAPI only when it starts.
