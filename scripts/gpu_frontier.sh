@@ -2,7 +2,7 @@
 # Issue 25's two frontiers (ARC-AGI-1 evaluation, and the mixed stream of benchmarks/mixed_stream.py) on one H200,
 # through scripts/gpu_eval.sh (runs in the background across calls, resumed where a machine went back).
 #
-#   SESSION=A TESTTIME_COMMIT=$(git rev-parse --short HEAD) WAIT=560 bash scripts/gpu_frontier.sh   # carry: .whl
+#   SESSION=A TESTTIME_COMMIT=$(git rev-parse --short HEAD) WAIT=560 bash scripts/gpu_frontier.sh   # after carry_parts.sh --wheels
 #
 # Call the same line again until it prints ALL RUNS DONE (a call runs at most 10 minutes; the runner goes on
 # between calls while the machine stays warm; carry `runs` only where a fresh machine must resume). Then SESSION=B,

@@ -19,7 +19,7 @@
 # h100-latency-2026-12-06.md, where a warm run with its trace took 2.4 minutes with graphs and 3.9 without, a lane
 # test 0.5): 1.5 starting, 2.5, 2.5, 2.5, 4.5, 6, 0.5, 4: about 24 in all; leave out the service (LIST=1 shows the
 # runs) when a refused start ate into the session's budget.
-#   TESTTIME_COMMIT=<HEAD> WAIT=570 bash scripts/gpu_latency.sh   # carry: .whl; again until ALL RUNS DONE
+#   TESTTIME_COMMIT=<HEAD> WAIT=570 bash scripts/gpu_latency.sh   # wheels: carry_parts.sh --wheels; again till ALL RUNS DONE
 #   STEPS="cold warm" ...                                           # only some of them
 set -uo pipefail
 B8='{"ttt_cfg.batch_size":8,"ttt_cfg.lr":0.001}'  # no spaces: gpu_eval.sh splits a run's flags on them

@@ -4,7 +4,7 @@
 # scripts/gpu_eval.sh (background runner, resumed across calls, everything back in $OUT/runs.tar.gz).
 #
 #   bash scripts/gpu_levers.sh plan                   # the runs, in order, with their estimated GPU-minutes
-#   WAIT=560 bash scripts/gpu_levers.sh default second dfs      # on the GPU (carry .whl); call again to wait on it
+#   WAIT=560 bash scripts/gpu_levers.sh default second dfs      # on the GPU (wheels: carry_parts.sh --wheels); again to wait on it
 #   NPROC=4 WAIT=560 bash scripts/gpu_levers.sh max   # on nvidia-h200-x4: 4 processes, a quarter of the wall time
 #   bash scripts/gpu_levers.sh table                  # here, after `tar -xzf runs.tar.gz`: results/levers tables
 #   EVAL_FLAGS="--limit 1" WAIT=5 bash scripts/gpu_levers.sh default second dfs   # a dry run here, on the CPU

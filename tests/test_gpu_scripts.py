@@ -203,13 +203,16 @@ def test_the_ship_checks_pair_a_stretch_with_the_shipped_models_own_records(tmp_
 
 
 def test_carry_parts_fill_each_call_up_to_the_limit_and_join_back(tmp_path):
-    """scripts/carry_parts.sh in a checkout of its own: every call (the tree, plus the wheels on the first) stays
-    under the limit less the margin, the parts join back to the source byte for byte, each stashing call is printed
-    once; a tracked file deleted from the tree is not counted; a source that fits beside the wheels is one call
-    ending in the job; a tree that leaves the wheels no room, or an empty source, is refused, saying so."""
+    """scripts/carry_parts.sh in a checkout of its own: every call (the tree, plus its folder) stays under the limit
+    less the margin; the wheels travel whole, each in one call, spread over calls when one call cannot hold them
+    all; the parts join back to the source byte for byte; each stashing call is printed once; a tracked file deleted
+    from the tree is not counted; a source that fits beside the wheels is one call ending in the job; a wheel the
+    tree leaves no room for, or an empty source, is refused, saying so."""
     repo = tmp_path / "repo"
     (repo / ".whl").mkdir(parents=True)
-    (repo / ".whl/a.whl").write_bytes(b"w" * 3000)
+    wheels = {"a.whl": b"w" * 3000, "b.whl": b"v" * 2500}
+    for name, data in wheels.items():
+        (repo / ".whl" / name).write_bytes(data)
     (repo / "tracked.bin").write_bytes(b"t" * 5000)
     (repo / "gone.bin").write_bytes(b"g" * 100)
     (repo / "untracked.txt").write_bytes(b"u" * 1000)  # carried too: not ignored
@@ -224,33 +227,45 @@ def test_carry_parts_fill_each_call_up_to_the_limit_and_join_back(tmp_path):
     src.write_bytes(os.urandom(20_000))
     tree = 5000 + 1000 + len(".whl/\n.carry*/\n")
 
-    def cut(limit, source=src):
-        env = {**os.environ, **quiet, "CARRY_REPO": str(repo), "SRC": str(source), "LIMIT": str(limit),
+    def cut(room, source=src, *args):
+        env = {**os.environ, **quiet, "CARRY_REPO": str(repo), "SRC": str(source), "LIMIT": str(tree + 500 + room),
                "MARGIN": "500"}
-        return subprocess.run(["bash", str(ROOT / "scripts/carry_parts.sh")], capture_output=True, text=True,
-                              env=env, timeout=60)
+        return subprocess.run(["bash", str(ROOT / "scripts/carry_parts.sh"), *args], capture_output=True,
+                              text=True, env=env, timeout=60)
 
     def folders():
         return sorted(repo.glob(".carry*"), key=lambda p: int(p.name[6:]))
 
-    got = cut(tree + 500 + 7000)  # room 7000 a call: 4000 beside the wheels, then 7000, 7000, 2000
-    assert got.returncode == 0, got.stderr
-    assert [p.name for p in folders()] == [".carry1", ".carry2", ".carry3", ".carry4"]
-    sizes = [sum(f.stat().st_size for f in p.iterdir()) for p in folders()]
-    assert sizes == [4000, 7000, 7000, 2000]
-    assert b"".join((p / f"rearc.part{i:02d}").read_bytes() for i, p in enumerate(folders())) == src.read_bytes()
-    calls = got.stdout.splitlines()
-    assert [c.split("#")[-1].strip() for c in calls] == ["carry: .whl, .carry1", "carry: .carry2", "carry: .carry3",
-                                                         "carry: .carry4"]
-    assert calls[-1].startswith("bash scripts/gpu_stash.sh .carry4 >/dev/null 2>&1; JOB")
+    def check(got, sizes):
+        assert got.returncode == 0, got.stderr
+        assert [p.name for p in folders()] == [f".carry{i + 1}" for i in range(len(sizes))]
+        assert [sum(f.stat().st_size for f in p.iterdir()) for p in folders()] == sizes
+        parts = sorted(f for p in folders() for f in p.glob("rearc.part*"))
+        assert [f.name for f in parts] == [f"rearc.part{i:02d}" for i in range(len(parts))]
+        assert b"".join(f.read_bytes() for f in sorted(parts, key=lambda f: f.name)) == src.read_bytes()
+        carried = sorted(f.name for p in folders() for f in p.glob("*.whl"))
+        assert carried == sorted(wheels)
+        assert all((p / n).read_bytes() == wheels[n] for p in folders() for n in wheels if (p / n).exists())
+        calls = got.stdout.splitlines()
+        assert [c.split("#")[-1].strip() for c in calls] == [f"carry: .carry{i + 1}" for i in range(len(sizes))]
+        assert calls[-1].startswith(f"bash scripts/gpu_stash.sh .carry{len(sizes)} >/dev/null 2>&1; JOB")
+        return calls
 
-    one = cut(tree + 500 + 3000 + 20_000)  # the whole source beside the wheels
-    assert one.returncode == 0, one.stderr
-    assert [p.name for p in folders()] == [".carry1"] and (repo / ".carry1/rearc.part00").read_bytes() == src.read_bytes()
-    assert one.stdout.splitlines() == ["bash scripts/gpu_stash.sh .whl .carry1 >/dev/null 2>&1; JOB   # carry: .whl, .carry1"]
+    # room 7000 a call: both wheels (5500) and 1500 of the source, then 7000, 7000, 4500
+    check(cut(7000), [7000, 7000, 7000, 4500])
+    # room 4000: the wheels do not fit one call together, so the second rides alone in call 2 beside 1500 bytes
+    check(cut(4000), [4000, 4000, 4000, 4000, 4000, 4000, 1500])
+    assert sorted(f.name for f in (repo / ".carry2").glob("*.whl")) == ["b.whl"]
+    one = check(cut(5500 + 20_000), [25_500])  # the whole source beside the wheels
+    assert one == ["bash scripts/gpu_stash.sh .carry1 >/dev/null 2>&1; JOB   # carry: .carry1"]
 
-    refused = cut(tree + 500 + 3000)
-    assert refused.returncode == 1 and "leave no room" in refused.stderr
+    alone = cut(4000, src, "--wheels")  # the wheels alone, for the jobs that do not pretrain: two calls
+    assert alone.returncode == 0, alone.stderr
+    assert [sorted(f.name for f in p.iterdir()) for p in folders()] == [["a.whl"], ["b.whl"]]
+    assert [c.split("#")[-1].strip() for c in alone.stdout.splitlines()] == ["carry: .carry1", "carry: .carry2"]
+
+    refused = cut(2999)  # a.whl (3000) fits no call
+    assert refused.returncode == 1 and "leaves no room" in refused.stderr and "a.whl" in refused.stderr
     (tmp_path / "empty.bin").write_bytes(b"")
-    empty = cut(tree + 500 + 7000, tmp_path / "empty.bin")
+    empty = cut(7000, tmp_path / "empty.bin")
     assert empty.returncode == 1 and "is empty" in empty.stderr
