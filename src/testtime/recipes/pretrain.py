@@ -92,7 +92,7 @@ class PretrainConfig:
     # (a FlexAttention block mask), instead of padding each to its length bucket: no padding, one compiled shape.
     # Our grid model only (its positions restart at each sequence's <bos>).
     packing: bool = False
-    # packed rows' attention blocks (64: only where the GPU lane's test of them passed; model.attention.tile_options)
+    # packed rows' attention blocks (64: only where the GPU lane's test of them passes; torch 2.11 fails to compile them)
     attention_block: Annotated[int, Range(64, 128), OneOf(*BLOCK_SIZES)] = 128
     pool_size: Annotated[int, Range(1, 65536)] = 2048  # sequences sorted by length together, then cut into batches
     # padded lengths are multiples of this (fewer compiled shapes, aligned kernels)
