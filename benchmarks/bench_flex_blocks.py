@@ -68,7 +68,7 @@ def waste(doc_ids: np.ndarray, block: int) -> float:
 def draw_batches(config: Path, n: int) -> list[np.ndarray]:
     """The document ids of the first `n` batches the config's packed stream draws (its sources and seed)."""
     from testtime.data.encode import GridCodec
-    from testtime.data.pretrain_data import PackedStream, SequenceSampler, round_up
+    from testtime.data.pretrain_data import SequenceSampler, batch_stream
     from testtime.data.sources import load_sources
     from testtime.recipes.pretrain import PretrainConfig
 
@@ -77,7 +77,7 @@ def draw_batches(config: Path, n: int) -> list[np.ndarray]:
         raise SystemExit(f"error: {config}: not a packed config (\"packing\": false), so no block mask")
     sampler = SequenceSampler(load_sources(cfg.datasets), cfg.max_len, cfg.seed, cfg.dataset_weights,
                               codec=GridCodec())
-    stream = PackedStream(sampler, cfg.token_budget, cfg.pool_size, round_up(cfg.max_len, cfg.pad_multiple))
+    stream = batch_stream(sampler, cfg)
     return [stream.next().doc_ids.numpy() for _ in range(n)]
 
 

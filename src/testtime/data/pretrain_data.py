@@ -328,6 +328,14 @@ class PackedStream(BatchStream):
         return pack(list(batch) + [[]] * (self.rows - len(batch)), self.row_len, self.sampler.codec.pad_id)
 
 
+def batch_stream(sampler: SequenceSampler, cfg: Any) -> BatchStream:
+    """The stream a pretraining config (`PretrainConfig`: packing, token_budget, pool_size, max_len, pad_multiple)
+    draws its batches from: packed rows of max_len tokens, or sequences padded to their length bucket."""
+    if cfg.packing:
+        return PackedStream(sampler, cfg.token_budget, cfg.pool_size, round_up(cfg.max_len, cfg.pad_multiple))
+    return BatchStream(sampler, cfg.token_budget, cfg.pool_size, cfg.pad_multiple)
+
+
 class Prefetcher:
     """Builds batches ahead on a thread (pinned for fast copies); each comes with the stream state after it.
     `waited` sums the seconds `get` waited for a batch: the training loop's time starved of data."""

@@ -34,10 +34,9 @@ from testtime.core.config import LENGTH, LR, MINUTES, SEED, TOKENS, ConfigError,
 from testtime.data.encode import Codec
 from testtime.data.pretrain_data import (
     Batch,
-    BatchStream,
-    PackedStream,
     Prefetcher,
     SequenceSampler,
+    batch_stream,
     round_up,
     source_probes,
     validation_set,
@@ -282,8 +281,7 @@ def pretrain(
     if n_probe and cfg.probe_datasets:
         probes |= source_probes(cfg.probe_datasets, load_sources(cfg.probe_datasets), n_probe, cfg.max_len,
                                 cfg.pad_multiple, codec, cfg.seed, suffix=" (not trained)")
-    stream = (PackedStream(sampler, cfg.token_budget, cfg.pool_size, round_up(cfg.max_len, cfg.pad_multiple))
-              if cfg.packing else BatchStream(sampler, cfg.token_budget, cfg.pool_size, cfg.pad_multiple))
+    stream = batch_stream(sampler, cfg)
     step, elapsed_before, tokens_seen = 0, 0.0, 0
     best_val: float | None = None
     if ckpt:
