@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Cut RE-ARC into the carried folders .carry1, .carry2, ... that the stashing calls of scripts/gpu_stash.sh bring to
-# the GPU machine one a call, each as large as today's tree leaves room for, and print those calls.
+# Cut the wheels and RE-ARC into the carried folders .carry1, .carry2, ... that the stashing calls of
+# scripts/gpu_stash.sh bring to the GPU machine one a call, each as large as today's tree leaves room for, and print
+# those calls.
 #
 # A call carries the working tree's tracked and untracked-not-ignored files and the folders named in carry, 64 MiB
 # in all. The tree grows (results, model cards), so fixed part sizes stop fitting: on 2026-12-06 a call of the
@@ -19,11 +20,15 @@ set -euo pipefail
 repo=${CARRY_REPO:-$(cd "$(dirname "$0")/.." && pwd)}
 cd "$repo"
 src=${SRC:-../shared/data/re-arc/re_arc.npz.xz}
-[ "${1:-}" = --wheels ] && src=/dev/null
+case "${1:-}" in
+    --wheels) src=/dev/null ;;
+    "") ;;
+    *) echo "carry_parts: unknown argument $1 (--wheels, or none)" >&2; exit 2 ;;
+esac
 limit=${LIMIT:-67108864}
 margin=${MARGIN:-400000}
 [ -f "$src" ] || [ "$src" = /dev/null ] || { echo "carry_parts: no RE-ARC at $src" >&2; exit 1; }
-[ -d .whl ] || { echo "carry_parts: no .whl/ (run scripts/device_wheels.sh first)" >&2; exit 1; }
+compgen -G '.whl/*.whl' >/dev/null || { echo "carry_parts: no wheels in .whl/ (run scripts/device_wheels.sh first)" >&2; exit 1; }
 size() { if [ -e "$1" ]; then stat -c %s "$1"; else echo 0; fi; }
 # what every call carries: tracked and untracked-not-ignored files, as they are in the working tree now (a tracked
 # file deleted there is not carried)
@@ -38,21 +43,22 @@ if [ "$src" != /dev/null ]; then
     total=$(size "$src")
     [ "$total" -gt 0 ] || { echo "carry_parts: $src is empty" >&2; exit 1; }
 fi
-rm -rf .carry[0-9]*
-used=()  # bytes each call carries beyond the tree, call 1 at index 0
 whl=0
 while read -r bytes f; do
-    [ -n "$f" ] || continue
     [ "$bytes" -le "$room" ] || { echo "carry_parts: the tree ($tree bytes) leaves no room under $limit for $f ($bytes)" >&2; exit 1; }
+    whl=$((whl + bytes))
+done < <(for f in .whl/*.whl; do echo "$(size "$f") $f"; done)
+# the stash joins the parts in name order (rearc.part00, 01, ...): two digits
+[ $(( (total + whl + room - 1) / room )) -le 99 ] \
+    || { echo "carry_parts: a call's room ($room bytes) would cut $src into more than 99 parts" >&2; exit 1; }
+rm -rf .carry[0-9]*
+used=()  # bytes each call carries beyond the tree, call 1 at index 0
+while read -r bytes f; do
     i=0
     while [ "$i" -lt "${#used[@]}" ] && [ $((used[i] + bytes)) -gt "$room" ]; do i=$((i + 1)); done
     used[i]=$(( ${used[i]:-0} + bytes ))
     mkdir -p ".carry$((i + 1))" && cp "$f" ".carry$((i + 1))/"
-    whl=$((whl + bytes))
 done < <(for f in .whl/*.whl; do echo "$(size "$f") $f"; done | sort -rn)
-# the stash joins the parts in name order (rearc.part00, 01, ...): two digits
-[ $(( (total + whl + room - 1) / room )) -le 99 ] \
-    || { echo "carry_parts: a call's room ($room bytes) would cut $src into more than 99 parts" >&2; exit 1; }
 n=0 offset=0 k=0
 while [ "$offset" -lt "$total" ]; do
     chunk=$((room - ${used[n]:-0}))

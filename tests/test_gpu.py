@@ -196,7 +196,7 @@ def test_small_attention_blocks_give_the_default_blocks_attention_and_gradients(
             out = fn(q, k, v, block_mask=document_mask(doc.cuda(), block), kernel_options=tile_options(block, "cuda"))
             out.float().square().mean().backward()
         except Exception as e:  # InductorError, whose module moves between torch versions
-            if "NoValidChoicesError" not in str(e):
+            if block != 64 or "NoValidChoicesError" not in str(e):  # the default blocks must always compile
                 raise
             # the H100's torch 2.11 on 2026-12-06: 64-token blocks are not for this machine (the config says so)
             pytest.skip(f"this torch finds no tile configuration for {block}-token blocks (pytorch issue 176025)")

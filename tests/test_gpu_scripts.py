@@ -207,7 +207,8 @@ def test_carry_parts_fill_each_call_up_to_the_limit_and_join_back(tmp_path):
     less the margin; the wheels travel whole, each in one call, spread over calls when one call cannot hold them
     all; the parts join back to the source byte for byte; each stashing call is printed once; a tracked file deleted
     from the tree is not counted; a source that fits beside the wheels is one call ending in the job; a wheel the
-    tree leaves no room for, or an empty source, is refused, saying so."""
+    tree leaves no room for, more than 99 parts, no wheels, an unknown argument or an empty source is refused, saying
+    so, before anything is cut."""
     repo = tmp_path / "repo"
     (repo / ".whl").mkdir(parents=True)
     wheels = {"a.whl": b"w" * 3000, "b.whl": b"v" * 2500}
@@ -256,6 +257,9 @@ def test_carry_parts_fill_each_call_up_to_the_limit_and_join_back(tmp_path):
     # room 4000: the wheels do not fit one call together, so the second rides alone in call 2 beside 1500 bytes
     check(cut(4000), [4000, 4000, 4000, 4000, 4000, 4000, 1500])
     assert sorted(f.name for f in (repo / ".carry2").glob("*.whl")) == ["b.whl"]
+    # room 5500: the wheels fill call 1 exactly, so it holds no part and part 00 opens call 2
+    check(cut(5500), [5500, 5500, 5500, 5500, 3500])
+    assert not list((repo / ".carry1").glob("rearc.part*")) and (repo / ".carry2/rearc.part00").exists()
     one = check(cut(5500 + 20_000), [25_500])  # the whole source beside the wheels
     assert one == ["bash scripts/gpu_stash.sh .carry1 >/dev/null 2>&1; JOB   # carry: .carry1"]
 
@@ -266,6 +270,17 @@ def test_carry_parts_fill_each_call_up_to_the_limit_and_join_back(tmp_path):
 
     refused = cut(2999)  # a.whl (3000) fits no call
     assert refused.returncode == 1 and "leaves no room" in refused.stderr and "a.whl" in refused.stderr
+    many = cut(3000)  # 25,500 bytes in calls of 3,000 is 9 parts, so the limit of 99 is not reached
+    assert many.returncode == 0, many.stderr
+    (tmp_path / "big.bin").write_bytes(b"b" * 300_000)
+    too_many = cut(3000, tmp_path / "big.bin")  # 101 calls: more than two digits name
+    assert too_many.returncode == 1 and "more than 99 parts" in too_many.stderr
+    assert [p.name for p in folders()] == [f".carry{i + 1}" for i in range(9)]  # refused before any cut
+    assert cut(7000, src, "--wheel").returncode == 2
     (tmp_path / "empty.bin").write_bytes(b"")
     empty = cut(7000, tmp_path / "empty.bin")
     assert empty.returncode == 1 and "is empty" in empty.stderr
+    for w in wheels:
+        (repo / ".whl" / w).unlink()
+    bare = cut(7000)
+    assert bare.returncode == 1 and "no wheels" in bare.stderr
