@@ -17,6 +17,8 @@ those batches' masks at the model's shapes (random queries, keys and values in b
     64-tune   the same with 64 x 64 blocks: where the backward's one default tile configuration does not divide
               64-token blocks (torch filters its defaults before it reads `bwd_` options: pytorch issue 176025),
               autotuning's list has some that do
+    varlen    no block mask: FlashAttention's variable-length kernel over the rows' document spans
+              (`attention.span_attention`, as pretraining runs it with `"attention": "varlen"`)
 
 The GPU section first lists the backward's default tile configurations for the model's head size, which say
 whether the plain "64" variant can compile here.
@@ -42,6 +44,7 @@ VARIANTS = {
     "64": {"block": 64},
     "128-tune": {"block": 128, "mode": "max-autotune-no-cudagraphs"},
     "64-tune": {"block": 64, "mode": "max-autotune-no-cudagraphs"},
+    "varlen": {"block": None},
 }
 
 
@@ -82,14 +85,15 @@ def draw_batches(config: Path, n: int) -> list[np.ndarray]:
 
 
 def time_variant(name: str, batches: list[np.ndarray], heads: int, head_dim: int, repeats: int) -> dict:
-    """Median milliseconds of one forward and backward of FlexAttention per batch, on the GPU."""
+    """Median milliseconds of one forward and backward of the variant's attention per batch, on the GPU."""
     import torch
     from torch.nn.attention.flex_attention import flex_attention
 
-    from testtime.model.attention import document_mask, tile_options
+    from testtime.model.attention import document_mask, document_spans, span_attention, tile_options
 
     spec = VARIANTS[name]
-    fn = torch.compile(flex_attention, **({"mode": spec["mode"]} if "mode" in spec else {}))
+    varlen = spec["block"] is None
+    fn = torch.compile(span_attention if varlen else flex_attention, **({"mode": spec["mode"]} if "mode" in spec else {}))
     b, t = batches[0].shape
     q, k, v = (torch.randn(b, heads, t, head_dim, device="cuda", dtype=torch.bfloat16, requires_grad=True)
                for _ in range(3))
@@ -98,12 +102,17 @@ def time_variant(name: str, batches: list[np.ndarray], heads: int, head_dim: int
     start = time.perf_counter()
     try:
         for i, docs in enumerate(batches):
-            mask = document_mask(torch.from_numpy(docs).cuda(), block_size=spec["block"])
+            if varlen:
+                spans = document_spans(torch.from_numpy(docs), "cuda")
+            else:
+                mask = document_mask(torch.from_numpy(docs).cuda(), block_size=spec["block"])
             for r in range(repeats + (1 if i == 0 else 0)):  # the first call compiles
                 torch.cuda.synchronize()
                 t0 = time.perf_counter()
-                out = fn(q, k, v, block_mask=mask, kernel_options=tile_options(spec["block"], "cuda"))
-                out.backward(grad)
+                if varlen:  # [B, T, H, D] out
+                    fn(q, k, v, spans, None).backward(grad.transpose(1, 2))
+                else:
+                    fn(q, k, v, block_mask=mask, kernel_options=tile_options(spec["block"], "cuda")).backward(grad)
                 torch.cuda.synchronize()
                 if not (i == 0 and r == 0):
                     times.append(time.perf_counter() - t0)
@@ -157,7 +166,7 @@ def main() -> None:
     lines += ["", f"Documents' mean length by batch: median {statistics.median(mean_len):.0f} tokens "
                   f"({min(mean_len):.0f}-{max(mean_len):.0f}).", "",
               "| block | computed / needed pairs, median | min | max |", "|---|---|---|---|"]
-    for block in sorted({VARIANTS[v]["block"] for v in variants}, reverse=True):
+    for block in sorted({VARIANTS[v]["block"] for v in variants} - {None}, reverse=True):
         ratios = [waste(d, block) for d in batches]
         lines.append(f"| {block} x {block} | {statistics.median(ratios):.2f} | {min(ratios):.2f} | "
                      f"{max(ratios):.2f} |")
@@ -167,7 +176,7 @@ def main() -> None:
         model = PretrainConfig.from_json(args.config).model
         heads, head_dim = model.num_heads, model.hidden_size // model.num_heads
         lines += ["", f"The backward's default tiles here: {backward_defaults(head_dim)}."]
-        lines += ["", f"Forward and backward of FlexAttention, {heads} heads of {head_dim}, bf16, median of "
+        lines += ["", f"Forward and backward of attention, {heads} heads of {head_dim}, bf16, median of "
                       f"{args.repeats} calls a batch:", "", "| variant | ms | compile s (about) | note |", "|---|---|---|---|"]
         for name in variants:
             got = time_variant(name, batches, heads, head_dim, args.repeats)

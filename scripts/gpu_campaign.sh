@@ -53,20 +53,22 @@ specs=(script-rearc:scripts/gpu_rearc_join.sh
        "py-gen:$GEN --out runs/gen/gen.npz --tasks $GEN_TASKS --seed $GEN_SEED"
        "py-gen-unseen:$GEN --out runs/gen/gen-unseen.npz --tasks $UNSEEN_TASKS --seed $UNSEEN"
        "pretrain-campaign:--config $CONFIG --fit-minutes $MINUTES --export --profile-steps 5")
-# FLEX=1: before the stretch, the block mask's waste on 12 of its batches, and FlexAttention's forward and backward
-# timed on them (benchmarks/bench_flex_blocks.py, FLEX_VARIANTS), for the 40% MFU goal; then the GPU lane's test
-# that 64-token blocks attend and train as 128. On 2026-12-06 (H100, torch 2.11; h100-campaign-2026-12-06e.md) the
-# default 128-token blocks computed 1.12x the pairs MFU counts on the GPU's batches, 64-token ones 1.06x, but their
-# backward did not compile (no tile configuration: pytorch issue 176025), and the two steps took 2 minutes. Next:
-# whether an autotuned backward (128-tune, minutes of compiling) beats the default tiles, attention being 41% of a step.
-FLEX_VARIANTS=${FLEX_VARIANTS:-128,128-tune}  # no spaces: gpu_eval.sh splits a run's flags on them
+# FLEX=1: before the stretch, the block mask's waste on 12 of its batches, and packed attention's forward and
+# backward timed on them (benchmarks/bench_flex_blocks.py, FLEX_VARIANTS), for the 40% MFU goal; then the GPU lane's
+# tests that 64-token blocks and FlashAttention's document spans attend and train as the default blocks. On
+# 2026-12-06 (H100, torch 2.11; h100-campaign-2026-12-06e.md) the default 128-token blocks computed 1.12x the pairs
+# MFU counts, 64-token ones did not compile (pytorch issue 176025), and the two steps took 2 minutes. Attention is
+# 41% of a step at about 17% of the GPU's peak (5.82 ms a layer): next, FlashAttention's variable-length kernel
+# (`varlen`; `"attention": "varlen"` in a config trains with it) against FlexAttention; `128-tune` (an autotuned
+# FlexAttention backward) compiles for minutes.
+FLEX_VARIANTS=${FLEX_VARIANTS:-128,varlen}  # no spaces: gpu_eval.sh splits a run's flags on them
 if [ "${FLEX:-0}" = 1 ]; then
   # bench-flex.md: the name gpu_eval.sh's archive brings back; -rA prints the lane test's measured gaps on a pass,
   # and no:logging with --show-capture=stdout keep torch's captured debug lines and stderr from pushing its failure
   # out of the 40 lines the log keeps
   specs=("${specs[@]:0:3}"
          "py-flex:benchmarks/bench_flex_blocks.py --config $CONFIG --batches 12 --variants $FLEX_VARIANTS --out runs/bench-flex.md"
-         "py-lane-flex:-m pytest -m gpu -rA --tb=short --show-capture=stdout -p no:logging -p no:cacheprovider tests/test_gpu.py -k small_attention_blocks"
+         "py-lane-flex:-m pytest -m gpu -rA --tb=short --show-capture=stdout -p no:logging -p no:cacheprovider tests/test_gpu.py -k attention_and_gradients"
          "${specs[@]:3}")
 fi
 if [ "${PRETRAIN:-1}" = 0 ]; then  # the stretch that campaign_from.sh stood in for the shipped model, evaluated

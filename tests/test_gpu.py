@@ -19,7 +19,8 @@ OUT/gpu-lane.jsonl (and prints it), for the run's record in results/.
   0.02 nats and the final adapters as close as two eager runs of other shapes are, every step after the warm-up
   replayed; against the usual dynamic-shape steps within 15% + 0.05 nats (bfloat16 noise compounding over 32 steps).
 - 64-token attention blocks (`"attention_block": 64` in a pretraining config) attend and train as the default
-  128-token blocks do: output and gradients within 2% (relative norm) on a packed row of documents.
+  128-token blocks do: output and gradients within 2% (relative norm) on a packed row of documents (skipped where
+  this torch cannot compile them); so do FlashAttention's document spans (`"attention": "varlen"`).
 - Two NCCL processes (torchrun, one GPU each) give the same records as one process, task for task, on the first 8
   evaluation tasks without TTT (TTT's backward on a GPU is not bitwise deterministic: flash attention's gradient
   accumulates in no fixed order, so two runs of one process differ in the last bits too).
@@ -204,6 +205,38 @@ def test_small_attention_blocks_give_the_default_blocks_attention_and_gradients(
     gaps = [float((a - b).norm() / b.norm()) for a, b in zip(got[64], got[128], strict=True)]
     record("flex_small_blocks", {"rel_gap_out_dq_dk_dv": [round(g, 5) for g in gaps]})
     assert max(gaps) < 0.02  # bfloat16 with another accumulation order; a wrong mask moves them by far more
+
+
+def test_varlen_spans_give_the_block_masks_attention_and_gradients():
+    """`"attention": "varlen"` (FlashAttention's variable-length kernel over document spans) attends as the default
+    block mask does, forward and backward, compiled as pretraining runs it, over two packed rows of documents of
+    many lengths ending in padding."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    from testtime.model.attention import document_mask, document_spans, span_attention
+
+    torch.manual_seed(0)
+    doc = torch.full((2, 4096), -1, dtype=torch.int32)
+    for row, lengths in enumerate([[700, 130, 2000, 64, 900, 150], [3000, 17, 1000]]):
+        at = 0
+        for d, n in enumerate(lengths):
+            doc[row, at: at + n] = d
+            at += n
+    q, k, v = (torch.randn(2, 8, 4096, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    flex, spans = torch.compile(flex_attention), torch.compile(span_attention)
+    got = {}
+    for name in ("flex", "varlen"):
+        for t in (q, k, v):
+            t.grad = None
+        if name == "flex":
+            out = flex(q, k, v, block_mask=document_mask(doc.cuda())).transpose(1, 2)
+        else:
+            out = spans(q, k, v, document_spans(doc, "cuda"), None)
+        out.float().square().mean().backward()
+        got[name] = [out.detach().float()] + [t.grad.float().clone() for t in (q, k, v)]
+    gaps = [float((a - b).norm() / b.norm()) for a, b in zip(got["varlen"], got["flex"], strict=True)]
+    record("varlen_spans", {"rel_gap_out_dq_dk_dv": [round(g, 5) for g in gaps]})
+    assert max(gaps) < 0.02  # bfloat16 with another accumulation order; a span crossing documents moves them far more
 
 
 def test_float32_model_decodes_as_pretraining_holds_it():

@@ -26,6 +26,9 @@ from testtime.model.attention import (
     DOCUMENT_ATTENTION,
     dense_document_mask,
     document_mask,
+    document_spans,
+    packed_mask,
+    span_attention,
     tile_options,
     use_document_attention,
 )
@@ -105,6 +108,58 @@ def test_the_block_mask_matches_the_dense_mask(tiny_grid_model, flip_task, block
     assert torch.allclose(dense, sparse, rtol=1e-5)
 
 
+def test_document_spans_cut_the_flattened_rows_at_each_document_and_row():
+    """Spans of the B*T flattened tokens: a new one where the document changes and at each row's start (a document
+    ending one row and one starting the next are two spans even under one id; padding is a span of its own), then
+    empty spans up to a power of two of offsets."""
+    doc = torch.tensor([[0, 0, 0, 1, 1, -1], [1, 1, 2, 2, 2, 2]])
+    spans = document_spans(doc)
+    assert spans.cu.tolist() == [0, 3, 5, 6, 8, 12, 12, 12] and spans.cu.dtype == torch.int32
+    assert spans.longest == 6
+    assert document_spans(torch.zeros(1, 4, dtype=torch.long)).cu.tolist() == [0, 4]
+    with pytest.raises(ValueError, match="flex, varlen"):
+        packed_mask(doc, "cpu", "dense")
+    with pytest.raises(ConfigError, match="attention"):
+        PretrainConfig(attention="flash")
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_span_attention_equals_the_dense_document_mask(kv_heads):
+    """Attention within spans (the CPU's span-by-span SDPA, the GPU kernel's stand-in) gives what SDPA gives under
+    the dense document mask, over rows of documents of many lengths ending in padding, grouped keys included."""
+    torch.manual_seed(0)
+    doc = torch.full((2, 40), -1)
+    for row, lengths in enumerate([[7, 1, 12, 9], [20, 3, 17]]):
+        at = 0
+        for d, n in enumerate(lengths):
+            doc[row, at: at + n] = d
+            at += n
+    q = torch.randn(2, 4, 40, 8)
+    k, v = (torch.randn(2, kv_heads, 40, 8) for _ in range(2))
+    want = torch.nn.functional.scaled_dot_product_attention(
+        q, k.repeat_interleave(4 // kv_heads, 1), v.repeat_interleave(4 // kv_heads, 1),
+        attn_mask=dense_document_mask(doc), scale=0.3).transpose(1, 2)
+    got = span_attention(q, k, v, document_spans(doc), 0.3)
+    assert got.shape == (2, 40, 4, 8) and torch.allclose(got, want, atol=1e-6)
+
+
+def test_packed_spans_give_the_padded_loss_and_gradients(tiny_grid_model, flip_task):
+    """The grid model over packed rows attending through `DocumentSpans` ("attention": "varlen") gives the padded
+    batch's loss and gradients, as the block mask's path does."""
+    seqs = _sequences(flip_task, [(3, 4), (5, 5), (2, 2), (6, 3), (4, 4)])
+    padded, packed = collate(seqs, 16), pack(first_fit(seqs, 256), 256)
+    grads = []
+    for batch, mask in ((padded, None), (packed, packed_mask(packed.doc_ids, "cpu", "varlen"))):
+        model = tiny_grid_model(0)
+        with use_document_attention(model):
+            loss = loss_sum(model, batch.input_ids, batch.labels, mask)
+        loss.backward()
+        grads.append((loss.detach(), [p.grad for p in model.parameters()]))
+    (a, ga), (b, gb) = grads
+    assert torch.allclose(a, b, rtol=1e-5)
+    assert all(float((x - y).norm() / x.norm()) < 1e-5 for x, y in zip(ga, gb, strict=True))
+
+
 def test_small_blocks_get_tiles_that_divide_them():
     """FlexAttention refuses tiles that do not divide the mask's blocks: 64-token blocks get tiles that do, on a GPU;
     128-token blocks and a CPU keep the kernel's own; another size is refused, saying which exist."""
@@ -170,6 +225,9 @@ def test_packed_pretraining_learns_resumes_exactly_and_exports_a_plain_model(tmp
     resumed = pretrain(cfg, tmp_path / "b", progress=False, sources=src)
     assert resumed.last_loss == straight.last_loss
     assert DOCUMENT_ATTENTION not in (tmp_path / "a" / "model" / "config.json").read_text()
+    pretrain(dataclasses.replace(cfg, attention="varlen"), tmp_path / "c", progress=False, sources=src)
+    spans = [r["loss"] for r in read_log(tmp_path / "c")]  # the same run through document spans
+    assert np.allclose(spans, [r["loss"] for r in log], rtol=1e-4)
 
 
 def test_packing_is_refused_for_a_model_of_another_kind(tmp_path):

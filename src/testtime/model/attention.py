@@ -12,9 +12,12 @@ hands any ordinary mask (or none) to SDPA unchanged, so scoring and validation i
 
 from __future__ import annotations
 
+import inspect
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
@@ -27,7 +30,16 @@ except ImportError:  # pragma: no cover
     class BlockMask:  # nothing is ever one
         pass
 
+try:  # FlashAttention over variable-length spans (torch 2.9+; CUDA only)
+    from torch.nn.attention.varlen import varlen_attn
+
+    # its causal switch changed name across torch versions: is_causal=True, later window_size=(-1, 0)
+    _VARLEN_PARAMS = frozenset(inspect.signature(varlen_attn).parameters)
+except ImportError:  # pragma: no cover
+    varlen_attn, _VARLEN_PARAMS = None, frozenset()
+
 DOCUMENT_ATTENTION = "testtime_documents"
+KINDS = ("flex", "varlen")  # how packed rows attend: FlexAttention's block mask, or FlashAttention's spans
 
 
 def flex_available() -> bool:
@@ -55,8 +67,57 @@ def tile_options(block_size: int | tuple[int, int], device_type: str) -> dict[st
     return dict(SMALL_TILES)  # a copy: no caller can change the next one's
 
 
+@dataclass(frozen=True)
+class DocumentSpans:
+    """Packed rows' documents as spans of the rows flattened into one sequence of B*T tokens, for FlashAttention's
+    variable-length kernel, which computes each span's causal attention and no pair across spans (no block is
+    computed whole). `cu` (int32 [S+1]): the spans' offsets, padded to a power of two by repeating the last (empty
+    spans), so that a compiled step sees few shapes; `longest`: a bound on a span's length (the row's)."""
+
+    cu: torch.Tensor
+    longest: int
+
+
+def document_spans(doc_ids: torch.Tensor, device: torch.device | str | None = None) -> DocumentSpans:
+    """`doc_ids` [B, T] (as `document_mask` reads them; padding, -1, a span of its own) as `DocumentSpans` on
+    `device`: computed where `doc_ids` lie (the loader's pinned host memory: no device sync), then moved."""
+    b, t = doc_ids.shape
+    starts = torch.ones(b, t, dtype=torch.bool, device=doc_ids.device)  # each row starts a span
+    starts[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
+    edges = torch.cat([starts.flatten().nonzero().flatten(), torch.tensor([b * t], device=doc_ids.device)])
+    size = 1 << (len(edges) - 1).bit_length()
+    cu = torch.cat([edges, edges[-1:].expand(size - len(edges))]).to(torch.int32)
+    return DocumentSpans(cu.to(device if device is not None else doc_ids.device, non_blocking=True), t)
+
+
+def span_attention(query, key, value, spans: DocumentSpans, scale: float | None) -> torch.Tensor:
+    """Causal attention within each span: q, k, v [B, H, T, D] -> [B, T, H, D]. On a GPU FlashAttention's
+    variable-length kernel; elsewhere SDPA span by span, the same arithmetic, for the CPU's tests and runs."""
+    b, h, t, d = query.shape
+    if key.shape[1] != h:  # grouped keys and values: each query head's own copy
+        key, value = (x.repeat_interleave(h // key.shape[1], dim=1) for x in (key, value))
+    q, k, v = (x.transpose(1, 2).reshape(b * t, h, d) for x in (query, key, value))
+    if q.device.type == "cuda":  # packed_mask refuses "varlen" where this torch has no such kernel
+        causal = {"window_size": (-1, 0)} if "window_size" in _VARLEN_PARAMS else {"is_causal": True}
+        if "scale" in _VARLEN_PARAMS:
+            causal["scale"] = scale
+        elif scale is not None:  # an older kernel scales by 1/sqrt(D) itself
+            q = q * (scale * d**0.5)
+        out = varlen_attn(q, k, v, spans.cu, spans.cu, spans.longest, spans.longest, **causal)
+    else:
+        out = torch.empty_like(q)
+        cu = spans.cu.tolist()
+        for s, e in zip(cu[:-1], cu[1:], strict=True):
+            if e > s:
+                out[s:e] = F.scaled_dot_product_attention(*(x[s:e].transpose(0, 1) for x in (q, k, v)),
+                                                          is_causal=True, scale=scale).transpose(0, 1)
+    return out.reshape(b, t, h, d)
+
+
 def document_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """transformers' attention signature: q, k, v [B, H, T, D]; returns ([B, T, H, D], None)."""
+    if isinstance(attention_mask, DocumentSpans):
+        return span_attention(query, key, value, attention_mask, scaling), None
     if not isinstance(attention_mask, BlockMask):
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                       **kwargs)
@@ -88,6 +149,17 @@ def document_mask(doc_ids: torch.Tensor, block_size: int = 128):
 
     return create_block_mask(same_document_causal, b, None, t, t, device=doc_ids.device, BLOCK_SIZE=block_size,
                              _compile=True)
+
+
+def packed_mask(doc_ids: torch.Tensor, device: torch.device | str, kind: str = "flex", block_size: int = 128):
+    """What packed rows attend through, on `device`: `document_spans` (kind "varlen") or `document_mask`."""
+    if kind not in KINDS:
+        raise ValueError(f"packed attention {kind!r}: one of {', '.join(KINDS)}")
+    if kind == "varlen":
+        if torch.device(device).type == "cuda" and varlen_attn is None:
+            raise ValueError(f"packed attention varlen: torch {torch.__version__} has no torch.nn.attention.varlen")
+        return document_spans(doc_ids, device)
+    return document_mask(doc_ids.to(device, non_blocking=True), block_size)
 
 
 def dense_document_mask(doc_ids: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
 from testtime.data.encode import grid_positions, unpack_positions
-from testtime.model.attention import DOCUMENT_ATTENTION, BlockMask
+from testtime.model.attention import DOCUMENT_ATTENTION, BlockMask, DocumentSpans
 
 MODEL_TYPE = "testtime_grid"
 # Attention implementations whose kernel applies causality itself when given no mask (SDPA's is_causal).
@@ -154,7 +154,7 @@ class GridLlamaModel(LlamaModel):
                 raise ValueError("a grid model needs position_ids (testtime.data.encode.grid_positions) to continue a "
                                  "cached sequence or to read embeddings")
             position_ids = grid_positions(input_ids)
-        if isinstance(attention_mask, BlockMask) or getattr(attention_mask, "ndim", 2) == 4:
+        if isinstance(attention_mask, BlockMask | DocumentSpans) or getattr(attention_mask, "ndim", 2) == 4:
             causal_mask = attention_mask  # a prepared mask: packed documents (testtime.model.attention.document_mask)
         elif (attention_mask is None and cache is None and not self.always_build_mask
               and self.config._attn_implementation in _IS_CAUSAL_IMPLS):

@@ -42,7 +42,7 @@ from testtime.data.pretrain_data import (
     validation_set,
 )
 from testtime.data.sources import FORBIDDEN_DATASETS, Source, load_sources, split_holdout
-from testtime.model.attention import BLOCK_SIZES, document_mask, use_document_attention
+from testtime.model.attention import BLOCK_SIZES, KINDS, packed_mask, use_document_attention
 from testtime.model.grid_model import is_grid_model
 from testtime.model.loading import ModelConfig, save_model
 from testtime.model.training import check_finite, warmup_cosine
@@ -91,7 +91,9 @@ class PretrainConfig:
     # (a FlexAttention block mask), instead of padding each to its length bucket: no padding, one compiled shape.
     # Our grid model only (its positions restart at each sequence's <bos>).
     packing: bool = False
-    # packed rows' attention blocks (64: only where the GPU lane's test of them passes; torch 2.11 fails to compile them)
+    # packed rows attend through FlexAttention's block masks of attention_block tokens (64: only where the GPU lane's
+    # test of them passes; torch 2.11 fails to compile them), or FlashAttention's variable-length spans ("varlen")
+    attention: Annotated[str, OneOf(*KINDS)] = "flex"
     attention_block: Annotated[int, Range(64, 128), OneOf(*BLOCK_SIZES)] = 128
     pool_size: Annotated[int, Range(1, 65536)] = 2048  # sequences sorted by length together, then cut into batches
     # padded lengths are multiples of this (fewer compiled shapes, aligned kernels)
@@ -376,8 +378,8 @@ def pretrain(
             batch, next_state = prefetch.get()
             ids = batch.input_ids.to(device, non_blocking=True)
             labels = batch.labels.to(device, non_blocking=True)
-            mask = () if batch.doc_ids is None else (document_mask(batch.doc_ids.to(device, non_blocking=True),
-                                                                   cfg.attention_block),)
+            mask = () if batch.doc_ids is None else (packed_mask(batch.doc_ids, device, cfg.attention,
+                                                                 cfg.attention_block),)
             tasks = {} if batch.task_index is None else {"task_index": batch.task_index.to(device, non_blocking=True)}
             try:
                 with autocast:
