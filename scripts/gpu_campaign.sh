@@ -58,7 +58,7 @@ specs=(script-rearc:scripts/gpu_rearc_join.sh
 # tests that 64-token blocks and FlashAttention's document spans attend and train as the default blocks. On
 # 2026-12-06 (H100, torch 2.11; h100-campaign-2026-12-06e.md) the default 128-token blocks computed 1.12x the pairs
 # MFU counts, 64-token ones did not compile (pytorch issue 176025), and the two steps took 2 minutes. Attention is
-# 41% of a step at about 17% of the GPU's peak (5.82 ms a layer): next, FlashAttention's variable-length kernel
+# 41% of a step at roughly a fifth of the GPU's peak (5.82 ms a layer): next, FlashAttention's variable-length kernel
 # (`varlen`; `"attention": "varlen"` in a config trains with it) against FlexAttention; `128-tune` (an autotuned
 # FlexAttention backward) compiles for minutes.
 FLEX_VARIANTS=${FLEX_VARIANTS:-128,varlen}  # no spaces: gpu_eval.sh splits a run's flags on them
