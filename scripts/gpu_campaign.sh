@@ -60,7 +60,9 @@ specs=(script-rearc:scripts/gpu_rearc_join.sh
 # MFU counts, 64-token ones did not compile (pytorch issue 176025), and the two steps took 2 minutes. Attention is
 # 41% of a step at roughly a fifth of the GPU's peak (5.82 ms a layer): next, FlashAttention's variable-length kernel
 # (`varlen`; `"attention": "varlen"` in a config trains with it) against FlexAttention; `128-tune` (an autotuned
-# FlexAttention backward) compiles for minutes.
+# FlexAttention backward) compiles for minutes. Then scripts/pick_attention.py writes the stretch's config
+# (runs/campaign.json): CONFIG with varlen where the lane test passed and varlen saved at least 5% of attention's
+# time, else CONFIG unchanged (PICK=0: always CONFIG).
 FLEX_VARIANTS=${FLEX_VARIANTS:-128,varlen}  # no spaces: gpu_eval.sh splits a run's flags on them
 if [ "${FLEX:-0}" = 1 ]; then
   # bench-flex.md: the name gpu_eval.sh's archive brings back; -rA prints the lane test's measured gaps on a pass,
@@ -68,8 +70,13 @@ if [ "${FLEX:-0}" = 1 ]; then
   # out of the 40 lines the log keeps
   specs=("${specs[@]:0:3}"
          "py-flex:benchmarks/bench_flex_blocks.py --config $CONFIG --batches 12 --variants $FLEX_VARIANTS --out runs/bench-flex.md"
-         "py-lane-flex:-m pytest -m gpu -rA --tb=short --show-capture=stdout -p no:logging -p no:cacheprovider tests/test_gpu.py -k attention_and_gradients"
-         "${specs[@]:3}")
+         "py-lane-flex:-m pytest -m gpu -rA --tb=short --show-capture=stdout -p no:logging -p no:cacheprovider --junitxml runs/lane-flex.xml tests/test_gpu.py -k attention_and_gradients")
+  if [ "${PICK:-1}" = 1 ]; then
+    specs+=("py-pick:scripts/pick_attention.py --config $CONFIG --bench runs/bench-flex.md --lane runs/lane-flex.xml --out runs/campaign.json"
+            "pretrain-campaign:--config runs/campaign.json --fit-minutes $MINUTES --export --profile-steps 5")
+  else
+    specs+=("pretrain-campaign:--config $CONFIG --fit-minutes $MINUTES --export --profile-steps 5")
+  fi
 fi
 if [ "${PRETRAIN:-1}" = 0 ]; then  # the stretch that campaign_from.sh stood in for the shipped model, evaluated
   MODEL=models/testtime-grid-base specs=()

@@ -10,6 +10,7 @@ import json
 import os
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,8 @@ def check_command(argv: list[str]) -> None:
         sub.make_context(argv[0], argv[1:], parent=ctx).close()
 
 
-def check_spec(spec: str) -> None:
+def check_spec(spec: str, written: frozenset[str] = frozenset()) -> None:
+    """One run of a job's list, checked as gpu_eval.sh would start it; `written`: the files earlier runs write."""
     name, flags = spec.split(":", 1)
     args = shlex.split(flags)
     if name.startswith("script"):
@@ -76,7 +78,7 @@ def check_spec(spec: str) -> None:
     elif name.startswith("pretrain"):
         check_command(["pretrain", "--run-dir", "runs/x", *args])
         config = args[args.index("--config") + 1]
-        assert (ROOT / config).is_file(), f"{spec}: no config {config}"
+        assert config in written or (ROOT / config).is_file(), f"{spec}: no config {config}"
     else:
         check_command(["evaluate", "--out", "runs/x", *args])
 
@@ -89,11 +91,15 @@ def test_every_script_parses(script):
 
 @pytest.mark.parametrize(("job", "env"), JOBS, ids=[f"{j} {e.get('SESSION', '')}".strip() for j, e in JOBS])
 def test_every_listed_run_is_a_command_the_cli_takes(job, env):
+    written: set[str] = set()
     for spec in listed_runs(job, env):
         try:
-            check_spec(spec)
+            check_spec(spec, frozenset(written))
         except click_errors.ClickException as e:
             pytest.fail(f"{job}: {spec}: {e.format_message()}")
+        words = spec.split(":", 1)[1].split()
+        if "--out" in words:
+            written.add(words[words.index("--out") + 1])
 
 
 def test_a_bad_flag_is_caught():
@@ -284,3 +290,40 @@ def test_carry_parts_fill_each_call_up_to_the_limit_and_join_back(tmp_path):
         (repo / ".whl" / w).unlink()
     bare = cut(7000)
     assert bare.returncode == 1 and "no wheels" in bare.stderr
+
+
+def test_pick_attention_takes_varlen_only_where_it_passed_the_lane_and_is_faster(tmp_path):
+    """scripts/pick_attention.py writes the stretch's config: varlen where the lane test passed and it saved at least
+    5% of attention's time; flex where it was slower, where the lane test failed or was skipped, or where the
+    measurements are missing or unreadable, saying why each time. The rest of the config is kept."""
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"lr": 0.0006, "datasets": ["arc1/train"], "attention": "flex"}))
+    test = "test_varlen_spans_give_the_block_masks_attention_and_gradients"
+
+    def run(varlen_ms, lane_child="", bench=True, lane=True):
+        if bench:
+            (tmp_path / "b.md").write_text("| variant | ms | compile s (about) | note |\n|---|---|---|---|\n"
+                                           f"| 128 | 5.82 | 30 | |\n| varlen | {varlen_ms} | 4 | |\n")
+        if lane:
+            (tmp_path / "l.xml").write_text(f'<testsuites><testsuite><testcase name="{test}">{lane_child}'
+                                            '</testcase></testsuite></testsuites>')
+        got = subprocess.run([sys.executable, str(ROOT / "scripts/pick_attention.py"), "--config", str(config),
+                              "--bench", str(tmp_path / "b.md"), "--lane", str(tmp_path / "l.xml"),
+                              "--out", str(tmp_path / "o.json")], capture_output=True, text=True, timeout=60)
+        assert got.returncode == 0, got.stderr
+        out = json.loads((tmp_path / "o.json").read_text())
+        assert {k: v for k, v in out.items() if k != "attention"} == {"lr": 0.0006, "datasets": ["arc1/train"]}
+        return out["attention"], got.stdout
+
+    assert run("3.10")[0] == "varlen"
+    assert run("5.60")[0] == "flex"  # under 5% faster
+    kind, why = run("3.10", "<failure message='x'/>")
+    assert kind == "flex" and "did not pass" in why
+    kind, why = run("3.10", "<skipped message='no kernel'/>")
+    assert kind == "flex" and "did not pass" in why
+    (tmp_path / "b.md").unlink()
+    kind, why = run("3.10", bench=False)
+    assert kind == "flex" and "FileNotFoundError" in why
+    (tmp_path / "l.xml").write_text("<testsuites><unclosed>")
+    kind, why = run("3.10", lane=False)
+    assert kind == "flex" and "ParseError" in why
