@@ -95,8 +95,10 @@ def time_variant(name: str, batches: list[np.ndarray], heads: int, head_dim: int
     varlen = spec["block"] is None
     fn = torch.compile(span_attention if varlen else flex_attention, **({"mode": spec["mode"]} if "mode" in spec else {}))
     b, t = batches[0].shape
-    q, k, v = (torch.randn(b, heads, t, head_dim, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-               for _ in range(3))
+    # [B, T, H, D] in memory, seen as [B, H, T, D]: as the model's projections hand them to attention
+    leaves = [torch.randn(b, t, heads, head_dim, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+              for _ in range(3)]
+    q, k, v = (x.transpose(1, 2) for x in leaves)
     grad = torch.randn_like(q)
     times = []
     start = time.perf_counter()

@@ -23,8 +23,10 @@ LANE_TEST = "test_varlen_spans_give_the_block_masks_attention_and_gradients"
 
 
 def variant_ms(bench: str) -> dict[str, float]:
-    """Milliseconds by variant from bench_flex_blocks.py's timing table (`| name | ms | compile s | note |`)."""
-    return {m[1]: float(m[2]) for m in re.finditer(r"^\| ([\w-]+) \| (\d+(?:\.\d+)?) \| ", bench, re.MULTILINE)}
+    """Milliseconds by variant from the last table bench_flex_blocks.py appended (`| name | ms | compile s | note |`
+    after its last `### ` header: the file collects every run's), a variant that failed left out."""
+    last = bench[max(0, bench.rfind("### ")):]
+    return {m[1]: float(m[2]) for m in re.finditer(r"^\| ([\w-]+) \| (\d+(?:\.\d+)?) \| ", last, re.MULTILINE)}
 
 
 def lane_passed(junit: str) -> bool:
@@ -40,6 +42,8 @@ def choose(bench: Path, lane: Path, min_gain: float) -> tuple[str, str]:
     try:
         ms = variant_ms(bench.read_text())
         passed = lane_passed(lane.read_text())
+        if lane.stat().st_mtime < bench.stat().st_mtime:  # the lane runs after the bench: this report is older
+            return "flex", f"kept flex: {lane} predates {bench} (a lane run that wrote no report)"
     except (OSError, ET.ParseError, ValueError) as e:
         return "flex", f"kept flex: {type(e).__name__}: {e}"
     if "varlen" not in ms or "128" not in ms:

@@ -235,8 +235,26 @@ def test_varlen_spans_give_the_block_masks_attention_and_gradients():
         out.float().square().mean().backward()
         got[name] = [out.detach().float()] + [t.grad.float().clone() for t in (q, k, v)]
     gaps = [float((a - b).norm() / b.norm()) for a, b in zip(got["varlen"], got["flex"], strict=True)]
-    record("varlen_spans", {"rel_gap_out_dq_dk_dv": [round(g, 5) for g in gaps]})
+    # and as pretraining runs it: float32 weights under bf16 autocast, whose rotated queries and keys come out in
+    # float32 beside bf16 values, in a compiled loss over packed rows of demonstrations
+    import dataclasses
+
+    from testtime.data.encode import GridCodec, encode_example
+    from testtime.data.pretrain_data import first_fit, pack
+    from testtime.model.attention import use_document_attention
+    from testtime.model.loading import ModelConfig, build_model
+    from testtime.recipes.pretrain_step import loss_sum
+
+    seqs = [encode_example(GridCodec(), list(t.train)[:-1], t.train[-1]) for t in smallest_tasks(16)]
+    batch = pack(first_fit(seqs, 2048), 2048)
+    model = build_model(dataclasses.replace(ModelConfig.tiny(), grid_positions=True)).cuda()
+    step, losses = torch.compile(loss_sum), {}
+    with use_document_attention(model), torch.autocast("cuda", torch.bfloat16):
+        for name, mask in (("flex", document_mask(batch.doc_ids.cuda())), ("varlen", document_spans(batch.doc_ids, "cuda"))):
+            losses[name] = float(step(model, batch.input_ids.cuda(), batch.labels.cuda(), mask))
+    record("varlen_spans", {"rel_gap_out_dq_dk_dv": [round(g, 5) for g in gaps], "model_losses": losses})
     assert max(gaps) < 0.02  # bfloat16 with another accumulation order; a span crossing documents moves them far more
+    assert abs(losses["varlen"] - losses["flex"]) <= 0.01 * abs(losses["flex"])
 
 
 def test_float32_model_decodes_as_pretraining_holds_it():

@@ -300,10 +300,13 @@ def test_pick_attention_takes_varlen_only_where_it_passed_the_lane_and_is_faster
     config.write_text(json.dumps({"lr": 0.0006, "datasets": ["arc1/train"], "attention": "flex"}))
     test = "test_varlen_spans_give_the_block_masks_attention_and_gradients"
 
+    def table(varlen_ms):
+        return ("### a run\n\n| variant | ms | compile s (about) | note |\n|---|---|---|---|\n"
+                f"| 128 | 5.82 | 30 | |\n| varlen | {varlen_ms} | 4 | |\n")
+
     def run(varlen_ms, lane_child="", bench=True, lane=True):
         if bench:
-            (tmp_path / "b.md").write_text("| variant | ms | compile s (about) | note |\n|---|---|---|---|\n"
-                                           f"| 128 | 5.82 | 30 | |\n| varlen | {varlen_ms} | 4 | |\n")
+            (tmp_path / "b.md").write_text(table(varlen_ms))
         if lane:
             (tmp_path / "l.xml").write_text(f'<testsuites><testsuite><testcase name="{test}">{lane_child}'
                                             '</testcase></testsuite></testsuites>')
@@ -321,6 +324,14 @@ def test_pick_attention_takes_varlen_only_where_it_passed_the_lane_and_is_faster
     assert kind == "flex" and "did not pass" in why
     kind, why = run("3.10", "<skipped message='no kernel'/>")
     assert kind == "flex" and "did not pass" in why
+    # the bench file collects every run's table: an earlier run's varlen time is not this run's failed one
+    (tmp_path / "b.md").write_text(table("3.10") + "\n" + table("- | - | RuntimeError: no kernel").replace("| 4 | |", ""))
+    kind, why = run("3.10", bench=False)
+    assert kind == "flex" and "no varlen" in why
+    os.utime(tmp_path / "l.xml", (0, 0))  # a lane report older than the bench: a lane run that wrote none
+    (tmp_path / "b.md").write_text(table("3.10"))
+    kind, why = run("3.10", bench=False, lane=False)
+    assert kind == "flex" and "predates" in why
     (tmp_path / "b.md").unlink()
     kind, why = run("3.10", bench=False)
     assert kind == "flex" and "FileNotFoundError" in why

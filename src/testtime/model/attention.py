@@ -72,7 +72,8 @@ class DocumentSpans:
     """Packed rows' documents as spans of the rows flattened into one sequence of B*T tokens, for FlashAttention's
     variable-length kernel, which computes each span's causal attention and no pair across spans (no block is
     computed whole). `cu` (int32 [S+1]): the spans' offsets, padded to a power of two by repeating the last (empty
-    spans), so that a compiled step sees few shapes; `longest`: a bound on a span's length (the row's)."""
+    spans, so that even where marking their count dynamic fails a compiled step sees few shapes); `longest`: a bound
+    on a span's length, the row's (one static value: a tighter one would recompile the step for each)."""
 
     cu: torch.Tensor
     longest: int
@@ -87,7 +88,12 @@ def document_spans(doc_ids: torch.Tensor, device: torch.device | str | None = No
     edges = torch.cat([starts.flatten().nonzero().flatten(), torch.tensor([b * t], device=doc_ids.device)])
     size = 1 << (len(edges) - 1).bit_length()
     cu = torch.cat([edges, edges[-1:].expand(size - len(edges))]).to(torch.int32)
-    return DocumentSpans(cu.to(device if device is not None else doc_ids.device, non_blocking=True), t)
+    device = torch.device(device if device is not None else doc_ids.device)
+    if device.type == "cuda" and cu.device.type == "cpu":
+        cu = cu.pin_memory()  # an asynchronous copy, as the batch's own
+    cu = cu.to(device, non_blocking=True)
+    torch._dynamo.maybe_mark_dynamic(cu, 0)  # one compiled step for every count of spans
+    return DocumentSpans(cu, t)
 
 
 def span_attention(query, key, value, spans: DocumentSpans, scale: float | None) -> torch.Tensor:
@@ -98,6 +104,12 @@ def span_attention(query, key, value, spans: DocumentSpans, scale: float | None)
         key, value = (x.repeat_interleave(h // key.shape[1], dim=1) for x in (key, value))
     q, k, v = (x.transpose(1, 2).reshape(b * t, h, d) for x in (query, key, value))
     if q.device.type == "cuda":  # packed_mask refuses "varlen" where this torch has no such kernel
+        # FlashAttention takes one half-precision dtype, and the kernel has no autocast rule of its own: under
+        # autocast a float32 model's rotated queries and keys arrive in float32 beside bf16 values
+        dt = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else v.dtype
+        if dt not in (torch.bfloat16, torch.float16):
+            raise ValueError(f"varlen attention runs in bf16 or fp16 (autocast), not {dt}")
+        q, k, v = (x.to(dt) for x in (q, k, v))
         causal = {"window_size": (-1, 0)} if "window_size" in _VARLEN_PARAMS else {"is_causal": True}
         if "scale" in _VARLEN_PARAMS:
             causal["scale"] = scale
@@ -105,6 +117,7 @@ def span_attention(query, key, value, spans: DocumentSpans, scale: float | None)
             q = q * (scale * d**0.5)
         out = varlen_attn(q, k, v, spans.cu, spans.cu, spans.longest, spans.longest, **causal)
     else:
+        k, v = k.to(q.dtype), v.to(q.dtype)
         out = torch.empty_like(q)
         cu = spans.cu.tolist()
         for s, e in zip(cu[:-1], cu[1:], strict=True):
