@@ -3,7 +3,9 @@
 Pretraining packs sequences into rows of a fixed length (`testtime.data.pretrain_data.PackedStream`) instead of
 padding each to its bucket's length: no padded tokens, one shape for the whole run (one compiled graph). A row's
 tokens carry a document index; `document_mask` turns those into a FlexAttention block mask (causal, and within
-one document), whose empty blocks the kernel skips, so a row costs what its documents would cost alone.
+one document), whose empty blocks the kernel skips, so a row costs what its documents would cost alone, give or
+take the blocks it computes whole. `document_spans` (a config's `"attention": "varlen"`) turns them instead into
+spans of the flattened rows for FlashAttention's variable-length kernel, which computes no pair across documents.
 
 The model reaches the block mask through transformers' attention registry: `DOCUMENT_ATTENTION` is registered
 once at import, and `use_document_attention` switches a model to it for the span of a training run. The function
