@@ -25,7 +25,6 @@ from testtime.data.sources import TaskSource
 from testtime.model.attention import (
     DOCUMENT_ATTENTION,
     dense_document_mask,
-    document_mask,
     document_spans,
     packed_mask,
     span_attention,
@@ -66,9 +65,11 @@ def test_first_fit_packs_every_sequence_once_within_the_row_length(flip_task):
         pack([seqs[:1]], 64)
 
 
-def test_packed_loss_and_gradients_equal_the_padded_batch(tiny_grid_model, flip_task):
+@pytest.mark.parametrize("kind", ["flex", "varlen"])
+def test_packed_loss_and_gradients_equal_the_padded_batch(tiny_grid_model, flip_task, kind):
     """The same sequences, padded one per row or packed several per row, give one loss and one gradient: no token
-    sees another sequence, every position and target is the same."""
+    sees another sequence, every position and target is the same; whether the packed rows attend through the
+    document mask or through document spans (`"attention": "varlen"`)."""
     seqs = _sequences(flip_task, [(3, 4), (5, 5), (2, 2), (6, 3), (4, 4)])
     rows = first_fit(seqs, 256)
     assert max(len(r) for r in rows) >= 2
@@ -79,7 +80,7 @@ def test_packed_loss_and_gradients_equal_the_padded_batch(tiny_grid_model, flip_
     for batch in (padded, packed):
         model = tiny_grid_model(0)
         with use_document_attention(model):
-            mask = None if batch.doc_ids is None else document_mask(batch.doc_ids)
+            mask = None if batch.doc_ids is None else packed_mask(batch.doc_ids, "cpu", kind)
             loss = loss_sum(model, batch.input_ids, batch.labels, mask)
         loss.backward()
         grads.append((loss.detach(), [p.grad for p in model.parameters()]))
@@ -141,23 +142,6 @@ def test_span_attention_equals_the_dense_document_mask(kv_heads):
         attn_mask=dense_document_mask(doc), scale=0.3).transpose(1, 2)
     got = span_attention(q, k, v, document_spans(doc), 0.3)
     assert got.shape == (2, 40, 4, 8) and torch.allclose(got, want, atol=1e-6)
-
-
-def test_packed_spans_give_the_padded_loss_and_gradients(tiny_grid_model, flip_task):
-    """The grid model over packed rows attending through `DocumentSpans` ("attention": "varlen") gives the padded
-    batch's loss and gradients, as the block mask's path does."""
-    seqs = _sequences(flip_task, [(3, 4), (5, 5), (2, 2), (6, 3), (4, 4)])
-    padded, packed = collate(seqs, 16), pack(first_fit(seqs, 256), 256)
-    grads = []
-    for batch, mask in ((padded, None), (packed, packed_mask(packed.doc_ids, "cpu", "varlen"))):
-        model = tiny_grid_model(0)
-        with use_document_attention(model):
-            loss = loss_sum(model, batch.input_ids, batch.labels, mask)
-        loss.backward()
-        grads.append((loss.detach(), [p.grad for p in model.parameters()]))
-    (a, ga), (b, gb) = grads
-    assert torch.allclose(a, b, rtol=1e-5)
-    assert all(float((x - y).norm() / x.norm()) < 1e-5 for x, y in zip(ga, gb, strict=True))
 
 
 def test_small_blocks_get_tiles_that_divide_them():
