@@ -4,7 +4,7 @@
 #
 #   CALL_SECONDS=570 SMOKE="--limit 64 --joint-samples 128" bash scripts/gpu_pretrain_ddp.sh
 #
-# - RE-ARC: joined from the parts the calls of scripts/carry_parts.sh stashed (the last call's too),
+# - RE-ARC: joined by scripts/gpu_rearc_join.sh from the parts the calls of scripts/carry_parts.sh stashed,
 #   checked against the sha256 in ../shared/data/re-arc/README.md, put where the configs read it.
 # - SMOKE (evaluate flags): run first on all GPUs with the shipped model (catches GPU-only bugs, times the stages).
 # - Pretraining: CONFIG (configs/pretrain-grid-continue.json) into RUN_DIR (runs/pretrain), its schedule fitted
@@ -27,14 +27,8 @@ python3 -m pip install -q --no-index --no-deps --target /tmp/site $WHEELS >/dev/
 export PYTHONPATH=src:/tmp/site PYTHONUNBUFFERED=1 TQDM_MININTERVAL=20
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 
-dest=../shared/data/re-arc/re_arc.npz.xz
-if [ ! -f "$dest" ]; then
-    mkdir -p "$(dirname "$dest")"
-    cat /root/stash/rearc.part* > "$dest"  # the last call stashes its part too (carry_parts.sh's printed calls)
-fi
-want=7eaa6d5a796e12600563d7ed9acaca9ed27e0662ba510b98f8006869cf3ff453
-[ "$(sha256sum "$dest" | cut -d' ' -f1)" = "$want" ] || { echo "RE-ARC: sha256 mismatch"; ls -la /root/stash; exit 1; }
-echo "RE-ARC ready; $NGPU GPU(s): $(nvidia-smi --query-gpu=name --format=csv,noheader | sort | uniq -c | xargs)"
+bash scripts/gpu_rearc_join.sh || exit 1  # joined and checked as the campaign's first step does
+echo "$NGPU GPU(s): $(nvidia-smi --query-gpu=name --format=csv,noheader | sort | uniq -c | xargs)"
 
 if [ -n "${SMOKE:-}" ]; then
     s0=$SECONDS
