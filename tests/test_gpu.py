@@ -28,6 +28,7 @@ OUT/gpu-lane.jsonl (and prints it), for the run's record in results/.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -173,6 +174,22 @@ def test_cuda_graph_training_equals_eager_training(n_tasks):
     assert weight_gap("graph", "fixed") <= max(0.05, 2 * weight_gap("fixed", "dynamic"))
 
 
+def packed_documents(rows: list[list[int]], t: int) -> torch.Tensor:
+    """Document ids [len(rows), t] of packed rows holding documents of these lengths in turn, then padding (-1)."""
+    doc = torch.full((len(rows), t), -1, dtype=torch.int32)
+    for row, lengths in enumerate(rows):
+        at = 0
+        for d, n in enumerate(lengths):
+            doc[row, at: at + n] = d
+            at += n
+    return doc
+
+
+def relative_gaps(got: list[torch.Tensor], want: list[torch.Tensor]) -> list[float]:
+    """Each pair's |got - want| / |want| (norms): outputs and gradients of two attentions over the same inputs."""
+    return [float((a - b).norm() / b.norm()) for a, b in zip(got, want, strict=True)]
+
+
 def test_small_attention_blocks_give_the_default_blocks_attention_and_gradients():
     """`"attention_block": 64` (64-token block masks, with tiles that divide them: `attention.tile_options`) attends
     as the default 128-token blocks do, forward and backward, compiled as pretraining runs it, over one packed row
@@ -182,11 +199,7 @@ def test_small_attention_blocks_give_the_default_blocks_attention_and_gradients(
     from testtime.model.attention import document_mask, tile_options
 
     torch.manual_seed(0)
-    doc = torch.full((1, 4096), -1, dtype=torch.int32)
-    at = 0
-    for d, n in enumerate([700, 130, 2000, 64, 900, 150]):
-        doc[0, at: at + n] = d
-        at += n
+    doc = packed_documents([[700, 130, 2000, 64, 900, 150]], 4096)
     fn = torch.compile(flex_attention)
     q, k, v = (torch.randn(1, 4, 4096, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
     got = {}
@@ -202,7 +215,7 @@ def test_small_attention_blocks_give_the_default_blocks_attention_and_gradients(
             # the H100's torch 2.11 on 2026-12-06: 64-token blocks are not for this machine (the config says so)
             pytest.skip(f"this torch finds no tile configuration for {block}-token blocks (pytorch issue 176025)")
         got[block] = [out.detach().float()] + [t.grad.float().clone() for t in (q, k, v)]
-    gaps = [float((a - b).norm() / b.norm()) for a, b in zip(got[64], got[128], strict=True)]
+    gaps = relative_gaps(got[64], got[128])
     record("flex_small_blocks", {"rel_gap_out_dq_dk_dv": [round(g, 5) for g in gaps]})
     assert max(gaps) < 0.02  # bfloat16 with another accumulation order; a wrong mask moves them by far more
 
@@ -216,12 +229,7 @@ def test_varlen_spans_give_the_block_masks_attention_and_gradients():
     from testtime.model.attention import document_mask, document_spans, span_attention
 
     torch.manual_seed(0)
-    doc = torch.full((2, 4096), -1, dtype=torch.int32)
-    for row, lengths in enumerate([[700, 130, 2000, 64, 900, 150], [3000, 17, 1000]]):
-        at = 0
-        for d, n in enumerate(lengths):
-            doc[row, at: at + n] = d
-            at += n
+    doc = packed_documents([[700, 130, 2000, 64, 900, 150], [3000, 17, 1000]], 4096)
     q, k, v = (torch.randn(2, 8, 4096, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
     flex, spans = torch.compile(flex_attention), torch.compile(span_attention)
     got = {}
@@ -234,11 +242,9 @@ def test_varlen_spans_give_the_block_masks_attention_and_gradients():
             out = spans(q, k, v, document_spans(doc, "cuda"), None)
         out.float().square().mean().backward()
         got[name] = [out.detach().float()] + [t.grad.float().clone() for t in (q, k, v)]
-    gaps = [float((a - b).norm() / b.norm()) for a, b in zip(got["varlen"], got["flex"], strict=True)]
+    gaps = relative_gaps(got["varlen"], got["flex"])
     # and as pretraining runs it: float32 weights under bf16 autocast, whose rotated queries and keys come out in
     # float32 beside bf16 values, in a compiled loss over packed rows of demonstrations
-    import dataclasses
-
     from testtime.data.encode import GridCodec, encode_example
     from testtime.data.pretrain_data import first_fit, pack
     from testtime.model.attention import use_document_attention
