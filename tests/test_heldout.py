@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -187,4 +189,33 @@ def test_the_comparison_names_its_work_files_by_model(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "t.json").read_text()) == {"x/m1": {"a": 1.0}, "y/m2": {"a": 1.0}}
     monkeypatch.setattr(sys, "argv", ["heldout_compare.py", "p", "q", "--names", "v4", "v4"])
     with pytest.raises(SystemExit, match="different names"):
+        bench.main()
+
+
+def test_stretch_losses_chain_the_stretches_logs_and_refuse_a_folder_without_one(tmp_path, monkeypatch):
+    """benchmarks/stretch_losses.py (the model card's loss.png): each stretch's steps and tokens continue the last
+    one's, so the held-out solves are drawn against the model's cumulative tokens; a path with no log is named."""
+    bench = _bench("stretch_losses")
+    logs = []
+    for i, n in enumerate((3, 2)):
+        (tmp_path / f"s{i}").mkdir()
+        recs = [{"step": 10 * (k + 1), "loss": 0.1, "tokens": 1000 * (k + 1), "tokens_per_s": 5.0,
+                 "val_solved": i + k, "val_tasks": 40} for k in range(n)]
+        (tmp_path / f"s{i}" / "log.jsonl").write_text("".join(f"{json.dumps(r)}\n" for r in recs))
+        logs.append(str(tmp_path / f"s{i}" / "log.jsonl"))
+    monkeypatch.setattr(sys, "argv", ["stretch_losses.py", *logs, "--out", str(tmp_path / "loss.png")])
+    bench.main()
+    assert (tmp_path / "loss.png").stat().st_size > 0
+    drawn = {}
+
+    def plot(run, out):
+        drawn["recs"] = read_log(run)
+        return out
+
+    monkeypatch.setattr(bench, "plot_loss", plot)
+    bench.main()
+    assert [(r["step"], r["tokens"]) for r in drawn["recs"]] == [(10, 1000), (20, 2000), (30, 3000), (40, 4000),
+                                                                 (50, 5000)]
+    monkeypatch.setattr(sys, "argv", ["stretch_losses.py", logs[0], str(tmp_path / "none/log.jsonl"), "--out", "x"])
+    with pytest.raises(SystemExit, match="none/log.jsonl: no pretraining records"):
         bench.main()
