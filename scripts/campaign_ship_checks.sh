@@ -5,13 +5,13 @@
 # leaves them out and gives their GPU-minutes back: ARC-AGI-2 is reported for every shipped change, and only for
 # those. A `script` step of gpu_eval.sh, whose LAUNCH (torchrun under NPROC) and EVAL_FLAGS it evaluates with.
 #   bash scripts/campaign_ship_checks.sh MODEL
-# REF (default results/h100-campaign-2026-12-06d/runs.tar.xz) and REF_RUN (default v6): the shipped model's records
+# REF (default results/h100-campaign-2026-12-06f/runs.tar.xz) and REF_RUN (default v7): the shipped model's records
 # (v4's until 2026-12-06: results/h200-2026-12-04/runs.tar.xz, v4).
 # FORCE=1 runs the checks whatever the comparison says.
 set -uo pipefail
 MODEL=${1:?the model folder of the stretch}; shift
-REF=${REF:-results/h100-campaign-2026-12-06d/runs.tar.xz}
-REF_RUN=${REF_RUN:-v6}
+REF=${REF:-results/h100-campaign-2026-12-06f/runs.tar.xz}
+REF_RUN=${REF_RUN:-v7}
 [ -f runs/campaign-eval/results.jsonl ] || { echo "ship checks: runs/campaign-eval has no results"; exit 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -188,16 +188,16 @@ def test_a_stretch_stands_in_for_the_shipped_model_and_goes_back(tmp_path):
     assert broken.returncode != 0  # not a checkout: the restore fails, and says so
 
 
-@pytest.mark.parametrize(("kept", "verdict"), [(None, "not-better: stretch 192 against shipped 192 on 400 tasks"),
+@pytest.mark.parametrize(("kept", "verdict"), [(None, "not-better: stretch 194.5 against shipped 194.5 on 400 tasks"),
                                                (10, "partial:")])
 def test_the_ship_checks_pair_a_stretch_with_the_shipped_models_own_records(tmp_path, kept, verdict):
     """scripts/campaign_ship_checks.sh's default REF/REF_RUN are the shipped model's records (a stale default would
     ship a stretch that beats an older model): given those very records as the stretch's, the verdict is a tie, so
     ARC-AGI-2 and the run without TTT are left out; given 10 of them, partial."""
     (tmp_path / "results").symlink_to(ROOT / "results")
-    ref = ROOT / "results/h100-campaign-2026-12-06d/runs.tar.xz"
-    subprocess.run(["tar", "-xJf", str(ref), "-C", str(tmp_path), "v6/results.jsonl"], check=True)
-    records = (tmp_path / "v6/results.jsonl").read_text().splitlines(keepends=True)
+    ref = ROOT / "results/h100-campaign-2026-12-06f/runs.tar.xz"
+    subprocess.run(["tar", "-xJf", str(ref), "-C", str(tmp_path), "v7/results.jsonl"], check=True)
+    records = (tmp_path / "v7/results.jsonl").read_text().splitlines(keepends=True)
     (tmp_path / "runs/campaign-eval").mkdir(parents=True)
     (tmp_path / "runs/campaign-eval/results.jsonl").write_text("".join(records[:kept]))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}  # the verdict imports testtime from outside the checkout
