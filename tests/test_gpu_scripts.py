@@ -338,3 +338,32 @@ def test_pick_attention_takes_varlen_only_where_it_passed_the_lane_and_is_faster
     (tmp_path / "l.xml").write_text("<testsuites><unclosed>")
     kind, why = run("3.10", lane=False)
     assert kind == "flex" and "ParseError" in why
+
+
+def _archive(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(ROOT / "scripts/results_archive.sh"), *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_results_archives_that_left_the_tree_unpack_from_history(tmp_path):
+    """scripts/results_archive.sh: each archive results/ARCHIVES.md lists is out of the tree (so GPU calls do not
+    carry it) and unpacks from the commit it names, checked by its sha256; one still in the tree unpacks from there;
+    a path in neither is named in a one-line error."""
+    listed = _archive("--list").stdout.split()
+    assert len(listed) >= 9 and all(p.startswith("results/") and p.endswith(".tar.xz") for p in listed)
+    tracked = subprocess.run(["git", "ls-files", "results"], capture_output=True, text=True, cwd=ROOT).stdout.split()
+    assert not set(listed) & set(tracked)
+    arch = "results/h200-arch-2026-12-04/runs.tar.xz"
+    commit = next(r.split("|")[4].strip(" `") for r in (ROOT / "results/ARCHIVES.md").read_text().splitlines()
+                  if f"| {arch} |" in r)
+    if subprocess.run(["git", "cat-file", "-e", f"{commit}:{arch}"], cwd=ROOT).returncode != 0:
+        pytest.skip(f"commit {commit} is not in this clone's history (a shallow clone)")
+    got = _archive(arch, str(tmp_path / "old"))
+    assert got.returncode == 0 and "from commit" in got.stdout, got.stderr
+    assert list((tmp_path / "old").rglob("summary.json"))
+    kept = _archive("results/h100-campaign-2026-12-06f/runs.tar.xz", str(tmp_path / "kept"))
+    assert kept.returncode == 0 and "from the tree" in kept.stdout
+    assert (tmp_path / "kept/v7/summary.json").is_file()
+    missing = _archive("results/nowhere/runs.tar.xz", str(tmp_path / "x"))
+    assert missing.returncode == 1 and missing.stderr.strip().count("\n") == 0
+    assert "results/nowhere/runs.tar.xz: neither in the tree nor in" in missing.stderr
