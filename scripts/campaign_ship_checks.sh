@@ -6,7 +6,8 @@
 # those. A `script` step of gpu_eval.sh, whose LAUNCH (torchrun under NPROC) and EVAL_FLAGS it evaluates with.
 #   bash scripts/campaign_ship_checks.sh MODEL
 # REF (default results/h100-campaign-2026-12-06f/runs.tar.xz) and REF_RUN (default v7): the shipped model's records
-# (v4's until 2026-12-06: results/h200-2026-12-04/runs.tar.xz, v4).
+# (before v7: v6's in results/h100-campaign-2026-12-06d/runs.tar.xz, v6; v5's in -06b, v5; v4's, now in git history:
+# results/ARCHIVES.md).
 # FORCE=1 runs the checks whatever the comparison says.
 set -uo pipefail
 MODEL=${1:?the model folder of the stretch}; shift

@@ -34,7 +34,9 @@
 # `bash scripts/campaign_from.sh --restore` after them. A stretch that then beats the shipped model ships.
 # PRETRAIN=0 only evaluates the stand-in (and makes the ship checks), for a budget too short to train and evaluate:
 # the wheels stashed first (`bash scripts/carry_parts.sh --wheels` prints the calls, the last ending in this line),
-# then the same line until ALL RUNS DONE (about 6 device-minutes, 12.5 with the checks). Keep the stand-in in place until then: the evaluations read the model from the tree each call carries.
+# then the same line until ALL RUNS DONE (about 7 device-minutes, 13.6 with the checks on 2026-12-06,
+# h100-campaign-2026-12-06f.md). Keep the stand-in in place until then: the evaluations read the model from the
+# tree each call carries.
 #
 # A dry run on the CPU (what the pipeline does, not what it measures; done on 2026-12-05, 23 minutes on 2 busy
 # cores): a copy of the config with "compile": false, token_budget 8192, warmup_steps 2, total_steps 6, log_every 2

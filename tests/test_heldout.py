@@ -192,9 +192,10 @@ def test_the_comparison_names_its_work_files_by_model(tmp_path, monkeypatch):
         bench.main()
 
 
-def test_stretch_losses_chain_the_stretches_logs_and_refuse_a_folder_without_one(tmp_path, monkeypatch):
+def test_stretch_losses_chain_the_stretches_logs_and_name_a_bad_one(tmp_path, monkeypatch):
     """benchmarks/stretch_losses.py (the model card's loss.png): each stretch's steps and tokens continue the last
-    one's, so the held-out solves are drawn against the model's cumulative tokens; a path with no log is named."""
+    one's (from --start-tokens), other fields pass through, a run folder stands for its log; a missing or empty log,
+    or a record without tokens, is refused naming the path."""
     bench = _bench("stretch_losses")
     logs = []
     for i, n in enumerate((3, 2)):
@@ -202,20 +203,18 @@ def test_stretch_losses_chain_the_stretches_logs_and_refuse_a_folder_without_one
         recs = [{"step": 10 * (k + 1), "loss": 0.1, "tokens": 1000 * (k + 1), "tokens_per_s": 5.0,
                  "val_solved": i + k, "val_tasks": 40} for k in range(n)]
         (tmp_path / f"s{i}" / "log.jsonl").write_text("".join(f"{json.dumps(r)}\n" for r in recs))
-        logs.append(str(tmp_path / f"s{i}" / "log.jsonl"))
-    monkeypatch.setattr(sys, "argv", ["stretch_losses.py", *logs, "--out", str(tmp_path / "loss.png")])
+        logs.append(tmp_path / f"s{i}" / "log.jsonl")
+    monkeypatch.setattr(sys, "argv", ["stretch_losses.py", *map(str, logs), "--out", str(tmp_path / "loss.png")])
     bench.main()
     assert (tmp_path / "loss.png").stat().st_size > 0
-    drawn = {}
-
-    def plot(run, out):
-        drawn["recs"] = read_log(run)
-        return out
-
-    monkeypatch.setattr(bench, "plot_loss", plot)
-    bench.main()
-    assert [(r["step"], r["tokens"]) for r in drawn["recs"]] == [(10, 1000), (20, 2000), (30, 3000), (40, 4000),
-                                                                 (50, 5000)]
-    monkeypatch.setattr(sys, "argv", ["stretch_losses.py", logs[0], str(tmp_path / "none/log.jsonl"), "--out", "x"])
-    with pytest.raises(SystemExit, match="none/log.jsonl: no pretraining records"):
-        bench.main()
+    recs = bench.chain([logs[0], logs[1].parent], start_tokens=500)
+    assert [(r["step"], r["tokens"]) for r in recs] == [(10, 1500), (20, 2500), (30, 3500), (40, 4500), (50, 5500)]
+    assert [r["val_solved"] for r in recs] == [0, 1, 2, 1, 2]
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "log.jsonl").write_text("")
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "log.jsonl").write_text(json.dumps({"step": 1, "loss": 0.1}) + "\n")
+    for bad, says in [(tmp_path / "none" / "log.jsonl", "no log.jsonl there"), (tmp_path / "empty", "no records"),
+                      (tmp_path / "bare" / "log.jsonl", "record 1 has no step or tokens")]:
+        with pytest.raises(SystemExit, match=f"{bad}: {says}"):
+            bench.chain([logs[0], bad])
