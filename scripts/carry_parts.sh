@@ -43,11 +43,12 @@ if [ "$src" != /dev/null ]; then
     total=$(size "$src")
     [ "$total" -gt 0 ] || { echo "carry_parts: $src is empty" >&2; exit 1; }
 fi
+wheels=$(for f in .whl/*.whl; do echo "$(size "$f") $f"; done | sort -rn)  # "bytes path", largest first
 whl=0
 while read -r bytes f; do
     [ "$bytes" -le "$room" ] || { echo "carry_parts: the tree ($tree bytes) leaves no room under $limit for $f ($bytes)" >&2; exit 1; }
     whl=$((whl + bytes))
-done < <(for f in .whl/*.whl; do echo "$(size "$f") $f"; done)
+done <<<"$wheels"
 # the stash joins the parts in name order (rearc.part00, 01, ...): two digits
 [ $(( (total + whl + room - 1) / room )) -le 99 ] \
     || { echo "carry_parts: a call's room ($room bytes) would cut $src into more than 99 parts" >&2; exit 1; }
@@ -58,7 +59,7 @@ while read -r bytes f; do
     while [ "$i" -lt "${#used[@]}" ] && [ $((used[i] + bytes)) -gt "$room" ]; do i=$((i + 1)); done
     used[i]=$(( ${used[i]:-0} + bytes ))
     mkdir -p ".carry$((i + 1))" && cp "$f" ".carry$((i + 1))/"
-done < <(for f in .whl/*.whl; do echo "$(size "$f") $f"; done | sort -rn)
+done <<<"$wheels"
 n=0 offset=0 k=0
 while [ "$offset" -lt "$total" ]; do
     chunk=$((room - ${used[n]:-0}))
