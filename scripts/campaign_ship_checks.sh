@@ -4,18 +4,28 @@
 # on all of the shipped one's tasks, paired (a partial evaluation decides nothing). A stretch that did not gain
 # leaves them out and gives their GPU-minutes back: ARC-AGI-2 is reported for every shipped change, and only for
 # those. A `script` step of gpu_eval.sh, whose LAUNCH (torchrun under NPROC) and EVAL_FLAGS it evaluates with.
-#   bash scripts/campaign_ship_checks.sh MODEL
+#   bash scripts/campaign_ship_checks.sh MODEL [ARCHIVE:RUN]
+# ARCHIVE:RUN: the stretch's 400 with the default were evaluated in an earlier session and are recorded as RUN in
+# the tracked ARCHIVE (a session whose budget fitted the evaluation but not the checks, h100-campaign-2026-12-06g.md):
+# they become runs/campaign-eval, and the checks run on MODEL (the stretch standing in, scripts/campaign_from.sh).
 # REF (default results/h100-campaign-2026-12-06f/runs.tar.xz) and REF_RUN (default v7): the shipped model's records
 # (before v7: v6's in results/h100-campaign-2026-12-06d/runs.tar.xz, v6; v5's in -06b, v5; v4's, now in git history:
 # results/ARCHIVES.md).
 # FORCE=1 runs the checks whatever the comparison says.
 set -uo pipefail
-MODEL=${1:?the model folder of the stretch}; shift
+MODEL=${1:?the model folder of the stretch}; RECORDS=${2:-}
 REF=${REF:-results/h100-campaign-2026-12-06f/runs.tar.xz}
 REF_RUN=${REF_RUN:-v7}
-[ -f runs/campaign-eval/results.jsonl ] || { echo "ship checks: runs/campaign-eval has no results"; exit 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+if [ -n "$RECORDS" ]; then
+  [[ $RECORDS == *:* ]] || { echo "ship checks: $RECORDS: not ARCHIVE:RUN"; exit 1; }
+  mkdir -p "$tmp/stretch"
+  tar -xJf "${RECORDS%:*}" -C "$tmp/stretch" "${RECORDS##*:}/results.jsonl" \
+    || { echo "ship checks: no ${RECORDS##*:}/results.jsonl in ${RECORDS%:*}"; exit 1; }
+  mkdir -p runs/campaign-eval && cp "$tmp/stretch/${RECORDS##*:}/results.jsonl" runs/campaign-eval/
+fi
+[ -f runs/campaign-eval/results.jsonl ] || { echo "ship checks: runs/campaign-eval has no results"; exit 1; }
 tar -xJf "$REF" -C "$tmp" "$REF_RUN" || { echo "ship checks: no $REF_RUN in $REF"; exit 1; }
 cat >"$tmp/verdict.py" <<'PY'
 import sys

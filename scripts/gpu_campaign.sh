@@ -37,6 +37,9 @@
 # then the same line until ALL RUNS DONE (about 7 device-minutes, 13.6 with the checks on 2026-12-06,
 # h100-campaign-2026-12-06f.md). Keep the stand-in in place until then: the evaluations read the model from the
 # tree each call carries.
+# STAND_IN_EVAL=ARCHIVE:RUN (with EVAL=0) adds the ship checks of a stand-in evaluated on the 400 in an earlier
+# session whose budget left no room for them (its records tracked as RUN in ARCHIVE), after the stretch that
+# continues it: about 5.9 device-minutes more. With PRETRAIN=0 EVAL=0, the checks alone.
 #
 # A dry run on the CPU (what the pipeline does, not what it measures; done on 2026-12-05, 23 minutes on 2 busy
 # cores): a copy of the config with "compile": false, token_budget 8192, warmup_steps 2, total_steps 6, log_every 2
@@ -86,14 +89,24 @@ fi
 if [ "${EVAL:-1}" != 0 ]; then
   specs+=("campaign-eval:--tasks arc1/eval --model $MODEL" "script-ship:scripts/campaign_ship_checks.sh $MODEL")
 fi
+# STAND_IN_EVAL=ARCHIVE:RUN: the stand-in's 400 were evaluated in an earlier session (recorded as RUN in the tracked
+# ARCHIVE) with no time left for its ship checks; they run here on those records, after the stretch that continues
+# the stand-in (EVAL=0: that stretch is evaluated in a later session), or alone with PRETRAIN=0 EVAL=0.
+if [ -n "${STAND_IN_EVAL:-}" ]; then
+  [ "${EVAL:-1}" = 0 ] || { echo "STAND_IN_EVAL: only with EVAL=0 (an evaluation here writes runs/campaign-eval too)" >&2; exit 1; }
+  [ -f "${STAND_IN_EVAL%:*}" ] || { echo "STAND_IN_EVAL: no archive ${STAND_IN_EVAL%:*}" >&2; exit 1; }
+  specs+=("script-ship:scripts/campaign_ship_checks.sh models/testtime-grid-base $STAND_IN_EVAL")
+  NEEDS_STAND_IN=1
+fi
 [ ${#specs[@]} -gt 0 ] || { echo "PRETRAIN=0 with EVAL=0: nothing to run" >&2; exit 1; }
 [ "${PRETRAIN:-1}" = 0 ] && SEND= || SEND=$MODEL  # a stand-in is already here
 if [ -n "${LIST:-}" ]; then  # LIST=1: the runs, without running them (and, on stderr, the model that comes back)
   printf '%s\n' "${specs[@]}"; echo "returns: ${SEND:-no model}" >&2; exit 0
 fi
-if [ "${PRETRAIN:-1}" = 0 ]; then  # evaluating the shipped model again by mistake would cost 6-12 device-minutes
+# checking the shipped model again by mistake would cost 6-12 device-minutes
+if [ "${PRETRAIN:-1}" = 0 ] || [ -n "${NEEDS_STAND_IN:-}" ]; then
   STAND_IN=models/testtime-grid-base/STAND_IN
-  [ -f $STAND_IN ] || { echo "PRETRAIN=0: no stand-in (run scripts/campaign_from.sh first)"; exit 1; }
+  [ -f $STAND_IN ] || { echo "PRETRAIN=0 or STAND_IN_EVAL: no stand-in (run scripts/campaign_from.sh first)"; exit 1; }
   echo "evaluating the stand-in: $(cat $STAND_IN)"
 fi
 SEND_MODEL=$SEND exec bash "$(dirname "$0")/gpu_eval.sh" "${specs[@]}"

@@ -29,6 +29,8 @@ JOBS = [
     ("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "0"}),
     ("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "0", "FLEX": "1"}),
     ("gpu_campaign.sh", {"LIST": "1", "PRETRAIN": "0"}),
+    ("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "0",
+                         "STAND_IN_EVAL": "results/h100-campaign-2026-12-06g/runs.tar.xz:seed7"}),
     ("gpu_arch.sh", {"LIST": "1"}),
     ("gpu_gen.sh", {"LIST": "1"}),
     ("gpu_latency.sh", {"LIST": "1", "STEPS": "cold warm warm-b8 b8 serve lane-ttt warm-eager"}),
@@ -128,6 +130,16 @@ def test_eval_0_leaves_pretraining_alone_and_pretrain_0_the_evaluation_alone():
     assert all(s.endswith("--model models/testtime-grid-base") or s.endswith(" models/testtime-grid-base")
                for s in stand_in)
 
+    # a stand-in evaluated in an earlier session: its ship checks on those records, after the stretch continuing it
+    records = "results/h100-campaign-2026-12-06g/runs.tar.xz:seed7"
+    later = listed_runs("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "0", "STAND_IN_EVAL": records})
+    assert [s.split(":")[0] for s in later][-2:] == ["pretrain-campaign", "script-ship"]
+    assert later[-1] == f"script-ship:scripts/campaign_ship_checks.sh models/testtime-grid-base {records}"
+    alone = listed_runs("gpu_campaign.sh", {"LIST": "1", "PRETRAIN": "0", "EVAL": "0", "STAND_IN_EVAL": records})
+    assert alone == later[-1:]
+    assert "only with EVAL=0" in returned({"PRETRAIN": "0", "STAND_IN_EVAL": records})
+    assert "no archive" in returned({"PRETRAIN": "0", "EVAL": "0", "STAND_IN_EVAL": "results/none.tar.xz:seed7"})
+
 
 def test_a_stretch_stands_in_for_the_shipped_model_and_goes_back(tmp_path):
     """scripts/campaign_from.sh in a checkout of its own: the stretch's weights, config and index replace the shipped
@@ -206,6 +218,27 @@ def test_the_ship_checks_pair_a_stretch_with_the_shipped_models_own_records(tmp_
     assert got.returncode == 0, got.stdout + got.stderr
     assert got.stdout.startswith(f"ship checks: {verdict}") and "left out" in got.stdout
     assert not (tmp_path / "runs/campaign-arc2").exists()
+
+
+def test_the_ship_checks_take_a_stretchs_records_from_an_earlier_session(tmp_path):
+    """Given ARCHIVE:RUN, campaign_ship_checks.sh pairs those records with the shipped model's (06g's stretch: 200.5
+    against v7's 194.5, better) and launches ARC-AGI-2's and the no-TTT evaluations on the model it is given (a
+    launcher that only echoes stands in for the CLI); a run missing from the archive is refused."""
+    (tmp_path / "results").symlink_to(ROOT / "results")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "LAUNCH": "echo"}
+
+    def checks(records):
+        return subprocess.run(["bash", str(ROOT / "scripts/campaign_ship_checks.sh"), "models/testtime-grid-base",
+                               records], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+
+    got = checks("results/h100-campaign-2026-12-06g/runs.tar.xz:seed7")
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert got.stdout.startswith("ship checks: better: stretch 200.5 against shipped 194.5 on 400 tasks")
+    for name, flags in (("campaign-arc2", "--tasks arc2/eval"), ("campaign-icl", "--tasks arc1/eval --no-ttt")):
+        launched = (tmp_path / "runs" / name / "eval.log").read_text().strip()
+        assert launched == f"evaluate --out runs/{name} {flags} --model models/testtime-grid-base"
+    missing = checks("results/h100-campaign-2026-12-06g/runs.tar.xz:seed9")
+    assert missing.returncode == 1 and "no seed9/results.jsonl" in missing.stdout
 
 
 def test_carry_parts_fill_each_call_up_to_the_limit_and_join_back(tmp_path):
