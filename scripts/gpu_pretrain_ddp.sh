@@ -20,11 +20,8 @@ RUN_DIR=${RUN_DIR:-runs/pretrain}
 OUT=${OUT:-/tmp/out}
 NGPU=$(python3 -c "import torch; print(torch.cuda.device_count())")
 mkdir -p "$OUT" "$RUN_DIR"
-# Wheels from .whl/ where it was carried, else from an earlier call's stash (scripts/carry_parts.sh): no call has
-# room for them all beside the tracked tree.
-WHEELS=$(ls .whl/*.whl 2>/dev/null || ls /root/stash/*.whl 2>/dev/null) || { echo "no wheels: stash them first (bash scripts/carry_parts.sh --wheels prints the calls)"; exit 1; }
-python3 -m pip install -q --no-index --no-deps --target /tmp/site $WHEELS >/dev/null 2>&1 || { echo "wheels"; exit 1; }
-export PYTHONPATH=src:/tmp/site PYTHONUNBUFFERED=1 TQDM_MININTERVAL=20
+source scripts/gpu_wheels.sh || exit 1
+export TQDM_MININTERVAL=20
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 
 bash scripts/gpu_rearc_join.sh || exit 1  # joined and checked as the campaign's first step does

@@ -241,6 +241,27 @@ def test_the_ship_checks_take_a_stretchs_records_from_an_earlier_session(tmp_pat
     assert missing.returncode == 1 and "no seed9/results.jsonl" in missing.stdout
 
 
+def test_the_jobs_wheels_install_or_say_why_not(tmp_path):
+    """scripts/gpu_wheels.sh, which gpu_eval.sh and gpu_pretrain_ddp.sh source: with no wheels carried or stashed it
+    fails saying how to stash them; with wheels this Python cannot install (here: not a wheel) it falls back on
+    the packages it has, and puts src/ on the path."""
+    script = ROOT / "scripts/gpu_wheels.sh"
+    probe = f'source {script} && echo "path=$PYTHONPATH"'
+
+    def source():
+        return subprocess.run(["bash", "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                              env={**os.environ, "PYTHONPATH": ""})
+
+    if not list(Path("/root/stash").glob("*.whl")):  # a developer's machine may hold a stash of its own
+        none = source()
+        assert none.returncode == 1 and "bash scripts/carry_parts.sh --wheels" in none.stdout
+    (tmp_path / ".whl").mkdir()
+    (tmp_path / ".whl/broken-1.0-py3-none-any.whl").write_bytes(b"not a zip")
+    fallback = source()
+    assert fallback.returncode == 0, fallback.stdout + fallback.stderr
+    assert fallback.stdout.strip() == "path=src:/tmp/site"
+
+
 def test_carry_parts_fill_each_call_up_to_the_limit_and_join_back(tmp_path):
     """scripts/carry_parts.sh in a checkout of its own: every call (the tree, plus its folder) stays under the limit
     less the margin; the wheels travel whole, each in one call, spread over calls when one call cannot hold them
