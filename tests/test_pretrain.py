@@ -259,6 +259,37 @@ def test_fit_minutes_lays_the_schedule_over_the_steps_that_fit_and_keeps_it_on_r
         tiny_config(fit_minutes=float("nan"))
 
 
+def test_wsd_holds_the_rate_then_decays_and_exports_the_weights_at_the_decays_start(tmp_path, sources):
+    """schedule "wsd": warmup, the peak rate until the last decay_frac of the steps, then 1 - sqrt down to the floor
+    at the last step; stable/ holds the weights as they were when the decay began, the very weights a run stopped
+    there exports (the next stretch of a campaign continues from them)."""
+    from safetensors.torch import load_file
+
+    cfg = tiny_config(schedule="wsd", total_steps=10, warmup_steps=2, decay_frac=0.3, min_lr_ratio=0.1,
+                      probe_samples=0, export_dtype="float32")
+    run = pretrain(cfg, tmp_path / "wsd", progress=False, sources=sources)
+    assert run.finished and run.step == 10
+    lrs = {r["step"]: r["lr"] for r in read_log(tmp_path / "wsd")}  # the rate of the step after each
+    assert lrs[1] == pytest.approx(cfg.lr)  # warmup's second step
+    assert all(lrs[k] == pytest.approx(cfg.lr) for k in range(2, 7))  # stable until the decay's start, step 7
+    # the decay's three steps (7, 8, 9) at 1 - sqrt(1/3), 1 - sqrt(2/3) and 0 of the way from the floor to the peak
+    for k, left in ((7, 1 - (1 / 3) ** 0.5), (8, 1 - (2 / 3) ** 0.5), (9, 0.0), (10, 0.0)):
+        assert lrs[k] == pytest.approx(cfg.lr * (0.1 + 0.9 * left)), k
+    stopped = pretrain(cfg, tmp_path / "stop", stop_at=7, export=True, progress=False, sources=sources)
+    assert stopped.step == 7
+    stable, at_7 = (load_file(next((d).glob("*.safetensors"))) for d in (tmp_path / "wsd/stable", stopped.model_dir))
+    final = load_file(next(run.model_dir.glob("*.safetensors")))
+    assert stable.keys() == at_7.keys() and all(torch.equal(stable[k], at_7[k]) for k in stable)
+    assert any(not torch.equal(stable[k], final[k]) for k in stable)
+    cosine = pretrain(dataclasses.replace(cfg, schedule="cosine"), tmp_path / "cos", stop_at=7, progress=False,
+                      sources=sources)
+    assert cosine.step == 7 and not (tmp_path / "cos/stable").exists()
+    with pytest.raises(ConfigError, match="schedule"):
+        tiny_config(schedule="linear")
+    with pytest.raises(ConfigError, match="decay_frac"):
+        tiny_config(decay_frac=0.0)
+
+
 def test_a_diverging_run_stops_and_writes_no_model(tmp_path, sources, monkeypatch):
     """A NaN loss (here forced from step 3) stops pretraining with one line; no model, no checkpoint of it."""
     import testtime.recipes.pretrain as pretrain_mod

@@ -1,5 +1,5 @@
 """Training primitives shared by every recipe that trains (test-time adapters, text adapters; pretraining may
-import them too): the learning-rate schedule, right padding of a batch, the loss on target tokens, the
+import them too): the learning-rate schedules, right padding of a batch, the loss on target tokens, the
 per-task seeds that make every random draw reproducible, and the stop on a diverged loss.
 """
 
@@ -44,6 +44,37 @@ def warmup_cosine(steps: int, warmup: float, floor: float = 0.0, *, warmup_steps
             return (step + 1) / warm
         t = min(1.0, (step - warm) / max(1, steps - warm))
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return f
+
+
+def decay_start(steps: int, decay_frac: float) -> int:
+    """The first step of `warmup_stable_decay`'s decay over the last `decay_frac` of `steps` (at least one step)."""
+    return steps - max(1, round(decay_frac * steps))
+
+
+def lr_schedule(kind: str, steps: int, warmup_steps: int, floor: float, decay_frac: float) -> Callable[[int], float]:
+    """Pretraining's schedule of `steps` by name: "cosine" or "wsd" (warmup, stable, decay)."""
+    if kind == "wsd":
+        return warmup_stable_decay(steps, warmup_steps, floor, steps - decay_start(steps, decay_frac))
+    return warmup_cosine(steps, 0.0, floor, warmup_steps=warmup_steps)
+
+
+def warmup_stable_decay(steps: int, warmup_steps: int, floor: float, decay_steps: int) -> Callable[[int], float]:
+    """Linear warmup over `warmup_steps` (at least one), then 1 until the last `decay_steps`, which fall from 1 to
+    `floor` at the last step as 1 - sqrt (Hagele et al. 2024's cooldown), and `floor` after it. A long run cut into
+    stretches continues from the weights at the decay's start (a stretch's `stable/`): the next stretch then picks up
+    the run at its full rate, instead of re-warming a decayed model as a restarted cosine does."""
+    warm = max(1, warmup_steps)
+    start = steps - decay_steps
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if step < start:
+            return 1.0
+        t = min(1.0, (step - start + 1) / max(1, decay_steps))
+        return floor + (1 - floor) * (1 - math.sqrt(t))
 
     return f
 

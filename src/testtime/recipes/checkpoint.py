@@ -79,6 +79,22 @@ def read_state(ckpt: Path) -> dict[str, Any]:
     return meta
 
 
+def check_resumable(meta: dict[str, Any], model_config: Any, optimizer: str, run_dir: Path) -> None:
+    """Refuse to continue a checkpoint (its state `meta`) under another model config or optimizer: its weights or
+    moments would not fit, or would be read as something else."""
+    if not meta:
+        return
+    from testtime.core.config import typed
+    from testtime.model.loading import ModelConfig
+
+    if typed(ModelConfig, meta["config"]["model"], "checkpoint model") != model_config:
+        raise ConfigError(f"{run_dir}: checkpoint was trained with a different model config; use another run dir")
+    trained_with = meta["config"].get("optimizer", "adamw")  # older checkpoints: adamw
+    if trained_with != optimizer:
+        raise ConfigError(f"{run_dir}: checkpoint was trained with optimizer {trained_with}, not {optimizer}; "
+                          "use another run dir (or init_from its exported model)")
+
+
 def load_checkpoint(ckpt: Path, meta: dict[str, Any], model, optimizer, scheduler, device: str) -> None:
     """Restore weights, optimizer, schedule and every RNG from `ckpt` (whose state.json is `meta`)."""
     import torch

@@ -45,8 +45,8 @@ from testtime.data.sources import FORBIDDEN_DATASETS, Source, load_sources, spli
 from testtime.model.attention import BLOCK_SIZES, KINDS, packed_mask, use_document_attention
 from testtime.model.grid_model import is_grid_model
 from testtime.model.loading import ModelConfig, save_model
-from testtime.model.training import check_finite, warmup_cosine
-from testtime.recipes.checkpoint import find_checkpoint, load_checkpoint, read_state, save_checkpoint, truncate_log
+from testtime.model.training import check_finite, decay_start, lr_schedule
+from testtime.recipes import checkpoint as run_state
 from testtime.recipes.pretrain_model import init_model, task_rows
 from testtime.recipes.pretrain_step import (
     OPTIMIZERS,
@@ -114,7 +114,11 @@ class PretrainConfig:
     # adamw, or muon: Muon for the transformer body's matrices (AdamW for the rest), both at `lr` and `weight_decay`
     optimizer: Annotated[str, OneOf(*OPTIMIZERS)] = "adamw"
     lr: Annotated[float, LR] = 1e-3
-    min_lr_ratio: Annotated[float, Range(0, 1)] = 0.1  # cosine ends at lr * min_lr_ratio
+    min_lr_ratio: Annotated[float, Range(0, 1)] = 0.1  # the schedule ends at lr * min_lr_ratio
+    # "cosine" from lr down, or "wsd": lr until the last decay_frac of the steps, which fall as 1 - sqrt; the weights
+    # at the decay's start go to stable/, where a campaign's next stretch continues (cpu-wsd-2026-12-06.md)
+    schedule: Annotated[str, OneOf("cosine", "wsd")] = "cosine"
+    decay_frac: Annotated[float, Range(0, 1, lo_open=True)] = 0.2
     warmup_steps: Annotated[int, Range(0, 10**9)] = 200
     total_steps: Annotated[int, Range(1, 10**9)] = 10000
     weight_decay: Annotated[float, Range(0, 1)] = 0.1
@@ -236,14 +240,9 @@ def pretrain(
         device = f"cuda:{dist.local_rank}"
     log_path = run_dir / "log.jsonl"
 
-    ckpt = find_checkpoint(run_dir) if resume else None
-    meta: dict[str, Any] = read_state(ckpt) if ckpt else {}
-    if meta and typed(ModelConfig, meta["config"]["model"], "checkpoint model") != cfg.model:
-        raise ConfigError(f"{run_dir}: checkpoint was trained with a different model config; use another run dir")
-    trained_with = meta["config"].get("optimizer", "adamw") if meta else cfg.optimizer  # older checkpoints: adamw
-    if trained_with != cfg.optimizer:
-        raise ConfigError(f"{run_dir}: checkpoint was trained with optimizer {trained_with}, not {cfg.optimizer}; "
-                          "use another run dir (or init_from its exported model)")
+    ckpt = run_state.find_checkpoint(run_dir) if resume else None
+    meta: dict[str, Any] = run_state.read_state(ckpt) if ckpt else {}
+    run_state.check_resumable(meta, cfg.model, cfg.optimizer, run_dir)
     distributed.barrier(dist)  # every rank has read the checkpoint state before rank 0 touches the folder
     if main and not ckpt:
         log_path.unlink(missing_ok=True)
@@ -270,7 +269,7 @@ def pretrain(
     fitted = cfg.fit_minutes is None
 
     def schedule(total_steps: int):
-        return warmup_cosine(total_steps, 0.0, cfg.min_lr_ratio, warmup_steps=cfg.warmup_steps)
+        return lr_schedule(cfg.schedule, total_steps, cfg.warmup_steps, cfg.min_lr_ratio, cfg.decay_frac)
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(total))
     if not fresh:
@@ -287,7 +286,7 @@ def pretrain(
     step, elapsed_before, tokens_seen = 0, 0.0, 0
     best_val: float | None = None
     if ckpt:
-        load_checkpoint(ckpt, meta, model, optimizer, scheduler, device)
+        run_state.load_checkpoint(ckpt, meta, model, optimizer, scheduler, device)
         streams = meta.get("streams") or [meta["stream"]]
         if dist.rank < len(streams):  # a rank new to this run (a larger world) starts its own fresh stream
             stream.load_state_dict(streams[dist.rank])
@@ -297,7 +296,7 @@ def pretrain(
             total, fitted = int(meta["fitted_steps"]), True
             scheduler.lr_lambdas = [schedule(total)] * len(optimizer.param_groups)
         if main:
-            truncate_log(log_path, step)
+            run_state.truncate_log(log_path, step)
     stream_state = stream.state_dict()
     end = min(total, stop_at) if stop_at is not None else total
     fit_from: tuple[int, float] | None = None  # (step, time) where the throughput measurement starts
@@ -335,7 +334,7 @@ def pretrain(
         streams = [s for s, _ in gathered]
         if not main:
             return
-        save_checkpoint(
+        run_state.save_checkpoint(
             run_dir,
             model,
             optimizer,
@@ -407,6 +406,8 @@ def pretrain(
             acc_padded += batch.n_padded
             acc_attended += batch.n_attended
             bar.update(1)
+            if main and cfg.schedule == "wsd" and fitted and step == decay_start(total, cfg.decay_frac):
+                save_model(model, tokenizer, run_dir / "stable", dtype=getattr(torch, cfg.export_dtype))
             if on_step is not None:
                 on_step(step, batch)
             if step % cfg.log_every == 0 or step == end:
