@@ -7,7 +7,7 @@
 #   bash scripts/campaign_ship_checks.sh MODEL [ARCHIVE:RUN]
 # ARCHIVE:RUN: the stretch's 400 with the default were evaluated in an earlier session and are recorded as RUN in
 # the tracked ARCHIVE (a session whose budget fitted the evaluation but not the checks, h100-campaign-2026-12-06g.md):
-# they become runs/campaign-eval, and the checks run on MODEL (the stretch standing in, scripts/campaign_from.sh).
+# they stand for runs/campaign-eval, and the checks run on MODEL (the stretch standing in, scripts/campaign_from.sh).
 # REF (default results/h100-campaign-2026-12-06f/runs.tar.xz) and REF_RUN (default v7): the shipped model's records
 # (before v7: v6's in results/h100-campaign-2026-12-06d/runs.tar.xz, v6; v5's in -06b, v5; v4's, now in git history:
 # results/ARCHIVES.md).
@@ -18,14 +18,15 @@ REF=${REF:-results/h100-campaign-2026-12-06f/runs.tar.xz}
 REF_RUN=${REF_RUN:-v7}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-if [ -n "$RECORDS" ]; then
+STRETCH=runs/campaign-eval  # the stretch's 400, evaluated by gpu_campaign.sh's step before this one
+if [ -n "$RECORDS" ]; then  # read where they are: in runs/ they would pass for a later stretch's (and be resumed)
   [[ $RECORDS == *:* ]] || { echo "ship checks: $RECORDS: not ARCHIVE:RUN"; exit 1; }
   mkdir -p "$tmp/stretch"
   tar -xJf "${RECORDS%:*}" -C "$tmp/stretch" "${RECORDS##*:}/results.jsonl" \
     || { echo "ship checks: no ${RECORDS##*:}/results.jsonl in ${RECORDS%:*}"; exit 1; }
-  mkdir -p runs/campaign-eval && cp "$tmp/stretch/${RECORDS##*:}/results.jsonl" runs/campaign-eval/
+  STRETCH=$tmp/stretch/${RECORDS##*:}
 fi
-[ -f runs/campaign-eval/results.jsonl ] || { echo "ship checks: runs/campaign-eval has no results"; exit 1; }
+[ -f "$STRETCH/results.jsonl" ] || { echo "ship checks: $STRETCH has no results"; exit 1; }
 tar -xJf "$REF" -C "$tmp" "$REF_RUN" || { echo "ship checks: no $REF_RUN in $REF"; exit 1; }
 cat >"$tmp/verdict.py" <<'PY'
 import sys
@@ -39,7 +40,7 @@ word = "partial" if len(c.pairs) < shipped else "better" if b > a else "not-bett
 print(f"{word}: stretch {b:g} against shipped {a:g} on {len(c.pairs)} tasks "
       f"({c.b_won} won, {c.b_lost} lost, p = {c.p_value:.3g})")
 PY
-verdict=$(python3 "$tmp/verdict.py" "$tmp/$REF_RUN" runs/campaign-eval) \
+verdict=$(python3 "$tmp/verdict.py" "$tmp/$REF_RUN" "$STRETCH") \
   || { echo "ship checks: the comparison failed"; exit 1; }
 echo "ship checks: $verdict"
 if [[ $verdict != better:* && ${FORCE:-0} != 1 ]]; then

@@ -95,6 +95,8 @@ fi
 if [ -n "${STAND_IN_EVAL:-}" ]; then
   [ "${EVAL:-1}" = 0 ] || { echo "STAND_IN_EVAL: only with EVAL=0 (an evaluation here writes runs/campaign-eval too)" >&2; exit 1; }
   [ -f "${STAND_IN_EVAL%:*}" ] || { echo "STAND_IN_EVAL: no archive ${STAND_IN_EVAL%:*}" >&2; exit 1; }
+  [[ $STAND_IN_EVAL == *:* ]] && tar -tJf "${STAND_IN_EVAL%:*}" "${STAND_IN_EVAL##*:}/results.jsonl" >/dev/null 2>&1 \
+    || { echo "STAND_IN_EVAL: $STAND_IN_EVAL is not ARCHIVE:RUN with RUN/results.jsonl in ARCHIVE" >&2; exit 1; }
   specs+=("script-ship:scripts/campaign_ship_checks.sh models/testtime-grid-base $STAND_IN_EVAL")
   NEEDS_STAND_IN=1
 fi

@@ -4,6 +4,7 @@
 # else from an earlier call's stash (scripts/carry_parts.sh): no call has room for them all beside the tracked tree.
 # A dry run on a machine whose Python the wheels do not fit uses what it has, if that has the packages.
 # Returns nonzero, having said why, when neither works.
+(return 0 2>/dev/null) || { echo "gpu_wheels.sh: source it (it sets PYTHONPATH for the job that sources it)"; exit 2; }
 WHEELS=$(ls .whl/*.whl 2>/dev/null || ls /root/stash/*.whl 2>/dev/null) \
   || { echo "no wheels: stash them first (bash scripts/carry_parts.sh --wheels prints the calls)"; return 1; }
 # shellcheck disable=SC2086  # one path a wheel

@@ -139,6 +139,8 @@ def test_eval_0_leaves_pretraining_alone_and_pretrain_0_the_evaluation_alone():
     assert alone == later[-1:]
     assert "only with EVAL=0" in returned({"PRETRAIN": "0", "STAND_IN_EVAL": records})
     assert "no archive" in returned({"PRETRAIN": "0", "EVAL": "0", "STAND_IN_EVAL": "results/none.tar.xz:seed7"})
+    for bad in (records.replace(":seed7", ":seed9"), records.split(":")[0]):  # a run not in it, or none named
+        assert "not ARCHIVE:RUN" in returned({"PRETRAIN": "0", "EVAL": "0", "STAND_IN_EVAL": bad})
 
 
 def test_a_stretch_stands_in_for_the_shipped_model_and_goes_back(tmp_path):
@@ -233,6 +235,7 @@ def test_the_ship_checks_take_a_stretchs_records_from_an_earlier_session(tmp_pat
 
     got = checks("results/h100-campaign-2026-12-06g/runs.tar.xz:seed7")
     assert got.returncode == 0, got.stdout + got.stderr
+    assert not (tmp_path / "runs/campaign-eval").exists()  # a later stretch's evaluation would take them for its own
     assert got.stdout.startswith("ship checks: better: stretch 200.5 against shipped 194.5 on 400 tasks")
     for name, flags in (("campaign-arc2", "--tasks arc2/eval"), ("campaign-icl", "--tasks arc1/eval --no-ttt")):
         launched = (tmp_path / "runs" / name / "eval.log").read_text().strip()
@@ -257,6 +260,8 @@ def test_the_jobs_wheels_install_or_say_why_not(tmp_path):
         assert none.returncode == 1 and "bash scripts/carry_parts.sh --wheels" in none.stdout
     (tmp_path / ".whl").mkdir()
     (tmp_path / ".whl/broken-1.0-py3-none-any.whl").write_bytes(b"not a zip")
+    run = subprocess.run(["bash", str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert run.returncode == 2 and "source it" in run.stdout  # run instead of sourced: it would set nothing
     fallback = source()
     assert fallback.returncode == 0, fallback.stdout + fallback.stderr
     assert fallback.stdout.strip() == "path=src:/tmp/site"
