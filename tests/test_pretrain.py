@@ -17,6 +17,7 @@ from testtime.data.pretrain_data import BatchStream, SequenceSampler
 from testtime.data.sources import load_sources
 from testtime.data.tasks import load_tasks
 from testtime.model.loading import ModelConfig, load_model
+from testtime.model.training import decay_start
 from testtime.recipes.pretrain import PretrainConfig, pretrain, read_log
 
 
@@ -281,13 +282,37 @@ def test_wsd_holds_the_rate_then_decays_and_exports_the_weights_at_the_decays_st
     final = load_file(next(run.model_dir.glob("*.safetensors")))
     assert stable.keys() == at_7.keys() and all(torch.equal(stable[k], at_7[k]) for k in stable)
     assert any(not torch.equal(stable[k], final[k]) for k in stable)
-    cosine = pretrain(dataclasses.replace(cfg, schedule="cosine"), tmp_path / "cos", stop_at=7, progress=False,
-                      sources=sources)
-    assert cosine.step == 7 and not (tmp_path / "cos/stable").exists()
+    cosine = dataclasses.replace(cfg, schedule="cosine")
+    with pytest.raises(ConfigError, match="trained with schedule wsd, not cosine"):  # its rate would jump
+        pretrain(cosine, tmp_path / "stop", progress=False, sources=sources)
+    # a fresh start in the folder: the last run's stable/ would pass for this one's
+    assert pretrain(cosine, tmp_path / "wsd", resume=False, stop_at=7, progress=False, sources=sources).step == 7
+    assert not (tmp_path / "wsd/stable").exists()
+    assert decay_start(10, 0.3) == 7 and decay_start(10, 0.3, align=4) == 4  # exported at a log step
     with pytest.raises(ConfigError, match="schedule"):
         tiny_config(schedule="linear")
-    with pytest.raises(ConfigError, match="decay_frac"):
-        tiny_config(decay_frac=0.0)
+    for frac in (0.0, 1.0):  # no decay, or no stable step before it
+        with pytest.raises(ConfigError, match="decay_frac"):
+            tiny_config(decay_frac=frac)
+
+
+def test_wsd_keeps_no_stable_weights_of_a_diverged_step(tmp_path, sources, monkeypatch):
+    """The stable weights are exported only after the loss since the last log step was checked: a NaN at the decay's
+    start stops the run with no stable/."""
+    import testtime.recipes.pretrain as pretrain_mod
+    from testtime.model.training import TrainingDiverged
+
+    real, calls = pretrain_mod.loss_sum, []
+
+    def nan_at_step_7(model, ids, labels):
+        calls.append(1)
+        return real(model, ids, labels) * (float("nan") if len(calls) == 7 else 1.0)
+
+    monkeypatch.setattr(pretrain_mod, "loss_sum", nan_at_step_7)
+    cfg = tiny_config(schedule="wsd", total_steps=10, decay_frac=0.3, probe_samples=0)
+    with pytest.raises(TrainingDiverged, match="at step 7"):
+        pretrain(cfg, tmp_path, progress=False, sources=sources)
+    assert not (tmp_path / "stable").exists()
 
 
 def test_a_diverging_run_stops_and_writes_no_model(tmp_path, sources, monkeypatch):

@@ -48,15 +48,19 @@ def warmup_cosine(steps: int, warmup: float, floor: float = 0.0, *, warmup_steps
     return f
 
 
-def decay_start(steps: int, decay_frac: float) -> int:
-    """The first step of `warmup_stable_decay`'s decay over the last `decay_frac` of `steps` (at least one step)."""
-    return steps - max(1, round(decay_frac * steps))
+def decay_start(steps: int, decay_frac: float, align: int = 1) -> int:
+    """How many steps `warmup_stable_decay` takes before its decay over the last `decay_frac` of `steps` (at least
+    one step), rounded down to a multiple of `align`: pretraining exports the weights there at a log step, after
+    the loss since the last one was checked, so diverged weights are never kept."""
+    start = steps - max(1, round(decay_frac * steps))
+    return start - start % align
 
 
-def lr_schedule(kind: str, steps: int, warmup_steps: int, floor: float, decay_frac: float) -> Callable[[int], float]:
+def lr_schedule(kind: str, steps: int, warmup_steps: int, floor: float, decay_frac: float, align: int = 1
+                ) -> Callable[[int], float]:
     """Pretraining's schedule of `steps` by name: "cosine" or "wsd" (warmup, stable, decay)."""
     if kind == "wsd":
-        return warmup_stable_decay(steps, warmup_steps, floor, steps - decay_start(steps, decay_frac))
+        return warmup_stable_decay(steps, warmup_steps, floor, steps - decay_start(steps, decay_frac, align))
     return warmup_cosine(steps, 0.0, floor, warmup_steps=warmup_steps)
 
 

@@ -79,20 +79,29 @@ def read_state(ckpt: Path) -> dict[str, Any]:
     return meta
 
 
-def check_resumable(meta: dict[str, Any], model_config: Any, optimizer: str, run_dir: Path) -> None:
-    """Refuse to continue a checkpoint (its state `meta`) under another model config or optimizer: its weights or
-    moments would not fit, or would be read as something else."""
+def clear_run(run_dir: Path) -> None:
+    """A fresh start in a used folder: the last run's log and `stable/` weights would pass for this run's."""
+    (run_dir / "log.jsonl").unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "stable", ignore_errors=True)
+
+
+def check_resumable(meta: dict[str, Any], config: dict[str, Any], run_dir: Path) -> None:
+    """Refuse to continue a checkpoint (its state `meta`) under another model, optimizer or schedule than `config`
+    (the run's, as a dict): its weights or moments would not fit, or its rate would jump mid-run (a scheduler's
+    state holds a step, not its function)."""
     if not meta:
         return
     from testtime.core.config import typed
     from testtime.model.loading import ModelConfig
 
-    if typed(ModelConfig, meta["config"]["model"], "checkpoint model") != model_config:
+    was = meta["config"]
+    if typed(ModelConfig, was["model"], "checkpoint model") != typed(ModelConfig, config["model"], "model"):
         raise ConfigError(f"{run_dir}: checkpoint was trained with a different model config; use another run dir")
-    trained_with = meta["config"].get("optimizer", "adamw")  # older checkpoints: adamw
-    if trained_with != optimizer:
-        raise ConfigError(f"{run_dir}: checkpoint was trained with optimizer {trained_with}, not {optimizer}; "
-                          "use another run dir (or init_from its exported model)")
+    keys = [("optimizer", "adamw"), ("schedule", "cosine")]  # the defaults of checkpoints older than the keys
+    for key, old in keys + ([("decay_frac", 0.2)] if config["schedule"] == "wsd" else []):
+        if was.get(key, old) != config[key]:
+            raise ConfigError(f"{run_dir}: checkpoint was trained with {key} {was.get(key, old)}, not {config[key]}; "
+                              "use another run dir (or init_from its exported model)")
 
 
 def load_checkpoint(ckpt: Path, meta: dict[str, Any], model, optimizer, scheduler, device: str) -> None:

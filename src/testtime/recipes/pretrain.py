@@ -118,7 +118,7 @@ class PretrainConfig:
     # "cosine" from lr down, or "wsd": lr until the last decay_frac of the steps, which fall as 1 - sqrt; the weights
     # at the decay's start go to stable/, where a campaign's next stretch continues (cpu-wsd-2026-12-06.md)
     schedule: Annotated[str, OneOf("cosine", "wsd")] = "cosine"
-    decay_frac: Annotated[float, Range(0, 1, lo_open=True)] = 0.2
+    decay_frac: Annotated[float, Range(0, 1, lo_open=True, hi_open=True)] = 0.2
     warmup_steps: Annotated[int, Range(0, 10**9)] = 200
     total_steps: Annotated[int, Range(1, 10**9)] = 10000
     weight_decay: Annotated[float, Range(0, 1)] = 0.1
@@ -242,10 +242,10 @@ def pretrain(
 
     ckpt = run_state.find_checkpoint(run_dir) if resume else None
     meta: dict[str, Any] = run_state.read_state(ckpt) if ckpt else {}
-    run_state.check_resumable(meta, cfg.model, cfg.optimizer, run_dir)
+    run_state.check_resumable(meta, cfg.to_dict(), run_dir)
     distributed.barrier(dist)  # every rank has read the checkpoint state before rank 0 touches the folder
     if main and not ckpt:
-        log_path.unlink(missing_ok=True)
+        run_state.clear_run(run_dir)
     if main:
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
@@ -269,7 +269,7 @@ def pretrain(
     fitted = cfg.fit_minutes is None
 
     def schedule(total_steps: int):
-        return lr_schedule(cfg.schedule, total_steps, cfg.warmup_steps, cfg.min_lr_ratio, cfg.decay_frac)
+        return lr_schedule(cfg.schedule, total_steps, cfg.warmup_steps, cfg.min_lr_ratio, cfg.decay_frac, cfg.log_every)
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(total))
     if not fresh:
@@ -406,8 +406,6 @@ def pretrain(
             acc_padded += batch.n_padded
             acc_attended += batch.n_attended
             bar.update(1)
-            if main and cfg.schedule == "wsd" and fitted and step == decay_start(total, cfg.decay_frac):
-                save_model(model, tokenizer, run_dir / "stable", dtype=getattr(torch, cfg.export_dtype))
             if on_step is not None:
                 on_step(step, batch)
             if step % cfg.log_every == 0 or step == end:
@@ -418,6 +416,8 @@ def pretrain(
                     tokens_seen += acc_real - local_real
                 last_loss = float(acc_loss.item()) / acc_steps  # the one host sync per log interval
                 check_finite(last_loss, step, "pretraining")  # before a log line, a checkpoint or an export
+                if main and cfg.schedule == "wsd" and fitted and step == decay_start(total, cfg.decay_frac, cfg.log_every):
+                    save_model(model, tokenizer, run_dir / "stable", dtype=getattr(torch, cfg.export_dtype))
                 now = time.monotonic()
                 dt = max(now - t_log, 1e-9)
                 real_tps, padded_tps = acc_real / dt, acc_padded / dt
@@ -471,9 +471,10 @@ def pretrain(
                     scheduler.lr_lambdas = [schedule(total)] * len(optimizer.param_groups)
                     end = min(total, stop_at) if stop_at is not None else total
                     bar.total = end
+                    late = cfg.schedule == "wsd" and decay_start(total, cfg.decay_frac, cfg.log_every) <= step
                     if main:
                         bar.write(f"{label}: {per_step:.3f} s a step; the schedule fits {total} steps in "
-                                  f"{cfg.fit_minutes:g} minutes")
+                                  f"{cfg.fit_minutes:g} minutes{'; its decay has begun: no stable/' * late}")
             if agreed(time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60) and step < end:
                 checkpoint()
                 last_ckpt = time.monotonic()
