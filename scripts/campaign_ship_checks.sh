@@ -18,16 +18,18 @@ REF=${REF:-results/h100-campaign-2026-12-06f/runs.tar.xz}
 REF_RUN=${REF_RUN:-v7}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+unpack() {  # ARCHIVE RUN WHERE: RUN's records out of a tracked ARCHIVE, into $tmp/WHERE/RUN
+  mkdir -p "$tmp/$3" && tar -xJf "$1" -C "$tmp/$3" "$2/results.jsonl" \
+    || { echo "ship checks: no $2/results.jsonl in $1"; exit 1; }
+}
 STRETCH=runs/campaign-eval  # the stretch's 400, evaluated by gpu_campaign.sh's step before this one
 if [ -n "$RECORDS" ]; then  # read where they are: in runs/ they would pass for a later stretch's (and be resumed)
   [[ $RECORDS == *:* ]] || { echo "ship checks: $RECORDS: not ARCHIVE:RUN"; exit 1; }
-  mkdir -p "$tmp/stretch"
-  tar -xJf "${RECORDS%:*}" -C "$tmp/stretch" "${RECORDS##*:}/results.jsonl" \
-    || { echo "ship checks: no ${RECORDS##*:}/results.jsonl in ${RECORDS%:*}"; exit 1; }
+  unpack "${RECORDS%:*}" "${RECORDS##*:}" stretch
   STRETCH=$tmp/stretch/${RECORDS##*:}
 fi
 [ -f "$STRETCH/results.jsonl" ] || { echo "ship checks: $STRETCH has no results"; exit 1; }
-tar -xJf "$REF" -C "$tmp" "$REF_RUN" || { echo "ship checks: no $REF_RUN in $REF"; exit 1; }
+unpack "$REF" "$REF_RUN" shipped
 cat >"$tmp/verdict.py" <<'PY'
 import sys
 from testtime.report.compare import compare_runs
@@ -40,7 +42,7 @@ word = "partial" if len(c.pairs) < shipped else "better" if b > a else "not-bett
 print(f"{word}: stretch {b:g} against shipped {a:g} on {len(c.pairs)} tasks "
       f"({c.b_won} won, {c.b_lost} lost, p = {c.p_value:.3g})")
 PY
-verdict=$(python3 "$tmp/verdict.py" "$tmp/$REF_RUN" "$STRETCH") \
+verdict=$(python3 "$tmp/verdict.py" "$tmp/shipped/$REF_RUN" "$STRETCH") \
   || { echo "ship checks: the comparison failed"; exit 1; }
 echo "ship checks: $verdict"
 if [[ $verdict != better:* && ${FORCE:-0} != 1 ]]; then

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from testtime.core import jsonio
-from testtime.core.config import ConfigError
+from testtime.core.config import ConfigError, typed
+from testtime.model.loading import ModelConfig
 
 
 def rng_state() -> dict[str, Any]:
@@ -91,9 +92,6 @@ def check_resumable(meta: dict[str, Any], config: dict[str, Any], run_dir: Path)
     state holds a step, not its function)."""
     if not meta:
         return
-    from testtime.core.config import typed
-    from testtime.model.loading import ModelConfig
-
     was = meta["config"]
     if typed(ModelConfig, was["model"], "checkpoint model") != typed(ModelConfig, config["model"], "model"):
         raise ConfigError(f"{run_dir}: checkpoint was trained with a different model config; use another run dir")
