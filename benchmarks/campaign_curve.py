@@ -44,6 +44,7 @@ def main() -> None:
         ax.plot([x / 1e9 for x in xs], ys, "o-", label=name)
         for x, label, y in points:
             ax.annotate(f"{label} {y:g}", (x / 1e9, y), textcoords="offset points", xytext=(4, 5), fontsize=8)
+    ax.margins(x=0.1, y=0.1)  # room for the last point's label inside the frame
     ax.set_xlabel("pretraining tokens (billions, cumulative)")
     ax.set_ylabel("pass@2 (tasks of 400)")
     ax.set_title(args.title, fontsize=10)
