@@ -9,14 +9,14 @@
 # comes back in $OUT (model.tar.part*). The stretch profiles 5 steps after its first 100
 # (runs/pretrain-campaign/profile.json: where a step's time goes, for the 40% MFU goal).
 # It ships only if it beats the shipped model on all 400, paired (`testtime compare` against the shipped model's
-# records: results/h100-campaign-2026-12-06f/runs.tar.xz's `v7`). Then the next session continues from it. A call
+# records: results/h100-campaign-2026-12-06g/runs.tar.xz's `seed7`, v8's). Then the next session continues from it. A call
 # carries one model, the tracked one, so the campaign ratchets: each stretch starts from the best model shipped so far.
 #
 # Calls: the stashing calls of scripts/gpu_stash.sh's header, the last one ending in
 #   GEN_SEED=S TESTTIME_COMMIT=<HEAD> WAIT=570 bash scripts/gpu_campaign.sh
 # then the same line alone, which waits on the runner, until ALL RUNS DONE.
 # Then here: tar -xzf runs.tar.gz -C OUT; cat model.tar.part* | tar -x -C OUT;
-#   testtime compare OUT/v7 OUT/runs/campaign-eval (v7's records unpacked from results/h100-campaign-2026-12-06f/runs.tar.xz)
+#   testtime compare OUT/seed7 OUT/runs/campaign-eval (v8's records unpacked from results/h100-campaign-2026-12-06g/runs.tar.xz)
 #
 # Device minutes, as measured on one H100 on 2026-12-06 at MINUTES=7 (results/h100-campaign-2026-12-06b.md): about
 # 1 starting the machine and stashing; 1.5 generating; 1.02 x MINUTES + 1 pretraining (compile and validations
