@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 30, item 3 on one H200: one session's stretch of the pretraining campaign, and the measurements that decide
 # whether it ships. The shipped model (models/testtime-grid-base) is continued for MINUTES on the campaign's data
-# (CONFIG, default configs/data-gen50.json: half of the draws from generated tasks, results/h200-gen-2026-12-05.md),
+# (CONFIG, default configs/data-gen75.json: three quarters of the draws from generated tasks, since v8's stretch;
+# before, configs/data-gen50.json, half, results/h200-gen-2026-12-05.md),
 # over a corpus generated fresh on the machine (GEN_SEED: a new seed each session, so no task is drawn twice across
 # sessions). Then the continued model is evaluated on the 400 ARC-AGI-1 evaluation tasks with the default recipe;
 # where it scores more than the shipped model there, also on the 120 ARC-AGI-2 evaluation tasks and on the 400
@@ -38,8 +39,9 @@
 # h100-campaign-2026-12-06f.md). Keep the stand-in in place until then: the evaluations read the model from the
 # tree each call carries.
 # STAND_IN_EVAL=ARCHIVE:RUN (with EVAL=0) adds the ship checks of a stand-in evaluated on the 400 in an earlier
-# session whose budget left no room for them (its records tracked as RUN in ARCHIVE), after the stretch that
-# continues it: about 5.9 device-minutes more. With PRETRAIN=0 EVAL=0, the checks alone.
+# session whose budget left no room for them (its records tracked as RUN in ARCHIVE), before the stretch that
+# continues it, while its corpora generate: 5.8 device-minutes on 2026-12-06 (h100-campaign-2026-12-06h.md, run
+# after the stretch then), less the corpora's 1.4 hidden under them now. With PRETRAIN=0 EVAL=0, the checks alone.
 #
 # A dry run on the CPU (what the pipeline does, not what it measures; done on 2026-12-05, 23 minutes on 2 busy
 # cores): a copy of the config with "compile": false, token_budget 8192, warmup_steps 2, total_steps 6, log_every 2
@@ -47,7 +49,7 @@
 # the stash of scripts/gpu_stash.sh filled by running its calls in a checkout (a git worktree) that reaches ../shared.
 set -uo pipefail
 MINUTES=${MINUTES:-12}
-CONFIG=${CONFIG:-configs/data-gen50.json}
+CONFIG=${CONFIG:-configs/data-gen75.json}
 if [ "${PRETRAIN:-1}" = 0 ]; then GEN_SEED=${GEN_SEED:-0}; fi  # no corpus is generated then
 : "${GEN_SEED:?GEN_SEED: a seed no earlier session generated with (the results files name theirs)}"
 MODEL=runs/pretrain-campaign/model
@@ -97,7 +99,16 @@ if [ -n "${STAND_IN_EVAL:-}" ]; then
   [ -f "${STAND_IN_EVAL%:*}" ] || { echo "STAND_IN_EVAL: no archive ${STAND_IN_EVAL%:*}" >&2; exit 1; }
   [[ $STAND_IN_EVAL == *:* ]] && tar -tJf "${STAND_IN_EVAL%:*}" "${STAND_IN_EVAL##*:}/results.jsonl" >/dev/null 2>&1 \
     || { echo "STAND_IN_EVAL: $STAND_IN_EVAL is not ARCHIVE:RUN with RUN/results.jsonl in ARCHIVE" >&2; exit 1; }
-  specs+=("script-ship:scripts/campaign_ship_checks.sh models/testtime-grid-base $STAND_IN_EVAL")
+  ship="script-ship:scripts/campaign_ship_checks.sh models/testtime-grid-base $STAND_IN_EVAL"
+  if [ "${PRETRAIN:-1}" != 0 ] && [ "${FLEX:-0}" != 1 ]; then
+    # The checks need the GPU, not the corpora, and the corpora the CPU (83 s on 2026-12-06's H100): so the corpora
+    # generate in the background under the checks, and the stretch starts after both (gpu_eval.sh's -bg and join),
+    # alone on the GPU, as its schedule is fitted to the step time it measures.
+    specs=("${specs[0]}" "${specs[1]/#py-gen:/py-gen-bg:}" "${specs[2]/#py-gen-unseen:/py-gen-unseen-bg:}" "$ship"
+           "join:" "${specs[@]:3}")
+  else
+    specs+=("$ship")
+  fi
   NEEDS_STAND_IN=1
 fi
 [ ${#specs[@]} -gt 0 ] || { echo "PRETRAIN=0 with EVAL=0: nothing to run" >&2; exit 1; }

@@ -18,6 +18,10 @@
 # Prefix TESTTIME_COMMIT=<this checkout's short HEAD>: the machine's copy of .git can lag behind the tree it
 # gets, and the bench tables would name the wrong commit.
 #
+# A run whose NAME ends in `-bg` goes on in the background beside the runs after it (its log in
+# runs/runner-RUNNER-NAME.log), until a run named `join` (no flags) or the last run: CPU work, such as generating a
+# corpus, hidden under GPU work that does not need it, before a run that needs the GPU to itself.
+#
 # RUNNER=NAME (default `eval`) names an independent runner: two runners with different names share the
 # GPU at once (say, a small model's ablations beside an LLM's jobs); a call waits on its own runner only.
 #
@@ -63,16 +67,14 @@ PIDFILE=/tmp/testtime_$RUNNER.pid DONE=/tmp/testtime_$RUNNER.done  # outside run
 
 if [ "${1:-}" = "--runner" ]; then  # the background part: every run in order
   shift
-  SNAP=/root/snap-$RUNNER
+  SNAP=${SNAP_ROOT:-/root}/snap-$RUNNER  # SNAP_ROOT: a test's own folder
   # models/ too: the default model is found beside src/ (REPO_ROOT/models), so a snapshot without it has none
   rm -rf "$SNAP" && mkdir -p "$SNAP" && cp -r src benchmarks scripts models "$SNAP"/
   export PYTHONPATH=$SNAP/src:/tmp/site
   if [ -n "$HAS_GPU" ]; then python3 -m compileall -q "$SNAP/src" >/dev/null 2>&1; fi  # the snapshot's own, as above
-  for spec in "$@"; do
-    name=${spec%%:*}; flags=${spec#*:}
-    case $name in bench*|pretrain*|script*|py*) ;; *) flags="$flags $EVAL_FLAGS" ;; esac
+  step() {  # NAME FLAGS: one run, into runs/NAME
+    local name=$1 flags=$2 start=$SECONDS
     echo "=== $name: $flags ($(date -u +%T))"
-    start=$SECONDS
     if [[ $name == benchpre* ]]; then
       # shellcheck disable=SC2086
       python3 "$SNAP/benchmarks/bench_pretrain.py" $flags --out "runs/$name.md" --json "runs/$name.json" 2>&1 \
@@ -98,7 +100,23 @@ if [ "${1:-}" = "--runner" ]; then  # the background part: every run in order
         | grep -v "it/s\]$\|task/s\]$\|s/task\]$" | tail -25
     fi
     echo "$name: $((SECONDS - start)) s wall"
+  }
+  pending=()
+  for spec in "$@"; do
+    name=${spec%%:*}; flags=${spec#*:}
+    case $name in bench*|pretrain*|script*|py*|join) ;; *) flags="$flags $EVAL_FLAGS" ;; esac
+    if [ "$name" = join ]; then  # the background runs end before the next run starts
+      echo "=== join: ${#pending[@]} background run(s) ($(date -u +%T))"; start=$SECONDS
+      [ ${#pending[@]} -eq 0 ] || wait "${pending[@]}"
+      pending=(); echo "join: $((SECONDS - start)) s wall"
+    elif [[ $name == *-bg ]]; then  # goes on beside the runs after it, its log apart, until a `join`
+      step "$name" "$flags" >"runs/runner-$RUNNER-$name.log" 2>&1 &
+      pending+=($!); echo "=== $name: in the background ($(date -u +%T)), log runs/runner-$RUNNER-$name.log"
+    else
+      step "$name" "$flags"
+    fi
   done
+  [ ${#pending[@]} -eq 0 ] || wait "${pending[@]}"
   touch "$DONE"
   exit 0
 fi

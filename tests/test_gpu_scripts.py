@@ -61,7 +61,9 @@ def check_spec(spec: str, written: frozenset[str] = frozenset()) -> None:
     """One run of a job's list, checked as gpu_eval.sh would start it; `written`: the files earlier runs write."""
     name, flags = spec.split(":", 1)
     args = shlex.split(flags)
-    if name.startswith("script"):
+    if name == "join":  # gpu_eval.sh's: the background runs end here
+        assert not args, f"{spec}: join takes no flags"
+    elif name.startswith("script"):
         assert (ROOT / args[0]).is_file(), f"{spec}: no script {args[0]}"
     elif name.startswith("py"):
         if args[:2] == ["-m", "testtime.cli"]:
@@ -132,11 +134,17 @@ def test_eval_0_leaves_pretraining_alone_and_pretrain_0_the_evaluation_alone():
 
     # a stand-in evaluated in an earlier session: its ship checks on those records, after the stretch continuing it
     records = "results/h100-campaign-2026-12-06g/runs.tar.xz:seed7"
+    # (the corpora generate in the background under the checks; the stretch waits for both, alone on the GPU)
     later = listed_runs("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "0", "STAND_IN_EVAL": records})
-    assert [s.split(":")[0] for s in later][-2:] == ["pretrain-campaign", "script-ship"]
-    assert later[-1] == f"script-ship:scripts/campaign_ship_checks.sh models/testtime-grid-base {records}"
+    assert [s.split(":")[0] for s in later] == ["script-rearc", "py-gen-bg", "py-gen-unseen-bg", "script-ship", "join",
+                                                 "pretrain-campaign"]
+    ship = f"script-ship:scripts/campaign_ship_checks.sh models/testtime-grid-base {records}"
+    assert later[3] == ship and "--seed 2" in later[1] and "--seed 1002" in later[2]
     alone = listed_runs("gpu_campaign.sh", {"LIST": "1", "PRETRAIN": "0", "EVAL": "0", "STAND_IN_EVAL": records})
-    assert alone == later[-1:]
+    assert alone == [ship]
+    flex = listed_runs("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "0", "FLEX": "1",
+                                           "STAND_IN_EVAL": records})
+    assert flex[-1] == ship and not any(s.split(":")[0].endswith("-bg") for s in flex)  # FLEX times on a quiet machine
     assert "only with EVAL=0" in returned({"PRETRAIN": "0", "STAND_IN_EVAL": records})
     assert "no archive" in returned({"PRETRAIN": "0", "EVAL": "0", "STAND_IN_EVAL": "results/none.tar.xz:seed7"})
     for bad in (records.replace(":seed7", ":seed9"), records.split(":")[0]):  # a run not in it, or none named
@@ -242,6 +250,32 @@ def test_the_ship_checks_take_a_stretchs_records_from_an_earlier_session(tmp_pat
         assert launched == f"evaluate --out runs/{name} {flags} --model models/testtime-grid-base"
     missing = checks("results/h100-campaign-2026-12-06h/runs.tar.xz:seed9")
     assert missing.returncode == 1 and "no seed9/results.jsonl" in missing.stdout
+
+
+def test_a_background_run_goes_on_beside_the_next_until_a_join(tmp_path):
+    """gpu_eval.sh's runner: a run named *-bg starts and the next run starts without waiting for it (it finds the
+    background run's file not yet written); `join` waits for it, so the run after sees the file; the background
+    run's output goes to a log of its own. The runner runs here in the foreground, in a folder of its own."""
+    for d in ("src", "benchmarks", "models", "scripts", ".whl"):
+        (tmp_path / d).mkdir()
+    for name in ("gpu_eval.sh", "gpu_wheels.sh"):
+        (tmp_path / "scripts" / name).write_text((ROOT / "scripts" / name).read_text())
+    (tmp_path / ".whl/broken-1.0-py3-none-any.whl").write_bytes(b"not a zip")  # falls back on this Python's packages
+    (tmp_path / "scripts/slow.sh").write_text("sleep 3; echo made > runs/slow.txt\n")
+    (tmp_path / "scripts/look.sh").write_text('[ -f runs/slow.txt ] && echo "$1 saw it" || echo "$1 did not"\n')
+    (tmp_path / "runs").mkdir()
+    runner = f"bgtest{os.getpid()}"
+    got = subprocess.run(["bash", "scripts/gpu_eval.sh", "--runner", "script-slow-bg:scripts/slow.sh",
+                          "script-before:scripts/look.sh before", "join:", "script-after:scripts/look.sh after"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                         env={**os.environ, "RUNNER": runner, "SNAP_ROOT": str(tmp_path / "snap")})
+    Path(f"/tmp/testtime_{runner}.done").unlink(missing_ok=True)
+    assert got.returncode == 0, got.stdout + got.stderr
+    out = got.stdout
+    assert "before did not" in out and "after saw it" in out
+    assert out.index("=== join: 1 background run(s)") < out.index("after saw it")
+    log = (tmp_path / f"runs/runner-{runner}-script-slow-bg.log").read_text()
+    assert "=== script-slow-bg" in log and "script-slow-bg:" in log and "s wall" in log
 
 
 def test_the_jobs_wheels_install_or_say_why_not(tmp_path):
