@@ -28,7 +28,8 @@
 # Stretches chain across sessions even when one alone does not ship (a short stretch gains less than the 400
 # tasks' noise, about 12): EVAL=0 leaves out the evaluation and the ship checks, so a short budget goes to
 # pretraining alone (about 4.5 + 1.1 x MINUTES device-minutes on 2026-12-06: the start, the stash, the corpus,
-# then the stretch with its validations). Keep each returned model outside git:
+# then the stretch with its validations); EVAL=400 leaves out only the ship checks (6.5 more for the 400). Keep
+# each returned model outside git:
 #   mkdir -p models-local/campaign/DATE-seedS && cat model.tar.part* | tar -x -C models-local/campaign/DATE-seedS
 # and start the next stretch from it with `bash scripts/campaign_from.sh models-local/campaign/DATE-seedS/model`
 # before the calls (it puts those weights where the calls carry the shipped model from), then
@@ -38,7 +39,7 @@
 # then the same line until ALL RUNS DONE (about 7 device-minutes, 13.6 with the checks on 2026-12-06,
 # h100-campaign-2026-12-06f.md). Keep the stand-in in place until then: the evaluations read the model from the
 # tree each call carries.
-# STAND_IN_EVAL=ARCHIVE:RUN (with EVAL=0) adds the ship checks of a stand-in evaluated on the 400 in an earlier
+# STAND_IN_EVAL=ARCHIVE:RUN (with EVAL=0 or EVAL=400: below) adds the ship checks of a stand-in evaluated on the 400 in an earlier
 # session whose budget left no room for them (its records tracked as RUN in ARCHIVE), before the stretch that
 # continues it, while its corpora generate: 5.8 device-minutes on 2026-12-06 (h100-campaign-2026-12-06h.md, run
 # after the stretch then), less the corpora's 1.4 hidden under them now. With PRETRAIN=0 EVAL=0, the checks alone.
@@ -88,14 +89,18 @@ fi
 if [ "${PRETRAIN:-1}" = 0 ]; then  # the stretch that campaign_from.sh stood in for the shipped model, evaluated
   MODEL=models/testtime-grid-base specs=()
 fi
-if [ "${EVAL:-1}" != 0 ]; then
-  specs+=("campaign-eval:--tasks arc1/eval --model $MODEL" "script-ship:scripts/campaign_ship_checks.sh $MODEL")
-fi
+case ${EVAL:-1} in
+  0) ;;
+  1) specs+=("campaign-eval:--tasks arc1/eval --model $MODEL" "script-ship:scripts/campaign_ship_checks.sh $MODEL") ;;
+  400) specs+=("campaign-eval:--tasks arc1/eval --model $MODEL") ;;  # its ship checks left to a later session
+  *) echo "EVAL=${EVAL}: 1 (the 400 and, where they gained, the ship checks), 400 (the 400 alone) or 0" >&2; exit 1 ;;
+esac
 # STAND_IN_EVAL=ARCHIVE:RUN: the stand-in's 400 were evaluated in an earlier session (recorded as RUN in the tracked
-# ARCHIVE) with no time left for its ship checks; they run here on those records, after the stretch that continues
-# the stand-in (EVAL=0: that stretch is evaluated in a later session), or alone with PRETRAIN=0 EVAL=0.
+# ARCHIVE) with no time left for its ship checks; they run here on those records, before the stretch that continues
+# the stand-in (EVAL=400: that stretch is then evaluated on the 400, its own checks left to a later session; EVAL=0:
+# not evaluated here), or alone with PRETRAIN=0 EVAL=0.
 if [ -n "${STAND_IN_EVAL:-}" ]; then
-  [ "${EVAL:-1}" = 0 ] || { echo "STAND_IN_EVAL: only with EVAL=0 (an evaluation here writes runs/campaign-eval too)" >&2; exit 1; }
+  [ "${EVAL:-1}" != 1 ] || { echo "STAND_IN_EVAL: only with EVAL=0 or 400 (EVAL=1 runs a second stretch's ship checks)" >&2; exit 1; }
   [ -f "${STAND_IN_EVAL%:*}" ] || { echo "STAND_IN_EVAL: no archive ${STAND_IN_EVAL%:*}" >&2; exit 1; }
   [[ $STAND_IN_EVAL == *:* ]] && tar -tJf "${STAND_IN_EVAL%:*}" "${STAND_IN_EVAL##*:}/results.jsonl" >/dev/null 2>&1 \
     || { echo "STAND_IN_EVAL: $STAND_IN_EVAL is not ARCHIVE:RUN with RUN/results.jsonl in ARCHIVE" >&2; exit 1; }

@@ -29,7 +29,7 @@ JOBS = [
     ("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "0"}),
     ("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "0", "FLEX": "1"}),
     ("gpu_campaign.sh", {"LIST": "1", "PRETRAIN": "0"}),
-    ("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "0",
+    ("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "400",
                          "STAND_IN_EVAL": "results/h100-campaign-2026-12-06g/runs.tar.xz:seed7"}),
     ("gpu_arch.sh", {"LIST": "1"}),
     ("gpu_gen.sh", {"LIST": "1"}),
@@ -145,6 +145,10 @@ def test_eval_0_leaves_pretraining_alone_and_pretrain_0_the_evaluation_alone():
     flex = listed_runs("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "0", "FLEX": "1",
                                            "STAND_IN_EVAL": records})
     assert flex[-1] == ship and not any(s.split(":")[0].endswith("-bg") for s in flex)  # FLEX times on a quiet machine
+    # EVAL=400: the new stretch on the 400 after it, but not its checks (a second round of them would not fit)
+    whole = listed_runs("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "400", "STAND_IN_EVAL": records})
+    assert whole == [*later, "campaign-eval:--tasks arc1/eval --model runs/pretrain-campaign/model"]
+    assert "EVAL=2: 1 (" in returned({"GEN_SEED": "2", "EVAL": "2"})
     assert "only with EVAL=0" in returned({"PRETRAIN": "0", "STAND_IN_EVAL": records})
     assert "no archive" in returned({"PRETRAIN": "0", "EVAL": "0", "STAND_IN_EVAL": "results/none.tar.xz:seed7"})
     for bad in (records.replace(":seed7", ":seed9"), records.split(":")[0]):  # a run not in it, or none named
