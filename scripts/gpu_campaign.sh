@@ -42,7 +42,9 @@
 # STAND_IN_EVAL=ARCHIVE:RUN (with EVAL=0 or EVAL=400: below) adds the ship checks of a stand-in evaluated on the 400 in an earlier
 # session whose budget left no room for them (its records tracked as RUN in ARCHIVE), before the stretch that
 # continues it, while its corpora generate: 5.8 device-minutes on 2026-12-06 (h100-campaign-2026-12-06h.md, run
-# after the stretch then), less the corpora's 1.4 hidden under them now. With PRETRAIN=0 EVAL=0, the checks alone.
+# after the stretch then), the corpora's 1.4 hidden under them now where the checks run (not where the records do
+# not beat the shipped model's, and not with FLEX=1: the checks come last then). With PRETRAIN=0 EVAL=0, the
+# checks alone.
 #
 # A dry run on the CPU (what the pipeline does, not what it measures; done on 2026-12-05, 23 minutes on 2 busy
 # cores): a copy of the config with "compile": false, token_budget 8192, warmup_steps 2, total_steps 6, log_every 2
@@ -101,6 +103,8 @@ esac
 # not evaluated here), or alone with PRETRAIN=0 EVAL=0.
 if [ -n "${STAND_IN_EVAL:-}" ]; then
   [ "${EVAL:-1}" != 1 ] || { echo "STAND_IN_EVAL: only with EVAL=0 or 400 (EVAL=1 runs a second stretch's ship checks)" >&2; exit 1; }
+  [ "${PRETRAIN:-1}" != 0 ] || [ "${EVAL:-1}" = 0 ] \
+    || { echo "STAND_IN_EVAL with PRETRAIN=0: only EVAL=0 (the stand-in's 400 are ARCHIVE:RUN already)" >&2; exit 1; }
   [ -f "${STAND_IN_EVAL%:*}" ] || { echo "STAND_IN_EVAL: no archive ${STAND_IN_EVAL%:*}" >&2; exit 1; }
   [[ $STAND_IN_EVAL == *:* ]] && tar -tJf "${STAND_IN_EVAL%:*}" "${STAND_IN_EVAL##*:}/results.jsonl" >/dev/null 2>&1 \
     || { echo "STAND_IN_EVAL: $STAND_IN_EVAL is not ARCHIVE:RUN with RUN/results.jsonl in ARCHIVE" >&2; exit 1; }

@@ -18,9 +18,10 @@
 # Prefix TESTTIME_COMMIT=<this checkout's short HEAD>: the machine's copy of .git can lag behind the tree it
 # gets, and the bench tables would name the wrong commit.
 #
-# A run whose NAME ends in `-bg` goes on in the background beside the runs after it (its log in
-# runs/runner-RUNNER-NAME.log), until a run named `join` (no flags) or the last run: CPU work, such as generating a
-# corpus, hidden under GPU work that does not need it, before a run that needs the GPU to itself.
+# A run whose NAME ends in `-bg` goes on in the background, at the lowest CPU priority, beside the runs after it
+# (its log in runs/runner-RUNNER-NAME.log), until a run named `join` (no flags) or the last run: CPU work, such as
+# generating a corpus, hidden under GPU work that does not need it, before a run that needs the GPU to itself. A
+# background run that failed stops the runner at its join (what comes after needs it).
 #
 # RUNNER=NAME (default `eval`) names an independent runner: two runners with different names share the
 # GPU at once (say, a small model's ablations beside an LLM's jobs); a call waits on its own runner only.
@@ -92,31 +93,42 @@ if [ "${1:-}" = "--runner" ]; then  # the background part: every run in order
       bash $flags 2>&1 | tail -40
     elif [[ $name == py* ]]; then
       # shellcheck disable=SC2086
-      python3 $flags 2>&1 | tail -40
+      python3 $flags 2>&1 | tr '\r' '\n' | grep -v "it/s\]$\|task/s\]$\|s/task\]$" | tail -40
     else
       mkdir -p "runs/$name"
       # shellcheck disable=SC2086
       $LAUNCH evaluate --out "runs/$name" $flags 2>&1 | tr '\r' '\n' | tee -a "runs/$name/eval.log" \
         | grep -v "it/s\]$\|task/s\]$\|s/task\]$" | tail -25
     fi
+    local rc=${PIPESTATUS[0]}  # the run's own status, not its filters'
     echo "$name: $((SECONDS - start)) s wall"
+    return "$rc"
   }
-  pending=()
+  join() {  # the background runs, each waited for; one that failed stops the runner: the runs after need it
+    local i failed=0 start=$SECONDS
+    echo "=== join: ${#pending[@]} background run(s) ($(date -u +%T))"
+    for i in "${!pending[@]}"; do
+      wait "${pending[$i]}" || { echo "join: ${bg_names[$i]} failed (status $?, runs/runner-$RUNNER-${bg_names[$i]}.log)"; failed=1; }
+    done
+    pending=() bg_names=()
+    echo "join: $((SECONDS - start)) s wall"
+    [ $failed = 0 ] || { echo "join: the runner stops here"; exit 1; }
+  }
+  pending=() bg_names=()
   for spec in "$@"; do
     name=${spec%%:*}; flags=${spec#*:}
     case $name in bench*|pretrain*|script*|py*|join) ;; *) flags="$flags $EVAL_FLAGS" ;; esac
-    if [ "$name" = join ]; then  # the background runs end before the next run starts
-      echo "=== join: ${#pending[@]} background run(s) ($(date -u +%T))"; start=$SECONDS
-      [ ${#pending[@]} -eq 0 ] || wait "${pending[@]}"
-      pending=(); echo "join: $((SECONDS - start)) s wall"
-    elif [[ $name == *-bg ]]; then  # goes on beside the runs after it, its log apart, until a `join`
-      step "$name" "$flags" >"runs/runner-$RUNNER-$name.log" 2>&1 &
-      pending+=($!); echo "=== $name: in the background ($(date -u +%T)), log runs/runner-$RUNNER-$name.log"
+    if [ "$name" = join ]; then
+      join
+    elif [[ $name == *-bg ]]; then  # at the lowest priority: the runs it goes on beside feed a GPU from the CPU
+      ( renice -n 19 -p "$BASHPID" >/dev/null 2>&1; step "$name" "$flags" ) >"runs/runner-$RUNNER-$name.log" 2>&1 &
+      pending+=($!) bg_names+=("$name")
+      echo "=== $name: in the background ($(date -u +%T)), log runs/runner-$RUNNER-$name.log"
     else
       step "$name" "$flags"
     fi
   done
-  [ ${#pending[@]} -eq 0 ] || wait "${pending[@]}"
+  [ ${#pending[@]} -eq 0 ] || join
   touch "$DONE"
   exit 0
 fi

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -132,7 +133,7 @@ def test_eval_0_leaves_pretraining_alone_and_pretrain_0_the_evaluation_alone():
     assert all(s.endswith("--model models/testtime-grid-base") or s.endswith(" models/testtime-grid-base")
                for s in stand_in)
 
-    # a stand-in evaluated in an earlier session: its ship checks on those records, after the stretch continuing it
+    # a stand-in evaluated in an earlier session: its ship checks on those records, before the stretch continuing it
     records = "results/h100-campaign-2026-12-06g/runs.tar.xz:seed7"
     # (the corpora generate in the background under the checks; the stretch waits for both, alone on the GPU)
     later = listed_runs("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "0", "STAND_IN_EVAL": records})
@@ -150,6 +151,7 @@ def test_eval_0_leaves_pretraining_alone_and_pretrain_0_the_evaluation_alone():
     assert whole == [*later, "campaign-eval:--tasks arc1/eval --model runs/pretrain-campaign/model"]
     assert "EVAL=2: 1 (" in returned({"GEN_SEED": "2", "EVAL": "2"})
     assert "only with EVAL=0" in returned({"PRETRAIN": "0", "STAND_IN_EVAL": records})
+    assert "only EVAL=0" in returned({"PRETRAIN": "0", "EVAL": "400", "STAND_IN_EVAL": records})  # 400 recorded
     assert "no archive" in returned({"PRETRAIN": "0", "EVAL": "0", "STAND_IN_EVAL": "results/none.tar.xz:seed7"})
     for bad in (records.replace(":seed7", ":seed9"), records.split(":")[0]):  # a run not in it, or none named
         assert "not ARCHIVE:RUN" in returned({"PRETRAIN": "0", "EVAL": "0", "STAND_IN_EVAL": bad})
@@ -257,29 +259,47 @@ def test_the_ship_checks_take_a_stretchs_records_from_an_earlier_session(tmp_pat
 
 
 def test_a_background_run_goes_on_beside_the_next_until_a_join(tmp_path):
-    """gpu_eval.sh's runner: a run named *-bg starts and the next run starts without waiting for it (it finds the
-    background run's file not yet written); `join` waits for it, so the run after sees the file; the background
-    run's output goes to a log of its own. The runner runs here in the foreground, in a folder of its own."""
-    for d in ("src", "benchmarks", "models", "scripts", ".whl"):
+    """gpu_eval.sh's runner: runs named *-bg start and the next run starts without waiting for them (it finds their
+    files not yet written); `join` waits for every one of them, the slower second too, so the run after sees both
+    files; a background run after the last join is waited for before the runner ends; each background run's output
+    goes to a log of its own. A background run that fails stops the runner at its join, saying which, and the runs
+    after it do not start. The runner runs here in the foreground, in a folder of its own."""
+    for d in ("src", "benchmarks", "models", "scripts", ".whl", "runs"):
         (tmp_path / d).mkdir()
     for name in ("gpu_eval.sh", "gpu_wheels.sh"):
         (tmp_path / "scripts" / name).write_text((ROOT / "scripts" / name).read_text())
     (tmp_path / ".whl/broken-1.0-py3-none-any.whl").write_bytes(b"not a zip")  # falls back on this Python's packages
-    (tmp_path / "scripts/slow.sh").write_text("sleep 3; echo made > runs/slow.txt\n")
-    (tmp_path / "scripts/look.sh").write_text('[ -f runs/slow.txt ] && echo "$1 saw it" || echo "$1 did not"\n')
-    (tmp_path / "runs").mkdir()
+    (tmp_path / "scripts/make.sh").write_text('sleep "$2"; echo made > "runs/$1.txt"; exit "${3:-0}"\n')
+    (tmp_path / "scripts/look.sh").write_text(
+        'for f in a b; do [ -f runs/$f.txt ] && echo "$1 saw $f" || echo "$1 missed $f"; done\n')
     runner = f"bgtest{os.getpid()}"
-    got = subprocess.run(["bash", "scripts/gpu_eval.sh", "--runner", "script-slow-bg:scripts/slow.sh",
-                          "script-before:scripts/look.sh before", "join:", "script-after:scripts/look.sh after"],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=60,
-                         env={**os.environ, "RUNNER": runner, "SNAP_ROOT": str(tmp_path / "snap")})
-    Path(f"/tmp/testtime_{runner}.done").unlink(missing_ok=True)
-    assert got.returncode == 0, got.stdout + got.stderr
+
+    def run(*specs):
+        for f in (tmp_path / "runs").glob("*.txt"):
+            f.unlink()
+        got = subprocess.run(["bash", "scripts/gpu_eval.sh", "--runner", *specs], capture_output=True, text=True,
+                             cwd=tmp_path, timeout=60, env={**os.environ, "RUNNER": runner, "OUT": str(tmp_path / "out"),
+                                                            "SNAP_ROOT": str(tmp_path / "snap")})
+        done = Path(f"/tmp/testtime_{runner}.done")
+        ended = done.is_file()
+        done.unlink(missing_ok=True)
+        return got, ended
+
+    got, ended = run("script-a-bg:scripts/make.sh a 1", "script-b-bg:scripts/make.sh b 3",
+                     "script-before:scripts/look.sh before", "join:", "script-after:scripts/look.sh after",
+                     "script-c-bg:scripts/make.sh c 2")
     out = got.stdout
-    assert "before did not" in out and "after saw it" in out
-    assert out.index("=== join: 1 background run(s)") < out.index("after saw it")
-    log = (tmp_path / f"runs/runner-{runner}-script-slow-bg.log").read_text()
-    assert "=== script-slow-bg" in log and "script-slow-bg:" in log and "s wall" in log
+    assert got.returncode == 0 and ended, out + got.stderr
+    assert "before missed a" in out and "before missed b" in out and "after saw a" in out and "after saw b" in out
+    assert out.index("=== join: 2 background run(s)") < out.index("after saw a")
+    assert (tmp_path / "runs/c.txt").is_file()  # the last background run, waited for at the end
+    log = (tmp_path / f"runs/runner-{runner}-script-b-bg.log").read_text()
+    assert log.startswith("=== script-b-bg: scripts/make.sh b 3") and re.search(r"^script-b-bg: \d+ s wall$", log, re.M)
+
+    failed, ended = run("script-a-bg:scripts/make.sh a 1 7", "join:", "script-after:scripts/look.sh after")
+    assert failed.returncode == 1 and not ended  # the caller sees a runner that stopped before finishing
+    assert f"join: script-a-bg failed (status 7, runs/runner-{runner}-script-a-bg.log)" in failed.stdout
+    assert "after" not in failed.stdout.split("join: the runner stops here")[-1]
 
 
 def test_the_jobs_wheels_install_or_say_why_not(tmp_path):
