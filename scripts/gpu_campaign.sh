@@ -47,9 +47,11 @@
 # checks alone.
 #
 # A dry run on the CPU (what the pipeline does, not what it measures; done on 2026-12-05, 23 minutes on 2 busy
-# cores): a copy of the config with "compile": false, token_budget 8192, warmup_steps 2, total_steps 6, log_every 2
-# and val_every/solve_every 6 as CONFIG; GEN_TASKS=200 UNSEEN_TASKS=50 EVAL_FLAGS="--limit 2" MINUTES=1 OUT=/tmp/o;
-# the stash of scripts/gpu_stash.sh filled by running its calls in a checkout (a git worktree) that reaches ../shared.
+# cores; on 2026-12-06 with STAND_IN_EVAL=...06h...:seed8 EVAL=400, 30 minutes, and again in 7 with holdout 4,
+# total_steps 2 and EVAL_FLAGS="--limit 1 --no-ttt"): a copy of the config with "compile": false, token_budget 8192,
+# warmup_steps 2, total_steps 6, log_every 2 and val_every/solve_every 6 as CONFIG; GEN_TASKS=200 UNSEEN_TASKS=50
+# EVAL_FLAGS="--limit 2" MINUTES=1 OUT=/tmp/o; the stash of scripts/gpu_stash.sh filled by running its calls in a
+# checkout (a git worktree) that reaches ../shared.
 set -uo pipefail
 MINUTES=${MINUTES:-12}
 CONFIG=${CONFIG:-configs/data-gen75.json}

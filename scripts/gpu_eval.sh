@@ -93,7 +93,7 @@ if [ "${1:-}" = "--runner" ]; then  # the background part: every run in order
       bash $flags 2>&1 | tail -40
     elif [[ $name == py* ]]; then
       # shellcheck disable=SC2086
-      python3 $flags 2>&1 | tr '\r' '\n' | grep -v "it/s\]$\|task/s\]$\|s/task\]$" | tail -40
+      python3 $flags 2>&1 | tr '\r' '\n' | grep -v "it/s\] *$\|task/s\] *$\|s/task\] *$" | tail -40  # tqdm pads with spaces
     else
       mkdir -p "runs/$name"
       # shellcheck disable=SC2086
