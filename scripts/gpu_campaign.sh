@@ -39,12 +39,12 @@
 # then the same line until ALL RUNS DONE (about 7 device-minutes, 13.6 with the checks on 2026-12-06,
 # h100-campaign-2026-12-06f.md). Keep the stand-in in place until then: the evaluations read the model from the
 # tree each call carries.
-# STAND_IN_EVAL=ARCHIVE:RUN (with EVAL=0 or EVAL=400: below) adds the ship checks of a stand-in evaluated on the 400 in an earlier
-# session whose budget left no room for them (its records tracked as RUN in ARCHIVE), before the stretch that
-# continues it, while its corpora generate: 5.8 device-minutes on 2026-12-06 (h100-campaign-2026-12-06h.md, run
-# after the stretch then), the corpora's 1.4 hidden under them now where the checks run (not where the records do
-# not beat the shipped model's, and not with FLEX=1: the checks come last then). With PRETRAIN=0 EVAL=0, the
-# checks alone.
+# STAND_IN_EVAL=ARCHIVE:RUN (with EVAL=0 or EVAL=400: below) adds the ship checks of a stand-in evaluated on the 400
+# in an earlier session whose budget left no room for them (its records tracked as RUN in ARCHIVE), before the
+# stretch that continues it, while its corpora generate: 5.8 device-minutes on 2026-12-06
+# (h100-campaign-2026-12-06h.md, run after the stretch then), the corpora's 1.4 hidden under them now where the
+# checks run (not where the records do not beat the shipped model's, and not with FLEX=1: the checks come last
+# then). With PRETRAIN=0 EVAL=0, the checks alone.
 #
 # A dry run on the CPU (what the pipeline does, not what it measures; done on 2026-12-05, 23 minutes on 2 busy
 # cores; on 2026-12-06 with STAND_IN_EVAL=...06h...:seed8 EVAL=400, 30 minutes, and again in 7 with holdout 4,
