@@ -1,0 +1,106 @@
+"""Two runs' attempts combined: what running the default twice (two seeds of one model, or two checkpoints of the
+campaign) and keeping each run's first attempt would score, read from the runs' records before any such ensemble is
+built (issue 24: more right candidates; the `--adapters 2` lever is the built one). For a pair of runs of the same
+tasks, from their records and the tasks' solutions:
+- each run alone (pass@2, scored here from its attempts as the combination is);
+- the combination: per test input, A's first attempt, then B's first where it differs (else A's second, then B's
+  second);
+- the four attempts together (pass@4) and the right grid among either run's kept candidates (union recall), each
+  as tasks' worth of test inputs: what a selection over both runs' candidates could reach;
+- the tasks the combination wins and loses against each run alone, with the sign test.
+A test input whose run erred or kept no attempts counts as unsolved by that run.
+
+    python benchmarks/combine_runs.py RUN_A RUN_B [--tasks arc1/eval] [--md OUT.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from miss_profile import run_tasks
+
+from testtime.core.store import read_results
+from testtime.report.compare import pair
+
+
+def attempts_of(record: dict, qi: int) -> list:
+    got = record.get("attempts") or []
+    return [a for a in (got[qi] if qi < len(got) else []) if a is not None]
+
+
+def kept_of(record: dict, qi: int) -> list:
+    """The candidates a record kept for a test input (ranked by product of experts, else the vote's)."""
+    kept = record.get("ranked") or record.get("votes") or []
+    return [c["grid"] for c in (kept[qi] or [])] if qi < len(kept) else []
+
+
+def combine(first: list, second: list, attempts: int = 2) -> list:
+    """Each run's first attempt, then their seconds, without repeats, up to `attempts`."""
+    out: list = []
+    for grid in first[:1] + second[:1] + first[1:] + second[1:]:
+        if grid not in out:
+            out.append(grid)
+    return out[:attempts]
+
+
+def combined(run_a: Path, run_b: Path, tasks: str | None = None) -> dict:
+    """The pair's figures (see the module's docstring) and the combination's own records, one a task both ran."""
+    by_id = run_tasks(run_a, tasks)
+    recs_a = {r["task_id"]: r for r in read_results(run_a)}
+    recs_b = {r["task_id"]: r for r in read_results(run_b)}
+    shared = [tid for tid in recs_a if tid in recs_b and tid in by_id]
+    if not shared:
+        raise ValueError(f"{run_a} and {run_b} share no task with known answers")
+    totals = dict.fromkeys(("pass4", "recall_a", "recall_b", "union"), 0.0)
+    scored: dict[str, list[dict]] = {"a": [], "b": [], "combined": []}  # each scored here alike, from its attempts
+    for tid in shared:
+        ra, rb, truths = recs_a[tid], recs_b[tid], [e.output.tolist() for e in by_id[tid].test]
+        correct: dict[str, list[bool]] = {name: [] for name in scored}
+        for qi, truth in enumerate(truths):
+            att_a, att_b = attempts_of(ra, qi), attempts_of(rb, qi)
+            kept_a, kept_b = kept_of(ra, qi), kept_of(rb, qi)
+            for name, att in (("a", att_a), ("b", att_b), ("combined", combine(att_a, att_b))):
+                correct[name].append(truth in att)
+            share = 1 / len(truths)
+            totals["pass4"] += share * (truth in att_a + att_b)
+            totals["recall_a"] += share * (truth in kept_a)
+            totals["recall_b"] += share * (truth in kept_b)
+            totals["union"] += share * (truth in kept_a + kept_b)
+        for name, ok in correct.items():
+            scored[name].append({"task_id": tid, "correct": ok, "score": sum(ok) / len(ok)})
+    return {"tasks": len(shared), **{name: sum(r["score"] for r in recs) for name, recs in scored.items()},
+            **totals, "records": scored["combined"], "against_a": pair(scored["a"], scored["combined"]),
+            "against_b": pair(scored["b"], scored["combined"])}
+
+
+def markdown(name_a: str, name_b: str, got: dict) -> list[str]:
+    a, b = got["against_a"], got["against_b"]
+    return ["| A | B | tasks | A | B | combined (A1, B1) | against A: won, lost, p | against B: won, lost, p | "
+            "pass@4 | recall A | recall B | union recall |", "|---" * 12 + "|",
+            f"| {name_a} | {name_b} | {got['tasks']} | {got['a']:g} | {got['b']:g} | **{got['combined']:g}** | "
+            f"{a.b_won}, {a.b_lost}, {a.p_value:.2g} | {b.b_won}, {b.b_lost}, {b.p_value:.2g} | {got['pass4']:g} | "
+            f"{got['recall_a']:g} | {got['recall_b']:g} | {got['union']:g} |"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_a", type=Path)
+    ap.add_argument("run_b", type=Path)
+    ap.add_argument("--tasks", default=None, help="the runs' tasks, where run A's config.json does not name them")
+    ap.add_argument("--md", type=Path, default=None, help="append the table here")
+    args = ap.parse_args()
+    try:
+        got = combined(args.run_a, args.run_b, args.tasks)
+    except (OSError, ValueError, KeyError) as e:
+        sys.exit(f"error: {e}")
+    lines = markdown(args.run_a.name, args.run_b.name, got)
+    print("\n".join(lines))
+    if args.md:
+        with args.md.open("a") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""benchmarks/combine_runs.py: two runs' attempts combined per test input (each run's first attempt, then the
+seconds), on run folders written by hand whose answers are known."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # as a benchmark runs: beside its sibling miss_profile
+
+import combine_runs as cr  # noqa: E402
+
+RIGHT, WRONG, OTHER = [[1, 2]], [[0, 0]], [[3, 3]]
+
+
+def write_runs(folder: Path) -> tuple[Path, Path]:
+    """Four one-input tasks and one of two inputs. A and B:
+    - `a_first`: A right first; B wrong: the combination keeps A's first, so it ties A and wins against B;
+    - `b_first`: A wrong twice, B right first: the combination takes B's first as its second attempt: a win over A;
+    - `b_second`: B right only second, A's two wrong: the combination keeps A1 and B1, so it loses against B;
+    - `kept`: neither attempts it, B kept it among its candidates (union recall, not pass@4);
+    - `two`: two test inputs, A right on the first only, B on the second only (B kept no attempt for the first)."""
+    tasks = folder / "tasks"
+    tasks.mkdir(parents=True)
+    for tid in ("a_first", "b_first", "b_second", "kept"):
+        (tasks / f"{tid}.json").write_text(json.dumps({"train": [{"input": [[1]], "output": [[2]]}],
+                                                       "test": [{"input": [[1]], "output": RIGHT}]}))
+    (tasks / "two.json").write_text(json.dumps({"train": [{"input": [[1]], "output": [[2]]}],
+                                                "test": [{"input": [[1]], "output": RIGHT},
+                                                         {"input": [[2]], "output": OTHER}]}))
+    a = {"a_first": [[RIGHT, WRONG]], "b_first": [[WRONG, OTHER]], "b_second": [[WRONG, OTHER]],
+         "kept": [[WRONG, None]], "two": [[RIGHT, WRONG], [WRONG, None]]}
+    b = {"a_first": [[WRONG, OTHER]], "b_first": [[RIGHT, WRONG]], "b_second": [[WRONG, RIGHT]],
+         "kept": [[OTHER, WRONG]], "two": [[], [OTHER, WRONG]]}
+    runs = []
+    for name, attempts in (("A", a), ("B", b)):
+        run = folder / name
+        run.mkdir()  # scores recorded as 0: the benchmark scores every run from its attempts
+        (run / "config.json").write_text(json.dumps({"tasks": str(tasks)}))
+        with (run / "results.jsonl").open("w") as f:
+            for tid, att in attempts.items():
+                ranked = [[{"grid": g, "votes": 1} for g in q if g is not None] for q in att]
+                if name == "B" and tid == "kept":
+                    ranked[0].append({"grid": RIGHT, "votes": 1})
+                f.write(json.dumps({"task_id": tid, "attempts": att, "ranked": ranked, "score": 0.0,
+                                    "correct": [False] * len(att)}) + "\n")
+        runs.append(run)
+    return runs[0], runs[1]
+
+
+def test_the_combination_takes_each_runs_first_attempt(tmp_path):
+    run_a, run_b = write_runs(tmp_path)
+    got = cr.combined(run_a, run_b)
+    assert got["tasks"] == 5
+    assert got["a"] == 1.5 and got["b"] == 2.5  # b: b_first, b_second, and two's second input
+    by_task = {r["task_id"]: r["correct"] for r in got["records"]}
+    assert by_task == {"a_first": [True], "b_first": [True], "b_second": [False], "kept": [False],
+                       "two": [True, True]}
+    assert got["combined"] == 3.0
+    assert got["pass4"] == 5.0 - 1  # every right grid was attempted by one run but `kept`'s
+    assert got["recall_b"] == 3.5 and got["union"] == 5.0
+    assert (got["against_a"].b_won, got["against_a"].b_lost) == (2, 0)  # b_first, two (A had half of it)
+    assert (got["against_b"].b_won, got["against_b"].b_lost) == (2, 1)  # a_first, two; b_second lost
+
+
+def test_combine_keeps_no_repeat_and_fills_from_the_seconds():
+    assert cr.combine([RIGHT, WRONG], [RIGHT, OTHER]) == [RIGHT, WRONG]
+    assert cr.combine([], [OTHER, WRONG]) == [OTHER, WRONG]
+    assert cr.combine([WRONG], [OTHER]) == [WRONG, OTHER]
+
+
+def test_the_cli_prints_the_table_and_refuses_runs_without_shared_tasks(tmp_path):
+    run_a, run_b = write_runs(tmp_path)
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/combine_runs.py"), str(run_a), str(run_b),
+                          "--md", str(tmp_path / "t.md")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "| A | B | 5 | 1.5 | 2.5 | **3** |" in out.stdout
+    assert (tmp_path / "t.md").read_text().strip().endswith("| 5 |")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "results.jsonl").write_text("")
+    (empty / "config.json").write_text((run_a / "config.json").read_text())
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks/combine_runs.py"), str(empty), str(run_b)],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and bad.stderr.strip().startswith("error:") and "share no task" in bad.stderr
+
+
+@pytest.mark.parametrize("missing", ["config.json", "results.jsonl"])
+def test_a_run_folder_missing_its_files_is_one_line(tmp_path, missing):
+    run_a, run_b = write_runs(tmp_path)
+    (run_a / missing).unlink()
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks/combine_runs.py"), str(run_a), str(run_b)],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("error:")
