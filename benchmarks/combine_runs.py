@@ -50,7 +50,8 @@ def combined(run_a: Path, run_b: Path, tasks: str | None = None) -> dict:
     by_id = run_tasks(run_a, tasks)
     recs_a = {r["task_id"]: r for r in read_results(run_a)}
     recs_b = {r["task_id"]: r for r in read_results(run_b)}
-    shared = [tid for tid in recs_a if tid in recs_b and tid in by_id]
+    shared = [tid for tid in recs_a if tid in recs_b and tid in by_id
+              and all(e.output is not None for e in by_id[tid].test)]
     if not shared:
         raise ValueError(f"{run_a} and {run_b} share no task with known answers")
     totals = dict.fromkeys(("pass4", "recall_a", "recall_b", "union"), 0.0)
