@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from miss_profile import run_tasks
+from miss_profile import kept_candidates, run_tasks
 
 from testtime.core.store import read_results
 from testtime.report.compare import pair
@@ -28,12 +28,6 @@ from testtime.report.compare import pair
 def attempts_of(record: dict, qi: int) -> list:
     got = record.get("attempts") or []
     return [a for a in (got[qi] if qi < len(got) else []) if a is not None]
-
-
-def kept_of(record: dict, qi: int) -> list:
-    """The candidates a record kept for a test input (ranked by product of experts, else the vote's)."""
-    kept = record.get("ranked") or record.get("votes") or []
-    return [c["grid"] for c in (kept[qi] or [])] if qi < len(kept) else []
 
 
 def combine(first: list, second: list, attempts: int = 2) -> list:
@@ -61,7 +55,7 @@ def combined(run_a: Path, run_b: Path, tasks: str | None = None) -> dict:
         correct: dict[str, list[bool]] = {name: [] for name in scored}
         for qi, truth in enumerate(truths):
             att_a, att_b = attempts_of(ra, qi), attempts_of(rb, qi)
-            kept_a, kept_b = kept_of(ra, qi), kept_of(rb, qi)
+            kept_a, kept_b = ([c["grid"] for c in kept_candidates(r, qi)] for r in (ra, rb))
             for name, att in (("a", att_a), ("b", att_b), ("combined", combine(att_a, att_b))):
                 correct[name].append(truth in att)
             share = 1 / len(truths)

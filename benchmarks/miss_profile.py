@@ -81,6 +81,13 @@ def profile_run(run_dir: str | Path, tasks: str | None = None) -> list[dict]:
     return profile_records(read_results(run_dir), run_tasks(run_dir, tasks))
 
 
+def kept_candidates(rec: dict, qi: int) -> list[dict]:
+    """The candidates a record kept for its test input `qi`, best first: product of experts' ranked list, or, for a
+    run that selects by the vote and keeps none, its votes, alike in form."""
+    kept = rec.get("ranked") or rec.get("votes") or []
+    return (kept[qi] or []) if qi < len(kept) else []
+
+
 def profile_records(records: list[dict], by_id: dict) -> list[dict]:
     """Every test input of these records whose task is in `by_id` with its answer, profiled."""
     rows = []
@@ -88,11 +95,9 @@ def profile_records(records: list[dict], by_id: dict) -> list[dict]:
         task = by_id.get(rec["task_id"])
         if task is None or not rec.get("correct") or rec.get("error"):
             continue
-        # a run that selects by the vote keeps no ranked list: its votes are its candidates, best first, alike in form
-        kept = rec.get("ranked") or rec.get("votes") or []
         for qi, (ex, ok) in enumerate(zip(task.test, rec["correct"], strict=False)):
             if ex.output is not None:
-                rows.append(profile_input(ex.output, (kept[qi] or []) if qi < len(kept) else [], ok))
+                rows.append(profile_input(ex.output, kept_candidates(rec, qi), ok))
     return rows
 
 
