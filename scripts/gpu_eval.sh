@@ -73,32 +73,35 @@ if [ "${1:-}" = "--runner" ]; then  # the background part: every run in order
   rm -rf "$SNAP" && mkdir -p "$SNAP" && cp -r src benchmarks scripts models "$SNAP"/
   export PYTHONPATH=$SNAP/src:/tmp/site
   if [ -n "$HAS_GPU" ]; then python3 -m compileall -q "$SNAP/src" >/dev/null 2>&1; fi  # the snapshot's own, as above
+  bars() {  # a run's output less tqdm's progress lines (after tr '\r' '\n'; tqdm pads a shorter line with spaces)
+    grep -v "it/s\] *$\|s/it\] *$\|task/s\] *$\|s/task\] *$"
+  }
   step() {  # NAME FLAGS: one run, into runs/NAME
     local name=$1 flags=$2 start=$SECONDS
     echo "=== $name: $flags ($(date -u +%T))"
     if [[ $name == benchpre* ]]; then
       # shellcheck disable=SC2086
       python3 "$SNAP/benchmarks/bench_pretrain.py" $flags --out "runs/$name.md" --json "runs/$name.json" 2>&1 \
-        | tr '\r' '\n' | grep -v "it/s\]$\|s/it\]$" | tail -25
+        | tr '\r' '\n' | bars | tail -25
     elif [[ $name == bench* ]]; then
       # shellcheck disable=SC2086
-      python3 "$SNAP/benchmarks/bench_stages.py" $flags --out "runs/$name.md" 2>&1 | tr '\r' '\n' | grep -v "it/s\]$"
+      python3 "$SNAP/benchmarks/bench_stages.py" $flags --out "runs/$name.md" 2>&1 | tr '\r' '\n' | bars
     elif [[ $name == pretrain* ]]; then
       mkdir -p "runs/$name"
       # shellcheck disable=SC2086
       python3 -m testtime.cli pretrain --run-dir "runs/$name" $flags 2>&1 | tr '\r' '\n' | tee -a "runs/$name/pretrain.log" \
-        | grep -v "it/s\]$\|s/it\]$" | tail -25
+        | bars | tail -25
     elif [[ $name == script* ]]; then
       # shellcheck disable=SC2086
       bash $flags 2>&1 | tail -40
     elif [[ $name == py* ]]; then
       # shellcheck disable=SC2086
-      python3 $flags 2>&1 | tr '\r' '\n' | grep -v "it/s\] *$\|task/s\] *$\|s/task\] *$" | tail -40  # tqdm pads with spaces
+      python3 $flags 2>&1 | tr '\r' '\n' | bars | tail -40
     else
       mkdir -p "runs/$name"
       # shellcheck disable=SC2086
       $LAUNCH evaluate --out "runs/$name" $flags 2>&1 | tr '\r' '\n' | tee -a "runs/$name/eval.log" \
-        | grep -v "it/s\]$\|task/s\]$\|s/task\]$" | tail -25
+        | bars | tail -25
     fi
     local rc=${PIPESTATUS[0]}  # the run's own status, not its filters'
     echo "$name: $((SECONDS - start)) s wall"
