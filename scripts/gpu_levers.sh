@@ -6,6 +6,7 @@
 #   bash scripts/gpu_levers.sh plan                   # the runs, in order, with their estimated GPU-minutes
 #   WAIT=560 bash scripts/gpu_levers.sh default second dfs      # on the GPU (wheels: carry_parts.sh --wheels); again to wait on it
 #   NPROC=4 WAIT=560 bash scripts/gpu_levers.sh max   # on nvidia-h200-x4: 4 processes, a quarter of the wall time
+#   LIST=1 bash scripts/gpu_levers.sh adapters2       # the runs' specs only, for another job's runner
 #   bash scripts/gpu_levers.sh table                  # here, after `tar -xzf runs.tar.gz`: results/levers tables
 #   EVAL_FLAGS="--limit 1" WAIT=5 bash scripts/gpu_levers.sh default second dfs   # a dry run here, on the CPU
 #
@@ -81,4 +82,6 @@ for name in "$@"; do
   [ -n "$spec" ] || { echo "unknown run $name; see: bash $0 plan"; exit 2; }
   specs+=("$spec")
 done
+# LIST=1: the runs, without running them (to join another job's runs in one runner: results/README.md's plan)
+if [ -n "${LIST:-}" ]; then printf '%s\n' "${specs[@]}"; exit 0; fi
 exec bash "$(dirname "$0")/gpu_eval.sh" "${specs[@]}"
