@@ -8,14 +8,14 @@
 # ARCHIVE:RUN: the stretch's 400 with the default were evaluated in an earlier session and are recorded as RUN in
 # the tracked ARCHIVE (a session whose budget fitted the evaluation but not the checks, h100-campaign-2026-12-06g.md):
 # they stand for runs/campaign-eval, and the checks run on MODEL (the stretch standing in, scripts/campaign_from.sh).
-# REF (default results/h100-campaign-2026-12-06g/runs.tar.xz) and REF_RUN (default seed7): the shipped model's records
-# (v8's; before v8: v7's in results/h100-campaign-2026-12-06f/runs.tar.xz, v7; v6's in -06d, v6; v5's in -06b, v5; v4's, now in git history:
+# REF (default results/h100-campaign-2026-12-06i/runs.tar.xz) and REF_RUN (default seed9): the shipped model's records
+# (v9's; before v9: v8's in results/h100-campaign-2026-12-06g/runs.tar.xz, seed7; v7's in -06f, v7; v6's in -06d, v6; v5's in -06b, v5; v4's, now in git history:
 # results/ARCHIVES.md).
 # FORCE=1 runs the checks whatever the comparison says.
 set -uo pipefail
 MODEL=${1:?the model folder of the stretch}; RECORDS=${2:-}
-REF=${REF:-results/h100-campaign-2026-12-06g/runs.tar.xz}
-REF_RUN=${REF_RUN:-seed7}
+REF=${REF:-results/h100-campaign-2026-12-06i/runs.tar.xz}
+REF_RUN=${REF_RUN:-seed9}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 unpack() {  # ARCHIVE RUN WHERE: RUN's records out of a tracked ARCHIVE, into $tmp/WHERE/RUN

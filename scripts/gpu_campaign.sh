@@ -10,14 +10,14 @@
 # comes back in $OUT (model.tar.part*). The stretch profiles 5 steps after its first 100
 # (runs/pretrain-campaign/profile.json: where a step's time goes, for the 40% MFU goal).
 # It ships only if it beats the shipped model on all 400, paired (`testtime compare` against the shipped model's
-# records: results/h100-campaign-2026-12-06g/runs.tar.xz's `seed7`, v8's). Then the next session continues from it. A call
+# records: results/h100-campaign-2026-12-06i/runs.tar.xz's `seed9`, v9's). Then the next session continues from it. A call
 # carries one model, the tracked one, so the campaign ratchets: each stretch starts from the best model shipped so far.
 #
 # Calls: the stashing calls of scripts/gpu_stash.sh's header, the last one ending in
 #   GEN_SEED=S TESTTIME_COMMIT=<HEAD> WAIT=570 bash scripts/gpu_campaign.sh
 # then the same line alone, which waits on the runner, until ALL RUNS DONE.
 # Then here: tar -xzf runs.tar.gz -C OUT; cat model.tar.part* | tar -x -C OUT;
-#   testtime compare OUT/seed7 OUT/runs/campaign-eval (v8's records unpacked from results/h100-campaign-2026-12-06g/runs.tar.xz)
+#   testtime compare OUT/seed9 OUT/runs/campaign-eval (v9's records unpacked from results/h100-campaign-2026-12-06i/runs.tar.xz)
 #
 # Device minutes, as measured on one H100 on 2026-12-06 at MINUTES=7 (results/h100-campaign-2026-12-06b.md): about
 # 1 starting the machine and stashing; 1.5 generating; 1.02 x MINUTES + 1 pretraining (compile and validations
@@ -28,8 +28,11 @@
 # Stretches chain across sessions even when one alone does not ship (a short stretch gains less than the 400
 # tasks' noise, about 12): EVAL=0 leaves out the evaluation and the ship checks, so a short budget goes to
 # pretraining alone (about 4.5 + 1.1 x MINUTES device-minutes on 2026-12-06: the start, the stash, the corpus,
-# then the stretch with its validations); EVAL=400 leaves out only the ship checks (6.5 more for the 400). Keep
-# each returned model outside git:
+# then the stretch with its validations); EVAL=400 leaves out only the ship checks (6.5 more for the 400). A model
+# kept for a later session may not be there: a session can start on a fresh checkout, which holds only what landed
+# in git (the seventh stretch, 206.5 on the 400, was lost so: h100-campaign-2026-12-06i.md). So EVAL=1 at MINUTES=11
+# (29.2 device-minutes with no refused start on 2026-12-06, -06i.md) is the campaign's session, and EVAL=0/400 are
+# for a session sure to be followed on the same checkout. Keep each returned model outside git:
 #   mkdir -p models-local/campaign/DATE-seedS && cat model.tar.part* | tar -x -C models-local/campaign/DATE-seedS
 # and start the next stretch from it with `bash scripts/campaign_from.sh models-local/campaign/DATE-seedS/model`
 # before the calls (it puts those weights where the calls carry the shipped model from), then

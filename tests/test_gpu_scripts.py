@@ -217,16 +217,16 @@ def test_a_stretch_stands_in_for_the_shipped_model_and_goes_back(tmp_path):
     assert broken.returncode != 0  # not a checkout: the restore fails, and says so
 
 
-@pytest.mark.parametrize(("kept", "verdict"), [(None, "not-better: stretch 200.5 against shipped 200.5 on 400 tasks"),
+@pytest.mark.parametrize(("kept", "verdict"), [(None, "not-better: stretch 202 against shipped 202 on 400 tasks"),
                                                (10, "partial:")])
 def test_the_ship_checks_pair_a_stretch_with_the_shipped_models_own_records(tmp_path, kept, verdict):
     """scripts/campaign_ship_checks.sh's default REF/REF_RUN are the shipped model's records (a stale default would
     ship a stretch that beats an older model): given those very records as the stretch's, the verdict is a tie, so
     ARC-AGI-2 and the run without TTT are left out; given 10 of them, partial."""
     (tmp_path / "results").symlink_to(ROOT / "results")
-    ref = ROOT / "results/h100-campaign-2026-12-06g/runs.tar.xz"
-    subprocess.run(["tar", "-xJf", str(ref), "-C", str(tmp_path), "seed7/results.jsonl"], check=True)
-    records = (tmp_path / "seed7/results.jsonl").read_text().splitlines(keepends=True)
+    ref = ROOT / "results/h100-campaign-2026-12-06i/runs.tar.xz"
+    subprocess.run(["tar", "-xJf", str(ref), "-C", str(tmp_path), "seed9/results.jsonl"], check=True)
+    records = (tmp_path / "seed9/results.jsonl").read_text().splitlines(keepends=True)
     (tmp_path / "runs/campaign-eval").mkdir(parents=True)
     (tmp_path / "runs/campaign-eval/results.jsonl").write_text("".join(records[:kept]))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}  # the verdict imports testtime from outside the checkout
@@ -238,8 +238,8 @@ def test_the_ship_checks_pair_a_stretch_with_the_shipped_models_own_records(tmp_
 
 
 def test_the_ship_checks_take_a_stretchs_records_from_an_earlier_session(tmp_path):
-    """Given ARCHIVE:RUN, campaign_ship_checks.sh pairs those records with the shipped model's (06h's seventh stretch:
-    206.5 against v8's 200.5, better) and launches ARC-AGI-2's and the no-TTT evaluations on the model it is given (a
+    """Given ARCHIVE:RUN, campaign_ship_checks.sh pairs those records with the shipped model's (06h's seventh stretch,
+    not shipped: 206.5 against v9's 202, better) and launches ARC-AGI-2's and the no-TTT evaluations on the model it is given (a
     launcher that only echoes stands in for the CLI); a run missing from the archive is refused."""
     (tmp_path / "results").symlink_to(ROOT / "results")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "LAUNCH": "echo"}
@@ -251,7 +251,7 @@ def test_the_ship_checks_take_a_stretchs_records_from_an_earlier_session(tmp_pat
     got = checks("results/h100-campaign-2026-12-06h/runs.tar.xz:seed8")
     assert got.returncode == 0, got.stdout + got.stderr
     assert not (tmp_path / "runs/campaign-eval").exists()  # a later stretch's evaluation would take them for its own
-    assert got.stdout.startswith("ship checks: better: stretch 206.5 against shipped 200.5 on 400 tasks")
+    assert got.stdout.startswith("ship checks: better: stretch 206.5 against shipped 202 on 400 tasks")
     for name, flags in (("campaign-arc2", "--tasks arc2/eval"), ("campaign-icl", "--tasks arc1/eval --no-ttt")):
         launched = (tmp_path / "runs" / name / "eval.log").read_text().strip()
         assert launched == f"evaluate --out runs/{name} {flags} --model models/testtime-grid-base"
