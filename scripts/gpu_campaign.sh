@@ -14,7 +14,7 @@
 # carries one model, the tracked one, so the campaign ratchets: each stretch starts from the best model shipped so far.
 #
 # Calls: the stashing calls of scripts/gpu_stash.sh's header, the last one ending in
-#   GEN_SEED=S TESTTIME_COMMIT=<HEAD> WAIT=570 bash scripts/gpu_campaign.sh
+#   GEN_SEED=S TESTTIME_COMMIT=<HEAD> WAIT=570 bash scripts/gpu_campaign.sh     (MINUTES=11, EVAL=1 by default)
 # then the same line alone, which waits on the runner, until ALL RUNS DONE.
 # Then here: tar -xzf runs.tar.gz -C OUT; cat model.tar.part* | tar -x -C OUT;
 #   testtime compare OUT/seed9 OUT/runs/campaign-eval (v9's records unpacked from results/h100-campaign-2026-12-06i/runs.tar.xz)
@@ -56,7 +56,7 @@
 # EVAL_FLAGS="--limit 2" MINUTES=1 OUT=/tmp/o; the stash of scripts/gpu_stash.sh filled by running its calls in a
 # checkout (a git worktree) that reaches ../shared.
 set -uo pipefail
-MINUTES=${MINUTES:-12}
+MINUTES=${MINUTES:-11}  # with EVAL=1's evaluation and ship checks, what one session's 30 device-minutes fit (-06i.md)
 CONFIG=${CONFIG:-configs/data-gen75.json}
 if [ "${PRETRAIN:-1}" = 0 ]; then GEN_SEED=${GEN_SEED:-0}; fi  # no corpus is generated then
 : "${GEN_SEED:?GEN_SEED: a seed no earlier session generated with (the results files name theirs)}"

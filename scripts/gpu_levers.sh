@@ -79,7 +79,7 @@ specs=()
 for name in "$@"; do
   spec=""
   for r in "${RUNS[@]}"; do [ "$(field "$r" 1)" = "$name" ] && spec=$(field "$r" 3); done
-  [ -n "$spec" ] || { echo "unknown run $name; see: bash $0 plan"; exit 2; }
+  [ -n "$spec" ] || { echo "unknown run $name; see: bash $0 plan" >&2; exit 2; }
   specs+=("$spec")
 done
 # LIST=1: the runs, without running them (to join another job's runs in one runner: results/README.md's plan)
