@@ -73,6 +73,19 @@ if [ "${1:-}" = "--runner" ]; then  # the background part: every run in order
   rm -rf "$SNAP" && mkdir -p "$SNAP" && cp -r src benchmarks scripts models "$SNAP"/
   export PYTHONPATH=$SNAP/src:/tmp/site
   if [ -n "$HAS_GPU" ]; then python3 -m compileall -q "$SNAP/src" >/dev/null 2>&1; fi  # the snapshot's own, as above
+  # The GPUs' clocks, temperature, power and slowdown reasons every 10 s, into runs/gpu-RUNNER.csv: a stretch whose
+  # steps ran slower than its first ones (h100-campaign-2026-12-06i.md) is told apart from a machine that throttled
+  # (benchmarks/gpu_clocks.py reads the samples against the runner log's runs). The reasons' field where this
+  # nvidia-smi knows it.
+  telemetry=""
+  if [ -n "$HAS_GPU" ]; then
+    query=timestamp,index,clocks.sm,clocks.max.sm,temperature.gpu,power.draw,utilization.gpu
+    nvidia-smi --query-gpu="$query,clocks_event_reasons.active" --format=csv,noheader -i 0 >/dev/null 2>&1 \
+      && query="$query,clocks_event_reasons.active"
+    nvidia-smi --query-gpu="$query" --format=csv,nounits -l 10 >>"runs/gpu-$RUNNER.csv" 2>/dev/null &
+    telemetry=$!
+    trap 'kill "$telemetry" 2>/dev/null' EXIT  # however the runner ends (a failed join exits early)
+  fi
   bars() {  # a run's output less tqdm's progress lines (after tr '\r' '\n'; tqdm pads a shorter line with spaces)
     grep -v "it/s\] *$\|s/it\] *$\|task/s\] *$\|s/task\] *$"
   }
@@ -140,7 +153,7 @@ pack() {  # atomically: a reader never sees half an archive
   # depth 3: a sweep's runs inside its own folder (runs/bbh-sweep/SETTING/), and the config it chose (best.json)
   find runs -maxdepth 3 \( -name 'results*.jsonl' -o -name config.json -o -name summary.json -o -name eval.log \
     -o -name 'bench*.md' -o -name 'bench*.json' -o -name 'runner*.log' -o -name log.jsonl -o -name loss.png \
-    -o -name pretrain.log -o -name stage.json -o -name best.json -o -name profile.json \) -print0 \
+    -o -name pretrain.log -o -name stage.json -o -name best.json -o -name profile.json -o -name 'gpu-*.csv' \) -print0 \
     | tar -czf "$OUT/.runs.tmp" --null -T - 2>/dev/null && mv "$OUT/.runs.tmp" "$OUT/runs.tar.gz"
 }
 
