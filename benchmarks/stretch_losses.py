@@ -2,8 +2,9 @@
 and tokens continuing the last one's (a warm restart), drawn as one run by testtime.report.pretrain_log.plot_loss.
 Steps and tokens count from the first stretch's start (`--start-tokens`: the model's tokens before it).
 
-    for a in 06 06b 06c 06d 06e 06g 06i; do mkdir -p /tmp/s/$a && tar -xJf results/h100-campaign-2026-12-$a/runs.tar.xz \
-        -C /tmp/s/$a --wildcards '*log.jsonl'; done    # each into its own folder: two hold runs/pretrain-campaign
+    # each archive into its own folder (two hold runs/pretrain-campaign); the first five from git history
+    for a in 06 06b 06c 06d 06e 06g 06i; do
+        bash scripts/results_archive.sh results/h100-campaign-2026-12-$a/runs.tar.xz /tmp/s/$a; done
     python benchmarks/stretch_losses.py --name "v9 = v4 + seven stretches" --out models/testtime-grid-base/loss.png \
         $(for a in 06 06b 06c 06d 06e 06g 06i; do find /tmp/s/$a -name log.jsonl; done)
 
