@@ -228,3 +228,17 @@ def _naive_greedy(model, prompt, max_new: int, stop_ids) -> list[int]:
 def naive_greedy():
     """naive_greedy(model, prompt, max_new, stop_ids): the reference the engine's cached, batched decoding must equal."""
     return _naive_greedy
+
+
+@pytest.fixture()
+def runner_checkout(tmp_path):
+    """A folder laid out as gpu_eval.sh's runner expects a checkout (its scripts, the folders it snapshots, a wheel
+    that does not install, so the runs fall back on this Python's packages), for tests that run it in the
+    foreground: `bash scripts/gpu_eval.sh --runner SPEC...` with SNAP_ROOT pointing into tmp_path."""
+    repo = Path(__file__).resolve().parents[1]
+    for d in ("src", "benchmarks", "models", "scripts", ".whl", "runs"):
+        (tmp_path / d).mkdir()
+    for name in ("gpu_eval.sh", "gpu_wheels.sh"):
+        (tmp_path / "scripts" / name).write_text((repo / "scripts" / name).read_text())
+    (tmp_path / ".whl/broken-1.0-py3-none-any.whl").write_bytes(b"not a zip")
+    return tmp_path

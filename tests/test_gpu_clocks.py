@@ -62,14 +62,11 @@ def test_no_samples_is_one_clear_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == f"gpu_clocks: {tmp_path}/gpu-eval.csv: no samples read"
 
 
-def test_the_runner_samples_the_gpu_while_it_runs_and_stops_sampling_after(tmp_path):
+def test_the_runner_samples_the_gpu_while_it_runs_and_stops_sampling_after(runner_checkout):
     """scripts/gpu_eval.sh's runner, on a machine with a GPU (a stand-in nvidia-smi on PATH), appends the samples to
     runs/gpu-RUNNER.csv, which its archive brings back, and stops the sampler when the runs end."""
-    for d in ("src", "benchmarks", "models", "scripts", ".whl", "runs", "bin"):
-        (tmp_path / d).mkdir()
-    for name in ("gpu_eval.sh", "gpu_wheels.sh"):
-        (tmp_path / "scripts" / name).write_text((ROOT / "scripts" / name).read_text())
-    (tmp_path / ".whl/broken-1.0-py3-none-any.whl").write_bytes(b"not a zip")  # falls back on this Python's packages
+    tmp_path = runner_checkout
+    (tmp_path / "bin").mkdir()
     (tmp_path / "scripts/work.sh").write_text("sleep 1; echo worked\n")
     fake = tmp_path / "bin/nvidia-smi"
     fake.write_text(

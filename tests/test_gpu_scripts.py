@@ -259,17 +259,13 @@ def test_the_ship_checks_take_a_stretchs_records_from_an_earlier_session(tmp_pat
     assert missing.returncode == 1 and "no seed9/results.jsonl" in missing.stdout
 
 
-def test_a_background_run_goes_on_beside_the_next_until_a_join(tmp_path):
+def test_a_background_run_goes_on_beside_the_next_until_a_join(runner_checkout):
     """gpu_eval.sh's runner: runs named *-bg start and the next run starts without waiting for them (it finds their
     files not yet written); `join` waits for every one of them, the slower second too, so the run after sees both
     files; a background run after the last join is waited for before the runner ends; each background run's output
     goes to a log of its own. A background run that fails stops the runner at its join, saying which, and the runs
     after it do not start. The runner runs here in the foreground, in a folder of its own."""
-    for d in ("src", "benchmarks", "models", "scripts", ".whl", "runs"):
-        (tmp_path / d).mkdir()
-    for name in ("gpu_eval.sh", "gpu_wheels.sh"):
-        (tmp_path / "scripts" / name).write_text((ROOT / "scripts" / name).read_text())
-    (tmp_path / ".whl/broken-1.0-py3-none-any.whl").write_bytes(b"not a zip")  # falls back on this Python's packages
+    tmp_path = runner_checkout
     (tmp_path / "scripts/make.sh").write_text('sleep "$2"; echo made > "runs/$1.txt"; exit "${3:-0}"\n')
     (tmp_path / "scripts/look.sh").write_text(
         'for f in a b; do [ -f runs/$f.txt ] && echo "$1 saw $f" || echo "$1 missed $f"; done\n')
