@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 
@@ -13,7 +14,7 @@ from conftest import _tiny_pretrain_config
 from testtime.core.config import ConfigError
 from testtime.data.sources import load_sources
 from testtime.model.loading import ModelConfig
-from testtime.model.optimizers import body_matrices
+from testtime.model.optimizers import GroupedMuon, body_matrices
 from testtime.recipes.pretrain import PretrainConfig, pretrain, read_log
 from testtime.recipes.pretrain_model import init_model
 from testtime.recipes.pretrain_step import make_optimizer
@@ -69,6 +70,67 @@ def test_the_schedule_sets_both_parts_lr_and_each_part_moves_its_weights():
     changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
     assert changed == set(before)
     assert all(p.grad is None for p in model.parameters())
+
+
+SHAPES = [(48, 48), (48, 48), (96, 48), (48, 96), (96, 48), (40, 24)]  # square, tall, wide, a shape alone
+
+
+def muons(**kw):
+    """torch's Muon and ours on two copies of the same matrices."""
+    def weights():
+        torch.manual_seed(0)
+        return [torch.nn.Parameter(torch.randn(*s) * 0.05) for s in SHAPES]
+    cfg = {"lr": 2e-3, "weight_decay": 0.1, "momentum": 0.95, "nesterov": True, "adjust_lr_fn": "match_rms_adamw",
+           **kw}
+    return torch.optim.Muon(weights(), **cfg), GroupedMuon(weights(), batched=True, **cfg)
+
+
+def step_both(opts, seed: int) -> None:
+    torch.manual_seed(seed)
+    grads = [torch.randn(*s) for s in SHAPES]
+    for opt in opts:
+        for p, g in zip(opt.param_groups[0]["params"], grads, strict=True):
+            p.grad = g.clone()
+        opt.step()
+
+
+@pytest.mark.parametrize("kw", [{}, {"nesterov": False, "adjust_lr_fn": None}, {"adjust_lr_fn": "original"}])
+def test_grouped_muon_takes_torchs_steps_exactly(kw):
+    theirs, ours = muons(**kw)
+    assert copy.deepcopy(ours).batched is True
+    start = [p.detach().clone() for p in ours.param_groups[0]["params"]]
+    for seed in range(4):
+        step_both((theirs, ours), seed)
+    for a, b, s in zip(theirs.param_groups[0]["params"], ours.param_groups[0]["params"], start, strict=True):
+        assert torch.equal(a, b) and not torch.equal(b, s)
+
+
+def test_grouped_muon_and_torchs_read_each_others_state():
+    theirs, ours = muons()
+    step_both((theirs, ours), 0)
+    swapped = muons()
+    # ours -> torch's, torch's -> ours (copies: a loaded state shares the source's tensors), weights as they stood
+    swapped[0].load_state_dict(copy.deepcopy(ours.state_dict()))
+    swapped[1].load_state_dict(copy.deepcopy(theirs.state_dict()))
+    for opt, src in ((swapped[0], ours), (swapped[1], theirs)):
+        for p, q in zip(opt.param_groups[0]["params"], src.param_groups[0]["params"], strict=True):
+            p.data.copy_(q)
+    step_both((theirs, ours, *swapped), 1)
+    for a, b, c, d in zip(*(opt.param_groups[0]["params"] for opt in (theirs, ours, *swapped)), strict=True):
+        assert torch.equal(a, b) and torch.equal(a, c) and torch.equal(a, d)
+
+
+def test_pretraining_steps_muon_by_shape_on_a_gpu_only(monkeypatch):
+    import testtime.model.optimizers as optimizers
+
+    monkeypatch.setattr(optimizers, "newton_schulz", lambda *a: pytest.fail("stacked on a CPU"))
+    opt = make_optimizer(build(tiny()), 1e-3, (0.9, 0.95), 0.1, fused=False, kind="muon")
+    assert isinstance(opt.parts["muon"], GroupedMuon) and opt.parts["muon"].batched is None
+    before = [p.detach().clone() for p in opt.parts["muon"].param_groups[0]["params"]]
+    for p in opt.parts["muon"].param_groups[0]["params"]:
+        p.grad = torch.ones_like(p)
+    opt.parts["muon"].step()  # a CPU: torch's own loop
+    assert all(not torch.equal(b, p) for b, p in zip(before, opt.parts["muon"].param_groups[0]["params"], strict=True))
 
 
 def test_a_muon_run_resumes_bit_exactly_and_learns(tmp_path, sources):
