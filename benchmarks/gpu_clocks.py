@@ -23,6 +23,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 QUIET_REASONS = 0x1 | 0x2  # GPU idle; the applications' clocks setting: neither slows a busy GPU below its setting
+# nvidia-smi's clocks_event_reasons bits that slow a busy GPU (`nvidia-smi --help-query-gpu`)
+SLOWDOWNS = {0x4: "power cap", 0x8: "hardware slowdown", 0x10: "sync boost", 0x20: "thermal (software)",
+             0x40: "thermal (hardware)", 0x80: "power brake", 0x100: "display clocks"}
 START = re.compile(r"^=== (\S+?): .*\((\d\d:\d\d:\d\d)\)$")
 END = re.compile(r"^(\S+?): (\d+) s wall$")
 
@@ -96,6 +99,8 @@ def summarize(name: str, seconds: float, got: list[Sample]) -> dict:
         "power_w_median": statistics.median(power) if power else None,
         "temp_c_max": max(s.temp_c for s in got) if got else None,
         "slowed": sum(1 for r in known if r & ~QUIET_REASONS) / len(known) if known else None,
+        "slowed_by": {name: sum(1 for r in known if r & bit) / len(known)
+                      for bit, name in SLOWDOWNS.items() if any(r & bit for r in known)},
     }
 
 
@@ -104,11 +109,13 @@ def table(rows: list[dict]) -> str:
         return "" if v is None else fmt.format(v)
 
     out = ["| run | s | samples | SM MHz median (min) | max MHz | util % median | power W median | temp C max | "
-           "samples slowed |", "|---|---|---|---|---|---|---|---|---|"]
+           "samples slowed | slowed by |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        why = ", ".join(f"{name} {share:.0%}" for name, share in r["slowed_by"].items())
         out.append(f"| {r['run']} | {r['seconds']} | {r['samples']} | {cell(r['sm_mhz_median'])} "
                    f"({cell(r['sm_mhz_min'])}) | {cell(r['max_mhz'])} | {cell(r['util_median'])} | "
-                   f"{cell(r['power_w_median'], '{:.0f}')} | {cell(r['temp_c_max'])} | {cell(r['slowed'], '{:.0%}')} |")
+                   f"{cell(r['power_w_median'], '{:.0f}')} | {cell(r['temp_c_max'])} | {cell(r['slowed'], '{:.0%}')} "
+                   f"| {why} |")
     return "\n".join(out)
 
 

@@ -46,10 +46,11 @@ def test_each_run_gets_the_samples_of_its_window_and_slowdowns_are_counted(tmp_p
     rows = {line.split(" | ")[0].lstrip("| "): line for line in out.read_text().splitlines()[2:]}
     assert set(rows) == {"pretrain-campaign", "campaign-eval", "(all samples)"}
     # the stretch's window holds 23:59:55 only; the evaluation's, past midnight, the two slowed samples
-    assert rows["pretrain-campaign"] == "| pretrain-campaign | 10 | 1 | 1980 (1980) | 1980 | 100 | 600 | 61 | 0% |"
-    assert rows["campaign-eval"] == "| campaign-eval | 15 | 2 | 1677.5 (1600) | 1980 | 100 | 600 | 61 | 100% |"
+    assert rows["pretrain-campaign"] == "| pretrain-campaign | 10 | 1 | 1980 (1980) | 1980 | 100 | 600 | 61 | 0% |  |"
+    assert rows["campaign-eval"] == ("| campaign-eval | 15 | 2 | 1677.5 (1600) | 1980 | 100 | 600 | 61 | 100% "
+                                     "| power cap 50%, thermal (hardware) 50% |")
     assert rows["(all samples)"].startswith("| (all samples) | 25 | 4 | 1867.5 (1600) |")
-    assert rows["(all samples)"].endswith("| 50% |")
+    assert rows["(all samples)"].endswith("| 50% | power cap 25%, thermal (hardware) 25% |")
     assert capsys.readouterr().out.strip() == out.read_text().strip()
 
 
