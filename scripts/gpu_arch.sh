@@ -28,6 +28,10 @@ set -uo pipefail
 MINUTES=${MINUTES:-3}
 NAMES=${NAMES:-base wide looped taskemb}
 specs=(script-rearc:scripts/gpu_rearc_join.sh)
+# With muon a candidate, its optimizer step alone first (seconds): torch's loop against GroupedMuon's stacks.
+case " $NAMES " in *" muon "*)
+  specs+=("py-muon-step:benchmarks/muon_step.py --device cuda --out runs/bench-muon-step.md") ;;
+esac
 # Each candidate's graphs compiled first, in a throwaway run: fit_minutes counts start-up, and candidates of one
 # architecture (base, muon) share a compile cache, so the first would pay the cold compile alone (gpu_gen.sh).
 for n in $NAMES; do specs+=("pretrain-warm-$n:--config configs/arch-$n.json --steps 40 --fresh"); done

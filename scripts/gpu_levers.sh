@@ -35,9 +35,11 @@ RUNS=(
   "fast|3.0|fast:$A1 --recipe fast"
   "sweep-lr|17|py-sweep-lr:benchmarks/sweep_ttt.py --out runs --prefix sw- --default-run runs/default --axes lr --md runs/bench-sweep-lr.md"
   "adapters4|22.7|adapters4:$A1 --adapters 4"
+  "adapters2c16|12.5|adapters2c16:$A1 --config configs/eval-adapters2-c16.json"
   "max|70|max:$A1 --recipe max"
   "a2-default|4.4|a2-default:$A2"
   "a2-fast|2.3|a2-fast:$A2 --recipe fast"
+  "a2-adapters2|6.5|a2-adapters2:$A2 --adapters 2"
   "a2-max|54|a2-max:$A2 --recipe max"
   "sweep-targets|15|py-sweep-targets:benchmarks/sweep_ttt.py --out runs --prefix sw- --default-run runs/default --axes targets --md runs/bench-sweep-targets.md"
   "sweep-rank|24|py-sweep-rank:benchmarks/sweep_ttt.py --out runs --prefix sw- --default-run runs/default --axes rank --md runs/bench-sweep-rank.md"
@@ -64,8 +66,9 @@ case "${1:-}" in
   table)
     mkdir -p results/levers
     python3 benchmarks/levers_table.py --reference runs/default runs/default runs/second runs/dfs runs/adapters2 \
-      runs/adapters4 runs/fast runs/max --md results/levers/arc1.md --json results/levers/arc1.json
-    python3 benchmarks/levers_table.py --reference runs/a2-default runs/a2-default runs/a2-fast runs/a2-max \
+      runs/adapters2c16 runs/adapters4 runs/fast runs/max --md results/levers/arc1.md --json results/levers/arc1.json
+    python3 benchmarks/levers_table.py --reference runs/a2-default runs/a2-default runs/a2-fast runs/a2-adapters2 \
+      runs/a2-max \
       --md results/levers/arc2.md --json results/levers/arc2.json
     sweeps=(runs/sw-*/)
     if [ -d "${sweeps[0]}" ]; then

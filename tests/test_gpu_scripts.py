@@ -25,7 +25,7 @@ SCRIPTS = sorted((ROOT / "scripts").glob("*.sh"))
 # (script, environment): each job script in the mode that lists its runs without running them
 JOBS = [
     ("gpu_levers.sh plan", {}),
-    ("gpu_levers.sh adapters2 second", {"LIST": "1"}),
+    ("gpu_levers.sh adapters2 second a2-adapters2 adapters2c16", {"LIST": "1"}),
     *[("gpu_frontier.sh", {"LIST": "1", "SESSION": s, "RECIPES": "max fast"}) for s in "ABCD"],
     ("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2"}),
     ("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "0"}),
@@ -34,6 +34,7 @@ JOBS = [
     ("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "400",
                          "STAND_IN_EVAL": "results/h100-campaign-2026-12-06g/runs.tar.xz:seed7"}),
     ("gpu_arch.sh", {"LIST": "1"}),
+    ("gpu_arch.sh", {"LIST": "1", "NAMES": "base muon", "MINUTES": "3.5"}),
     ("gpu_gen.sh", {"LIST": "1"}),
     ("gpu_latency.sh", {"LIST": "1", "STEPS": "cold warm warm-b8 b8 serve lane-ttt warm-eager"}),
 ]
