@@ -14,7 +14,7 @@ from conftest import _tiny_pretrain_config
 from testtime.core.config import ConfigError
 from testtime.data.sources import load_sources
 from testtime.model.loading import ModelConfig
-from testtime.model.optimizers import GroupedMuon, body_matrices
+from testtime.model.optimizers import GroupedMuon, body_matrices, stacks_on
 from testtime.recipes.pretrain import PretrainConfig, pretrain, read_log
 from testtime.recipes.pretrain_model import init_model
 from testtime.recipes.pretrain_step import make_optimizer
@@ -103,6 +103,43 @@ def test_grouped_muon_takes_torchs_steps_exactly(kw):
         step_both((theirs, ours), seed)
     for a, b, s in zip(theirs.param_groups[0]["params"], ours.param_groups[0]["params"], start, strict=True):
         assert torch.equal(a, b) and not torch.equal(b, s)
+
+
+def test_grouped_muon_follows_each_groups_own_lr_and_decay_as_a_schedule_moves_them():
+    """Two groups of their own lr and weight decay, a matrix without a gradient (left alone), the lr set between
+    steps as a scheduler does: torch's steps, to the bit."""
+    def groups():
+        torch.manual_seed(0)
+        weights = [torch.nn.Parameter(torch.randn(*s) * 0.05) for s in SHAPES]
+        return [{"params": weights[:3], "lr": 1e-3, "weight_decay": 0.0}, {"params": weights[3:], "weight_decay": 0.2}]
+    kw = {"lr": 3e-3, "momentum": 0.9, "nesterov": True, "adjust_lr_fn": "match_rms_adamw"}
+    opts = (torch.optim.Muon(groups(), **kw), GroupedMuon(groups(), batched=True, **kw))
+    idle = [opt.param_groups[1]["params"][1].detach().clone() for opt in opts]
+    for seed, scale in enumerate((1.0, 0.5, 0.25)):
+        torch.manual_seed(seed)
+        grads = [torch.randn(*s) for s in SHAPES]
+        for opt in opts:
+            params = [p for g in opt.param_groups for p in g["params"]]
+            for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+                p.grad = None if i == 4 else g.clone()
+            for group, lr in zip(opt.param_groups, (1e-3, 3e-3), strict=True):
+                group["lr"] = lr * scale
+            opt.step()
+    theirs, ours = ([p for g in opt.param_groups for p in g["params"]] for opt in opts)
+    assert all(torch.equal(a, b) for a, b in zip(theirs, ours, strict=True))
+    assert torch.equal(ours[4], idle[1]) and 4 not in {i for i, p in enumerate(ours) if p in opts[1].state}
+
+
+def test_stacks_on_a_gpu_unless_told_and_hooks_run_once_a_step():
+    assert stacks_on(torch.device("cuda", 0), None) and not stacks_on(torch.device("cpu"), None)
+    assert stacks_on(torch.device("cpu"), True) and not stacks_on(torch.device("cuda"), False)
+    calls = []
+    for batched in (None, True):  # torch's step (the CPU's) and the stacked one
+        opt = muons()[1]
+        opt.batched = batched
+        opt.register_step_pre_hook(lambda *a, b=batched: calls.append(b))
+        step_both((opt,), 0)
+    assert calls == [None, True]
 
 
 def test_grouped_muon_and_torchs_read_each_others_state():

@@ -46,17 +46,28 @@ def _muon_ratio(shape: torch.Size, adjust_lr_fn: str | None) -> float:
     return 0.2 * math.sqrt(max(rows, cols)) if adjust_lr_fn == "match_rms_adamw" else 1.0
 
 
+# The group options the stacked step knows: torch's Muon of 2.9-2.13. A group with others (a later torch's) takes
+# torch's own step, which knows what they mean.
+KNOWN_OPTIONS = frozenset({"params", "lr", "weight_decay", "momentum", "nesterov", "ns_coefficients", "eps",
+                           "ns_steps", "adjust_lr_fn"})
+
+
+def stacks_on(device: torch.device, batched: bool | None) -> bool:
+    """Whether GroupedMuon stacks its matrices: as asked, else on a GPU only."""
+    return batched if batched is not None else device.type == "cuda"
+
+
 # An older torch (no Muon) can still import this module; `muon()` then says what it needs.
 class GroupedMuon(torch.optim.Muon if hasattr(torch.optim, "Muon") else torch.optim.Optimizer):
     """torch.optim.Muon, stepped one stack of same-shaped matrices at a time.
 
-    torch's Muon loops over the matrices one by one (it has no foreach path): about 30 small kernels each, so a
-    step of our 56 body matrices is bound by kernel launches on a GPU; the shipped model's Muon ran at 0.99M
-    tokens/s against AdamW's 1.18M (results/h100-arch-adapters-2026-12-06.md). Here the momentum, weight decay and
-    update are foreach ops and Newton-Schulz is batched over each shape's stack: the same arithmetic, the same
-    state (`momentum_buffer` per parameter), so checkpoints move between the two. `batched` (default: on a GPU)
-    picks the stacks; on a CPU torch's loop is faster (its bfloat16 batched matmul is slower than its matmul, and
-    nothing there is bound by launches: benchmarks/muon_step.py).
+    torch's Muon loops over the matrices one by one (it has no foreach path): about 30 small kernels each, some
+    1,700 launches a step for our 56 body matrices, so the step is bound by launches on a GPU; the shipped model's
+    Muon ran at 0.99M tokens/s against AdamW's 1.18M (results/h100-arch-adapters-2026-12-06.md). Here the momentum,
+    weight decay and update are foreach ops and Newton-Schulz is batched over each shape's stack (about 150 launches
+    for 3 shapes): the same arithmetic, the same state (`momentum_buffer` per parameter), so checkpoints move
+    between the two. `batched` (default: on a GPU) picks the stacks; on a CPU torch's loop is as fast or faster
+    (nothing there is bound by launches: benchmarks/muon_step.py). The lr is read as a float, as our schedules set it.
     """
 
     def __init__(self, params, *args, batched: bool | None = None, **kw) -> None:
@@ -69,31 +80,34 @@ class GroupedMuon(torch.optim.Muon if hasattr(torch.optim, "Muon") else torch.op
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
         first = next((p for g in self.param_groups for p in g["params"]), None)
-        if not (self.batched if self.batched is not None else first is not None and first.is_cuda):
-            return super().step(closure)
+        if (first is None or not stacks_on(first.device, self.batched)
+                or any(set(g) - KNOWN_OPTIONS for g in self.param_groups)):
+            # torch's step without its hook wrapper, which torch adds once a Muon exists: this step's own wrapper ran
+            # the optimizer's hooks already
+            step = torch.optim.Muon.step
+            return (step.__wrapped__ if getattr(step, "hooked", False) else step)(self, closure)
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
-            grads = [p.grad for p in params]
             for p in params:
                 if "momentum_buffer" not in self.state[p]:
                     self.state[p]["momentum_buffer"] = torch.zeros_like(p.grad)
-            bufs = [self.state[p]["momentum_buffer"] for p in params]
-            lr = group["lr"].item() if torch.is_tensor(group["lr"]) else group["lr"]
-            momentum = group["momentum"]
-            shapes: dict[tuple, list[int]] = {}
-            for i, p in enumerate(params):
-                shapes.setdefault((p.shape, p.dtype, p.device), []).append(i)
-            for (shape, _, _), idx in shapes.items():
-                ps, gs, bs = [params[i] for i in idx], [grads[i] for i in idx], [bufs[i] for i in idx]
-                torch._foreach_lerp_(bs, gs, 1 - momentum)
-                update = torch._foreach_lerp(gs, bs, momentum) if group["nesterov"] else bs
-                stack = torch.empty((len(idx), *shape), dtype=torch.bfloat16, device=ps[0].device)
+            lr = float(group["lr"])
+            shapes: dict[tuple, list[torch.Tensor]] = {}
+            for p in params:
+                shapes.setdefault((p.shape, p.dtype, p.device), []).append(p)
+            for (shape, dtype, device), ps in shapes.items():
+                gs, bs = [p.grad for p in ps], [self.state[p]["momentum_buffer"] for p in ps]
+                torch._foreach_lerp_(bs, gs, 1 - group["momentum"])
+                update = torch._foreach_lerp(gs, bs, group["momentum"]) if group["nesterov"] else bs
+                stack = torch.empty((len(ps), *shape), dtype=torch.bfloat16, device=device)
                 torch._foreach_copy_(list(stack.unbind(0)), update)  # rounded to bfloat16 as torch's Muon does
                 ortho = newton_schulz(stack, group["ns_coefficients"], group["ns_steps"], group["eps"])
+                # In the parameters' dtype and layout (exact from bfloat16), so the add takes foreach's fast path.
+                ortho = ortho.to(dtype).contiguous()
                 torch._foreach_mul_(ps, 1 - lr * group["weight_decay"])
                 torch._foreach_add_(ps, list(ortho.unbind(0)), alpha=-lr * _muon_ratio(shape, group["adjust_lr_fn"]))
         return loss
