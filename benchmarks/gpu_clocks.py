@@ -8,7 +8,9 @@ not be told apart from a machine that throttled: this table does. A run's window
 line to its `NAME: N s wall` line; both clocks are the machine's (UTC on the device), and the runner log carries no
 date, so the samples' first date is taken, a day added where the log's times wrap past midnight. "slowed" counts
 the samples whose active clock-event reasons include one beyond idling and the applications' clock setting
-(power or thermal caps, hardware slowdowns): nvidia-smi's bitmask, where this nvidia-smi reports it.
+(power or thermal caps, hardware slowdowns): nvidia-smi's bitmask, where this nvidia-smi reports it. "slowed by"
+gives each reason's share of the samples; a hardware slowdown comes with a thermal or power-brake reason, so the
+shares may add up to more than "slowed".
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 QUIET_REASONS = 0x1 | 0x2  # GPU idle; the applications' clocks setting: neither slows a busy GPU below its setting
-# nvidia-smi's clocks_event_reasons bits that slow a busy GPU (`nvidia-smi --help-query-gpu`)
+# the clocks_event_reasons bits that slow a busy GPU (NVML's nvmlClocksEventReason*, nvml.h)
 SLOWDOWNS = {0x4: "power cap", 0x8: "hardware slowdown", 0x10: "sync boost", 0x20: "thermal (software)",
              0x40: "thermal (hardware)", 0x80: "power brake", 0x100: "display clocks"}
 START = re.compile(r"^=== (\S+?): .*\((\d\d:\d\d:\d\d)\)$")
@@ -99,8 +101,8 @@ def summarize(name: str, seconds: float, got: list[Sample]) -> dict:
         "power_w_median": statistics.median(power) if power else None,
         "temp_c_max": max(s.temp_c for s in got) if got else None,
         "slowed": sum(1 for r in known if r & ~QUIET_REASONS) / len(known) if known else None,
-        "slowed_by": {name: sum(1 for r in known if r & bit) / len(known)
-                      for bit, name in SLOWDOWNS.items() if any(r & bit for r in known)},
+        "slowed_by": {why: sum(1 for r in known if r & bit) / len(known)
+                      for bit, why in SLOWDOWNS.items() if any(r & bit for r in known)},
     }
 
 
