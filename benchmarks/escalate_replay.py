@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from policy_replay import save_compute_plot
 from provenance import header, publish
 
 from testtime.core.store import read_results
@@ -136,13 +137,7 @@ def plot(res: dict[str, Any], names: tuple[str, str], png: Path) -> Path:
     for name, rows in res["curves"].items():
         ax.plot([1.0] + [r["compute"] for r in rows], [res["cheap"]] + [r["score"] for r in rows], "o-", ms=3,
                 label=f"escalate by {name}")
-    ax.set_xlabel(f"compute, share of {names[0]}'s")
-    ax.set_ylabel("pass@2 (tasks)")
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
+    return save_compute_plot(fig, ax, png, f"compute, share of {names[0]}'s", legend_size=7)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

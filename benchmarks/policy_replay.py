@@ -223,9 +223,16 @@ def plot(full: dict, icl: dict, rows: list[Replay], png: Path) -> Path:
         ax.annotate(name, (x, y), fontsize=7, xytext=(4, -10), textcoords="offset points")
     for r in rows:
         ax.plot(sum(r.seconds) / base_s, sum(r.scores), "o", label=r.name)
-    ax.set_xlabel("compute, share of the full run's")
+    return save_compute_plot(fig, ax, png, "compute, share of the full run's", legend_size=6)
+
+
+def save_compute_plot(fig, ax, png: Path, xlabel: str, legend_size: int) -> Path:
+    """A pass@2-against-compute figure's labels and legend, saved to `png` and closed (escalate_replay's too)."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("pass@2 (tasks)")
-    ax.legend(fontsize=6, loc="lower right")
+    ax.legend(fontsize=legend_size, loc="lower right")
     fig.tight_layout()
     fig.savefig(png, dpi=120)
     plt.close(fig)
