@@ -13,6 +13,10 @@
 #   6. (lane-ttt) the GPU lane's test that a TTT step captured as a CUDA graph trains as the eager one;
 #   7. (warm-eager) step 2 with the TTT steps run eagerly, as before 2026-12-06 made graphs the default for a run
 #      that trains one adapter (`ttt_cfg.cuda_graphs`: None).
+#   8. (warm-a2) step 2 with 2 adapters a task (211.5 against 202 on the 400, h100-arch-adapters-2026-12-06.md):
+#      what one query pays for them before they become the default. Graphs forced on: by default a run of two
+#      adapters trains eagerly (`wants_graphs` turns graphs on for one adapter, the case measured), which is
+#      the 7.95 s of step 7; the lane test checks graphs against eager steps for 3 tasks in a batch already.
 # Steps 1-3 train one task at a time, so their TTT steps replay as CUDA graphs; the 400 of step 4 and the service's
 # batches train many together, so theirs run eagerly.
 # Estimated device minutes (from results/h200-latency-2026-12-05.md, h200-2026-12-04.md and
@@ -24,6 +28,7 @@
 set -uo pipefail
 B8='{"ttt_cfg.batch_size":8,"ttt_cfg.lr":0.001}'  # no spaces: gpu_eval.sh splits a run's flags on them
 EAGER='{"ttt_cfg.cuda_graphs":false}'
+TWO='{"ensemble_cfg.adapters":2,"ttt_cfg.cuda_graphs":true}'
 WARM_S=${WARM_S:-90}  # seconds of each warm run (then its trace's four solves); lower when the budget is short
 LAT="benchmarks/bench_latency.py"
 declare -A SPEC=(
@@ -35,6 +40,8 @@ declare -A SPEC=(
   [lane-ttt]="py-lane-ttt:-m pytest -q -rA -p no:cacheprovider -m gpu tests/test_gpu.py -k cuda_graph_training"
   [warm-eager]="py-warm-eager:$LAT warm --tasks arc1/eval --max-seconds $WARM_S --trace --device cuda"\
 " --settings $EAGER --out runs/bench-lat-warm-eager.md"
+  [warm-a2]="py-warm-a2:$LAT warm --tasks arc1/eval --max-seconds $WARM_S --trace --device cuda --settings $TWO"\
+" --out runs/bench-lat-warm-a2.md"
   [serve]="py-serve:benchmarks/bench_serve.py --clients 32 --tasks arc1/eval --max-seconds 300 --device cuda"\
 " --compare-evaluate --out runs/bench-serve.md"
 )

@@ -36,7 +36,7 @@ JOBS = [
     ("gpu_arch.sh", {"LIST": "1"}),
     ("gpu_arch.sh", {"LIST": "1", "NAMES": "base muon", "MINUTES": "3.5"}),
     ("gpu_gen.sh", {"LIST": "1"}),
-    ("gpu_latency.sh", {"LIST": "1", "STEPS": "cold warm warm-b8 b8 serve lane-ttt warm-eager"}),
+    ("gpu_latency.sh", {"LIST": "1", "STEPS": "cold warm warm-b8 b8 serve lane-ttt warm-eager warm-a2"}),
 ]
 
 
