@@ -31,6 +31,7 @@ JOBS = [
     ("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "0"}),
     ("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "0", "FLEX": "1"}),
     ("gpu_campaign.sh", {"LIST": "1", "PRETRAIN": "0"}),
+    ("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "10", "CONFIG": "configs/data-gen75-muon.json"}),
     ("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "400",
                          "STAND_IN_EVAL": "results/h100-campaign-2026-12-06g/runs.tar.xz:seed7"}),
     ("gpu_arch.sh", {"LIST": "1"}),
