@@ -80,9 +80,10 @@ def replay(cheap: dict, costly: dict) -> dict[str, Any]:
     score = {name: {t: float(run[t]["score"]) for t in ids} for name, run in (("cheap", cheap), ("costly", costly))}
     secs = {name: {t: float(run[t]["seconds"]) for t in ids} for name, run in (("cheap", cheap), ("costly", costly))}
     base_s = sum(secs["cheap"].values())
+    orders = {name: sorted(ids, key=lambda t, f=signal, low=low_unsure: f(cheap[t]) if low else -f(cheap[t]))
+              for name, (signal, low_unsure) in SIGNALS.items()}  # least sure first
     curves: dict[str, list[dict[str, float]]] = {}
-    for name, (signal, low_unsure) in SIGNALS.items():
-        order = sorted(ids, key=lambda t: signal(cheap[t]) if low_unsure else -signal(cheap[t]))
+    for name, order in orders.items():
         rows = []
         for share in SHARES:
             up = set(order[:round(share * len(ids))])
@@ -95,8 +96,7 @@ def replay(cheap: dict, costly: dict) -> dict[str, Any]:
         curves[name] = rows
     wins = [t for t in ids if score["costly"][t] > score["cheap"][t]]
     rank_of_wins = {}
-    for name, (signal, low_unsure) in SIGNALS.items():
-        order = sorted(ids, key=lambda t: signal(cheap[t]) if low_unsure else -signal(cheap[t]))
+    for name, order in orders.items():
         pos = {t: i / len(ids) for i, t in enumerate(order)}
         rank_of_wins[name] = sorted(pos[t] for t in wins)
     return {"tasks": len(ids), "cheap": sum(score["cheap"].values()), "costly": sum(score["costly"].values()),
