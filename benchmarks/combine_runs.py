@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from miss_profile import kept_candidates, run_tasks
+from provenance import publish
 
 from testtime.core.store import read_results
 from testtime.report.compare import pair
@@ -90,11 +91,7 @@ def main() -> None:
         got = combined(args.run_a, args.run_b, args.tasks)
     except (OSError, ValueError, KeyError) as e:
         sys.exit(f"error: {e}")
-    lines = markdown(args.run_a.name, args.run_b.name, got)
-    print("\n".join(lines))
-    if args.md:
-        with args.md.open("a") as f:
-            f.write("\n".join(lines) + "\n")
+    publish(markdown(args.run_a.name, args.run_b.name, got), args.md)
 
 
 if __name__ == "__main__":
