@@ -2,7 +2,7 @@
 same-shaped matrices at a time), the same update either way.
 
 At equal minutes Muon trained the shipped architecture at 0.99M tokens/s against AdamW's 1.18M on one H100
-(results/h100-arch-adapters-2026-12-06.md): its step is a few hundred small kernels. This times the optimizer step
+(results/h100-arch-adapters-2026-12-06.md): its step is some 1,700 small kernels. This times the optimizer step
 alone on the model's own matrices (gradients drawn once), interleaved over rounds (medians), and says how far the
 two steps' weights differ (bfloat16 Newton-Schulz: 0 on a CPU, within rounding on a GPU).
 
