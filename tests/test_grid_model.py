@@ -14,6 +14,7 @@ from testtime.data.encode import (
     BOS,
     END,
     INPUT,
+    MAX_GRID_INDEX,
     NEWLINE,
     OUTPUT,
     PAD,
@@ -21,6 +22,7 @@ from testtime.data.encode import (
     encode_example,
     grid_positions,
     next_grid_position,
+    pack_positions,
     unpack_positions,
 )
 from testtime.data.tasks import Example
@@ -130,6 +132,21 @@ def test_a_grid_model_folder_loads_through_transformers_and_takes_lora(tmp_path,
     assert loaded.model.config.model_type == "testtime_grid"
     lora = attach_multi_lora(loaded.model, 2)
     assert lora.parameters()
+
+
+def test_the_rotary_table_gives_each_frequency_its_axis_angle(tiny_grid_model):
+    # The table replaced computing angles from the positions (which Inductor folded into every layer): the same
+    # products, so the same bits; frequency i turns with axis i % 3 of (row, column, grid), up to the last grid index.
+    rotary = tiny_grid_model().model.rotary_emb
+    pos = torch.randint(0, 1 << 16, (3, 40))
+    pos[0, 0] = pack_positions(torch.tensor(MAX_GRID_INDEX), torch.tensor(31), torch.tensor(31))
+    cos, sin = rotary(torch.zeros(1), pos)
+    grid, row, col = unpack_positions(pos)
+    coords = torch.stack([row, col, grid], -1).float()
+    half = torch.arange(0, rotary.dim, 2, dtype=torch.float)
+    freqs = coords[..., torch.arange(rotary.dim // 2) % 3] * (1.0 / (rotary.theta ** (half / rotary.dim)))
+    assert torch.equal(cos, torch.cat((freqs, freqs), -1).cos())
+    assert torch.equal(sin, torch.cat((freqs, freqs), -1).sin())
 
 
 def test_continuing_a_cache_without_positions_is_refused(tiny_grid_model):
