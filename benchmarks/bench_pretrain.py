@@ -6,6 +6,8 @@ Variants, each the config's pretraining loop (compiled, bf16, fused AdamW) in a 
             tensor, which sends every layer to an attention kernel that reads it
     padded  padded length buckets, no mask: SDPA's is_causal (the flash kernel)
     packed  rows of max_len tokens holding several sequences, a FlexAttention document mask; one static shape
+    angles  packed, with the rotary angles computed from the positions in every call, as before 2026-12-07
+            (Inductor folded that pow and cos into every layer's rotary kernel); packed indexes a table built once
 
 The processes load data, compile and warm up at the same time (compilation is CPU work), wait for each other,
 then time their steps one at a time, so no timed step shares the GPU. MFU counts 6 FLOPs per parameter and token
@@ -33,14 +35,14 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-VARIANTS = ("mask", "padded", "packed")
+VARIANTS = ("mask", "padded", "packed", "angles")
 
 
 def run_one(args) -> dict:
     """One variant, in this process: warm up, meet the others, time `steps` steps alone."""
     import torch
 
-    from testtime.model.grid_model import GridLlamaModel, flop_params
+    from testtime.model.grid_model import GridLlamaModel, GridRotaryEmbedding, flop_params
     from testtime.recipes.pretrain import PretrainConfig, pretrain
     from testtime.recipes.pretrain_step import PEAK_BF16_FLOPS, flops_per_token
     from testtime.recipes.step_profile import StepProfile
@@ -51,10 +53,11 @@ def run_one(args) -> dict:
     cuda = torch.cuda.is_available() and args.device != "cpu"
     end = args.warmup + args.steps
     last = end + args.profile
-    cfg = dataclasses.replace(cfg, packing=args.one == "packed", total_steps=last + 1, fit_minutes=None,
+    cfg = dataclasses.replace(cfg, packing=args.one in ("packed", "angles"), total_steps=last + 1, fit_minutes=None,
                               log_every=1, val_every=10**6, holdout=0, checkpoint_minutes=43200, max_minutes=None,
                               device=args.device)
     GridLlamaModel.always_build_mask = args.one == "mask"
+    GridRotaryEmbedding.from_table = args.one != "angles"
     acc = {"real": 0, "padded": 0, "attended": 0}
     out: dict = {"variant": args.one}
     lock = open(sync_dir / "lock", "w")  # noqa: SIM115 (held across calls of the hook)
@@ -160,7 +163,7 @@ def main() -> None:
     from testtime.recipes import step_profile
 
     device = "cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu"
-    base = next((r for r in rows if r["variant"] == "mask"), rows[0] if rows else None)
+    base = next((r for r in rows if r["variant"] in ("mask", "angles")), rows[0] if rows else None)
     lines = header("Pretraining throughput, one device", device) + [
         "", f"config `{args.config}`; {args.warmup} warm-up steps, then {args.steps} timed steps a variant, each alone "
             "on the device", "",

@@ -134,10 +134,13 @@ def test_a_grid_model_folder_loads_through_transformers_and_takes_lora(tmp_path,
     assert lora.parameters()
 
 
-def test_the_rotary_table_gives_each_frequency_its_axis_angle(tiny_grid_model):
-    # The table replaced computing angles from the positions (which Inductor folded into every layer): the same
-    # products, so the same bits; frequency i turns with axis i % 3 of (row, column, grid), up to the last grid index.
+@pytest.mark.parametrize("from_table", [True, False])
+def test_the_rotary_table_gives_each_frequency_its_axis_angle(tiny_grid_model, monkeypatch, from_table):
+    # The table replaced computing angles from the positions (which Inductor folded into every layer; the benchmark
+    # still times that way): the same products, so the same bits; frequency i turns with axis i % 3 of (row, column,
+    # grid), up to the last grid index.
     rotary = tiny_grid_model().model.rotary_emb
+    monkeypatch.setattr(type(rotary), "from_table", from_table)
     pos = torch.randint(0, 1 << 16, (3, 40))
     pos[0, 0] = pack_positions(torch.tensor(MAX_GRID_INDEX), torch.tensor(31), torch.tensor(31))
     cos, sin = rotary(torch.zeros(1), pos)

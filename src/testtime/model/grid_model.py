@@ -78,12 +78,20 @@ class GridRotaryEmbedding(nn.Module):
         angles = values[:, None] * inv_freq
         return torch.stack([angles.cos(), angles.sin()])
 
+    # False: compute the angles from the positions in every call, as before 2026-12-07 (benchmarks/bench_pretrain.py
+    # times the two).
+    from_table = True
+
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         freq = torch.arange(self.dim // 2, device=x.device)
         grid, row, col = unpack_positions(position_ids.long())
         coords = torch.stack([row, col, grid], -1)  # [B, T, 3]: (row, column, grid)
         value = coords[..., freq % 3]  # [B, T, dim/2]: frequency i turns with axis i % 3
-        cos, sin = self.table[0][value, freq], self.table[1][value, freq]
+        if self.from_table:
+            cos, sin = self.table[0][value, freq], self.table[1][value, freq]
+        else:
+            angles = value.float() * (1.0 / (self.theta ** (2 * freq.float() / self.dim)))
+            cos, sin = angles.cos(), angles.sin()
         return torch.cat((cos, cos), dim=-1).to(x.dtype), torch.cat((sin, sin), dim=-1).to(x.dtype)
 
 
