@@ -58,6 +58,20 @@ def test_the_default_policy_is_the_named_default_and_no_ttt_means_never():
     assert effective_policy(EvalConfig(policy="loo-stop")) == "loo-stop"
 
 
+def test_a_plan_without_ttt_has_no_members_and_no_second_round():
+    # Nothing trains: an ensemble would decode and score the base model K times, and the budget would cut a second
+    # adapter that costs nothing (a task of thousands of demos under --no-ttt was cut "adapters 2 -> 1" first).
+    from testtime.recipes.grid import EvalConfig, plan_of
+    from testtime.stages.ensemble import EnsembleConfig
+    from testtime.stages.second_round import SecondRoundConfig
+
+    both = {"ensemble_cfg": EnsembleConfig(adapters=4), "second_cfg": SecondRoundConfig(steps=32)}
+    never = plan_of(EvalConfig(ttt=False, **both))
+    assert never.ensemble.adapters == 1 and never.second.steps == 0
+    trained = plan_of(EvalConfig(**both))
+    assert trained.ensemble.adapters == 4 and trained.second.steps == 32
+
+
 def test_a_later_round_trains_only_its_slots(tiny_llama, flip_task):
     model = tiny_llama()
     codec = GridCodec()

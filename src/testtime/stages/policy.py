@@ -196,6 +196,9 @@ def resolve_plan(policy: str, ttt: TTTConfig, predict: PredictConfig, select: Se
     if ttt.shared and ensemble.adapters > 1:
         raise ConfigError("the shared-adapter ablation trains one adapter for all tasks: it takes no ensemble "
                           f"(--adapters {ensemble.adapters})")
+    if not p.ttt:
+        # Nothing trains: members would be copies of the base model, and a second round has no adapter to go on with.
+        ensemble, second = replace(ensemble, adapters=1), replace(second, steps=0)
     return Plan(p, replace(ttt, epochs=ttt.epochs or p.epochs or DEFAULT_EPOCHS), predict, select, attempts,
                 ensemble, second)
 
