@@ -143,7 +143,7 @@ def test_the_golden_records_through_solve_many(tmp_path):
     by_id = {t.id: t for t in load_tasks("arc1/eval")}
     solver = testtime.load(device="cpu")
     got = solver.solve_many([by_id[tid] for tid in golden], policy="adaptive", samples=4, epochs=1, views=2,
-                            select="vote", show_progress=False)
+                            select="vote", adapters=1, show_progress=False)
     assert {r.task.id: {"attempts": r.record["attempts"], "decision": r.decision["decision"],
                         "ttt_steps": r.decision["ttt_steps"]} for r in got} == golden
 

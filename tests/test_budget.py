@@ -57,18 +57,21 @@ def test_a_task_that_fits_is_not_cut():
 
 
 def test_the_shipped_shape_prices_a_small_task_well_inside_the_default():
-    """The README's main job (two 2x2 -> 6x6 demos) is nowhere near five minutes at this CPU's pace."""
+    """The README's main job (two 2x2 -> 6x6 demos) is nowhere near five minutes at this CPU's pace (with 2
+    adapters it measured 56 s, results/cpu-2026-12-07-a2.md)."""
     from testtime.data.tasks import resolve_task
 
     shipped_shape = build_model(ModelConfig())  # random weights: only its shape is priced
     plan = fit(resolve_task("arc1/eval/00576224"), default_work(), GridCodec(), shipped_shape, PACE,
                budget.DEFAULT_CPU_SECONDS)
-    assert plan.cuts == [] and 1 < total(plan.planned) < 60
+    assert plan.cuts == [] and 1 < total(plan.planned) < 150
 
 
 def test_cuts_come_in_rounds_in_the_stated_order_until_the_estimate_fits():
     task = big_task(demos=3)
     work = default_work()
+    # One adapter: the extras (a second adapter among them) go before these rounds (test_recipes.py tests that).
+    work = replace(work, ensemble=replace(work.ensemble, adapters=1))
     seen: list[Plan] = []
 
     def cost(w: Plan) -> dict[str, float]:

@@ -69,7 +69,7 @@ def test_members_share_data_without_draws_of_their_own(flip_task):
     codec, tcfg = GridCodec(), TTTConfig(samples=4)
     same = member_datasets(flip_task(), codec, tcfg, EnsembleConfig(adapters=2, data=False))
     assert same["t"] is same["t#m1"]
-    assert list(member_datasets(flip_task(), codec, tcfg, EnsembleConfig())) == ["t"]  # one member: the task itself
+    assert list(member_datasets(flip_task(), codec, tcfg, EnsembleConfig(adapters=1))) == ["t"]  # one: the task itself
 
 
 def test_an_item_loss_is_its_members_mean_and_pools_keep_member_zero_first():
@@ -110,7 +110,7 @@ def test_a_run_with_an_ensemble_predicts_through_every_member(tiny, small_cfg, s
     trained = []
     real = GridOps.train
     monkeypatch.setattr(GridOps, "train", lambda self, *a, **k: trained.append(self.ecfg.adapters) or real(self, *a, **k))
-    one = solve_tasks(tasks, small_cfg(), model, codec, show_progress=False).records
+    one = solve_tasks(tasks, small_cfg(**{"ensemble_cfg.adapters": 1}), model, codec, show_progress=False).records
     three = solve_tasks(tasks, small_cfg(**{"ensemble_cfg.adapters": 3}), model, codec, show_progress=False).records
     assert trained == [1, 3]
     for a, b in zip(one, three, strict=True):

@@ -129,8 +129,10 @@ def test_grid_runs_plan_smaller_groups_for_full(tiny, small_cfg, synthetic_tasks
     tasks = synthetic_tasks(6)
     monkeypatch.setattr("testtime.stages.ttt.available_memory",
                         lambda device: 8 * FULL_BYTES_PER_WEIGHT * target_weights(model))  # 2 tasks' worth
-    for adapter, most in (("lora", 4), ("full", 2)):
-        kind = GridKind(small_cfg(**{"ttt_cfg.adapter": adapter, "policy": "always"}), model, codec)
+    # A task's members each take an adapter's room: 2 full adapters' memory holds one task of the default's two.
+    for adapter, members, most in (("lora", 2, 4), ("full", 1, 2), ("full", 2, 1)):
+        kind = GridKind(small_cfg(**{"ttt_cfg.adapter": adapter, "policy": "always", "ensemble_cfg.adapters": members}),
+                        model, codec)
         ready, _ = kind.prepare(tasks)
         assert max(len(g) for g in kind.groups(ready, 4)) == most
 

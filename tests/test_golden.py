@@ -38,9 +38,9 @@ GOLDEN = Path(__file__).parent / "data" / "golden.json"
 TASKS = ("66e6c45b", "00576224")  # the two smallest evaluation tasks
 RUNS = {
     "icl": ["--no-ttt", "--views", "4"],
-    "always": ["--policy", "always", "--samples", "4", "--epochs", "1", "--views", "2"],
-    "default": ["--samples", "8", "--views", "2"],
-    "adaptive": ["--policy", "adaptive", "--samples", "4", "--epochs", "1", "--views", "2"],
+    "always": ["--policy", "always", "--samples", "4", "--epochs", "1", "--views", "2", "--adapters", "1"],
+    "default": ["--samples", "8", "--views", "2", "--adapters", "1"],
+    "adaptive": ["--policy", "adaptive", "--samples", "4", "--epochs", "1", "--views", "2", "--adapters", "1"],
 }
 PACE = budget.Speed(row_token=1e-3, step=0.02)  # about the 2-core CPU's pace on the shipped model (test_budget.py)
 SOLVED = {"icl": set(), "always": {"66e6c45b"}, "default": {"00576224", "66e6c45b"}, "adaptive": {"66e6c45b"}}

@@ -35,6 +35,7 @@ def test_the_budget_prices_each_lever(tiny, flip_task):
     model, codec = tiny
     estimate = Estimator(flip_task(tests=2), codec, Shape.of(model), PACE)
     base = plan_of(EvalConfig())
+    base = replace(base, ensemble=replace(base.ensemble, adapters=1))
     plain = estimate(base)
     two = estimate(replace(base, ensemble=replace(base.ensemble, adapters=2)))
     assert two["ttt"] == pytest.approx(2 * plain["ttt"]) and two["predict"] == pytest.approx(2 * plain["predict"])

@@ -202,11 +202,12 @@ def test_diverged_test_time_training_stops_with_one_line(tmp_path, tiny, small_c
 
 
 @pytest.mark.parametrize(("setting", "adapters", "device", "want"), [
-    (None, 1, "cuda", True),    # the default: a lone task on a GPU, whose steps the host's launches bound
+    (None, 1, "cuda", True),    # a lone task's one adapter on a GPU, whose steps the host's launches bound
+    (None, 2, "cuda", True),    # the default: a lone task's two adapters, as many launches a step
     (None, 3, "cuda", False),   # a batch of tasks is bound by the device, and the padding would cost
     (None, 1, "cpu", False),    # no graphs off a GPU
     (True, 3, "cuda", True), (False, 1, "cuda", False), (True, 1, "cpu", False)])
-def test_graphs_by_default_where_a_run_trains_one_adapter(setting, adapters, device, want):
+def test_graphs_by_default_where_a_run_trains_one_tasks_adapters(setting, adapters, device, want):
     assert wants_graphs(TTTConfig(cuda_graphs=setting), adapters, torch.device(device)) is want
 
 

@@ -82,16 +82,19 @@ class Recipe:
 
 
 # A recipe is one entry here; `testtime recipes` lists them and `--recipe NAME` starts from one. The costs are
-# H200-seconds a task on ARC-AGI-1's evaluation set: the default's is measured (results/h200-2026-12-04.md: TTT
-# 0.54, prediction 0.20, selection 0.12); fast's and max's are estimates from it until scripts/gpu_levers.sh
+# GPU-seconds a task on ARC-AGI-1's evaluation set: the default's is measured (results/h100-arch-adapters-2026-12-06.md:
+# 1.65 H100-s with 2 adapters, 0.92 with one); fast's and max's are estimates until scripts/gpu_levers.sh
 # measures them.
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
-    Recipe("default", f"TTT under the {DEFAULT_POLICY} policy (96 steps a task), 8 views, product of experts: what "
-                      "`testtime solve` and `testtime evaluate` run without --recipe or --config (0.85 H200-s/task)"),
-    # Half the steps (48 scored 144.5 against 160 with model v3), half the views, a quarter of the scoring views.
-    Recipe("fast", "the default at about half the cost (an estimate: 0.45 H200-s/task): 48 TTT steps, 4 views, "
-                   "candidates scored under 4 views in their own colors",
-           {"ttt_cfg.epochs": 3, "predict_cfg.views": 4, "select_cfg.views": 4, "select_cfg.colors": 1}),
+    Recipe("default", f"TTT of 2 adapters a task under the {DEFAULT_POLICY} policy (96 steps), 8 views, product of "
+                      "experts over views and adapters: what `testtime solve` and `testtime evaluate` run without "
+                      "--recipe or --config (1.65 H100-s/task)"),
+    # One adapter, half the steps (48 scored 144.5 against 160 with model v3), half the views, a quarter of the
+    # scoring views.
+    Recipe("fast", "the default at about a quarter of the cost (an estimate: 0.45 H100-s/task): one adapter, 48 TTT "
+                   "steps, 4 views, candidates scored under 4 views in their own colors",
+           {"ensemble_cfg.adapters": 1, "ttt_cfg.epochs": 3, "predict_cfg.views": 4, "select_cfg.views": 4,
+            "select_cfg.colors": 1}),
     # Each lever adds candidates the default misses (issue 24): TTT x4, decoding x4 members x ~3 (sampling without CUDA
     # graphs, forks), scoring x4 members x2 candidates, the second round again on confident tasks.
     Recipe("max", "more right candidates, within 30 H200-s/task (an estimate: about 10): 4 adapters per task "
