@@ -12,7 +12,8 @@ with v5, one the code under test matches at the commit that shipped v5 (2026-12-
 (2026-12-06); with v7, likewise at v7's (2026-12-06); with v8, likewise at v8's (2026-12-06); with v9, likewise at v9's (2026-12-06).
 The old code's `extended` trained 1.5x the configured steps, so its "default" run names 4 epochs where
 today's names none (6): 24 steps either way. That run draws 8 samples (4 until v5, which solved neither task
-from 4: a run that solves nothing cannot show a verdict that says "wrong" whatever the attempts).
+from 4: a run that solves nothing cannot show a verdict that says "wrong" whatever the attempts). The TTT runs pin
+one adapter a task (`--adapters 1`; the default is two since 2026-12-07): the code of 21e62ac has no ensembles.
 
 So this test holds today's run layer, engine, policies, TTT and vote to an older, separately written pipeline, not to
 itself. When the model or a recipe changes on purpose, regenerate the file from 21e62ac (or from another commit
