@@ -92,6 +92,11 @@ if [ "${1:-}" = "--runner" ]; then  # the background part: every run in order
   step() {  # NAME FLAGS: one run, into runs/NAME
     local name=$1 flags=$2 start=$SECONDS
     echo "=== $name: $flags ($(date -u +%T))"
+    # A pretraining run or benchmark may read RE-ARC: join it from stashed parts if no earlier step did (2026-12-07's
+    # benchmark, queued without script-rearc, failed on the missing file). Idempotent: a checksum where it is there.
+    if [[ $name == benchpre* || $name == pretrain* ]] && [ -f /root/stash/rearc.part00 ]; then
+      bash scripts/gpu_rearc_join.sh 2>&1 | tail -1
+    fi
     if [[ $name == benchpre* ]]; then
       # shellcheck disable=SC2086
       python3 "$SNAP/benchmarks/bench_pretrain.py" $flags --out "runs/$name.md" --json "runs/$name.json" 2>&1 \
