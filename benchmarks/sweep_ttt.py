@@ -13,8 +13,8 @@ torchrun every setting runs data-parallel, as `testtime evaluate` does. `--base 
 check the whole path in seconds.
 
 Ranks keep LoRA's scale alpha/rank at the default's 1 (alpha = rank), so the rank axis measures capacity, not a
-larger step. The axes, in order of value per GPU-minute (a LoRA run costs the default's 0.85 H200-s/task, a full one
-about 3): lr (3 runs), rank (4), targets (3), full (3).
+larger step. The axes, in order of value per GPU-minute (a LoRA run costs the default's 1.65 H100-s/task with its two
+adapters, 0.92 with `--base adapters=1`; a full one about 3 an adapter): lr (3 runs), rank (4), targets (3), full (3).
 """
 
 from __future__ import annotations

@@ -10,15 +10,18 @@
 #   bash scripts/gpu_levers.sh table                  # here, after `tar -xzf runs.tar.gz`: results/levers tables
 #   EVAL_FLAGS="--limit 1" WAIT=5 bash scripts/gpu_levers.sh default second dfs   # a dry run here, on the CPU
 #
-# Estimated GPU-minutes on one H200 (ESTIMATES, not measurements), from the default's measured 0.85 s/task on
-# ARC-AGI-1 (TTT 0.54, prediction 0.20, selection 0.12: results/h200-2026-12-04.md) and 2.18 s/task on ARC-AGI-2:
-#   - an ensemble of K adapters trains, decodes and scores K times over;
+# GPU-minutes on one H100 or H200: measured where a run has been made (the default, two adapters a task since
+# 2026-12-07: 11.4 for the 400, 6.5 for ARC-AGI-2; one adapter 6.1 and 3.3; fast 3.5: results/h100-arch-adapters-
+# 2026-12-06.md, h100-a2-2026-12-07.md, h100-campaign-2026-12-06i.md), else ESTIMATES from them:
+#   - an ensemble of K adapters trains, decodes and scores K times over (two cost 1.8x one);
 #   - depth-first sampling decodes without CUDA graphs (about 3x a greedy step) and forks (about 1.5x the rows):
 #     prediction about 5x;
 #   - a second round of 32 steps trains a third of the steps again, then decodes and scores again, on the tasks with
 #     a confident answer (guessed: 60%);
 #   - max: all of them at once (4 adapters, sampling, 16 candidates scored through 4 adapters, a second round):
 #     about 10.5 s/task on ARC-AGI-1, about 27 on ARC-AGI-2 (its tasks cost 2.6x), within the issue's 30.
+# `second`, `dfs` and `adapters2c16` add their lever to today's default, two adapters; `adapters1` is one adapter,
+# the default until 2026-12-07.
 # Order: by value per GPU-minute. The reference first (every other row pairs with it, and it is the first run to keep
 # the recall of the right grid); then the cheap levers the anchors rate highest; the recipes; ARC-AGI-2 (reported,
 # never tuned on); the sweep last (its lr axis may move the default, so it comes before the expensive axes).
@@ -28,25 +31,26 @@ A1="--tasks arc1/eval"
 A2="--tasks arc2/eval"
 # NAME|GPU-minutes on one H200 (estimate)|what gpu_eval.sh runs (NAME:FLAGS; py-* runs a python script)
 RUNS=(
-  "default|5.7|default:$A1"
-  "second|7.7|second:$A1 --second-round 32"
-  "dfs|11.3|dfs:$A1 --dfs 0.1"
-  "adapters2|11.3|adapters2:$A1 --adapters 2"
-  "fast|3.0|fast:$A1 --recipe fast"
+  "default|11.4|default:$A1"
+  "second|15|second:$A1 --second-round 32"
+  "dfs|22|dfs:$A1 --dfs 0.1"
+  "adapters1|6.1|adapters1:$A1 --adapters 1"
+  "fast|3.5|fast:$A1 --recipe fast"
   "sweep-lr|17|py-sweep-lr:benchmarks/sweep_ttt.py --out runs --prefix sw- --default-run runs/default --axes lr --md runs/bench-sweep-lr.md"
   "adapters4|22.7|adapters4:$A1 --adapters 4"
   "adapters2c16|12.5|adapters2c16:$A1 --config configs/eval-adapters2-c16.json"
   "max|70|max:$A1 --recipe max"
-  "a2-default|4.4|a2-default:$A2"
+  "a2-default|6.5|a2-default:$A2"
   "a2-fast|2.3|a2-fast:$A2 --recipe fast"
-  "a2-adapters2|6.5|a2-adapters2:$A2 --adapters 2"
+  "a2-adapters1|3.3|a2-adapters1:$A2 --adapters 1"
   "a2-max|54|a2-max:$A2 --recipe max"
   "sweep-targets|15|py-sweep-targets:benchmarks/sweep_ttt.py --out runs --prefix sw- --default-run runs/default --axes targets --md runs/bench-sweep-targets.md"
   "sweep-rank|24|py-sweep-rank:benchmarks/sweep_ttt.py --out runs --prefix sw- --default-run runs/default --axes rank --md runs/bench-sweep-rank.md"
   "sweep-full|61|py-sweep-full:benchmarks/sweep_ttt.py --out runs --prefix sw- --default-run runs/default --axes full --md runs/bench-sweep-full.md"
 )
-# Sessions of 30 device-minutes (about 2 of them starting the machine and carrying the tree), in the order above:
-#   1: default second dfs (24.7)    2: adapters2 fast a2-default a2-fast (21)    3: sweep-lr (17)    4: adapters4 (22.7)
+# Sessions of 30 device-minutes (about 3 of them starting the machine and carrying the tree); measured by 2026-12-07:
+# adapters1 (v9's seed9), adapters2 (today's default), fast, a2-adapters1 (v9a2), a2-default. Next, by value:
+#   adapters2c16 (12.5) second (15)    dfs (22)    sweep-lr (17)    adapters4 (22.7)
 #   5: max with NPROC=4 on nvidia-h200-x4 (70 GPU-min, about 18 wall)    6: a2-max with NPROC=4 (54, about 14 wall)
 #   7-9: sweep-targets, sweep-rank, sweep-full (the sweeps run in one process: one GPU each)
 
@@ -65,9 +69,9 @@ case "${1:-}" in
     exit 0 ;;
   table)
     mkdir -p results/levers
-    python3 benchmarks/levers_table.py --reference runs/default runs/default runs/second runs/dfs runs/adapters2 \
+    python3 benchmarks/levers_table.py --reference runs/default runs/default runs/second runs/dfs runs/adapters1 \
       runs/adapters2c16 runs/adapters4 runs/fast runs/max --md results/levers/arc1.md --json results/levers/arc1.json
-    python3 benchmarks/levers_table.py --reference runs/a2-default runs/a2-default runs/a2-fast runs/a2-adapters2 \
+    python3 benchmarks/levers_table.py --reference runs/a2-default runs/a2-default runs/a2-fast runs/a2-adapters1 \
       runs/a2-max \
       --md results/levers/arc2.md --json results/levers/arc2.json
     sweeps=(runs/sw-*/)
