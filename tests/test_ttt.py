@@ -169,6 +169,20 @@ def test_adapter_fast_paths_equal_the_per_row_gather(tiny_llama):
     lora.ctx.segments = None
     gathered = model(input_ids=ids).logits
     torch.testing.assert_close(looped, gathered, rtol=1e-5, atol=1e-5)
+    # Rows sorted already (TTT's lockstep batches): no gathers, the same outputs and gradients.
+    lora.use(torch.tensor([0, 0, 1, 2]))
+    assert lora.ctx.segments == [(0, 0, 2), (1, 2, 3), (2, 3, 4)] and lora.ctx.order is None
+    ordered = model(input_ids=ids).logits
+    ordered.square().sum().backward()
+    grads = [p.grad.clone() for p in lora.parameters()]
+    for p in lora.parameters():
+        p.grad = None
+    lora.ctx.segments = None
+    gathered = model(input_ids=ids).logits
+    gathered.square().sum().backward()
+    torch.testing.assert_close(ordered, gathered, rtol=1e-5, atol=1e-5)
+    for a, p in zip(grads, lora.parameters(), strict=True):
+        torch.testing.assert_close(a, p.grad, rtol=1e-4, atol=1e-5)
     lora.use(None)
     assert lora.ctx.single is None and not torch.equal(model(input_ids=ids).logits, fast)
 
