@@ -72,6 +72,18 @@ def test_a_plan_without_ttt_has_no_members_and_no_second_round():
     assert trained.ensemble.adapters == 4 and trained.second.steps == 32
 
 
+def test_the_default_adapters_are_two_and_one_for_the_shared_ablation():
+    # The default's count is left to the plan: the shared ablation trains one adapter for all tasks, so it gets one
+    # without being told (it was refused when the default became two); asking it for an ensemble is still an error.
+    from testtime.api import build_config
+    from testtime.recipes.grid import plan_of
+
+    assert plan_of(build_config(settings={})).ensemble.adapters == 2
+    assert plan_of(build_config(settings={"shared": True, "policy": "always"})).ensemble.adapters == 1
+    with pytest.raises(ConfigError, match="takes no ensemble"):
+        plan_of(build_config(settings={"shared": True, "policy": "always", "adapters": 2}))
+
+
 def test_a_later_round_trains_only_its_slots(tiny_llama, flip_task):
     model = tiny_llama()
     codec = GridCodec()

@@ -44,7 +44,7 @@ class GridOps:
     tcfg: TTTConfig
     scfg: SelectConfig  # its scoring batches serve the leave-one-out check too
     progress: Any = None
-    ecfg: EnsembleConfig = field(default_factory=EnsembleConfig)
+    ecfg: EnsembleConfig = field(default_factory=lambda: EnsembleConfig(adapters=1))
     datasets: dict[str, list] | None = None  # TTT sequences by member key (None: the kind's, from `prepare`)
     audit: Audit | None = None  # the check against decoding (`EvalConfig.audit_loo`), whose time `clock` leaves out
 

@@ -25,12 +25,16 @@ from testtime.model.lora import Adapters, MultiLoRA
 from testtime.stages.predict import TaskPredictions
 from testtime.stages.ttt import TTTConfig, build_dataset, group_adapters
 
+# Adapters a task when none are asked for: two since 2026-12-07, 211.5 against one's 202 of ARC-AGI-1's 400 (10 won,
+# 0 lost) at 1.8x the GPU time (results/h100-arch-adapters-2026-12-06.md).
+DEFAULT_ADAPTERS = 2
+
 
 @dataclass
 class EnsembleConfig:
-    # Adapters per task (1: no ensemble). Two since 2026-12-07: 211.5 against one's 202 of ARC-AGI-1's 400 (10 won,
-    # 0 lost) at 1.8x the GPU time (results/h100-arch-adapters-2026-12-06.md).
-    adapters: Annotated[int, Range(1, 16)] = 2
+    # Adapters per task (1: no ensemble). None: DEFAULT_ADAPTERS where each task trains its own, 1 for the shared
+    # ablation or without TTT; `policy.resolve_plan` decides, so a plan always holds a number.
+    adapters: Annotated[int | None, Range(1, 16)] = None
     # Member j's learning rate: the configured one times lr[j % len(lr)] (None: all alike), e.g. [1, 0.5, 2].
     lr: Annotated[list[float] | None, Range(0, 100, lo_open=True)] = None
     data: bool = True  # each member draws its own augmented TTT sequences (else all train on member 0's)

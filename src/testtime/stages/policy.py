@@ -42,7 +42,7 @@ import numpy as np
 
 from testtime.core.config import ConfigError
 from testtime.data.tasks import Task, grids_equal, leave_one_out
-from testtime.stages.ensemble import EnsembleConfig
+from testtime.stages.ensemble import DEFAULT_ADAPTERS, EnsembleConfig
 from testtime.stages.predict import PredictConfig
 from testtime.stages.second_round import SecondRoundConfig
 from testtime.stages.selection import SelectConfig
@@ -186,19 +186,22 @@ class Plan:
 
 def resolve_plan(policy: str, ttt: TTTConfig, predict: PredictConfig, select: SelectConfig, attempts: int,
                  ensemble: EnsembleConfig | None = None, second: SecondRoundConfig | None = None) -> Plan:
-    """The plan of a run under the named policy: TTT epochs as configured, else the policy's, else DEFAULT_EPOCHS.
-    An unknown policy, or the shared ablation under a policy of several stages or with an ensemble, is a
-    ConfigError."""
+    """The plan of a run under the named policy: TTT epochs as configured, else the policy's, else DEFAULT_EPOCHS;
+    adapters a task as configured, else DEFAULT_ADAPTERS (one for the shared ablation). Without TTT nothing trains:
+    one member and no second round, whatever was asked. An unknown policy, or the shared ablation under a policy of
+    several stages or with an ensemble asked for, is a ConfigError."""
     p = get_policy(policy)
     ensemble, second = ensemble or EnsembleConfig(), second or SecondRoundConfig()
     if ttt.shared and p.name not in ("always", "never"):
         raise ConfigError(f"the shared-adapter ablation runs with policy always, not {p.name}")
-    if ttt.shared and ensemble.adapters > 1:
+    if ttt.shared and p.ttt and (ensemble.adapters or 1) > 1:
         raise ConfigError("the shared-adapter ablation trains one adapter for all tasks: it takes no ensemble "
                           f"(--adapters {ensemble.adapters})")
     if not p.ttt:
-        # Nothing trains: members would be copies of the base model, and a second round has no adapter to go on with.
+        # Members would be copies of the base model, and a second round has no adapter to go on with.
         ensemble, second = replace(ensemble, adapters=1), replace(second, steps=0)
+    elif ensemble.adapters is None:
+        ensemble = replace(ensemble, adapters=1 if ttt.shared else DEFAULT_ADAPTERS)
     return Plan(p, replace(ttt, epochs=ttt.epochs or p.epochs or DEFAULT_EPOCHS), predict, select, attempts,
                 ensemble, second)
 
