@@ -128,6 +128,11 @@ def test_a_grid_model_folder_loads_through_transformers_and_takes_lora(tmp_path,
     assert type(hf).__name__ == "GridLlamaForCausalLM"
     with torch.no_grad():
         torch.testing.assert_close(hf(ids).logits, model(ids).logits)
+    # The rotary table (not in the checkpoint) is rebuilt however the folder is loaded.
+    table = model.model.rotary_emb.table
+    with_info, _ = AutoModelForCausalLM.from_pretrained(str(tmp_path), output_loading_info=True)
+    assert torch.equal(with_info.model.rotary_emb.table, table)
+    assert torch.equal(type(model.model).from_pretrained(str(tmp_path)).rotary_emb.table, table)
     loaded = load_model(tmp_path)
     assert loaded.model.config.model_type == "testtime_grid"
     lora = attach_multi_lora(loaded.model, 2)

@@ -60,14 +60,16 @@ class GridRotaryEmbedding(nn.Module):
 
     The angles come from a table of every axis value times every frequency, built once, which each call only indexes:
     computed from the positions instead, Inductor folded the pow and cos into every layer's rotary kernel, once per
-    head (7.35 of 95.6 ms a pretraining step on an H100). The table's values are the same products, so the same bits.
+    head (7.35 of 95.6 ms a pretraining step on an H100). The table's values are the same products, so the same bits
+    where it is built on the device that computed them before (a table built on the CPU and moved to a GPU may differ
+    from the GPU's own cos in the last bit of a float32).
     """
 
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
         self.dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.theta = float(config.rope_parameters["rope_theta"])
-        # Not saved with the weights (a checkpoint holds none), so loading rebuilds it: `GridLlamaForCausalLM`.
+        # Not saved with the weights (a checkpoint holds none), so loading rebuilds it: `RebuildsRotaryTable`.
         self.register_buffer("table", self.angles(), persistent=False)
 
     def angles(self, device=None) -> torch.Tensor:
@@ -138,7 +140,22 @@ def unique_layers(config) -> int:
     return config.num_hidden_layers // getattr(config, "loops", 1)
 
 
-class GridLlamaModel(LlamaModel):
+class RebuildsRotaryTable:
+    """`from_pretrained` that fills the rotary table: transformers builds the model on the meta device and, at least in
+    some versions, never fills a buffer the checkpoint lacks. Mixed into the decoder and the causal LM, so either
+    class (or AutoModelForCausalLM, which calls the latter), with or without `output_loading_info`, gets it."""
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        out = super().from_pretrained(*args, **kwargs)
+        for module in (out[0] if isinstance(out, tuple) else out).modules():
+            if isinstance(module, GridRotaryEmbedding):
+                with torch.no_grad():
+                    module.table.copy_(module.angles(module.table.device))
+        return out
+
+
+class GridLlamaModel(RebuildsRotaryTable, LlamaModel):
     config_class = GridLlamaConfig
     # True: build transformers' causal mask even for whole sequences with no mask, as before 2026-12
     # (benchmarks/bench_pretrain.py times the two).
@@ -204,23 +221,13 @@ class GridLlamaModel(LlamaModel):
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden), **{_OUT_CACHE_KW: cache})
 
 
-class GridLlamaForCausalLM(LlamaForCausalLM):
+class GridLlamaForCausalLM(RebuildsRotaryTable, LlamaForCausalLM):
     config_class = GridLlamaConfig
 
     def __init__(self, config: GridLlamaConfig) -> None:
         super().__init__(config)
         self.model = GridLlamaModel(config)
         self.post_init()
-
-    @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        # transformers builds the model on the meta device and never fills a buffer the checkpoint lacks (the rotary
-        # table), and how it would differs by version: rebuild it here, where AutoModelForCausalLM comes too.
-        model = super().from_pretrained(*args, **kwargs)
-        table = model.model.rotary_emb.table
-        with torch.no_grad():
-            table.copy_(model.model.rotary_emb.angles(table.device))
-        return model
 
     def prepare_inputs_for_generation(self, input_ids, **kwargs):
         # HF's generate would pass flat positions; the grid ones come from every token so far.
