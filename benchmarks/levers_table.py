@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # miss_profile beside 
 
 from miss_profile import profile_records, run_tasks, summary  # noqa: E402
 
-from testtime.core.store import read_config, read_results  # noqa: E402
+from testtime.core.store import read_results  # noqa: E402
 from testtime.report.compare import compare_runs  # noqa: E402
 from testtime.report.report import summarize  # noqa: E402
 
@@ -42,8 +42,8 @@ def row(run: Path, reference: Path | None) -> dict[str, Any]:
         out["near"] = sum(summary(profile_records(records, run_tasks(run)))["bands"][:2])
     except (OSError, ValueError, KeyError):
         out["near"] = None
-    cfg = read_config(run) or {}
-    out["adapters"] = (cfg.get("ensemble_cfg") or {}).get("adapters", 1)
+    # From the records: a config may leave the count to the plan (None: two with TTT, one without).
+    out["adapters"] = max((int(r.get("adapters", 1)) for r in records), default=1)
     if reference is not None and reference.resolve() != run.resolve():
         cmp = compare_runs(reference, run)
         out.update(paired=len(cmp.pairs), won=cmp.b_won, lost=cmp.b_lost, p=cmp.p_value,

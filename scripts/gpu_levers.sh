@@ -36,7 +36,7 @@ RUNS=(
   "dfs|22|dfs:$A1 --dfs 0.1"
   "adapters1|6.1|adapters1:$A1 --adapters 1"
   "fast|3.5|fast:$A1 --recipe fast"
-  "sweep-lr|17|py-sweep-lr:benchmarks/sweep_ttt.py --out runs --prefix sw- --default-run runs/default --axes lr --md runs/bench-sweep-lr.md"
+  "sweep-lr|34|py-sweep-lr:benchmarks/sweep_ttt.py --out runs --prefix sw- --default-run runs/default --axes lr --md runs/bench-sweep-lr.md"
   "adapters4|22.7|adapters4:$A1 --adapters 4"
   "adapters2c16|12.5|adapters2c16:$A1 --config configs/eval-adapters2-c16.json"
   "max|70|max:$A1 --recipe max"
@@ -44,13 +44,15 @@ RUNS=(
   "a2-fast|2.3|a2-fast:$A2 --recipe fast"
   "a2-adapters1|3.3|a2-adapters1:$A2 --adapters 1"
   "a2-max|54|a2-max:$A2 --recipe max"
-  "sweep-targets|15|py-sweep-targets:benchmarks/sweep_ttt.py --out runs --prefix sw- --default-run runs/default --axes targets --md runs/bench-sweep-targets.md"
-  "sweep-rank|24|py-sweep-rank:benchmarks/sweep_ttt.py --out runs --prefix sw- --default-run runs/default --axes rank --md runs/bench-sweep-rank.md"
-  "sweep-full|61|py-sweep-full:benchmarks/sweep_ttt.py --out runs --prefix sw- --default-run runs/default --axes full --md runs/bench-sweep-full.md"
+  "sweep-targets|30|py-sweep-targets:benchmarks/sweep_ttt.py --out runs --prefix sw- --default-run runs/default --axes targets --md runs/bench-sweep-targets.md"
+  "sweep-rank|48|py-sweep-rank:benchmarks/sweep_ttt.py --out runs --prefix sw- --default-run runs/default --axes rank --md runs/bench-sweep-rank.md"
+  "sweep-full|122|py-sweep-full:benchmarks/sweep_ttt.py --out runs --prefix sw- --default-run runs/default --axes full --md runs/bench-sweep-full.md"
 )
 # Sessions of 30 device-minutes (about 3 of them starting the machine and carrying the tree); measured by 2026-12-07:
 # adapters1 (v9's seed9), adapters2 (today's default), fast, a2-adapters1 (v9a2), a2-default. Next, by value:
-#   adapters2c16 (12.5) second (15)    dfs (22)    sweep-lr (17)    adapters4 (22.7)
+#   adapters2c16 (12.5) second (15)    dfs (22)    sweep-lr (34)    adapters4 (22.7)
+# The sweeps' settings each run the default, two adapters a task: twice their one-adapter estimates (`--base
+# adapters=1` in a sweep's flags halves them, paired then with a one-adapter default).
 #   5: max with NPROC=4 on nvidia-h200-x4 (70 GPU-min, about 18 wall)    6: a2-max with NPROC=4 (54, about 14 wall)
 #   7-9: sweep-targets, sweep-rank, sweep-full (the sweeps run in one process: one GPU each)
 
@@ -65,7 +67,7 @@ case "${1:-}" in
       printf "%-14s %6s GPU-min  %s\n" "$(field "$r" 1)" "$(field "$r" 2)" "$(field "$r" 3)"
       total=$(awk -v a="$total" -v b="$(field "$r" 2)" 'BEGIN { print a + b }')
     done
-    echo "total          $total GPU-min (one H200; estimates)"
+    echo "total          $total GPU-min (one H100 or H200; measured where run, else estimates)"
     exit 0 ;;
   table)
     mkdir -p results/levers

@@ -82,17 +82,17 @@ class Recipe:
 
 
 # A recipe is one entry here; `testtime recipes` lists them and `--recipe NAME` starts from one. The costs are
-# GPU-seconds a task on ARC-AGI-1's evaluation set: the default's is measured (results/h100-arch-adapters-2026-12-06.md:
-# 1.65 H100-s with 2 adapters, 0.92 with one); fast's and max's are estimates until scripts/gpu_levers.sh
-# measures them.
+# GPU-seconds a task on ARC-AGI-1's evaluation set: the default's and fast's are measured (1.65 H100-s with 2
+# adapters, 0.92 with one: results/h100-arch-adapters-2026-12-06.md; fast 0.48: results/h100-a2-2026-12-07.md);
+# max's is an estimate until scripts/gpu_levers.sh measures it.
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("default", f"TTT of 2 adapters a task under the {DEFAULT_POLICY} policy (96 steps), 8 views, product of "
                       "experts over views and adapters: what `testtime solve` and `testtime evaluate` run without "
                       "--recipe or --config (1.65 H100-s/task)"),
     # One adapter, half the steps (48 scored 144.5 against 160 with model v3), half the views, a quarter of the
     # scoring views.
-    Recipe("fast", "the default at about a quarter of the cost (an estimate: 0.45 H100-s/task): one adapter, 48 TTT "
-                   "steps, 4 views, candidates scored under 4 views in their own colors",
+    Recipe("fast", "the default at 29% of the cost (0.48 H100-s/task; 175.5 of ARC-AGI-1's 400 against 211.5): one "
+                   "adapter, 48 TTT steps, 4 views, candidates scored under 4 views in their own colors",
            {"ensemble_cfg.adapters": 1, "ttt_cfg.epochs": 3, "predict_cfg.views": 4, "select_cfg.views": 4,
             "select_cfg.colors": 1}),
     # Each lever adds candidates the default misses (issue 24): TTT x4, decoding x4 members x ~3 (sampling without CUDA
@@ -175,7 +175,7 @@ class Solution:
 
     @property
     def ttt_loss(self) -> list[float] | None:
-        """The adapter's training loss at each TTT step (None: not trained)."""
+        """The training loss at each TTT step, the mean over the task's adapters (None: not trained)."""
         return self.record["ttt_loss"]
 
     @property

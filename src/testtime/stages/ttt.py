@@ -168,9 +168,9 @@ GRAPHED_ADAPTERS = 2
 
 def wants_graphs(cfg: TTTConfig, n_adapters: int, device: torch.device, stacked: bool = True) -> bool:
     """Whether a run's TTT steps are captured as CUDA graphs: `cfg.cuda_graphs`, or where that is None, when the run
-    trains at most GRAPHED_ADAPTERS LoRA adapters of our own (`stacked`), one task's: a lone task's step is bound by
-    the host's launches (as many for two adapters in one bank as for one), a batch of many tasks by the device, where
-    padding every step to the widest sequence costs. Those cases are the ones measured (the GPU lane's test,
+    trains at most GRAPHED_ADAPTERS LoRA adapters of our own (`stacked`): a bank that small (a lone task's two, or two
+    tasks' one each) is bound by the host's launches (as many for two adapters as for one), a batch of many tasks by
+    the device, where padding every step to the widest sequence costs. Those cases are the ones measured (the GPU lane's test,
     results/h100-latency-2026-12-06.md, results/h100-a2-2026-12-07.md); peft's adapters and full-weight training
     replay only when asked."""
     if cfg.cuda_graphs is not None:
