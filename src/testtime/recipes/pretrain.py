@@ -311,11 +311,9 @@ def pretrain(
         if cfg.compile:
             fn = torch.compile(base_fn, dynamic=dynamic)
     if dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        # No buffers to broadcast: the one buffer (the rotary table) is a constant every rank builds alike.
-        ddp = DistributedDataParallel(loss_module(model, base_fn), device_ids=[dist.local_rank] if cuda else None,
-                                      broadcast_buffers=False)
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        # broadcast_buffers off: the one buffer, the rotary table, is a constant every rank builds alike.
+        ddp = DDP(loss_module(model, base_fn), device_ids=[dist.local_rank] if cuda else None, broadcast_buffers=False)
         eager = ddp_loss(ddp)
         fn = ddp_loss(torch.compile(ddp, dynamic=dynamic)) if cuda and cfg.compile else eager
     else:
