@@ -13,10 +13,9 @@
 #   6. (lane-ttt) the GPU lane's test that a TTT step captured as a CUDA graph trains as the eager one;
 #   7. (warm-eager) step 2 with the TTT steps run eagerly, as before 2026-12-06 made graphs the default for a run
 #      that trains one adapter (`ttt_cfg.cuda_graphs`: None).
-#   8. (warm-a2) step 2 with 2 adapters a task (211.5 against 202 on the 400, h100-arch-adapters-2026-12-06.md):
-#      what one query pays for them before they become the default. Graphs forced on: by default a run of two
-#      adapters trains eagerly (`wants_graphs` turns graphs on for one adapter, the case measured), which is
-#      the 7.95 s of step 7; the lane test checks graphs against eager steps for 3 tasks in a batch already.
+#   8. (warm-a2) step 2 with 2 adapters a task, graphs on (measured on 2026-12-07, h100-a2-2026-12-07.md: 2.86 s
+#      median; since then the default, whose lone task's two adapters replay as graphs unasked, so step 2 runs the
+#      same; kept to rerun that figure by name).
 # Steps 1-3 train one task at a time, so their TTT steps replay as CUDA graphs; the 400 of step 4 and the service's
 # batches train many together, so theirs run eagerly.
 # Estimated device minutes (from results/h200-latency-2026-12-05.md, h200-2026-12-04.md and

@@ -66,7 +66,7 @@ class TTTConfig:
     token_budget: Annotated[int, TOKENS] = 131072  # padded tokens per training step, all tasks together
     # Capture the training step as a CUDA graph and replay it (a GPU only; `stages.ttt_graph`): every step is padded
     # to the widest sequence, so it pays where the host's launches bound a step (one task at a time), not in a
-    # batch of many tasks. None: as `wants_graphs` decides (one task's LoRA). One task at a time on one H100, warm,
+    # batch of many tasks. None: as `wants_graphs` decides (one task's LoRA adapters). One task at a time on one H100, warm,
     # a solve took 2.22 s median with it against 7.95 without (results/h100-latency-2026-12-06.md), and 2.86 s with
     # two adapters (results/h100-a2-2026-12-07.md).
     cuda_graphs: bool | None = None
@@ -170,9 +170,9 @@ def wants_graphs(cfg: TTTConfig, n_adapters: int, device: torch.device, stacked:
     """Whether a run's TTT steps are captured as CUDA graphs: `cfg.cuda_graphs`, or where that is None, when the run
     trains at most GRAPHED_ADAPTERS LoRA adapters of our own (`stacked`): a bank that small (a lone task's two, or two
     tasks' one each) is bound by the host's launches (as many for two adapters as for one), a batch of many tasks by
-    the device, where padding every step to the widest sequence costs. Those cases are the ones measured (the GPU lane's test,
-    results/h100-latency-2026-12-06.md, results/h100-a2-2026-12-07.md); peft's adapters and full-weight training
-    replay only when asked."""
+    the device, where padding every step to the widest sequence costs. Those cases are the ones measured (the GPU
+    lane's test, results/h100-latency-2026-12-06.md, results/h100-a2-2026-12-07.md); peft's adapters and full-weight
+    training replay only when asked."""
     if cfg.cuda_graphs is not None:
         return device.type == "cuda" and cfg.cuda_graphs
     return device.type == "cuda" and n_adapters <= GRAPHED_ADAPTERS and stacked and cfg.adapter == "lora"
