@@ -27,16 +27,26 @@
 set -uo pipefail
 MINUTES=${MINUTES:-3}
 NAMES=${NAMES:-base wide looped taskemb}
-specs=(script-rearc:scripts/gpu_rearc_join.sh)
-# With muon a candidate, its optimizer step alone first (seconds): torch's loop against GroupedMuon's stacks.
+specs=()  # gpu_eval.sh joins RE-ARC before the first pretraining run
+# With muon a candidate, its optimizer step alone first (seconds): torch's loop against GroupedMuon's stacks
+# (measured on one H100 on 2026-12-07, h100-a2-2026-12-07.md; MUON_STEP=0 leaves it out).
 case " $NAMES " in *" muon "*)
-  specs+=("py-muon-step:benchmarks/muon_step.py --device cuda --out runs/bench-muon-step.md") ;;
+  [ "${MUON_STEP:-1}" != 0 ] && specs+=("py-muon-step:benchmarks/muon_step.py --device cuda --out runs/bench-muon-step.md") ;;
 esac
 # Each candidate's graphs compiled first, in a throwaway run: fit_minutes counts start-up, and candidates of one
 # architecture (base, muon) share a compile cache, so the first would pay the cold compile alone (gpu_gen.sh).
-for n in $NAMES; do specs+=("pretrain-warm-$n:--config configs/arch-$n.json --steps 40 --fresh"); done
+# muon is base's architecture and compiles only the loss (its optimizer runs eagerly), so with base a candidate
+# too it needs no warm run of its own.
+for n in $NAMES; do
+  [ "$n" = muon ] && [[ " $NAMES " == *" base "* ]] && continue
+  specs+=("pretrain-warm-$n:--config configs/arch-$n.json --steps 40 --fresh")
+done
 for n in $NAMES; do specs+=("pretrain-arch-$n:--config configs/arch-$n.json --fit-minutes $MINUTES --export"); done
-for n in $NAMES; do specs+=("holdout-$n:--tasks arc1/train-holdout --model runs/pretrain-arch-$n/model"); done
+# HOLDOUT=0 leaves out the held-out evaluations (a short budget): the table then compares the candidates by their
+# validation losses and the held-out solve counts logged during pretraining.
+if [ "${HOLDOUT:-1}" != 0 ]; then
+  for n in $NAMES; do specs+=("holdout-$n:--tasks arc1/train-holdout --model runs/pretrain-arch-$n/model"); done
+fi
 # shellcheck disable=SC2086
 specs+=("py-arch:benchmarks/arch_compare.py --runs runs --out runs/bench-arch.md --json runs/bench-arch.json $NAMES")
 if [ -n "${LIST:-}" ]; then printf '%s\n' "${specs[@]}"; exit 0; fi  # LIST=1: the runs, without running them
