@@ -72,7 +72,7 @@ def test_a_plan_without_ttt_has_no_members_and_no_second_round():
     assert trained.ensemble.adapters == 4 and trained.second.steps == 32
 
 
-def test_the_default_adapters_are_two_and_one_for_the_shared_ablation():
+def test_the_default_adapters_are_two_and_one_for_the_shared_ablation_and_full_weights():
     # The default's count is left to the plan: the shared ablation trains one adapter for all tasks, so it gets one
     # without being told (it was refused when the default became two); asking it for an ensemble is still an error.
     from testtime.api import build_config
@@ -80,6 +80,9 @@ def test_the_default_adapters_are_two_and_one_for_the_shared_ablation():
 
     assert plan_of(build_config(settings={})).ensemble.adapters == 2
     assert plan_of(build_config(settings={"shared": True, "policy": "always"})).ensemble.adapters == 1
+    # a full-weight adapter is a copy of the target weights: two a task by default would double TTT's memory
+    assert plan_of(build_config(settings={"adapter": "full"})).ensemble.adapters == 1
+    assert plan_of(build_config(settings={"adapter": "full", "adapters": 2})).ensemble.adapters == 2
     with pytest.raises(ConfigError, match="takes no ensemble"):
         plan_of(build_config(settings={"shared": True, "policy": "always", "adapters": 2}))
 

@@ -32,8 +32,8 @@ DEFAULT_ADAPTERS = 2
 
 @dataclass
 class EnsembleConfig:
-    # Adapters per task (1: no ensemble). None: DEFAULT_ADAPTERS where each task trains its own, 1 for the shared
-    # ablation or without TTT; `policy.resolve_plan` decides, so a plan always holds a number.
+    # Adapters per task (1: no ensemble). None: DEFAULT_ADAPTERS where each task trains its own LoRA, 1 for the
+    # shared ablation, full-weight adapters or no TTT; `policy.resolve_plan` decides, so a plan always holds a number.
     adapters: Annotated[int | None, Range(1, 16)] = None
     # Member j's learning rate: the configured one times lr[j % len(lr)] (None: all alike), e.g. [1, 0.5, 2].
     lr: Annotated[list[float] | None, Range(0, 100, lo_open=True)] = None

@@ -187,9 +187,9 @@ class Plan:
 def resolve_plan(policy: str, ttt: TTTConfig, predict: PredictConfig, select: SelectConfig, attempts: int,
                  ensemble: EnsembleConfig | None = None, second: SecondRoundConfig | None = None) -> Plan:
     """The plan of a run under the named policy: TTT epochs as configured, else the policy's, else DEFAULT_EPOCHS;
-    adapters a task as configured, else DEFAULT_ADAPTERS (one for the shared ablation). Without TTT nothing trains:
-    one member and no second round, whatever was asked. An unknown policy, or the shared ablation under a policy of
-    several stages or with an ensemble asked for, is a ConfigError."""
+    adapters a task as configured, else DEFAULT_ADAPTERS (one for the shared ablation and full-weight adapters).
+    Without TTT nothing trains: one member and no second round, whatever was asked. An unknown policy, or the shared
+    ablation under a policy of several stages or with an ensemble asked for, is a ConfigError."""
     p = get_policy(policy)
     ensemble, second = ensemble or EnsembleConfig(), second or SecondRoundConfig()
     if ttt.shared and p.name not in ("always", "never"):
@@ -201,7 +201,8 @@ def resolve_plan(policy: str, ttt: TTTConfig, predict: PredictConfig, select: Se
         # Members would be copies of the base model, and a second round has no adapter to go on with.
         ensemble, second = replace(ensemble, adapters=1), replace(second, steps=0)
     elif ensemble.adapters is None:
-        ensemble = replace(ensemble, adapters=1 if ttt.shared else DEFAULT_ADAPTERS)
+        # Full-weight adapters copy the target weights per member, and the two members' gain was measured on LoRA.
+        ensemble = replace(ensemble, adapters=1 if ttt.shared or ttt.adapter == "full" else DEFAULT_ADAPTERS)
     return Plan(p, replace(ttt, epochs=ttt.epochs or p.epochs or DEFAULT_EPOCHS), predict, select, attempts,
                 ensemble, second)
 
