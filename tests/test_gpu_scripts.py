@@ -151,7 +151,7 @@ def test_eval_0_leaves_pretraining_alone_and_pretrain_0_the_evaluation_alone():
     assert flex[-1] == ship and not any(s.split(":")[0].endswith("-bg") for s in flex)  # FLEX times on a quiet machine
     # EVAL=400: the new stretch on the 400 after it, but not its checks (a second round of them would not fit)
     whole = listed_runs("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "400", "STAND_IN_EVAL": records})
-    assert whole == [*later, "campaign-eval:--tasks arc1/eval --model runs/pretrain-campaign/model"]
+    assert whole == [*later, "campaign-eval:--tasks arc1/eval --adapters 1 --model runs/pretrain-campaign/model"]
     assert "EVAL=2: 1 (" in returned({"GEN_SEED": "2", "EVAL": "2"})
     assert "only with EVAL=0" in returned({"PRETRAIN": "0", "STAND_IN_EVAL": records})
     assert "only EVAL=0" in returned({"PRETRAIN": "0", "EVAL": "400", "STAND_IN_EVAL": records})  # 400 recorded
@@ -254,7 +254,9 @@ def test_the_ship_checks_take_a_stretchs_records_from_an_earlier_session(tmp_pat
     assert got.returncode == 0, got.stdout + got.stderr
     assert not (tmp_path / "runs/campaign-eval").exists()  # a later stretch's evaluation would take them for its own
     assert got.stdout.startswith("ship checks: better: stretch 206.5 against shipped 202 on 400 tasks")
-    for name, flags in (("campaign-arc2", "--tasks arc2/eval"), ("campaign-icl", "--tasks arc1/eval --no-ttt")):
+    # ARC-AGI-2 at one adapter a task, as the shipped model's records and the stretch's 400
+    for name, flags in (("campaign-arc2", "--tasks arc2/eval --adapters 1"),
+                        ("campaign-icl", "--tasks arc1/eval --no-ttt")):
         launched = (tmp_path / "runs" / name / "eval.log").read_text().strip()
         assert launched == f"evaluate --out runs/{name} {flags} --model models/testtime-grid-base"
     missing = checks("results/h100-campaign-2026-12-06h/runs.tar.xz:seed9")
@@ -483,3 +485,35 @@ def test_results_archives_that_left_the_tree_unpack_from_history(tmp_path):
     missing = _archive("results/nowhere/runs.tar.xz", str(tmp_path / "x"))
     assert missing.returncode == 1 and missing.stderr.strip().count("\n") == 0
     assert "results/nowhere/runs.tar.xz: neither in the tree nor in" in missing.stderr
+
+
+def test_the_ship_checks_compare_the_stretch_at_the_shipped_records_adapters(tmp_path):
+    """scripts/campaign_ship_checks.sh: a stretch's 400 with two adapters a task against the shipped model's records
+    of one is refused by name before any evaluation (two adapters win about 10 of the 400 whatever the weights); at
+    one, a stretch that solves one task more is `better` (LAUNCH=echo stands in for the CLI)."""
+    import tarfile
+
+    ref = ROOT / "results/h100-campaign-2026-12-06i/runs.tar.xz"
+    with tarfile.open(ref) as archive:
+        shipped = [json.loads(line) for line in archive.extractfile("seed9/results.jsonl").read().splitlines()]
+    missed = next(i for i, r in enumerate(shipped) if r["score"] == 0 and len(r["correct"]) == 1)
+
+    def checks(adapters: int) -> subprocess.CompletedProcess:
+        records = [dict(r) for r in shipped]
+        records[missed].update(score=1.0, correct=[True])
+        for r in records:
+            if adapters > 1:
+                r["adapters"] = adapters
+        run = tmp_path / "runs/campaign-eval"
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        env = {**os.environ, "REF": str(ref), "LAUNCH": "echo", "PYTHONPATH": str(ROOT / "src")}
+        return subprocess.run(["bash", str(ROOT / "scripts/campaign_ship_checks.sh"), "stretch-model"],
+                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+
+    two = checks(2)
+    assert two.returncode == 1 and "the shipped records train [1] adapters a task, the stretch's [2]" in two.stdout
+    assert not (tmp_path / "runs/campaign-arc2").exists()
+    one = checks(1)
+    assert one.returncode == 0, one.stdout + one.stderr
+    assert one.stdout.startswith("ship checks: better: stretch ") and "(1 won, 0 lost" in one.stdout
