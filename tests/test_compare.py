@@ -57,3 +57,34 @@ def test_one_run_compares_its_selections(tmp_path):
     res = CliRunner().invoke(app, ["compare", str(run), str(run), "--selection-a", "vote", "--selection-b", "poe"])
     assert res.exit_code == 0, res.output
     assert "run (poe) against run (vote): 2 tasks won, 1 lost, 1 tied" in res.output  # t4 has no vote score
+
+
+def test_compare_names_the_settings_that_differ(tmp_path):
+    """What a paired comparison judges is whatever differs between the runs: the CLI names it, from each run's
+    config.json and (adapters a task, which a config's None leaves to the plan) the records."""
+    from dataclasses import asdict
+
+    from testtime.api import build_config
+    from testtime.report.compare import settings_differ
+
+    def write(run, **settings):
+        (run / "config.json").write_text(json.dumps(asdict(build_config(settings=settings))))
+
+    a = _run(tmp_path / "one", {"t0": 1.0, "t1": 0.0})
+    b = tmp_path / "two"
+    b.mkdir()
+    (b / "results.jsonl").write_text("".join(json.dumps({"task_id": f"t{i}", "score": 1.0, "adapters": 2}) + "\n"
+                                             for i in range(2)))
+    assert settings_differ(a, b) == ["adapters a task: 1 -> 2"]  # no configs: the records alone
+    write(a)
+    write(b, epochs=12, model="m")
+    assert settings_differ(a, b) == ["model: None -> m", "ttt_cfg.epochs: None -> 12", "adapters a task: 1 -> 2"]
+    res = CliRunner().invoke(app, ["compare", str(a), str(b)])
+    assert res.exit_code == 0, res.output
+    assert "settings that differ (A -> B): model: None -> m; ttt_cfg.epochs: None -> 12; adapters a task: 1 -> 2" \
+        in " ".join(res.output.split())
+    assert settings_differ(a, a) == []
+    (b / "config.json").write_text("[1]")  # unreadable: named, and the records still compare
+    bad = settings_differ(a, b)
+    assert len(bad) == 2 and "config.json: a run's config must be an object" in bad[0]
+    assert CliRunner().invoke(app, ["compare", str(a), str(b)]).exit_code == 0

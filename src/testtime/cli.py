@@ -203,7 +203,7 @@ def compare_cmd(
     from rich.table import Table
 
     from testtime.core.config import Range, check_value
-    from testtime.report.compare import compare_runs, plot
+    from testtime.report.compare import compare_runs, plot, settings_differ
 
     check_value("--show", show, Range(0, 10**6))
 
@@ -224,6 +224,9 @@ def compare_cmd(
     won, lost, paired = cmp.items
     if paired:
         typer.echo(f"by query: {won} won, {lost} lost of {paired} paired; sign test p = {cmp.items_p_value:.3g}")
+    differ = settings_differ(run_a, run_b)
+    if differ:
+        typer.echo("settings that differ (A -> B): " + "; ".join(differ))
     if png is not None:
         typer.echo(f"wrote {plot(cmp, png)}")
 

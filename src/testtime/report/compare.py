@@ -14,8 +14,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from testtime.core.store import Record, read_results
+from testtime.core.store import Record, read_config, read_results
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,41 @@ def compare_runs(run_a: str | Path, run_b: str | Path, selection_a: str | None =
     same run twice then compares, say, the vote against the product of experts)."""
     labels = tuple(Path(r).name + (f" ({s})" if s else "") for r, s in ((run_a, selection_a), (run_b, selection_b)))
     return pair(read_results(run_a), read_results(run_b), labels, (selection_a, selection_b))  # type: ignore[arg-type]
+
+
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def adapters_of(records: Sequence[Record]) -> set[int]:
+    """Adapters a task in a run, as its records say (they name a count above one; a config's None resolved to one
+    before 2026-12-07 and to two since, so the config alone does not tell)."""
+    return {int(r.get("adapters", 1)) for r in records if r.get("error") is None}
+
+
+def settings_differ(run_a: str | Path, run_b: str | Path) -> list[str]:
+    """What two runs were asked to do differently, `key: A -> B` (config.json, flattened; the adapters from the
+    records): a paired comparison judges whatever differs, so it should be only what the reader means to judge."""
+    lines, configs = [], []
+    for run in (run_a, run_b):
+        try:
+            configs.append(_flat(read_config(run) or {}))
+        except ValueError as e:  # the records still compare; the settings are then unknown, and said so
+            configs.append({})
+            lines.append(str(e))
+    if all(configs):  # runs without config.json (hand-made or older records) have nothing to set side by side
+        lines += [f"{k}: {configs[0].get(k)} -> {configs[1].get(k)}" for k in sorted(configs[0].keys() | configs[1].keys())
+                  if k != "ensemble_cfg.adapters" and configs[0].get(k) != configs[1].get(k)]
+    counts = [adapters_of(read_results(r)) for r in (run_a, run_b)]
+    if counts[0] != counts[1]:
+        lines.append(f"adapters a task: {'/'.join(map(str, sorted(counts[0])))} -> {'/'.join(map(str, sorted(counts[1])))}")
+    return lines
 
 
 def plot(cmp: Comparison, out: str | Path, max_tasks: int = 60) -> Path:
