@@ -32,11 +32,11 @@ fi
 unpack "$REF" "$REF_RUN" shipped
 cat >"$tmp/verdict.py" <<'PY'
 import sys
-from testtime.report.compare import compare_runs
+from testtime.report.compare import adapters_of, compare_runs
 from testtime.core.store import read_results
 # A paired comparison says which model is better only at the same adapters a task: two would win 10 of the 400
-# for the stretch whatever its weights (h100-arch-adapters-2026-12-06.md). Records name a count above one.
-counts = [{r.get("adapters", 1) for r in read_results(run)} for run in sys.argv[1:3]]
+# for the stretch whatever its weights (h100-arch-adapters-2026-12-06.md).
+counts = [adapters_of(read_results(run)) for run in sys.argv[1:3]]
 if counts[0] != counts[1]:
     sys.exit(f"the shipped records train {sorted(counts[0])} adapters a task, the stretch's {sorted(counts[1])}")
 c = compare_runs(sys.argv[1], sys.argv[2])
