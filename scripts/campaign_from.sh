@@ -5,12 +5,16 @@
 # shipped ones in models/testtime-grid-base, in the working tree alone, for the GPU calls, and are put back after.
 #   bash scripts/campaign_from.sh models-local/campaign/DATE-seedS/model    # before the GPU calls
 #   bash scripts/campaign_from.sh --restore                                  # after ALL RUNS DONE
+#   bash scripts/campaign_from.sh --none      # no model: for jobs that pretrain from scratch (gpu_arch.sh, benchpre)
+# --none takes the shipped weights out of the working tree (git has them), so the calls carry RE-ARC and the wheels
+# in one part instead of five (2026-12-07: a tree of 8.4 MB against 59.9); run carry_parts.sh after it, and commit
+# by path until --restore, since `git commit -a` would commit the weights' removal.
 # The folder then holds an untracked STAND_IN file naming the stretch (gpu_campaign.sh PRETRAIN=0 asks for it and
 # prints it; --restore removes it). Nothing here is committed: a stretch ships only through the campaign's ship
 # checks and its own commit. While a stand-in is in place, this checkout's default model is the stretch.
 set -euo pipefail
-SRC=${1:?usage: campaign_from.sh MODEL_DIR | --restore}
-[ "$SRC" = --restore ] || SRC=$(realpath -m "$SRC")  # the caller's folder, before the cd below
+SRC=${1:?usage: campaign_from.sh MODEL_DIR | --restore | --none}
+case $SRC in --restore|--none) ;; *) SRC=$(realpath -m "$SRC") ;; esac  # the caller's folder, before the cd below
 cd "${CAMPAIGN_REPO:-$(dirname "$0")/..}"  # CAMPAIGN_REPO: another checkout (the tests use one of their own)
 DEST=models/testtime-grid-base
 clean() {  # the folder as committed: nothing changed, staged or untracked (compared with HEAD, not the index)
@@ -21,6 +25,12 @@ if [ "$SRC" = --restore ]; then
   git clean -fdq -- "$DEST"
   clean || { echo "error: $DEST still differs from HEAD after the restore" >&2; exit 1; }
   echo "$DEST: the shipped model again"
+  exit 0
+fi
+if [ "$SRC" = --none ]; then
+  clean || { echo "error: $DEST differs from HEAD already (a stand-in, or staged changes): --restore first" >&2; exit 1; }
+  rm -f "$DEST"/*.safetensors
+  echo "$DEST: no weights in the working tree (the calls carry none); --restore after the GPU calls"
   exit 0
 fi
 [ -f "$SRC/config.json" ] || { echo "error: $SRC: no config.json (not an exported model folder)" >&2; exit 1; }

@@ -9,7 +9,9 @@
 #
 # Calls: the stashing calls of scripts/gpu_stash.sh's header, the last one ending in
 #   TESTTIME_COMMIT=<HEAD> WAIT=570 bash scripts/gpu_arch.sh
-# then the same line alone, which waits on the runner, until ALL RUNS DONE.
+# then the same line alone, which waits on the runner, until ALL RUNS DONE. The candidates pretrain from scratch, so
+# the calls need not carry the shipped model: `bash scripts/campaign_from.sh --none` before carry_parts.sh makes
+# the stashing one call instead of five, and `bash scripts/campaign_from.sh --restore` after the last call.
 # Then here: tar -xzf runs.tar.gz -C OUT; python benchmarks/arch_compare.py --runs OUT/runs --png arch.png \
 #   --out arch.md base wide looped taskemb   (the PNG: held-out solve rate against tokens, per candidate).
 #

@@ -163,7 +163,8 @@ def test_eval_0_leaves_pretraining_alone_and_pretrain_0_the_evaluation_alone():
 def test_a_stretch_stands_in_for_the_shipped_model_and_goes_back(tmp_path):
     """scripts/campaign_from.sh in a checkout of its own: the stretch's weights, config and index replace the shipped
     ones in the working tree only, with a STAND_IN file naming them; a model of another shape, a folder without
-    weights and a tree already changed (even only staged) are refused; --restore brings back HEAD's files."""
+    weights and a tree already changed (even only staged) are refused; --restore brings back HEAD's files; --none
+    leaves no weights in the tree."""
     repo, dest = tmp_path / "repo", tmp_path / "repo/models/testtime-grid-base"
     dest.mkdir(parents=True)
     shape = {"hidden_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 16,
@@ -213,6 +214,10 @@ def test_a_stretch_stands_in_for_the_shipped_model_and_goes_back(tmp_path):
     no_weights = use(str(wide))
     assert no_weights.returncode == 1 and "safetensors" in no_weights.stderr and shipped()
     assert use(str(dest)).returncode == 1 and shipped()  # the shipped folder itself
+    # --none: no weights carried (jobs that pretrain from scratch), and back from HEAD; not over a stand-in
+    assert use("--none").returncode == 0 and sorted(p.name for p in dest.iterdir()) == ["config.json"]
+    assert use(str(stretch)).returncode == 1  # the tree differs from HEAD: --restore first
+    assert use("--restore").returncode == 0 and shipped()
     assert use(str(tmp_path / "nothing")).returncode == 1
     broken = subprocess.run(["bash", str(ROOT / "scripts/campaign_from.sh"), "--restore"], capture_output=True,
                             text=True, env={**os.environ, "CAMPAIGN_REPO": str(tmp_path / "stretch")})
