@@ -42,7 +42,8 @@ def row(run: Path, reference: Path | None) -> dict[str, Any]:
         out["near"] = sum(summary(profile_records(records, run_tasks(run)))["bands"][:2])
     except (OSError, ValueError, KeyError):
         out["near"] = None
-    # From the records: a config may leave the count to the plan (None: two with TTT, one without).
+    # From the records: a config may leave the count to the plan (None: two a task with per-task LoRA; one shared,
+    # full-weight or without TTT).
     out["adapters"] = max((int(r.get("adapters", 1)) for r in records), default=1)
     if reference is not None and reference.resolve() != run.resolve():
         cmp = compare_runs(reference, run)

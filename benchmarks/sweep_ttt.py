@@ -31,6 +31,7 @@ from levers_table import markdown, table  # noqa: E402
 
 import testtime  # noqa: E402
 from testtime.core.distributed import from_env  # noqa: E402
+from testtime.stages.ensemble import DEFAULT_ADAPTERS  # noqa: E402
 
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 MLP = ["gate_proj", "up_proj", "down_proj"]
@@ -49,6 +50,12 @@ def settings_of(axes: list[str]) -> list[tuple[str, dict[str, Any]]]:
     if unknown:
         raise SystemExit(f"error: unknown axis {unknown[0]!r}; choose from {', '.join(AXES)}")
     return [("default", {})] + [s for a in axes for s in AXES[a]]
+
+
+def same_adapters(base: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """A setting over the base, at the default run's adapters a task: full weights default to one where LoRA
+    defaults to two, and each run is paired with the default's (two adapters alone win about 10 of the 400)."""
+    return {"adapters": DEFAULT_ADAPTERS, **base, **settings} if settings.get("adapter") == "full" else {**base, **settings}
 
 
 def parse_base(pairs: list[str]) -> dict[str, Any]:
@@ -90,7 +97,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     for name, settings in runs:
         # A sweep compares like with like: no time budget cuts any task's work.
         testtime.evaluate(args.tasks, folders[name], max_seconds=None, show_progress=main_rank,
-                          **common, **base, **settings)
+                          **common, **same_adapters(base, settings))
         if main_rank:
             rows, notes = table(list(folders.values()), folders["default"])
             md.parent.mkdir(parents=True, exist_ok=True)

@@ -72,3 +72,12 @@ def test_the_levers_table_pairs_runs_and_notes_the_missing(tiny_run, capsys):
     printed = capsys.readouterr().out
     assert "nowhere: no results yet" in printed and "| sw-full-lr-0.0001 | 2 |" in printed
     assert json.loads((tmp / "t.json").read_text()) == rows
+
+
+def test_a_full_weight_setting_trains_the_default_runs_adapters():
+    """Full weights default to one adapter a task and LoRA to two; a sweep's full-weight runs take the default run's
+    count (two, or what --base says), since each is paired with it."""
+    same = _script("sweep_ttt").same_adapters
+    assert same({}, {"adapter": "full", "lr": 1e-4}) == {"adapters": 2, "adapter": "full", "lr": 1e-4}
+    assert same({"adapters": 1}, {"adapter": "full"}) == {"adapters": 1, "adapter": "full"}
+    assert same({"epochs": 3}, {"lr": 1e-3}) == {"epochs": 3, "lr": 1e-3}  # LoRA: the plan's default
