@@ -5,13 +5,14 @@
 # leaves them out and gives their GPU-minutes back: ARC-AGI-2 is reported for every shipped change, and only for
 # those. A `script` step of gpu_eval.sh, whose LAUNCH (torchrun under NPROC) and EVAL_FLAGS it evaluates with.
 #   bash scripts/campaign_ship_checks.sh MODEL [ARCHIVE:RUN]
-# ARCHIVE:RUN: the stretch's 400 with the default were evaluated in an earlier session and are recorded as RUN in
+# ARCHIVE:RUN: the stretch's 400 at one adapter a task were evaluated in an earlier session and are recorded as RUN in
 # the tracked ARCHIVE (a session whose budget fitted the evaluation but not the checks, h100-campaign-2026-12-06g.md):
 # they stand for runs/campaign-eval, and the checks run on MODEL (the stretch standing in, scripts/campaign_from.sh).
 # REF (default results/h100-campaign-2026-12-06i/runs.tar.xz) and REF_RUN (default seed9): the shipped model's records
 # (v9's; before v9: v8's in results/h100-campaign-2026-12-06g/runs.tar.xz, seed7; v7's in -06f, v7; v6's in -06d, v6; v5's in -06b, v5; v4's, now in git history:
 # results/ARCHIVES.md).
-# FORCE=1 runs the checks whatever the comparison says.
+# FORCE=1 runs the checks whatever the comparison says, but for runs of different adapters a task, which are
+# refused: their comparison says nothing of the weights.
 set -uo pipefail
 MODEL=${1:?the model folder of the stretch}; RECORDS=${2:-}
 REF=${REF:-results/h100-campaign-2026-12-06i/runs.tar.xz}
@@ -37,7 +38,7 @@ from testtime.core.store import read_results
 # A paired comparison says which model is better only at the same adapters a task: two would win 10 of the 400
 # for the stretch whatever its weights (h100-arch-adapters-2026-12-06.md).
 counts = [adapters_of(read_results(run)) for run in sys.argv[1:3]]
-if counts[0] != counts[1]:
+if all(counts) and counts[0] != counts[1]:  # a stretch with no scored record is `partial` below
     sys.exit(f"the shipped records train {sorted(counts[0])} adapters a task, the stretch's {sorted(counts[1])}")
 c = compare_runs(sys.argv[1], sys.argv[2])
 a, b = c.totals

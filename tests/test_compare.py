@@ -77,6 +77,11 @@ def test_compare_names_the_settings_that_differ(tmp_path):
                                              for i in range(2)))
     assert settings_differ(a, b) == ["adapters a task: 1 -> 2"]  # no configs: the records alone
     write(a)
+    assert settings_differ(a, b) == ["config.json: none in B (settings not compared)", "adapters a task: 1 -> 2"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "results.jsonl").write_text("")
+    assert settings_differ(a, empty) == ["config.json: none in B (settings not compared)"]  # no count to tell
     write(b, epochs=12, model="m")
     assert settings_differ(a, b) == ["model: None -> m", "ttt_cfg.epochs: None -> 12", "adapters a task: 1 -> 2"]
     res = CliRunner().invoke(app, ["compare", str(a), str(b)])

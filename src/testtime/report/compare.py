@@ -125,6 +125,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, selection_a: str | None =
 
 
 def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as dotted keys (`ttt_cfg.lr`), so two configs differ key by key."""
     out: dict[str, Any] = {}
     for key, value in config.items():
         if isinstance(value, dict):
@@ -135,27 +136,34 @@ def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def adapters_of(records: Sequence[Record]) -> set[int]:
-    """Adapters a task in a run, as its records say (they name a count above one; a config's None resolved to one
-    before 2026-12-07 and to two since, so the config alone does not tell)."""
+    """Adapters a task in a run, as its scored records say (they name a count above one). A config's None is left to
+    the plan, which has resolved it differently over time (two a task for per-task LoRA since 2026-12-07), so the
+    config alone does not tell."""
     return {int(r.get("adapters", 1)) for r in records if r.get("error") is None}
 
 
 def settings_differ(run_a: str | Path, run_b: str | Path) -> list[str]:
     """What two runs were asked to do differently, `key: A -> B` (config.json, flattened; the adapters from the
     records): a paired comparison judges whatever differs, so it should be only what the reader means to judge."""
-    lines, configs = [], []
+    lines: list[str] = []
+    configs: list[dict[str, Any] | None] = []
     for run in (run_a, run_b):
         try:
-            configs.append(_flat(read_config(run) or {}))
+            config = read_config(run)
         except ValueError as e:  # the records still compare; the settings are then unknown, and said so
-            configs.append({})
+            config = None
             lines.append(str(e))
-    if all(configs):  # runs without config.json (hand-made or older records) have nothing to set side by side
-        lines += [f"{k}: {configs[0].get(k)} -> {configs[1].get(k)}" for k in sorted(configs[0].keys() | configs[1].keys())
-                  if k != "ensemble_cfg.adapters" and configs[0].get(k) != configs[1].get(k)]
+        configs.append(None if config is None else _flat(config))
+    a, b = configs
+    if a is not None and b is not None:
+        lines += [f"{k}: {a.get(k)} -> {b.get(k)}" for k in sorted(a.keys() | b.keys())
+                  if k != "ensemble_cfg.adapters" and a.get(k) != b.get(k)]
+    elif (a is None) != (b is None) and not lines:
+        lines.append(f"config.json: none in {'A' if a is None else 'B'} (settings not compared)")
     counts = [adapters_of(read_results(r)) for r in (run_a, run_b)]
-    if counts[0] != counts[1]:
-        lines.append(f"adapters a task: {'/'.join(map(str, sorted(counts[0])))} -> {'/'.join(map(str, sorted(counts[1])))}")
+    if all(counts) and counts[0] != counts[1]:  # a run with no scored record has no count to tell
+        na, nb = ("/".join(map(str, sorted(c))) for c in counts)
+        lines.append(f"adapters a task: {na} -> {nb}")
     return lines
 
 
