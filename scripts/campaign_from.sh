@@ -29,7 +29,8 @@ if [ "$SRC" = --restore ]; then
 fi
 if [ "$SRC" = --none ]; then
   clean || { echo "error: $DEST differs from HEAD already (a stand-in, or staged changes): --restore first" >&2; exit 1; }
-  rm -f "$DEST"/*.safetensors
+  rm -f "$DEST"/*.safetensors "$DEST"/model.safetensors.index.json
+  echo "weights out by campaign_from.sh --none; bash scripts/campaign_from.sh --restore" >"$DEST/NO_WEIGHTS"
   echo "$DEST: no weights in the working tree (the calls carry none); --restore after the GPU calls"
   exit 0
 fi

@@ -66,6 +66,16 @@ export LAUNCH EVAL_FLAGS=${EVAL_FLAGS:-}
 RUNNER=${RUNNER:-eval}
 PIDFILE=/tmp/testtime_$RUNNER.pid DONE=/tmp/testtime_$RUNNER.done  # outside runs/, which a call may replace
 
+# A tree whose shipped weights are out (scripts/campaign_from.sh --none) has no default model: a run that evaluates
+# it is refused here, before the runner starts, rather than failing on the device minutes later.
+if [ -f models/testtime-grid-base/NO_WEIGHTS ] && [ "${1:-}" != "--runner" ]; then
+  for spec in "$@"; do
+    case ${spec%%:*} in bench*|pretrain*|script*|py*|join) continue ;; esac
+    [[ " ${spec#*:} " == *" --model "* ]] || {
+      echo "gpu_eval: ${spec%%:*} evaluates the shipped model, whose weights are out of this tree (campaign_from.sh --none): --restore first, or give it --model"
+      exit 1; }
+  done
+fi
 if [ "${1:-}" = "--runner" ]; then  # the background part: every run in order
   shift
   SNAP=${SNAP_ROOT:-/root}/snap-$RUNNER  # SNAP_ROOT: a test's own folder

@@ -214,10 +214,17 @@ def test_a_stretch_stands_in_for_the_shipped_model_and_goes_back(tmp_path):
     no_weights = use(str(wide))
     assert no_weights.returncode == 1 and "safetensors" in no_weights.stderr and shipped()
     assert use(str(dest)).returncode == 1 and shipped()  # the shipped folder itself
-    # --none: no weights carried (jobs that pretrain from scratch), and back from HEAD; not over a stand-in
-    assert use("--none").returncode == 0 and sorted(p.name for p in dest.iterdir()) == ["config.json"]
-    assert use(str(stretch)).returncode == 1  # the tree differs from HEAD: --restore first
-    assert use("--restore").returncode == 0 and shipped()
+    # --none: no weights carried (jobs that pretrain from scratch), and back from HEAD; no stand-in goes over it
+    (dest / "model.safetensors.index.json").write_text("{}")  # an index would name shards that are gone
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "index"], check=True)
+    assert use("--none").returncode == 0 and sorted(p.name for p in dest.iterdir()) == ["NO_WEIGHTS", "config.json"]
+    over = use(str(stretch))
+    assert over.returncode == 1 and "--restore first" in over.stderr
+    assert use("--restore").returncode == 0 and (dest / "model.safetensors.index.json").exists()
+    (dest / "model.safetensors.index.json").unlink()
+    subprocess.run([*git, "commit", "-qam", "no index"], check=True)
+    assert shipped()
     assert use(str(tmp_path / "nothing")).returncode == 1
     broken = subprocess.run(["bash", str(ROOT / "scripts/campaign_from.sh"), "--restore"], capture_output=True,
                             text=True, env={**os.environ, "CAMPAIGN_REPO": str(tmp_path / "stretch")})
@@ -522,3 +529,32 @@ def test_the_ship_checks_compare_the_stretch_at_the_shipped_records_adapters(tmp
     one = checks(1)
     assert one.returncode == 0, one.stdout + one.stderr
     assert one.stdout.startswith("ship checks: better: stretch ") and "(1 won, 0 lost" in one.stdout
+
+
+def test_a_tree_without_the_shipped_weights_refuses_runs_that_evaluate_them(runner_checkout):
+    """After `campaign_from.sh --none` the calls carry no default model: gpu_eval.sh refuses, before its runner
+    starts, a run that would evaluate it (no --model), and names it; pretraining from scratch is let through."""
+    tmp_path = runner_checkout
+    (tmp_path / "models/testtime-grid-base").mkdir()
+    (tmp_path / "models/testtime-grid-base/NO_WEIGHTS").write_text("out\n")
+
+    def call(*specs):
+        return subprocess.run(["bash", "scripts/gpu_eval.sh", *specs], capture_output=True, text=True, cwd=tmp_path,
+                              timeout=60, env={**os.environ, "RUNNER": f"noweights{os.getpid()}", "WAIT": "0",
+                                               "OUT": str(tmp_path / "out")})
+
+    got = call("pretrain-arch-base:--config configs/arch-base.json", "holdout-base:--tasks arc1/train-holdout")
+    assert got.returncode == 1 and "gpu_eval: holdout-base evaluates the shipped model" in got.stdout
+    assert not list(Path("/tmp").glob(f"testtime_noweights{os.getpid()}.*"))  # no runner started
+
+
+def test_the_muon_rematch_compiles_once_and_fits_a_short_budget():
+    """gpu_arch.sh: muon is base's architecture, so with base a candidate it gets no warm run of its own; HOLDOUT=0
+    and MUON_STEP=0 leave out the held-out evaluations and the optimizer's step benchmark."""
+    def names(env):
+        return [s.split(":")[0] for s in listed_runs("gpu_arch.sh", {"LIST": "1", **env})]
+
+    assert names({"NAMES": "base muon"}) == ["py-muon-step", "pretrain-warm-base", "pretrain-arch-base",
+                                             "pretrain-arch-muon", "holdout-base", "holdout-muon", "py-arch"]
+    assert names({"NAMES": "muon", "HOLDOUT": "0", "MUON_STEP": "0"}) == ["pretrain-warm-muon", "pretrain-arch-muon",
+                                                                          "py-arch"]
