@@ -22,8 +22,8 @@
 #   plus loading), wide and looped about 1.5-2 (3x the FLOPs per token);
 #   about 20-21 in all. MINUTES=4 makes it about 25; NAMES="base looped" runs two candidates (about 11);
 #   NAMES="base muon" MINUTES=3.5 the optimizer against AdamW on the same data stream (about 11). The compiling
-#   runs before the candidates add about 1.5 minutes a cold architecture and 0.5 a warm one (2026-12-05's cold
-#   compile took 75 s).
+#   runs before the candidates add about 1.5 minutes an architecture (2026-12-05's cold compile took 75 s); muon
+#   shares base's.
 # Measured (results/h200-arch-2026-12-04.md, MINUTES=3.5, NAMES="base wide"): pretraining 200 and 212 s of wall clock,
 # the held-out evaluations about 60 and 88 s; with the machine's start and four stashing calls, 12.8 device-minutes.
 set -uo pipefail

@@ -4,7 +4,8 @@
 # (CONFIG, default configs/data-gen75.json: three quarters of the draws from generated tasks, since v8's stretch;
 # before, configs/data-gen50.json, half, results/h200-gen-2026-12-05.md),
 # over a corpus generated fresh on the machine (GEN_SEED: a new seed each session, so no task is drawn twice across
-# sessions). Then the continued model is evaluated on the 400 ARC-AGI-1 evaluation tasks with the default recipe;
+# sessions). Then the continued model is evaluated on the 400 ARC-AGI-1 evaluation tasks with the default recipe
+# at one adapter a task (as the shipped model's records it is paired with);
 # where it scores more than the shipped model there, also on the 120 ARC-AGI-2 evaluation tasks and on the 400
 # without TTT (scripts/campaign_ship_checks.sh: a stretch that did not gain gives those minutes back). The model
 # comes back in $OUT (model.tar.part*). The stretch profiles 5 steps after its first 100
@@ -98,7 +99,7 @@ if [ "${PRETRAIN:-1}" = 0 ]; then  # the stretch that campaign_from.sh stood in 
 fi
 # The stretch's 400 at one adapter a task, not the default's two: the shipped model's records it is compared with
 # (v9's seed9) trained one (campaign_ship_checks.sh refuses a pair that differs), and the 400 take 6.5 device-minutes
-# so against about 11.7 with two (h100-arch-adapters-2026-12-06.md), 5 more of a session for pretraining. A shipped
+# against about 11.4 with two (h100-arch-adapters-2026-12-06.md), 5 more of a session for pretraining. A shipped
 # model's score under the default is measured apart (`gpu_levers.sh default`).
 case ${EVAL:-1} in
   0) ;;

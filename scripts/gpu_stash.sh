@@ -13,7 +13,8 @@
 #   bash scripts/gpu_stash.sh .carry2                                         # carry: .carry2 (part 01)
 #   bash scripts/gpu_stash.sh .carry3                                         # carry: .carry3 (part 02)
 #   bash scripts/gpu_stash.sh .carry4 >/dev/null 2>&1; JOB                    # carry: .carry4
-# where JOB is the job script's own line; scripts/gpu_rearc_join.sh, its first step, joins the parts.
+# where JOB is the job script's own line; gpu_eval.sh joins the parts (scripts/gpu_rearc_join.sh) before the first
+# pretraining run or benchmark.
 # A refused machine start between two stashing calls loses the stash: the later call says what is missing.
 # Stashed wheels (*.whl) are what gpu_eval.sh and gpu_pretrain_ddp.sh install when no .whl/ was carried.
 set -euo pipefail
