@@ -66,11 +66,14 @@ export LAUNCH EVAL_FLAGS=${EVAL_FLAGS:-}
 RUNNER=${RUNNER:-eval}
 PIDFILE=/tmp/testtime_$RUNNER.pid DONE=/tmp/testtime_$RUNNER.done  # outside runs/, which a call may replace
 
+evaluates() {  # NAME: whether the run is a `testtime evaluate` (not a benchmark, pretraining, script, python or join)
+  case $1 in bench*|pretrain*|script*|py*|join) return 1 ;; esac
+}
 # A tree whose shipped weights are out (scripts/campaign_from.sh --none) has no default model: a run that evaluates
 # it is refused here, before the runner starts, rather than failing on the device minutes later.
 if [ -f models/testtime-grid-base/NO_WEIGHTS ] && [ "${1:-}" != "--runner" ]; then
   for spec in "$@"; do
-    case ${spec%%:*} in bench*|pretrain*|script*|py*|join) continue ;; esac
+    evaluates "${spec%%:*}" || continue
     [[ " ${spec#*:} " == *" --model "* ]] || {
       echo "gpu_eval: ${spec%%:*} evaluates the shipped model, whose weights are out of this tree (campaign_from.sh --none): --restore first, or give it --model"
       exit 1; }
@@ -148,7 +151,7 @@ if [ "${1:-}" = "--runner" ]; then  # the background part: every run in order
   pending=() bg_names=()
   for spec in "$@"; do
     name=${spec%%:*}; flags=${spec#*:}
-    case $name in bench*|pretrain*|script*|py*|join) ;; *) flags="$flags $EVAL_FLAGS" ;; esac
+    if evaluates "$name"; then flags="$flags $EVAL_FLAGS"; fi
     if [ "$name" = join ]; then
       join
     elif [[ $name == *-bg ]]; then  # at the lowest priority: the runs it goes on beside feed a GPU from the CPU
