@@ -33,18 +33,18 @@ fi
 unpack "$REF" "$REF_RUN" shipped
 cat >"$tmp/verdict.py" <<'PY'
 import sys
-from testtime.report.compare import adapters_of, compare_runs
+from testtime.report.compare import adapters_of, pair
 from testtime.core.store import read_results
+shipped, stretch = (read_results(run) for run in sys.argv[1:3])
 # A paired comparison says which model is better only at the same adapters a task: two would win 10 of the 400
 # for the stretch whatever its weights (h100-arch-adapters-2026-12-06.md).
-counts = [adapters_of(read_results(run)) for run in sys.argv[1:3]]
+counts = [adapters_of(shipped), adapters_of(stretch)]
 if all(counts) and counts[0] != counts[1]:  # a stretch with no scored record is `partial` below
     sys.exit(f"the shipped records train {sorted(counts[0])} adapters a task, the stretch's {sorted(counts[1])}")
-c = compare_runs(sys.argv[1], sys.argv[2])
+c = pair(shipped, stretch)
 a, b = c.totals
-shipped = len(read_results(sys.argv[1]))
 # on a subset (an evaluation cut short, or --limit) a gain says nothing of the 400
-word = "partial" if len(c.pairs) < shipped else "better" if b > a else "not-better"
+word = "partial" if len(c.pairs) < len(shipped) else "better" if b > a else "not-better"
 print(f"{word}: stretch {b:g} against shipped {a:g} on {len(c.pairs)} tasks "
       f"({c.b_won} won, {c.b_lost} lost, p = {c.p_value:.3g})")
 PY
