@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # miss_profile beside 
 from miss_profile import profile_records, run_tasks, summary  # noqa: E402
 
 from testtime.core.store import read_results  # noqa: E402
-from testtime.report.compare import compare_runs  # noqa: E402
+from testtime.report.compare import adapters_of, compare_runs  # noqa: E402
 from testtime.report.report import summarize  # noqa: E402
 
 
@@ -44,7 +44,7 @@ def row(run: Path, reference: Path | None) -> dict[str, Any]:
         out["near"] = None
     # From the records: a config may leave the count to the plan (None: two a task with per-task LoRA; one shared,
     # full-weight or without TTT).
-    out["adapters"] = max((int(r.get("adapters", 1)) for r in records), default=1)
+    out["adapters"] = max(adapters_of(records), default=1)
     if reference is not None and reference.resolve() != run.resolve():
         cmp = compare_runs(reference, run)
         out.update(paired=len(cmp.pairs), won=cmp.b_won, lost=cmp.b_lost, p=cmp.p_value,
