@@ -55,7 +55,8 @@ def settings_of(axes: list[str]) -> list[tuple[str, dict[str, Any]]]:
 def same_adapters(base: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     """A setting over the base, at the default run's adapters a task: full weights default to one where LoRA
     defaults to two, and each run is paired with the default's (two adapters alone win about 10 of the 400)."""
-    return {"adapters": DEFAULT_ADAPTERS, **base, **settings} if settings.get("adapter") == "full" else {**base, **settings}
+    full = settings.get("adapter") == "full"
+    return {**({"adapters": DEFAULT_ADAPTERS} if full else {}), **base, **settings}
 
 
 def parse_base(pairs: list[str]) -> dict[str, Any]:

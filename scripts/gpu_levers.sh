@@ -51,8 +51,9 @@ RUNS=(
 # Sessions of 30 device-minutes (about 3 of them starting the machine and carrying the tree); measured by 2026-12-07:
 # adapters1 (v9's seed9), adapters2 (today's default), fast, a2-adapters1 (v9a2), a2-default. Next, by value:
 #   adapters2c16 (12.5) second (15)    dfs (22)    sweep-lr (34)    adapters4 (22.7)
-# The sweeps' settings each run the default, two adapters a task (full weights too, as the default run they pair with): twice their one-adapter estimates (`--base
-# adapters=1` in a sweep's flags halves them, paired then with a one-adapter default).
+# The sweeps' settings each run the default, two adapters a task (full weights too, as the default run they pair
+# with): twice their one-adapter estimates (`--base adapters=1` in a sweep's flags halves them, paired then with a
+# one-adapter default).
 #   5: max with NPROC=4 on nvidia-h200-x4 (70 GPU-min, about 18 wall)    6: a2-max with NPROC=4 (54, about 14 wall)
 #   7-9: sweep-targets, sweep-rank, sweep-full (the sweeps run in one process: one GPU each)
 

@@ -82,8 +82,9 @@ def test_the_second_round_never_sees_a_test_output(tiny, small_cfg, flip_task, m
     real = ttt_mod.train_adapters
     monkeypatch.setattr(ttt_mod, "train_adapters", lambda model_, params, datasets, cfg, **kw: seen.append(
         (kw.get("round_index", 0), datasets)) or real(model_, params, datasets, cfg, **kw))
-    cfg = small_cfg(**{"ensemble_cfg.adapters": 1, "predict_cfg.views": 4, "second_cfg.steps": 3, "second_cfg.margin": 0.0,
-                       "second_cfg.agreement": 0.0, "select_cfg.views": 2, "select_cfg.colors": 1})
+    cfg = small_cfg(**{"ensemble_cfg.adapters": 1, "predict_cfg.views": 4, "second_cfg.steps": 3,
+                       "second_cfg.margin": 0.0, "second_cfg.agreement": 0.0, "select_cfg.views": 2,
+                       "select_cfg.colors": 1})
 
     def run(ts):
         seen.clear()

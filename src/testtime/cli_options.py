@@ -65,8 +65,8 @@ MAX_SECONDS = Annotated[float | None, typer.Option(
          "(fewer demos in context, scoring views, views, TTT steps; the output says what). Default: 300 on a CPU, "
          "none on a GPU.")]
 ADAPTERS = Annotated[int | None, typer.Option(help="Adapters per task, trained together, each predicting every view; "
-                                             "candidates pooled, scored through every adapter (default 2; 1 with --shared, --adapter full or "
-                                             "without TTT).")]
+                                             "candidates pooled, scored through every adapter (default 2; 1 with "
+                                             "--shared, --adapter full or without TTT).")]
 DFS = Annotated[float | None, typer.Option(help="Depth-first sampling: every answer at least this likely under each "
                                          "view, the greedy one always among them (say 0.1; default: greedy).")]
 SECOND = Annotated[int | None, typer.Option(help="Second round: this many more TTT steps on tasks with a confident "

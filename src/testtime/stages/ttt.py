@@ -66,9 +66,9 @@ class TTTConfig:
     token_budget: Annotated[int, TOKENS] = 131072  # padded tokens per training step, all tasks together
     # Capture the training step as a CUDA graph and replay it (a GPU only; `stages.ttt_graph`): every step is padded
     # to the widest sequence, so it pays where the host's launches bound a step (one task at a time), not in a
-    # batch of many tasks. None: as `wants_graphs` decides (one task's LoRA adapters). One task at a time on one H100, warm,
-    # a solve took 2.22 s median with it against 7.95 without (results/h100-latency-2026-12-06.md), and 2.86 s with
-    # two adapters (results/h100-a2-2026-12-07.md).
+    # batch of many tasks. None: as `wants_graphs` decides (banks of up to GRAPHED_ADAPTERS LoRA adapters). One task
+    # at a time on one H100, warm, a solve took 2.22 s median with it against 7.95 without
+    # (results/h100-latency-2026-12-06.md), and 2.86 s with two adapters (results/h100-a2-2026-12-07.md).
     cuda_graphs: bool | None = None
     seed: Annotated[int, SEED] = 0
 
