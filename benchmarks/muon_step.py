@@ -6,7 +6,12 @@ At equal minutes Muon trained the shipped architecture at 0.99M tokens/s against
 alone on the model's own matrices (gradients drawn once), interleaved over rounds (medians), and says how far the
 two steps' weights differ (bfloat16 Newton-Schulz: 0 on a CPU, within rounding on a GPU).
 
-    python benchmarks/muon_step.py [--model PATH] [--device cuda] [--steps 20] [--rounds 5] [--out FILE]
+    python benchmarks/muon_step.py [--model PATH | --config PRETRAIN.json] [--device cuda] [--steps 20] [--rounds 5]
+                                   [--out FILE]
+
+--config times a fresh model of that pretraining config's shape: a step's time depends on the shapes alone, and a
+job that pretrains from scratch carries no weights (scripts/campaign_from.sh --none; gpu_arch.sh's step failed
+so on 2026-12-07).
 """
 
 from __future__ import annotations
@@ -21,20 +26,26 @@ from pathlib import Path
 import torch
 from provenance import header, publish
 
-from testtime.model.loading import load_model
+from testtime.model.loading import build_model, load_model
 from testtime.model.optimizers import GroupedMuon, body_matrices
+from testtime.recipes.pretrain import PretrainConfig
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None, help="model folder (default: the shipped base model)")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--model", default=None, help="model folder (default: the shipped base model)")
+    src.add_argument("--config", type=Path, default=None, help="a pretraining config: a fresh model of its shape")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--steps", type=int, default=20, help="optimizer steps per timing")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", type=Path, default=None, help="append the table to this file")
     args = ap.parse_args()
     dev = torch.device(args.device)
-    model = load_model(args.model, dev).model.float()
+    if args.config is not None:
+        model = build_model(PretrainConfig.from_json(args.config).model).to(dev).float()
+    else:
+        model = load_model(args.model, dev).model.float()
     base = [p.detach() for p in body_matrices(model)]
     gen = torch.Generator(device=dev).manual_seed(0)
     grads = [torch.randn(p.shape, device=dev, generator=gen) * 1e-3 for p in base]

@@ -31,9 +31,11 @@ MINUTES=${MINUTES:-3}
 NAMES=${NAMES:-base wide looped taskemb}
 specs=()  # gpu_eval.sh joins RE-ARC before the first pretraining run
 # With muon a candidate, its optimizer step alone first (seconds): torch's loop against GroupedMuon's stacks
-# (measured on one H100 on 2026-12-07, h100-a2-2026-12-07.md; MUON_STEP=0 leaves it out).
+# (measured on one H100 on 2026-12-07, h100-a2-2026-12-07.md; MUON_STEP=0 leaves it out). A fresh model of
+# the candidate's shape, since this job carries no weights (campaign_from.sh --none).
 case " $NAMES " in *" muon "*)
-  [ "${MUON_STEP:-1}" != 0 ] && specs+=("py-muon-step:benchmarks/muon_step.py --device cuda --out runs/bench-muon-step.md") ;;
+  [ "${MUON_STEP:-1}" != 0 ] \
+    && specs+=("py-muon-step:benchmarks/muon_step.py --config configs/arch-muon.json --device cuda --out runs/bench-muon-step.md") ;;
 esac
 # Each candidate's graphs compiled first, in a throwaway run: fit_minutes counts start-up, and candidates of one
 # architecture (base, muon) share a compile cache, so the first would pay the cold compile alone (gpu_gen.sh).

@@ -6,6 +6,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -207,3 +211,18 @@ def test_the_cli_sets_the_optimizer_and_lr(tmp_path):
     assert res.exit_code == 0, res.output
     written = PretrainConfig.from_json(tmp_path / "run" / "config.json")
     assert (written.optimizer, written.lr) == ("muon", 0.004)
+
+
+def test_the_step_benchmark_times_a_fresh_model_of_a_configs_shape(tmp_path):
+    # A job that pretrains from scratch carries no weights: the benchmark must not need the shipped model's.
+    root = Path(__file__).resolve().parents[1]
+    cfg = tmp_path / "pretrain.json"
+    cfg.write_text(json.dumps(tiny().to_dict()))
+    out = tmp_path / "bench.md"
+    env = {**os.environ, "TESTTIME_MODEL": str(tmp_path / "no-such-model")}
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "muon_step.py"), "--config", str(cfg),
+                           "--device", "cpu", "--steps", "1", "--rounds", "1", "--out", str(out)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = out.read_text()
+    assert "| GroupedMuon |" in table and "| torch.optim.Muon |" in table
