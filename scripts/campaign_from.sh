@@ -5,7 +5,12 @@
 # shipped ones in models/testtime-grid-base, in the working tree alone, for the GPU calls, and are put back after.
 #   bash scripts/campaign_from.sh models-local/campaign/DATE-seedS/model    # before the GPU calls
 #   bash scripts/campaign_from.sh --restore                                  # after ALL RUNS DONE
+#   bash scripts/campaign_from.sh REV:candidates/DATE-seedS   # a stretch parked in git history (below)
 #   bash scripts/campaign_from.sh --none      # no model: for jobs that pretrain from scratch (gpu_arch.sh, benchpre)
+# A stretch kept in models-local/ is lost where the next session's checkout is fresh (2026-12-06's seventh stretch):
+# one awaiting its ship checks is parked in history instead, added under candidates/ by one commit and removed by
+# the next, so that no call carries it (the tree has room for one model) while a clone still holds it; REV is the
+# commit that added it. Where it ships, its files are the same blobs again: git stores them once.
 # --none takes the shipped weights out of the working tree (git has them), so the calls carry RE-ARC and the wheels
 # in one part instead of five (2026-12-07: a tree of 8.4 MB against 59.9); run carry_parts.sh after it, and commit
 # by path until --restore, since `git commit -a` would commit the weights' removal.
@@ -13,10 +18,20 @@
 # prints it; --restore removes it). Nothing here is committed: a stretch ships only through the campaign's ship
 # checks and its own commit. While a stand-in is in place, this checkout's default model is the stretch.
 set -euo pipefail
-SRC=${1:?usage: campaign_from.sh MODEL_DIR | --restore | --none}
-case $SRC in --restore|--none) ;; *) SRC=$(realpath -m "$SRC") ;; esac  # the caller's folder, before the cd below
+SRC=${1:?usage: campaign_from.sh MODEL_DIR | REV:PATH | --restore | --none}
+# the caller's folder, before the cd below; REV:PATH where no such folder is
+if [[ $SRC != --restore && $SRC != --none && ( $SRC != *:* || -e $SRC ) ]]; then SRC=$(realpath -m "$SRC"); fi
+NAME=$SRC  # what STAND_IN names
 cd "${CAMPAIGN_REPO:-$(dirname "$0")/..}"  # CAMPAIGN_REPO: another checkout (the tests use one of their own)
 DEST=models/testtime-grid-base
+if [[ $SRC == *:* && ! -e $SRC ]]; then  # REV:PATH, a folder of a commit: unpacked where the tree does not carry it
+  rev=${SRC%%:*} path=${SRC#*:}
+  parked=$(mktemp -d)
+  trap 'rm -rf "$parked"' EXIT
+  git archive "$rev" "$path" 2>/dev/null | tar -x -C "$parked" 2>/dev/null && [ -d "$parked/$path" ] \
+    || { echo "error: $SRC: no folder $path in commit $rev" >&2; exit 1; }
+  SRC=$parked/$path
+fi
 clean() {  # the folder as committed: nothing changed, staged or untracked (compared with HEAD, not the index)
   git diff --quiet HEAD -- "$DEST" && [ -z "$(git status --porcelain -- "$DEST")" ]
 }
@@ -49,5 +64,5 @@ PY
 rm -f "$DEST"/*.safetensors "$DEST"/model.safetensors.index.json
 cp "$SRC"/*.safetensors "$SRC/config.json" "$DEST"/
 if [ -f "$SRC/model.safetensors.index.json" ]; then cp "$SRC/model.safetensors.index.json" "$DEST"/; fi
-echo "$SRC $(cat "$SRC"/*.safetensors | sha256sum | cut -c1-16)" >"$DEST/STAND_IN"
-echo "$DEST: now $SRC's weights, in the working tree only ($(du -cb "$DEST"/*.safetensors | tail -1 | cut -f1) bytes); --restore after the GPU calls"
+echo "$NAME $(cat "$SRC"/*.safetensors | sha256sum | cut -c1-16)" >"$DEST/STAND_IN"
+echo "$DEST: now $NAME's weights, in the working tree only ($(du -cb "$DEST"/*.safetensors | tail -1 | cut -f1) bytes); --restore after the GPU calls"

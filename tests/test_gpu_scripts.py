@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -202,6 +203,23 @@ def test_a_stretch_stands_in_for_the_shipped_model_and_goes_back(tmp_path):
     subprocess.run([*git, "add", "-A"], check=True)  # staged, as a results commit might: still refused
     assert use(str(stretch)).returncode == 1
     assert use("--restore").returncode == 0 and shipped()  # from HEAD, not from the index
+    # a stretch parked in history: added by one commit, removed by the next, read back from the first
+    shutil.copytree(stretch, repo / "candidates/s1")
+    subprocess.run([*git, "add", "candidates"], check=True)
+    subprocess.run([*git, "commit", "-qm", "park"], check=True)
+    rev = subprocess.run([*git, "rev-parse", "--short", "HEAD"], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    subprocess.run([*git, "rm", "-rq", "candidates"], check=True)
+    subprocess.run([*git, "commit", "-qm", "unpark"], check=True)
+    assert use(f"{rev}:candidates/s1").returncode == 0
+    assert (dest / "model-00001-of-00002.safetensors").read_bytes() == b"stretch 1"
+    assert (dest / "STAND_IN").read_text().startswith(f"{rev}:candidates/s1 ")
+    assert not (repo / "candidates").exists()  # nothing left in the tree for the calls to carry
+    assert use("--restore").returncode == 0 and shipped()
+    for missing in (f"{rev}:candidates/s2", "0123abc:candidates/s1"):
+        refused = use(missing)
+        assert refused.returncode == 1 and refused.stderr.strip() == \
+            f"error: {missing}: no folder {missing.split(':')[1]} in commit {missing.split(':')[0]}" and shipped()
 
     wide = tmp_path / "wide"
     wide.mkdir()
