@@ -56,7 +56,11 @@ def main() -> None:
         params = [torch.nn.Parameter(w.detach().clone()) for w in weights]
         for p, g in zip(params, grads, strict=True):
             p.grad = g
-        return make(params, **kw)
+        opt = make(params, **kw)
+        # scheduled as pretraining schedules it: the scheduler's own key in each group once kept GroupedMuon from
+        # stacking there, unseen here
+        torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+        return opt
 
     opts = {name: built(make, base) for name, make in makers.items()}
 

@@ -48,8 +48,10 @@ def _muon_ratio(shape: torch.Size, adjust_lr_fn: str | None) -> float:
 
 # The group options the stacked step knows: torch's Muon of 2.9-2.13. A group with others (a later torch's) takes
 # torch's own step, which knows what they mean.
+# `initial_lr` is a learning-rate scheduler's own record, which the step never reads: pretraining's scheduler sets
+# it on every group, and left out of this set it sent every pretraining step to torch's loop (2026-12-07's rematch).
 KNOWN_OPTIONS = frozenset({"params", "lr", "weight_decay", "momentum", "nesterov", "ns_coefficients", "eps",
-                           "ns_steps", "adjust_lr_fn"})
+                           "ns_steps", "adjust_lr_fn", "initial_lr"})
 
 
 def stacks_on(device: torch.device, batched: bool | None) -> bool:
