@@ -226,14 +226,15 @@ class MultiLoRA:
         if index is not None and self.ctx.single is None and (index.device.type == "cpu" or not self._gathers):
             # Gathering a weight copy per row costs a CPU more than the matmuls themselves; a loop over the
             # batch's adapters does not. (On a GPU the gather of LoRA factors is cheap and one launch beats a loop.)
-            order = torch.argsort(index, stable=True)
-            keys, counts = torch.unique_consecutive(index[order], return_counts=True)
-            ends = counts.cumsum(0).tolist()
-            self.ctx.segments = [(int(k), e - int(c), e) for k, c, e in zip(keys, counts, ends, strict=True)]
             # Rows that come sorted skip both gathers, each a copy of the layer's activations (and, backward, an
             # accumulating scatter): 13% of a CPU TTT step with two adapters (results/cpu-2026-12-07-a2.md).
+            ordered = index
             if not bool((index[1:] >= index[:-1]).all()):
-                self.ctx.order, self.ctx.inverse = order, torch.argsort(order)
+                order = torch.argsort(index, stable=True)
+                self.ctx.order, self.ctx.inverse, ordered = order, torch.argsort(order), index[order]
+            keys, counts = torch.unique_consecutive(ordered, return_counts=True)
+            ends = counts.cumsum(0).tolist()
+            self.ctx.segments = [(int(k), e - int(c), e) for k, c, e in zip(keys, counts, ends, strict=True)]
 
     def state(self, adapter: int) -> dict[str, torch.Tensor]:
         """One adapter's weights, named like peft's (`<module>.lora_A.weight`; full: `<module>.delta`), for saving
