@@ -203,11 +203,13 @@ def compare_cmd(
     from rich.table import Table
 
     from testtime.core.config import Range, check_value
+    from testtime.core.store import read_results
     from testtime.report.compare import compare_runs, plot, settings_differ
 
     check_value("--show", show, Range(0, 10**6))
 
-    cmp = compare_runs(run_a, run_b, selection_a, selection_b)
+    records = read_results(run_a), read_results(run_b)  # once, for the pairing and the adapters a task
+    cmp = compare_runs(run_a, run_b, selection_a, selection_b, records)
     if not cmp.pairs:
         raise ValueError(f"{run_a} and {run_b}: no task scored in both runs")
     ta, tb = cmp.totals
@@ -224,7 +226,7 @@ def compare_cmd(
     won, lost, paired = cmp.items
     if paired:
         typer.echo(f"by query: {won} won, {lost} lost of {paired} paired; sign test p = {cmp.items_p_value:.3g}")
-    differ = settings_differ(run_a, run_b)
+    differ = settings_differ(run_a, run_b, records)
     if differ:
         typer.echo("settings that differ (A -> B): " + "; ".join(differ))
     if png is not None:

@@ -18,6 +18,8 @@ from typing import Any
 
 from testtime.core.store import Record, read_config, read_results
 
+RunRecords = tuple[Sequence[Record], Sequence[Record]]  # two runs' records, A's then B's
+
 
 @dataclass(frozen=True)
 class TaskPair:
@@ -117,11 +119,13 @@ def pair(a: Sequence[Record], b: Sequence[Record], labels: tuple[str, str] = ("A
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path, selection_a: str | None = None,
-                 selection_b: str | None = None) -> Comparison:
+                 selection_b: str | None = None, records: RunRecords | None = None) -> Comparison:
     """Two runs paired by task; `selection_a`/`selection_b` score a run by another selection of its records (the
-    same run twice then compares, say, the vote against the product of experts)."""
+    same run twice then compares, say, the vote against the product of experts). `records`: both runs' records,
+    read already (a 400-task run's take a second to read)."""
     labels = tuple(Path(r).name + (f" ({s})" if s else "") for r, s in ((run_a, selection_a), (run_b, selection_b)))
-    return pair(read_results(run_a), read_results(run_b), labels, (selection_a, selection_b))  # type: ignore[arg-type]
+    a, b = records or (read_results(run_a), read_results(run_b))
+    return pair(a, b, labels, (selection_a, selection_b))  # type: ignore[arg-type]
 
 
 def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -142,9 +146,10 @@ def adapters_of(records: Sequence[Record]) -> set[int]:
     return {int(r.get("adapters", 1)) for r in records if r.get("error") is None}
 
 
-def settings_differ(run_a: str | Path, run_b: str | Path) -> list[str]:
+def settings_differ(run_a: str | Path, run_b: str | Path, records: RunRecords | None = None) -> list[str]:
     """What two runs were asked to do differently, `key: A -> B` (config.json, flattened; the adapters from the
-    records): a paired comparison judges whatever differs, so it should be only what the reader means to judge."""
+    records, `records` where read already): a paired comparison judges whatever differs, so it should be only what
+    the reader means to judge."""
     lines: list[str] = []
     configs: list[dict[str, Any] | None] = []
     for run in (run_a, run_b):
@@ -160,7 +165,7 @@ def settings_differ(run_a: str | Path, run_b: str | Path) -> list[str]:
                   if k != "ensemble_cfg.adapters" and a.get(k) != b.get(k)]
     elif (a is None) != (b is None) and not lines:
         lines.append(f"config.json: none in {'A' if a is None else 'B'} (settings not compared)")
-    counts = [adapters_of(read_results(r)) for r in (run_a, run_b)]
+    counts = [adapters_of(r) for r in (records or (read_results(run_a), read_results(run_b)))]
     if all(counts) and counts[0] != counts[1]:  # a run with no scored record has no count to tell
         na, nb = ("/".join(map(str, sorted(c))) for c in counts)
         lines.append(f"adapters a task: {na} -> {nb}")
