@@ -19,16 +19,24 @@
 # checks and its own commit. While a stand-in is in place, this checkout's default model is the stretch.
 set -euo pipefail
 SRC=${1:?usage: campaign_from.sh MODEL_DIR | REV:PATH | --restore | --none}
-# the caller's folder, before the cd below; REV:PATH where no such folder is
-if [[ $SRC != --restore && $SRC != --none && ( $SRC != *:* || -e $SRC ) ]]; then SRC=$(realpath -m "$SRC"); fi
-NAME=$SRC  # what STAND_IN names
+# Decided here, before the cd below: a folder that exists (its name may hold a ':') is the caller's; else a name
+# with a ':' is REV:PATH.
+PARKED=0
+case $SRC in
+  --restore|--none) ;;
+  *) if [[ $SRC == *:* && ! -e $SRC ]]; then PARKED=1; else SRC=$(realpath -m "$SRC"); fi ;;
+esac
+NAME=$SRC  # what the messages and STAND_IN name
 cd "${CAMPAIGN_REPO:-$(dirname "$0")/..}"  # CAMPAIGN_REPO: another checkout (the tests use one of their own)
 DEST=models/testtime-grid-base
-if [[ $SRC == *:* && ! -e $SRC ]]; then  # REV:PATH, a folder of a commit: unpacked where the tree does not carry it
+if [ "$PARKED" = 1 ]; then  # a folder of a commit, unpacked where the tree does not carry it
   rev=${SRC%%:*} path=${SRC#*:}
+  commit=$(git rev-parse -q --verify "$rev^{commit}") \
+    || { echo "error: $SRC: no commit $rev in this clone (a shallow clone, or history rewritten?)" >&2; exit 1; }
+  NAME=$(git rev-parse --short "$commit"):$path  # a name that later commits do not move (HEAD~6 would)
   parked=$(mktemp -d)
   trap 'rm -rf "$parked"' EXIT
-  git archive "$rev" "$path" 2>/dev/null | tar -x -C "$parked" 2>/dev/null && [ -d "$parked/$path" ] \
+  git archive "$commit" "$path" 2>/dev/null | tar -x -C "$parked" 2>/dev/null && [ -d "$parked/$path" ] \
     || { echo "error: $SRC: no folder $path in commit $rev" >&2; exit 1; }
   SRC=$parked/$path
 fi
@@ -49,20 +57,21 @@ if [ "$SRC" = --none ]; then
   echo "$DEST: no weights in the working tree (the calls carry none); --restore after the GPU calls"
   exit 0
 fi
-[ -f "$SRC/config.json" ] || { echo "error: $SRC: no config.json (not an exported model folder)" >&2; exit 1; }
-ls "$SRC"/*.safetensors >/dev/null 2>&1 || { echo "error: $SRC: no *.safetensors" >&2; exit 1; }
-[ "$SRC" != "$(realpath "$DEST")" ] || { echo "error: $SRC is the shipped model's own folder" >&2; exit 1; }
+[ -f "$SRC/config.json" ] || { echo "error: $NAME: no config.json (not an exported model folder)" >&2; exit 1; }
+ls "$SRC"/*.safetensors >/dev/null 2>&1 || { echo "error: $NAME: no *.safetensors" >&2; exit 1; }
+[ "$SRC" != "$(realpath "$DEST")" ] || { echo "error: $NAME is the shipped model's own folder" >&2; exit 1; }
 clean || { echo "error: $DEST differs from HEAD already (a stand-in, or staged changes): --restore first" >&2; exit 1; }
 # the same architecture, or the shipped tokenizer and model card would describe another model
-python3 - "$SRC/config.json" "$DEST/config.json" <<'PY'
+python3 - "$SRC/config.json" "$DEST/config.json" "$NAME" <<'PY'
 import json, sys
 keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
-a, b = (json.load(open(p)) for p in sys.argv[1:])
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
 bad = [k for k in keys if a.get(k) != b.get(k)]
-sys.exit(f"error: {sys.argv[1]}: another architecture than the shipped model's ({', '.join(bad)})" if bad else 0)
+sys.exit(f"error: {sys.argv[3]}: another architecture than the shipped model's ({', '.join(bad)})" if bad else 0)
 PY
 rm -f "$DEST"/*.safetensors "$DEST"/model.safetensors.index.json
 cp "$SRC"/*.safetensors "$SRC/config.json" "$DEST"/
 if [ -f "$SRC/model.safetensors.index.json" ]; then cp "$SRC/model.safetensors.index.json" "$DEST"/; fi
 echo "$NAME $(cat "$SRC"/*.safetensors | sha256sum | cut -c1-16)" >"$DEST/STAND_IN"
-echo "$DEST: now $NAME's weights, in the working tree only ($(du -cb "$DEST"/*.safetensors | tail -1 | cut -f1) bytes); --restore after the GPU calls"
+size=$(du -cb "$DEST"/*.safetensors | tail -1 | cut -f1)
+echo "$DEST: now $NAME's weights, in the working tree only ($size bytes); --restore after the GPU calls"

@@ -32,12 +32,14 @@
 # then the stretch with its validations); EVAL=400 leaves out only the ship checks (6.5 more for the 400). A model
 # kept for a later session may not be there: a session can start on a fresh checkout, which holds only what landed
 # in git (the seventh stretch, 206.5 on the 400, was lost so: h100-campaign-2026-12-06i.md). So EVAL=1 at MINUTES=11
-# (29.2 device-minutes with no refused start on 2026-12-06, -06i.md) is the campaign's session, and EVAL=0/400 are
-# for a session sure to be followed on the same checkout. Keep each returned model outside git:
-#   mkdir -p models-local/campaign/DATE-seedS && cat model.tar.part* | tar -x -C models-local/campaign/DATE-seedS
-# and start the next stretch from it with `bash scripts/campaign_from.sh models-local/campaign/DATE-seedS/model`
-# before the calls (it puts those weights where the calls carry the shipped model from), then
-# `bash scripts/campaign_from.sh --restore` after them. A stretch that then beats the shipped model ships.
+# (29.2 device-minutes with no refused start on 2026-12-06, -06i.md) is the campaign's session where nothing else
+# comes first. A returned model that waits for a later session is parked in git history (the ninth stretch so,
+# h100-campaign-2026-12-07.md): unpacked into candidates/DATE-seedS/, added by one commit and removed by the next,
+#   mkdir -p candidates/DATE-seedS && cat model.tar.part* | tar -x -C /tmp/m && cp /tmp/m/model/* candidates/DATE-seedS/
+# so no call carries it and every clone holds it. The next stretch starts from it with
+# `bash scripts/campaign_from.sh REV:candidates/DATE-seedS` (REV: the commit that added it) before the calls (it puts
+# those weights where the calls carry the shipped model from), then `bash scripts/campaign_from.sh --restore` after
+# them. A stretch that then beats the shipped model ships.
 # PRETRAIN=0 only evaluates the stand-in (and makes the ship checks), for a budget too short to train and evaluate:
 # the wheels stashed first (`bash scripts/carry_parts.sh --wheels` prints the calls, the last ending in this line),
 # then the same line until ALL RUNS DONE (about 7 device-minutes, 13.6 with the checks on 2026-12-06,

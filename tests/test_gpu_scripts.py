@@ -211,15 +211,24 @@ def test_a_stretch_stands_in_for_the_shipped_model_and_goes_back(tmp_path):
                          text=True).stdout.strip()
     subprocess.run([*git, "rm", "-rq", "candidates"], check=True)
     subprocess.run([*git, "commit", "-qm", "unpark"], check=True)
-    assert use(f"{rev}:candidates/s1").returncode == 0
+    assert use("HEAD~1:candidates/s1").returncode == 0
     assert (dest / "model-00001-of-00002.safetensors").read_bytes() == b"stretch 1"
+    # named by its commit, which later commits do not move as they move HEAD~1
     assert (dest / "STAND_IN").read_text().startswith(f"{rev}:candidates/s1 ")
     assert not (repo / "candidates").exists()  # nothing left in the tree for the calls to carry
     assert use("--restore").returncode == 0 and shipped()
-    for missing in (f"{rev}:candidates/s2", "0123abc:candidates/s1"):
-        refused = use(missing)
-        assert refused.returncode == 1 and refused.stderr.strip() == \
-            f"error: {missing}: no folder {missing.split(':')[1]} in commit {missing.split(':')[0]}" and shipped()
+    refused = use(f"{rev}:candidates/s2")
+    assert refused.returncode == 1 and shipped()
+    assert refused.stderr.strip() == f"error: {rev}:candidates/s2: no folder candidates/s2 in commit {rev}"
+    refused = use("0123abc:candidates/s1")
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1 and "no commit 0123abc" in refused.stderr
+    refused = use(f"{rev}:candidates")  # a folder of the commit, but no model: named as given, not as unpacked
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == f"error: {rev}:candidates: no config.json (not an exported model folder)"
+    colon = tmp_path / "a:b"  # a folder that exists is the caller's, ':' or not
+    shutil.copytree(stretch, colon)
+    assert use("a:b").returncode == 0 and (dest / "STAND_IN").read_text().startswith(f"{colon} ")
+    assert use("--restore").returncode == 0 and shipped()
 
     wide = tmp_path / "wide"
     wide.mkdir()
