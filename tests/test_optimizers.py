@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -120,13 +121,30 @@ def test_grouped_muon_stacks_under_pretrainings_scheduler(monkeypatch):
     theirs, ours = muons()
     scheds = [torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1 / (1 + i)) for opt in (theirs, ours)]
     assert "initial_lr" in ours.param_groups[0]
-    for seed in range(3):
-        step_both((theirs, ours), seed)
-        for sched in scheds:
-            sched.step()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback, so nothing said
+        for seed in range(3):
+            step_both((theirs, ours), seed)
+            for sched in scheds:
+                sched.step()
     assert len(stacked) == 3 * len(set(SHAPES)) and all(len(shape) == 3 for shape in stacked)
     assert all(torch.equal(a, b) for a, b in zip(theirs.param_groups[0]["params"], ours.param_groups[0]["params"],
                                                  strict=True))
+    # pretraining's own optimizer and scheduler, stacking as on a GPU
+    opt = make_optimizer(build(tiny()), 1e-3, (0.9, 0.95), 0.1, fused=False, kind="muon")
+    opt.parts["muon"].batched = True
+    torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1.0)
+    for p in opt.parts["muon"].param_groups[0]["params"]:
+        p.grad = torch.ones_like(p)
+    stacked.clear()
+    opt.parts["muon"].step()
+    assert stacked
+    # an option the stacked step does not know (a later torch's) falls back to torch's loop, and says so
+    ours.param_groups[0]["later_option"] = True
+    stacked.clear()
+    with pytest.warns(UserWarning, match="later_option"):
+        step_both((ours,), 9)
+    assert not stacked
 
 
 def test_grouped_muon_follows_each_groups_own_lr_and_decay_as_a_schedule_moves_them():

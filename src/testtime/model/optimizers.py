@@ -4,6 +4,7 @@ optimizers stepped, scheduled and checkpointed as one."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections import ChainMap
 
 import torch
@@ -82,8 +83,12 @@ class GroupedMuon(torch.optim.Muon if hasattr(torch.optim, "Muon") else torch.op
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
         first = next((p for g in self.param_groups for p in g["params"]), None)
-        if (first is None or not stacks_on(first.device, self.batched)
-                or any(set(g) - KNOWN_OPTIONS for g in self.param_groups)):
+        stacks = first is not None and stacks_on(first.device, self.batched)
+        unknown = sorted({k for g in self.param_groups for k in g} - KNOWN_OPTIONS)
+        if stacks and unknown:  # said once a process: a silent fallback cost a whole rematch (2026-12-07)
+            warnings.warn(f"GroupedMuon: group options {unknown} unknown to its stacked step; torch's loop steps "
+                          "instead", stacklevel=2)
+        if not stacks or unknown:
             # torch's step without its hook wrapper, which torch adds once a Muon exists: this step's own wrapper ran
             # the optimizer's hooks already
             step = torch.optim.Muon.step
