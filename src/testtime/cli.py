@@ -203,12 +203,11 @@ def compare_cmd(
     from rich.table import Table
 
     from testtime.core.config import Range, check_value
-    from testtime.core.store import read_results
-    from testtime.report.compare import compare_runs, plot, settings_differ
+    from testtime.report.compare import compare_runs, plot, read_both, settings_differ
 
     check_value("--show", show, Range(0, 10**6))
 
-    records = read_results(run_a), read_results(run_b)  # once, for the pairing and the adapters a task
+    records = read_both(run_a, run_b)  # once, for the pairing and the adapters a task
     cmp = compare_runs(run_a, run_b, selection_a, selection_b, records)
     if not cmp.pairs:
         raise ValueError(f"{run_a} and {run_b}: no task scored in both runs")

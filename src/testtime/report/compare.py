@@ -124,8 +124,13 @@ def compare_runs(run_a: str | Path, run_b: str | Path, selection_a: str | None =
     same run twice then compares, say, the vote against the product of experts). `records`: both runs' records,
     read already (a 400-task run's take a second to read)."""
     labels = tuple(Path(r).name + (f" ({s})" if s else "") for r, s in ((run_a, selection_a), (run_b, selection_b)))
-    a, b = records or (read_results(run_a), read_results(run_b))
+    a, b = records or read_both(run_a, run_b)
     return pair(a, b, labels, (selection_a, selection_b))  # type: ignore[arg-type]
+
+
+def read_both(run_a: str | Path, run_b: str | Path) -> RunRecords:
+    """Both runs' records, A's then B's."""
+    return read_results(run_a), read_results(run_b)
 
 
 def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -165,7 +170,7 @@ def settings_differ(run_a: str | Path, run_b: str | Path, records: RunRecords | 
                   if k != "ensemble_cfg.adapters" and a.get(k) != b.get(k)]
     elif (a is None) != (b is None) and not lines:
         lines.append(f"config.json: none in {'A' if a is None else 'B'} (settings not compared)")
-    counts = [adapters_of(r) for r in (records or (read_results(run_a), read_results(run_b)))]
+    counts = [adapters_of(r) for r in (records or read_both(run_a, run_b))]
     if all(counts) and counts[0] != counts[1]:  # a run with no scored record has no count to tell
         na, nb = ("/".join(map(str, sorted(c))) for c in counts)
         lines.append(f"adapters a task: {na} -> {nb}")
