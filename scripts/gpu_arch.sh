@@ -34,8 +34,8 @@ specs=()  # gpu_eval.sh joins RE-ARC before the first pretraining run
 # (measured on one H100 on 2026-12-07, h100-a2-2026-12-07.md; MUON_STEP=0 leaves it out). A fresh model of
 # the candidate's shape, since this job carries no weights (campaign_from.sh --none).
 case " $NAMES " in *" muon "*)
-  [ "${MUON_STEP:-1}" != 0 ] \
-    && specs+=("py-muon-step:benchmarks/muon_step.py --config configs/arch-muon.json --device cuda --out runs/bench-muon-step.md") ;;
+  step="benchmarks/muon_step.py --config configs/arch-muon.json --device cuda --out runs/bench-muon-step.md"
+  [ "${MUON_STEP:-1}" != 0 ] && specs+=("py-muon-step:$step") ;;
 esac
 # Each candidate's graphs compiled first, in a throwaway run: fit_minutes counts start-up, and candidates of one
 # architecture (base, muon) share a compile cache, so the first would pay the cold compile alone (gpu_gen.sh).
