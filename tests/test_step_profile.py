@@ -192,3 +192,20 @@ def test_profiled_tiny_run_on_cpu(tmp_path):
     assert {"matmul", "attention"} <= set(prof["by_kind"])  # a transformer step does both, on the CPU as anywhere
     assert sum(v["share"] for v in prof["by_kind"].values()) == pytest.approx(1.0, abs=1e-3)
     assert "packed: where a step goes" in out.read_text()
+
+
+def test_the_host_syncs_once_a_line_of_several_steps(tmp_path):
+    """A sync each step would time the host's preparation of every step too, which training hides (2026-12-07):
+    the benchmark logs every gcd(warmup, steps) steps, and its config must accept that."""
+    out = tmp_path / "bench.md"
+    js = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_pretrain.py"),
+         "--config", str(ROOT / "configs" / "pretrain-tiny.json"),
+         "--device", "cpu", "--variants", "packed", "--warmup", "2", "--steps", "4", "--out", str(out), "--json", str(js)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (row,) = json.loads(js.read_text())
+    assert row["loss"] > 0 and row["step_s"] > 0
+    assert "the host synced every 2 steps" in out.read_text()
