@@ -54,9 +54,8 @@ def run_one(args) -> dict:
     cuda = torch.cuda.is_available() and args.device != "cpu"
     end = args.warmup + args.steps
     last = end + args.profile
-    # A log line syncs the host with the device; every step's would leave the device idle while the host prepares
-    # the next step, which training (a line each 25) hides: 2026-12-07's 20 steps a line each ran 26-44% over their
-    # kernel time. So a line every gcd(warmup, steps) steps, whose losses still cover exactly the timed steps.
+    # A log line syncs the host with the device, which training does once every 25 steps: so a line every
+    # gcd(warmup, steps) steps, as near that as lines whose losses cover exactly the timed steps allow.
     every = math.gcd(args.warmup, args.steps)
     cfg = dataclasses.replace(cfg, packing=args.one in ("packed", "angles"), total_steps=last + 1, fit_minutes=None,
                               log_every=every, val_every=every * 10**6, solve_every=0, holdout=0,

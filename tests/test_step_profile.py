@@ -195,8 +195,8 @@ def test_profiled_tiny_run_on_cpu(tmp_path):
 
 
 def test_the_host_syncs_once_a_line_of_several_steps(tmp_path):
-    """A sync each step would time the host's preparation of every step too, which training hides (2026-12-07):
-    the benchmark logs every gcd(warmup, steps) steps, and its config must accept that."""
+    """Training syncs the host with the device once a log line (25 steps): the benchmark logs every
+    gcd(warmup, steps) steps, and its config must accept that."""
     out = tmp_path / "bench.md"
     js = tmp_path / "bench.json"
     proc = subprocess.run(
