@@ -1,5 +1,5 @@
 """The `testtime` commands that make a base model: `pretrain` (or continue pretraining, or fine-tune an HF LM to
-the task format) and `generate` (a corpus of generated tasks to pretrain on). `cli.py` registers them; like every
+the task format), `generate` (a corpus of generated tasks to pretrain on) and `average` (one model from several). `cli.py` registers them; like every
 command they only map flags to library calls.
 """
 
@@ -70,3 +70,21 @@ def generate_command(
     typer.echo(gen_corpus.generate_corpus(cfg, out).line())
     if gallery:
         typer.echo(f"wrote {gen_corpus.gallery(out, out.with_suffix('.html'), gallery, seed)}")
+
+
+def average_command(
+    models: Annotated[list[Path], typer.Argument(help="Model folders of one architecture (two or more).")],
+    out: Annotated[Path, typer.Option(help="The averaged model's folder (new, or empty).")],
+    weights: Annotated[str | None, typer.Option(help="A weight a model, comma-separated (default: equal).")] = None,
+) -> None:
+    """Average models' weights tensor by tensor into one model (a model soup: stretches of one pretraining)."""
+    from testtime.model.averaging import average_models
+    from testtime.model.model_folder import ModelError
+
+    mix = None
+    if weights is not None:
+        try:
+            mix = [float(w) for w in weights.split(",")]
+        except ValueError:
+            raise ModelError(f"--weights {weights!r}: not numbers separated by commas") from None
+    typer.echo(f"wrote {average_models(models, out, mix)}")
