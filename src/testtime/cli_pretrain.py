@@ -1,6 +1,6 @@
 """The `testtime` commands that make a base model: `pretrain` (or continue pretraining, or fine-tune an HF LM to
-the task format), `generate` (a corpus of generated tasks to pretrain on) and `average` (one model from several). `cli.py` registers them; like every
-command they only map flags to library calls.
+the task format), `generate` (a corpus of generated tasks to pretrain on) and `average` (one model from
+several). `cli.py` registers them; like every command they only map flags to library calls.
 """
 
 from __future__ import annotations

@@ -6,27 +6,31 @@ may answer better than either, at one model's test-time cost. Pooling two stretc
 
     average_models([Path("models/testtime-grid-base"), Path("candidate")], Path("soup"), weights=[0.5, 0.5])
 
-The result keeps the first model's files beside its weights (config, tokenizer) and its sharding; its weights are
-the weighted mean in float32, stored in the first model's dtype.
+The result keeps the first model's other files (config, tokenizer; not its model card, which describes that model)
+and its sharding; its weights are the weighted mean in float32, stored in the first model's dtype. One of the first
+model's weight files is in memory at a time (with its float32 copies), so a model saved as one large file costs
+about three times its size in memory.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import tempfile
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
 from testtime.model.model_folder import ModelError, check_model_dir
 
-# What makes two folders one architecture: a tensor-by-tensor mean of two others has no meaning.
+# What makes two folders one architecture: a tensor-by-tensor mean of two others has no meaning. A tied head and an
+# untied one would take the first model's tie whatever the second's weights said.
 SHAPE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-              "intermediate_size", "vocab_size")
-# The first model's files that travel with the weights (not its model card: it describes another model).
-KEPT_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-              "special_tokens_map.json", "tokenizer.model", "chat_template.jinja")
+              "intermediate_size", "vocab_size", "tie_word_embeddings")
+CARD_FILES = ("README.md",)  # the first model's card and its pictures describe that model, not the mean
+CARD_SUFFIXES = (".png", ".svg", ".jpg")
 
 
 def mixing_weights(weights: Sequence[float] | None, n: int) -> list[float]:
@@ -39,8 +43,9 @@ def mixing_weights(weights: Sequence[float] | None, n: int) -> list[float]:
         raise ModelError(f"{len(weights)} weights for {n} models")
     if not all(math.isfinite(w) and w > 0 for w in weights):
         raise ModelError(f"weights must be positive and finite, got {', '.join(f'{w:g}' for w in weights)}")
-    total = sum(weights)
-    return [w / total for w in weights]
+    top = max(weights)  # scaled first: a sum of two huge weights would overflow to inf, and every weight to 0
+    scaled = [w / top for w in weights]
+    return [w / sum(scaled) for w in scaled]
 
 
 def architecture(path: Path) -> dict:
@@ -49,15 +54,24 @@ def architecture(path: Path) -> dict:
     return {k: text.get(k, cfg.get(k)) for k in SHAPE_KEYS}
 
 
+def check_out(out: Path, paths: Sequence[Path]) -> None:
+    resolved = out.resolve()
+    for p in paths:
+        if resolved == p.resolve() or p.resolve() in resolved.parents:
+            raise ModelError(f"{out}: inside {p}, a model averaged (write the mean elsewhere)")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ModelError(f"{out}: exists and is not a folder")
+    if out.exists() and any(out.iterdir()):
+        raise ModelError(f"{out}: exists and is not empty (a model there would be overwritten)")
+
+
 def average_models(paths: Sequence[Path], out: Path, weights: Sequence[float] | None = None) -> Path:
     """Write to `out` the weighted mean of the models in `paths` (equal weights by default); return `out`.
 
-    Every model must have the first's architecture, tensor names and shapes; `out` must not hold a model already."""
-    import torch
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    paths = [Path(p) for p in paths]
+    Every model must have the first's architecture, tensor names and shapes, and the same values in any tensor that
+    is not floating point; `out` must be new or empty. The mean is written beside `out` and moved there once whole,
+    so a failure leaves nothing at `out`."""
+    paths, out = [Path(p) for p in paths], Path(out)
     mix = mixing_weights(weights, len(paths))
     files = [check_model_dir(p) for p in paths]
     first = architecture(paths[0])
@@ -66,41 +80,57 @@ def average_models(paths: Sequence[Path], out: Path, weights: Sequence[float] | 
         bad = [k for k in SHAPE_KEYS if other[k] != first[k]]
         if bad:
             raise ModelError(f"{p}: another architecture than {paths[0]}'s ({', '.join(bad)})")
-    out = Path(out)
-    if out.resolve() in {p.resolve() for p in paths}:
-        raise ModelError(f"{out}: is one of the models averaged (write the mean elsewhere)")
-    if out.exists() and any(out.iterdir()):
-        raise ModelError(f"{out}: exists and is not empty (a model there would be overwritten)")
+    check_out(out, paths)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as e:
+        raise ModelError(f"{out}: cannot write there ({e.strerror})") from None
+    try:
+        write_mean(paths, files, mix, work)
+        for f in paths[0].iterdir():
+            if f.is_file() and not f.name.endswith(".safetensors") and f.name not in CARD_FILES \
+                    and f.suffix not in CARD_SUFFIXES:
+                shutil.copy2(f, work / f.name)
+        check_model_dir(work)
+        if out.exists():
+            out.rmdir()  # empty, as check_out found it
+        os.replace(work, out)
+    except OSError as e:
+        raise ModelError(f"{out}: writing the mean failed ({e.strerror or e})") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # gone already where the move succeeded
+    return out
+
+
+def write_mean(paths: Sequence[Path], files: Sequence[Sequence[Path]], mix: Sequence[float], work: Path) -> None:
+    """The mean's weight files in `work`, named and filled as the first model's are."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
     with ExitStack() as stack:
         # Each tensor is read from whichever file of each model holds it: two models may shard differently.
-        where: list[dict[str, object]] = []
-        for fs in files:
-            names: dict[str, object] = {}
-            for f in fs:
-                sf = stack.enter_context(safe_open(str(f), framework="pt"))
-                names.update(dict.fromkeys(sf.keys(), sf))
-            where.append(names)
+        handles = [[stack.enter_context(safe_open(str(f), framework="pt")) for f in fs] for fs in files]
+        where = [{key: h for h in hs for key in h.keys()} for hs in handles]
         for p, names in zip(paths[1:], where[1:], strict=True):
             if names.keys() != where[0].keys():
                 diff = sorted(names.keys() ^ where[0].keys())
                 raise ModelError(f"{p}: other tensors than {paths[0]}'s ({len(diff)} differ, first {diff[0]})")
-            for key, sf in names.items():
-                shape = sf.get_slice(key).get_shape()  # type: ignore[attr-defined]
-                want = where[0][key].get_slice(key).get_shape()  # type: ignore[attr-defined]
+            for key, h in names.items():
+                shape, want = h.get_slice(key).get_shape(), where[0][key].get_slice(key).get_shape()
                 if shape != want:
                     raise ModelError(f"{p}: tensor {key} is {tuple(shape)}, {paths[0]}'s {tuple(want)}")
-        out.mkdir(parents=True, exist_ok=True)
-        for shard in files[0]:  # the first model's shards, one at a time: one shard's tensors in memory
-            with safe_open(str(shard), framework="pt") as sf:
-                keys, meta = list(sf.keys()), sf.metadata()
+        for shard, h in zip(files[0], handles[0], strict=True):  # one shard's tensors in memory at a time
             mean: dict[str, torch.Tensor] = {}
-            for key in keys:
-                parts = [names[key].get_tensor(key) for names in where]  # type: ignore[attr-defined]
+            for key in h.keys():
+                parts = [names[key].get_tensor(key) for names in where]
+                if not parts[0].is_floating_point():  # counts or flags: a mean of them means nothing
+                    bad = next((p for p, t in zip(paths, parts, strict=True) if not torch.equal(t, parts[0])), None)
+                    if bad is not None:
+                        raise ModelError(f"{bad}: tensor {key} ({parts[0].dtype}) differs from {paths[0]}'s")
+                    mean[key] = parts[0].contiguous()
+                    continue
                 total = sum((t.float() * w for t, w in zip(parts, mix, strict=True)), torch.zeros(()))
                 mean[key] = total.to(parts[0].dtype).contiguous()
-            save_file(mean, str(out / shard.name), metadata=meta or {"format": "pt"})
-    for name in (*KEPT_FILES, "model.safetensors.index.json"):
-        if (paths[0] / name).exists():
-            shutil.copy2(paths[0] / name, out / name)
-    check_model_dir(out)
-    return out
+            save_file(mean, str(work / shard.name), metadata=h.metadata() or {"format": "pt"})
