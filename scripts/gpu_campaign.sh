@@ -35,7 +35,7 @@
 # (29.2 device-minutes with no refused start on 2026-12-06, -06i.md) is the campaign's session where nothing else
 # comes first. A returned model that waits for a later session is parked in git history (the ninth stretch so,
 # h100-campaign-2026-12-07.md): unpacked into candidates/DATE-seedS/, added by one commit and removed by the next,
-#   mkdir -p candidates/DATE-seedS && cat model.tar.part* | tar -x -C /tmp/m && cp /tmp/m/model/* candidates/DATE-seedS/
+#   mkdir -p /tmp/m candidates/DATE-seedS && cat model.tar.part* | tar -x -C /tmp/m && cp /tmp/m/model/* candidates/DATE-seedS/
 # so no call carries it and every clone holds it. The next stretch starts from it with
 # `bash scripts/campaign_from.sh REV:candidates/DATE-seedS` (REV: the commit that added it) before the calls (it puts
 # those weights where the calls carry the shipped model from), then `bash scripts/campaign_from.sh --restore` after
@@ -109,6 +109,16 @@ case ${EVAL:-1} in
   400) specs+=("campaign-eval:--tasks arc1/eval --adapters 1 --model $MODEL") ;;  # its ship checks left to a later session
   *) echo "EVAL=${EVAL}: 1 (the 400 and, where they gained, the ship checks), 400 (the 400 alone) or 0" >&2; exit 1 ;;
 esac
+# SOUP=1 (with a stretch and its 400): then the mean of the stretch's weights and its parent's (the model the calls
+# carry; `testtime average`, on the machine, seconds) on the 400 at one adapter a task, about 6.5 device-minutes more:
+# whether averaging a stretch with the model it continued beats both (`testtime compare` against each) at one
+# model's test-time cost. Nothing more is carried: both models are on the machine already.
+if [ "${SOUP:-0}" = 1 ]; then
+  [ "${PRETRAIN:-1}" != 0 ] && [ "${EVAL:-1}" != 0 ] \
+    || { echo "SOUP=1: only with a stretch and its 400 (PRETRAIN=1, EVAL=1 or 400)" >&2; exit 1; }
+  specs+=("py-soup:-m testtime.cli average models/testtime-grid-base $MODEL --out runs/soup"
+          "soup-eval:--tasks arc1/eval --adapters 1 --model runs/soup")
+fi
 # STAND_IN_EVAL=ARCHIVE:RUN: the stand-in's 400 were evaluated in an earlier session (recorded as RUN in the tracked
 # ARCHIVE) with no time left for its ship checks; they run here on those records, before the stretch that continues
 # the stand-in (EVAL=400: that stretch is then evaluated on the 400, its own checks left to a later session; EVAL=0:

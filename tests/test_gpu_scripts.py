@@ -35,6 +35,7 @@ JOBS = [
     ("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "10", "CONFIG": "configs/data-gen75-muon.json"}),
     ("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "400",
                          "STAND_IN_EVAL": "results/h100-campaign-2026-12-06g/runs.tar.xz:seed7"}),
+    ("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "400", "SOUP": "1"}),
     ("gpu_arch.sh", {"LIST": "1"}),
     ("gpu_arch.sh", {"LIST": "1", "NAMES": "base muon", "MINUTES": "3.5"}),
     ("gpu_gen.sh", {"LIST": "1"}),
@@ -159,6 +160,13 @@ def test_eval_0_leaves_pretraining_alone_and_pretrain_0_the_evaluation_alone():
     assert "no archive" in returned({"PRETRAIN": "0", "EVAL": "0", "STAND_IN_EVAL": "results/none.tar.xz:seed7"})
     for bad in (records.replace(":seed7", ":seed9"), records.split(":")[0]):  # a run not in it, or none named
         assert "not ARCHIVE:RUN" in returned({"PRETRAIN": "0", "EVAL": "0", "STAND_IN_EVAL": bad})
+    # SOUP=1: the stretch averaged with the parent the calls carry, and that mean on the 400, after the stretch's own
+    soup = listed_runs("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "400", "SOUP": "1",
+                                           "STAND_IN_EVAL": records})
+    assert soup == [*whole, "py-soup:-m testtime.cli average models/testtime-grid-base runs/pretrain-campaign/model "
+                            "--out runs/soup", "soup-eval:--tasks arc1/eval --adapters 1 --model runs/soup"]
+    for env in ({"PRETRAIN": "0"}, {"GEN_SEED": "2", "EVAL": "0"}):  # no stretch, or no 400 to compare with
+        assert "SOUP=1: only with a stretch and its 400" in returned({**env, "SOUP": "1"})
 
 
 def test_a_stretch_stands_in_for_the_shipped_model_and_goes_back(tmp_path):
