@@ -35,7 +35,8 @@
 # (29.2 device-minutes with no refused start on 2026-12-06, -06i.md) is the campaign's session where nothing else
 # comes first. A returned model that waits for a later session is parked in git history (the ninth stretch so,
 # h100-campaign-2026-12-07.md): unpacked into candidates/DATE-seedS/, added by one commit and removed by the next,
-#   mkdir -p /tmp/m candidates/DATE-seedS && cat model.tar.part* | tar -x -C /tmp/m && cp /tmp/m/model/* candidates/DATE-seedS/
+#   mkdir -p /tmp/m candidates/DATE-seedS && cat model.tar.part* | tar -x -C /tmp/m
+#   cp /tmp/m/model/* candidates/DATE-seedS/
 # so no call carries it and every clone holds it. The next stretch starts from it with
 # `bash scripts/campaign_from.sh REV:candidates/DATE-seedS` (REV: the commit that added it) before the calls (it puts
 # those weights where the calls carry the shipped model from), then `bash scripts/campaign_from.sh --restore` after
