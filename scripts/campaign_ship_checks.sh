@@ -33,13 +33,13 @@ fi
 unpack "$REF" "$REF_RUN" shipped
 cat >"$tmp/verdict.py" <<'PY'
 import sys
-from testtime.report.compare import adapters_of, pair
+from testtime.report.compare import adapters_differ, pair
 from testtime.core.store import read_results
 shipped, stretch = (read_results(run) for run in sys.argv[1:3])
 # A paired comparison says which model is better only at the same adapters a task: two would win 10 of the 400
 # for the stretch whatever its weights (h100-arch-adapters-2026-12-06.md).
-counts = [adapters_of(shipped), adapters_of(stretch)]
-if all(counts) and counts[0] != counts[1]:  # a stretch with no scored record is `partial` below
+counts = adapters_differ(shipped, stretch)  # None too for a stretch with no scored record: `partial` below
+if counts:
     sys.exit(f"the shipped records train {sorted(counts[0])} adapters a task, the stretch's {sorted(counts[1])}")
 c = pair(shipped, stretch)
 a, b = c.totals

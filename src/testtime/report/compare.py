@@ -151,6 +151,13 @@ def adapters_of(records: Sequence[Record]) -> set[int]:
     return {int(r.get("adapters", 1)) for r in records if r.get("error") is None}
 
 
+def adapters_differ(a: Sequence[Record], b: Sequence[Record]) -> tuple[set[int], set[int]] | None:
+    """Both runs' adapters a task where they differ, else None (also where a run has no scored record to tell): a
+    paired comparison of such runs judges the adapters, not what the reader meant to compare."""
+    counts = adapters_of(a), adapters_of(b)
+    return counts if all(counts) and counts[0] != counts[1] else None
+
+
 def settings_differ(run_a: str | Path, run_b: str | Path, records: RunRecords | None = None) -> list[str]:
     """What two runs were asked to do differently, `key: A -> B` (config.json, flattened; the adapters from the
     records, `records` where read already): a paired comparison judges whatever differs, so it should be only what
@@ -170,8 +177,8 @@ def settings_differ(run_a: str | Path, run_b: str | Path, records: RunRecords | 
                   if k != "ensemble_cfg.adapters" and a.get(k) != b.get(k)]
     elif (a is None) != (b is None) and not lines:
         lines.append(f"config.json: none in {'A' if a is None else 'B'} (settings not compared)")
-    counts = [adapters_of(r) for r in (records or read_both(run_a, run_b))]
-    if all(counts) and counts[0] != counts[1]:  # a run with no scored record has no count to tell
+    counts = adapters_differ(*(records or read_both(run_a, run_b)))
+    if counts:
         na, nb = ("/".join(map(str, sorted(c))) for c in counts)
         lines.append(f"adapters a task: {na} -> {nb}")
     return lines
