@@ -4,19 +4,24 @@
 # on all of the shipped one's tasks, paired (a partial evaluation decides nothing). A stretch that did not gain
 # leaves them out and gives their GPU-minutes back: ARC-AGI-2 is reported for every shipped change, and only for
 # those. A `script` step of gpu_eval.sh, whose LAUNCH (torchrun under NPROC) and EVAL_FLAGS it evaluates with.
+# Its last line is the decision, by the campaign's ship rule (`testtime.report.ship`): `ship checks: ship` where the
+# stretch is better on the 400 and neither check shows it worse than the shipped model's own checks (a guard holds a
+# ship where the stretch lost more tasks than it won there at a sign test below 0.1), else `ship checks: hold (...)`
+# naming what held it.
 #   bash scripts/campaign_ship_checks.sh MODEL [ARCHIVE:RUN]
 # ARCHIVE:RUN: the stretch's 400 at one adapter a task were evaluated in an earlier session and are recorded as RUN in
 # the tracked ARCHIVE (a session whose budget fitted the evaluation but not the checks, h100-campaign-2026-12-06g.md):
 # they stand for runs/campaign-eval, and the checks run on MODEL (the stretch standing in, scripts/campaign_from.sh).
 # REF (default results/h100-campaign-2026-12-06i/runs.tar.xz) and REF_RUN (default seed9): the shipped model's records
 # (v9's; before v9: v8's in results/h100-campaign-2026-12-06g/runs.tar.xz, seed7; v7's in -06f, v7; v6's in -06d, v6; v5's in -06b, v5; v4's, now in git history:
-# results/ARCHIVES.md).
+# results/ARCHIVES.md). REF_A2 (default v9a2) and REF_ICL (default v9icl): the shipped model's checks in REF.
 # FORCE=1 runs the checks whatever the comparison says, but for runs of different adapters a task, which are
 # refused: their comparison says nothing of the weights.
 set -uo pipefail
 MODEL=${1:?the model folder of the stretch}; RECORDS=${2:-}
 REF=${REF:-results/h100-campaign-2026-12-06i/runs.tar.xz}
 REF_RUN=${REF_RUN:-seed9}
+REF_A2=${REF_A2:-v9a2} REF_ICL=${REF_ICL:-v9icl}  # its ARC-AGI-2 at one adapter a task, and its 400 without TTT
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 unpack() {  # ARCHIVE RUN WHERE: RUN's records out of a tracked ARCHIVE, into $tmp/WHERE/RUN
@@ -31,24 +36,8 @@ if [ -n "$RECORDS" ]; then  # read where they are: in runs/ they would pass for 
 fi
 [ -f "$STRETCH/results.jsonl" ] || { echo "ship checks: $STRETCH has no results"; exit 1; }
 unpack "$REF" "$REF_RUN" shipped
-cat >"$tmp/verdict.py" <<'PY'
-import sys
-from testtime.report.compare import adapters_differ, pair
-from testtime.core.store import read_results
-shipped, stretch = (read_results(run) for run in sys.argv[1:3])
-# A paired comparison says which model is better only at the same adapters a task: two would win 10 of the 400
-# for the stretch whatever its weights (h100-arch-adapters-2026-12-06.md).
-counts = adapters_differ(shipped, stretch)  # None too for a stretch with no scored record: `partial` below
-if counts:
-    sys.exit(f"the shipped records train {sorted(counts[0])} adapters a task, the stretch's {sorted(counts[1])}")
-c = pair(shipped, stretch)
-a, b = c.totals
-# on a subset (an evaluation cut short, or --limit) a gain says nothing of the 400
-word = "partial" if len(c.pairs) < len(shipped) else "better" if b > a else "not-better"
-print(f"{word}: stretch {b:g} against shipped {a:g} on {len(c.pairs)} tasks "
-      f"({c.b_won} won, {c.b_lost} lost, p = {c.p_value:.3g})")
-PY
-verdict=$(python3 "$tmp/verdict.py" "$tmp/shipped/$REF_RUN" "$STRETCH" 2>"$tmp/why") \
+unpack "$REF" "$REF_A2" shipped && unpack "$REF" "$REF_ICL" shipped  # the guards' records, before any GPU-minute
+verdict=$(python3 -m testtime.report.ship "$tmp/shipped/$REF_RUN" "$STRETCH" 2>"$tmp/why") \
   || { echo "ship checks: the comparison failed: $(tail -1 "$tmp/why")"; exit 1; }
 echo "ship checks: $verdict"
 if [[ $verdict != better:* && ${FORCE:-0} != 1 ]]; then
@@ -63,3 +52,9 @@ for spec in "campaign-arc2:--tasks arc2/eval --adapters 1" "campaign-icl:--tasks
   $LAUNCH evaluate --out "runs/$name" ${spec#*:} --model "$MODEL" ${EVAL_FLAGS:-} 2>&1 | tr '\r' '\n' \
     | tee -a "runs/$name/eval.log" | grep -v "it/s\]$\|task/s\]$\|s/task\]$" | tail -8
 done
+# The decision (testtime.report.ship: the 400 and both guards), its last line `ship` or `hold (...)`. A hold exits 0:
+# the runs after the checks (a stretch continuing the stand-in) go on all the same.
+python3 -m testtime.report.ship "$tmp/shipped/$REF_RUN" "$STRETCH" \
+  --guard arc2 "$tmp/shipped/$REF_A2" runs/campaign-arc2 --guard no-ttt "$tmp/shipped/$REF_ICL" runs/campaign-icl \
+  2>"$tmp/why" | sed 's/^/ship checks: /' \
+  || echo "ship checks: hold (the guards did not compare: $(tail -1 "$tmp/why"))"

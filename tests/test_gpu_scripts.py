@@ -310,6 +310,47 @@ def test_the_ship_checks_take_a_stretchs_records_from_an_earlier_session(tmp_pat
     assert missing.returncode == 1 and "no seed9/results.jsonl" in missing.stdout
 
 
+def test_the_ship_checks_end_in_the_decision_of_the_ship_rule(tmp_path):
+    """After its evaluations, campaign_ship_checks.sh decides by testtime.report.ship against the shipped model's own
+    checks (v9a2, v9icl): the ninth stretch's 400 (better) with the shipped model's checks as its own ships; with 6
+    tasks of the 400 without TTT lost and none won, the no-TTT guard holds it; with no records, it holds and says
+    why. Each exits 0, so the runs after the checks go on. (LAUNCH=true stands in for the evaluations.)"""
+    import tarfile
+
+    (tmp_path / "results").symlink_to(ROOT / "results")
+    with tarfile.open(ROOT / "results/h100-campaign-2026-12-06i/runs.tar.xz") as archive:
+        checks = {name: [json.loads(line) for line in archive.extractfile(f"{ref}/results.jsonl").read().splitlines()]
+                  for name, ref in (("campaign-arc2", "v9a2"), ("campaign-icl", "v9icl"))}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "LAUNCH": "true"}
+
+    def decide(lost: int) -> list[str]:
+        for name, records in checks.items():
+            records = [dict(r) for r in records]
+            if name == "campaign-icl":
+                for r in [r for r in records if r["score"] == 1.0][:lost]:
+                    r["score"] = 0.0
+            (tmp_path / "runs" / name).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "runs" / name / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        got = subprocess.run(["bash", str(ROOT / "scripts/campaign_ship_checks.sh"), "models/testtime-grid-base",
+                              "results/h100-campaign-2026-12-07/runs.tar.xz:seed10"], capture_output=True,
+                             text=True, cwd=tmp_path, env=env, timeout=120)
+        assert got.returncode == 0, got.stdout + got.stderr
+        return got.stdout.splitlines()
+
+    ships = decide(0)
+    assert ships[-3].startswith("ship checks: arc2 clear: stretch 3.5 against shipped 3.5 on 120 tasks")
+    assert ships[-2].startswith("ship checks: no-ttt clear: ") and ships[-1] == "ship checks: ship"
+    held = decide(6)
+    assert held[-2].startswith("ship checks: no-ttt worse: stretch 78.5 against shipped 84.5") and \
+        held[-1] == "ship checks: hold (no-ttt)"
+    (tmp_path / "runs/campaign-arc2/results.jsonl").unlink()
+    got = subprocess.run(["bash", str(ROOT / "scripts/campaign_ship_checks.sh"), "models/testtime-grid-base",
+                          "results/h100-campaign-2026-12-07/runs.tar.xz:seed10"], capture_output=True, text=True,
+                         cwd=tmp_path, env=env, timeout=120)
+    assert got.returncode == 0 and got.stdout.splitlines()[-1].startswith(
+        "ship checks: hold (the guards did not compare: runs/campaign-arc2")
+
+
 def test_a_background_run_goes_on_beside_the_next_until_a_join(runner_checkout):
     """gpu_eval.sh's runner: runs named *-bg start and the next run starts without waiting for them (it finds their
     files not yet written); `join` waits for every one of them, the slower second too, so the run after sees both

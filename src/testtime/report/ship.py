@@ -1,0 +1,115 @@
+"""The pretraining campaign's ship rule: a stretch against the shipped model, judged on the shipped model's records.
+
+A stretch ships where it scores more than the shipped model on all 400 ARC-AGI-1 evaluation tasks with TTT (the
+yardstick), paired, and where neither guard shows it worse: ARC-AGI-2's 120 evaluation tasks with TTT, and the 400
+without TTT. A guard holds the ship only where the stretch loses more tasks than it wins there, by a sign test
+below `GUARD_ALPHA`. A guard that must merely not be lower rejects better models by chance: on 2026-12-07 the
+ninth stretch, 211.5 against v9's 202, was held by 2.5 against 3.5 on ARC-AGI-2 (0 won, 2 lost) and 80 against
+84.5 without TTT (8 won, 13 lost, p = 0.38) (results/h100-campaign-2026-12-07b.md).
+
+    python -m testtime.report.ship SHIPPED STRETCH                       # the yardstick: better, not-better, partial
+    python -m testtime.report.ship SHIPPED STRETCH --guard arc2 A2 B2 --guard no-ttt A3 B3    # and the decision
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from testtime.core.store import Record, read_results
+from testtime.report.compare import Comparison, adapters_differ, pair
+
+GUARD_ALPHA = 0.1  # ARC-AGI-2 holds a ship at 0 won and 5 lost (p = 0.06); without TTT at 11 won and 22 lost (0.08)
+
+
+class ShipError(ValueError):
+    """Two runs that cannot be paired for the rule: their comparison would judge something besides the weights."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    name: str  # what was compared: "400", or a guard's name
+    word: str  # the yardstick: better, not-better, partial; a guard: clear, worse, partial
+    line: str  # one line for the runner's log
+
+    @property
+    def passes(self) -> bool:
+        return self.word in ("better", "clear")
+
+
+def _paired(shipped: Sequence[Record], stretch: Sequence[Record]) -> Comparison:
+    # Two adapters a task win about 10 of the 400 whatever the weights (h100-arch-adapters-2026-12-06.md).
+    counts = adapters_differ(shipped, stretch)  # None too where a run has no scored record: `partial` then
+    if counts:
+        raise ShipError(f"the shipped records train {sorted(counts[0])} adapters a task, the stretch's "
+                        f"{sorted(counts[1])}")
+    return pair(shipped, stretch)
+
+
+def _scored(records: Sequence[Record]) -> int:
+    return sum(r.get("score") is not None for r in records)
+
+
+def _said(c: Comparison) -> str:
+    a, b = c.totals
+    return f"stretch {b:g} against shipped {a:g} on {len(c.pairs)} tasks ({c.b_won} won, {c.b_lost} lost, " \
+           f"p = {c.p_value:.3g})"
+
+
+def yardstick(shipped: Sequence[Record], stretch: Sequence[Record]) -> Verdict:
+    """More than the shipped model on every task it scored, paired; on a subset (an evaluation cut short, or
+    --limit) a gain says nothing of the 400, so that is `partial`."""
+    c = _paired(shipped, stretch)
+    a, b = c.totals
+    word = "partial" if len(c.pairs) < _scored(shipped) else "better" if b > a else "not-better"
+    return Verdict("400", word, f"{word}: {_said(c)}")
+
+
+def guard(name: str, shipped: Sequence[Record], stretch: Sequence[Record], alpha: float = GUARD_ALPHA) -> Verdict:
+    """`worse` where the stretch lost more tasks than it won at a sign test below `alpha`, `clear`
+    otherwise; `partial` where it scored fewer of the shipped model's tasks."""
+    c = _paired(shipped, stretch)
+    if len(c.pairs) < _scored(shipped):
+        word = "partial"
+    else:
+        word = "worse" if c.b_lost > c.b_won and c.p_value < alpha else "clear"
+    return Verdict(name, word, f"{name} {word}: {_said(c)}")
+
+
+def decide(verdicts: Sequence[Verdict]) -> str:
+    """`ship` where every verdict passes, else `hold` and which did not."""
+    failed = [v.name for v in verdicts if not v.passes]
+    return "ship" if not failed else f"hold ({', '.join(failed)})"
+
+
+def _records(run: str) -> list[Record]:
+    try:
+        return read_results(run)
+    except (OSError, ValueError) as e:
+        raise ShipError(f"{run}: {e}") from e
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m testtime.report.ship", description=__doc__.split("\n\n")[0])
+    parser.add_argument("shipped", help="the shipped model's run on the 400 with TTT (a folder of results.jsonl)")
+    parser.add_argument("stretch", help="the stretch's run of the same tasks and settings")
+    parser.add_argument("--guard", nargs=3, action="append", default=[], metavar=("NAME", "SHIPPED", "STRETCH"),
+                        help="a guard's two runs; with any, the last line is the decision")
+    args = parser.parse_args(argv)
+    try:
+        verdicts = [yardstick(_records(args.shipped), _records(args.stretch))]
+        verdicts += [guard(name, _records(a), _records(b)) for name, a, b in args.guard]
+    except ShipError as e:
+        print(e, file=sys.stderr)
+        return 1
+    for v in verdicts:
+        print(v.line)
+    if args.guard:
+        print(decide(verdicts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
