@@ -4,17 +4,18 @@
 # on all of the shipped one's tasks, paired (a partial evaluation decides nothing). A stretch that did not gain
 # leaves them out and gives their GPU-minutes back: ARC-AGI-2 is reported for every shipped change, and only for
 # those. A `script` step of gpu_eval.sh, whose LAUNCH (torchrun under NPROC) and EVAL_FLAGS it evaluates with.
-# Its last line is the decision, by the campaign's ship rule (`testtime.report.ship`): `ship checks: ship` where the
-# stretch is better on the 400 and neither check shows it worse than the shipped model's own checks (a guard holds a
-# ship where the stretch lost more tasks than it won there at a sign test below 0.1), else `ship checks: hold (...)`
-# naming what held it.
+# Where the comparison runs, its last line is the decision by the campaign's ship rule (`testtime.report.ship`):
+# `ship checks: ship` where the stretch is better on the 400 and neither check shows it worse than the shipped
+# model's own checks (a one-sided sign test of its losses there below 0.1), else `ship checks: hold (...)` naming
+# what held it (`hold (400)` where the checks were left out).
 #   bash scripts/campaign_ship_checks.sh MODEL [ARCHIVE:RUN]
 # ARCHIVE:RUN: the stretch's 400 at one adapter a task were evaluated in an earlier session and are recorded as RUN in
 # the tracked ARCHIVE (a session whose budget fitted the evaluation but not the checks, h100-campaign-2026-12-06g.md):
 # they stand for runs/campaign-eval, and the checks run on MODEL (the stretch standing in, scripts/campaign_from.sh).
 # REF (default results/h100-campaign-2026-12-06i/runs.tar.xz) and REF_RUN (default seed9): the shipped model's records
 # (v9's; before v9: v8's in results/h100-campaign-2026-12-06g/runs.tar.xz, seed7; v7's in -06f, v7; v6's in -06d, v6; v5's in -06b, v5; v4's, now in git history:
-# results/ARCHIVES.md). REF_A2 (default v9a2) and REF_ICL (default v9icl): the shipped model's checks in REF.
+# results/ARCHIVES.md). REF_A2 (default v9a2) and REF_ICL (default v9icl): the shipped model's checks, runs in REF
+# or ARCHIVE:RUN (v8's are in -06h: v8a2, v8icl; older ones' in the archive of the session that checked them).
 # FORCE=1 runs the checks whatever the comparison says, but for runs of different adapters a task, which are
 # refused: their comparison says nothing of the weights.
 set -uo pipefail
@@ -25,7 +26,7 @@ REF_A2=${REF_A2:-v9a2} REF_ICL=${REF_ICL:-v9icl}  # its ARC-AGI-2 at one adapter
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 unpack() {  # ARCHIVE RUN WHERE: RUN's records out of a tracked ARCHIVE, into $tmp/WHERE/RUN
-  mkdir -p "$tmp/$3" && tar -xJf "$1" -C "$tmp/$3" "$2/results.jsonl" \
+  mkdir -p "$tmp/$3" && tar -xJf "$1" -C "$tmp/$3" "$2/results.jsonl" 2>/dev/null \
     || { echo "ship checks: no $2/results.jsonl in $1"; exit 1; }
 }
 STRETCH=runs/campaign-eval  # the stretch's 400, evaluated by gpu_campaign.sh's step before this one
@@ -36,14 +37,19 @@ if [ -n "$RECORDS" ]; then  # read where they are: in runs/ they would pass for 
 fi
 [ -f "$STRETCH/results.jsonl" ] || { echo "ship checks: $STRETCH has no results"; exit 1; }
 unpack "$REF" "$REF_RUN" shipped
-unpack "$REF" "$REF_A2" shipped && unpack "$REF" "$REF_ICL" shipped  # the guards' records, before any GPU-minute
 verdict=$(python3 -m testtime.report.ship "$tmp/shipped/$REF_RUN" "$STRETCH" 2>"$tmp/why") \
   || { echo "ship checks: the comparison failed: $(tail -1 "$tmp/why")"; exit 1; }
 echo "ship checks: $verdict"
 if [[ $verdict != better:* && ${FORCE:-0} != 1 ]]; then
   echo "ship checks: left out (ARC-AGI-2 and the run without TTT are for a model that ships; FORCE=1 runs them)"
+  echo "ship checks: hold (400)"
   exit 0
 fi
+# the guards' records (RUN in REF, or ARCHIVE:RUN) before any GPU-minute is spent on the checks they judge
+for ref in "$REF_A2" "$REF_ICL"; do
+  if [[ $ref == *:* ]]; then unpack "${ref%:*}" "${ref##*:}" shipped; else unpack "$REF" "$ref" shipped; fi
+done
+A2=$tmp/shipped/${REF_A2##*:} ICL=$tmp/shipped/${REF_ICL##*:}
 LAUNCH=${LAUNCH:-python3 -m testtime.cli}
 # ARC-AGI-2 at one adapter a task, as the stretch's 400 and the shipped model's records (gpu_campaign.sh says why)
 for spec in "campaign-arc2:--tasks arc2/eval --adapters 1" "campaign-icl:--tasks arc1/eval --no-ttt"; do
@@ -52,9 +58,9 @@ for spec in "campaign-arc2:--tasks arc2/eval --adapters 1" "campaign-icl:--tasks
   $LAUNCH evaluate --out "runs/$name" ${spec#*:} --model "$MODEL" ${EVAL_FLAGS:-} 2>&1 | tr '\r' '\n' \
     | tee -a "runs/$name/eval.log" | grep -v "it/s\]$\|task/s\]$\|s/task\]$" | tail -8
 done
-# The decision (testtime.report.ship: the 400 and both guards), its last line `ship` or `hold (...)`. A hold exits 0:
-# the runs after the checks (a stretch continuing the stand-in) go on all the same.
+# The decision (testtime.report.ship: the 400 and both guards), its last line `ship` or `hold (...)`; a check that
+# failed to evaluate has no records to compare, and holds the ship too. A hold is a result, not a failure: exit 0.
 python3 -m testtime.report.ship "$tmp/shipped/$REF_RUN" "$STRETCH" \
-  --guard arc2 "$tmp/shipped/$REF_A2" runs/campaign-arc2 --guard no-ttt "$tmp/shipped/$REF_ICL" runs/campaign-icl \
+  --guard arc2 "$A2" runs/campaign-arc2 --guard no-ttt "$ICL" runs/campaign-icl \
   2>"$tmp/why" | sed 's/^/ship checks: /' \
   || echo "ship checks: hold (the guards did not compare: $(tail -1 "$tmp/why"))"

@@ -283,6 +283,7 @@ def test_the_ship_checks_pair_a_stretch_with_the_shipped_models_own_records(tmp_
                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert got.returncode == 0, got.stdout + got.stderr
     assert got.stdout.startswith(f"ship checks: {verdict}") and "left out" in got.stdout
+    assert got.stdout.splitlines()[-1] == "ship checks: hold (400)"
     assert not (tmp_path / "runs/campaign-arc2").exists()
 
 
@@ -313,15 +314,17 @@ def test_the_ship_checks_take_a_stretchs_records_from_an_earlier_session(tmp_pat
 def test_the_ship_checks_end_in_the_decision_of_the_ship_rule(tmp_path):
     """After its evaluations, campaign_ship_checks.sh decides by testtime.report.ship against the shipped model's own
     checks (v9a2, v9icl): the ninth stretch's 400 (better) with the shipped model's checks as its own ships; with 6
-    tasks of the 400 without TTT lost and none won, the no-TTT guard holds it; with no records, it holds and says
-    why. Each exits 0, so the runs after the checks go on. (LAUNCH=true stands in for the evaluations.)"""
+    tasks of the 400 without TTT lost and none won, the no-TTT guard holds it; with no records (an evaluation that
+    failed), it holds and says why. A hold exits 0: a result, not a failure. (LAUNCH=true stands in for the
+    evaluations; REF and its runs are pinned, so the test outlives the defaults' move to a later model.)"""
     import tarfile
 
     (tmp_path / "results").symlink_to(ROOT / "results")
     with tarfile.open(ROOT / "results/h100-campaign-2026-12-06i/runs.tar.xz") as archive:
         checks = {name: [json.loads(line) for line in archive.extractfile(f"{ref}/results.jsonl").read().splitlines()]
                   for name, ref in (("campaign-arc2", "v9a2"), ("campaign-icl", "v9icl"))}
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "LAUNCH": "true"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "LAUNCH": "true", "REF_RUN": "seed9", "REF_A2": "v9a2",
+           "REF_ICL": "v9icl", "REF": "results/h100-campaign-2026-12-06i/runs.tar.xz"}
 
     def decide(lost: int) -> list[str]:
         for name, records in checks.items():
@@ -349,6 +352,9 @@ def test_the_ship_checks_end_in_the_decision_of_the_ship_rule(tmp_path):
                          cwd=tmp_path, env=env, timeout=120)
     assert got.returncode == 0 and got.stdout.splitlines()[-1].startswith(
         "ship checks: hold (the guards did not compare: runs/campaign-arc2")
+    # a check of the shipped model's from another archive (v8's, checked in -06h), as ARCHIVE:RUN
+    env["REF_ICL"] = "results/h100-campaign-2026-12-06h/runs.tar.xz:v8icl"
+    assert "no-ttt clear: stretch 84.5 against shipped 84 on 400 tasks" in "\n".join(decide(0))
 
 
 def test_a_background_run_goes_on_beside_the_next_until_a_join(runner_checkout):
