@@ -4,7 +4,7 @@
 # on all of the shipped one's tasks, paired (a partial evaluation decides nothing). A stretch that did not gain
 # leaves them out and gives their GPU-minutes back: ARC-AGI-2 is reported for every shipped change, and only for
 # those. A `script` step of gpu_eval.sh, whose LAUNCH (torchrun under NPROC) and EVAL_FLAGS it evaluates with.
-# Where the comparison runs, its last line is the decision by the campaign's ship rule (`testtime.report.ship`):
+# Where the comparison runs, its last line is the decision by the campaign's ship rule (`testtime ship`):
 # `ship checks: ship` where the stretch is better on the 400 and neither check shows it worse than the shipped
 # model's own checks (a one-sided sign test of its losses there below 0.1), else `ship checks: hold (...)` naming
 # what held it (`hold (400)` where the checks were left out).
@@ -37,8 +37,8 @@ if [ -n "$RECORDS" ]; then  # read where they are: in runs/ they would pass for 
 fi
 [ -f "$STRETCH/results.jsonl" ] || { echo "ship checks: $STRETCH has no results"; exit 1; }
 unpack "$REF" "$REF_RUN" shipped
-verdict=$(python3 -m testtime.report.ship "$tmp/shipped/$REF_RUN" "$STRETCH" 2>"$tmp/why") \
-  || { echo "ship checks: the comparison failed: $(tail -1 "$tmp/why")"; exit 1; }
+verdict=$(python3 -m testtime.cli ship "$tmp/shipped/$REF_RUN" "$STRETCH" 2>"$tmp/why") \
+  || { echo "ship checks: the comparison failed: $(tail -1 "$tmp/why" | sed "s/^error: //")"; exit 1; }
 echo "ship checks: $verdict"
 if [[ $verdict != better:* && ${FORCE:-0} != 1 ]]; then
   echo "ship checks: left out (ARC-AGI-2 and the run without TTT are for a model that ships; FORCE=1 runs them)"
@@ -58,9 +58,9 @@ for spec in "campaign-arc2:--tasks arc2/eval --adapters 1" "campaign-icl:--tasks
   $LAUNCH evaluate --out "runs/$name" ${spec#*:} --model "$MODEL" ${EVAL_FLAGS:-} 2>&1 | tr '\r' '\n' \
     | tee -a "runs/$name/eval.log" | grep -v "it/s\]$\|task/s\]$\|s/task\]$" | tail -8
 done
-# The decision (testtime.report.ship: the 400 and both guards), its last line `ship` or `hold (...)`; a check that
+# The decision (`testtime ship`: the 400 and both guards), its last line `ship` or `hold (...)`; a check that
 # failed to evaluate has no records to compare, and holds the ship too. A hold is a result, not a failure: exit 0.
-python3 -m testtime.report.ship "$tmp/shipped/$REF_RUN" "$STRETCH" \
-  --guard arc2 "$A2" runs/campaign-arc2 --guard no-ttt "$ICL" runs/campaign-icl \
+python3 -m testtime.cli ship "$tmp/shipped/$REF_RUN" "$STRETCH" \
+  --guard "arc2:$A2:runs/campaign-arc2" --guard "no-ttt:$ICL:runs/campaign-icl" \
   2>"$tmp/why" | sed 's/^/ship checks: /' \
-  || echo "ship checks: hold (the guards did not compare: $(tail -1 "$tmp/why"))"
+  || echo "ship checks: hold (the guards did not compare: $(tail -1 "$tmp/why" | sed "s/^error: //"))"

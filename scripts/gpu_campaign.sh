@@ -12,7 +12,7 @@
 # (runs/pretrain-campaign/profile.json: where a step's time goes, for the 40% MFU goal).
 # It ships only if it beats the shipped model on all 400, paired (against the shipped model's records:
 # results/h100-campaign-2026-12-06i/runs.tar.xz's `seed9`, v9's), and neither check shows it worse beyond the noise:
-# the checks' last line, `ship checks: ship` or `hold (...)`, is that decision (testtime.report.ship). Then the next
+# the checks' last line, `ship checks: ship` or `hold (...)`, is that decision (`testtime ship`). Then the next
 # session continues from it. A call
 # carries one model, the tracked one, so the campaign ratchets: each stretch starts from the best model shipped so far.
 #

@@ -351,7 +351,7 @@ def test_the_ship_checks_end_in_the_decision_of_the_ship_rule(tmp_path):
                           "results/h100-campaign-2026-12-07/runs.tar.xz:seed10"], capture_output=True, text=True,
                          cwd=tmp_path, env=env, timeout=120)
     assert got.returncode == 0 and got.stdout.splitlines()[-1].startswith(
-        "ship checks: hold (the guards did not compare: runs/campaign-arc2")
+        "ship checks: hold (the guards did not compare: runs/campaign-arc2/results.jsonl: no such file")
     # a check of the shipped model's from another archive (v8's, checked in -06h), as ARCHIVE:RUN
     env["REF_ICL"] = "results/h100-campaign-2026-12-06h/runs.tar.xz:v8icl"
     assert "no-ttt clear: stretch 84.5 against shipped 84 on 400 tasks" in "\n".join(decide(0))

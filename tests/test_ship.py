@@ -1,11 +1,13 @@
-"""The campaign's ship rule (testtime.report.ship): the 400's verdict, the guards' thresholds, the decision, and its
-command line, which campaign_ship_checks.sh runs on the device."""
+"""The campaign's ship rule (testtime.report.ship): the 400's verdict, the guards' thresholds, the decision, and
+`testtime ship`, which campaign_ship_checks.sh runs on the device."""
 
 import json
 
 import pytest
+from typer.testing import CliRunner
 
-from testtime.report.ship import ShipError, decide, guard, losses_p, main, yardstick
+from testtime.cli import app
+from testtime.report.ship import ShipError, decide, guard, losses_p, yardstick
 
 
 def _records(scores, adapters=1):
@@ -79,19 +81,23 @@ def _run(folder, records):
     return str(folder)
 
 
-def test_the_command_line_prints_each_verdict_then_the_decision(tmp_path, capsys):
-    # the 400's shipped and stretch runs, then the guard's
+def test_the_command_prints_each_verdict_then_the_decision(tmp_path):
     both = {"yardstick": _split(3, 1), "arc2": _split(1, 7)}
     runs = [_run(tmp_path / f"{name}{i}", records) for name, pair in both.items() for i, records in enumerate(pair)]
-    assert main([runs[0], runs[1], "--guard", "arc2", runs[2], runs[3]]) == 0
-    out = capsys.readouterr().out.splitlines()
+    res = CliRunner().invoke(app, ["ship", runs[0], runs[1], "--guard", f"arc2:{runs[2]}:{runs[3]}"])
+    assert res.exit_code == 0, res.output
+    out = res.output.splitlines()
     assert out[0].startswith("better: stretch 23 against shipped 21")
     assert out[1].startswith("arc2 worse: ") and out[-1] == "hold (arc2)"
-    assert main([runs[0], runs[1]]) == 0 and capsys.readouterr().out.count("\n") == 1  # no guard: no decision
+    alone = CliRunner().invoke(app, ["ship", runs[0], runs[1]])
+    assert alone.exit_code == 0 and alone.output.count("\n") == 1  # no guard: no decision
 
 
-def test_a_missing_run_is_one_line_naming_it(tmp_path, capsys):
+@pytest.mark.parametrize("bad", ["nowhere", "guard"])
+def test_a_missing_run_or_a_malformed_guard_is_one_line(tmp_path, bad):
     shipped = _run(tmp_path / "shipped", _split(1, 0)[0])
-    assert main([shipped, str(tmp_path / "nowhere")]) == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "nowhere" in err and "results.jsonl" in err
+    args = ["ship", shipped, str(tmp_path / "nowhere")] if bad == "nowhere" else \
+        ["ship", shipped, shipped, "--guard", f"arc2:{shipped}"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and res.output.count("\n") == 1
+    assert ("nowhere/results.jsonl" if bad == "nowhere" else "not NAME:SHIPPED:STRETCH") in res.output

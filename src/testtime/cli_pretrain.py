@@ -1,6 +1,7 @@
 """The `testtime` commands that make a base model: `pretrain` (or continue pretraining, or fine-tune an HF LM to
-the task format), `generate` (a corpus of generated tasks to pretrain on) and `average` (one model from
-several). `cli.py` registers them; like every command they only map flags to library calls.
+the task format), `generate` (a corpus of generated tasks to pretrain on), `average` (one model from several) and
+`ship` (whether a pretraining stretch replaces the shipped model). `cli.py` registers them; like every command they
+only map flags to library calls.
 """
 
 from __future__ import annotations
@@ -88,3 +89,28 @@ def average_command(
         except ValueError:
             raise ModelError(f"--weights {weights!r}: not numbers separated by commas") from None
     typer.echo(f"wrote {average_models(models, out, mix)}")
+
+
+def ship_command(
+    shipped: Annotated[Path, typer.Argument(help="The shipped model's run on the 400 with TTT.")],
+    stretch: Annotated[Path, typer.Argument(help="The stretch's run of the same tasks and settings.")],
+    guard: Annotated[list[str] | None, typer.Option(help="NAME:SHIPPED:STRETCH, a check's two runs (ARC-AGI-2, "
+                                                         "the 400 without TTT); with any, the last line decides.")] = None,
+) -> None:
+    """The campaign's ship rule: the stretch against the shipped model on the 400, then each check (a guard)."""
+    from testtime.core.store import read_results
+    from testtime.report.ship import decide, yardstick
+    from testtime.report.ship import guard as guard_verdict
+
+    guards = []
+    for spec in guard or []:
+        name, *runs = spec.split(":")
+        if len(runs) != 2 or not all([name, *runs]):
+            raise ValueError(f"--guard {spec!r}: not NAME:SHIPPED:STRETCH")
+        guards.append((name, *runs))
+    verdicts = [yardstick(read_results(shipped), read_results(stretch))]
+    verdicts += [guard_verdict(name, read_results(a), read_results(b)) for name, a, b in guards]
+    for v in verdicts:
+        typer.echo(v.line)
+    if guards:
+        typer.echo(decide(verdicts))

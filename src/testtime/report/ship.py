@@ -2,26 +2,25 @@
 
 A stretch ships where it scores more in total than the shipped model on the 400 ARC-AGI-1 evaluation tasks with TTT
 (the yardstick), paired, and where neither guard shows it worse: ARC-AGI-2's 120 evaluation tasks with TTT, and the
-400 without TTT. A guard holds the ship only where the stretch lost so many more tasks than it won there that an
-even coin would lose as many less than `GUARD_ALPHA` of the time (a one-sided sign test: the guard asks only whether
-the stretch is worse, and v9 scores on 4 of ARC-AGI-2's tasks, too few for a two-sided test at 0.1 ever to hold).
+400 without TTT. A guard holds the ship only where the stretch's losses there are beyond the noise: fewer than
+`GUARD_ALPHA` of coin flips over the tasks that changed would lose as many (a one-sided sign test: a guard asks only
+whether the stretch is worse, and v9 scores on 4 of ARC-AGI-2's tasks, too few for a two-sided test at 0.1 ever to
+hold).
 A guard that must merely not be lower rejects better models by chance: on 2026-12-07 the ninth stretch, 211.5
 against v9's 202, was held by 2.5 against 3.5 on ARC-AGI-2 (0 won, 2 lost) and 80 against 84.5 without TTT (8 won,
 13 lost) (results/h100-campaign-2026-12-07b.md).
 
-    python -m testtime.report.ship SHIPPED STRETCH                       # the yardstick: better, not-better, partial
-    python -m testtime.report.ship SHIPPED STRETCH --guard arc2 A2 B2 --guard no-ttt A3 B3    # and the decision
+    testtime ship SHIPPED STRETCH                                   # the yardstick: better, not-better, partial
+    testtime ship SHIPPED STRETCH --guard arc2:A2:B2 --guard no-ttt:A3:B3     # and the decision (`decide`)
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from testtime.core.store import Record, read_results
+from testtime.core.store import Record
 from testtime.report.compare import Comparison, adapters_differ, pair
 
 GUARD_ALPHA = 0.1  # holds at 0 won and 4 lost (p = 0.06), 13 won and 22 lost (0.09); not at 0 and 3, 14 and 22
@@ -94,33 +93,3 @@ def decide(verdicts: Sequence[Verdict]) -> str:
     failed = [v.name for v in verdicts if not v.passes]
     return "ship" if not failed else f"hold ({', '.join(failed)})"
 
-
-def _records(run: str) -> list[Record]:
-    try:
-        return read_results(run)
-    except (OSError, ValueError) as e:
-        raise ShipError(f"{run}: {e}") from e
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m testtime.report.ship", description=__doc__.split("\n\n")[0])
-    parser.add_argument("shipped", help="the shipped model's run on the 400 with TTT (a folder of results.jsonl)")
-    parser.add_argument("stretch", help="the stretch's run of the same tasks and settings")
-    parser.add_argument("--guard", nargs=3, action="append", default=[], metavar=("NAME", "SHIPPED", "STRETCH"),
-                        help="a guard's two runs; with any, the last line is the decision")
-    args = parser.parse_args(argv)
-    try:
-        verdicts = [yardstick(_records(args.shipped), _records(args.stretch))]
-        verdicts += [guard(name, _records(a), _records(b)) for name, a, b in args.guard]
-    except ShipError as e:
-        print(e, file=sys.stderr)
-        return 1
-    for v in verdicts:
-        print(v.line)
-    if args.guard:
-        print(decide(verdicts))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
