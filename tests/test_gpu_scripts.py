@@ -326,6 +326,13 @@ def test_the_ship_checks_end_in_the_decision_of_the_ship_rule(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "LAUNCH": "true", "REF_RUN": "seed9", "REF_A2": "v9a2",
            "REF_ICL": "v9icl", "REF": "results/h100-campaign-2026-12-06i/runs.tar.xz"}
 
+    def run_checks() -> list[str]:
+        got = subprocess.run(["bash", str(ROOT / "scripts/campaign_ship_checks.sh"), "models/testtime-grid-base",
+                              "results/h100-campaign-2026-12-07/runs.tar.xz:seed10"], capture_output=True,
+                             text=True, cwd=tmp_path, env=env, timeout=120)
+        assert got.returncode == 0, got.stdout + got.stderr
+        return got.stdout.splitlines()
+
     def decide(lost: int) -> list[str]:
         for name, records in checks.items():
             records = [dict(r) for r in records]
@@ -334,11 +341,7 @@ def test_the_ship_checks_end_in_the_decision_of_the_ship_rule(tmp_path):
                     r["score"] = 0.0
             (tmp_path / "runs" / name).mkdir(parents=True, exist_ok=True)
             (tmp_path / "runs" / name / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-        got = subprocess.run(["bash", str(ROOT / "scripts/campaign_ship_checks.sh"), "models/testtime-grid-base",
-                              "results/h100-campaign-2026-12-07/runs.tar.xz:seed10"], capture_output=True,
-                             text=True, cwd=tmp_path, env=env, timeout=120)
-        assert got.returncode == 0, got.stdout + got.stderr
-        return got.stdout.splitlines()
+        return run_checks()
 
     ships = decide(0)
     assert ships[-3].startswith("ship checks: arc2 clear: stretch 3.5 against shipped 3.5 on 120 tasks")
@@ -347,10 +350,7 @@ def test_the_ship_checks_end_in_the_decision_of_the_ship_rule(tmp_path):
     assert held[-2].startswith("ship checks: no-ttt worse: stretch 78.5 against shipped 84.5") and \
         held[-1] == "ship checks: hold (no-ttt)"
     (tmp_path / "runs/campaign-arc2/results.jsonl").unlink()
-    got = subprocess.run(["bash", str(ROOT / "scripts/campaign_ship_checks.sh"), "models/testtime-grid-base",
-                          "results/h100-campaign-2026-12-07/runs.tar.xz:seed10"], capture_output=True, text=True,
-                         cwd=tmp_path, env=env, timeout=120)
-    assert got.returncode == 0 and got.stdout.splitlines()[-1].startswith(
+    assert run_checks()[-1].startswith(
         "ship checks: hold (the guards did not compare: runs/campaign-arc2/results.jsonl: no such file")
     # a check of the shipped model's from another archive (v8's, checked in -06h), as ARCHIVE:RUN
     env["REF_ICL"] = "results/h100-campaign-2026-12-06h/runs.tar.xz:v8icl"

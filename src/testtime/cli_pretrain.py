@@ -94,8 +94,9 @@ def average_command(
 def ship_command(
     shipped: Annotated[Path, typer.Argument(help="The shipped model's run on the 400 with TTT.")],
     stretch: Annotated[Path, typer.Argument(help="The stretch's run of the same tasks and settings.")],
-    guard: Annotated[list[str] | None, typer.Option(help="NAME:SHIPPED:STRETCH, a check's two runs (ARC-AGI-2, "
-                                                         "the 400 without TTT); with any, the last line decides.")] = None,
+    guard: Annotated[list[str] | None, typer.Option(
+        help="NAME:SHIPPED:STRETCH, a check's two runs (ARC-AGI-2, the 400 without TTT); with any, the last line "
+             "decides.")] = None,
 ) -> None:
     """The campaign's ship rule: the stretch against the shipped model on the 400, then each check (a guard)."""
     from testtime.core.store import read_results

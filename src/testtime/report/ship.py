@@ -92,4 +92,3 @@ def decide(verdicts: Sequence[Verdict]) -> str:
     """`ship` where every verdict passes, else `hold` and which did not."""
     failed = [v.name for v in verdicts if not v.passes]
     return "ship" if not failed else f"hold ({', '.join(failed)})"
-
