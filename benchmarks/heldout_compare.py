@@ -5,7 +5,7 @@ GPU without its 400-task evaluation can be read against the shipped model at onc
 same on the evaluation tasks (their test outputs only score; about 25 minutes a model on 2 cores), with `--work
 DIR` keeping each task's result as it finishes (DIR/NAME.jsonl), so a cut run resumes where it stopped.
 
-    python benchmarks/heldout_compare.py models/testtime-grid-base models-local/campaign/X/model --names v9 X \
+    python benchmarks/heldout_compare.py models/testtime-grid-base models-local/campaign/X/model --names v10 X \
         --device cpu --out results/FILE.md --json per-task.json
 """
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 30, item 4 on one H200: do the project's generated tasks keep the base model learning? Three continuations
-# of the shipped model (v4 when it ran on 2026-12-05; v5, v6, v7, v8, then v9, since 2026-12-06) for the same MINUTES over
+# of the shipped model (v4 when it ran on 2026-12-05; v5 to v9 on 2026-12-06, v10 since 2026-12-07) for the same MINUTES over
 # scripts/gpu_eval.sh's runner, at three doses of generated tasks:
 #   data-base:   today's data (configs/data-base.json: ARC-AGI-1 training, RE-ARC, clean ARC-AGI-2 training);
 #   data-gen:    the same with a quarter of the draws from a generated corpus (configs/data-gen.json,

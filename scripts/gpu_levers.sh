@@ -48,8 +48,9 @@ RUNS=(
   "sweep-rank|48|py-sweep-rank:benchmarks/sweep_ttt.py --out runs --prefix sw- --default-run runs/default --axes rank --md runs/bench-sweep-rank.md"
   "sweep-full|122|py-sweep-full:benchmarks/sweep_ttt.py --out runs --prefix sw- --default-run runs/default --axes full --md runs/bench-sweep-full.md"
 )
-# Sessions of 30 device-minutes (about 3 of them starting the machine and carrying the tree); measured by 2026-12-07:
-# adapters1 (v9's seed9), adapters2 (today's default), fast, a2-adapters1 (v9a2), a2-default. Next, by value:
+# Sessions of 30 device-minutes (about 3 of them starting the machine and carrying the tree); measured with v9 by
+# 2026-12-07: adapters1 (seed9), adapters2 (the default), fast, a2-adapters1 (v9a2), a2-default; with v10 (shipped
+# 2026-12-07): adapters1 (seed12) and a2-adapters1 (v10a2) only, so `default` comes first again. Next, by value:
 #   adapters2c16 (12.5) second (15)    dfs (22)    sweep-lr (34)    adapters4 (22.7)
 # The sweeps' settings each run the default, two adapters a task (full weights too, as the default run they pair
 # with): twice their one-adapter estimates (`--base adapters=1` in a sweep's flags halves them, paired then with a

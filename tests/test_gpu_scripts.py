@@ -266,16 +266,16 @@ def test_a_stretch_stands_in_for_the_shipped_model_and_goes_back(tmp_path):
     assert broken.returncode != 0  # not a checkout: the restore fails, and says so
 
 
-@pytest.mark.parametrize(("kept", "verdict"), [(None, "not-better: stretch 202 against shipped 202 on 400 tasks"),
+@pytest.mark.parametrize(("kept", "verdict"), [(None, "not-better: stretch 210 against shipped 210 on 400 tasks"),
                                                (10, "partial:")])
 def test_the_ship_checks_pair_a_stretch_with_the_shipped_models_own_records(tmp_path, kept, verdict):
     """scripts/campaign_ship_checks.sh's default REF/REF_RUN are the shipped model's records (a stale default would
     ship a stretch that beats an older model): given those very records as the stretch's, the verdict is a tie, so
     ARC-AGI-2 and the run without TTT are left out; given 10 of them, partial."""
     (tmp_path / "results").symlink_to(ROOT / "results")
-    ref = ROOT / "results/h100-campaign-2026-12-06i/runs.tar.xz"
-    subprocess.run(["tar", "-xJf", str(ref), "-C", str(tmp_path), "seed9/results.jsonl"], check=True)
-    records = (tmp_path / "seed9/results.jsonl").read_text().splitlines(keepends=True)
+    ref = ROOT / "results/h100-campaign-2026-12-07c/runs.tar.xz"
+    subprocess.run(["tar", "-xJf", str(ref), "-C", str(tmp_path), "seed12/results.jsonl"], check=True)
+    records = (tmp_path / "seed12/results.jsonl").read_text().splitlines(keepends=True)
     (tmp_path / "runs/campaign-eval").mkdir(parents=True)
     (tmp_path / "runs/campaign-eval/results.jsonl").write_text("".join(records[:kept]))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}  # the verdict imports testtime from outside the checkout
@@ -288,9 +288,9 @@ def test_the_ship_checks_pair_a_stretch_with_the_shipped_models_own_records(tmp_
 
 
 def test_the_ship_checks_take_a_stretchs_records_from_an_earlier_session(tmp_path):
-    """Given ARCHIVE:RUN, campaign_ship_checks.sh pairs those records with the shipped model's (06h's seventh stretch,
-    not shipped: 206.5 against v9's 202, better) and launches ARC-AGI-2's and the no-TTT evaluations on the model it is given (a
-    launcher that only echoes stands in for the CLI); a run missing from the archive is refused."""
+    """Given ARCHIVE:RUN, campaign_ship_checks.sh pairs those records with the shipped model's (07's ninth stretch,
+    not shipped: 211.5 against v10's 210, better) and launches ARC-AGI-2's and the no-TTT evaluations on the model it
+    is given (a launcher that only echoes stands in for the CLI); a run missing from the archive is refused."""
     (tmp_path / "results").symlink_to(ROOT / "results")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "LAUNCH": "echo"}
 
@@ -298,16 +298,16 @@ def test_the_ship_checks_take_a_stretchs_records_from_an_earlier_session(tmp_pat
         return subprocess.run(["bash", str(ROOT / "scripts/campaign_ship_checks.sh"), "models/testtime-grid-base",
                                records], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
 
-    got = checks("results/h100-campaign-2026-12-06h/runs.tar.xz:seed8")
+    got = checks("results/h100-campaign-2026-12-07/runs.tar.xz:seed10")
     assert got.returncode == 0, got.stdout + got.stderr
     assert not (tmp_path / "runs/campaign-eval").exists()  # a later stretch's evaluation would take them for its own
-    assert got.stdout.startswith("ship checks: better: stretch 206.5 against shipped 202 on 400 tasks")
+    assert got.stdout.startswith("ship checks: better: stretch 211.5 against shipped 210 on 400 tasks")
     # ARC-AGI-2 at one adapter a task, as the shipped model's records and the stretch's 400
     for name, flags in (("campaign-arc2", "--tasks arc2/eval --adapters 1"),
                         ("campaign-icl", "--tasks arc1/eval --no-ttt")):
         launched = (tmp_path / "runs" / name / "eval.log").read_text().strip()
         assert launched == f"evaluate --out runs/{name} {flags} --model models/testtime-grid-base"
-    missing = checks("results/h100-campaign-2026-12-06h/runs.tar.xz:seed9")
+    missing = checks("results/h100-campaign-2026-12-07/runs.tar.xz:seed9")
     assert missing.returncode == 1 and "no seed9/results.jsonl" in missing.stdout
 
 
@@ -352,9 +352,9 @@ def test_the_ship_checks_end_in_the_decision_of_the_ship_rule(tmp_path):
     (tmp_path / "runs/campaign-arc2/results.jsonl").unlink()
     assert run_checks()[-1].startswith(
         "ship checks: hold (the guards did not compare: runs/campaign-arc2/results.jsonl: no such file")
-    # a check of the shipped model's from another archive (v8's, checked in -06h), as ARCHIVE:RUN
-    env["REF_ICL"] = "results/h100-campaign-2026-12-06h/runs.tar.xz:v8icl"
-    assert "no-ttt clear: stretch 84.5 against shipped 84 on 400 tasks" in "\n".join(decide(0))
+    # a check from another archive (the ninth stretch's, made in -07b), as ARCHIVE:RUN
+    env["REF_ICL"] = "results/h100-campaign-2026-12-07b/runs.tar.xz:s9icl"
+    assert "no-ttt clear: stretch 84.5 against shipped 80 on 400 tasks" in "\n".join(decide(0))
 
 
 def test_a_background_run_goes_on_beside_the_next_until_a_join(runner_checkout):
@@ -587,9 +587,9 @@ def test_the_ship_checks_compare_the_stretch_at_the_shipped_records_adapters(tmp
     one, a stretch that solves one task more is `better` (LAUNCH=echo stands in for the CLI)."""
     import tarfile
 
-    ref = ROOT / "results/h100-campaign-2026-12-06i/runs.tar.xz"
+    ref = ROOT / "results/h100-campaign-2026-12-07c/runs.tar.xz"
     with tarfile.open(ref) as archive:
-        shipped = [json.loads(line) for line in archive.extractfile("seed9/results.jsonl").read().splitlines()]
+        shipped = [json.loads(line) for line in archive.extractfile("seed12/results.jsonl").read().splitlines()]
     missed = next(i for i, r in enumerate(shipped) if r["score"] == 0 and len(r["correct"]) == 1)
 
     def checks(adapters: int) -> subprocess.CompletedProcess:
