@@ -312,8 +312,8 @@ def test_the_ship_checks_take_a_stretchs_records_from_an_earlier_session(tmp_pat
 
 
 def test_the_ship_checks_end_in_the_decision_of_the_ship_rule(tmp_path):
-    """After its evaluations, campaign_ship_checks.sh decides by testtime.report.ship against the shipped model's own
-    checks (v9a2, v9icl): the ninth stretch's 400 (better) with the shipped model's checks as its own ships; with 6
+    """After its evaluations, campaign_ship_checks.sh decides by testtime.report.ship against a shipped model's own
+    checks (v9's, v9a2 and v9icl, pinned): the ninth stretch's 400 (better) with v9's checks as its own ships; with 6
     tasks of the 400 without TTT lost and none won, the no-TTT guard holds it; with no records (an evaluation that
     failed), it holds and says why. A hold exits 0: a result, not a failure. (LAUNCH=true stands in for the
     evaluations; REF and its runs are pinned, so the test outlives the defaults' move to a later model.)"""

@@ -2,7 +2,7 @@
 
 The campaign's stretches continue one another from one pretrained start, so their weights lie close; averaged, they
 may answer better than either, at one model's test-time cost. Pooling two stretches' predictions instead solves
-+11.5 to +12 tasks of the 400 over the better one, at twice the cost (results/h100-campaign-2026-12-06i.md).
++9.5 to +12 tasks of the 400 over the better one, at twice the cost (results/h100-campaign-2026-12-06i.md, -07c.md).
 
     average_models([Path("models/testtime-grid-base"), Path("candidate")], Path("soup"), weights=[0.5, 0.5])
 
