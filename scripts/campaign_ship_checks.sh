@@ -61,7 +61,8 @@ for spec in "campaign-arc2:--tasks arc2/eval --adapters 1" "campaign-icl:--tasks
 done
 # The decision (`testtime ship`: the 400 and both guards), its last line `ship` or `hold (...)`; a check that
 # failed to evaluate has no records to compare, and holds the ship too. A hold is a result, not a failure: exit 0.
+# Its first line, the 400's verdict, is printed above already.
 python3 -m testtime.cli ship "$tmp/shipped/$REF_RUN" "$STRETCH" \
   --guard "arc2:$A2:runs/campaign-arc2" --guard "no-ttt:$ICL:runs/campaign-icl" \
-  2>"$tmp/why" | sed 's/^/ship checks: /' \
+  2>"$tmp/why" | tail -n +2 | sed 's/^/ship checks: /' \
   || echo "ship checks: hold (the guards did not compare: $(tail -1 "$tmp/why" | sed "s/^error: //"))"

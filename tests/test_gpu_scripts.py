@@ -344,6 +344,7 @@ def test_the_ship_checks_end_in_the_decision_of_the_ship_rule(tmp_path):
         return run_checks()
 
     ships = decide(0)
+    assert [line for line in ships if line.startswith("ship checks: better:")] == ships[:1]  # said once, first
     assert ships[-3].startswith("ship checks: arc2 clear: stretch 3.5 against shipped 3.5 on 120 tasks")
     assert ships[-2].startswith("ship checks: no-ttt clear: ") and ships[-1] == "ship checks: ship"
     held = decide(6)
