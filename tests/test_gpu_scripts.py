@@ -21,6 +21,9 @@ from typer.main import get_command
 from testtime.cli import app, click_errors  # typer's own copy of click where it carries one
 
 ROOT = Path(__file__).resolve().parents[1]
+# The shipped model's (v10's) records on the 400, which campaign_ship_checks.sh's REF and REF_RUN must name: pinned
+# here, not read from the script, so a default left stale at a ship fails a test. Moved at each ship.
+SHIPPED_ARCHIVE, SHIPPED_RUN = ROOT / "results/h100-campaign-2026-12-07c/runs.tar.xz", "seed12"
 SCRIPTS = sorted((ROOT / "scripts").glob("*.sh"))
 
 # (script, environment): each job script in the mode that lists its runs without running them
@@ -273,9 +276,9 @@ def test_the_ship_checks_pair_a_stretch_with_the_shipped_models_own_records(tmp_
     ship a stretch that beats an older model): given those very records as the stretch's, the verdict is a tie, so
     ARC-AGI-2 and the run without TTT are left out; given 10 of them, partial."""
     (tmp_path / "results").symlink_to(ROOT / "results")
-    ref = ROOT / "results/h100-campaign-2026-12-07c/runs.tar.xz"
-    subprocess.run(["tar", "-xJf", str(ref), "-C", str(tmp_path), "seed12/results.jsonl"], check=True)
-    records = (tmp_path / "seed12/results.jsonl").read_text().splitlines(keepends=True)
+    subprocess.run(["tar", "-xJf", str(SHIPPED_ARCHIVE), "-C", str(tmp_path), f"{SHIPPED_RUN}/results.jsonl"],
+                   check=True)
+    records = (tmp_path / SHIPPED_RUN / "results.jsonl").read_text().splitlines(keepends=True)
     (tmp_path / "runs/campaign-eval").mkdir(parents=True)
     (tmp_path / "runs/campaign-eval/results.jsonl").write_text("".join(records[:kept]))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}  # the verdict imports testtime from outside the checkout
@@ -588,9 +591,8 @@ def test_the_ship_checks_compare_the_stretch_at_the_shipped_records_adapters(tmp
     one, a stretch that solves one task more is `better` (LAUNCH=echo stands in for the CLI)."""
     import tarfile
 
-    ref = ROOT / "results/h100-campaign-2026-12-07c/runs.tar.xz"
-    with tarfile.open(ref) as archive:
-        shipped = [json.loads(line) for line in archive.extractfile("seed12/results.jsonl").read().splitlines()]
+    with tarfile.open(SHIPPED_ARCHIVE) as archive:
+        shipped = [json.loads(line) for line in archive.extractfile(f"{SHIPPED_RUN}/results.jsonl").read().splitlines()]
     missed = next(i for i, r in enumerate(shipped) if r["score"] == 0 and len(r["correct"]) == 1)
 
     def checks(adapters: int) -> subprocess.CompletedProcess:
@@ -602,7 +604,7 @@ def test_the_ship_checks_compare_the_stretch_at_the_shipped_records_adapters(tmp
         run = tmp_path / "runs/campaign-eval"
         run.mkdir(parents=True, exist_ok=True)
         (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-        env = {**os.environ, "REF": str(ref), "LAUNCH": "echo", "PYTHONPATH": str(ROOT / "src")}
+        env = {**os.environ, "REF": str(SHIPPED_ARCHIVE), "LAUNCH": "echo", "PYTHONPATH": str(ROOT / "src")}
         return subprocess.run(["bash", str(ROOT / "scripts/campaign_ship_checks.sh"), "stretch-model"],
                               capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
 
