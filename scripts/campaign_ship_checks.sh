@@ -12,18 +12,16 @@
 # ARCHIVE:RUN: the stretch's 400 at one adapter a task were evaluated in an earlier session and are recorded as RUN in
 # the tracked ARCHIVE (a session whose budget fitted the evaluation but not the checks, h100-campaign-2026-12-06g.md):
 # they stand for runs/campaign-eval, and the checks run on MODEL (the stretch standing in, scripts/campaign_from.sh).
-# REF (default results/h100-campaign-2026-12-07c/runs.tar.xz) and REF_RUN (default seed12): the shipped model's
-# records (v10's; before v10: v9's in results/h100-campaign-2026-12-06i/runs.tar.xz, seed9; v8's in -06g, seed7; v7's
-# in -06f, v7; v6's in -06d, v6; v5's in -06b, v5; v4's, now in git history: results/ARCHIVES.md). REF_A2 (default
-# v10a2) and REF_ICL (default v10icl): the shipped model's checks, runs in REF or ARCHIVE:RUN (v9's are in -06i:
-# v9a2, v9icl; v8's in -06h: v8a2, v8icl; older ones' in the archive of the session that checked them).
+# REF, REF_RUN, REF_A2 and REF_ICL: the shipped model's records (the 400 at one adapter a task, ARC-AGI-2's 120,
+# the 400 without TTT: runs in the tracked archive REF, or ARCHIVE:RUN for the checks), by default those
+# results/shipped.env points at, which a ship moves.
 # FORCE=1 runs the checks whatever the comparison says, but for runs of different adapters a task, which are
 # refused: their comparison says nothing of the weights.
 set -uo pipefail
 MODEL=${1:?the model folder of the stretch}; RECORDS=${2:-}
-REF=${REF:-results/h100-campaign-2026-12-07c/runs.tar.xz}
-REF_RUN=${REF_RUN:-seed12}
-REF_A2=${REF_A2:-v10a2} REF_ICL=${REF_ICL:-v10icl}  # its ARC-AGI-2 at one adapter a task, and its 400 without TTT
+# shellcheck source=results/shipped.env
+. "$(dirname "$0")/../results/shipped.env" || { echo "ship checks: no results/shipped.env"; exit 1; }
+REF=${REF:-$SHIPPED_ARCHIVE} REF_RUN=${REF_RUN:-$SHIPPED_RUN} REF_A2=${REF_A2:-$SHIPPED_A2} REF_ICL=${REF_ICL:-$SHIPPED_ICL}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 unpack() {  # ARCHIVE RUN WHERE: RUN's records out of a tracked ARCHIVE, into $tmp/WHERE/RUN

@@ -10,8 +10,8 @@
 # without TTT (scripts/campaign_ship_checks.sh: a stretch that did not gain gives those minutes back). The model
 # comes back in $OUT (model.tar.part*). The stretch profiles 5 steps after its first 100
 # (runs/pretrain-campaign/profile.json: where a step's time goes, for the 40% MFU goal).
-# It ships only if it beats the shipped model on all 400, paired (against the shipped model's records:
-# results/h100-campaign-2026-12-07c/runs.tar.xz's `seed12`, v10's), and neither check shows it worse beyond the noise:
+# It ships only if it beats the shipped model on all 400, paired (against the shipped model's records, which
+# results/shipped.env points at: v10's `seed12` in results/h100-campaign-2026-12-07c/runs.tar.xz), and neither check shows it worse beyond the noise:
 # the checks' last line, `ship checks: ship` or `hold (...)`, is that decision (`testtime ship`). Then the next
 # session continues from it. A call
 # carries one model, the tracked one, so the campaign ratchets: each stretch starts from the best model shipped so far.

@@ -21,9 +21,10 @@ from typer.main import get_command
 from testtime.cli import app, click_errors  # typer's own copy of click where it carries one
 
 ROOT = Path(__file__).resolve().parents[1]
-# The shipped model's (v10's) records on the 400, which campaign_ship_checks.sh's REF and REF_RUN must name: pinned
-# here, not read from the script, so a default left stale at a ship fails a test. Moved at each ship.
-SHIPPED_ARCHIVE, SHIPPED_RUN = ROOT / "results/h100-campaign-2026-12-07c/runs.tar.xz", "seed12"
+# The shipped model's records, as results/shipped.env points at them (the ship checks' defaults): a pointer left stale
+# at a ship fails test_the_shipped_records_are_the_shipped_models.
+SHIPPED = dict(re.findall(r"^(SHIPPED_\w+)=(\S+)", (ROOT / "results/shipped.env").read_text(), re.M))
+SHIPPED_ARCHIVE, SHIPPED_RUN = ROOT / SHIPPED["SHIPPED_ARCHIVE"], SHIPPED["SHIPPED_RUN"]
 SCRIPTS = sorted((ROOT / "scripts").glob("*.sh"))
 
 # (script, environment): each job script in the mode that lists its runs without running them
@@ -267,6 +268,20 @@ def test_a_stretch_stands_in_for_the_shipped_model_and_goes_back(tmp_path):
     broken = subprocess.run(["bash", str(ROOT / "scripts/campaign_from.sh"), "--restore"], capture_output=True,
                             text=True, env={**os.environ, "CAMPAIGN_REPO": str(tmp_path / "stretch")})
     assert broken.returncode != 0  # not a checkout: the restore fails, and says so
+
+
+def test_the_shipped_records_are_the_shipped_models():
+    """results/shipped.env names runs its archive holds, made by the campaign session the model card names as the
+    shipped checkpoint's (its row `(this checkpoint)`): a ship that moved the card but not the pointer fails here."""
+    import tarfile
+
+    with tarfile.open(SHIPPED_ARCHIVE) as archive:
+        held = set(archive.getnames())
+    for key in ("SHIPPED_RUN", "SHIPPED_A2", "SHIPPED_ICL"):
+        assert f"{SHIPPED[key]}/results.jsonl" in held, f"{key}={SHIPPED[key]} not in {SHIPPED_ARCHIVE.name}"
+    card = (ROOT / "models/testtime-grid-base/README.md").read_text()
+    row = next(line for line in card.splitlines() if "(this checkpoint) |" in line)
+    assert f"results/{SHIPPED_ARCHIVE.parent.name}.md" in row, row
 
 
 @pytest.mark.parametrize(("kept", "verdict"), [(None, "not-better: stretch 210 against shipped 210 on 400 tasks"),
