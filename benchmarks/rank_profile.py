@@ -1,0 +1,91 @@
+"""Where selection loses the right grids a run found (issue 24), read from its records alone.
+
+For each run: the test inputs whose right grid was among the candidates (recall's `found`) but not among the two
+attempts, by the right grid's place in the selection's ranking (recall's `rank`, from 0): third to the last
+candidate scored (outranked by the product of experts) or beyond the scored ones (the config's `select_cfg.candidates`,
+else `--scored`: reached only by scoring more). Then a vote prior on the product of experts: the five
+recorded candidates of each test input re-ranked by summed log-probability + BETA x log(votes), the pass@2 this
+gives for each BETA (BETA = 0 reproduces the run's own score where every recorded candidate was scored).
+
+    python benchmarks/rank_profile.py RUN [RUN...] [--betas 0 1 3] [--md OUT.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from testtime.core.store import read_config, read_results
+
+
+def kept_not_picked(records: Sequence[dict], scored: int) -> tuple[int, int]:
+    """(outranked, beyond): right grids found but not attempted, ranked within the `scored` candidates or past them."""
+    outranked = beyond = 0
+    for r in records:
+        recall, correct = r.get("recall") or {}, r.get("correct") or []
+        for found, rank, ok in zip(recall.get("found") or [], recall.get("rank") or [], correct, strict=False):
+            if found and not ok:
+                if rank is not None and rank < scored:
+                    outranked += 1
+                else:
+                    beyond += 1
+    return outranked, beyond
+
+
+def reranked_score(records: Sequence[dict], beta: float, attempts: int = 2) -> float:
+    """Pass@`attempts` with each test input's recorded candidates re-ranked by logprob + beta x log(votes); a test
+    input whose candidates were not all scored keeps its own verdict."""
+    total = 0.0
+    for r in records:
+        correct = r.get("correct") or []
+        if not correct:
+            continue
+        ranks = (r.get("recall") or {}).get("rank") or [None] * len(correct)
+        per = []
+        for qi, ok in enumerate(correct):
+            cands = (r.get("ranked") or [[]] * len(correct))[qi]
+            if not cands or any(c.get("logprob") is None for c in cands):
+                per.append(bool(ok))
+                continue
+            keys = np.array([c["logprob"] + beta * math.log(max(c["votes"], 1)) for c in cands])
+            top = np.argsort(-keys, kind="stable")[:attempts]
+            per.append(ranks[qi] is not None and int(ranks[qi]) in top.tolist())
+        total += float(np.mean(per))
+    return total
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--betas", nargs="+", type=float, default=[0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0])
+    ap.add_argument("--scored", type=int, default=8, help="candidates scored where a run's config does not say")
+    ap.add_argument("--md", type=Path)
+    args = ap.parse_args(argv)
+    lines = ["| run | score | found, not picked: outranked | beyond the scored | "
+             + " | ".join(f"beta {b:g}" for b in args.betas) + " |",
+             "|---|---|---|---|" + "---|" * len(args.betas)]
+    for run in args.runs:
+        try:
+            records = read_results(run)
+            scored = int(((read_config(run) or {}).get("select_cfg") or {}).get("candidates") or args.scored)
+        except (OSError, ValueError) as e:
+            print(f"error: {run}: {e}", file=sys.stderr)
+            return 1
+        score = sum(r.get("score") or 0 for r in records)
+        outranked, beyond = kept_not_picked(records, scored)
+        cells = " | ".join(f"{reranked_score(records, b):g}" for b in args.betas)
+        lines.append(f"| {run.name} | {score:g} | {outranked} | {beyond} | {cells} |")
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    if args.md:
+        args.md.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
