@@ -18,15 +18,17 @@ from testtime.recipes.grid import GridKind, GridOps, solve_tasks
 from testtime.stages.ensemble import (
     EnsembleConfig,
     MemberRows,
+    group_member,
     member_adapters,
     member_datasets,
+    member_group,
     member_keys,
     pool,
 )
 from testtime.stages.predict import TaskPredictions
-from testtime.stages.selection import SelectConfig, product_of_experts
+from testtime.stages.selection import SelectConfig, product_of_experts, rank_candidates
 from testtime.stages.ttt import TTTConfig, build_dataset, fresh_adapters, train_group
-from testtime.stages.vote import Prediction
+from testtime.stages.vote import Candidate, Prediction
 
 
 def test_an_ensemble_trained_together_equals_each_member_trained_alone(tiny_llama, flip_task):
@@ -100,11 +102,22 @@ def test_the_product_of_experts_over_members_is_the_mean_over_every_adapter(tiny
     assert not np.allclose(np.ravel(each[0]), np.ravel(each[1]))
     one = product_of_experts(model, tasks, cands, codec, cfg, adapters=[Adapters(lora, (0, 1))])
     np.testing.assert_allclose(np.ravel(one), np.ravel(each[0]))
+    by = product_of_experts(model, tasks, cands, codec, cfg, adapters=members, by_member=True)
+    np.testing.assert_allclose(np.array(by)[..., 0], np.array(each[0]), rtol=1e-6)  # [task][test][cand][member]
+    np.testing.assert_allclose(np.array(by)[..., 1], np.array(each[1]), rtol=1e-6)
+    votes = [[[Candidate(g, 2 - k, 2 - k, True) for k, g in enumerate(per_q)] for per_q in per_t] for per_t in cands]
+    ranked = rank_candidates(model, tasks, votes, codec, cfg, adapters=members)
+    for i, per_task in enumerate(ranked):  # each candidate keeps both members' scores, their mean its own
+        for got in per_task[0]:
+            k = next(k for k, g in enumerate(cands[i][0]) if g is got.grid)
+            assert got.members == pytest.approx(by[i][0][k]) and got.logprob == pytest.approx(np.mean(by[i][0][k]))
+            assert got.to_json()["members"] == [round(x, 4) for x in got.members]
 
 
 def test_a_run_with_an_ensemble_predicts_through_every_member(tiny, small_cfg, synthetic_tasks, monkeypatch):
     """Through the run: the bank holds K slots a task, TTT trains every member (each item's loss their mean), every
-    member decodes every view (K times the tokens), and the record says how many adapters the task had."""
+    member decodes every view (K times the tokens), and the record says how many adapters the task had, and of each
+    recorded candidate, each member's score and how many of its views decoded it."""
     model, codec = tiny
     tasks = synthetic_tasks(3)
     trained = []
@@ -118,6 +131,15 @@ def test_a_run_with_an_ensemble_predicts_through_every_member(tiny, small_cfg, s
         assert b["tokens"]["generated"] == 3 * a["tokens"]["generated"]
         assert b["tokens"]["ttt"] > 2 * a["tokens"]["ttt"]  # members draw their own sequences, of other lengths
         assert b["invalid"] == 3 * a["invalid"]
+        assert all("members" not in c and "by_member" not in c for per_q in a["ranked"] for c in per_q)
+        for per_q in b["ranked"]:
+            for c in per_q:
+                assert len(c["members"]) == 3 and len(c["by_member"]) == 3 and sum(c["by_member"]) == c["count"]
+
+
+def test_group_member_inverts_member_group():
+    for group in ("id", "rot90", "t#x", "a#m"):
+        assert [group_member(member_group(group, m)) for m in range(4)] == [0, 1, 2, 3]
 
 
 def test_ensemble_settings_are_checked(tiny):

@@ -12,6 +12,7 @@ import numpy as np
 
 from testtime.data.tasks import Grid, Task, grids_equal
 from testtime.stages.budget import Fit
+from testtime.stages.ensemble import group_member
 from testtime.stages.policy import Outcome, Plan
 from testtime.stages.selection import Ranked
 from testtime.stages.vote import Candidate, Prediction, attempts, is_solved
@@ -38,6 +39,24 @@ def recall_note(predictions: Sequence[Sequence[Prediction]], ranked: Sequence[Se
     return {"candidates": counts, "found": found if known else None, "rank": rank if known else None}
 
 
+def by_member(entries: list[dict[str, Any]], predictions: Sequence[Prediction]) -> None:
+    """Under an ensemble, each recorded candidate's predictions by member (`by_member`: how many of member j's views
+    decoded it), so a run's records tell which adapter found what; nothing for one adapter."""
+    members = 1 + max((group_member(p.group) for p in predictions), default=0)
+    if members < 2:
+        return
+    def key(grid) -> tuple:
+        g = np.asarray(grid, dtype=np.int64)
+        return g.shape, g.tobytes()
+
+    found: dict[tuple, list[int]] = {}
+    for p in predictions:
+        if p.grid is not None:
+            found.setdefault(key(p.grid), [0] * members)[group_member(p.group)] += 1
+    for e in entries:
+        e["by_member"] = found.get(key(e["grid"]), [0] * members)
+
+
 def task_record(task: Task, preds, votes: Sequence[Sequence[Candidate]], ranked: Sequence[Sequence[Ranked]],
                 method: str, n_attempts: int, seconds: float, ttt_loss: list[float] | None,
                 ttt_tokens: int) -> dict[str, Any]:
@@ -51,6 +70,7 @@ def task_record(task: Task, preds, votes: Sequence[Sequence[Candidate]], ranked:
         test_attempts.append([grid_json(a) for a in att])
         test_votes.append([c.to_json() for c in votes[qi][:5]])
         test_ranked.append([r.to_json() for r in ranked[qi][:5]])
+        by_member(test_ranked[-1], plist)
         greedy.append(grid_json(first))
         truth = task.test[qi].output
         if truth is not None:

@@ -60,6 +60,12 @@ def member_group(group: str, member: int) -> str:
     return group if member == 0 else f"{group}#m{member}"
 
 
+def group_member(group: str) -> int:
+    """The member whose predictions vote in view group `group` (`member_group`'s inverse)."""
+    _, sep, member = group.rpartition("#m")
+    return int(member) if sep and member.isdigit() else 0
+
+
 def member_datasets(task: Task, codec: Codec, tcfg: TTTConfig, cfg: EnsembleConfig) -> dict[str, list[Encoded]]:
     """Each member's TTT sequences, by its key (`member_key`): with `data`, each member's own draw of augmentations
     (the task's demonstrations only, as `ttt.build_dataset` always takes them); else member 0's for all."""

@@ -50,18 +50,27 @@ class SelectConfig:
 
 @dataclass(frozen=True)
 class Ranked:
-    """A candidate as the selection ranks it: its votes, and (product of experts) its summed log-probability."""
+    """A candidate as the selection ranks it: its votes, and (product of experts) its summed log-probability; under
+    an ensemble, also each member's own (`members`: the mean over its views, whose mean is `logprob`), so a run's
+    records tell what each adapter alone would have picked."""
 
     grid: Grid
     votes: int
     count: int
     logprob: float | None = None
+    members: tuple[float, ...] | None = None
 
     def to_json(self) -> dict:
         out = {"grid": self.grid.astype(int).tolist(), "votes": self.votes, "count": self.count}
         if self.logprob is not None:
-            out["logprob"] = round(self.logprob, 4) if math.isfinite(self.logprob) else None
+            out["logprob"] = _rounded(self.logprob)
+        if self.members is not None:
+            out["members"] = [_rounded(x) for x in self.members]
         return out
+
+
+def _rounded(x: float) -> float | None:
+    return round(x, 4) if math.isfinite(x) else None
 
 
 def scoring_budget(cfg: SelectConfig, generation_budget: int | None) -> int:
@@ -102,13 +111,15 @@ def _sequences(task: Task, test: int, grids: Sequence[Grid], codec: Codec, cfg: 
 
 def product_of_experts(model: nn.Module, tasks: Sequence[Task], candidates: Sequence[Sequence[Sequence[Grid]]],
                        codec: Codec, cfg: SelectConfig, *, adapters: Adapters | Sequence[Adapters] | None = None,
-                       max_len: int = 8192) -> list[list[list[float]]]:
+                       max_len: int = 8192, by_member: bool = False) -> list[list[list]]:
     """scores[i][q][k]: candidate k of test input q of tasks[i], its log-probability under the expert views (the
     mean over the views it fits in, which ranks as their sum, the product of experts, whenever every candidate
     fits in every view; -inf where it fits in none), each sequence through `adapters` slot i (the task's adapter)
     when given. With a list of handles (an ensemble's members, `stages.ensemble`), every sequence goes through each,
-    and the experts are every view under every adapter. All of them score in one batched pass; sequences of one
-    view share their prompt, which is read once per adapter (`engine.sequence_logprobs`)."""
+    and the experts are every view under every adapter; `by_member` makes each score a tuple, each member's mean
+    over the views (every member sees the same views, so their mean is the score). All of them score in one
+    batched pass; sequences of one view share their prompt, which is read once per adapter
+    (`engine.sequence_logprobs`)."""
     seqs: list[Encoded] = []
     where: list[tuple[int, int, int]] = []
     for i, (task, per_test) in enumerate(zip(tasks, candidates, strict=True)):
@@ -116,19 +127,25 @@ def product_of_experts(model: nn.Module, tasks: Sequence[Task], candidates: Sequ
             for k, enc in _sequences(task, q, grids, codec, cfg, max_len):
                 seqs.append(enc)
                 where.append((i, q, k))
-    sums = [[[0.0] * len(grids) for grids in per_test] for per_test in candidates]
-    counts = [[[0] * len(grids) for grids in per_test] for per_test in candidates]
     members = list(adapters) if isinstance(adapters, Sequence) else [adapters]
+    sums = [[[[0.0] * len(members) for _ in grids] for grids in per_test] for per_test in candidates]
+    counts = [[[0] * len(grids) for grids in per_test] for per_test in candidates]  # views, the same for each member
     if seqs:
         owners = [i for i, _, _ in where]
         slots = None if members[0] is None else Adapters(
             members[0].lora, tuple(s for m in members for s in m.take(owners).slots))
         scores = sequence_logprobs(model, seqs * len(members), codec.pad_id, adapters=slots,
                                    token_budget=cfg.token_budget)
-        for (i, q, k), lp in zip(where * len(members), scores, strict=True):
-            sums[i][q][k] += lp
-            counts[i][q][k] += 1
-    return [[[s / n if n else -math.inf for s, n in zip(ss, nn_, strict=True)] for ss, nn_ in zip(st, ct, strict=True)]
+        for m in range(len(members)):
+            for (i, q, k), lp in zip(where, scores[m * len(seqs):(m + 1) * len(seqs)], strict=True):
+                sums[i][q][k][m] += lp
+                counts[i][q][k] += m == 0
+
+    def score(s: list[float], n: int):
+        each = tuple(x / n if n else -math.inf for x in s)
+        return each if by_member else (sum(s) / (n * len(s)) if n else -math.inf)
+
+    return [[[score(s, n) for s, n in zip(ss, nn_, strict=True)] for ss, nn_ in zip(st, ct, strict=True)]
             for st, ct in zip(sums, counts, strict=True)]
 
 
@@ -144,12 +161,14 @@ def rank_candidates(model: nn.Module, tasks: Sequence[Task], votes: Sequence[Seq
         return [[[Ranked(c.grid, c.votes, c.count) for c in per_q] for per_q in per_task] for per_task in votes]
     top = [[[c.grid for c in per_q[: cfg.candidates]] if len(per_q) > attempts else [] for per_q in per_task]
            for per_task in votes]
-    scores = product_of_experts(model, tasks, top, codec, cfg, adapters=adapters, max_len=max_len)
+    ensemble = isinstance(adapters, Sequence) and len(adapters) > 1
+    scores = product_of_experts(model, tasks, top, codec, cfg, adapters=adapters, max_len=max_len, by_member=ensemble)
     out = []
     for per_task, task_scores in zip(votes, scores, strict=True):
         ranked_task = []
         for per_q, s in zip(per_task, task_scores, strict=True):
-            scored = [Ranked(c.grid, c.votes, c.count, s[k]) for k, c in enumerate(per_q[: len(s)])]
+            scored = [Ranked(c.grid, c.votes, c.count, float(np.mean(s[k])), tuple(s[k])) if ensemble
+                      else Ranked(c.grid, c.votes, c.count, s[k]) for k, c in enumerate(per_q[: len(s)])]
             scored.sort(key=lambda r: -r.logprob)  # stable: equal scores keep the vote's order
             ranked_task.append(scored + [Ranked(c.grid, c.votes, c.count) for c in per_q[len(s):]])
         out.append(ranked_task)
