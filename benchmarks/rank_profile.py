@@ -5,7 +5,10 @@ attempts, by the right grid's place in the selection's ranking (recall's `rank`,
 candidate scored (outranked by the product of experts) or beyond the scored ones (the config's `select_cfg.candidates`,
 else `--scored`: reached only by scoring more). Then a vote prior on the product of experts: the five
 recorded candidates of each test input re-ranked by summed log-probability + BETA x log(votes), the pass@2 this
-gives for each BETA (BETA = 0 reproduces the run's own score where every recorded candidate was scored).
+gives for each BETA (BETA = 0 reproduces the run's own score where every recorded candidate was scored). Where the
+records keep each ensemble member's scores (`members`, since 45fc3cb): `members first`, the pass@2 of each
+member's own best candidate as the two attempts (member 0's, then the best other member's that differs; the joint
+ranking fills in), against the joint product of experts that the run used.
 
     python benchmarks/rank_profile.py RUN [RUN...] [--betas 0 1 3] [--md OUT.md]
 """
@@ -59,6 +62,37 @@ def reranked_score(records: Sequence[dict], beta: float, attempts: int = 2) -> f
     return total
 
 
+def members_first(records: Sequence[dict], attempts: int = 2) -> float | None:
+    """Pass@`attempts` with each member's own best recorded candidate first, in member order, then the joint ranking;
+    None where no record keeps members' scores."""
+    total, seen = 0.0, False
+    for r in records:
+        correct = r.get("correct") or []
+        if not correct:
+            continue
+        ranks = (r.get("recall") or {}).get("rank") or [None] * len(correct)
+        per = []
+        for qi, ok in enumerate(correct):
+            cands = (r.get("ranked") or [[]] * len(correct))[qi]
+            if not cands or any(c.get("members") is None for c in cands):
+                per.append(bool(ok))
+                continue
+            seen = True
+            picks: list[int] = []
+            for m in range(len(cands[0]["members"])):
+                own = max(range(len(cands)), key=lambda k: _finite(cands[k]["members"][m]))
+                if own not in picks:
+                    picks.append(own)
+            picks += [k for k in range(len(cands)) if k not in picks]
+            per.append(ranks[qi] is not None and int(ranks[qi]) in picks[:attempts])
+        total += float(np.mean(per))
+    return total if seen else None
+
+
+def _finite(x: float | None) -> float:
+    return -math.inf if x is None else x
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
@@ -67,8 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--md", type=Path)
     args = ap.parse_args(argv)
     lines = ["| run | score | found, not picked: outranked | beyond the scored | "
-             + " | ".join(f"beta {b:g}" for b in args.betas) + " |",
-             "|---|---|---|---|" + "---|" * len(args.betas)]
+             + " | ".join(f"beta {b:g}" for b in args.betas) + " | members first |",
+             "|---|---|---|---|" + "---|" * (len(args.betas) + 1)]
     for run in args.runs:
         try:
             records = read_results(run)
@@ -79,7 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         score = sum(r.get("score") or 0 for r in records)
         outranked, beyond = kept_not_picked(records, scored)
         cells = " | ".join(f"{reranked_score(records, b):g}" for b in args.betas)
-        lines.append(f"| {run.name} | {score:g} | {outranked} | {beyond} | {cells} |")
+        first = members_first(records)
+        lines.append(f"| {run.name} | {score:g} | {outranked} | {beyond} | {cells} | "
+                     f"{'-' if first is None else f'{first:g}'} |")
     text = "\n".join(lines) + "\n"
     print(text, end="")
     if args.md:

@@ -49,6 +49,22 @@ def test_the_vote_prior_reranks_the_scored_candidates(beta, score):
     assert rp.reranked_score(RECORDS, beta) == score
 
 
+def member_cand(members: list[float | None]) -> dict:
+    finite = [x for x in members if x is not None]
+    return {"grid": [[0]], "votes": 1, "count": 1, "logprob": sum(finite) / len(finite), "members": members}
+
+
+def test_members_first_takes_each_adapters_own_best():
+    # jointly, candidates 0 and 1 lead (means -1.5, -2.0); member 1 alone prefers candidate 2, the right one (rank 2)
+    record = {"task_id": "m", "score": 0.0, "correct": [False], "recall": {"candidates": [3], "found": [True],
+                                                                           "rank": [2]},
+              "ranked": [[member_cand([-1.0, -2.0]), member_cand([-1.5, -2.5]), member_cand([-5.0, -0.5])]]}
+    assert rp.members_first([record]) == 1.0
+    agree = dict(record, ranked=[[member_cand([-1.0, -2.0]), member_cand([-1.5, -2.5]), member_cand([-5.0, -3.0])]])
+    assert rp.members_first([agree]) == 0.0  # both members' best is candidate 0: the joint second fills in
+    assert rp.members_first(RECORDS) is None  # no member scores recorded: no figure
+
+
 def test_cli_table_and_a_missing_run(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
@@ -58,7 +74,7 @@ def test_cli_table_and_a_missing_run(tmp_path):
     got = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rank_profile.py"), str(run), "--betas", "0", "1",
                           "--md", str(md)], capture_output=True, text=True, env=env)
     assert got.returncode == 0, got.stderr
-    assert "| run | 2 | 1 | 1 | 2 | 3 |" in md.read_text()
+    assert "| run | 2 | 1 | 1 | 2 | 3 | - |" in md.read_text()
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rank_profile.py"), str(tmp_path / "absent")],
                          capture_output=True, text=True, env=env)
     assert bad.returncode == 1 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
