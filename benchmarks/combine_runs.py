@@ -1,6 +1,7 @@
 """Two runs' attempts combined: what running the default twice (two seeds of one model, or two checkpoints of the
 campaign) and keeping each run's first attempt would score, read from the runs' records before any such ensemble is
-built (issue 24: more right candidates; the `--adapters 2` lever is the built one). For a pair of runs of the same
+built (issue 24: more right candidates; `testtime combine` builds it from runs made apart, the `--adapters 2`
+lever inside one run). For a pair of runs of the same
 tasks, from their records and the tasks' solutions:
 - each run alone (pass@2, scored here from its attempts as the combination is);
 - the combination: per test input, A's first attempt, then B's first where it differs (else A's second, then B's
@@ -23,21 +24,13 @@ from miss_profile import kept_candidates, run_tasks
 from provenance import publish
 
 from testtime.core.store import read_results
+from testtime.report.combine import combine_attempts
 from testtime.report.compare import pair
 
 
 def attempts_of(record: dict, qi: int) -> list:
     got = record.get("attempts") or []
     return [a for a in (got[qi] if qi < len(got) else []) if a is not None]
-
-
-def combine(first: list, second: list, attempts: int = 2) -> list:
-    """Each run's first attempt, then their seconds, without repeats, up to `attempts`."""
-    out: list = []
-    for grid in first[:1] + second[:1] + first[1:] + second[1:]:
-        if grid not in out:
-            out.append(grid)
-    return out[:attempts]
 
 
 def combined(run_a: Path, run_b: Path, tasks: str | None = None) -> dict:
@@ -57,7 +50,8 @@ def combined(run_a: Path, run_b: Path, tasks: str | None = None) -> dict:
         for qi, truth in enumerate(truths):
             att_a, att_b = attempts_of(ra, qi), attempts_of(rb, qi)
             kept_a, kept_b = ([c["grid"] for c in kept_candidates(r, qi)] for r in (ra, rb))
-            for name, att in (("a", att_a), ("b", att_b), ("combined", combine(att_a, att_b))):
+            both = combine_attempts([att_a, att_b])[0]  # as `testtime combine` makes it
+            for name, att in (("a", att_a), ("b", att_b), ("combined", both)):
                 correct[name].append(truth in att)
             share = 1 / len(truths)
             totals["pass4"] += share * (truth in att_a + att_b)

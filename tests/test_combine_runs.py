@@ -15,6 +15,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))  # as a benchmark runs: beside its 
 
 import combine_runs as cr  # noqa: E402
 
+from testtime.report.combine import combine_attempts, combine_records, combine_runs  # noqa: E402
+
 RIGHT, WRONG, OTHER = [[1, 2]], [[0, 0]], [[3, 3]]
 
 
@@ -69,9 +71,52 @@ def test_the_combination_takes_each_runs_first_attempt(tmp_path):
 
 
 def test_combine_keeps_no_repeat_and_fills_from_the_seconds():
-    assert cr.combine([RIGHT, WRONG], [RIGHT, OTHER]) == [RIGHT, WRONG]
-    assert cr.combine([], [OTHER, WRONG]) == [OTHER, WRONG]
-    assert cr.combine([WRONG], [OTHER]) == [WRONG, OTHER]
+    assert combine_attempts([[RIGHT, WRONG], [RIGHT, OTHER]]) == ([RIGHT, WRONG], [0, 0])
+    assert combine_attempts([[], [OTHER, WRONG]]) == ([OTHER, WRONG], [1, 1])
+    assert combine_attempts([[WRONG], [OTHER]]) == ([WRONG, OTHER], [0, 1])
+    assert combine_attempts([[None, WRONG], [OTHER], [RIGHT]]) == ([OTHER, RIGHT], [1, 2])  # a missing first
+    assert combine_attempts([[WRONG, RIGHT], [WRONG, OTHER], [WRONG]], attempts=3) == ([WRONG, RIGHT, OTHER], [0, 0, 1])
+
+
+def test_testtime_combine_writes_a_run_that_scores_as_the_benchmark_says(tmp_path):
+    """The library's combination (`testtime combine`) of the hand-written runs: the benchmark's 3.0, each task's
+    attempts with the run each came from, a run folder `compare` and `score` read, and one-line refusals."""
+    from typer.testing import CliRunner
+
+    from testtime.cli import app
+
+    run_a, run_b = write_runs(tmp_path)
+    out = tmp_path / "both"
+    summary = combine_runs([run_a, run_b], out)
+    assert (summary["score"], summary["n_tasks"], summary["run_scores"]) == (3.0, 5, {"A": 0.0, "B": 0.0})
+    records = {r["task_id"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert records["b_first"]["attempts"] == [[WRONG, RIGHT]] and records["b_first"]["correct"] == [True]
+    assert records["b_first"]["combined"]["sources"] == [["A", "B"]]
+    assert records["two"]["attempts"][0] == [RIGHT, WRONG] and records["two"]["combined"]["sources"][0] == ["A", "A"]
+    assert records["a_first"]["adapters"] == 2  # the compute of both runs
+    runner = CliRunner()
+    got = runner.invoke(app, ["score", str(out / "submission.json"), "--solutions", str(tmp_path / "tasks")])
+    assert got.exit_code == 0 and "score 3 / 5" in got.output
+    got = runner.invoke(app, ["compare", str(run_a), str(out)])
+    assert got.exit_code == 0, got.output
+    got = runner.invoke(app, ["combine", str(run_a), str(run_b), "--out", str(tmp_path / "cli")])
+    assert got.exit_code == 0 and "3 / 5 (60.00%)" in got.output
+    for args, message in (([str(run_a)], "two runs or more"), ([str(run_a), str(tmp_path / "no")], "no such file"),
+                          ([str(run_a), str(run_b), "--out", str(run_b)], "is one of the runs combined")):
+        args = args if "--out" in args else [*args, "--out", str(tmp_path / "x")]
+        got = runner.invoke(app, ["combine", *args])
+        assert got.exit_code == 2 and message in got.output and "Traceback" not in got.output
+
+
+def test_a_task_one_run_lacks_takes_the_others_attempts_and_an_unknown_answer_is_unscored(tmp_path):
+    run_a, run_b = write_runs(tmp_path)
+    lines = (run_b / "results.jsonl").read_text().splitlines()
+    (run_b / "results.jsonl").write_text("".join(line + "\n" for line in lines if '"b_first"' not in line))
+    records = {r["task_id"]: r for r in combine_records(
+        [[json.loads(x) for x in (r / "results.jsonl").read_text().splitlines()] for r in (run_a, run_b)],
+        ["A", "B"], {})}
+    assert records["b_first"]["attempts"] == [[WRONG, OTHER]] and records["b_first"]["combined"]["runs"] == ["A"]
+    assert "score" not in records["b_first"] and "correct" not in records["b_first"]  # no tasks: nothing to score
 
 
 def test_the_cli_prints_the_table_and_refuses_runs_without_shared_tasks(tmp_path):

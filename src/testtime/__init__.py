@@ -35,12 +35,14 @@ if TYPE_CHECKING:
         Task,
         TaskError,
         TooLongError,
+        combine,
         evaluate,
         load,
     )
 
 __all__ = ["DEFAULT_POLICY", "POLICIES", "RECIPES", "ConfigError", "EvalConfig", "ModelError", "Policy", "Ranked",
-           "Recipe", "Run", "Solution", "Solver", "Task", "TaskError", "TooLongError", "__version__", "evaluate", "load"]
+           "Recipe", "Run", "Solution", "Solver", "Task", "TaskError", "TooLongError", "__version__", "combine", "evaluate",
+           "load"]
 
 
 def __getattr__(name: str) -> Any:

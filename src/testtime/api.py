@@ -9,6 +9,7 @@
     result.ttt_loss, result.seconds                         # the TTT loss curve; the seconds of each stage
     results = solver.solve_many(tasks, policy="always")     # trained and decoded together, in the batched bank
     run = solver.evaluate("arc1/eval", "runs/full", limit=20)   # a run folder, as `testtime evaluate` writes it
+    testtime.combine(["runs/full", "runs/other"], "runs/both")   # two runs' first attempts, then their seconds
 
 Settings are the command's flags by name (`views=4`, `epochs=2`, `select="vote"`: `SETTINGS`) or any config field by
 its dotted path (`**{"select_cfg.colors": 1}`), over a named recipe (`RECIPES`) or a whole `EvalConfig`. An error a
@@ -39,6 +40,7 @@ from testtime.model.loading import load_model
 from testtime.model.model_folder import ModelError
 from testtime.recipes import grid
 from testtime.recipes.grid import EvalConfig, config_from_dict
+from testtime.report.combine import combine_runs as combine
 from testtime.stages import budget
 from testtime.stages.policy import DEFAULT_POLICY, POLICIES, Policy
 from testtime.stages.selection import Ranked
@@ -46,7 +48,8 @@ from testtime.text.run import TextEvalConfig, check_text_flags, text_config_from
 from testtime.text.tasks import is_text_task_path
 
 __all__ = ["POLICIES", "RECIPES", "SETTINGS", "ConfigError", "DEFAULT_POLICY", "EvalConfig", "ModelError", "Policy",
-           "Ranked", "Recipe", "Run", "Solution", "Solver", "Task", "TaskError", "TooLongError", "evaluate", "load"]
+           "Ranked", "Recipe", "Run", "Solution", "Solver", "Task", "TaskError", "TooLongError", "combine", "evaluate",
+           "load"]
 
 # Where each setting (a flag of `testtime evaluate` by name) goes in a run's config; a dotted config path goes as is.
 SETTINGS = {

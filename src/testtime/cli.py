@@ -372,6 +372,24 @@ def submit_cmd(
     typer.echo(f"wrote {path} ({len(records)} task(s) with results)")
 
 
+@app.command("combine")
+@cli_errors
+def combine_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="Two run folders or more, of the same tasks; the first's attempts "
+                                                    "come first.")],
+    out: Annotated[Path, typer.Option(help="The combined run's folder (results.jsonl, summary.json, submission.json).")],
+    tasks: Annotated[str | None, typer.Option(help="The runs' tasks, to score the combination, where the first run's "
+                                                   "config.json does not name them.")] = None,
+) -> None:
+    """One run from several: each run's first attempt, then their seconds (two attempts a test input in all)."""
+    from testtime.report.combine import combine_runs
+
+    s = combine_runs(runs, out, tasks)
+    alone = ", ".join(f"{k} {v:g}" for k, v in (s["run_scores"] or {}).items())
+    typer.echo(f"wrote {out}: {s['n_tasks']} tasks" + (f", {s['score']:g} / {s['n_scored']} ({s['percent']:.2f}%) "
+                                                         f"against {alone}" if s["score"] is not None else ""))
+
+
 @app.command("score")
 @cli_errors
 def score_cmd(
