@@ -100,7 +100,7 @@ def test_testtime_combine_writes_a_run_that_scores_as_the_benchmark_says(tmp_pat
     got = runner.invoke(app, ["compare", str(run_a), str(out)])
     assert got.exit_code == 0, got.output
     got = runner.invoke(app, ["combine", str(run_a), str(run_b), "--out", str(tmp_path / "cli")])
-    assert got.exit_code == 0 and "3 / 5 (60.00%)" in got.output
+    assert got.exit_code == 0 and "combined 5 tasks: 3 / 5 (60.00%) against A 0, B 0; wrote" in got.output
     for args, message in (([str(run_a)], "two runs or more"), ([str(run_a), str(tmp_path / "no")], "no such file"),
                           ([str(run_a), str(run_b), "--out", str(run_b)], "is one of the runs combined")):
         args = args if "--out" in args else [*args, "--out", str(tmp_path / "x")]

@@ -386,8 +386,8 @@ def combine_cmd(
 
     s = combine_runs(runs, out, tasks)
     alone = ", ".join(f"{k} {v:g}" for k, v in (s["run_scores"] or {}).items())
-    typer.echo(f"wrote {out}: {s['n_tasks']} tasks" + (f", {s['score']:g} / {s['n_scored']} ({s['percent']:.2f}%) "
-                                                         f"against {alone}" if s["score"] is not None else ""))
+    scored = f": {s['score']:g} / {s['n_scored']} ({s['percent']:.2f}%) against {alone}" if s["score"] is not None else ""
+    typer.echo(f"combined {s['n_tasks']} tasks{scored}; wrote {out}")
 
 
 @app.command("score")
