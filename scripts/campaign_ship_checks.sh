@@ -41,7 +41,7 @@ verdict=$(python3 -m testtime.cli ship "$tmp/shipped/$REF_RUN" "$STRETCH" 2>"$tm
 echo "ship checks: $verdict"
 # What the stretch and the shipped model make together (`testtime combine`: each run's first attempt, then the
 # seconds), read from the records: checkpoints of the campaign solve different tasks (h100-campaign-2026-12-07d.md).
-python3 -m testtime.cli combine "$STRETCH" "$tmp/shipped/$REF_RUN" --out "$tmp/both" 2>&1 | tail -1 \
+python3 -m testtime.cli combine "$STRETCH" "$tmp/shipped/$REF_RUN" --out "$tmp/both" --tasks arc1/eval 2>&1 | tail -1 \
   | sed "s|; wrote .*||; s|^|ship checks: with the shipped model's run, |"
 if [[ $verdict != better:* && ${FORCE:-0} != 1 ]]; then
   echo "ship checks: left out (ARC-AGI-2 and the run without TTT are for a model that ships; FORCE=1 runs them)"

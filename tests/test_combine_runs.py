@@ -117,6 +117,11 @@ def test_a_task_one_run_lacks_takes_the_others_attempts_and_an_unknown_answer_is
         ["A", "B"], {})}
     assert records["b_first"]["attempts"] == [[WRONG, OTHER]] and records["b_first"]["combined"]["runs"] == ["A"]
     assert "score" not in records["b_first"] and "correct" not in records["b_first"]  # no tasks: nothing to score
+    (run_a / "config.json").unlink()  # the tasks are read from the next run that names them
+    assert combine_runs([run_a, run_b], tmp_path / "both")["n_scored"] == 5
+    (run_b / "config.json").unlink()
+    assert combine_runs([run_a, run_b], tmp_path / "none")["score"] is None
+    assert combine_runs([run_a, run_b], tmp_path / "named", tasks=str(tmp_path / "tasks"))["n_scored"] == 5
 
 
 def test_the_cli_prints_the_table_and_refuses_runs_without_shared_tasks(tmp_path):

@@ -302,7 +302,8 @@ def test_the_ship_checks_pair_a_stretch_with_the_shipped_models_own_records(tmp_
     assert got.returncode == 0, got.stdout + got.stderr
     assert got.stdout.startswith(f"ship checks: {verdict}") and "left out" in got.stdout
     if kept is None:  # the same records combined with themselves: the same attempts, the same score
-        assert "ship checks: with the shipped model's run, combined 400 tasks: 210 / 400 (52.50%)" in got.stdout
+        line = next(x for x in got.stdout.splitlines() if x.startswith("ship checks: with"))
+        assert line.startswith("ship checks: with the shipped model's run, combined 400 tasks: 210 / 400"), line
     assert got.stdout.splitlines()[-1] == "ship checks: hold (400)"
     assert not (tmp_path / "runs/campaign-arc2").exists()
 

@@ -378,8 +378,8 @@ def combine_cmd(
     runs: Annotated[list[Path], typer.Argument(help="Two run folders or more, of the same tasks; the first's attempts "
                                                     "come first.")],
     out: Annotated[Path, typer.Option(help="The combined run's folder (results.jsonl, summary.json, submission.json).")],
-    tasks: Annotated[str | None, typer.Option(help="The runs' tasks, to score the combination, where the first run's "
-                                                   "config.json does not name them.")] = None,
+    tasks: Annotated[str | None, typer.Option(help="The runs' tasks, to score the combination, where no run's "
+                                                   "config.json names them.")] = None,
 ) -> None:
     """One run from several: each run's first attempt, then their seconds (two attempts a test input in all)."""
     from testtime.report.combine import combine_runs

@@ -41,8 +41,10 @@ def _attempts_at(record: dict[str, Any], test: int) -> list[Any]:
     return list(got[test] or []) if test < len(got) else []
 
 
-def _run_tasks(run: Path, tasks: str | None) -> dict[str, Task]:
-    spec = tasks or (store.read_config(run) or {}).get("tasks")
+def _run_tasks(runs: Sequence[Path], tasks: str | None) -> dict[str, Task]:
+    """The tasks by id: `tasks`, else those the first run with a config.json names (none: the combination is not
+    scored)."""
+    spec = tasks or next((c["tasks"] for c in map(store.read_config, runs) if c and c.get("tasks")), None)
     return {t.id: t for t in load_tasks(spec)} if spec else {}
 
 
@@ -75,8 +77,8 @@ def combine_records(runs: Sequence[Sequence[dict[str, Any]]], names: Sequence[st
 
 
 def combine_runs(runs: Sequence[str | Path], out: str | Path, tasks: str | None = None) -> dict[str, Any]:
-    """Combine `runs` (run folders) into the run folder `out`; `tasks` names the task set where the first run's
-    config.json does not (it scores the combination and gives tasks no run finished an empty submission entry).
+    """Combine `runs` (run folders) into the run folder `out`; `tasks` names the task set where no run's config.json
+    does (it scores the combination).
     Returns the summary written to `out`/summary.json."""
     if len(runs) < 2:
         raise ValueError("combine takes two runs or more")
@@ -84,7 +86,7 @@ def combine_runs(runs: Sequence[str | Path], out: str | Path, tasks: str | None 
     names = [p.name for p in paths]
     if len(set(names)) < len(names):
         names = [str(p) for p in paths]
-    records = combine_records([store.read_results(p) for p in paths], names, _run_tasks(paths[0], tasks))
+    records = combine_records([store.read_results(p) for p in paths], names, _run_tasks(paths, tasks))
     out_dir = Path(out)
     if out_dir.resolve() in {p.resolve() for p in paths}:
         raise ValueError(f"{out_dir}: is one of the runs combined; name a new folder")
