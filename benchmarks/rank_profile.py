@@ -40,31 +40,9 @@ def kept_not_picked(records: Sequence[dict], scored: int) -> tuple[int, int]:
     return outranked, beyond
 
 
-def reranked_score(records: Sequence[dict], beta: float, attempts: int = 2) -> float:
-    """Pass@`attempts` with each test input's recorded candidates re-ranked by logprob + beta x log(votes); a test
-    input whose candidates were not all scored keeps its own verdict."""
-    total = 0.0
-    for r in records:
-        correct = r.get("correct") or []
-        if not correct:
-            continue
-        ranks = (r.get("recall") or {}).get("rank") or [None] * len(correct)
-        per = []
-        for qi, ok in enumerate(correct):
-            cands = (r.get("ranked") or [[]] * len(correct))[qi]
-            if not cands or any(c.get("logprob") is None for c in cands):
-                per.append(bool(ok))
-                continue
-            keys = np.array([c["logprob"] + beta * math.log(max(c["votes"], 1)) for c in cands])
-            top = np.argsort(-keys, kind="stable")[:attempts]
-            per.append(ranks[qi] is not None and int(ranks[qi]) in top.tolist())
-        total += float(np.mean(per))
-    return total
-
-
-def members_first(records: Sequence[dict], attempts: int = 2) -> float | None:
-    """Pass@`attempts` with each member's own best recorded candidate first, in member order, then the joint ranking;
-    None where no record keeps members' scores."""
+def pass_with(records: Sequence[dict], order, attempts: int = 2) -> tuple[float, bool]:
+    """Pass@`attempts` with each test input's recorded candidates in the order `order(cands)` gives (their indices,
+    best first), and whether it gave one anywhere; a test input it returns None for keeps its own verdict."""
     total, seen = 0.0, False
     for r in records:
         correct = r.get("correct") or []
@@ -73,19 +51,41 @@ def members_first(records: Sequence[dict], attempts: int = 2) -> float | None:
         ranks = (r.get("recall") or {}).get("rank") or [None] * len(correct)
         per = []
         for qi, ok in enumerate(correct):
-            cands = (r.get("ranked") or [[]] * len(correct))[qi]
-            if not cands or any(c.get("members") is None for c in cands):
-                per.append(bool(ok))
-                continue
-            seen = True
-            picks: list[int] = []
-            for m in range(len(cands[0]["members"])):
-                own = max(range(len(cands)), key=lambda k: _finite(cands[k]["members"][m]))
-                if own not in picks:
-                    picks.append(own)
-            picks += [k for k in range(len(cands)) if k not in picks]
-            per.append(ranks[qi] is not None and int(ranks[qi]) in picks[:attempts])
+            picks = order(cands) if (cands := (r.get("ranked") or [[]] * len(correct))[qi]) else None
+            seen |= picks is not None
+            per.append(bool(ok) if picks is None else ranks[qi] is not None and int(ranks[qi]) in picks[:attempts])
         total += float(np.mean(per))
+    return total, seen
+
+
+def reranked_score(records: Sequence[dict], beta: float, attempts: int = 2) -> float:
+    """Pass@`attempts` with each test input's recorded candidates re-ranked by logprob + beta x log(votes); a test
+    input whose candidates were not all scored keeps its own verdict."""
+
+    def order(cands: list[dict]) -> list[int] | None:
+        if any(c.get("logprob") is None for c in cands):
+            return None
+        keys = np.array([c["logprob"] + beta * math.log(max(c["votes"], 1)) for c in cands])
+        return np.argsort(-keys, kind="stable").tolist()
+
+    return pass_with(records, order, attempts)[0]
+
+
+def members_first(records: Sequence[dict], attempts: int = 2) -> float | None:
+    """Pass@`attempts` with each member's own best recorded candidate first, in member order, then the joint ranking;
+    None where no record keeps members' scores."""
+
+    def order(cands: list[dict]) -> list[int] | None:
+        if any(c.get("members") is None for c in cands):
+            return None
+        picks: list[int] = []
+        for m in range(len(cands[0]["members"])):
+            own = max(range(len(cands)), key=lambda k: _finite(cands[k]["members"][m]))
+            if own not in picks:
+                picks.append(own)
+        return picks + [k for k in range(len(cands)) if k not in picks]
+
+    total, seen = pass_with(records, order, attempts)
     return total if seen else None
 
 
