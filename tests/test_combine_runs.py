@@ -88,7 +88,7 @@ def test_testtime_combine_writes_a_run_that_scores_as_the_benchmark_says(tmp_pat
     run_a, run_b = write_runs(tmp_path)
     out = tmp_path / "both"
     summary = combine_runs([run_a, run_b], out)
-    assert (summary["score"], summary["n_tasks"], summary["run_scores"]) == (3.0, 5, {"A": 0.0, "B": 0.0})
+    assert (summary["score"], summary["n_tasks"], summary["run_scores"]) == (3.0, 5, {"A": 1.5, "B": 2.5})
     records = {r["task_id"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
     assert records["b_first"]["attempts"] == [[WRONG, RIGHT]] and records["b_first"]["correct"] == [True]
     assert records["b_first"]["combined"]["sources"] == [["A", "B"]]
@@ -100,9 +100,15 @@ def test_testtime_combine_writes_a_run_that_scores_as_the_benchmark_says(tmp_pat
     got = runner.invoke(app, ["compare", str(run_a), str(out)])
     assert got.exit_code == 0, got.output
     got = runner.invoke(app, ["combine", str(run_a), str(run_b), "--out", str(tmp_path / "cli")])
-    assert got.exit_code == 0 and "combined 5 tasks: 3 / 5 (60.00%) against A 0, B 0; wrote" in got.output
+    assert got.exit_code == 0 and "combined 5 tasks: 3 / 5 (60.00%) against A 1.5, B 2.5; wrote" in got.output
+    got = runner.invoke(app, ["report", str(out)])  # the combination names its tasks for the report
+    assert got.exit_code == 0, got.output
+    (tmp_path / "file").write_text("")
     for args, message in (([str(run_a)], "two runs or more"), ([str(run_a), str(tmp_path / "no")], "no such file"),
-                          ([str(run_a), str(run_b), "--out", str(run_b)], "is one of the runs combined")):
+                          ([str(run_a), str(run_b), "--out", str(run_b)], "is one of the runs combined"),
+                          ([str(run_a), str(run_a)], "a run is named twice"),
+                          ([str(run_a), str(run_b), "--out", str(tmp_path / "file")], "not a folder"),
+                          ([str(run_a), str(run_b), "--out", str(tmp_path / "tasks")], "no combination wrote")):
         args = args if "--out" in args else [*args, "--out", str(tmp_path / "x")]
         got = runner.invoke(app, ["combine", *args])
         assert got.exit_code == 2 and message in got.output and "Traceback" not in got.output
@@ -147,3 +153,37 @@ def test_a_run_folder_missing_its_files_is_one_line(tmp_path, missing):
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks/combine_runs.py"), str(run_a), str(run_b)],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("error:")
+
+
+def test_a_combination_is_written_again_in_place_and_refuses_what_it_cannot_combine(tmp_path):
+    """An earlier combination's folder is rewritten; runs that disagree on a task's test inputs, or text runs, are
+    refused in one line; a task every run failed keeps its error and still gets a submission entry per test input."""
+    run_a, run_b = write_runs(tmp_path)
+    assert combine_runs([run_a, run_b], tmp_path / "both")["score"] == 3.0
+    # B's attempts first: a_first's A1 comes second; b_second's B2 follows B1, A1 being B1 again: 4 of 5
+    assert combine_runs([run_b, run_a], tmp_path / "both")["score"] == 4.0
+    records = [json.loads(line) for line in (run_b / "results.jsonl").read_text().splitlines()]
+    for r in records:
+        if r["task_id"] == "two":
+            r["attempts"] = r["attempts"][:1]
+    (run_b / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(ValueError, match="B/results.jsonl: task two has attempts at 1 test input"):
+        combine_runs([run_a, run_b], tmp_path / "c1")
+    for run in (run_a, run_b):  # every run failed `two`
+        lines = [json.loads(x) for x in (run / "results.jsonl").read_text().splitlines()]
+        for r in lines:
+            if r["task_id"] == "two":
+                r.update(attempts=None, error="out of memory", correct=[False, False], score=0.0)
+        (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    summary = combine_runs([run_a, run_b], tmp_path / "c2")
+    assert summary["errors"] == 1 and summary["score"] == 2.0
+    two = next(r for r in map(json.loads, (tmp_path / "c2/results.jsonl").read_text().splitlines())
+               if r["task_id"] == "two")
+    assert two["error"] == "out of memory" and two["attempts"] == [[], []] and two["correct"] == [False, False]
+    submission = json.loads((tmp_path / "c2/submission.json").read_text())
+    assert submission["two"] == [{"attempt_1": [[0]], "attempt_2": [[0]]}] * 2
+    text = tmp_path / "text"
+    text.mkdir()
+    (text / "results.jsonl").write_text(json.dumps({"task_id": "q", "kind": "text", "answers": ["a"]}) + "\n")
+    with pytest.raises(ValueError, match="text/results.jsonl: a text run"):
+        combine_runs([run_a, text], tmp_path / "c3")

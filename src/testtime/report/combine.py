@@ -37,67 +37,116 @@ def combine_attempts(per_run: Sequence[Sequence[Any]], attempts: int = ATTEMPTS)
 
 
 def _attempts_at(record: dict[str, Any], test: int) -> list[Any]:
+    """A record's attempts at one test input, the missing ones (None) left out, as `evaluate` leaves them last."""
     got = record.get("attempts") or []
-    return list(got[test] or []) if test < len(got) else []
+    return [a for a in (got[test] or []) if a is not None] if test < len(got) else []
 
 
-def _run_tasks(runs: Sequence[Path], tasks: str | None) -> dict[str, Task]:
-    """The tasks by id: `tasks`, else those the first run with a config.json names (none: the combination is not
-    scored)."""
-    spec = tasks or next((c["tasks"] for c in map(store.read_config, runs) if c and c.get("tasks")), None)
-    return {t.id: t for t in load_tasks(spec)} if spec else {}
+def _task_source(runs: Sequence[Path], tasks: str | None) -> tuple[str | None, str | None]:
+    """The task set and its solutions file: `tasks`, else those the first run whose config.json names a task set
+    names (none: the combination is not scored)."""
+    if tasks is not None:
+        return tasks, None
+    config = next((c for c in map(store.read_config, runs) if c and c.get("tasks")), None)
+    return (str(config["tasks"]), config.get("solutions")) if config else (None, None)
+
+
+def _n_tests(tid: str, held: Sequence[tuple[str, dict[str, Any]]], task: Task | None) -> int:
+    """The task's test inputs: the task's own count where known, else the runs' (which must agree where they made
+    attempts)."""
+    counts = {name: len(r["attempts"]) for name, r in held if r.get("attempts")}
+    expected = len(task.test) if task is not None else max(counts.values(), default=0)
+    for name, n in counts.items():
+        if n != expected:
+            raise ValueError(f"{name}/{store.RESULTS}: task {tid} has attempts at {n} test input(s), not {expected}")
+    return expected
 
 
 def combine_records(runs: Sequence[Sequence[dict[str, Any]]], names: Sequence[str],
                     tasks: dict[str, Task]) -> list[dict[str, Any]]:
     """The combined records, a task each that any run has (in the order the runs first hold them); scored where
-    `tasks` knows the task's answers."""
+    `tasks` knows the task's answers. A task every run failed keeps the first run's error."""
+    for name, recs in zip(names, runs, strict=True):
+        if any(r.get("kind") == "text" for r in recs):
+            raise ValueError(f"{name}/{store.RESULTS}: a text run; combine takes grid runs")
     by_run = [{r["task_id"]: r for r in recs} for recs in runs]
-    order = list(dict.fromkeys(r["task_id"] for recs in runs for r in recs))
     out = []
-    for tid in order:
+    for tid in dict.fromkeys(r["task_id"] for recs in runs for r in recs):
         held = [(name, recs[tid]) for name, recs in zip(names, by_run, strict=True) if tid in recs]
-        n_tests = max(len(r.get("attempts") or []) for _, r in held)
+        task = tasks.get(tid)
         attempts, sources = [], []
-        for q in range(n_tests):
+        for q in range(_n_tests(tid, held, task)):
             got, came = combine_attempts([_attempts_at(r, q) for _, r in held])
             attempts.append(got)
             sources.append([held[i][0] for i in came])
         record: dict[str, Any] = {"task_id": tid, "attempts": attempts, "combined": {
             "runs": [name for name, _ in held], "sources": sources,
-            "scores": {name: r.get("score") for name, r in held}},
+            "scores": {name: _score(r.get("attempts"), task) for name, r in held}},
             "adapters": sum(r.get("adapters") or 1 for _, r in held)}  # the compute: every run's adapters
-        task = tasks.get(tid)
-        if task is not None and task.has_solutions and len(task.test) == n_tests:
+        if all(r.get("error") for _, r in held):
+            record["error"] = held[0][1]["error"]
+        if task is not None and task.has_solutions:
             record["correct"] = [any(a == e.output.tolist() for a in att) for att, e in zip(attempts, task.test,
                                                                                          strict=True)]
-            record["score"] = sum(record["correct"]) / n_tests
+            record["score"] = sum(record["correct"]) / len(task.test)
         out.append(record)
     return out
 
 
-def combine_runs(runs: Sequence[str | Path], out: str | Path, tasks: str | None = None) -> dict[str, Any]:
-    """Combine `runs` (run folders) into the run folder `out`; `tasks` names the task set where no run's config.json
-    does (it scores the combination).
-    Returns the summary written to `out`/summary.json."""
-    if len(runs) < 2:
-        raise ValueError("combine takes two runs or more")
-    paths = [Path(r) for r in runs]
-    names = [p.name for p in paths]
-    if len(set(names)) < len(names):
-        names = [str(p) for p in paths]
-    records = combine_records([store.read_results(p) for p in paths], names, _run_tasks(paths, tasks))
+def _score(attempts: list | None, task: Task | None) -> float | None:
+    """A run's own score at a task, from its attempts as the combination's is scored (None: the answers unknown)."""
+    if task is None or not task.has_solutions:
+        return None
+    got = attempts or []
+    hits = [q < len(got) and e.output.tolist() in (got[q] or []) for q, e in enumerate(task.test)]
+    return sum(hits) / len(hits)
+
+
+def _a_combination(summary: Path) -> bool:
+    try:
+        return "combined" in json.loads(summary.read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _out_folder(out: str | Path, runs: Sequence[Path]) -> Path:
+    """`out`, new or a combination's own: never one of the runs, nor another run's folder (its files would mix)."""
     out_dir = Path(out)
-    if out_dir.resolve() in {p.resolve() for p in paths}:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: not a folder")
+    if out_dir.resolve() in {p.resolve() for p in runs}:
         raise ValueError(f"{out_dir}: is one of the runs combined; name a new folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not _a_combination(out_dir / store.SUMMARY):
+        raise ValueError(f"{out_dir}: holds files that no combination wrote; name a new or empty folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    store.write_atomic(out_dir / store.RESULTS, "".join(json.dumps(r) + "\n" for r in records))
+    return out_dir
+
+
+def combine_runs(runs: Sequence[str | Path], out: str | Path, tasks: str | None = None) -> dict[str, Any]:
+    """Combine `runs` (run folders) into the run folder `out` (new, empty, or an earlier combination's); `tasks`
+    names the task set where no run's config.json does (it scores the combination and each run alike).
+    Returns the summary written to `out`/summary.json."""
+    paths = [Path(r) for r in runs]
+    if len(paths) < 2:
+        raise ValueError("combine takes two runs or more")
+    if len({p.resolve() for p in paths}) < len(paths):
+        raise ValueError("combine: a run is named twice")
+    names = [p.name for p in paths] if len({p.name for p in paths}) == len(paths) else [str(p) for p in paths]
+    spec, solutions = _task_source(paths, tasks)
+    by_id = {t.id: t for t in load_tasks(spec, solutions)} if spec else {}
+    records = combine_records([store.read_results(p) for p in paths], names, by_id)
+    out_dir = _out_folder(out, paths)
     scored = [r for r in records if "score" in r]
-    singles = {name: sum(r["combined"]["scores"].get(name) or 0 for r in scored) for name in names}
-    summary = {"runs": [str(p) for p in paths], "n_tasks": len(records), "n_scored": len(scored),
+    summary = {"combined": [str(p) for p in paths], "n_tasks": len(records), "n_scored": len(scored),
                "score": sum(r["score"] for r in scored) if scored else None,
                "percent": 100 * sum(r["score"] for r in scored) / len(scored) if scored else None,
-               "run_scores": singles if scored else None}
+               "run_scores": {name: sum(r["combined"]["scores"].get(name) or 0 for r in scored) for name in names}
+               if scored else None,
+               "errors": sum(1 for r in records if r.get("error"))}
+    if spec is not None:  # so that `report` and `submit` find the tasks
+        source = {"tasks": spec} | ({"solutions": solutions} if solutions else {})
+        store.write_atomic(out_dir / store.CONFIG, json.dumps(source, indent=1))
+    store.write_atomic(out_dir / store.RESULTS, "".join(json.dumps(r) + "\n" for r in records))
     store.write_atomic(out_dir / store.SUMMARY, json.dumps(summary, indent=1))
-    write_submission(records, out_dir / store.SUBMISSION)
+    write_submission(records, out_dir / store.SUBMISSION, tasks=list(by_id.values()))
     return summary
