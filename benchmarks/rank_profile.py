@@ -2,8 +2,8 @@
 
 For each run: the test inputs whose right grid was among the candidates (recall's `found`) but not among the two
 attempts, by the right grid's place in the selection's ranking (recall's `rank`, from 0): third to the last
-candidate scored (outranked by the product of experts) or beyond the scored ones (the config's `select_cfg.candidates`,
-else `--scored`: reached only by scoring more). Then a vote prior on the product of experts: the five
+candidate scored (outranked by the product of experts), beyond the scored ones (the config's `select_cfg.candidates`,
+else `--scored`: reached only by scoring more), or in no ranked list (no view group kept it among its top ones). Then a vote prior on the product of experts: the five
 recorded candidates of each test input re-ranked by summed log-probability + BETA x log(votes), the pass@2 this
 gives for each BETA (BETA = 0 reproduces the run's own score where every recorded candidate was scored). Where the
 records keep each ensemble member's scores (`members`, since 45fc3cb): `members first`, the pass@2 of each
@@ -26,18 +26,21 @@ import numpy as np
 from testtime.core.store import read_config, read_results
 
 
-def kept_not_picked(records: Sequence[dict], scored: int) -> tuple[int, int]:
-    """(outranked, beyond): right grids found but not attempted, ranked within the `scored` candidates or past them."""
-    outranked = beyond = 0
+def kept_not_picked(records: Sequence[dict], scored: int) -> tuple[int, int, int]:
+    """(outranked, beyond, unranked): right grids found but not attempted, ranked within the `scored` candidates,
+    ranked past them, or in no ranked list at all (no group kept them among its top ones)."""
+    outranked = beyond = unranked = 0
     for r in records:
         recall, correct = r.get("recall") or {}, r.get("correct") or []
         for found, rank, ok in zip(recall.get("found") or [], recall.get("rank") or [], correct, strict=False):
             if found and not ok:
-                if rank is not None and rank < scored:
+                if rank is None:
+                    unranked += 1
+                elif rank < scored:
                     outranked += 1
                 else:
                     beyond += 1
-    return outranked, beyond
+    return outranked, beyond, unranked
 
 
 def pass_with(records: Sequence[dict], order, attempts: int = 2) -> tuple[float, bool]:
@@ -48,10 +51,11 @@ def pass_with(records: Sequence[dict], order, attempts: int = 2) -> tuple[float,
         correct = r.get("correct") or []
         if not correct:
             continue
-        ranks = (r.get("recall") or {}).get("rank") or [None] * len(correct)
+        ranks = (r.get("recall") or {}).get("rank")
         per = []
-        for qi, ok in enumerate(correct):
-            picks = order(cands) if (cands := (r.get("ranked") or [[]] * len(correct))[qi]) else None
+        for qi, ok in enumerate(correct):  # without the right grid's rank, a test input keeps its own verdict
+            cands = (r.get("ranked") or [[]] * len(correct))[qi] if ranks else None
+            picks = order(cands) if cands else None
             seen |= picks is not None
             per.append(bool(ok) if picks is None else ranks[qi] is not None and int(ranks[qi]) in picks[:attempts])
         total += float(np.mean(per))
@@ -100,21 +104,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--scored", type=int, default=8, help="candidates scored where a run's config does not say")
     ap.add_argument("--md", type=Path)
     args = ap.parse_args(argv)
-    lines = ["| run | score | found, not picked: outranked | beyond the scored | "
+    lines = ["| run | score | found, not picked: outranked | beyond the scored | in no ranked list | "
              + " | ".join(f"beta {b:g}" for b in args.betas) + " | members first |",
-             "|---|---|---|---|" + "---|" * (len(args.betas) + 1)]
+             "|---|---|---|---|---|" + "---|" * (len(args.betas) + 1)]
     for run in args.runs:
         try:
             records = read_results(run)
             scored = int(((read_config(run) or {}).get("select_cfg") or {}).get("candidates") or args.scored)
-        except (OSError, ValueError) as e:
-            print(f"error: {run}: {e}", file=sys.stderr)
+        except (OSError, ValueError) as e:  # the message names the file
+            print(f"error: {e}", file=sys.stderr)
             return 1
         score = sum(r.get("score") or 0 for r in records)
-        outranked, beyond = kept_not_picked(records, scored)
+        outranked, beyond, unranked = kept_not_picked(records, scored)
         cells = " | ".join(f"{reranked_score(records, b):g}" for b in args.betas)
         first = members_first(records)
-        lines.append(f"| {run.name} | {score:g} | {outranked} | {beyond} | {cells} | "
+        lines.append(f"| {run.name} | {score:g} | {outranked} | {beyond} | {unranked} | {cells} | "
                      f"{'-' if first is None else f'{first:g}'} |")
     text = "\n".join(lines) + "\n"
     print(text, end="")

@@ -39,8 +39,11 @@ RECORDS = [
 
 
 def test_found_not_picked_split_by_the_scored_candidates():
-    assert rp.kept_not_picked(RECORDS, scored=8) == (1, 1)
-    assert rp.kept_not_picked(RECORDS, scored=16) == (2, 0)
+    assert rp.kept_not_picked(RECORDS, scored=8) == (1, 1, 0)
+    assert rp.kept_not_picked(RECORDS, scored=16) == (2, 0, 0)
+    unranked = dict(RECORDS[1], recall={"candidates": [3], "found": [True], "rank": [None]})
+    assert rp.kept_not_picked([unranked], scored=8) == (0, 0, 1)
+    assert rp.reranked_score([dict(RECORDS[0], recall=None)], 1.0) == 1.0  # no rank: its own verdict
 
 
 @pytest.mark.parametrize(("beta", "score"), [(0.0, 2.0), (0.5, 2.0), (1.0, 3.0), (5.0, 3.0)])
@@ -74,7 +77,7 @@ def test_cli_table_and_a_missing_run(tmp_path):
     got = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rank_profile.py"), str(run), "--betas", "0", "1",
                           "--md", str(md)], capture_output=True, text=True, env=env)
     assert got.returncode == 0, got.stderr
-    assert "| run | 2 | 1 | 1 | 2 | 3 | - |" in md.read_text()
+    assert "| run | 2 | 1 | 1 | 0 | 2 | 3 | - |" in md.read_text()
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rank_profile.py"), str(tmp_path / "absent")],
                          capture_output=True, text=True, env=env)
     assert bad.returncode == 1 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
