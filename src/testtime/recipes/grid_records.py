@@ -39,12 +39,12 @@ def recall_note(predictions: Sequence[Sequence[Prediction]], ranked: Sequence[Se
     return {"candidates": counts, "found": found if known else None, "rank": rank if known else None}
 
 
-def by_member(entries: list[dict[str, Any]], predictions: Sequence[Prediction]) -> None:
-    """Under an ensemble, each recorded candidate's predictions by member (`by_member`: how many of member j's views
-    decoded it), so a run's records tell which adapter found what; nothing for one adapter."""
-    members = 1 + max((group_member(p.group) for p in predictions), default=0)
+def by_member(entries: list[dict[str, Any]], predictions: Sequence[Prediction], members: int) -> None:
+    """Under an ensemble of `members` adapters, each recorded candidate's predictions by member (`by_member`: how
+    many of member j's views decoded it), so a run's records tell which adapter found what; nothing for one."""
     if members < 2:
         return
+
     def key(grid) -> tuple:
         g = np.asarray(grid, dtype=np.int64)
         return g.shape, g.tobytes()
@@ -59,7 +59,7 @@ def by_member(entries: list[dict[str, Any]], predictions: Sequence[Prediction]) 
 
 def task_record(task: Task, preds, votes: Sequence[Sequence[Candidate]], ranked: Sequence[Sequence[Ranked]],
                 method: str, n_attempts: int, seconds: float, ttt_loss: list[float] | None,
-                ttt_tokens: int) -> dict[str, Any]:
+                ttt_tokens: int, members: int = 1) -> dict[str, Any]:
     """A task's record: the attempts of the configured selection (`method`), and beside them what the plain vote
     and the identity view's greedy answer would have scored, so one run compares the three."""
     test_attempts, test_votes, test_ranked, greedy = [], [], [], []
@@ -70,7 +70,7 @@ def task_record(task: Task, preds, votes: Sequence[Sequence[Candidate]], ranked:
         test_attempts.append([grid_json(a) for a in att])
         test_votes.append([c.to_json() for c in votes[qi][:5]])
         test_ranked.append([r.to_json() for r in ranked[qi][:5]])
-        by_member(test_ranked[-1], plist)
+        by_member(test_ranked[-1], plist, members)
         greedy.append(grid_json(first))
         truth = task.test[qi].output
         if truth is not None:
@@ -114,7 +114,8 @@ def group_records(group: Sequence[Task], plan: Plan, out: Outcome, votes: Sequen
     records = []
     for i, t in enumerate(group):
         r = task_record(t, out.final[i], votes[i], ranked[i], plan.select.method, plan.attempts,
-                        sum(out.spent[i].values()), [round(x, 4) for x in out.losses[i]] or None, out.tokens[i])
+                        sum(out.spent[i].values()), [round(x, 4) for x in out.losses[i]] or None, out.tokens[i],
+                        plan.ensemble.adapters)
         decision = "shared" if plan.shared else out.decision[i] if plan.policy.ttt else "answer"
         r["policy"] = {"name": plan.policy.name, "decision": decision, "signals": out.signals[i],
                        "ttt_steps": out.steps[i]}

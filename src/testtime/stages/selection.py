@@ -129,24 +129,30 @@ def product_of_experts(model: nn.Module, tasks: Sequence[Task], candidates: Sequ
                 where.append((i, q, k))
     members = list(adapters) if isinstance(adapters, Sequence) else [adapters]
     sums = [[[[0.0] * len(members) for _ in grids] for grids in per_test] for per_test in candidates]
-    counts = [[[0] * len(grids) for grids in per_test] for per_test in candidates]  # views, the same for each member
+    views = [[[0] * len(grids) for grids in per_test] for per_test in candidates]  # each member scores them all
+    for i, q, k in where:
+        views[i][q][k] += 1
     if seqs:
         owners = [i for i, _, _ in where]
         slots = None if members[0] is None else Adapters(
             members[0].lora, tuple(s for m in members for s in m.take(owners).slots))
         scores = sequence_logprobs(model, seqs * len(members), codec.pad_id, adapters=slots,
                                    token_budget=cfg.token_budget)
-        for m in range(len(members)):
+        for m in range(len(members)):  # member-major, as the sequences were stacked
             for (i, q, k), lp in zip(where, scores[m * len(seqs):(m + 1) * len(seqs)], strict=True):
                 sums[i][q][k][m] += lp
-                counts[i][q][k] += m == 0
 
     def score(s: list[float], n: int):
         each = tuple(x / n if n else -math.inf for x in s)
-        return each if by_member else (sum(s) / (n * len(s)) if n else -math.inf)
+        return each if by_member else joint_score(each)
 
     return [[[score(s, n) for s, n in zip(ss, nn_, strict=True)] for ss, nn_ in zip(st, ct, strict=True)]
-            for st, ct in zip(sums, counts, strict=True)]
+            for st, ct in zip(sums, views, strict=True)]
+
+
+def joint_score(members: Sequence[float]) -> float:
+    """A candidate's product-of-experts score from each member's own (their mean: every member sees the same views)."""
+    return sum(members) / len(members)
 
 
 def rank_candidates(model: nn.Module, tasks: Sequence[Task], votes: Sequence[Sequence[Sequence[Candidate]]],
@@ -167,7 +173,7 @@ def rank_candidates(model: nn.Module, tasks: Sequence[Task], votes: Sequence[Seq
     for per_task, task_scores in zip(votes, scores, strict=True):
         ranked_task = []
         for per_q, s in zip(per_task, task_scores, strict=True):
-            scored = [Ranked(c.grid, c.votes, c.count, float(np.mean(s[k])), tuple(s[k])) if ensemble
+            scored = [Ranked(c.grid, c.votes, c.count, joint_score(s[k]), tuple(s[k])) if ensemble
                       else Ranked(c.grid, c.votes, c.count, s[k]) for k, c in enumerate(per_q[: len(s)])]
             scored.sort(key=lambda r: -r.logprob)  # stable: equal scores keep the vote's order
             ranked_task.append(scored + [Ranked(c.grid, c.votes, c.count) for c in per_q[len(s):]])
