@@ -11,7 +11,7 @@
 # comes back in $OUT (model.tar.part*). The stretch profiles 5 steps after its first 100
 # (runs/pretrain-campaign/profile.json: where a step's time goes, for the 40% MFU goal).
 # It ships only if it beats the shipped model on all 400, paired (against the shipped model's records, which
-# results/shipped.env points at: v10's `seed12` in results/h100-campaign-2026-12-07c/runs.tar.xz), and neither check shows it worse beyond the noise:
+# results/shipped.env points at), and neither check shows it worse beyond the noise:
 # the checks' last line, `ship checks: ship` or `hold (...)`, is that decision (`testtime ship`). Then the next
 # session continues from it. A call
 # carries one model, the tracked one, so the campaign ratchets: each stretch starts from the best model shipped so far.
@@ -20,7 +20,8 @@
 #   GEN_SEED=S TESTTIME_COMMIT=<HEAD> WAIT=570 bash scripts/gpu_campaign.sh     (MINUTES=11, EVAL=1 by default)
 # then the same line alone, which waits on the runner, until ALL RUNS DONE.
 # Then here: tar -xzf runs.tar.gz -C OUT; cat model.tar.part* | tar -x -C OUT;
-#   testtime compare OUT/seed12 OUT/runs/campaign-eval (v10's records unpacked from results/h100-campaign-2026-12-07c/runs.tar.xz)
+#   testtime compare OUT/RUN OUT/runs/campaign-eval (the shipped model's records, RUN in the archive results/shipped.env
+#   names, unpacked into OUT)
 #
 # Device minutes, as measured on one H100 on 2026-12-06 at MINUTES=7 (results/h100-campaign-2026-12-06b.md): about
 # 1 starting the machine and stashing; 1.5 generating; 1.02 x MINUTES + 1 pretraining (compile and validations
@@ -103,8 +104,8 @@ if [ "${PRETRAIN:-1}" = 0 ]; then  # the stretch that campaign_from.sh stood in 
   MODEL=models/testtime-grid-base specs=()
 fi
 # The stretch's 400 at one adapter a task, not the default's two: the shipped model's records it is compared with
-# (v10's seed12) trained one (campaign_ship_checks.sh refuses a pair that differs), and the 400 take 6.5 device-minutes
-# against about 11.4 with two (h100-arch-adapters-2026-12-06.md), 5 more of a session for pretraining. A shipped
+# (results/shipped.env's SHIPPED_RUN) trained one (campaign_ship_checks.sh refuses a pair that differs), and the 400
+# take 6.5 device-minutes against about 11.4 with two (h100-arch-adapters-2026-12-06.md), 5 more of a session for pretraining. A shipped
 # model's score under the default is measured apart (`gpu_levers.sh default`).
 case ${EVAL:-1} in
   0) ;;
