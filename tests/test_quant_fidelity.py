@@ -1,0 +1,34 @@
+"""benchmarks/quant_fidelity.py: the int8 round trip of a model's 2-D weights (a scale per row), on a tiny model."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("quant_fidelity", ROOT / "benchmarks" / "quant_fidelity.py")
+qf = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(qf)
+
+
+def test_int8_roundtrip_moves_each_weight_under_half_a_step_and_leaves_the_model_alone(tiny_grid_model):
+    model = tiny_grid_model(0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    quant, stored = qf.int8_roundtrip(model)
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n])  # the original is untouched
+    n_rows = n_int8 = n_rest = 0
+    for (n, p), q in zip(model.named_parameters(), quant.parameters(), strict=True):
+        if p.ndim != 2:
+            assert torch.equal(p, q), n  # norms and biases as they are
+            n_rest += p.numel()
+            continue
+        step = p.abs().amax(dim=1, keepdim=True) / 127
+        assert torch.all((p - q).abs() <= step / 2 + 1e-7), n
+        assert torch.unique(torch.round(q / step.clamp(min=1e-12)), dim=None).numel() <= 255
+        assert not torch.equal(p, q), n  # random weights are not already on the grid
+        n_rows += p.shape[0]
+        n_int8 += p.numel()
+    assert stored == n_int8 + 2 * n_rows + 2 * n_rest
