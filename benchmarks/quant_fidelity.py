@@ -9,6 +9,11 @@ its log-probability per answer token, and whether greedy decoding would give it 
 `exact`). Nothing is trained: the answers are read only to score them, as evaluation does.
 
     PYTHONPATH=src python benchmarks/quant_fidelity.py [--model DIR] [--tasks arc1/eval] [--limit 60] [--md OUT.md]
+        [--save DIR] [--device cuda]
+
+`--save DIR` also writes the read-back model as a model folder (bf16, as the shipped one), for `testtime evaluate
+--model DIR`: what TTT makes of the rounded weights (`bash scripts/gpu_levers.sh int8-model int8`). A real int8
+folder would be read back to bf16 the same way at load.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import torch
 
 from testtime.data.encode import TooLongError, encode_example
 from testtime.data.tasks import load_tasks
-from testtime.model.loading import load_model
+from testtime.model.loading import load_model, save_model
 from testtime.stages.engine import sequence_scores
 
 
@@ -50,10 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", default="arc1/eval")
     ap.add_argument("--limit", type=int, default=60)
     ap.add_argument("--md", type=Path, default=None)
+    ap.add_argument("--save", type=Path, default=None, help="also write the read-back model here (a model folder)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     try:
-        loaded = load_model(args.model)
+        loaded = load_model(args.model, device=args.device)
         tasks = load_tasks(args.tasks)[: args.limit]
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -70,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue
     answer_tokens = np.array([int(np.asarray(s.loss_mask).sum()) for s in seqs])
     quant, stored = int8_roundtrip(loaded.model)
+    if args.save:
+        save_model(quant, loaded.tokenizer, args.save, dtype=torch.bfloat16)
+    if not seqs:
+        print(f"no test input with a known answer among the first {len(tasks)} tasks of {args.tasks}: nothing scored")
+        return 0
     rows = {}
     for name, model in (("bf16 (as shipped)", loaded.model), ("int8 a row, read back", quant)):
         with torch.no_grad():
@@ -78,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     (lp_a, ex_a), (lp_b, ex_b) = rows.values()
     n_params = sum(p.numel() for p in loaded.model.parameters())
     lines = [f"{len(seqs)} test inputs of the first {len(tasks)} tasks of {args.tasks}, {int(answer_tokens.sum())} "
-             f"answer tokens; {time.perf_counter() - t0:.0f} s on {torch.get_num_threads()} CPU threads", "",
+             f"answer tokens; {time.perf_counter() - t0:.0f} s on {args.device}"
+             + (f" ({torch.get_num_threads()} threads)" if args.device == "cpu" else ""), "",
              "| weights | stored MB | log p a token (mean) | greedy would answer right |", "|---|---|---|---|"]
     for (name, (lp, ex)), mb in zip(rows.items(), (2 * n_params / 1e6, stored / 1e6), strict=True):
         lines.append(f"| {name} | {mb:.1f} | {lp.sum() / answer_tokens.sum():.5f} | {int(ex.sum())} |")

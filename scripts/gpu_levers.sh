@@ -21,7 +21,10 @@
 #   - max: all of them at once (4 adapters, sampling, 16 candidates scored through 4 adapters, a second round):
 #     about 10.5 s/task on ARC-AGI-1, about 27 on ARC-AGI-2 (its tasks cost 2.6x), within the issue's 30.
 # `second`, `dfs` and `adapters2c16` add their lever to today's default, two adapters; `adapters1` is one adapter,
-# the default until 2026-12-07.
+# the default until 2026-12-07. `int8-model` then `int8`: the shipped model read back from int8 (a scale per row;
+# results/cpu-2026-12-07-int8.md), scored against bf16 on the 400's answers and then evaluated at one adapter a task,
+# paired with the shipped model's one-adapter records (results/shipped.env's SHIPPED_RUN): whether two checkpoints
+# can ship in the room of one.
 # Order: by value per GPU-minute. The reference first (every other row pairs with it, and it is the first run to keep
 # the recall of the right grid); then the cheap levers the anchors rate highest; the recipes; ARC-AGI-2 (reported,
 # never tuned on); the sweep last (its lr axis may move the default, so it comes before the expensive axes).
@@ -39,6 +42,8 @@ RUNS=(
   "sweep-lr|34|py-sweep-lr:benchmarks/sweep_ttt.py --out runs --prefix sw- --default-run runs/default --axes lr --md runs/bench-sweep-lr.md"
   "adapters4|22.7|adapters4:$A1 --adapters 4"
   "adapters2c16|12.5|adapters2c16:$A1 --config configs/eval-adapters2-c16.json"
+  "int8-model|0.5|py-int8-model:benchmarks/quant_fidelity.py --limit 400 --md runs/bench-int8.md --save runs/int8-model"
+  "int8|6.5|int8:$A1 --adapters 1 --model runs/int8-model"
   "max|70|max:$A1 --recipe max"
   "a2-default|6.5|a2-default:$A2"
   "a2-fast|2.3|a2-fast:$A2 --recipe fast"

@@ -30,7 +30,7 @@ SCRIPTS = sorted((ROOT / "scripts").glob("*.sh"))
 # (script, environment): each job script in the mode that lists its runs without running them
 JOBS = [
     ("gpu_levers.sh plan", {}),
-    ("gpu_levers.sh adapters1 second a2-adapters1 adapters2c16", {"LIST": "1"}),
+    ("gpu_levers.sh adapters1 second a2-adapters1 adapters2c16 int8-model int8", {"LIST": "1"}),
     *[("gpu_frontier.sh", {"LIST": "1", "SESSION": s, "RECIPES": "max fast"}) for s in "ABCD"],
     ("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2"}),
     ("gpu_campaign.sh", {"LIST": "1", "GEN_SEED": "2", "EVAL": "0"}),

@@ -32,3 +32,21 @@ def test_int8_roundtrip_moves_each_weight_under_half_a_step_and_leaves_the_model
         n_rows += p.shape[0]
         n_int8 += p.numel()
     assert stored == n_int8 + 2 * n_rows + 2 * n_rest
+
+
+def test_the_benchmark_scores_both_and_saves_a_model_evaluate_reads(tmp_path, flip_task):
+    from testtime.data.tasks import save_tasks
+    from testtime.model.loading import ModelConfig, build_model, load_model, save_model
+
+    save_model(build_model(ModelConfig.tiny()), None, tmp_path / "model")
+    save_tasks([flip_task(seed=s, tid=f"t{s}") for s in range(2)], tmp_path / "tasks")
+    md, out = tmp_path / "q.md", tmp_path / "int8"
+    assert qf.main(["--model", str(tmp_path / "model"), "--tasks", str(tmp_path / "tasks"), "--limit", "2",
+                    "--device", "cpu", "--md", str(md), "--save", str(out)]) == 0
+    text = md.read_text()
+    assert text.startswith("2 test inputs of the first 2 tasks") and "| int8 a row, read back |" in text
+    saved = load_model(out).model
+    for p, q in zip(qf.int8_roundtrip(load_model(tmp_path / "model").model)[0].parameters(), saved.parameters(),
+                    strict=True):
+        torch.testing.assert_close(p, q, rtol=1 / 128, atol=1e-6)  # the round trip, then bf16's own rounding
+    assert qf.main(["--model", str(tmp_path / "nowhere"), "--device", "cpu"]) == 1
