@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from provenance import publish
 
 from testtime.data.encode import TooLongError, encode_example
 from testtime.data.tasks import load_tasks
@@ -97,10 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {name} | {mb:.1f} | {lp.sum() / answer_tokens.sum():.5f} | {int(ex.sum())} |")
     lines += ["", f"greedy verdicts that differ: {int((ex_a != ex_b).sum())} of {len(seqs)}; largest change of an "
               f"answer's log p: {np.abs(lp_a - lp_b).max():.4f} nats"]
-    text = "\n".join(lines) + "\n"
-    print(text, end="")
-    if args.md:
-        args.md.write_text(text)
+    publish(lines, args.md)
     return 0
 
 

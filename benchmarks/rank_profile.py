@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from provenance import publish
 
 from testtime.core.store import read_config, read_results
 
@@ -120,10 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         first = members_first(records)
         lines.append(f"| {run.name} | {score:g} | {outranked} | {beyond} | {unranked} | {cells} | "
                      f"{'-' if first is None else f'{first:g}'} |")
-    text = "\n".join(lines) + "\n"
-    print(text, end="")
-    if args.md:
-        args.md.write_text(text)
+    publish(lines, args.md)
     return 0
 
 
