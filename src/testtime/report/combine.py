@@ -86,20 +86,23 @@ def combine_records(runs: Sequence[Sequence[dict[str, Any]]], names: Sequence[st
         if all(r.get("error") for _, r in held):
             record["error"] = held[0][1]["error"]
         if task is not None and task.has_solutions:
-            record["correct"] = [any(a == e.output.tolist() for a in att) for att, e in zip(attempts, task.test,
-                                                                                         strict=True)]
+            record["correct"] = _correct(attempts, task)
             record["score"] = sum(record["correct"]) / len(task.test)
         out.append(record)
     return out
+
+
+def _correct(attempts: list | None, task: Task) -> list[bool]:
+    """Whether some attempt at each test input of `task` is its answer (a test input without attempts: no)."""
+    got = attempts or []
+    return [q < len(got) and e.output.tolist() in (got[q] or []) for q, e in enumerate(task.test)]
 
 
 def _score(attempts: list | None, task: Task | None) -> float | None:
     """A run's own score at a task, from its attempts as the combination's is scored (None: the answers unknown)."""
     if task is None or not task.has_solutions:
         return None
-    got = attempts or []
-    hits = [q < len(got) and e.output.tolist() in (got[q] or []) for q, e in enumerate(task.test)]
-    return sum(hits) / len(hits)
+    return sum(_correct(attempts, task)) / len(task.test)
 
 
 def _a_combination(summary: Path) -> bool:
