@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from testtime.data.sources import grid_key
 from testtime.data.tasks import Grid, Task, grids_equal
 from testtime.stages.budget import Fit
 from testtime.stages.ensemble import group_member
@@ -39,22 +40,14 @@ def recall_note(predictions: Sequence[Sequence[Prediction]], ranked: Sequence[Se
     return {"candidates": counts, "found": found if known else None, "rank": rank if known else None}
 
 
-def by_member(entries: list[dict[str, Any]], predictions: Sequence[Prediction], members: int) -> None:
-    """Under an ensemble of `members` adapters, each recorded candidate's predictions by member (`by_member`: how
-    many of member j's views decoded it), so a run's records tell which adapter found what; nothing for one."""
-    if members < 2:
-        return
-
-    def key(grid) -> tuple:
-        g = np.asarray(grid, dtype=np.int64)
-        return g.shape, g.tobytes()
-
+def by_member(ranked: Sequence[Ranked], predictions: Sequence[Prediction], members: int) -> list[list[int]]:
+    """How many of each member's views decoded each ranked candidate (its grid is one of the predictions' own, so
+    keyed alike), so an ensemble's records tell which adapter found what."""
     found: dict[tuple, list[int]] = {}
     for p in predictions:
         if p.grid is not None:
-            found.setdefault(key(p.grid), [0] * members)[group_member(p.group)] += 1
-    for e in entries:
-        e["by_member"] = found.get(key(e["grid"]), [0] * members)
+            found.setdefault(grid_key(p.grid), [0] * members)[group_member(p.group)] += 1
+    return [found.get(grid_key(r.grid), [0] * members) for r in ranked]
 
 
 def task_record(task: Task, preds, votes: Sequence[Sequence[Candidate]], ranked: Sequence[Sequence[Ranked]],
@@ -70,7 +63,9 @@ def task_record(task: Task, preds, votes: Sequence[Sequence[Candidate]], ranked:
         test_attempts.append([grid_json(a) for a in att])
         test_votes.append([c.to_json() for c in votes[qi][:5]])
         test_ranked.append([r.to_json() for r in ranked[qi][:5]])
-        by_member(test_ranked[-1], plist, members)
+        if members > 1:
+            for entry, counts in zip(test_ranked[-1], by_member(ranked[qi][:5], plist, members), strict=True):
+                entry["by_member"] = counts
         greedy.append(grid_json(first))
         truth = task.test[qi].output
         if truth is not None:
