@@ -105,8 +105,8 @@ if [ "${PRETRAIN:-1}" = 0 ]; then  # the stretch that campaign_from.sh stood in 
 fi
 # The stretch's 400 at one adapter a task, not the default's two: the shipped model's records it is compared with
 # (results/shipped.env's SHIPPED_RUN) trained one (campaign_ship_checks.sh refuses a pair that differs), and the 400
-# take 6.5 device-minutes against about 11.4 with two (h100-arch-adapters-2026-12-06.md), 5 more of a session for pretraining. A shipped
-# model's score under the default is measured apart (`gpu_levers.sh default`).
+# take 6.5 device-minutes against about 11.4 with two (h100-arch-adapters-2026-12-06.md), 5 more of a session for
+# pretraining. A shipped model's score under the default is measured apart (`gpu_levers.sh default`).
 case ${EVAL:-1} in
   0) ;;
   1) specs+=("campaign-eval:--tasks arc1/eval --adapters 1 --model $MODEL" "script-ship:scripts/campaign_ship_checks.sh $MODEL") ;;
