@@ -7,9 +7,10 @@
 #   3. the same with the TTT sequences in a quarter of the steps (configs/eval-ttt-b8.json: 8 sequences a step,
 #      lr 1e-3);
 #   4. that setting's accuracy on the 400 (pair it with the shipped model's records under the same two-adapter
-#      default: v9's are `runs/adapters2` in results/h100-arch-adapters-2026-12-06/runs.tar.xz; v10's (shipped
-#      2026-12-07) are not yet made, so with v10 in the tree add `LIST=1 bash scripts/gpu_levers.sh default`'s run
-#      (11.4 device-minutes) and `testtime compare runs/default runs/b8`;
+#      default: v9's are `adapters2` in results/h100-arch-adapters-2026-12-06/runs.tar.xz, in git history since
+#      v11 shipped (scripts/results_archive.sh unpacks it); v10's `v10default` in results/h100-campaign-2026-12-07d;
+#      v11's (shipped 2026-12-07) are not yet made, so with v11 in the tree add `LIST=1 bash scripts/gpu_levers.sh
+#      default`'s run (11.4 device-minutes) and `testtime compare runs/default runs/b8`;
 #      it only replaces the default for one query if it keeps the accuracy);
 #   5. the service under 32 clients over the 400, bounded to 5 minutes, against `evaluate` on the tasks it answered;
 #   6. (lane-ttt) the GPU lane's test that a TTT step captured as a CUDA graph trains as the eager one;
