@@ -56,8 +56,9 @@ RUNS=(
 # Sessions of 30 device-minutes (about 3 of them starting the machine and carrying the tree); measured with v9 by
 # 2026-12-07: adapters1 (seed9), adapters2 (the default), fast, a2-adapters1 (v9a2), a2-default; with v10 (shipped
 # 2026-12-07): adapters1 (seed12), a2-adapters1 (v10a2) and default (v10default: 210.5, h100-campaign-2026-12-07d.md,
-# 697 s in the runner). Next, by value:
-#   adapters2c16 (12.5) second (15)    dfs (22)    sweep-lr (34)    adapters4 (22.7)
+# 697 s in the runner); with v11 (shipped 2026-12-07 evening, h100-campaign-2026-12-07e.md): adapters1 (seed14) and
+# a2-adapters1 (v11a2). Next, by value (each lever pairs with the default's run of the same model, owed for v11):
+#   default (11.4) adapters2c16 (12.5) second (15)    dfs (22)    sweep-lr (34)    adapters4 (22.7)
 # The sweeps' settings each run the default, two adapters a task (full weights too, as the default run they pair
 # with): twice their one-adapter estimates (`--base adapters=1` in a sweep's flags halves them, paired then with a
 # one-adapter default).
