@@ -11,9 +11,9 @@ its log-probability per answer token, and whether greedy decoding would give it 
     PYTHONPATH=src python benchmarks/quant_fidelity.py [--model DIR] [--tasks arc1/eval] [--limit 60] [--md OUT.md]
         [--save DIR] [--device cuda]
 
-`--save DIR` also writes the read-back model as a model folder (bf16, as the shipped one), for `testtime evaluate
---model DIR`: what TTT makes of the rounded weights (`bash scripts/gpu_levers.sh int8-model int8`). A real int8
-folder would be read back to bf16 the same way at load.
+`--save DIR` also writes the model as an int8 folder (`testtime quantize`, `testtime.model.int8`), which every command
+reads back to the same weights as the round trip scored here, for `testtime evaluate --model DIR`: what TTT makes of
+the rounded weights (`bash scripts/gpu_levers.sh int8-model int8`).
 """
 
 from __future__ import annotations
@@ -30,21 +30,21 @@ from provenance import publish
 
 from testtime.data.encode import TooLongError, encode_example
 from testtime.data.tasks import load_tasks
-from testtime.model.loading import load_model, save_model
+from testtime.model.int8 import dequantize_tensor, quantize_model, quantize_tensor
+from testtime.model.loading import load_model
 from testtime.stages.engine import sequence_scores
 
 
 def int8_roundtrip(model: torch.nn.Module) -> tuple[torch.nn.Module, int]:
     """A copy of `model` whose 2-D weights went through int8 (a scale per row) and back, and their bytes so stored
-    (int8 values plus a bf16 scale a row, the rest at 2 bytes)."""
+    (int8 values plus a float32 scale a row, as `testtime quantize` writes them; the rest at 2 bytes)."""
     out = copy.deepcopy(model)
     stored = 0
     with torch.no_grad():
         for p in out.parameters():
             if p.ndim == 2:
-                scale = p.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127.0
-                p.copy_((p / scale).round().clamp(-127, 127) * scale)
-                stored += p.numel() + 2 * p.shape[0]
+                p.copy_(dequantize_tensor(*quantize_tensor(p), p.dtype))
+                stored += p.numel() + 4 * p.shape[0]
             else:
                 stored += 2 * p.numel()
     return out, stored
@@ -79,7 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     answer_tokens = np.array([int(np.asarray(s.loss_mask).sum()) for s in seqs])
     quant, stored = int8_roundtrip(loaded.model)
     if args.save:
-        save_model(quant, loaded.tokenizer, args.save, dtype=torch.bfloat16)
+        try:
+            quantize_model(loaded.path, args.save)
+        except ValueError as e:  # ModelError: one line naming the folder
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     if not seqs:
         print(f"no test input with a known answer among the first {len(tasks)} tasks of {args.tasks}: nothing scored")
         return 0

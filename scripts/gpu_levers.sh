@@ -21,8 +21,9 @@
 #   - max: all of them at once (4 adapters, sampling, 16 candidates scored through 4 adapters, a second round):
 #     about 10.5 s/task on ARC-AGI-1, about 27 on ARC-AGI-2 (its tasks cost 2.6x), within the issue's 30.
 # `second`, `dfs` and `adapters2c16` add their lever to today's default, two adapters; `adapters1` is one adapter,
-# the default until 2026-12-07. `int8-model` then `int8`: the shipped model read back from int8 (a scale per row;
-# results/cpu-2026-12-07-int8.md), scored against bf16 on the 400's answers and then evaluated at one adapter a task,
+# the default until 2026-12-07. `int8-model` then `int8`: the shipped model stored as int8 (a scale per row, the
+# folder `testtime quantize` writes; results/cpu-2026-12-07-int8.md), scored against bf16 on the 400's answers and
+# then read back and evaluated at one adapter a task,
 # paired with the shipped model's one-adapter records (results/shipped.env's SHIPPED_RUN): whether two checkpoints
 # can ship in the room of one.
 # Order: by value per GPU-minute. The reference first (every other row pairs with it, and it is the first run to keep

@@ -28,15 +28,15 @@ def test_int8_roundtrip_moves_each_weight_under_half_a_step_and_leaves_the_model
             n_rest += p.numel()
             continue
         step = p.abs().amax(dim=1, keepdim=True) / 127
-        assert torch.all((p - q).abs() <= step / 2 + 1e-7), n
+        assert torch.all((p - q).abs() <= step / 2 + 1e-6 * step), n
         assert torch.unique(torch.round(q / step.clamp(min=1e-12)), dim=None).numel() <= 255
         assert not torch.equal(p, q), n  # random weights are not already on the grid
         n_rows += p.shape[0]
         n_int8 += p.numel()
-    assert stored == n_int8 + 2 * n_rows + 2 * n_rest
+    assert stored == n_int8 + 4 * n_rows + 2 * n_rest
 
 
-def test_the_benchmark_scores_both_and_saves_a_model_evaluate_reads(tmp_path, flip_task):
+def test_the_benchmark_scores_both_and_saves_the_int8_folder_evaluate_reads(tmp_path, flip_task):
     from testtime.data.tasks import save_tasks
     from testtime.model.loading import ModelConfig, build_model, load_model, save_model
 
@@ -47,8 +47,8 @@ def test_the_benchmark_scores_both_and_saves_a_model_evaluate_reads(tmp_path, fl
                     "--device", "cpu", "--md", str(md), "--save", str(out)]) == 0
     text = md.read_text()
     assert text.startswith("2 test inputs of the first 2 tasks") and "| int8 a row, read back |" in text
-    saved = load_model(out).model
+    saved = load_model(out).model  # an int8 folder, read back
     for p, q in zip(qf.int8_roundtrip(load_model(tmp_path / "model").model)[0].parameters(), saved.parameters(),
                     strict=True):
-        torch.testing.assert_close(p, q, rtol=1 / 128, atol=1e-6)  # the round trip, then bf16's own rounding
+        assert torch.equal(p, q)  # the very weights the benchmark scored
     assert qf.main(["--model", str(tmp_path / "nowhere"), "--device", "cpu"]) == 1

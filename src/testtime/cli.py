@@ -25,7 +25,7 @@ except ImportError:
     from click import exceptions as click_errors
 
 from testtime import cli_options as opt
-from testtime.cli_pretrain import average_command, generate_command, pretrain_command, ship_command
+from testtime.cli_pretrain import average_command, generate_command, pretrain_command, quantize_command, ship_command
 from testtime.core.config import one_line
 from testtime.data.tasks import TaskError
 from testtime.recipes.runs import GROUP_SIZES
@@ -235,6 +235,7 @@ def compare_cmd(
 app.command("pretrain")(cli_errors(pretrain_command))
 app.command("generate")(cli_errors(generate_command))
 app.command("average")(cli_errors(average_command))
+app.command("quantize")(cli_errors(quantize_command))
 app.command("ship")(cli_errors(ship_command))
 
 

@@ -1,6 +1,6 @@
 """The `testtime` commands that make a base model: `pretrain` (or continue pretraining, or fine-tune an HF LM to
-the task format), `generate` (a corpus of generated tasks to pretrain on), `average` (one model from several) and
-`ship` (whether a pretraining stretch replaces the shipped model). `cli.py` registers them; like every command they
+the task format), `generate` (a corpus of generated tasks to pretrain on), `average` (one model from several),
+`quantize` (a model in int8, half the room) and `ship` (whether a pretraining stretch replaces the shipped model). `cli.py` registers them; like every command they
 only map flags to library calls.
 """
 
@@ -89,6 +89,18 @@ def average_command(
         except ValueError:
             raise ModelError(f"--weights {weights!r}: not numbers separated by commas") from None
     typer.echo(f"wrote {average_models(models, out, mix)}")
+
+
+def quantize_command(
+    model: Annotated[Path, typer.Argument(help="A model folder (safetensors; bf16 or float32).")],
+    out: Annotated[Path, typer.Option(help="The int8 model's folder (new, or empty).")],
+) -> None:
+    """Store a model's weights as int8 with a scale a row (half of bf16's room); every command loads it, read back."""
+    from testtime.model.int8 import quantize_model
+
+    written = quantize_model(model, out)
+    size = sum(f.stat().st_size for f in written.iterdir() if f.name.endswith(".safetensors"))
+    typer.echo(f"wrote {written}: weights {size / 1e6:.1f} MB")
 
 
 def ship_command(

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 from testtime.core.config import LENGTH, ConfigError, Range, check, one_line
 from testtime.core.distributed import pick_device
 from testtime.data.encode import BOS, EOS, GRID_VOCAB, PAD, Codec, build_grid_tokenizer, codec_for
+from testtime.model import int8
 from testtime.model.model_folder import ModelError, check_model_dir, held_logs
 
 # src/testtime/model/loading.py -> <repo>/models/testtime-grid-base
@@ -143,6 +144,7 @@ def load_model(path: str | Path | None = None, device: str = "cpu", dtype=None) 
     text tasks, pretraining's init_from) loads a model.
 
     `path=None` means the shipped base model (or $TESTTIME_MODEL). dtype defaults to bf16 on CUDA, fp32 elsewhere.
+    A folder of int8 weights (`testtime.model.int8`) is read back to that dtype.
     Whatever is wrong with the folder (missing, a bad config.json, pickle, empty or cut-short weights) is a
     one-line ModelError naming it, and so is a device that is not there.
     """
@@ -153,7 +155,7 @@ def load_model(path: str | Path | None = None, device: str = "cpu", dtype=None) 
 
     device = pick_device(str(device))
     path = Path(path) if path is not None else default_model_dir()
-    check_model_dir(path)
+    files = check_model_dir(path)
     if dtype is None:
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     elif isinstance(dtype, str):
@@ -161,9 +163,14 @@ def load_model(path: str | Path | None = None, device: str = "cpu", dtype=None) 
     try:
         with held_logs():
             tokenizer = AutoTokenizer.from_pretrained(str(path))
-            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa",
-                                                         use_safetensors=True)
+            if int8.is_int8(path):  # testtime's own storage: transformers would take the integers for weights
+                model = int8.load_int8(path, files, dtype)
+            else:
+                model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa",
+                                                             use_safetensors=True)
             codec = codec_for(tokenizer)
+    except ModelError:
+        raise
     except Exception as e:  # a user's folder can make transformers raise anything; the folder is named either way
         raise ModelError(f"{path}: cannot load model ({type(e).__name__}: {one_line(e, first_line=True)})") from e
     model.to(device)
