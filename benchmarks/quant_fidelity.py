@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ from provenance import publish
 
 from testtime.data.encode import TooLongError, encode_example
 from testtime.data.tasks import load_tasks
-from testtime.model.int8 import dequantize_tensor, quantize_model, quantize_tensor
+from testtime.model.int8 import dequantize_tensor, is_int8, quantize_model, quantize_tensor
 from testtime.model.loading import load_model
 from testtime.stages.engine import sequence_scores
 
@@ -80,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     quant, stored = int8_roundtrip(loaded.model)
     if args.save:
         try:
+            if (args.save / "config.json").is_file() and is_int8(args.save):
+                shutil.rmtree(args.save)  # this benchmark's own earlier folder (a rerun of the runner's step)
             quantize_model(loaded.path, args.save)
         except ValueError as e:  # ModelError: one line naming the folder
             print(f"error: {e}", file=sys.stderr)

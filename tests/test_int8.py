@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
@@ -20,9 +22,9 @@ from testtime.model.loading import ModelConfig, build_model, load_model, save_mo
 from testtime.model.model_folder import ModelError
 
 
-def saved(path, seed: int = 0, shard: str = "15MB", dtype=None, grid: bool = False):
+def saved(path, seed: int = 0, shard: str = "15MB", dtype=None, grid: bool = False, tied: bool = True):
     torch.manual_seed(seed)
-    cfg = ModelConfig(**{**vars(ModelConfig.tiny()), "grid_positions": grid})
+    cfg = ModelConfig(**{**vars(ModelConfig.tiny()), "grid_positions": grid, "tie_embeddings": tied})
     return save_model(build_model(cfg), None, path, max_shard_size=shard, dtype=dtype)
 
 
@@ -42,9 +44,10 @@ def test_each_weight_comes_back_within_half_a_step_of_its_row(w):
     assert torch.equal(back[w == 0], w[w == 0])  # symmetric: zero stays zero, and so does a row of zeros
 
 
-@pytest.mark.parametrize(("grid", "shard", "dtype"), [(False, "20KB", torch.bfloat16), (True, "15MB", None)])
-def test_a_quantized_folder_loads_as_the_round_trip_of_its_weights(tmp_path, grid, shard, dtype):
-    src = saved(tmp_path / "src", grid=grid, shard=shard, dtype=dtype)
+@pytest.mark.parametrize(("grid", "shard", "dtype", "tied"), [(False, "20KB", torch.bfloat16, True),
+                                                             (True, "15MB", None, True), (True, "15MB", None, False)])
+def test_a_quantized_folder_loads_as_the_round_trip_of_its_weights(tmp_path, grid, shard, dtype, tied):
+    src = saved(tmp_path / "src", grid=grid, shard=shard, dtype=dtype, tied=tied)
     (src / "README.md").write_text("the bf16 model's card")
     (src / "loss.png").write_bytes(b"png")
     out = quantize_model(src, tmp_path / "int8")
@@ -68,7 +71,15 @@ def test_a_quantized_folder_loads_as_the_round_trip_of_its_weights(tmp_path, gri
     for (name, p), r in zip(original.named_parameters(), back.parameters(), strict=True):
         want = dequantize_tensor(*quantize_tensor(p.detach())) if p.ndim == 2 else p
         assert torch.equal(r, want), name
-    assert back.get_output_embeddings().weight is back.get_input_embeddings().weight  # still tied
+    head, embed = back.get_output_embeddings().weight, back.get_input_embeddings().weight
+    assert (head is embed) == tied and ("lm_head.weight" + SCALE_SUFFIX in q) == (not tied)
+    # in bf16, as a GPU loads it: the buffers (rotary frequencies, the grid model's table) as from_pretrained makes
+    # them, float32 where it keeps them so, not rounded to the weights' dtype
+    want = dict(load_model(src, dtype=torch.bfloat16).model.named_buffers())
+    got = dict(load_model(out, dtype=torch.bfloat16).model.named_buffers())
+    assert want.keys() == got.keys() and want
+    for name, buf in want.items():
+        assert got[name].dtype == buf.dtype and torch.equal(got[name], buf), name
     ids = torch.tensor([[1, 4, 5, 6, 2, 7, 8]])
     with torch.no_grad():
         torch.testing.assert_close(back(ids).logits, original(ids).logits, atol=0.05, rtol=0)
@@ -97,13 +108,15 @@ def test_the_cli_writes_one_and_refuses_what_it_cannot_in_one_line(tmp_path, one
     assert not (tmp_path / "y").exists() and not list(tmp_path.glob(".*.partial-*"))
 
 
-def test_a_failure_midway_leaves_nothing_behind(tmp_path, monkeypatch, one_line_error):
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"),
+                                   SafetensorError("Error while serializing: No space left on device")])
+def test_a_failure_midway_leaves_nothing_behind(tmp_path, monkeypatch, one_line_error, error):
     src = saved(tmp_path / "src", shard="20KB")
     written = []
 
     def full_disk(tensors, path, metadata=None):
         if written:
-            raise OSError(28, "No space left on device")
+            raise error
         written.append(path)
         save_file(tensors, path, metadata=metadata)
 
@@ -135,6 +148,21 @@ def test_a_damaged_int8_folder_is_a_one_line_error_naming_it(tmp_path, damage, m
     with pytest.raises(ModelError, match=message) as err:
         load_model(out)
     assert str(out) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_model_whose_tensors_its_config_does_not_name_is_not_written(tmp_path, one_line_error):
+    src = saved(tmp_path / "src")
+    corrupt(src, lambda t: t.update({"model.extra.weight": torch.ones(2, 2)}))  # transformers would drop it at load
+    one_line_error(CliRunner().invoke(app, ["quantize", str(src), "--out", str(tmp_path / "x")]),
+                   "cannot be stored as int8", "do not fit its config")
+    assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x.partial-*"))
+
+
+def test_the_folder_is_readable_as_the_umask_allows(tmp_path):
+    out = quantize_model(saved(tmp_path / "src"), tmp_path / "int8")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask
 
 
 def test_an_unknown_int8_scheme_is_refused(tmp_path):

@@ -51,4 +51,11 @@ def test_the_benchmark_scores_both_and_saves_the_int8_folder_evaluate_reads(tmp_
     for p, q in zip(qf.int8_roundtrip(load_model(tmp_path / "model").model)[0].parameters(), saved.parameters(),
                     strict=True):
         assert torch.equal(p, q)  # the very weights the benchmark scored
+    again = ["--model", str(tmp_path / "model"), "--tasks", str(tmp_path / "tasks"), "--limit", "1", "--device", "cpu",
+             "--md", str(md), "--save", str(out)]
+    assert qf.main(again) == 0 and load_model(out).model is not None  # its own earlier folder is replaced
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine/notes.txt").write_text("not a model")
+    assert qf.main([*again[:-1], str(tmp_path / "mine")]) == 1  # any other folder is left alone
+    assert (tmp_path / "mine/notes.txt").read_text() == "not a model"
     assert qf.main(["--model", str(tmp_path / "nowhere"), "--device", "cpu"]) == 1

@@ -1,7 +1,7 @@
 """The `testtime` commands that make a base model: `pretrain` (or continue pretraining, or fine-tune an HF LM to
 the task format), `generate` (a corpus of generated tasks to pretrain on), `average` (one model from several),
-`quantize` (a model in int8, half the room) and `ship` (whether a pretraining stretch replaces the shipped model). `cli.py` registers them; like every command they
-only map flags to library calls.
+`quantize` (a model in int8, half the room) and `ship` (whether a pretraining stretch replaces the shipped
+model). `cli.py` registers them; like every command they only map flags to library calls.
 """
 
 from __future__ import annotations

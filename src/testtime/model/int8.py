@@ -67,9 +67,14 @@ def quantize_model(src: Path, out: Path) -> Path:
     if CONFIG_KEY in cfg:
         raise ModelError(f"{src}: already int8 (config.json has {CONFIG_KEY})")
     check_out(out, src)
+    from safetensors import SafetensorError
+
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(work, 0o777 & ~umask)  # mkdtemp's 0700 would stay with the folder others are meant to read
     except OSError as e:
         raise ModelError(f"{out}: cannot write there ({e.strerror})") from None
     try:
@@ -87,12 +92,15 @@ def quantize_model(src: Path, out: Path) -> Path:
             index = {"metadata": {"total_size": sum((work / f.name).stat().st_size for f in files)},
                      "weight_map": dict(sorted(weight_map.items()))}
             (work / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
-        check_model_dir(work)
+        try:  # a model whose tensors transformers renames at load would be written, then fail every load
+            load_int8(work, check_model_dir(work), None)
+        except ModelError as e:
+            raise ModelError(f"{src}: cannot be stored as int8 ({str(e).removeprefix(f'{work}: ')})") from None
         if out.exists():
             out.rmdir()  # empty, as check_out found it
         os.replace(work, out)
-    except OSError as e:
-        raise ModelError(f"{out}: writing the int8 model failed ({e.strerror or e})") from None
+    except (OSError, SafetensorError) as e:  # safetensors reports a full disk as its own error
+        raise ModelError(f"{out}: writing the int8 model failed ({getattr(e, 'strerror', None) or e})") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)  # gone already where the move succeeded
     return out
@@ -155,9 +163,11 @@ def read_state(path: Path, files: list[Path], dtype) -> dict:
     return state
 
 
-def load_int8(path: Path, files: list[Path], dtype):
-    """The causal LM of an int8 folder, read back to `dtype` (transformers would take the integers for weights);
-    its config no longer says int8, so saving it writes a plain floating-point folder."""
+def load_int8(path: Path, files: list[Path], dtype=None):
+    """The causal LM of an int8 folder, read back to `dtype` (None: float32) as `from_pretrained` builds a model of
+    that dtype (buffers it makes in float32, as rotary frequencies, stay so); its config no longer says int8, so
+    saving it writes a plain floating-point folder."""
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(str(path))
@@ -166,10 +176,12 @@ def load_int8(path: Path, files: list[Path], dtype):
     if scheme != SCHEME:
         raise ModelError(f"{path}: config.json {CONFIG_KEY}: unknown scheme {scheme!r} (this testtime reads {SCHEME})")
     delattr(config, CONFIG_KEY)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").to(dtype)
+    dtype = dtype or torch.float32
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=dtype)
     state = read_state(path, files, dtype)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = {k for k in missing if getattr(config, "tie_word_embeddings", False) and k.endswith("lm_head.weight")}
+    tie = getattr(config.get_text_config(), "tie_word_embeddings", False)
+    tied = {k for k in missing if tie and k.endswith("lm_head.weight")}
     if set(missing) - tied or unexpected:
         first = sorted(set(missing) - tied) or sorted(unexpected)
         raise ModelError(f"{path}: int8 weights do not fit its config ({len(set(missing) - tied)} missing, "
