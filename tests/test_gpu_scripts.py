@@ -295,6 +295,9 @@ def test_the_ship_checks_pair_a_stretch_with_the_shipped_models_own_records(tmp_
                    check=True)
     records = (tmp_path / SHIPPED_RUN / "results.jsonl").read_text().splitlines(keepends=True)
     score = sum(json.loads(r)["score"] for r in records)  # the shipped model's own, read from its records
+    card = (ROOT / "models/testtime-grid-base/README.md").read_text()
+    row = next(line for line in card.splitlines() if "(this checkpoint) |" in line)
+    assert f"**{score:g}**" in row, row  # the records are the shipped model's, whose card gives that score
     verdict = verdict.format(score)
     (tmp_path / "runs/campaign-eval").mkdir(parents=True)
     (tmp_path / "runs/campaign-eval/results.jsonl").write_text("".join(records[:kept]))
