@@ -37,12 +37,13 @@ if TYPE_CHECKING:
         TooLongError,
         combine,
         evaluate,
+        evaluate_checkpoints,
         load,
     )
 
 __all__ = ["DEFAULT_POLICY", "POLICIES", "RECIPES", "ConfigError", "EvalConfig", "ModelError", "Policy", "Ranked",
            "Recipe", "Run", "Solution", "Solver", "Task", "TaskError", "TooLongError", "__version__", "combine", "evaluate",
-           "load"]
+           "evaluate_checkpoints", "load"]
 
 
 def __getattr__(name: str) -> Any:

@@ -10,6 +10,7 @@
     results = solver.solve_many(tasks, policy="always")     # trained and decoded together, in the batched bank
     run = solver.evaluate("arc1/eval", "runs/full", limit=20)   # a run folder, as `testtime evaluate` writes it
     testtime.combine(["runs/full", "runs/other"], "runs/both")   # two runs' first attempts, then their seconds
+    testtime.evaluate_checkpoints(["ckpt-a", "ckpt-b"], "arc1/eval", "runs/ab")   # a run a model, then combined
 
 Settings are the command's flags by name (`views=4`, `epochs=2`, `select="vote"`: `SETTINGS`) or any config field by
 its dotted path (`**{"select_cfg.colors": 1}`), over a named recipe (`RECIPES`) or a whole `EvalConfig`. An error a
@@ -36,10 +37,11 @@ from testtime.core.config import ConfigError, read_json, with_overrides
 from testtime.core.distributed import from_env
 from testtime.data.encode import Codec, TooLongError
 from testtime.data.tasks import Grid, Task, TaskError, as_task, load_task_set
-from testtime.model.loading import load_model
-from testtime.model.model_folder import ModelError
+from testtime.model.loading import default_model_dir, load_model
+from testtime.model.model_folder import ModelError, check_model_dir
 from testtime.recipes import grid
 from testtime.recipes.grid import EvalConfig, config_from_dict
+from testtime.report.combine import check_out_folder
 from testtime.report.combine import combine_runs as combine
 from testtime.stages import budget
 from testtime.stages.policy import DEFAULT_POLICY, POLICIES, Policy
@@ -49,7 +51,7 @@ from testtime.text.tasks import is_text_task_path
 
 __all__ = ["POLICIES", "RECIPES", "SETTINGS", "ConfigError", "DEFAULT_POLICY", "EvalConfig", "ModelError", "Policy",
            "Ranked", "Recipe", "Run", "Solution", "Solver", "Task", "TaskError", "TooLongError", "combine", "evaluate",
-           "load"]
+           "evaluate_checkpoints", "load"]
 
 # Where each setting (a flag of `testtime evaluate` by name) goes in a run's config; a dotted config path goes as is.
 SETTINGS = {
@@ -294,6 +296,46 @@ def evaluate(tasks: str | Path = "arc1/eval", out: str | Path | None = None, *,
     cfg = build_config(str(tasks), recipe, settings=settings)
     return run_evaluation(cfg, out, strict=strict, max_minutes=max_minutes, max_seconds=max_seconds,
                           show_progress=show_progress and from_env().is_main, say=say, labels=labels)
+
+
+def run_checkpoints(cfg: EvalConfig | TextEvalConfig, models: Sequence[str | Path | None],
+                    out: str | Path | None = None, **run_args: Any) -> tuple[list[Run], dict[str, Any]]:
+    """The run loop of `testtime evaluate --model A --model B`: `cfg` run with each base model in turn (None: the
+    shipped one), a run folder each under OUT/checkpoints/ (resumed as any run), then their attempts combined into
+    OUT as `combine` does: each run's first attempt at a test input, in the models' order, then their seconds.
+    Checkpoints of one pretraining solve different tasks: two runs so combined made 227.5 to 231 of the 400 against
+    220.5 for the better (results/h100-campaign-2026-12-07e.md). `run_args` go to each `run_evaluation`. Returns the
+    runs and the combination's summary (empty on a torchrun process but rank 0, which writes it)."""
+    if not isinstance(cfg, EvalConfig):
+        raise ConfigError("several models combine grid runs; a text run takes one model")
+    names = [None if m is None else str(m) for m in models]
+    if len(names) < 2:
+        raise ConfigError(f"several models: name two or more, got {len(names)}")
+    if len(set(names)) < len(names):
+        raise ConfigError("a model is named twice: its second run would repeat the first")
+    if out is None:
+        out = grid.default_out(cfg).with_name(f"{grid.default_out(cfg).name}-{len(names)}models")
+    out = Path(out)
+    folders = [out / "checkpoints" / f"{k}-{Path(name).name if name else 'shipped'}" for k, name in enumerate(names, 1)]
+    for name in names:  # a missing model or an occupied folder fails now, not after the first model's whole run
+        check_model_dir(default_model_dir() if name is None else Path(name))
+    check_out_folder(out, folders)
+    runs = [run_evaluation(replace(cfg, model=name), folder, **run_args)
+            for name, folder in zip(names, folders, strict=True)]
+    return runs, (combine([r.out for r in runs], out) if from_env().is_main else {})
+
+
+def evaluate_checkpoints(models: Sequence[str | Path | None], tasks: str | Path = "arc1/eval",
+                         out: str | Path | None = None, *, recipe: str | EvalConfig = "default", strict: bool = False,
+                         max_minutes: float | None = None, max_seconds: float | Literal["auto"] | None = "auto",
+                         show_progress: bool = True, **settings: Any) -> tuple[list[Run], dict[str, Any]]:
+    """`evaluate` with each of `models` in turn, their attempts combined (`run_checkpoints`): the runs, and the
+    combination's summary (its score, and each run's own in `run_scores`)."""
+    if "model" in settings:
+        raise ConfigError("evaluate_checkpoints takes its models as its first argument, not as a setting")
+    cfg = build_config(str(tasks), recipe, settings=settings)
+    return run_checkpoints(cfg, models, out, strict=strict, max_minutes=max_minutes, max_seconds=max_seconds,
+                           show_progress=show_progress and from_env().is_main)
 
 
 class Solver:

@@ -266,7 +266,7 @@ def recipes_cmd() -> None:
 def evaluate_cmd(
     tasks: Annotated[str | None, typer.Option(help="Dataset name, task file, challenges file, folder, or a text tasks "
                                                    ".jsonl file (default: arc1/eval).")] = None,
-    model: opt.MODEL = None,
+    model: opt.MODELS = None,
     ttt: opt.TTT = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N tasks.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (results.jsonl, report.html); resumes if it exists.")] = None,
@@ -313,8 +313,9 @@ def evaluate_cmd(
 
     check_value("--max-minutes", max_minutes, MINUTES)
     check_value("--max-seconds", max_seconds, SECONDS)
+    models = model or [None]
     cfg = api.build_config(tasks, recipe, config, dict(
-        model=model, ttt=ttt, limit=limit, device=device, views=views, orders=orders, samples=samples, epochs=epochs,
+        model=models[0], ttt=ttt, limit=limit, device=device, views=views, orders=orders, samples=samples, epochs=epochs,
         lr=lr, rank=rank, adapter=adapter, augment=augment, loo=loo, demo_loss=demo_loss, shared=shared or None,
         policy=policy, select=select, joint_samples=joint_samples, joint_dir=joint_dir, token_budget=token_budget,
         cuda_graphs=cuda_graphs, max_group=max_group, icl=icl, ttt_data=ttt_data, per_query=per_query or None,
@@ -323,6 +324,8 @@ def evaluate_cmd(
     tags = api.read_labels(labels) if labels is not None else None
     main = distributed.from_env().is_main  # under torchrun, rank 0 speaks for the run
     if isinstance(cfg, api.TextEvalConfig):  # text few-shot tasks (JSONL)
+        if len(models) > 1:
+            raise ConfigError("several --model combine grid runs; a text run takes one model")
         if max_seconds is not None or labels is not None:
             raise ConfigError(f"{'--max-seconds' if labels is None else '--labels'} applies to grid tasks, not text tasks")
         from testtime.text.report import summary
@@ -341,9 +344,17 @@ def evaluate_cmd(
     if main:
         for problem in skipped:
             typer.echo(f"skipped: {problem}", err=True)
-    run = api.run_evaluation(cfg, out, tasks=task_list, skipped=skipped, max_minutes=max_minutes,
-                             max_seconds=limit_seconds, show_progress=main, say=typer.echo if main else None,
-                             labels=tags)
+    run_args = dict(tasks=task_list, skipped=skipped, max_minutes=max_minutes, max_seconds=limit_seconds,
+                    show_progress=main, say=typer.echo if main else None, labels=tags)
+    if len(models) > 1:
+        runs, combined = api.run_checkpoints(cfg, models, out, **run_args)
+        for r in runs if main else ():
+            print_summary(r.records, console=_console())
+        if main:
+            score = "" if combined["score"] is None else f": {combined['score']:g} / {combined['n_scored']}"
+            typer.echo(f"combined {len(runs)} models' runs{score}; wrote {runs[0].out.parent.parent}")
+        return
+    run = api.run_evaluation(cfg, out, **run_args)
     if main:
         from testtime.core.store import read_joint_summary
 

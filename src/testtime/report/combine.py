@@ -112,16 +112,23 @@ def _a_combination(summary: Path) -> bool:
         return False
 
 
-def _out_folder(out: str | Path, runs: Sequence[Path]) -> Path:
-    """`out`, new or a combination's own: never one of the runs, nor another run's folder (its files would mix)."""
+def check_out_folder(out: str | Path, runs: Sequence[Path]) -> Path:
+    """`out`, new or a combination's own (the runs' folders may lie inside it): never one of the runs, nor another
+    run's folder (its files would mix); else a one-line ValueError. Nothing is written."""
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir}: not a folder")
-    if out_dir.resolve() in {p.resolve() for p in runs}:
+    held = {Path(p).resolve() for p in runs}  # runs inside `out`: OUT/checkpoints/ of `evaluate --model A --model B`
+    if out_dir.resolve() in held:
         raise ValueError(f"{out_dir}: is one of the runs combined; name a new folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not _a_combination(out_dir / store.SUMMARY):
+
+    def a_runs_own(entry: Path) -> bool:
+        e = entry.resolve()
+        return any(e == r or e in r.parents for r in held)
+
+    others = [e for e in out_dir.iterdir() if not a_runs_own(e)] if out_dir.is_dir() else []
+    if others and not _a_combination(out_dir / store.SUMMARY):
         raise ValueError(f"{out_dir}: holds files that no combination wrote; name a new or empty folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
     return out_dir
 
 
@@ -138,7 +145,8 @@ def combine_runs(runs: Sequence[str | Path], out: str | Path, tasks: str | None 
     spec, solutions = _task_source(paths, tasks)
     by_id = {t.id: t for t in load_tasks(spec, solutions)} if spec else {}
     records = combine_records([store.read_results(p) for p in paths], names, by_id)
-    out_dir = _out_folder(out, paths)
+    out_dir = check_out_folder(out, paths)
+    out_dir.mkdir(parents=True, exist_ok=True)
     scored = [r for r in records if "score" in r]
     summary = {"combined": [str(p) for p in paths], "n_tasks": len(records), "n_scored": len(scored),
                "score": sum(r["score"] for r in scored) if scored else None,
