@@ -1,13 +1,15 @@
 """`testtime evaluate --model A --model B` and `testtime.evaluate_checkpoints`: a run with each model under
 OUT/checkpoints/, then their attempts combined into OUT as `testtime combine` combines them. The two models are the
-shipped one and its int8 copy (`testtime quantize`), without TTT on the two smallest evaluation tasks: a random
-tiny model answers nothing, and attempts that are all empty would combine the same whatever the code did."""
+shipped one and, stored as int8 (`testtime quantize`), the shipped one with its last layer zeroed, without TTT on
+the two smallest evaluation tasks: a random tiny model answers nothing, and attempts that are all empty (or all
+equal) would combine the same whatever the code did."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import testtime
@@ -15,7 +17,8 @@ from testtime.cli import app
 from testtime.core.store import read_results
 from testtime.data.tasks import load_tasks, save_task
 from testtime.model.int8 import quantize_model
-from testtime.model.loading import DEFAULT_MODEL_DIR
+from testtime.model.loading import DEFAULT_MODEL_DIR, load_model, save_model
+from testtime.recipes.grid import GridKind
 from testtime.report.combine import combine_attempts
 from testtime.stages import budget
 
@@ -27,7 +30,12 @@ PACE = budget.Speed(row_token=1e-3, step=0.02)  # a fixed pace, so a slow machin
 def two_models(tmp_path, monkeypatch):
     monkeypatch.setattr(budget, "measure_speed", lambda model, *a, **k: PACE)
     (tmp_path / "a").symlink_to(DEFAULT_MODEL_DIR)
-    quantize_model(DEFAULT_MODEL_DIR, tmp_path / "b")
+    other = load_model(DEFAULT_MODEL_DIR)
+    with torch.no_grad():
+        for name, p in other.model.named_parameters():
+            if name.startswith("model.layers.7."):  # another model, still one that answers in grids
+                p.zero_()
+    quantize_model(save_model(other.model, other.tokenizer, tmp_path / "b16", dtype=torch.bfloat16), tmp_path / "b")
     by_id = {t.id: t for t in load_tasks("arc1/eval")}
     for tid in ("66e6c45b", "00576224"):
         save_task(by_id[tid], tmp_path / "tasks" / f"{tid}.json")
@@ -45,7 +53,8 @@ def by_task(run) -> dict:
     return {r["task_id"]: r for r in read_results(run)}
 
 
-def test_each_model_runs_as_alone_and_the_attempts_combine_first_attempts_first(two_models):
+def test_each_model_runs_as_alone_and_the_attempts_combine_first_attempts_first(two_models, monkeypatch,
+                                                                                 one_line_error):
     root, runner = two_models, CliRunner()
     got = evaluate(runner, root, root / "ab", "a", "b")
     assert got.exit_code == 0, got.output
@@ -57,21 +66,29 @@ def test_each_model_runs_as_alone_and_the_attempts_combine_first_attempts_first(
         {t: r["attempts"] for t, r in by_task(root / "solo").items()}
     a, b, both = by_task(first), by_task(second), by_task(root / "ab")
     assert set(both) == {"66e6c45b", "00576224"}
-    assert all(q for r in a.values() for q in r["attempts"])  # every test input answered: the check below has teeth
+    # every test input answered, and the two models answer differently: the checks below have teeth
+    assert all(q for r in [*a.values(), *b.values()] for q in r["attempts"])
+    assert any(a[t]["attempts"] != b[t]["attempts"] for t in a)
     for tid, rec in both.items():
         want = [combine_attempts([qa, qb])[0] for qa, qb in zip(a[tid]["attempts"], b[tid]["attempts"], strict=True)]
         assert rec["attempts"] == want and rec["combined"]["runs"] == ["1-a", "2-b"]
-        assert rec["score"] >= max(a[tid]["score"], b[tid]["score"])  # each run's first attempt is kept
+        assert [q[0] for q in rec["combined"]["sources"]] == ["1-a"] * len(want)  # the first model's first attempt
+    assert any("2-b" in q for r in both.values() for q in r["combined"]["sources"])
     summary = json.loads((root / "ab/summary.json").read_text())
     assert summary["run_scores"] == {"1-a": sum(r["score"] for r in a.values()),
                                      "2-b": sum(r["score"] for r in b.values())}
     assert (root / "ab/submission.json").exists()
-    # run again: each run resumes (nothing left to do) and the combination is written again, the same
-    before = (root / "ab/results.jsonl").read_text()
+    # run again: each run resumes with nothing left to solve, and the combination is written again, the same
+    before, solved = (root / "ab/results.jsonl").read_text(), []
+    run_group = GridKind.run_group
+    monkeypatch.setattr(GridKind, "run_group", lambda self, group, *a, **k: solved.append(group) or run_group(
+        self, group, *a, **k))
     again = evaluate(runner, root, root / "ab", "a", "b")
     assert again.exit_code == 0, again.output
-    assert (root / "ab/results.jsonl").read_text() == before
-    assert len(read_results(first)) == 2  # no task solved twice
+    assert (root / "ab/results.jsonl").read_text() == before and solved == []
+    # the same folder with the models the other way round holds another combination: refused before any run
+    one_line_error(evaluate(runner, root, root / "ab", "b", "a"), "combines other runs")
+    assert solved == []
 
 
 def test_the_api_writes_the_same_combination(two_models):
@@ -94,5 +111,10 @@ def test_what_cannot_run_with_several_models_is_one_line(two_models, one_line_er
     (root / "z").mkdir()
     (root / "z/notes.txt").write_text("mine")  # a folder of other files is not written into
     one_line_error(evaluate(runner, root, root / "z", "a", "b"), "no combination wrote")
+    one_line_error(evaluate(runner, root, root / "v", "a", "b16", "--max-minutes", "0"), "max-minutes")
+    # each refused before any model ran: no run folder was made
+    assert not (root / "x").exists() and not (root / "y").exists() and not (root / "v").exists()
+    assert not (root / "z/checkpoints").exists()
     with pytest.raises(testtime.ConfigError, match="first argument"):
         testtime.evaluate_checkpoints([root / "a", root / "b"], root / "tasks", root / "w", model=str(root / "a"))
+

@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from testtime.core import jsonio, store
 from testtime.core.config import ConfigError, read_json, with_overrides
 from testtime.core.distributed import from_env
 from testtime.data.encode import Codec, TooLongError
@@ -299,30 +300,50 @@ def evaluate(tasks: str | Path = "arc1/eval", out: str | Path | None = None, *,
 
 
 def run_checkpoints(cfg: EvalConfig | TextEvalConfig, models: Sequence[str | Path | None],
-                    out: str | Path | None = None, **run_args: Any) -> tuple[list[Run], dict[str, Any]]:
+                    out: str | Path | None = None, *, max_minutes: float | None = None,
+                    **run_args: Any) -> tuple[list[Run], dict[str, Any]]:
     """The run loop of `testtime evaluate --model A --model B`: `cfg` run with each base model in turn (None: the
     shipped one), a run folder each under OUT/checkpoints/ (resumed as any run), then their attempts combined into
     OUT as `combine` does: each run's first attempt at a test input, in the models' order, then their seconds.
     Checkpoints of one pretraining solve different tasks: two runs so combined made 227.5 to 231 of the 400 against
-    220.5 for the better (results/h100-campaign-2026-12-07e.md). `run_args` go to each `run_evaluation`. Returns the
-    runs and the combination's summary (empty on a torchrun process but rank 0, which writes it)."""
+    220.5 for the better (results/h100-campaign-2026-12-07e.md). `max_minutes` bounds all the runs together; the
+    other `run_args` go to each `run_evaluation`. Returns the runs and the combination's summary."""
+    import time
+
+    from testtime.core.config import MINUTES, check_value
+    from testtime.recipes.runs import check_run_dir
+
+    check_value("max_minutes", max_minutes, MINUTES)
     if not isinstance(cfg, EvalConfig):
         raise ConfigError("several models combine grid runs; a text run takes one model")
+    if from_env().enabled:  # each run would tear down the process group the next one needs
+        raise ConfigError("several models run in one process; under torchrun, evaluate each model apart and "
+                          "`testtime combine` their runs")
     names = [None if m is None else str(m) for m in models]
+    paths = [default_model_dir() if m is None else Path(m) for m in names]
     if len(names) < 2:
         raise ConfigError(f"several models: name two or more, got {len(names)}")
-    if len(set(names)) < len(names):
+    if len({p.resolve() for p in paths}) < len(paths):
         raise ConfigError("a model is named twice: its second run would repeat the first")
-    if out is None:
-        out = grid.default_out(cfg).with_name(f"{grid.default_out(cfg).name}-{len(names)}models")
-    out = Path(out)
-    folders = [out / "checkpoints" / f"{k}-{Path(name).name if name else 'shipped'}" for k, name in enumerate(names, 1)]
-    for name in names:  # a missing model or an occupied folder fails now, not after the first model's whole run
-        check_model_dir(default_model_dir() if name is None else Path(name))
+    out = Path(out) if out is not None else grid.default_out(cfg).with_name(
+        f"{grid.default_out(cfg).name}-{len(names)}models")
+    folders = [out / "checkpoints" / f"{k}-{path.name}" for k, path in enumerate(paths, 1)]
+    # Everything that can refuse does so now, not after the first model's whole run.
+    for path in paths:
+        check_model_dir(path)
     check_out_folder(out, folders)
-    runs = [run_evaluation(replace(cfg, model=name), folder, **run_args)
-            for name, folder in zip(names, folders, strict=True)]
-    return runs, (combine([r.out for r in runs], out) if from_env().is_main else {})
+    summary = jsonio.read_json(out / store.SUMMARY, "summary") if (out / store.SUMMARY).is_file() else None
+    made = summary.get("combined") if isinstance(summary, dict) else None
+    if isinstance(made, list) and [Path(str(p)).resolve() for p in made] != [f.resolve() for f in folders]:
+        raise ConfigError(f"{out}: combines other runs ({', '.join(made)}); name a new --out for these models")
+    for name, folder in zip(names, folders, strict=True):
+        check_run_dir(folder, grid.config_to_dict(replace(cfg, model=name)))
+    deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
+    runs = []
+    for name, folder in zip(names, folders, strict=True):
+        left = None if deadline is None else max((deadline - time.monotonic()) / 60, 1e-3)
+        runs.append(run_evaluation(replace(cfg, model=name), folder, max_minutes=left, **run_args))
+    return runs, combine([r.out for r in runs], out)
 
 
 def evaluate_checkpoints(models: Sequence[str | Path | None], tasks: str | Path = "arc1/eval",

@@ -335,6 +335,7 @@ def evaluate_cmd(
             typer.echo(f"{_text_summary(summary(run.records))}; wrote {run.out / 'results.jsonl'}")
         return
 
+    from testtime.core.store import read_config
     from testtime.data.tasks import load_task_set
     from testtime.report.report import print_summary
 
@@ -348,11 +349,14 @@ def evaluate_cmd(
                     show_progress=main, say=typer.echo if main else None, labels=tags)
     if len(models) > 1:
         runs, combined = api.run_checkpoints(cfg, models, out, **run_args)
-        for r in runs if main else ():
+        for r in runs:
+            typer.echo(f"{r.out.name}: {read_config(r.out)['model'] or 'the shipped model'}")
             print_summary(r.records, console=_console())
-        if main:
-            score = "" if combined["score"] is None else f": {combined['score']:g} / {combined['n_scored']}"
-            typer.echo(f"combined {len(runs)} models' runs{score}; wrote {runs[0].out.parent.parent}")
+        score = "" if combined["score"] is None else \
+            f": {combined['score']:g} / {combined['n_scored']} ({combined['percent']:.2f}%)"
+        where = runs[0].out.parent.parent
+        typer.echo(f"combined {len(runs)} models' runs{score}; wrote {where / 'results.jsonl'} and "
+                   f"{where / 'submission.json'}" + (f"; {len(skipped)} task file(s) skipped" if skipped else ""))
         return
     run = api.run_evaluation(cfg, out, **run_args)
     if main:
