@@ -8,15 +8,21 @@ tasks, from their records and the tasks' solutions:
   second);
 - the four attempts together (pass@4) and the right grid among either run's kept candidates (union recall), each
   as tasks' worth of test inputs: what a selection over both runs' candidates could reach;
-- the tasks the combination wins and loses against each run alone, with the sign test.
+- the tasks the combination wins and loses against each run alone, with the sign test;
+- a pooled rule beside it: the two grids of highest summed share over both runs' kept candidates, a run's shares
+  the softmax of its product-of-experts scores at temperature `--temp` (its votes' shares where unscored). Runs of
+  different settings score on different scales (two adapters sum twice the log-probabilities), which the rule
+  ignores: a question for the records, not yet a lever.
 A test input whose run erred or kept no attempts counts as unsolved by that run.
 
-    python benchmarks/combine_runs.py RUN_A RUN_B [--tasks arc1/eval] [--md OUT.md]
+    python benchmarks/combine_runs.py RUN_A RUN_B [--tasks arc1/eval] [--md OUT.md] [--temp 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 from pathlib import Path
 
@@ -33,7 +39,31 @@ def attempts_of(record: dict, qi: int) -> list:
     return [a for a in (got[qi] if qi < len(got) else []) if a is not None]
 
 
-def combined(run_a: Path, run_b: Path, tasks: str | None = None) -> dict:
+def shares(kept: list[dict], temp: float) -> dict[str, float]:
+    """A run's kept candidates' shares (summing to 1), keyed by their grid as JSON: the softmax of their scores at
+    `temp` where every one has a score, else their votes'."""
+    if not kept:
+        return {}
+    scores = [c.get("logprob") for c in kept]
+    if any(lp is None for lp in scores):
+        weights = [float(c.get("votes", 1)) for c in kept]
+    else:
+        top = max(scores)
+        weights = [math.exp((lp - top) / temp) for lp in scores]
+    total = sum(weights)
+    return {json.dumps(c["grid"]): w / total for c, w in zip(kept, weights, strict=True)}
+
+
+def pooled_attempts(kept_lists: list[list[dict]], temp: float = 1.0, attempts: int = 2) -> list:
+    """The grids of highest summed share over the runs' kept candidates (the first seen first among equals)."""
+    pool: dict[str, float] = {}
+    for kept in kept_lists:
+        for grid, share in shares(kept, temp).items():
+            pool[grid] = pool.get(grid, 0.0) + share
+    return [json.loads(g) for g in sorted(pool, key=lambda g: -pool[g])[:attempts]]
+
+
+def combined(run_a: Path, run_b: Path, tasks: str | None = None, temp: float = 1.0) -> dict:
     """The pair's figures (see the module's docstring) and the combination's own records, one a task both ran."""
     by_id = run_tasks(run_a, tasks)
     recs_a = {r["task_id"]: r for r in read_results(run_a)}
@@ -43,15 +73,17 @@ def combined(run_a: Path, run_b: Path, tasks: str | None = None) -> dict:
     if not shared:
         raise ValueError(f"{run_a} and {run_b} share no task with known answers")
     totals = dict.fromkeys(("pass4", "recall_a", "recall_b", "union"), 0.0)
-    scored: dict[str, list[dict]] = {"a": [], "b": [], "combined": []}  # each scored here alike, from its attempts
+    scored: dict[str, list[dict]] = {"a": [], "b": [], "combined": [], "pooled": []}  # each scored alike
     for tid in shared:
         ra, rb, truths = recs_a[tid], recs_b[tid], [e.output.tolist() for e in by_id[tid].test]
         correct: dict[str, list[bool]] = {name: [] for name in scored}
         for qi, truth in enumerate(truths):
             att_a, att_b = attempts_of(ra, qi), attempts_of(rb, qi)
-            kept_a, kept_b = ([c["grid"] for c in kept_candidates(r, qi)] for r in (ra, rb))
+            cands_a, cands_b = kept_candidates(ra, qi), kept_candidates(rb, qi)
+            kept_a, kept_b = ([c["grid"] for c in cands] for cands in (cands_a, cands_b))
             both = combine_attempts([att_a, att_b])[0]  # as `testtime combine` makes it
-            for name, att in (("a", att_a), ("b", att_b), ("combined", both)):
+            pooled = pooled_attempts([cands_a, cands_b], temp)
+            for name, att in (("a", att_a), ("b", att_b), ("combined", both), ("pooled", pooled)):
                 correct[name].append(truth in att)
             share = 1 / len(truths)
             totals["pass4"] += share * (truth in att_a + att_b)
@@ -68,10 +100,10 @@ def combined(run_a: Path, run_b: Path, tasks: str | None = None) -> dict:
 def markdown(name_a: str, name_b: str, got: dict) -> list[str]:
     a, b = got["against_a"], got["against_b"]
     return ["| A | B | tasks | A | B | combined (A1, B1) | against A: won, lost, p | against B: won, lost, p | "
-            "pass@4 | recall A | recall B | union recall |", "|---" * 12 + "|",
+            "pass@4 | recall A | recall B | union recall | pooled |", "|---" * 13 + "|",
             f"| {name_a} | {name_b} | {got['tasks']} | {got['a']:g} | {got['b']:g} | **{got['combined']:g}** | "
             f"{a.b_won}, {a.b_lost}, {a.p_value:.2g} | {b.b_won}, {b.b_lost}, {b.p_value:.2g} | {got['pass4']:g} | "
-            f"{got['recall_a']:g} | {got['recall_b']:g} | {got['union']:g} |"]
+            f"{got['recall_a']:g} | {got['recall_b']:g} | {got['union']:g} | {got['pooled']:g} |"]
 
 
 def main() -> None:
@@ -80,9 +112,12 @@ def main() -> None:
     ap.add_argument("run_b", type=Path)
     ap.add_argument("--tasks", default=None, help="the runs' tasks, where run A's config.json does not name them")
     ap.add_argument("--md", type=Path, default=None, help="append the table here")
+    ap.add_argument("--temp", type=float, default=1.0, help="the pooled rule's softmax temperature (> 0)")
     args = ap.parse_args()
+    if not (math.isfinite(args.temp) and args.temp > 0):
+        sys.exit(f"error: --temp must be a positive number, got {args.temp}")
     try:
-        got = combined(args.run_a, args.run_b, args.tasks)
+        got = combined(args.run_a, args.run_b, args.tasks, args.temp)
     except (OSError, ValueError, KeyError) as e:
         sys.exit(f"error: {e}")
     publish(markdown(args.run_a.name, args.run_b.name, got), args.md)

@@ -70,6 +70,18 @@ def test_the_combination_takes_each_runs_first_attempt(tmp_path):
     assert (got["against_b"].b_won, got["against_b"].b_lost) == (2, 1)  # a_first, two; b_second lost
 
 
+def test_the_pooled_rule_sums_each_runs_softmax_shares():
+    x, y, z = [[1]], [[2]], [[3]]
+    a = [{"grid": x, "logprob": -1.0}, {"grid": y, "logprob": -2.0}]
+    b = [{"grid": y, "logprob": -1.0}, {"grid": z, "logprob": -3.0}]
+    # x 0.73; y 0.27 + 0.88 = 1.15; z 0.12: y, then x
+    assert cr.pooled_attempts([a, b]) == [y, x]
+    assert cr.pooled_attempts([a, b], temp=100.0) == [y, x]  # flat shares: y is in both lists
+    # unscored: votes 3:1, so z 0.75, x 0.73, y 0.27 + 0.25
+    assert cr.pooled_attempts([a, [{"grid": z, "votes": 3}, {"grid": y}]]) == [z, x]
+    assert cr.pooled_attempts([[], []]) == []
+
+
 def test_combine_keeps_no_repeat_and_fills_from_the_seconds():
     assert combine_attempts([[RIGHT, WRONG], [RIGHT, OTHER]]) == ([RIGHT, WRONG], [0, 0])
     assert combine_attempts([[], [OTHER, WRONG]]) == ([OTHER, WRONG], [1, 1])
@@ -136,7 +148,8 @@ def test_the_cli_prints_the_table_and_refuses_runs_without_shared_tasks(tmp_path
                           "--md", str(tmp_path / "t.md")], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "| A | B | 5 | 1.5 | 2.5 | **3** |" in out.stdout
-    assert (tmp_path / "t.md").read_text().strip().endswith("| 5 |")
+    # pooled, by the votes' shares: a_first and both inputs of two; b_first's right grid ties OTHER, seen first
+    assert (tmp_path / "t.md").read_text().strip().endswith("| 5 | 2 |")
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "results.jsonl").write_text("")
