@@ -33,7 +33,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from testtime.core import jsonio, store
 from testtime.core.config import ConfigError, read_json, with_overrides
 from testtime.core.distributed import from_env
 from testtime.data.encode import Codec, TooLongError
@@ -42,7 +41,7 @@ from testtime.model.loading import default_model_dir, load_model
 from testtime.model.model_folder import ModelError, check_model_dir
 from testtime.recipes import grid
 from testtime.recipes.grid import EvalConfig, config_from_dict
-from testtime.report.combine import check_out_folder
+from testtime.report.combine import check_out_folder, combination_of
 from testtime.report.combine import combine_runs as combine
 from testtime.stages import budget
 from testtime.stages.policy import DEFAULT_POLICY, POLICIES, Policy
@@ -332,9 +331,8 @@ def run_checkpoints(cfg: EvalConfig | TextEvalConfig, models: Sequence[str | Pat
     for path in paths:
         check_model_dir(path)
     check_out_folder(out, folders)
-    summary = jsonio.read_json(out / store.SUMMARY, "summary") if (out / store.SUMMARY).is_file() else None
-    made = summary.get("combined") if isinstance(summary, dict) else None
-    if isinstance(made, list) and [Path(str(p)).resolve() for p in made] != [f.resolve() for f in folders]:
+    made = combination_of(out)
+    if made is not None and [Path(p).resolve() for p in made] != [f.resolve() for f in folders]:
         raise ConfigError(f"{out}: combines other runs ({', '.join(made)}); name a new --out for these models")
     for name, folder in zip(names, folders, strict=True):
         check_run_dir(folder, grid.config_to_dict(replace(cfg, model=name)))

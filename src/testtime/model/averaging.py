@@ -16,21 +16,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from testtime.model.model_folder import ModelError, check_model_dir
+from testtime.model.model_folder import ModelError, check_model_dir, check_new_folder, copy_side_files, written_beside
 
 # What makes two folders one architecture: a tensor-by-tensor mean of two others has no meaning. A tied head and an
 # untied one would take the first model's tie whatever the second's weights said.
 SHAPE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
               "intermediate_size", "vocab_size", "tie_word_embeddings")
-CARD_FILES = ("README.md",)  # the first model's card and its pictures describe that model, not the mean
-CARD_SUFFIXES = (".png", ".svg", ".jpg")
 
 
 def mixing_weights(weights: Sequence[float] | None, n: int) -> list[float]:
@@ -54,17 +49,6 @@ def architecture(path: Path) -> dict:
     return {k: text.get(k, cfg.get(k)) for k in SHAPE_KEYS}
 
 
-def check_out(out: Path, paths: Sequence[Path]) -> None:
-    resolved = out.resolve()
-    for p in paths:
-        if resolved == p.resolve() or p.resolve() in resolved.parents:
-            raise ModelError(f"{out}: inside {p}, a model averaged (write the mean elsewhere)")
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise ModelError(f"{out}: exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
-        raise ModelError(f"{out}: exists and is not empty (a model there would be overwritten)")
-
-
 def average_models(paths: Sequence[Path], out: Path, weights: Sequence[float] | None = None) -> Path:
     """Write to `out` the weighted mean of the models in `paths` (equal weights by default); return `out`.
 
@@ -80,26 +64,11 @@ def average_models(paths: Sequence[Path], out: Path, weights: Sequence[float] | 
         bad = [k for k in SHAPE_KEYS if other[k] != first[k]]
         if bad:
             raise ModelError(f"{p}: another architecture than {paths[0]}'s ({', '.join(bad)})")
-    check_out(out, paths)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    except OSError as e:
-        raise ModelError(f"{out}: cannot write there ({e.strerror})") from None
-    try:
+    check_new_folder(out, paths, "a model averaged (write the mean elsewhere)")
+    with written_beside(out, "writing the mean failed") as work:
         write_mean(paths, files, mix, work)
-        for f in paths[0].iterdir():
-            if f.is_file() and not f.name.endswith(".safetensors") and f.name not in CARD_FILES \
-                    and f.suffix not in CARD_SUFFIXES:
-                shutil.copy2(f, work / f.name)
+        copy_side_files(paths[0], work)
         check_model_dir(work)
-        if out.exists():
-            out.rmdir()  # empty, as check_out found it
-        os.replace(work, out)
-    except OSError as e:
-        raise ModelError(f"{out}: writing the mean failed ({e.strerror or e})") from None
-    finally:
-        shutil.rmtree(work, ignore_errors=True)  # gone already where the move succeeded
     return out
 
 

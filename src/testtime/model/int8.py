@@ -18,19 +18,14 @@ such a folder is an ordinary model: saved again, it is a plain floating-point fo
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from testtime.model.model_folder import ModelError, check_model_dir
+from testtime.model.model_folder import ModelError, check_model_dir, check_new_folder, copy_side_files, written_beside
 
 CONFIG_KEY = "testtime_int8"
 SCHEME = "absmax-per-row"
 SCALE_SUFFIX = ".int8_scale"
-CARD_FILES = ("README.md",)  # the source's card and pictures describe the bf16 model and its scores
-CARD_SUFFIXES = (".png", ".svg", ".jpg")
 
 
 def quantize_tensor(w) -> tuple[Any, Any]:
@@ -66,26 +61,13 @@ def quantize_model(src: Path, out: Path) -> Path:
     cfg = read_config(src)
     if CONFIG_KEY in cfg:
         raise ModelError(f"{src}: already int8 (config.json has {CONFIG_KEY})")
-    check_out(out, src)
-    from safetensors import SafetensorError
-
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(work, 0o777 & ~umask)  # mkdtemp's 0700 would stay with the folder others are meant to read
-    except OSError as e:
-        raise ModelError(f"{out}: cannot write there ({e.strerror})") from None
-    try:
+    check_new_folder(out, [src], "the model quantized (write it elsewhere)")
+    with written_beside(out, "writing the int8 model failed") as work:
         weight_map = {}
         for f in files:
             for key in write_shard(f, work / f.name):
                 weight_map[key] = f.name
-        for f in src.iterdir():
-            if f.is_file() and not f.name.endswith(".safetensors") and f.name not in CARD_FILES \
-                    and f.suffix not in CARD_SUFFIXES and f.name not in ("config.json", "model.safetensors.index.json"):
-                shutil.copy2(f, work / f.name)
+        copy_side_files(src, work, skip=("config.json", "model.safetensors.index.json"))
         cfg[CONFIG_KEY] = {"scheme": SCHEME, "scale_suffix": SCALE_SUFFIX}
         (work / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
         if (src / "model.safetensors.index.json").exists():
@@ -96,13 +78,6 @@ def quantize_model(src: Path, out: Path) -> Path:
             load_int8(work, check_model_dir(work), None)
         except ModelError as e:
             raise ModelError(f"{src}: cannot be stored as int8 ({str(e).removeprefix(f'{work}: ')})") from None
-        if out.exists():
-            out.rmdir()  # empty, as check_out found it
-        os.replace(work, out)
-    except (OSError, SafetensorError) as e:  # safetensors reports a full disk as its own error
-        raise ModelError(f"{out}: writing the int8 model failed ({getattr(e, 'strerror', None) or e})") from None
-    finally:
-        shutil.rmtree(work, ignore_errors=True)  # gone already where the move succeeded
     return out
 
 
@@ -124,15 +99,6 @@ def write_shard(src: Path, dst: Path) -> list[str]:
         meta = h.metadata() or {"format": "pt"}
     save_file({k: v.contiguous() for k, v in stored.items()}, str(dst), metadata=meta)
     return list(stored)
-
-
-def check_out(out: Path, src: Path) -> None:
-    if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
-        raise ModelError(f"{out}: inside {src}, the model quantized (write it elsewhere)")
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise ModelError(f"{out}: exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
-        raise ModelError(f"{out}: exists and is not empty (a model there would be overwritten)")
 
 
 def read_state(path: Path, files: list[Path], dtype) -> dict:

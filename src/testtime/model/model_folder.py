@@ -5,15 +5,21 @@ line naming the folder (`ModelError`) instead of whatever transformers would rai
 - weights: safetensors only (a pickle `pytorch_model.bin` can run code when loaded, so it is refused), every
   file regular and whole (its header matches its size).
 
-`model.load_model` is the one caller.
+`model.load_model` is the one reader. The tools that write a model from others (`averaging`, `int8`) share how:
+into a new or empty folder outside their sources (`check_new_folder`), written beside it and moved there once whole
+(`written_beside`), with the source's files but its weights and model card (`copy_side_files`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import stat
+import tempfile
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +27,8 @@ from testtime.core import jsonio
 from testtime.core.config import ConfigError, Range, check_value, one_line
 
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+CARD_FILES = ("README.md",)  # a model card and its pictures describe their own model, not one made from it
+CARD_SUFFIXES = (".png", ".svg", ".jpg")
 
 
 class ModelError(ValueError):
@@ -114,6 +122,53 @@ def check_model_dir(path: Path) -> list[Path]:
     check_model_config(path, cfg)
     check_weights(files)
     return files
+
+
+def check_new_folder(out: Path, sources: Sequence[Path], inside: str) -> None:
+    """`out` new or empty and outside every source (`inside` ends the message that names one it lies in); else a
+    one-line ModelError."""
+    resolved = out.resolve()
+    for p in sources:
+        if resolved == p.resolve() or p.resolve() in resolved.parents:
+            raise ModelError(f"{out}: inside {p}, {inside}")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ModelError(f"{out}: exists and is not a folder")
+    if out.exists() and any(out.iterdir()):
+        raise ModelError(f"{out}: exists and is not empty (a model there would be overwritten)")
+
+
+@contextlib.contextmanager
+def written_beside(out: Path, failed: str) -> Iterator[Path]:
+    """A fresh folder beside `out` to write a model into, moved to `out` (new, or empty as `check_new_folder` found
+    it) once the block ends; a failure leaves nothing at `out`, and a failed write is a one-line ModelError
+    (`failed` says what failed)."""
+    from safetensors import SafetensorError
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(work, 0o777 & ~umask)  # mkdtemp's 0700 would stay with the folder others are meant to read
+    except OSError as e:
+        raise ModelError(f"{out}: cannot write there ({e.strerror})") from None
+    try:
+        yield work
+        if out.exists():
+            out.rmdir()
+        os.replace(work, out)
+    except (OSError, SafetensorError) as e:  # safetensors reports a full disk as its own error
+        raise ModelError(f"{out}: {failed} ({getattr(e, 'strerror', None) or e})") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # gone already where the move succeeded
+
+
+def copy_side_files(src: Path, dst: Path, skip: Sequence[str] = ()) -> None:
+    """`src`'s files but its weights, its model card and `skip` (config, tokenizer, index...) into `dst`."""
+    for f in src.iterdir():
+        if f.is_file() and not f.name.endswith(".safetensors") and f.name not in CARD_FILES \
+                and f.suffix not in CARD_SUFFIXES and f.name not in skip:
+            shutil.copy2(f, dst / f.name)
 
 
 @contextlib.contextmanager

@@ -105,11 +105,13 @@ def _score(attempts: list | None, task: Task | None) -> float | None:
     return sum(_correct(attempts, task)) / len(task.test)
 
 
-def _a_combination(summary: Path) -> bool:
+def combination_of(out: Path) -> list[str] | None:
+    """The runs a combination in `out` was made of, as its summary names them (None: no combination there)."""
     try:
-        return "combined" in json.loads(summary.read_text())
-    except (OSError, ValueError, TypeError):
-        return False
+        made = json.loads((out / store.SUMMARY).read_text()).get("combined")
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    return [str(p) for p in made] if isinstance(made, list) else None
 
 
 def check_out_folder(out: str | Path, runs: Sequence[Path]) -> Path:
@@ -127,7 +129,7 @@ def check_out_folder(out: str | Path, runs: Sequence[Path]) -> Path:
         return any(e == r or e in r.parents for r in held)
 
     others = [e for e in out_dir.iterdir() if not a_runs_own(e)] if out_dir.is_dir() else []
-    if others and not _a_combination(out_dir / store.SUMMARY):
+    if others and combination_of(out_dir) is None:
         raise ValueError(f"{out_dir}: holds files that no combination wrote; name a new or empty folder")
     return out_dir
 
