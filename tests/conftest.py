@@ -242,3 +242,30 @@ def runner_checkout(tmp_path):
         (tmp_path / "scripts" / name).write_text((repo / "scripts" / name).read_text())
     (tmp_path / ".whl/broken-1.0-py3-none-any.whl").write_bytes(b"not a zip")
     return tmp_path
+
+
+@pytest.fixture()
+def two_models(tmp_path, monkeypatch):
+    """Two models that answer differently, in tmp_path: `a` (the shipped one, linked) and `b` (the shipped one with
+    its last layer zeroed, stored as int8 by `testtime quantize`; `b16` its bf16 folder), and `tasks/` with the two
+    smallest ARC-AGI-1 evaluation tasks. A random tiny model answers nothing, and attempts that are all empty (or all
+    equal) would combine the same whatever the code did. The CPU budget's pace is fixed, so a slow machine cuts
+    nothing (tests/test_golden.py)."""
+    from testtime.data.tasks import load_tasks, save_task
+    from testtime.model.int8 import quantize_model
+    from testtime.model.loading import DEFAULT_MODEL_DIR, load_model, save_model
+    from testtime.stages import budget
+
+    pace = budget.Speed(row_token=1e-3, step=0.02)
+    monkeypatch.setattr(budget, "measure_speed", lambda model, *a, **k: pace)
+    (tmp_path / "a").symlink_to(DEFAULT_MODEL_DIR)
+    other = load_model(DEFAULT_MODEL_DIR)
+    with torch.no_grad():
+        for name, p in other.model.named_parameters():
+            if name.startswith("model.layers.7."):  # another model, still one that answers in grids
+                p.zero_()
+    quantize_model(save_model(other.model, other.tokenizer, tmp_path / "b16", dtype=torch.bfloat16), tmp_path / "b")
+    by_id = {t.id: t for t in load_tasks("arc1/eval")}
+    for tid in ("66e6c45b", "00576224"):
+        save_task(by_id[tid], tmp_path / "tasks" / f"{tid}.json")
+    return tmp_path

@@ -9,37 +9,15 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 import testtime
 from testtime.cli import app
 from testtime.core.store import read_results
-from testtime.data.tasks import load_tasks, save_task
-from testtime.model.int8 import quantize_model
-from testtime.model.loading import DEFAULT_MODEL_DIR, load_model, save_model
 from testtime.recipes.grid import GridKind
 from testtime.report.combine import combine_attempts
-from testtime.stages import budget
 
 FLAGS = ["--device", "cpu", "--no-ttt", "--views", "4", "--max-seconds", "300"]
-PACE = budget.Speed(row_token=1e-3, step=0.02)  # a fixed pace, so a slow machine cuts nothing (tests/test_golden.py)
-
-
-@pytest.fixture()
-def two_models(tmp_path, monkeypatch):
-    monkeypatch.setattr(budget, "measure_speed", lambda model, *a, **k: PACE)
-    (tmp_path / "a").symlink_to(DEFAULT_MODEL_DIR)
-    other = load_model(DEFAULT_MODEL_DIR)
-    with torch.no_grad():
-        for name, p in other.model.named_parameters():
-            if name.startswith("model.layers.7."):  # another model, still one that answers in grids
-                p.zero_()
-    quantize_model(save_model(other.model, other.tokenizer, tmp_path / "b16", dtype=torch.bfloat16), tmp_path / "b")
-    by_id = {t.id: t for t in load_tasks("arc1/eval")}
-    for tid in ("66e6c45b", "00576224"):
-        save_task(by_id[tid], tmp_path / "tasks" / f"{tid}.json")
-    return tmp_path
 
 
 def evaluate(runner, root, out, *models):

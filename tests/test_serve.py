@@ -113,6 +113,26 @@ def test_a_valid_task_is_answered(solver, flip_task):
         assert bare.json()["id"].startswith("sha1-")
 
 
+def test_several_models_are_served_as_one_with_their_attempts_combined(two_models):
+    from testtime.checkpoints import load_checkpoints
+    from testtime.data.tasks import as_task
+    from testtime.report.combine import combine_attempts
+
+    pair = load_checkpoints([two_models / "a", two_models / "b"], device="cpu")
+    tasks = [as_task(p) for p in sorted((two_models / "tasks").iterdir())]
+    settings = {"ttt": False, "views": 4}
+    alone = [{t.id: s.solve(t, max_seconds=None, show_progress=False, **settings).record["attempts"] for t in tasks}
+             for s in pair.solvers]
+    assert alone[0] != alone[1]  # the two models answer differently: the check below has teeth
+    with served(create_app(pair, max_seconds=None, window=0)) as url:
+        assert health(url)["model"] == f"{two_models / 'a'} + {two_models / 'b'}"
+        replies = [post(url, body(t, settings=settings)) for t in tasks]
+    for t, got in zip(tasks, replies, strict=True):
+        assert got.status_code == 200, got.text
+        want = [combine_attempts([qa, qb])[0] for qa, qb in zip(alone[0][t.id], alone[1][t.id], strict=True)]
+        assert got.json()["attempts"] == want
+
+
 def test_concurrent_requests_share_a_batch_and_each_gets_its_own_answer(solver, flip_task):
     tasks = [flip_task(i, f"t{i}", shape=(2 + i % 3, 3)) for i in range(4)]
     alone = {t.id: solver.solve(t, max_seconds=None, show_progress=False, **SMALL).record["attempts"] for t in tasks}

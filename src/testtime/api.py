@@ -300,13 +300,14 @@ def evaluate(tasks: str | Path = "arc1/eval", out: str | Path | None = None, *,
 
 def run_checkpoints(cfg: EvalConfig | TextEvalConfig, models: Sequence[str | Path | None],
                     out: str | Path | None = None, *, max_minutes: float | None = None,
-                    **run_args: Any) -> tuple[list[Run], dict[str, Any]]:
+                    run: Callable[..., Run] | None = None, **run_args: Any) -> tuple[list[Run], dict[str, Any]]:
     """The run loop of `testtime evaluate --model A --model B`: `cfg` run with each base model in turn (None: the
     shipped one), a run folder each under OUT/checkpoints/ (resumed as any run), then their attempts combined into
     OUT as `combine` does: each run's first attempt at a test input, in the models' order, then their seconds.
     Checkpoints of one pretraining solve different tasks: two runs so combined made 227.5 to 231 of the 400 against
     220.5 for the better (results/h100-campaign-2026-12-07e.md). `max_minutes` bounds all the runs together; the
-    other `run_args` go to each `run_evaluation`. Returns the runs and the combination's summary."""
+    other `run_args` go to each `run_evaluation` (or `run(cfg, folder, **run_args)`, which runs a model's config:
+    `Checkpoints.evaluate`'s, with its models loaded). Returns the runs and the combination's summary."""
     import time
 
     from testtime.core.config import MINUTES, check_value
@@ -340,7 +341,7 @@ def run_checkpoints(cfg: EvalConfig | TextEvalConfig, models: Sequence[str | Pat
     runs = []
     for name, folder in zip(names, folders, strict=True):
         left = None if deadline is None else max((deadline - time.monotonic()) / 60, 1e-3)
-        runs.append(run_evaluation(replace(cfg, model=name), folder, max_minutes=left, **run_args))
+        runs.append((run or run_evaluation)(replace(cfg, model=name), folder, max_minutes=left, **run_args))
     return runs, combine([r.out for r in runs], out)
 
 

@@ -431,7 +431,7 @@ def score_cmd(
 @cli_errors
 def solve_cmd(
     task: Annotated[str, typer.Argument(help="Task file, FILE:ID, DATASET/ID or a bare task id.")],
-    model: opt.MODEL = None,
+    model: opt.SOLVE_MODELS = None,
     ttt: opt.TTT = None,
     device: opt.DEVICE = None,
     views: opt.VIEWS = None,
@@ -452,6 +452,7 @@ def solve_cmd(
     start = time.perf_counter()  # the budget counts loading too
 
     from testtime import api
+    from testtime.checkpoints import load_checkpoints
     from testtime.core.config import SECONDS, check_value
     from testtime.data.tasks import resolve_task
     from testtime.recipes.grid import plan_of
@@ -459,11 +460,12 @@ def solve_cmd(
 
     check_value("--max-seconds", max_seconds, SECONDS)
     t = resolve_task(task)
+    models = model or [None]
     cfg = api.build_config(task, recipe, None, dict(
-        model=model, ttt=ttt, device=device, views=views, samples=samples, epochs=epochs, lr=lr, adapter=adapter,
+        model=models[0], ttt=ttt, device=device, views=views, samples=samples, epochs=epochs, lr=lr, adapter=adapter,
         policy=policy, select=select, adapters=adapters, dfs=dfs, second_round=second_round), spell=opt.flag_name)
     plan_of(cfg)  # an unknown or contradictory policy fails here, before the model loads
-    solver = api.load(model, device)
+    solver = api.load(models[0], device) if len(models) == 1 else load_checkpoints(models, device)
     res = solver.solve(t, recipe=cfg, max_seconds="auto" if max_seconds is None else max_seconds,
                        spent=time.perf_counter() - start, say=typer.echo)
     res.show(console=_console())

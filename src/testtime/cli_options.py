@@ -20,6 +20,9 @@ MODEL = Annotated[str | None, typer.Option(help="A Hugging Face causal LM folder
 MODELS = Annotated[list[str] | None, typer.Option(
     "--model", help="A Hugging Face causal LM folder; default: the shipped base model. Named twice or more: a run with "
                     "each (OUT/checkpoints/), their attempts combined into OUT as `testtime combine` does.")]
+SOLVE_MODELS = Annotated[list[str] | None, typer.Option(
+    "--model", help="A Hugging Face causal LM folder; default: the shipped base model. Named twice or more: each "
+                    "model solves the task in turn, their attempts combined as `testtime combine` does.")]
 TTT = Annotated[bool | None, typer.Option("--ttt/--no-ttt", show_default=False,
                                            help="Train a per-task adapter before predicting (default: yes).")]
 # Flags that set a config field are checked against that field's declared limits (config.Range), not here.

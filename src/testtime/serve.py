@@ -379,7 +379,9 @@ def command(
     host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free one, printed).")] = 8000,
     device: Annotated[str | None, typer.Option(help="cpu or cuda; default: cuda when available.")] = None,
-    model: Annotated[str | None, typer.Option(help="A Hugging Face causal LM folder; default: the shipped model.")] = None,
+    model: Annotated[list[str] | None, typer.Option(help="A Hugging Face causal LM folder; default: the shipped model. "
+                                                         "Named twice or more: each model solves each task, their "
+                                                         "attempts combined as `testtime combine` does.")] = None,
     window: Annotated[float, typer.Option(help="Seconds a batch waits for more requests after its first.")] = 0.02,
     max_batch: Annotated[int | None, typer.Option(help="Tasks solved together at most (default: 64 on a GPU, 8 on "
                                                        "a CPU).")] = None,
@@ -410,8 +412,10 @@ def command(
     except ImportError as e:
         raise ValueError(f"testtime serve needs FastAPI and uvicorn ({e}): pip install 'testtime[serve]'") from None
     from testtime import api
+    from testtime.checkpoints import load_checkpoints
 
-    solver = api.load(model, device)
+    models = model or [None]
+    solver = api.load(models[0], device) if len(models) == 1 else load_checkpoints(models, device)
     if warm_up_first:
         typer.echo(f"warmed up in {warm_up(solver):.1f} s")
     finished = serve(solver, host, port, say=typer.echo, window=window, max_batch=max_batch, max_queue=max_queue,

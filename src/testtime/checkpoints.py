@@ -1,0 +1,165 @@
+"""Several base models as one solver: each solves the task with its own adapters, and their attempts are combined as
+`testtime combine` combines runs (each model's first attempt at a test input, in the models' order, then their
+seconds). Checkpoints of one pretraining solve different tasks: v11 and the ninth stretch, one adapter each, made 231
+of the 400 combined against v11's 220.5 alone (results/h100-campaign-2026-12-07e.md), where a second adapter on one
+model gained 0.5.
+
+    both = testtime.load_checkpoints(["models/testtime-grid-base", "ckpt-b"])
+    result = both.solve("arc1/eval/00576224", adapters=1)   # a Solution, as a Solver's
+    result.record["combined"]["sources"]                    # which model each attempt came from
+
+`Checkpoints` answers the calls a `Solver` answers (`solve`, `solve_many`, `evaluate`, `config`), so `testtime solve
+--model A --model B` and `testtime serve --model A --model B` take it where they take one solver. Its models run one
+after another on one device; a time budget is shared between them, each model getting an equal part of what is left.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from testtime.api import Run, Solution, Solver, build_config, load, run_checkpoints, run_evaluation
+from testtime.core.config import SECONDS, ConfigError, check_value
+from testtime.data.tasks import Task, TaskError, as_task
+from testtime.model.loading import default_model_dir
+from testtime.model.model_folder import check_model_dir
+from testtime.recipes.grid import EvalConfig
+from testtime.report.combine import combine_records
+from testtime.stages import budget
+from testtime.stages.selection import Ranked
+
+
+def _interleaved(per_model: Sequence[Sequence[Ranked]]) -> list[Ranked]:
+    """The models' candidates at one test input round robin (every model's best, then every second best...), a grid
+    kept once: the order the combined attempts follow, as the models' scores are not comparable with each other."""
+    out: list[Ranked] = []
+    for k in range(max((len(c) for c in per_model), default=0)):
+        for cands in per_model:
+            if k < len(cands) and not any(np.array_equal(cands[k].grid, o.grid) for o in out):
+                out.append(cands[k])
+    return out
+
+
+def combined_solution(task: Task, names: Sequence[str], solutions: Sequence[Solution]) -> Solution:
+    """One task's solutions by several models as one: the attempts combined (`combine_records`, with its `combined`
+    note of which model gave each), the candidates interleaved, the stages' seconds summed, the TTT loss the mean of
+    the models' where their curves have one length, and each model's own record under `checkpoints`."""
+    records = [s.record for s in solutions]
+    rec = combine_records([[r] for r in records], names, {task.id: task})[0]
+    rec.setdefault("correct", None)
+    rec.setdefault("score", None)
+    rec.setdefault("error", None)
+    curves = [r.get("ttt_loss") for r in records]
+    same = all(c is not None for c in curves) and len({len(c) for c in curves}) == 1
+    rec["ttt_loss"] = [round(float(x), 4) for x in np.mean(curves, axis=0)] if same else None
+    compute: dict[str, float] = {}
+    for r in records:
+        for stage, secs in (r.get("compute") or {}).items():
+            compute[stage] = round(compute.get(stage, 0.0) + secs, 4)
+    rec["compute"] = compute
+    rec["seconds"] = round(sum(r.get("seconds") or 0.0 for r in records), 4)
+    rec["checkpoints"] = {name: r for name, r in zip(names, records, strict=True)}
+    # as one model's record has them: two attempts a test input, None where there is no answer
+    width = max((len(q) for r in records for q in r.get("attempts") or []), default=0)
+    rec["attempts"] = [q + [None] * (width - len(q)) for q in rec["attempts"]]
+    if not any(s.candidates for s in solutions):  # no model could run the task: `error` says why
+        return Solution(task, rec, [])
+    candidates = [_interleaved([s.candidates[q] for s in solutions if q < len(s.candidates)])
+                  for q in range(len(task.test))]
+    return Solution(task, rec, candidates)
+
+
+class Checkpoints:
+    """Solvers of several models (`load_checkpoints`), answering a Solver's calls with their attempts combined."""
+
+    def __init__(self, solvers: Sequence[Solver]) -> None:
+        if len(solvers) < 2:
+            raise ConfigError(f"several models: name two or more, got {len(solvers)}")
+        self.solvers = list(solvers)
+        self.names = [s.name or "shipped" for s in self.solvers]
+        if len(set(self.names)) < len(self.names):
+            raise ConfigError("a model is named twice: its attempts would repeat the first's")
+
+    @property
+    def name(self) -> str:
+        """The models, joined: what a service's /health and a run's log name."""
+        return " + ".join(self.names)
+
+    @property
+    def device(self) -> str:
+        return self.solvers[0].device
+
+    def config(self, recipe: str | EvalConfig = "default", **settings: Any) -> EvalConfig:
+        """The grid config each model's call runs with (its `model` aside), as `Solver.config` builds it."""
+        return self.solvers[0].config(recipe, **settings)
+
+    def solve(self, task: Task | Mapping[str, Any] | str | Path, *, recipe: str | EvalConfig = "default",
+              max_seconds: float | Literal["auto"] | None = "auto", spent: float = 0.0,
+              say: Callable[[str], None] | None = None, show_progress: bool = True, **settings: Any) -> Solution:
+        """Solve one task with every model, their attempts combined (`solve_many` of one); a TaskError where no
+        model could run it."""
+        result = self.solve_many([task], recipe=recipe, max_seconds=max_seconds, spent=spent, say=say,
+                                 show_progress=show_progress, **settings)[0]
+        if not result.candidates:
+            raise TaskError(result.error)
+        return result
+
+    def solve_many(self, tasks: Sequence[Task | Mapping[str, Any] | str | Path], *,
+                   recipe: str | EvalConfig = "default", max_seconds: float | Literal["auto"] | None = "auto",
+                   spent: float = 0.0, say: Callable[[str], None] | None = None, show_progress: bool = True,
+                   **settings: Any) -> list[Solution]:
+        """`Solver.solve_many` with each model in turn, one Solution a task with their attempts combined. Under a
+        time budget each model gets an equal part of the seconds left when its turn comes."""
+        start = time.perf_counter()
+        self.config(recipe, **settings)  # a bad setting fails before the first model's work
+        limit = budget.default_max_seconds(self.device) if max_seconds == "auto" else max_seconds
+        if limit is not None:
+            check_value("max_seconds", limit, SECONDS)
+        items = [as_task(t) for t in tasks]
+        per_model: list[list[Solution]] = []
+        for k, solver in enumerate(self.solvers):
+            share: float | None = None
+            if limit is not None:
+                left = limit - spent - (time.perf_counter() - start)
+                share = max(left / (len(self.solvers) - k), 1e-3)
+            tell = (lambda line, n=self.names[k]: say(f"{n}: {line}")) if say else None
+            per_model.append(solver.solve_many(items, recipe=recipe, max_seconds=share, say=tell,
+                                               show_progress=show_progress, **settings))
+        return [combined_solution(t, self.names, [got[i] for got in per_model]) for i, t in enumerate(items)]
+
+    def evaluate(self, tasks: str | Path = "arc1/eval", out: str | Path | None = None, *,
+                 recipe: str | EvalConfig = "default", strict: bool = False, max_minutes: float | None = None,
+                 max_seconds: float | Literal["auto"] | None = "auto", show_progress: bool = True,
+                 **settings: Any) -> tuple[list[Run], dict[str, Any]]:
+        """A task set with each model into OUT/checkpoints/K-NAME, then combined into OUT, as
+        `testtime.evaluate_checkpoints` does with these models already loaded: the runs, and the combination's
+        summary."""
+        if "model" in settings or "device" in settings:
+            raise ConfigError("checkpoints keep their models and device; load others for others")
+        cfg = build_config(str(tasks), recipe, settings=settings)
+        by_name = {s.name: s for s in self.solvers}
+
+        def one(cfg_k, folder, **args) -> Run:
+            return run_evaluation(cfg_k, folder, solver=by_name[cfg_k.model], **args)
+
+        return run_checkpoints(cfg, [s.name for s in self.solvers], out, max_minutes=max_minutes, run=one,
+                               strict=strict, max_seconds=max_seconds, show_progress=show_progress)
+
+
+def load_checkpoints(models: Sequence[str | Path | None], device: str | None = None, dtype=None) -> Checkpoints:
+    """Solvers of several model folders (None: the shipped model), each loaded once on `device`; see `Checkpoints`."""
+    if isinstance(models, str | Path):
+        raise ConfigError("load_checkpoints takes a list of model folders; for one model, use testtime.load")
+    names = [None if m is None else str(m) for m in models]
+    if len(names) < 2:
+        raise ConfigError(f"several models: name two or more, got {len(names)}")
+    paths = [(default_model_dir() if n is None else Path(n)).resolve() for n in names]
+    if len(set(paths)) < len(paths):
+        raise ConfigError("a model is named twice: its attempts would repeat the first's")
+    for path in paths:  # a missing or damaged folder refused before the first model loads
+        check_model_dir(path)
+    return Checkpoints([load(m, device, dtype) for m in names])
