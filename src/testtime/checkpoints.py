@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from testtime.api import Run, Solution, Solver, build_config, load, run_checkpoints, run_evaluation
+from testtime.api import Run, Solution, Solver, build_config, load, run_checkpoints
 from testtime.core.config import SECONDS, ConfigError, check_value
 from testtime.data.tasks import Task, TaskError, as_task
 from testtime.model.loading import default_model_dir
@@ -52,7 +52,9 @@ def combined_solution(task: Task, names: Sequence[str], solutions: Sequence[Solu
     rec = combine_records([[r] for r in records], names, {task.id: task})[0]
     rec.setdefault("correct", None)
     rec.setdefault("score", None)
-    rec.setdefault("error", None)
+    # every model's problem, named, even where another model answered (a view that did not fit, say)
+    rec["error"] = "; ".join(f"{n}: {r['error']}" for n, r in zip(names, records, strict=True) if r.get("error")) \
+        or None
     curves = [r.get("ttt_loss") for r in records]
     same = all(c is not None for c in curves) and len({len(c) for c in curves}) == 1
     rec["ttt_loss"] = [round(float(x), 4) for x in np.mean(curves, axis=0)] if same else None
@@ -113,7 +115,8 @@ class Checkpoints:
                    spent: float = 0.0, say: Callable[[str], None] | None = None, show_progress: bool = True,
                    **settings: Any) -> list[Solution]:
         """`Solver.solve_many` with each model in turn, one Solution a task with their attempts combined. Under a
-        time budget each model gets an equal part of the seconds left when its turn comes."""
+        time budget (each task's own, as `Solver.solve_many` takes it) each model gets an equal part of the seconds a
+        task has left when its turn comes: a model that finishes early leaves its rest to the next."""
         start = time.perf_counter()
         self.config(recipe, **settings)  # a bad setting fails before the first model's work
         limit = budget.default_max_seconds(self.device) if max_seconds == "auto" else max_seconds
@@ -124,7 +127,9 @@ class Checkpoints:
         for k, solver in enumerate(self.solvers):
             share: float | None = None
             if limit is not None:
-                left = limit - spent - (time.perf_counter() - start)
+                # The tasks of a call are solved together, so each is charged its part of the models' time so far.
+                # Below the cheapest plan, a model still runs that plan, as a Solver does with too little time.
+                left = limit - spent - (time.perf_counter() - start) / len(items)
                 share = max(left / (len(self.solvers) - k), 1e-3)
             tell = (lambda line, n=self.names[k]: say(f"{n}: {line}")) if say else None
             per_model.append(solver.solve_many(items, recipe=recipe, max_seconds=share, say=tell,
@@ -134,6 +139,7 @@ class Checkpoints:
     def evaluate(self, tasks: str | Path = "arc1/eval", out: str | Path | None = None, *,
                  recipe: str | EvalConfig = "default", strict: bool = False, max_minutes: float | None = None,
                  max_seconds: float | Literal["auto"] | None = "auto", show_progress: bool = True,
+                 say: Callable[[str], None] | None = None, labels: Mapping[str, str] | None = None,
                  **settings: Any) -> tuple[list[Run], dict[str, Any]]:
         """A task set with each model into OUT/checkpoints/K-NAME, then combined into OUT, as
         `testtime.evaluate_checkpoints` does with these models already loaded: the runs, and the combination's
@@ -143,11 +149,12 @@ class Checkpoints:
         cfg = build_config(str(tasks), recipe, settings=settings)
         by_name = {s.name: s for s in self.solvers}
 
-        def one(cfg_k, folder, **args) -> Run:
-            return run_evaluation(cfg_k, folder, solver=by_name[cfg_k.model], **args)
+        def one(cfg_k: EvalConfig, folder: Path, **args: Any) -> Run:  # the solver's own call, under its lock
+            return by_name[cfg_k.model].evaluate(cfg_k.tasks, folder, recipe=cfg_k, **args)
 
         return run_checkpoints(cfg, [s.name for s in self.solvers], out, max_minutes=max_minutes, run=one,
-                               strict=strict, max_seconds=max_seconds, show_progress=show_progress)
+                               strict=strict, max_seconds=max_seconds, show_progress=show_progress, say=say,
+                               labels=labels)
 
 
 def load_checkpoints(models: Sequence[str | Path | None], device: str | None = None, dtype=None) -> Checkpoints:
