@@ -109,6 +109,9 @@ def test_solve_on_the_command_line_with_two_models(two_models, both, one_line_er
     assert got.exit_code == 0, got.output
     want = both.solve(task, max_seconds=300, show_progress=False, **SETTINGS)
     assert f"solved {sum(want.correct)}/1 test input(s)" in got.output
+    came = want.record["combined"]["sources"][0]
+    # which model gave each attempt (rich wraps the long paths at the terminal's width)
+    assert f"test 1: attempt 1 from {came[0]}, attempt 2 from {came[1]}" in " ".join(got.output.split())
     page = runner.invoke(app, ["solve", task, "--model", str(two_models / "a"), "--model", str(two_models / "b"),
                                *flags, "--html", str(two_models / "page.html")])
     assert page.exit_code == 0 and (two_models / "page.html").read_text() == want.html()

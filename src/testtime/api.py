@@ -207,10 +207,16 @@ class Solution:
         return self.record.get("policy")
 
     def show(self, console=None) -> None:
-        """The task and its attempts in color, in a terminal."""
+        """The task and its attempts in color, in a terminal; where several models answered, which gave each."""
+        from rich.console import Console
+
         from testtime.data.render import print_task
 
+        console = console or Console()
         print_task(self.task, predictions=self.attempts, console=console)
+        for q, names in enumerate((self.record.get("combined") or {}).get("sources") or []):
+            came = ", ".join(f"attempt {k} from {name}" for k, name in enumerate(names, 1)) or "no attempt"
+            console.print(f"test {q + 1}: {came}", highlight=False)
 
     def html(self) -> str:
         """A self-contained HTML page of the task and its attempts."""
