@@ -2,7 +2,7 @@
 and tokens continuing the last one's (a warm restart), drawn as one run by testtime.report.pretrain_log.plot_loss.
 Steps and tokens count from the first stretch's start (`--start-tokens`: the model's tokens before it).
 
-    # each archive into its own folder (two hold runs/pretrain-campaign); the first five from git history
+    # each archive into its own folder (two hold runs/pretrain-campaign); the first five and 07d from git history
     for a in 06 06b 06c 06d 06e 06g 06i 07 07b 07c 07d 07e; do
         bash scripts/results_archive.sh results/h100-campaign-2026-12-$a/runs.tar.xz /tmp/s/$a; done
     python benchmarks/stretch_losses.py --name "v11 = v4 + twelve stretches" --out models/testtime-grid-base/loss.png \

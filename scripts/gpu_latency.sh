@@ -8,7 +8,7 @@
 #      lr 1e-3);
 #   4. that setting's accuracy on the 400 (pair it with the shipped model's records under the same two-adapter
 #      default: v9's are `adapters2` in results/h100-arch-adapters-2026-12-06/runs.tar.xz, in git history since
-#      v11 shipped (scripts/results_archive.sh unpacks it); v10's `v10default` in results/h100-campaign-2026-12-07d;
+#      v11 shipped (scripts/results_archive.sh unpacks it); v10's `v10default` in results/h100-campaign-2026-12-07d/runs.tar.xz, in history too;
 #      v11's (shipped 2026-12-07) are not yet made, so with v11 in the tree add `LIST=1 bash scripts/gpu_levers.sh
 #      default`'s run (11.4 device-minutes) and `testtime compare runs/default runs/b8`;
 #      it only replaces the default for one query if it keeps the accuracy);

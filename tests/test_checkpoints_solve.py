@@ -6,6 +6,7 @@ zeroed, as int8), without TTT: they answer the evaluation tasks differently."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from testtime.cli import app
 from testtime.core.store import read_results
 from testtime.data.tasks import as_task
 from testtime.recipes import grid
+from testtime.recipes.grid import EvalConfig
 from testtime.recipes.grid_records import error_record
 from testtime.report.combine import combine_attempts
 
@@ -122,6 +124,17 @@ def test_solve_on_the_command_line_with_two_models(two_models, both, one_line_er
     # the service refuses the same before it loads a model or listens
     one_line_error(runner.invoke(app, ["serve", "--model", str(two_models / "a"), "--model", str(two_models / "a"),
                                        "--device", "cpu", "--port", "0"]), "named twice")
+
+
+def test_the_attempts_a_test_input_follow_the_config(two_models, both):
+    task = as_task(two_models / "tasks/00576224.json")
+    one = both.solve(task, recipe=replace(EvalConfig(), attempts=1), max_seconds=None, show_progress=False,
+                     **SETTINGS)
+    alone = both.solvers[0].solve(task, recipe=replace(EvalConfig(), attempts=1), max_seconds=None,
+                                  show_progress=False, **SETTINGS)
+    assert one.record["attempts"] == alone.record["attempts"]  # the first model's one attempt, as alone
+    assert all(len(q) == 1 for q in one.record["attempts"])
+    assert both.solve_many([]) == []
 
 
 def test_what_several_models_refuse(two_models, both):

@@ -10,7 +10,10 @@ model gained 0.5.
 
 `Checkpoints` answers the calls a `Solver` answers (`solve`, `solve_many`, `evaluate`, `config`), so `testtime solve
 --model A --model B` and `testtime serve --model A --model B` take it where they take one solver. Its models run one
-after another on one device; a time budget is shared between them, each model getting an equal part of what is left.
+after another on one device. A task's time budget is shared between them in `solve`, each model getting an equal
+part of what is left when its turn comes; `evaluate` makes a run a model, each with the whole budget a task, as
+`testtime evaluate --model A --model B` does. Each model's own record of a task (its policy's decision, what its
+budget cut) stays under the combined record's `checkpoints`.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from testtime.data.tasks import Task, TaskError, as_task
 from testtime.model.loading import default_model_dir
 from testtime.model.model_folder import check_model_dir
 from testtime.recipes.grid import EvalConfig
-from testtime.report.combine import combine_records
+from testtime.report.combine import ATTEMPTS, combine_records
 from testtime.stages import budget
 from testtime.stages.selection import Ranked
 
@@ -44,12 +47,13 @@ def _interleaved(per_model: Sequence[Sequence[Ranked]]) -> list[Ranked]:
     return out
 
 
-def combined_solution(task: Task, names: Sequence[str], solutions: Sequence[Solution]) -> Solution:
+def combined_solution(task: Task, names: Sequence[str], solutions: Sequence[Solution],
+                      attempts: int = ATTEMPTS) -> Solution:
     """One task's solutions by several models as one: the attempts combined (`combine_records`, with its `combined`
     note of which model gave each), the candidates interleaved, the stages' seconds summed, the TTT loss the mean of
     the models' where their curves have one length, and each model's own record under `checkpoints`."""
     records = [s.record for s in solutions]
-    rec = combine_records([[r] for r in records], names, {task.id: task})[0]
+    rec = combine_records([[r] for r in records], names, {task.id: task}, attempts)[0]
     rec.setdefault("correct", None)
     rec.setdefault("score", None)
     # every model's problem, named, even where another model answered (a view that did not fit, say)
@@ -65,9 +69,8 @@ def combined_solution(task: Task, names: Sequence[str], solutions: Sequence[Solu
     rec["compute"] = compute
     rec["seconds"] = round(sum(r.get("seconds") or 0.0 for r in records), 4)
     rec["checkpoints"] = {name: r for name, r in zip(names, records, strict=True)}
-    # as one model's record has them: two attempts a test input, None where there is no answer
-    width = max((len(q) for r in records for q in r.get("attempts") or []), default=0)
-    rec["attempts"] = [q + [None] * (width - len(q)) for q in rec["attempts"]]
+    # as one model's record has them: `attempts` a test input, None where there is no answer
+    rec["attempts"] = [q + [None] * (attempts - len(q)) for q in rec["attempts"]]
     if not any(s.candidates for s in solutions):  # no model could run the task: `error` says why
         return Solution(task, rec, [])
     candidates = [_interleaved([s.candidates[q] for s in solutions if q < len(s.candidates)])
@@ -118,23 +121,27 @@ class Checkpoints:
         time budget (each task's own, as `Solver.solve_many` takes it) each model gets an equal part of the seconds a
         task has left when its turn comes: a model that finishes early leaves its rest to the next."""
         start = time.perf_counter()
-        self.config(recipe, **settings)  # a bad setting fails before the first model's work
+        cfg = self.config(recipe, **settings)  # a bad setting fails before the first model's work
         limit = budget.default_max_seconds(self.device) if max_seconds == "auto" else max_seconds
         if limit is not None:
             check_value("max_seconds", limit, SECONDS)
         items = [as_task(t) for t in tasks]
+        if not items:
+            return []
+        distinct = len({t.id for t in items})  # a task given twice is solved once
         per_model: list[list[Solution]] = []
         for k, solver in enumerate(self.solvers):
             share: float | None = None
             if limit is not None:
                 # The tasks of a call are solved together, so each is charged its part of the models' time so far.
                 # Below the cheapest plan, a model still runs that plan, as a Solver does with too little time.
-                left = limit - spent - (time.perf_counter() - start) / len(items)
+                left = limit - spent - (time.perf_counter() - start) / distinct
                 share = max(left / (len(self.solvers) - k), 1e-3)
             tell = (lambda line, n=self.names[k]: say(f"{n}: {line}")) if say else None
             per_model.append(solver.solve_many(items, recipe=recipe, max_seconds=share, say=tell,
                                                show_progress=show_progress, **settings))
-        return [combined_solution(t, self.names, [got[i] for got in per_model]) for i, t in enumerate(items)]
+        return [combined_solution(t, self.names, [got[i] for got in per_model], cfg.attempts)
+                for i, t in enumerate(items)]
 
     def evaluate(self, tasks: str | Path = "arc1/eval", out: str | Path | None = None, *,
                  recipe: str | EvalConfig = "default", strict: bool = False, max_minutes: float | None = None,

@@ -16,7 +16,6 @@ def flag_name(key: str, value: object) -> str:
     return ("--no-" if value is False else "--") + key.replace("_", "-")
 
 
-MODEL = Annotated[str | None, typer.Option(help="A Hugging Face causal LM folder; default: the shipped base model.")]
 MODELS = Annotated[list[str] | None, typer.Option(
     "--model", help="A Hugging Face causal LM folder; default: the shipped base model. Named twice or more: a run with "
                     "each (OUT/checkpoints/), their attempts combined into OUT as `testtime combine` does.")]

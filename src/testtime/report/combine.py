@@ -63,9 +63,10 @@ def _n_tests(tid: str, held: Sequence[tuple[str, dict[str, Any]]], task: Task | 
 
 
 def combine_records(runs: Sequence[Sequence[dict[str, Any]]], names: Sequence[str],
-                    tasks: dict[str, Task]) -> list[dict[str, Any]]:
-    """The combined records, a task each that any run has (in the order the runs first hold them); scored where
-    `tasks` knows the task's answers. A task every run failed keeps the first run's error."""
+                    tasks: dict[str, Task], attempts: int = ATTEMPTS) -> list[dict[str, Any]]:
+    """The combined records, a task each that any run has (in the order the runs first hold them), `attempts` a
+    test input; scored where `tasks` knows the task's answers. A task every run failed keeps the first run's
+    error."""
     for name, recs in zip(names, runs, strict=True):
         if any(r.get("kind") == "text" for r in recs):
             raise ValueError(f"{name}/{store.RESULTS}: a text run; combine takes grid runs")
@@ -74,19 +75,19 @@ def combine_records(runs: Sequence[Sequence[dict[str, Any]]], names: Sequence[st
     for tid in dict.fromkeys(r["task_id"] for recs in runs for r in recs):
         held = [(name, recs[tid]) for name, recs in zip(names, by_run, strict=True) if tid in recs]
         task = tasks.get(tid)
-        attempts, sources = [], []
+        answers, sources = [], []
         for q in range(_n_tests(tid, held, task)):
-            got, came = combine_attempts([_attempts_at(r, q) for _, r in held])
-            attempts.append(got)
+            got, came = combine_attempts([_attempts_at(r, q) for _, r in held], attempts)
+            answers.append(got)
             sources.append([held[i][0] for i in came])
-        record: dict[str, Any] = {"task_id": tid, "attempts": attempts, "combined": {
+        record: dict[str, Any] = {"task_id": tid, "attempts": answers, "combined": {
             "runs": [name for name, _ in held], "sources": sources,
             "scores": {name: _score(r.get("attempts"), task) for name, r in held}},
             "adapters": sum(r.get("adapters") or 1 for _, r in held)}  # the compute: every run's adapters
         if all(r.get("error") for _, r in held):
             record["error"] = held[0][1]["error"]
         if task is not None and task.has_solutions:
-            record["correct"] = _correct(attempts, task)
+            record["correct"] = _correct(answers, task)
             record["score"] = sum(record["correct"]) / len(task.test)
         out.append(record)
     return out
