@@ -26,6 +26,7 @@ train together, each in its own adapter slot) rather than calling it from many t
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -364,7 +365,28 @@ def evaluate_checkpoints(models: Sequence[str | Path | None], tasks: str | Path 
                            show_progress=show_progress and from_env().is_main)
 
 
-class Solver:
+class TaskSolver(ABC):
+    """One task solved as `solve_many` of one: what a Solver and several models as one (`testtime.checkpoints`)
+    share."""
+
+    @abstractmethod
+    def solve_many(self, tasks: Sequence[Task | Mapping[str, Any] | str | Path], **kwargs: Any) -> list[Solution]:
+        """Tasks solved together, one Solution each, in order."""
+
+    def solve(self, task: Task | Mapping[str, Any] | str | Path, *, recipe: str | EvalConfig = "default",
+              max_seconds: float | Literal["auto"] | None = "auto", spent: float = 0.0,
+              say: Callable[[str], None] | None = None, show_progress: bool = True, **settings: Any) -> Solution:
+        """Solve one task: test-time train, predict under augmentations, select two attempts (`solve_many` of one).
+        `max_seconds` is its time budget ("auto": 300 s on a CPU, none on a GPU), less `spent` seconds already gone;
+        `say` hears the plan the budget made before the work starts. A task that cannot run is a TaskError."""
+        result = self.solve_many([task], recipe=recipe, max_seconds=max_seconds, spent=spent, say=say,
+                                 show_progress=show_progress, **settings)[0]
+        if not result.candidates:
+            raise TaskError(result.error)
+        return result
+
+
+class Solver(TaskSolver):
     """A model loaded once (`load`), with its tokenizer and grid codec, for any number of calls; one call runs at a
     time (see the module's docstring)."""
 
@@ -390,18 +412,6 @@ class Solver:
         if not isinstance(cfg, EvalConfig):
             raise ConfigError("a solver solves grid tasks; evaluate text tasks with Solver.evaluate")
         return replace(cfg, model=self.name)
-
-    def solve(self, task: Task | Mapping[str, Any] | str | Path, *, recipe: str | EvalConfig = "default",
-              max_seconds: float | Literal["auto"] | None = "auto", spent: float = 0.0,
-              say: Callable[[str], None] | None = None, show_progress: bool = True, **settings: Any) -> Solution:
-        """Solve one task: test-time train, predict under augmentations, select two attempts (`solve_many` of one).
-        `max_seconds` is its time budget ("auto": 300 s on a CPU, none on a GPU), less `spent` seconds already gone;
-        `say` hears the plan the budget made before the work starts. A task that cannot run is a TaskError."""
-        result = self.solve_many([task], recipe=recipe, max_seconds=max_seconds, spent=spent, say=say,
-                                 show_progress=show_progress, **settings)[0]
-        if not result.candidates:
-            raise TaskError(result.error)
-        return result
 
     def solve_many(self, tasks: Sequence[Task | Mapping[str, Any] | str | Path], *,
                    recipe: str | EvalConfig = "default", max_seconds: float | Literal["auto"] | None = "auto",

@@ -25,9 +25,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from testtime.api import Run, Solution, Solver, build_config, load, run_checkpoints
+from testtime.api import Run, Solution, Solver, TaskSolver, build_config, load, run_checkpoints
 from testtime.core.config import SECONDS, ConfigError, check_value
-from testtime.data.tasks import Task, TaskError, as_task
+from testtime.data.tasks import Task, as_task
 from testtime.model.loading import default_model_dir
 from testtime.model.model_folder import check_model_dir
 from testtime.recipes.grid import EvalConfig
@@ -78,8 +78,9 @@ def combined_solution(task: Task, names: Sequence[str], solutions: Sequence[Solu
     return Solution(task, rec, candidates)
 
 
-class Checkpoints:
-    """Solvers of several models (`load_checkpoints`), answering a Solver's calls with their attempts combined."""
+class Checkpoints(TaskSolver):
+    """Solvers of several models (`load_checkpoints`), answering a Solver's calls with their attempts combined; `solve`
+    is `solve_many` of one, a TaskError where no model could run the task."""
 
     def __init__(self, solvers: Sequence[Solver]) -> None:
         if len(solvers) < 2:
@@ -101,17 +102,6 @@ class Checkpoints:
     def config(self, recipe: str | EvalConfig = "default", **settings: Any) -> EvalConfig:
         """The grid config each model's call runs with (its `model` aside), as `Solver.config` builds it."""
         return self.solvers[0].config(recipe, **settings)
-
-    def solve(self, task: Task | Mapping[str, Any] | str | Path, *, recipe: str | EvalConfig = "default",
-              max_seconds: float | Literal["auto"] | None = "auto", spent: float = 0.0,
-              say: Callable[[str], None] | None = None, show_progress: bool = True, **settings: Any) -> Solution:
-        """Solve one task with every model, their attempts combined (`solve_many` of one); a TaskError where no
-        model could run it."""
-        result = self.solve_many([task], recipe=recipe, max_seconds=max_seconds, spent=spent, say=say,
-                                 show_progress=show_progress, **settings)[0]
-        if not result.candidates:
-            raise TaskError(result.error)
-        return result
 
     def solve_many(self, tasks: Sequence[Task | Mapping[str, Any] | str | Path], *,
                    recipe: str | EvalConfig = "default", max_seconds: float | Literal["auto"] | None = "auto",
