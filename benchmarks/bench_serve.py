@@ -3,6 +3,7 @@
     python benchmarks/bench_serve.py --clients 32 --device cuda --compare-evaluate --out results/serve-h200.md
     python benchmarks/bench_serve.py --clients 4 --limit 4 --device cpu --settings '{"samples": 4, "views": 2}'
     python benchmarks/bench_serve.py --url http://127.0.0.1:8000 --clients 8 --limit 40    # a service already up
+    python benchmarks/bench_serve.py --model A --model B --clients 32 --device cuda --compare-evaluate   # two models
 
 The service starts in its own process (`testtime serve --port 0`, warmed up; or `--url` names one already up). Each
 client takes the next task of `--tasks` (the first `--limit`; no new task after `--max-seconds`), posts it without
@@ -12,7 +13,7 @@ Reported: latency percentiles (request to answer, as the client sees it), throug
 from the first request to the last answer), pass@2, and the batches the service ran. Then the service is stopped
 with SIGTERM (its exit code is reported). With `--compare-evaluate`, the same tasks are solved by
 `Solver.evaluate` in a fresh process (the model loaded and warmed up first, as the service's was), for its
-throughput and pass@2 on the same settings.
+throughput and pass@2 on the same settings; with several models, `Checkpoints.evaluate` (a run a model, combined).
 """
 
 from __future__ import annotations
@@ -40,10 +41,11 @@ from testtime.data.tasks import Task, load_tasks, save_tasks, task_to_dict
 
 def start_service(a: argparse.Namespace) -> tuple[subprocess.Popen, str, list[str]]:
     cmd = [sys.executable, "-m", "testtime", "serve", "--port", "0"]
-    for flag, value in (("--device", a.device), ("--model", a.model), ("--max-batch", a.max_batch),
-                        ("--window", a.window)):
+    for flag, value in (("--device", a.device), ("--max-batch", a.max_batch), ("--window", a.window)):
         if value is not None:
             cmd += [flag, str(value)]
+    for model in a.model or []:
+        cmd += ["--model", model]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
@@ -123,13 +125,16 @@ def load(a: argparse.Namespace, url: str, tasks: list[Task]) -> tuple[list[dict]
 EVALUATE = """
 import json, sys, time, testtime
 from testtime.serve import warm_up
+from testtime.core.store import read_results
 a = json.loads(sys.argv[1])
-solver = testtime.load(a["model"], a["device"])
+models = a["models"] or [None]
+solver = testtime.load(models[0], a["device"]) if len(models) == 1 else testtime.load_checkpoints(models, a["device"])
 warm_up(solver)
 start = time.perf_counter()
-run = solver.evaluate(a["tasks"], a["out"], show_progress=False, **a["settings"])
+solver.evaluate(a["tasks"], a["out"], show_progress=False, **a["settings"])  # several models: their runs combined
 wall = time.perf_counter() - start
-print("EVALUATE " + json.dumps({"wall": wall, "scores": [r["score"] for r in run.records], "device": solver.device}))
+scores = [r["score"] for r in read_results(a["out"])]
+print("EVALUATE " + json.dumps({"wall": wall, "scores": scores, "device": solver.device}))
 """
 
 
@@ -138,7 +143,7 @@ def evaluate(a: argparse.Namespace, tasks: list[Task]) -> dict:
     first) and pass@2."""
     with tempfile.TemporaryDirectory() as tmp:
         save_tasks(tasks, Path(tmp) / "tasks")
-        spec = {"model": a.model, "device": a.device, "tasks": str(Path(tmp) / "tasks"), "out": str(Path(tmp) / "run"),
+        spec = {"models": a.model, "device": a.device, "tasks": str(Path(tmp) / "tasks"), "out": str(Path(tmp) / "run"),
                 "settings": json.loads(a.settings) if a.settings else {}}
         proc = subprocess.run([sys.executable, "-c", EVALUATE, json.dumps(spec)], capture_output=True, text=True)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("EVALUATE ")), None)
@@ -157,7 +162,8 @@ def main() -> None:
     p.add_argument("--settings", help='settings of every request as JSON, e.g. \'{"policy": "always"}\'')
     p.add_argument("--url", help="a service already up (else one is started, and stopped at the end)")
     p.add_argument("--device")
-    p.add_argument("--model")
+    p.add_argument("--model", action="append", help="a model folder (default: the shipped one); named twice or "
+                                                    "more, the models answer as one (testtime serve --model A --model B)")
     p.add_argument("--max-batch", type=int)
     p.add_argument("--window", type=float)
     p.add_argument("--start-timeout", type=float, default=900.0)
