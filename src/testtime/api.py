@@ -305,6 +305,20 @@ def evaluate(tasks: str | Path = "arc1/eval", out: str | Path | None = None, *,
                           show_progress=show_progress and from_env().is_main, say=say, labels=labels)
 
 
+def several_models(models: Sequence[str | Path | None]) -> tuple[list[str | None], list[Path]]:
+    """Two model folders or more (None: the shipped model), each once and each a model folder, before any loads or
+    runs: their names as given and their paths; else a one-line ConfigError or ModelError."""
+    names = [None if m is None else str(m) for m in models]
+    paths = [default_model_dir() if m is None else Path(m) for m in names]
+    if len(names) < 2:
+        raise ConfigError(f"several models: name two or more, got {len(names)}")
+    if len({p.resolve() for p in paths}) < len(paths):
+        raise ConfigError("a model is named twice: its answers would repeat the first's")
+    for path in paths:
+        check_model_dir(path)
+    return names, paths
+
+
 def run_checkpoints(cfg: EvalConfig | TextEvalConfig, models: Sequence[str | Path | None],
                     out: str | Path | None = None, *, max_minutes: float | None = None,
                     run: Callable[..., Run] | None = None, **run_args: Any) -> tuple[list[Run], dict[str, Any]]:
@@ -326,18 +340,11 @@ def run_checkpoints(cfg: EvalConfig | TextEvalConfig, models: Sequence[str | Pat
     if from_env().enabled:  # each run would tear down the process group the next one needs
         raise ConfigError("several models run in one process; under torchrun, evaluate each model apart and "
                           "`testtime combine` their runs")
-    names = [None if m is None else str(m) for m in models]
-    paths = [default_model_dir() if m is None else Path(m) for m in names]
-    if len(names) < 2:
-        raise ConfigError(f"several models: name two or more, got {len(names)}")
-    if len({p.resolve() for p in paths}) < len(paths):
-        raise ConfigError("a model is named twice: its second run would repeat the first")
+    names, paths = several_models(models)
     out = Path(out) if out is not None else grid.default_out(cfg).with_name(
         f"{grid.default_out(cfg).name}-{len(names)}models")
     folders = [out / "checkpoints" / f"{k}-{path.name}" for k, path in enumerate(paths, 1)]
     # Everything that can refuse does so now, not after the first model's whole run.
-    for path in paths:
-        check_model_dir(path)
     check_out_folder(out, folders)
     made = combination_of(out)
     if made is not None and [Path(p).resolve() for p in made] != [f.resolve() for f in folders]:

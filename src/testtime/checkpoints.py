@@ -25,11 +25,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from testtime.api import Run, Solution, Solver, TaskSolver, build_config, load, run_checkpoints
+from testtime.api import Run, Solution, Solver, TaskSolver, build_config, load, run_checkpoints, several_models
 from testtime.core.config import SECONDS, ConfigError, check_value
 from testtime.data.tasks import Task, as_task
-from testtime.model.loading import default_model_dir
-from testtime.model.model_folder import check_model_dir
 from testtime.recipes.grid import EvalConfig
 from testtime.report.combine import ATTEMPTS, combine_records
 from testtime.stages import budget
@@ -158,12 +156,5 @@ def load_checkpoints(models: Sequence[str | Path | None], device: str | None = N
     """Solvers of several model folders (None: the shipped model), each loaded once on `device`; see `Checkpoints`."""
     if isinstance(models, str | Path):
         raise ConfigError("load_checkpoints takes a list of model folders; for one model, use testtime.load")
-    names = [None if m is None else str(m) for m in models]
-    if len(names) < 2:
-        raise ConfigError(f"several models: name two or more, got {len(names)}")
-    paths = [(default_model_dir() if n is None else Path(n)).resolve() for n in names]
-    if len(set(paths)) < len(paths):
-        raise ConfigError("a model is named twice: its attempts would repeat the first's")
-    for path in paths:  # a missing or damaged folder refused before the first model loads
-        check_model_dir(path)
+    names, _ = several_models(models)  # a missing or damaged folder refused before the first model loads
     return Checkpoints([load(m, device, dtype) for m in names])
