@@ -123,12 +123,12 @@ def load(a: argparse.Namespace, url: str, tasks: list[Task]) -> tuple[list[dict]
 
 
 EVALUATE = """
-import json, sys, time, testtime
+import json, sys, time
+from testtime.checkpoints import load_solver
 from testtime.serve import warm_up
 from testtime.core.store import read_results
 a = json.loads(sys.argv[1])
-models = a["models"] or [None]
-solver = testtime.load(models[0], a["device"]) if len(models) == 1 else testtime.load_checkpoints(models, a["device"])
+solver = load_solver(a["models"], a["device"])
 warm_up(solver)
 start = time.perf_counter()
 solver.evaluate(a["tasks"], a["out"], show_progress=False, **a["settings"])  # several models: their runs combined

@@ -158,3 +158,10 @@ def load_checkpoints(models: Sequence[str | Path | None], device: str | None = N
         raise ConfigError("load_checkpoints takes a list of model folders; for one model, use testtime.load")
     names, _ = several_models(models)  # a missing or damaged folder refused before the first model loads
     return Checkpoints([load(m, device, dtype) for m in names])
+
+
+def load_solver(models: Sequence[str | Path | None] | None, device: str | None = None) -> Solver | Checkpoints:
+    """What `testtime solve` and `testtime serve` answer with, from their `--model` flags: a Solver of the one model
+    named (none: the shipped model), or `Checkpoints` of several."""
+    named = list(models or [None])
+    return load(named[0], device) if len(named) == 1 else load_checkpoints(named, device)

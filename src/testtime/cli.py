@@ -452,7 +452,7 @@ def solve_cmd(
     start = time.perf_counter()  # the budget counts loading too
 
     from testtime import api
-    from testtime.checkpoints import load_checkpoints
+    from testtime.checkpoints import load_solver
     from testtime.core.config import SECONDS, check_value
     from testtime.data.tasks import resolve_task
     from testtime.recipes.grid import plan_of
@@ -465,7 +465,7 @@ def solve_cmd(
         model=models[0], ttt=ttt, device=device, views=views, samples=samples, epochs=epochs, lr=lr, adapter=adapter,
         policy=policy, select=select, adapters=adapters, dfs=dfs, second_round=second_round), spell=opt.flag_name)
     plan_of(cfg)  # an unknown or contradictory policy fails here, before the model loads
-    solver = api.load(models[0], device) if len(models) == 1 else load_checkpoints(models, device)
+    solver = load_solver(models, device)
     res = solver.solve(t, recipe=cfg, max_seconds="auto" if max_seconds is None else max_seconds,
                        spent=time.perf_counter() - start, say=typer.echo)
     res.show(console=_console())

@@ -411,11 +411,9 @@ def command(
         import uvicorn  # noqa: F401
     except ImportError as e:
         raise ValueError(f"testtime serve needs FastAPI and uvicorn ({e}): pip install 'testtime[serve]'") from None
-    from testtime import api
-    from testtime.checkpoints import load_checkpoints
+    from testtime.checkpoints import load_solver
 
-    models = model or [None]
-    solver = api.load(models[0], device) if len(models) == 1 else load_checkpoints(models, device)
+    solver = load_solver(model, device)
     if warm_up_first:
         typer.echo(f"warmed up in {warm_up(solver):.1f} s")
     finished = serve(solver, host, port, say=typer.echo, window=window, max_batch=max_batch, max_queue=max_queue,
