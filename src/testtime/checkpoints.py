@@ -160,8 +160,9 @@ def load_checkpoints(models: Sequence[str | Path | None], device: str | None = N
     return Checkpoints([load(m, device, dtype) for m in names])
 
 
-def load_solver(models: Sequence[str | Path | None] | None, device: str | None = None) -> Solver | Checkpoints:
+def load_solver(models: Sequence[str | Path | None] | None, device: str | None = None,
+                dtype=None) -> Solver | Checkpoints:
     """What `testtime solve` and `testtime serve` answer with, from their `--model` flags: a Solver of the one model
     named (none: the shipped model), or `Checkpoints` of several."""
     named = list(models or [None])
-    return load(named[0], device) if len(named) == 1 else load_checkpoints(named, device)
+    return load(named[0], device, dtype) if len(named) == 1 else load_checkpoints(named, device, dtype)

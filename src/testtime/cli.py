@@ -434,6 +434,7 @@ def solve_cmd(
     model: opt.SOLVE_MODELS = None,
     ttt: opt.TTT = None,
     device: opt.DEVICE = None,
+    dtype: opt.DTYPE = None,
     views: opt.VIEWS = None,
     samples: opt.SAMPLES = None,
     epochs: opt.EPOCHS = None,
@@ -465,7 +466,7 @@ def solve_cmd(
         model=models[0], ttt=ttt, device=device, views=views, samples=samples, epochs=epochs, lr=lr, adapter=adapter,
         policy=policy, select=select, adapters=adapters, dfs=dfs, second_round=second_round), spell=opt.flag_name)
     plan_of(cfg)  # an unknown or contradictory policy fails here, before the model loads
-    solver = load_solver(models, device)
+    solver = load_solver(models, device, dtype)
     res = solver.solve(t, recipe=cfg, max_seconds="auto" if max_seconds is None else max_seconds,
                        spent=time.perf_counter() - start, say=typer.echo)
     res.show(console=_console())

@@ -29,6 +29,9 @@ VIEWS = Annotated[int | None, typer.Option(help="D8 views for augmented inferenc
 ORDERS = Annotated[int | None, typer.Option(help="Demo orders per view (default 1); text tasks: orders each query "
                                                   "is asked under, their answers voting.")]
 DEVICE = Annotated[str | None, typer.Option(help="cpu or cuda; default: cuda when available.")]
+DTYPE = Annotated[str | None, typer.Option(help="The weights' dtype, float32 or bfloat16 (default: bfloat16 on a GPU, "
+                                                "float32 on a CPU; a CPU with native bf16, AVX512-BF16 or AMX, runs "
+                                                "faster in bfloat16, others slower).")]
 SAMPLES = Annotated[int | None, typer.Option(help="TTT sequences per task.")]
 EPOCHS = Annotated[int | None, typer.Option(help="TTT epochs (default: the policy's; extended 6, else 2).")]
 LR = Annotated[float | None, typer.Option(help="TTT learning rate.")]

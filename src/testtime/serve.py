@@ -42,6 +42,7 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from testtime.batching import Answer, Batcher, Job, ServiceError
+from testtime.cli_options import DTYPE
 from testtime.core.config import one_line
 from testtime.data.tasks import Task, task_from_dict
 
@@ -379,6 +380,7 @@ def command(
     host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free one, printed).")] = 8000,
     device: Annotated[str | None, typer.Option(help="cpu or cuda; default: cuda when available.")] = None,
+    dtype: DTYPE = None,
     model: Annotated[list[str] | None, typer.Option(help="A Hugging Face causal LM folder; default: the shipped model. "
                                                          "Named twice or more: each model solves each task, their "
                                                          "attempts combined as `testtime combine` does.")] = None,
@@ -413,7 +415,7 @@ def command(
         raise ValueError(f"testtime serve needs FastAPI and uvicorn ({e}): pip install 'testtime[serve]'") from None
     from testtime.checkpoints import load_solver
 
-    solver = load_solver(model, device)
+    solver = load_solver(model, device, dtype)
     if warm_up_first:
         typer.echo(f"warmed up in {warm_up(solver):.1f} s")
     finished = serve(solver, host, port, say=typer.echo, window=window, max_batch=max_batch, max_queue=max_queue,

@@ -26,6 +26,7 @@ from testtime.model.model_folder import ModelError, check_model_dir, held_logs
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "testtime-grid-base"
 MODEL_ENV = "TESTTIME_MODEL"
+DTYPES = ("float32", "bfloat16", "float16")  # the weights' dtypes a model loads in, by name
 @dataclass(frozen=True)
 class ModelConfig:
     """Shape of the base model. The defaults are the shipped ~26M-parameter grid-aware model."""
@@ -159,6 +160,8 @@ def load_model(path: str | Path | None = None, device: str = "cpu", dtype=None) 
     if dtype is None:
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     elif isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ConfigError(f"dtype {dtype!r}: one of {', '.join(DTYPES)}")
         dtype = getattr(torch, dtype)
     try:
         with held_logs():
