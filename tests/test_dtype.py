@@ -34,3 +34,15 @@ def test_a_dtype_that_is_not_one_is_a_one_line_error(command, one_line_error):
                    "dtype 'int4': one of " + ", ".join(DTYPES))
     with pytest.raises(testtime.ConfigError, match="dtype 'float8'"):
         load_model(device="cpu", dtype="float8")
+
+
+def test_several_models_load_in_the_dtype_named(tmp_path):
+    import shutil
+
+    from testtime.model.loading import DEFAULT_MODEL_DIR
+
+    shutil.copytree(DEFAULT_MODEL_DIR, tmp_path / "copy")
+    both = testtime.load_checkpoints([DEFAULT_MODEL_DIR, tmp_path / "copy"], device="cpu", dtype=torch.bfloat16)
+    assert [{p.dtype for p in s.model.parameters()} for s in both.solvers] == [{torch.bfloat16}] * 2
+    with pytest.raises(testtime.ConfigError, match="dtype 'int8'"):
+        testtime.load(device="cpu", dtype=torch.int8)

@@ -602,9 +602,9 @@ def test_results_archives_that_left_the_tree_unpack_from_history(tmp_path):
     got = _archive(arch, str(tmp_path / "old"))
     assert got.returncode == 0 and "from commit" in got.stdout, got.stderr
     assert list((tmp_path / "old").rglob("summary.json"))
-    kept = _archive("results/h100-campaign-2026-12-07c/runs.tar.xz", str(tmp_path / "kept"))
+    kept = _archive(str(SHIPPED_ARCHIVE.relative_to(ROOT)), str(tmp_path / "kept"))  # the shipped model's stay
     assert kept.returncode == 0 and "from the tree" in kept.stdout
-    assert (tmp_path / "kept/seed12/summary.json").is_file()
+    assert (tmp_path / "kept" / SHIPPED_RUN / "summary.json").is_file()
     missing = _archive("results/nowhere/runs.tar.xz", str(tmp_path / "x"))
     assert missing.returncode == 1 and missing.stderr.strip().count("\n") == 0
     assert "results/nowhere/runs.tar.xz: neither in the tree nor in" in missing.stderr

@@ -1,6 +1,7 @@
 """The `testtime` command's options, declared once: the flags `evaluate` and `solve` share, each typed and helped.
 
-Flags that set a config field are checked against that field's declared limits (config.Range), not here.
+`DTYPE` is solve's and serve's. Flags that set a config field are checked against that field's declared limits
+(config.Range), not here.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ ORDERS = Annotated[int | None, typer.Option(help="Demo orders per view (default 
                                                   "is asked under, their answers voting.")]
 DEVICE = Annotated[str | None, typer.Option(help="cpu or cuda; default: cuda when available.")]
 DTYPE = Annotated[str | None, typer.Option(help="The weights' dtype, float32 or bfloat16 (default: bfloat16 on a GPU, "
-                                                "float32 on a CPU; a CPU with native bf16, AVX512-BF16 or AMX, runs "
-                                                "faster in bfloat16, others slower).")]
+                                                "float32 on a CPU). A CPU with native bf16 (AVX512-BF16, AMX) runs "
+                                                "faster in bfloat16; on a GPU TTT and decoding run under bf16 "
+                                                "autocast either way.")]
 SAMPLES = Annotated[int | None, typer.Option(help="TTT sequences per task.")]
 EPOCHS = Annotated[int | None, typer.Option(help="TTT epochs (default: the policy's; extended 6, else 2).")]
 LR = Annotated[float | None, typer.Option(help="TTT learning rate.")]

@@ -26,7 +26,7 @@ from testtime.model.model_folder import ModelError, check_model_dir, held_logs
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "testtime-grid-base"
 MODEL_ENV = "TESTTIME_MODEL"
-DTYPES = ("float32", "bfloat16", "float16")  # the weights' dtypes a model loads in, by name
+DTYPES = ("float32", "bfloat16", "float16")  # the weights' dtypes a model loads in (float16: a user's own model's)
 @dataclass(frozen=True)
 class ModelConfig:
     """Shape of the base model. The defaults are the shipped ~26M-parameter grid-aware model."""
@@ -144,7 +144,8 @@ def load_model(path: str | Path | None = None, device: str = "cpu", dtype=None) 
     """Load a causal LM folder, its tokenizer and the matching codec: the one way every path (solve, evaluate,
     text tasks, pretraining's init_from) loads a model.
 
-    `path=None` means the shipped base model (or $TESTTIME_MODEL). dtype defaults to bf16 on CUDA, fp32 elsewhere.
+    `path=None` means the shipped base model (or $TESTTIME_MODEL). `dtype` (one of DTYPES, by name or as a torch
+    dtype) defaults to bf16 on CUDA, fp32 elsewhere.
     A folder of int8 weights (`testtime.model.int8`) is read back to that dtype.
     Whatever is wrong with the folder (missing, a bad config.json, pickle, empty or cut-short weights) is a
     one-line ModelError naming it, and so is a device that is not there.
@@ -159,10 +160,11 @@ def load_model(path: str | Path | None = None, device: str = "cpu", dtype=None) 
     files = check_model_dir(path)
     if dtype is None:
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    elif isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise ConfigError(f"dtype {dtype!r}: one of {', '.join(DTYPES)}")
-        dtype = getattr(torch, dtype)
+    else:
+        name = dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
+        if name not in DTYPES:
+            raise ConfigError(f"dtype {name!r}: one of {', '.join(DTYPES)}")
+        dtype = getattr(torch, name)
     try:
         with held_logs():
             tokenizer = AutoTokenizer.from_pretrained(str(path))
