@@ -1,6 +1,6 @@
 """The `testtime` command's options, declared once: the flags `evaluate` and `solve` share, each typed and helped.
 
-`DTYPE` is solve's and serve's. Flags that set a config field are checked against that field's declared limits
+`DEVICE` and `DTYPE` are also serve's. Flags that set a config field are checked against that field's declared limits
 (config.Range), not here.
 """
 

@@ -42,7 +42,7 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from testtime.batching import Answer, Batcher, Job, ServiceError
-from testtime.cli_options import DTYPE
+from testtime.cli_options import DEVICE, DTYPE
 from testtime.core.config import one_line
 from testtime.data.tasks import Task, task_from_dict
 
@@ -379,7 +379,7 @@ def serve(solver: "Solver", host: str = "127.0.0.1", port: int = 8000, *, say: C
 def command(
     host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free one, printed).")] = 8000,
-    device: Annotated[str | None, typer.Option(help="cpu or cuda; default: cuda when available.")] = None,
+    device: DEVICE = None,
     dtype: DTYPE = None,
     model: Annotated[list[str] | None, typer.Option(help="A Hugging Face causal LM folder; default: the shipped model. "
                                                          "Named twice or more: each model solves each task, their "

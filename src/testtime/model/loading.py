@@ -27,6 +27,8 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "testtime-grid-base"
 MODEL_ENV = "TESTTIME_MODEL"
 DTYPES = ("float32", "bfloat16", "float16")  # the weights' dtypes a model loads in (float16: a user's own model's)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Shape of the base model. The defaults are the shipped ~26M-parameter grid-aware model."""
